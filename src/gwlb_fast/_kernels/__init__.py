@@ -1,0 +1,1 @@
+"""Cython kernels: one extension per concept, each a batched nogil loop over typed memoryviews."""

@@ -1,0 +1,39 @@
+# Mirror of gwlb_fast.status.PktStatus (tests/test_status.py asserts they agree).
+# Generated once from status.py; edit both together.
+
+cdef enum PktStatus:
+    ST_OK = 0
+    ST_TRUNCATED = 1
+    ST_NOT_IPV4 = 2
+    ST_BAD_IP_VERSION = 3
+    ST_BAD_IHL = 4
+    ST_BAD_IP_LEN = 5
+    ST_IP_TRUNCATED = 6
+    ST_FRAGMENT = 7
+    ST_L4_TRUNCATED = 8
+    ST_BAD_TCP_OFF = 9
+    ST_NOT_GENEVE = 16
+    ST_GENEVE_TRUNCATED = 17
+    ST_GENEVE_BAD_VERSION = 18
+    ST_GENEVE_OPT_OVERRUN = 19
+    ST_GENEVE_BAD_TLV = 20
+    ST_GENEVE_CRITICAL = 21
+    ST_GENEVE_BAD_PROTO = 22
+    ST_GENEVE_INNER_BAD = 23
+    ST_NO_ROUTE = 32
+    ST_BLACKHOLE = 33
+    ST_ROUTE_LOOP = 34
+    ST_UNKNOWN_ENDPOINT = 35
+    ST_NO_HEALTHY_FW = 36
+    ST_FW_FAILED = 37
+    ST_FLOW_TABLE_FULL = 38
+    ST_TOO_BIG = 39
+    ST_STALE_COOKIE = 40
+    ST_POLICY_DENY = 41
+    ST_POLICY_RESET = 42
+    ST_TCP_NOT_SYN = 43
+    ST_SESSION_CLOSED = 44
+    ST_NAT_PORT_EXHAUSTED = 45
+    ST_NAT_NO_MAPPING = 46
+    ST_NAT_TABLE_FULL = 47
+    ST_NOT_FORWARDED = 48

@@ -1,0 +1,20 @@
+"""Exception classes. Each inherits from the builtin it refines and from ``GwlbError`` (one ``except`` in the CLI)."""
+
+
+class GwlbError(Exception):
+    """Base class of every error gwlb-fast raises on purpose."""
+
+
+class ConfigError(ValueError, GwlbError):
+    """An invalid topology, policy or events file: the message names the file, the key path and the problem."""
+
+
+class PcapError(ValueError, GwlbError):
+    """An unreadable capture: the message names the file, the byte offset and the problem."""
+
+    def __init__(self, path, offset, problem):
+        self.path = str(path)
+        self.offset = offset
+        self.problem = problem
+        where = f" at byte {offset}" if offset is not None else ""
+        super().__init__(f"{self.path}{where}: {problem}")
