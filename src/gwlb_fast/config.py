@@ -13,6 +13,7 @@ compile.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +24,32 @@ import yaml
 from .errors import ConfigError
 
 __all__ = [
-    "Route", "RouteTable", "Subnet", "Vpc", "Endpoint", "Firewall", "GeneveSettings", "HealthCheck", "Gwlb",
-    "DnatRule", "NatGateway", "Event", "Topology", "load_topology", "load_events", "topology_from_dict",
-    "events_from_list", "example_topology_text", "ip_to_int", "int_to_ip", "NEXT_HOP_KINDS", "STICKINESS",
-    "FAILOVER", "FW_STATES", "GENEVE_PROFILES", "PROTOCOLS",
+    "FAILOVER",
+    "FW_STATES",
+    "GENEVE_PROFILES",
+    "NEXT_HOP_KINDS",
+    "PROTOCOLS",
+    "STICKINESS",
+    "DnatRule",
+    "Endpoint",
+    "Event",
+    "Firewall",
+    "GeneveSettings",
+    "Gwlb",
+    "HealthCheck",
+    "NatGateway",
+    "Route",
+    "RouteTable",
+    "Subnet",
+    "Topology",
+    "Vpc",
+    "events_from_list",
+    "example_topology_text",
+    "int_to_ip",
+    "ip_to_int",
+    "load_events",
+    "load_topology",
+    "topology_from_dict",
 ]
 
 NEXT_HOP_KINDS = ("local", "gwlbe", "natgw", "internet", "blackhole")
@@ -304,7 +327,7 @@ def _int(ctx, v, path, lo=None, hi=None, what="an integer") -> int:
 def _num(ctx, v, path, lo=0.0) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         ctx.fail(path, f"must be a number, got {_type_name(v)}")
-    if v < lo or v != v:
+    if v < lo or math.isnan(v):
         ctx.fail(path, f"must be >= {lo}, got {v}")
     return float(v)
 

@@ -16,7 +16,7 @@ import numpy as np
 from ._kernels.lpm import lpm_lookup
 from .config import Route, Topology, Vpc
 
-__all__ = ["NextHop", "Lpm", "VpcRouter", "routers"]
+__all__ = ["Lpm", "NextHop", "VpcRouter", "routers"]
 
 
 class NextHop(NamedTuple):
