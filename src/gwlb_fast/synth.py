@@ -332,7 +332,8 @@ def generate_with_truth(flows: int = 1000, packets: int = 100_000, seed: int = 0
     rand_off += np.where(np.isin(reply_port, (80,))[fid], _RANDOM_POOL, 0)
     pay_off = np.select(
         [ptcp, pdns, picmp, pudp],
-        [rand_off, np.where(rev, dns_a[0][name], dns_q[0][name]), (icmp_off[fid] + pair) % (_RANDOM_POOL - _ICMP_PAYLOAD),
+        [rand_off, np.where(rev, dns_a[0][name], dns_q[0][name]),
+         (icmp_off[fid] + pair) % (_RANDOM_POOL - _ICMP_PAYLOAD),
          np.where(rev, 2 * _RANDOM_POOL + _NTP_LEN, 2 * _RANDOM_POOL)]).astype(np.int64)
     tls = np.isin(reply_port, (443, 8443))[fid]
     pay_style = np.select([ptcp & tls, pdns], [PAY_TLS, PAY_ID16], PAY_COPY).astype(np.uint8)
@@ -541,12 +542,13 @@ def _nonneg_int(s: str) -> int:
 
 def _cli_synth(args) -> int:
     from .errors import ConfigError
-    from .pcapio import write_pcap
 
     try:
         batch, truth = generate_with_truth(args.flows, args.packets, args.seed, duration=args.duration)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    from .pcapio import write_pcap
+
     write_pcap(args.output, batch)
     print(f"wrote {args.output}")
     print(format_summary(truth.summary()))
