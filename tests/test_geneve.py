@@ -20,7 +20,6 @@ from gwlb_fast.status import PktStatus as S
 from tests.oracles import geneve as oracle
 
 
-
 def _captures() -> Path:
     # ../shared/data next to the repository (a worktree may sit one level deeper)
     for up in Path(__file__).resolve().parents[1:4]:
@@ -32,8 +31,8 @@ def _captures() -> Path:
 
 CAPTURES = _captures()
 COLS = ("vni", "geneve_flags", "opt_len", "endpoint_id", "attachment_id", "flow_cookie", "inner_off")
-ORACLE_KEYS = dict(vni="vni", geneve_flags="flags", opt_len="opt_len", endpoint_id="endpoint_id",
-                   attachment_id="attachment_id", flow_cookie="flow_cookie", inner_off="inner_off")
+ORACLE_KEYS = {"vni": "vni", "geneve_flags": "flags", "opt_len": "opt_len", "endpoint_id": "endpoint_id",
+                   "attachment_id": "attachment_id", "flow_cookie": "flow_cookie", "inner_off": "inner_off"}
 
 
 # ------------------------------------------------------------------------------------------------ packet builders
@@ -445,7 +444,7 @@ OPT_RE = re.compile(r"class [^(]*\((0x[0-9a-f]+)\) type (0x[0-9a-f]+)(?:\(C\))? 
 def parse_tcpdump_vv(text: str) -> list[dict]:
     """Geneve fields of each packet in a ``tcpdump -vv`` listing."""
     out = []
-    blocks = re.split(r"^\s+\d+\s+\d{4}-\d\d-\d\d ", text, flags=re.M)[1:]
+    blocks = re.split(r"^\s+\d+\s+\d{4}-\d\d-\d\d ", text, flags=re.MULTILINE)[1:]
     for blk in blocks:
         m = re.search(r"Geneve, Flags \[([^\]]*)\], vni (0x[0-9a-f]+)(?:, options \[(.*?)\])?\n", blk)
         lines = blk.split("\n")
@@ -454,8 +453,8 @@ def parse_tcpdump_vv(text: str) -> list[dict]:
                                     inner_line).groups()
         opts = [(int(c, 16), int(t, 16), int(ln), bytes.fromhex(d.replace(" ", "")))
                 for c, t, ln, d in OPT_RE.findall(m.group(3) or "")]
-        out.append(dict(flags=m.group(1), vni=int(m.group(2), 16), options=opts, src=src, dst=dst,
-                        ports=None if sp is None else (int(sp), int(dp))))
+        out.append({"flags": m.group(1), "vni": int(m.group(2), 16), "options": opts, "src": src, "dst": dst,
+                        "ports": None if sp is None else (int(sp), int(dp))})
     return out
 
 
@@ -559,3 +558,23 @@ def test_tshark_decodes_encoder_output(tmp_path):
                         timeout=120)
     status = ck.stdout.replace(",", "\n").split()
     assert len(status) == 40 and set(status) == {"1"}
+
+
+def test_flow_port_matches_flowhash_kernel():
+    fh = pytest.importorskip("gwlb_fast._kernels.flowhash")
+    rng = np.random.default_rng(3)
+    pk = [ip_packet(src=int(rng.integers(2**32)), dst=int(rng.integers(2**32)), proto=int(p),
+                    sport=int(rng.integers(65536)), dport=int(rng.integers(65536))) for p in [6, 17] * 50]
+    b = batch_of(pk, LINKTYPE_IPV4)
+    src = np.array([int.from_bytes(p[12:16], "big") for p in pk], np.uint32)
+    dst = np.array([int.from_bytes(p[16:20], "big") for p in pk], np.uint32)
+    sp = np.array([int.from_bytes(p[20:22], "big") for p in pk], np.uint16)
+    dp = np.array([int.from_bytes(p[22:24], "big") for p in pk], np.uint16)
+    proto = np.array([p[9] for p in pk], np.uint8)
+    for seed in (0, 12345):
+        h = np.empty(len(pk), np.uint64)
+        fh.hash_5tuple(src, dst, sp, dp, proto, seed, h)
+        want = np.empty(len(pk), np.uint16)
+        fh.geneve_udp_sport(h, want)
+        assert (gv.flow_ports(b, hash_seed=seed) == want).all()
+        assert (gv.encap(b, hash_seed=seed).packets()[0][34:36] == int(want[0]).to_bytes(2, "big"))

@@ -62,8 +62,8 @@ def ipv4(pkt: bytes, l3: int):
 
 
 def decode(pkt: bytes, linktype: int = ETHERNET, option_class: int = 0x0108) -> dict:
-    r = dict(status=S.OK, vni=0, flags=0, opt_len=0, endpoint_id=0, attachment_id=0, flow_cookie=0, inner_off=-1,
-             inner_len=0, inner_linktype=0, options=None)
+    r = {"status": S.OK, "vni": 0, "flags": 0, "opt_len": 0, "endpoint_id": 0, "attachment_id": 0, "flow_cookie": 0, "inner_off": -1,
+             "inner_len": 0, "inner_linktype": 0, "options": None}
     st, l3 = find_l3(pkt, linktype)
     if st == S.OK:
         st, l4, end = ipv4(pkt, l3)
@@ -164,7 +164,7 @@ def encode(inner: bytes, src: int, dst: int, sport: int, vni: int, endpoint_id: 
 
 def echo(frame: bytes) -> bytes:
     """A firewall's return of a decoded Ethernet/IPv4 Geneve frame (no VLAN): MACs and IPs swapped."""
-    st, l3 = find_l3(frame, ETHERNET)
+    _st, l3 = find_l3(frame, ETHERNET)
     ihl = (frame[l3] & 15) * 4
     b = bytearray(frame)
     b[0:6], b[6:12] = frame[6:12], frame[0:6]
