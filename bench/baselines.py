@@ -44,3 +44,111 @@ def dpkt_build_frames(rows):
         ip.len = 20 + len(l4)
         out.append(bytes(dpkt.ethernet.Ethernet(src=smac, dst=dmac, type=0x0800, data=ip)))
     return out
+
+
+# --- geneve ---
+import struct
+
+import dpkt
+
+_GENEVE_OPT = struct.Struct("!HBB")
+_GENEVE_BASE = struct.Struct("!BBHI")
+
+
+def dpkt_geneve_decap(frames: list[bytes], option_class: int = 0x0108) -> list[tuple]:
+    """Per packet with dpkt for Ethernet/IPv4/UDP and struct for Geneve (dpkt has no Geneve layer).
+
+    Returns ``(vni, flags, endpoint_id, attachment_id, cookie, inner_bytes)`` per Geneve packet, ``None`` otherwise.
+    """
+    out = []
+    for buf in frames:
+        try:
+            eth = dpkt.ethernet.Ethernet(buf)
+            ip = eth.data
+            if not isinstance(ip, dpkt.ip.IP) or ip.p != 17:
+                out.append(None)
+                continue
+            udp = ip.data
+            if udp.dport != 6081:
+                out.append(None)
+                continue
+            g = bytes(udp.data)
+            b0, flags, _proto, vni = _GENEVE_BASE.unpack_from(g, 0)
+            if b0 >> 6:
+                out.append(None)
+                continue
+            oend = 8 + (b0 & 0x3F) * 4
+            pos, ep, att, ck = 8, 0, 0, 0
+            while pos < oend:
+                cls, typ, ln = _GENEVE_OPT.unpack_from(g, pos)
+                ln = (ln & 0x1F) * 4
+                if cls == option_class:
+                    if typ == 1:
+                        ep = int.from_bytes(g[pos + 4 : pos + 12], "big")
+                    elif typ == 2:
+                        att = int.from_bytes(g[pos + 4 : pos + 12], "big")
+                    elif typ == 3:
+                        ck = int.from_bytes(g[pos + 4 : pos + 8], "big")
+                pos += 4 + ln
+            out.append((vni >> 8, flags, ep, att, ck, g[oend:]))
+        except (dpkt.UnpackError, struct.error):
+            out.append(None)
+    return out
+
+
+def dpkt_geneve_encap(packets: list[bytes], src: bytes, dst: bytes, endpoint_id: int, attachment_id: int,
+                      cookie: int, vni: int = 0, option_class: int = 0x0108,
+                      src_mac: bytes = b"\x02\x00\x0a\x00\x00\x0a", dst_mac: bytes = b"\x02\x00\x0a\x00\x01\x0b"
+                      ) -> list[bytes]:
+    """Per packet: struct for the Geneve header and options, dpkt for UDP/IPv4 (checksum) and Ethernet."""
+    opts = (struct.pack("!HBBQ", option_class, 1, 2, endpoint_id) + struct.pack("!HBBQ", option_class, 2, 2,
+            attachment_id) + struct.pack("!HBBI", option_class, 3, 1, cookie))
+    gen = struct.pack("!BBHI", len(opts) // 4, 0, 0x0800, vni << 8) + opts
+    out = []
+    for inner in packets:
+        sport = 49152 + (hash(inner[12:20]) & 0x3FFF)
+        # UDP as bytes: given a dpkt UDP object, dpkt would fill in the checksum that RFC 8926 lets us leave 0
+        udp = struct.pack("!HHHH", sport, 6081, 8 + len(gen) + len(inner), 0) + gen + inner
+        ip = dpkt.ip.IP(src=src, dst=dst, p=17, ttl=64, df=1, data=udp)
+        eth = dpkt.ethernet.Ethernet(src=src_mac, dst=dst_mac, type=0x0800, data=bytes(ip))
+        out.append(bytes(eth))
+    return out
+
+
+def scapy_geneve_decap(frames: list[bytes], option_class: int = 0x0108) -> list[tuple]:
+    """Per packet with scapy's Geneve layer."""
+    from scapy.contrib.geneve import GENEVE
+    from scapy.layers.l2 import Ether
+
+    out = []
+    for buf in frames:
+        e = Ether(buf)
+        if GENEVE not in e:
+            out.append(None)
+            continue
+        g = e[GENEVE]
+        vals = {1: 0, 2: 0, 3: 0}
+        for o in g.options:
+            if o.classid == option_class and o.type in vals:
+                vals[o.type] = int.from_bytes(bytes(o.data), "big")
+        out.append((g.vni, g.oam << 7 | g.critical << 6, vals[1], vals[2], vals[3], bytes(g.payload)))
+    return out
+
+
+def scapy_geneve_encap(packets: list[bytes], src: str, dst: str, endpoint_id: int, attachment_id: int, cookie: int,
+                       vni: int = 0, option_class: int = 0x0108) -> list[bytes]:
+    """Per packet with scapy: Ether/IP/UDP/GENEVE(options)/Raw."""
+    from scapy.contrib.geneve import GENEVE, GeneveOptions
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+    from scapy.packet import Raw
+
+    opts = [GeneveOptions(classid=option_class, type=1, data=endpoint_id.to_bytes(8, "big")),
+            GeneveOptions(classid=option_class, type=2, data=attachment_id.to_bytes(8, "big")),
+            GeneveOptions(classid=option_class, type=3, data=cookie.to_bytes(4, "big"))]
+    out = []
+    for inner in packets:
+        p = (Ether(src="02:00:0a:00:00:0a", dst="02:00:0a:00:01:0b") / IP(src=src, dst=dst, flags="DF", ttl=64)
+             / UDP(sport=49152 + (hash(inner[12:20]) & 0x3FFF), dport=6081, chksum=0)
+             / GENEVE(vni=vni, proto=0x0800, options=opts) / Raw(inner))
+        out.append(bytes(p))
