@@ -164,11 +164,12 @@ class Gwlb:
                 raise ValueError(f"Gwlb: batch has no {name} column (parse it first)")
 
     def _canonical(self, b, idx):
-        n = idx.shape[0]
+        src = b.src_ip[idx]
+        n = src.shape[0]
         a_ip, b_ip = np.empty(n, np.uint32), np.empty(n, np.uint32)
         a_pt, b_pt = np.empty(n, np.uint16), np.empty(n, np.uint16)
         rev = np.empty(n, np.uint8)
-        canonical_5tuple(b.src_ip[idx], b.dst_ip[idx], b.sport[idx], b.dport[idx], a_ip, b_ip, a_pt, b_pt, rev)
+        canonical_5tuple(src, b.dst_ip[idx], b.sport[idx], b.dport[idx], a_ip, b_ip, a_pt, b_pt, rev)
         tag = None if b.endpoint_id is None else np.ascontiguousarray(b.endpoint_id[idx])
         return a_ip, b_ip, a_pt, b_pt, np.ascontiguousarray(b.proto[idx]), tag
 
@@ -186,12 +187,15 @@ class Gwlb:
         if idx.size == 0:
             return batch
         m = idx.shape[0]
+        if m == len(batch):
+            idx = slice(None)  # every packet OK: views of the columns instead of gathered copies
         ts = np.ascontiguousarray(batch.ts_ns[idx])
-        now = int(ts.max())
+        now = int(ts.min())  # reap only what is idle-expired for every packet of this batch
         a_ip, b_ip, a_pt, b_pt, proto, tag = self._canonical(batch, idx)
         h = self.flow_hash(batch.src_ip[idx], batch.dst_ip[idx], batch.sport[idx], batch.dport[idx], proto)
 
-        # amortized idle expiry: a bounded scan per batch keeps reaping ahead of insertion
+        # amortized idle expiry: a bounded scan per batch keeps reaping ahead of insertion (restarts of a key that
+        # comes back after its timeout are exact per packet inside lookup_or_insert)
         self.flows.expire(now, max(2 * m, 4096))
         slot = np.empty(m, np.int64)
         is_new = np.empty(m, np.uint8)
