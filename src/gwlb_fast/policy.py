@@ -449,27 +449,21 @@ class Policy:
     # ------------------------------------------------------------------ compiling
     def boxes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Expand the rules into priority-ordered boxes: ``(lo uint32[nb, 7], hi uint32[nb, 7], rule int32[nb])``."""
-        nb = sum(r.n_boxes() for r in self.rules)
-        lo = np.empty((nb, NDIMS), dtype=np.uint32)
-        hi = np.empty((nb, NDIMS), dtype=np.uint32)
-        rule = np.empty(nb, dtype=np.int32)
-        k = 0
+        los: list[tuple[int, ...]] = []
+        his: list[tuple[int, ...]] = []
+        rule: list[int] = []
         for i, r in enumerate(self.rules):
             fields = r.fields()
-            if all(len(f) == 1 for f in fields):
-                lo[k] = [f[0][0] for f in fields]
-                hi[k] = [f[0][1] for f in fields]
-                rule[k] = i
-                k += 1
-                continue
             for combo in itertools.product(*fields):
-                lo[k] = [c[0] for c in combo]
-                hi[k] = [c[1] for c in combo]
-                rule[k] = i
-                k += 1
-        return lo, hi, rule
+                los.append(tuple(c[0] for c in combo))
+                his.append(tuple(c[1] for c in combo))
+                rule.append(i)
+        if not rule:
+            return (np.empty((0, NDIMS), dtype=np.uint32), np.empty((0, NDIMS), dtype=np.uint32),
+                    np.empty(0, dtype=np.int32))
+        return (np.array(los, dtype=np.uint32), np.array(his, dtype=np.uint32), np.array(rule, dtype=np.int32))
 
-    def compile(self, binth: int = 8, partition: bool = True, max_leaf_entries: int = -1) -> Classifier:
+    def compile(self, binth: int = 4, partition: bool = True, max_leaf_entries: int = -1) -> Classifier:
         """Build the first-match classifier (see ``gwlb_fast._kernels.classify``).
 
         Parameters
