@@ -21,8 +21,17 @@ Build (HyperSplit, Qi et al., INFOCOM 2009, with rule pruning): a node holds the
 priority order.  Every box after the first one that covers the whole region can never be the first match there and is
 dropped.  A node with at most ``binth`` boxes (or no split that makes progress) becomes a leaf; otherwise it is cut in
 two on the dimension and value that minimise ``2*max(nL, nR) + min(nL, nR)`` over the box end points (balance first,
-then little replication).  Lookup walks the binary tree (one compare per level) and scans the leaf's boxes in priority
-order: the first box that contains the point gives the answer, so the result is exactly the linear first match.
+then little replication).  The leaf scan returns the first box containing the point, so the answer is exactly the
+linear first match.
+
+Partitions (CutSplit, Li et al., INFOCOM 2018): the boxes may be split into groups (``group``), one tree each, so that
+wildcard fields of one group never get cut by the narrow fields of another; fw-style sets otherwise replicate rules
+into gigabytes.  Groups are visited in order of their best rule and a packet stops as soon as no later group can hold
+an earlier rule; leaf scans stop at the first box whose rule cannot beat the answer found so far.  A leaf-entry budget
+(``max_leaf_entries``) bounds memory in any case: past it, nodes stop splitting (larger leaves, same answers).
+
+Lookup walks BLOCK packets through a tree level by level for the tree's depth (leaves step to themselves), so the walk
+has no data-dependent branch and BLOCK independent loads are in flight.
 """
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t
 from libc.stdlib cimport free, malloc, qsort, realloc
@@ -105,8 +114,12 @@ cdef class ClassifierTree:
         dimension's domain and ``lo <= hi``.
     rule : int32[nboxes]
         Rule index of each box, non-decreasing (priority order), >= 0.
+    group : int32[nboxes] or None
+        Partition of the boxes (0..63), one tree per non-empty group; None puts every box in one tree.
     binth : int
         Leaf size threshold (boxes per leaf before a node is split), >= 1.
+    max_leaf_entries : int
+        Bound on the boxes stored in leaves (replication included); -1 means ``32 * nboxes + 4096``.
     """
 
     cdef Node* nodes
