@@ -9,8 +9,7 @@ from hypothesis import strategies as st
 
 from gwlb_fast._kernels.classify import ClassifierTree
 from gwlb_fast.policy import _ANY8, _ANY16, _ANY32, Action, Policy, Rule, generate_trace
-from tests.oracles.classify import first_match, first_match_all, first_match_numpy
-
+from tests.oracles.classify import first_match_all, first_match_numpy
 
 
 def _find_classbench() -> Path:
@@ -64,7 +63,7 @@ def test_classbench_trace_matches_numpy_oracle(neurocuts_set):
 
 def test_classbench_random_points(neurocuts_set):
     """Uniform random headers (mostly misses on narrow rule sets) also agree."""
-    name, pol, clf = neurocuts_set
+    _name, pol, clf = neurocuts_set
     rng = np.random.default_rng(3)
     n = 3000
     trace = {"src_ip": rng.integers(0, 2**32, n, dtype=np.uint32), "dst_ip": rng.integers(0, 2**32, n, dtype=np.uint32),
@@ -196,8 +195,8 @@ def test_zones_restrict_and_unknown_zone():
     assert pol.endpoint_zone == {"gwlbe-a": 0, "gwlbe-b": 1, "gwlbe-c": 1}
     clf = pol.compile()
     n = 4
-    cols = dict(src_ip=np.full(n, 1, np.uint32), dst_ip=np.full(n, 2, np.uint32), sport=np.full(n, 3, np.uint16),
-                dport=np.full(n, 4, np.uint16), proto=np.full(n, 6, np.uint8))
+    cols = {"src_ip": np.full(n, 1, np.uint32), "dst_ip": np.full(n, 2, np.uint32), "sport": np.full(n, 3, np.uint16),
+                "dport": np.full(n, 4, np.uint16), "proto": np.full(n, 6, np.uint8)}
     zf = np.array([0, 1, 0, 255], np.uint8)
     zt = np.array([1, 0, 0, 1], np.uint8)
     np.testing.assert_array_equal(clf.classify(**cols, zone_from=zf, zone_to=zt), [0, 1, 2, 2])
@@ -213,9 +212,9 @@ def test_zones_restrict_and_unknown_zone():
 
 def _cols(n, rng=None):
     rng = rng or np.random.default_rng(0)
-    return dict(src_ip=rng.integers(0, 2**32, n, dtype=np.uint32), dst_ip=rng.integers(0, 2**32, n, dtype=np.uint32),
-                sport=rng.integers(0, 2**16, n, dtype=np.uint16), dport=rng.integers(0, 2**16, n, dtype=np.uint16),
-                proto=rng.integers(0, 256, n, dtype=np.uint8))
+    return {"src_ip": rng.integers(0, 2**32, n, dtype=np.uint32), "dst_ip": rng.integers(0, 2**32, n, dtype=np.uint32),
+                "sport": rng.integers(0, 2**16, n, dtype=np.uint16), "dport": rng.integers(0, 2**16, n, dtype=np.uint16),
+                "proto": rng.integers(0, 256, n, dtype=np.uint8)}
 
 
 @pytest.fixture(scope="module")

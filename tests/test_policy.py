@@ -43,14 +43,14 @@ def test_design_example_loads(tmp_path):
     assert web.dport == ((80, 80), (443, 443)) and web.proto == ((6, 6),)
     assert pol.rules[3].proto == _ANY8 and pol.rules[3].zone_from == _ANY8
     # Cross product: 1 src x 1 dst x 2 ports -> 2 boxes, both rule 0.
-    lo, hi, rule = pol.boxes()
+    lo, _hi, rule = pol.boxes()
     assert rule.tolist() == [0, 0, 1, 2, 3]
     assert lo.shape == (5, 7) and lo.dtype == np.uint32
     clf = pol.compile()
-    one = dict(src_ip=np.array([0x0A010105, 0x0A010105, 0x08080808], np.uint32),
-               dst_ip=np.array([0x08080808, 0x08080808, 0x0A010114], np.uint32),
-               sport=np.array([40000, 40000, 5555], np.uint16), dport=np.array([443, 53, 8443], np.uint16),
-               proto=np.array([6, 17, 6], np.uint8))
+    one = {"src_ip": np.array([0x0A010105, 0x0A010105, 0x08080808], np.uint32),
+               "dst_ip": np.array([0x08080808, 0x08080808, 0x0A010114], np.uint32),
+               "sport": np.array([40000, 40000, 5555], np.uint16), "dport": np.array([443, 53, 8443], np.uint16),
+               "proto": np.array([6, 17, 6], np.uint8)}
     assert clf.classify(**one).tolist() == [0, 1, 2]
 
 
