@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
-from gwlb_fast._kernels.flowhash import geneve_udp_sport, hash_2tuple, hash_3tuple, hash_5tuple
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gwlb_fast._kernels.flowhash import geneve_udp_sport, hash_2tuple, hash_3tuple, hash_5tuple
 from gwlb_fast.maglev import Maglev
 
 from .oracles import flowhash as ref
