@@ -1,3 +1,6 @@
+import socket
+
+import dpkt
 import numpy as np
 import pytest
 from hypothesis import example, given, settings
@@ -325,3 +328,43 @@ def test_matches_model(steps, failover, stick):
     assert g.flows_rebalanced == model.flows_rebalanced
     assert g.flows_per_fw.tolist() == model.flows_per_fw
     assert g.packets_per_fw.tolist() == model.packets_per_fw
+
+
+def _frame(src, dst, sport, dport, udp=False, payload=b"x" * 20):
+    l4 = (dpkt.udp.UDP(sport=sport, dport=dport, data=payload) if udp
+          else dpkt.tcp.TCP(sport=sport, dport=dport, flags=dpkt.tcp.TH_SYN, data=payload))
+    ip = dpkt.ip.IP(src=socket.inet_aton(src), dst=socket.inet_aton(dst), p=17 if udp else 6, data=l4)
+    return bytes(dpkt.ethernet.Ethernet(type=0x0800, data=ip))
+
+
+def test_parsed_capture_end_to_end():
+    out = [_frame("10.1.1.5", "93.184.216.34", 40000 + i, 443) for i in range(50)]
+    back = [_frame("93.184.216.34", "10.1.1.5", 443, 40000 + i) for i in range(50)]
+    dns = [_frame("10.1.1.5", "8.8.8.8", 5353, 53, udp=True)]
+    arp = [bytes(dpkt.ethernet.Ethernet(type=0x0806, data=b"\x00" * 28))]
+    pkts = out + back + dns + arp
+    b = PacketBatch.from_packets(pkts, ts_ns=np.arange(len(pkts), dtype=np.int64) * 1000).parse()
+    b.endpoint_id = np.full(len(b), 0x0A1B2C3D4E5F6071, np.uint64)
+    g = Gwlb({"fw-1": "10.0.1.11", "fw-2": "10.0.1.12", "fw-3": "10.0.1.13"})
+    g.process(b)
+    assert b.status[-1] == PktStatus.NOT_IPV4 and b.fw_index[-1] == -1
+    assert (b.status[:-1] == 0).all()
+    assert np.array_equal(b.fw_index[:50], b.fw_index[50:100])  # replies reach the same firewall
+    assert np.array_equal(b.flow_cookie[:50], b.flow_cookie[50:100])
+    assert len(set(b.fw_index[:50].tolist())) == 3
+    c = g.counters()
+    assert sum(v["flows"] for v in c["firewalls"].values()) == 51
+    assert c["flow_table"]["live"] == 51
+    assert int(g.bytes_per_fw.sum()) == int(b.wirelen[:-1].sum())
+
+
+def test_from_spec():
+    spec = {"address": "10.0.0.10", "stickiness": "2-tuple", "failover": "rebalance",
+            "idle_timeout": {"tcp": 100, "other": 30}, "draining_timeout": 60,
+            "firewalls": {"fw-1": {"address": "10.0.1.11"}, "fw-2": {"address": "10.0.1.12"}}}
+    g = Gwlb.from_spec(spec, flow_capacity=1000)
+    assert g.names == ["fw-1", "fw-2"] and g.stickiness == "2-tuple" and g.failover == "rebalance"
+    assert g.flows.tcp_timeout_ns == 100 * S and g.flows.other_timeout_ns == 30 * S
+    assert g.draining_timeout_ns == 60 * S and g.flows.capacity == 1000
+    with pytest.raises(ValueError, match="firewalls"):
+        Gwlb.from_spec({"stickiness": "5-tuple"})

@@ -116,6 +116,21 @@ class Gwlb:
         self.flows_rebalanced = 0
         self.drops = {"NO_HEALTHY_FW": 0, "FW_FAILED": 0, "FLOW_TABLE_FULL": 0, "STALE_COOKIE": 0}
 
+    @classmethod
+    def from_spec(cls, spec: Mapping, **overrides) -> Gwlb:
+        """Build from one ``gwlb:`` entry of the topology file (DESIGN.md section 6): ``firewalls`` (mapping or
+        list, required), ``stickiness``, ``failover``, ``idle_timeout: {tcp, other}``, ``draining_timeout``,
+        ``flow_capacity``, ``seed``. Other keys (``address``, ``geneve``) belong to other stages and are ignored.
+        ``overrides`` take precedence over the spec."""
+        if "firewalls" not in spec and "firewalls" not in overrides:
+            raise ValueError("Gwlb: the gwlb spec has no 'firewalls'")
+        keys = {"firewalls": "firewalls", "stickiness": "stickiness", "failover": "failover",
+                "idle_timeout": "idle_timeouts", "draining_timeout": "draining_timeout",
+                "flow_capacity": "flow_capacity", "seed": "seed"}
+        kwargs = {arg: spec[key] for key, arg in keys.items() if key in spec}
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
     # ------------------------------------------------------------------ health
     def fw_id(self, fw: int | str) -> int:
         if isinstance(fw, str):
