@@ -130,6 +130,7 @@ def test_draining(failover):
     g = Gwlb(FWS, failover=failover, draining_timeout=300)
     flows, fw0, _ = established(g)
     g.set_health("fw-3", "draining", 10 * S)
+    g.set_health("fw-3", "draining", 100 * S)  # repeated event: the deadline stays at 310 s
     on = fw0 == 2
     b = g.process(make_batch(*flows, ts=200 * S))  # inside the draining timeout: flows stay
     assert (b.status == 0).all() and np.array_equal(b.fw_index, fw0)

@@ -143,13 +143,20 @@ class Gwlb:
         return int(fw)
 
     def set_health(self, fw: int | str, state: str, now_ns: int = 0) -> None:
-        """Set a firewall ``healthy``, ``unhealthy`` or ``draining`` (draining ends ``draining_timeout`` after
-        ``now_ns``, in packet-timestamp time)."""
+        """Set a firewall ``healthy``, ``unhealthy`` or ``draining``.
+
+        Draining ends ``draining_timeout`` after ``now_ns`` (packet-timestamp time); after that the firewall behaves as
+        removed: its flows fail over per ``failover``. Setting draining again while draining keeps the deadline.
+        """
         if state not in HEALTH_STATES:
             raise ValueError(f"Gwlb: health state must be one of {', '.join(HEALTH_STATES)}, got {state!r}")
         i = self.fw_id(fw)
+        if state == "draining":
+            if self.health[i] != DRAINING:  # a repeated draining event does not extend the deadline
+                self.drain_deadline[i] = int(now_ns) + self.draining_timeout_ns
+        else:
+            self.drain_deadline[i] = _NEVER
         self.health[i] = HEALTH_STATES[state]
-        self.drain_deadline[i] = int(now_ns) + self.draining_timeout_ns if state == "draining" else _NEVER
 
     def accepting(self) -> np.ndarray:
         """bool[k]: firewalls that take new flows (healthy)."""
