@@ -20,6 +20,9 @@ def _build_parser() -> argparse.ArgumentParser:
     from . import synth
 
     synth.add_cli(sub)
+    from .check import add_cli as add_check
+
+    add_check(sub)
     return p
 
 
