@@ -118,6 +118,14 @@ def test_encap_mix_gwlb_fast(benchmark, rate, mix):
 
 
 @pytest.mark.benchmark(group="geneve-encode-mix")
+def test_encap_headers_mix_gwlb_fast(benchmark, rate, mix):
+    """Headers only, payload shared (no copy of the inner packets)."""
+    inner = mix[1]
+    benchmark(gv.encap_headers, inner, **ENCAP_ARGS)
+    rate(len(inner), inner.nbytes)
+
+
+@pytest.mark.benchmark(group="geneve-encode-mix")
 def test_encap_mix_dpkt(benchmark, rate, mix):
     pk = mix[0][:N_DPKT]
     benchmark(_dpkt_encap, pk)

@@ -138,6 +138,19 @@ def test_encap_per_packet_arrays_and_scapy_decodes():
         assert oracle.ip_checksum(wire.packet(i)[14:34]) == 0
 
 
+def test_encap_headers_share_the_payload():
+    mix = synthetic_mix(40, seed=9)
+    frames = [b"\x01" * 12 + b"\x08\x00" + p for p in mix] + [b"\x01" * 12 + b"\x86\xdd" + bytes(40)]
+    b = batch_of(frames)
+    kw = {"dst": np.arange(41, dtype=np.uint32) + 7, "endpoint_id": 5, "cookie": np.arange(41), "vni": 3}
+    wire = gv.encap(b, **kw)
+    st_out = np.empty(41, np.uint8)
+    headers, rows, start, ln = gv.encap_headers(b, status_out=st_out, **kw)
+    assert headers.shape == (40, 82) and list(rows) == list(range(40)) and st_out[40] == S.NOT_IPV4
+    for j in range(40):
+        assert headers[j].tobytes() + b.data[start[j] : start[j] + ln[j]].tobytes() == wire.packet(j)
+
+
 def test_encap_ethernet_input_with_vlan_carries_ip_part():
     inner = ip_packet(payload=b"abc")
     frame = b"\x01" * 6 + b"\x02" * 6 + b"\x81\x00\x00\x05\x08\x00" + inner + b"\0" * 7  # padded

@@ -220,6 +220,35 @@ def encap(batch: PacketBatch, src="10.0.0.10", dst="10.0.1.11", *, endpoint_id=0
         Ethernet frames of the packets that were encapsulated, in input order, with the Geneve columns set.
         Packets that were not (see ``status_out``) are left out.
     """
+    a = _prepare(batch, src, dst, endpoint_id, attachment_id, cookie, vni, option_class, profile, sport, direction,
+                 src_mac, dst_mac, ttl, max_inner, hash_seed, status_out)
+    st, start, ilen, total = a["status"], a["start"], a["ilen"], a["total"]
+    src_a, dst_a, vni_a, ep_a, att_a, ck_a = a["src"], a["dst"], a["vni"], a["ep"], a["att"], a["ck"]
+    rows = np.flatnonzero(st == PktStatus.OK).astype(np.int64)
+    m = rows.shape[0]
+    lens = ilen[rows].astype(np.int64) + ENCAP_HDR_LEN
+    out_off = np.zeros(m, np.int64)
+    if m:
+        np.cumsum(lens[:-1], out=out_off[1:])
+    out = np.empty(int(total), np.uint8)
+    _k.fill_encap(batch.data, start, ilen, rows, out, out_off, a["macs"], src_a, dst_a, a["sport"], vni_a, ep_a, att_a,
+                  ck_a, a["cls"], a["ttl"], a["seed"])
+    caplen = lens.astype(np.uint32)
+    return PacketBatch(
+        out, out_off, caplen, caplen.copy(), batch.ts_ns[rows], LINKTYPE_ETHERNET,
+        status=np.zeros(m, np.uint8),
+        src_ip=_gather(src_a, rows), dst_ip=_gather(dst_a, rows), proto=np.full(m, 17, np.uint8),
+        dport=np.full(m, GENEVE_PORT, np.uint16),
+        vni=_gather(vni_a, rows), geneve_flags=np.zeros(m, np.uint8), opt_len=np.full(m, 32, np.uint16),
+        endpoint_id=_gather(ep_a, rows), attachment_id=_gather(att_a, rows), flow_cookie=_gather(ck_a, rows),
+        inner_off=np.full(m, ENCAP_HDR_LEN, np.int32), l3_off=np.full(m, 14, np.int32),
+        l4_off=np.full(m, 34, np.int32),
+    )
+
+
+def _prepare(batch, src, dst, endpoint_id, attachment_id, cookie, vni, option_class, profile, sport, direction,
+             src_mac, dst_mac, ttl, max_inner, hash_seed, status_out) -> dict:
+    """Check encap's arguments and run the sizing pass."""
     prof = get_profile(profile)
     cls = _u16("option_class", prof.option_class if option_class is None else option_class)
     limit = prof.max_inner if max_inner is None else int(max_inner)
@@ -229,10 +258,6 @@ def encap(batch: PacketBatch, src="10.0.0.10", dst="10.0.1.11", *, endpoint_id=0
     st = np.empty(n, np.uint8) if status_out is None else status_out
     if not isinstance(st, np.ndarray) or st.dtype != np.uint8 or st.shape != (n,):
         raise ValueError(f"status_out must be uint8[{n}]")
-    start = np.empty(n, np.int64)
-    ilen = np.empty(n, np.uint32)
-    total = _k.plan_encap(batch.data, batch.off, batch.caplen, batch.linktype, min(limit, 0xFFFFFFFF), st, start,
-                          ilen)
     src_a = _per_packet_ip("src", src, n)
     dst_a = _per_packet_ip("dst", dst, n)
     vni_a = _per_packet("vni", vni, n, np.uint32, 0xFFFFFF)
@@ -250,27 +275,36 @@ def encap(batch: PacketBatch, src="10.0.0.10", dst="10.0.1.11", *, endpoint_id=0
     ttl = int(ttl)
     if not 0 <= ttl <= 255:
         raise ValueError(f"ttl must be 0-255, got {ttl}")
+    start = np.empty(n, np.int64)
+    ilen = np.empty(n, np.uint32)
+    total = _k.plan_encap(batch.data, batch.off, batch.caplen, batch.linktype, min(limit, 0xFFFFFFFF), st, start,
+                          ilen)
+    return {"status": st, "start": start, "ilen": ilen, "total": total, "src": src_a, "dst": dst_a, "vni": vni_a, "ep": ep_a, "att": att_a,
+                "ck": ck_a, "sport": sp_a, "macs": macs, "cls": cls, "ttl": ttl, "seed": _k.mix_seed(int(hash_seed) & 0xFFFFFFFFFFFFFFFF)}
 
-    rows = np.flatnonzero(st == PktStatus.OK).astype(np.int64)
+
+def encap_headers(batch: PacketBatch, src="10.0.0.10", dst="10.0.1.11", *, endpoint_id=0, attachment_id=0,
+                  cookie=0, vni=0, option_class: int | None = None, profile: str | Profile = "aws", sport=None,
+                  direction=None, src_mac=DEFAULT_SRC_MAC, dst_mac=DEFAULT_DST_MAC, ttl: int = 64,
+                  max_inner: int | None = None, hash_seed: int = 0, status_out: np.ndarray | None = None):
+    """``encap`` without copying the inner packets: the outer headers in their own buffer, the payload shared.
+
+    Arguments as for ``encap``. Returns ``(headers, rows, inner_start, inner_len)``: ``headers`` is
+    ``uint8[m, 82]``, one outer header per encapsulated packet, and packet ``j`` on the wire is
+    ``headers[j]`` followed by ``batch.data[inner_start[j] : inner_start[j] + inner_len[j]]`` (the input arena,
+    untouched); ``rows`` are the input rows. For a writer that gathers the two parts itself (``os.writev``,
+    a NIC with scatter-gather), this skips the copy ``encap`` makes.
+    """
+    a = _prepare(batch, src, dst, endpoint_id, attachment_id, cookie, vni, option_class, profile, sport, direction,
+                 src_mac, dst_mac, ttl, max_inner, hash_seed, status_out)
+    rows = np.flatnonzero(a["status"] == PktStatus.OK).astype(np.int64)
     m = rows.shape[0]
-    lens = ilen[rows].astype(np.int64) + ENCAP_HDR_LEN
-    out_off = np.zeros(m, np.int64)
-    if m:
-        np.cumsum(lens[:-1], out=out_off[1:])
-    out = np.empty(int(total), np.uint8)
-    _k.fill_encap(batch.data, start, ilen, rows, out, out_off, macs, src_a, dst_a, sp_a, vni_a, ep_a, att_a, ck_a,
-                  cls, ttl, _k.mix_seed(hash_seed & 0xFFFFFFFFFFFFFFFF))
-    caplen = lens.astype(np.uint32)
-    return PacketBatch(
-        out, out_off, caplen, caplen.copy(), batch.ts_ns[rows], LINKTYPE_ETHERNET,
-        status=np.zeros(m, np.uint8),
-        src_ip=_gather(src_a, rows), dst_ip=_gather(dst_a, rows), proto=np.full(m, 17, np.uint8),
-        dport=np.full(m, GENEVE_PORT, np.uint16),
-        vni=_gather(vni_a, rows), geneve_flags=np.zeros(m, np.uint8), opt_len=np.full(m, 32, np.uint16),
-        endpoint_id=_gather(ep_a, rows), attachment_id=_gather(att_a, rows), flow_cookie=_gather(ck_a, rows),
-        inner_off=np.full(m, ENCAP_HDR_LEN, np.int32), l3_off=np.full(m, 14, np.int32),
-        l4_off=np.full(m, 34, np.int32),
-    )
+    headers = np.empty((m, ENCAP_HDR_LEN), np.uint8)
+    out_off = np.arange(m, dtype=np.int64) * ENCAP_HDR_LEN
+    _k.fill_encap(batch.data, a["start"], a["ilen"], rows, headers.reshape(-1), out_off, a["macs"], a["src"],
+                  a["dst"], a["sport"], a["vni"], a["ep"], a["att"], a["ck"], a["cls"], a["ttl"], a["seed"],
+                  copy_inner=False)
+    return headers, rows, a["start"][rows], a["ilen"][rows]
 
 
 def flow_ports(batch: PacketBatch, hash_seed: int = 0) -> np.ndarray:

@@ -53,6 +53,7 @@ def fill_encap(
     option_class: int,
     ttl: int,
     hash_seed: int = 0,
+    copy_inner: bool = True,
 ) -> None: ...
 def flow_ports(
     data: np.ndarray,  # const uint8[::1]
