@@ -17,8 +17,9 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     # each command module adds its own parser: add_parser(sub) sets func=handler(args) -> int
-    from . import geneve
+    from . import geneve, synth
 
+    synth.add_cli(sub)
     geneve.add_cli(sub)
     return p
 
