@@ -19,7 +19,7 @@ N_1500 = 16_384
 
 
 def _inner_packets(n: int, sizes, probs, seed: int) -> list[bytes]:
-    """n raw IPv4 TCP/UDP packets of the given total sizes; 2048 distinct flows, tiled."""
+    """n raw IPv4 TCP/UDP packets of the given total sizes; up to 2048 distinct flows, tiled."""
     import dpkt
 
     rng = np.random.default_rng(seed)
@@ -37,17 +37,18 @@ def _inner_packets(n: int, sizes, probs, seed: int) -> list[bytes]:
     return [distinct[i % len(distinct)] for i in range(n)]
 
 
-# simple IMIX by packet count: 58% 40 B, 33% 576 B, 9% 1500 B
-MIX = ([40, 576, 1500], [0.58, 0.33, 0.09])
 ENCAP_ARGS = {"endpoint_id": 0x0A1B2C3D4E5F6071, "attachment_id": 0x1122334455667788, "cookie": 0xC0FFEE}
 
 
 @pytest.fixture(scope="module")
 def mix():
-    pk = _inner_packets(N, *MIX, seed=1)
-    inner = PacketBatch.from_packets(pk, linktype=LINKTYPE_IPV4)
-    wire = gv.encap(inner, **ENCAP_ARGS)
-    return pk, inner, wire, wire.packets()[:N_DPKT]
+    """The synthetic business-VPC mix (gwlb_fast.synth): Ethernet frames whose IPv4 packets get encapsulated."""
+    from gwlb_fast import synth
+
+    frames = synth.generate(flows=2000, packets=N, seed=1)
+    wire = gv.encap(frames, **ENCAP_ARGS)
+    inner = gv.decap(wire)
+    return inner.packets()[:N_DPKT], frames, wire, wire.packets()[:N_DPKT]
 
 
 @pytest.fixture(scope="module")

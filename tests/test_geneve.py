@@ -246,6 +246,18 @@ def test_encap_decap_round_trip_bit_for_bit():
     assert (inner.inner_off == 82).all() and (inner.off - inner.inner_off == wire.off).all()
 
 
+def test_encap_decap_round_trip_on_synth_mix():
+    synth = pytest.importorskip("gwlb_fast.synth")
+    frames = synth.generate(flows=200, packets=3000, seed=11)
+    wire = gv.encap(frames, endpoint_id=9, cookie=1)
+    inner = gv.decap(wire)
+    assert len(inner) == len(frames) and (inner.status == S.OK).all()
+    for i, f in enumerate(frames.packets()):
+        tot = struct.unpack_from("!H", f, 16)[0]  # Ethernet, no VLAN in the synthetic mix
+        assert f[12:14] == b"\x08\x00" and inner.packet(i) == f[14 : 14 + tot]
+    assert (inner.ts_ns == frames.ts_ns).all()
+
+
 def test_echo_swaps_outer_and_keeps_geneve_bytes():
     inners = [ip_packet(sport=i) for i in range(3)]
     wire = gv.encap(batch_of(inners, LINKTYPE_IPV4), dst=np.array([1, 2, 3], np.uint32) + 0x0A000100,
