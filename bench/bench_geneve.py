@@ -3,7 +3,8 @@
 Run: PYTHONPATH=src python -m pytest bench/bench_geneve.py -o python_files='bench_*.py' \
          --benchmark-columns=median,ops
 Rates (Mpps, GB/s) are in each benchmark's extra_info; baselines run on fewer packets (they are per-packet
-Python), which does not change a per-packet rate.
+Python), which does not change a per-packet rate. On a shared machine add --benchmark-timer=time.process_time:
+wall-clock medians of runs longer than a scheduler slice then include the time other processes held the core.
 """
 import numpy as np
 import pytest
