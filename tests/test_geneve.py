@@ -281,7 +281,7 @@ def test_echo_swaps_outer_and_keeps_geneve_bytes():
 
 # ------------------------------------------------------------------------------------------------ decoder
 options_st = st.lists(
-    st.tuples(st.integers(0, 0xFFFF), st.integers(0, 0x7F), st.integers(0, 31).map(lambda k: k * 4)),
+    st.tuples(st.integers(0, 0xFFFF), st.integers(0, 0xFF), st.integers(0, 31).map(lambda k: k * 4)),
     max_size=12,
 )
 
@@ -323,7 +323,9 @@ def test_decoder_agrees_with_scapy(packets):
     inner = gv.decap(b)
     for i, pkt in enumerate(packets):
         g = Ether(pkt)[GENEVE]
-        assert b.status[i] == S.OK, S(int(b.status[i]))
+        # an unknown critical option drops the packet (RFC 8926 section 3.5) but every column is still filled
+        crit = any(o.type & 0x80 for o in g.options)
+        assert b.status[i] == (S.GENEVE_CRITICAL if crit else S.OK), S(int(b.status[i]))
         assert b.vni[i] == g.vni
         assert b.geneve_flags[i] >> 7 == g.oam and (b.geneve_flags[i] >> 6) & 1 == g.critical
         assert b.opt_len[i] == g.optionlen * 4
@@ -533,6 +535,16 @@ def test_tcpdump_vni_filter_count():
     lines = [ln for ln in (CAPTURES / "geneve-vni.out").read_text().splitlines() if ln.strip()]
     b = gv.parse_geneve(read_pcap_dpkt(CAPTURES / "geneve.pcap"))
     assert int((b.vni == 0xB).sum()) == len(lines)
+
+
+@pytest.mark.skipif(not CAPTURES.is_dir(), reason="shared tcpdump captures absent")
+def test_tcpdump_tcp_filter_count():
+    """geneve-tcp.out lists the Geneve packets carrying TCP: the decoder's inner packets say the same."""
+    lines = [ln for ln in (CAPTURES / "geneve-tcp.out").read_text().splitlines() if ln.strip()]
+    inner = gv.decap(read_pcap_dpkt(CAPTURES / "geneve.pcap"))
+    tcp = [p[14 + 9] == 6 for p in inner.packets()]  # Ethernet inner packets, IPv4 protocol byte
+    assert sum(tcp) == len(lines)
+    assert all(f"vni 0x{v:x}" in ln for v, ln in zip(inner.vni[np.array(tcp)], lines))
 
 
 # ------------------------------------------------------------------------------------------------ tshark
