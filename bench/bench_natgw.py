@@ -117,3 +117,25 @@ def test_nat_inbound_kernel(benchmark, rate, setup):
     b = last["b"]
     assert (b.status == PktStatus.OK).all() and ((b.dst_ip >> 8) == (10 << 16 | 1 << 8 | 1)).all()
     rate(N, rep.nbytes)
+
+
+def test_nat_rewrite_kernel_only(benchmark, rate, setup):
+    """The rewrite kernel alone (addresses and ports given): the like-for-like counterpart of the numpy rewrite."""
+    from gwlb_fast._kernels.nat import nat_rewrite
+
+    _, base, _, _, warm = setup
+    benchmark.group = GROUP_OUT
+    new_ip = np.full(N, int.from_bytes(socket.inet_aton(PUB), "big"), np.uint32)
+    new_port = warm.sport.astype(np.int32)
+    action = np.ones(N, np.uint8)
+    rec = [np.empty(N, t) for t in (np.uint8, np.uint32, np.uint16, np.uint32, np.uint16)]
+    last = {}
+
+    def run(b):
+        nat_rewrite(b.data, b.off, b.caplen, b.l3_off, b.l4_off, b.proto, 0, new_ip, new_port, b.status, b.src_ip,
+                    b.sport, b.dport, action, *rec)
+        last["b"] = b
+
+    benchmark.pedantic(run, setup=lambda: ((_copy(base),), {}), rounds=20, iterations=1)
+    assert np.array_equal(last["b"].data, warm.data)
+    rate(N, base.nbytes)
