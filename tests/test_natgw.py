@@ -265,6 +265,11 @@ def test_empty_single_copy_and_readonly():
         nat.outbound(b)
     out = nat.outbound(b, copy=True)
     assert b.packet(0) == pkt and out.packet(0) != pkt and out.sport[0] == 1024 and b.sport[0] == 1
+    # a status column without the parse columns is a caller error, not a silent re-parse
+    half = PacketBatch.from_packets([pkt])
+    half.status = np.zeros(1, np.uint8)
+    with pytest.raises(ValueError, match="no src_ip column"):
+        nat.outbound(half)
     # unparsed batch: parsed on the way in
     u = PacketBatch.from_packets([pkt])
     nat.outbound(u)

@@ -142,8 +142,11 @@ class NatGateway:
             batch = out
         if not batch.data.flags.writeable:
             raise ValueError("NatGateway: batch.data is read-only (pass copy=True to translate a copy)")
-        if batch.status is None or batch.l4_off is None:
+        if batch.status is None:
             batch.parse()
+        for name in ("src_ip", "dst_ip", "sport", "dport", "proto", "tcp_flags", "l3_off", "l4_off"):
+            if getattr(batch, name) is None:
+                raise ValueError(f"NatGateway: batch has a status column but no {name} column (call batch.parse())")
         for name in ("status", "src_ip", "dst_ip", "sport", "dport"):
             col = getattr(batch, name)
             if not col.flags.writeable or not col.flags.c_contiguous:
