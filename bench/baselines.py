@@ -323,3 +323,20 @@ def numpy_snat_rewrite(data, off, l3_off, l4_off, proto, new_ip, new_port):
     nc = np.where((proto == 17) & (nc == 0), 0xFFFF, nc)
     put16(cf, np.where((proto == 17) & (c == 0), 0, nc).astype(np.uint32))
     put16(l4, new_port.astype(np.uint32))
+
+
+def dpkt_unsnat(frames, owner):
+    """Reverse translation of replies with dpkt: (proto, dst port) -> (private ip bytes, port) from a dict, set the
+    destination, zero the checksums and let dpkt recompute them."""
+    out = []
+    for buf in frames:
+        eth = dpkt.ethernet.Ethernet(buf)
+        ip = eth.data
+        l4 = ip.data
+        hit = owner.get((ip.p, l4.dport))
+        if hit is not None:
+            ip.dst, l4.dport = hit
+            ip.sum = 0
+            l4.sum = 0
+        out.append(bytes(eth))
+    return out

@@ -18,7 +18,7 @@ from gwlb_fast.natgw import NatGateway
 from gwlb_fast.status import PktStatus
 
 sys.path.insert(0, str(Path(__file__).parent))  # bench/baselines.py
-from baselines import dpkt_snat, numpy_snat_rewrite
+from baselines import dpkt_snat, dpkt_unsnat, numpy_snat_rewrite
 
 N = 65_536
 SOCKETS = 4096
@@ -62,11 +62,11 @@ def setup():
                for k, (p, s, sp, d) in enumerate(socks) if (order == k).any()]
     rep_frames = [replies[i % len(replies)] for i in range(N)]
     rep = PacketBatch.from_packets(rep_frames).parse()
-    return nat, base, frames, rep, warm
+    return nat, base, frames, rep, warm, rep_frames
 
 
 def test_nat_outbound_kernel(benchmark, rate, setup):
-    nat, base, _, _, warm = setup
+    nat, base, _, _, warm, _ = setup
     benchmark.group = GROUP_OUT
     last = {}
 
@@ -79,7 +79,7 @@ def test_nat_outbound_kernel(benchmark, rate, setup):
 
 
 def test_nat_outbound_dpkt(benchmark, rate, setup):
-    _, _, frames, _, warm = setup
+    _, _, frames, _, warm, _ = setup
     benchmark.group = GROUP_OUT
     sub = frames[:8192]
     maps: dict = {}
@@ -90,7 +90,7 @@ def test_nat_outbound_dpkt(benchmark, rate, setup):
 
 
 def test_nat_outbound_numpy_rewrite(benchmark, rate, setup):
-    _, base, _, _, warm = setup
+    _, base, _, _, warm, _ = setup
     benchmark.group = GROUP_OUT
     new_ip = np.full(N, int.from_bytes(socket.inet_aton(PUB), "big"), np.uint32)
     new_port = warm.sport.copy()
@@ -106,7 +106,7 @@ def test_nat_outbound_numpy_rewrite(benchmark, rate, setup):
 
 
 def test_nat_inbound_kernel(benchmark, rate, setup):
-    nat, _, _, rep, _ = setup
+    nat, _, _, rep, _, _ = setup
     benchmark.group = GROUP_IN
     last = {}
 
@@ -123,7 +123,7 @@ def test_nat_rewrite_kernel_only(benchmark, rate, setup):
     """The rewrite kernel alone (addresses and ports given): the like-for-like counterpart of the numpy rewrite."""
     from gwlb_fast._kernels.nat import nat_rewrite
 
-    _, base, _, _, warm = setup
+    _, base, _, _, warm, _ = setup
     benchmark.group = GROUP_OUT
     new_ip = np.full(N, int.from_bytes(socket.inet_aton(PUB), "big"), np.uint32)
     new_port = warm.sport.astype(np.int32)
@@ -139,3 +139,15 @@ def test_nat_rewrite_kernel_only(benchmark, rate, setup):
     benchmark.pedantic(run, setup=lambda: ((_copy(base),), {}), rounds=20, iterations=1)
     assert np.array_equal(last["b"].data, warm.data)
     rate(N, base.nbytes)
+
+
+def test_nat_inbound_dpkt(benchmark, rate, setup):
+    nat, _, _, _, _, rep_frames = setup
+    benchmark.group = GROUP_IN
+    m = nat.mappings()
+    owner = {(int(p), int(q)): (socket.inet_aton(socket.inet_ntoa(int(ip).to_bytes(4, "big"))), int(sp))
+             for p, q, ip, sp in zip(m["proto"], m["pub_port"], m["priv_ip"], m["priv_port"])}
+    sub = rep_frames[:8192]
+    out = benchmark.pedantic(dpkt_unsnat, (sub, owner), rounds=3, iterations=1)
+    assert out[0][30:33] == bytes([10, 1, 1])
+    rate(len(sub), sum(map(len, sub)))
