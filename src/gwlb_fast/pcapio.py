@@ -557,7 +557,7 @@ class PcapReader(Iterator[PacketBatch]):
         if self._if_arrays is None:
             lt, snap, mul, div, shift, tsoff = self._if_lists
             self._if_arrays = (np.array(lt, np.uint16), np.array(snap, np.uint32), np.array(mul, np.int64),
-                               np.array(div, np.int64), np.array(shift, np.int32), np.array(tsoff, np.int64))
+                               np.array(div, np.uint64), np.array(shift, np.int32), np.array(tsoff, np.int64))
         return self._if_arrays
 
     def _handle_shb(self) -> bool:
@@ -637,7 +637,7 @@ class PcapReader(Iterator[PacketBatch]):
                     shift = -1
                     if v <= 9:
                         mul, div = 10 ** (9 - v), 1
-                    elif 10 ** (v - 9) < 2**63:
+                    elif 10 ** (v - 9) < 2**64:
                         mul, div = 1, 10 ** (v - 9)
                     else:
                         mul, div = 0, 1

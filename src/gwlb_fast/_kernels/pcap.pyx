@@ -58,6 +58,23 @@ cdef extern from *:
     """
     void GWLB_PREFETCH(const void* p) noexcept nogil
 
+cdef extern from *:
+    """
+    /* floor(a * b / 2^s) modulo 2^64, exact: 64x64 -> 128-bit product from 32-bit halves (no __int128 needed) */
+    static inline uint64_t gwlb_mul_shr(uint64_t a, uint64_t b, unsigned s) {
+        uint64_t a0 = (uint32_t)a, a1 = a >> 32, b0 = (uint32_t)b, b1 = b >> 32;
+        uint64_t p00 = a0 * b0, p01 = a0 * b1, p10 = a1 * b0, p11 = a1 * b1;
+        uint64_t mid = (p00 >> 32) + (uint32_t)p01 + (uint32_t)p10;
+        uint64_t lo = (mid << 32) | (uint32_t)p00;
+        uint64_t hi = p11 + (p01 >> 32) + (p10 >> 32) + (mid >> 32);
+        if (s == 0) return lo;
+        if (s < 64) return (lo >> s) | (hi << (64 - s));
+        if (s < 128) return hi >> (s - 64);
+        return 0;
+    }
+    """
+    uint64_t gwlb_mul_shr(uint64_t a, uint64_t b, unsigned s) noexcept nogil
+
 # Record headers form a chain (each position depends on the previous caplen), so a plain scan waits on one cache
 # miss per record. Prefetching the lines ahead of the cursor turns that into a sequential stream; the lines are
 # also the packet headers the parse kernel reads next.
@@ -78,32 +95,15 @@ cdef inline bint _linktype_ok(uint32_t lt) noexcept nogil:
     return lt == LT_ETHERNET or lt == LT_RAW or lt == LT_LINUX_SLL or lt == LT_IPV4 or lt == LT_LINUX_SLL2
 
 
-cdef inline int64_t _units_to_ns(uint64_t units, int64_t mul, int64_t div, int32_t shift,
+cdef inline int64_t _units_to_ns(uint64_t units, int64_t mul, uint64_t div, int32_t shift,
                                  int64_t offset) noexcept nogil:
-    """pcapng timestamp units -> ns. Decimal resolutions use mul/div, binary ones (2^-shift) use shift >= 0.
-
-    Unsigned arithmetic wraps (defined behaviour) on absurd fuzzed values instead of trapping.
-    """
-    cdef uint64_t whole, frac, ns
+    """pcapng timestamp units -> ns, floored and exact. Decimal resolutions use ``units * mul // div``, binary ones
+    (2^-shift, shift >= 0) a 128-bit product. Unsigned arithmetic wraps (defined behaviour) on absurd values."""
+    cdef uint64_t ns
     if shift < 0:
-        ns = (units * <uint64_t>mul) / <uint64_t>div
+        ns = (units * <uint64_t>mul) / div
     else:
-        if shift >= 64:
-            whole = 0
-            frac = units
-        elif shift == 0:
-            whole = units
-            frac = 0
-        else:
-            whole = units >> shift
-            frac = units & ((<uint64_t>1 << shift) - 1)
-        # frac < 2^34 keeps frac * 1e9 below 2^64; finer resolutions drop bits below 1 ns first
-        if shift <= 34:
-            ns = whole * NS_PER_S + ((frac * NS_PER_S) >> shift)
-        elif shift - 34 >= 64:
-            ns = whole * NS_PER_S
-        else:
-            ns = whole * NS_PER_S + (((frac >> (shift - 34)) * NS_PER_S) >> 34)
+        ns = gwlb_mul_shr(units, NS_PER_S, <unsigned>shift)
     return <int64_t>(ns + <uint64_t>offset)
 
 
@@ -197,7 +197,7 @@ def scan_pcap(const uint8_t[::1] buf, Py_ssize_t pos, Py_ssize_t origin, Py_ssiz
 
 def scan_pcapng(const uint8_t[::1] buf, Py_ssize_t pos, Py_ssize_t origin, Py_ssize_t max_n, bint big_endian,
                 const uint16_t[::1] if_linktype, const uint32_t[::1] if_snaplen, const int64_t[::1] if_ts_mul,
-                const int64_t[::1] if_ts_div, const int32_t[::1] if_ts_shift, const int64_t[::1] if_ts_off,
+                const uint64_t[::1] if_ts_div, const int32_t[::1] if_ts_shift, const int64_t[::1] if_ts_off,
                 uint32_t max_caplen, int64_t[::1] off, uint32_t[::1] caplen, uint32_t[::1] wirelen,
                 int64_t[::1] ts_ns, uint16_t[::1] linktype):
     """Scan pcapng blocks of one section from ``buf[pos:]``; fill the columns for packet blocks.
@@ -221,7 +221,8 @@ def scan_pcapng(const uint8_t[::1] buf, Py_ssize_t pos, Py_ssize_t origin, Py_ss
         Link type per interface of the current section.
     if_snaplen : uint32[m]
         Snap length per interface (0: none); bounds Simple Packet Block captures.
-    if_ts_mul, if_ts_div : int64[m]
+    if_ts_mul : int64[m]
+    if_ts_div : uint64[m]
         Decimal resolutions: ``ns = units * mul // div``.
     if_ts_shift : int32[m]
         Binary resolutions 2^-shift (shift >= 0), or -1 for a decimal one.
@@ -254,7 +255,7 @@ def scan_pcapng(const uint8_t[::1] buf, Py_ssize_t pos, Py_ssize_t origin, Py_ss
         if col.shape[0] != m:
             raise ValueError(f"scan_pcapng: {name} has length {col.shape[0]}, expected {m} (as if_linktype)")
     for i in range(m):
-        if if_ts_shift[i] < 0 and if_ts_div[i] <= 0:
+        if if_ts_shift[i] < 0 and if_ts_div[i] == 0:
             raise ValueError(f"scan_pcapng: if_ts_div[{i}] must be > 0 for a decimal resolution")
     _check_out("scan_pcapng", max_n, (("off", off), ("caplen", caplen), ("wirelen", wirelen), ("ts_ns", ts_ns),
                                       ("linktype", linktype)))
