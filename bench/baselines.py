@@ -340,3 +340,45 @@ def dpkt_unsnat(frames, owner):
             l4.sum = 0
         out.append(bytes(eth))
     return out
+
+
+# --- pcap ---
+import os
+
+
+def dpkt_read_5tuple(path) -> list[tuple]:
+    """The loop a dpkt user writes to pull the 5-tuple out of a capture: dpkt.pcap.Reader + dpkt.ethernet.Ethernet,
+    then src, dst, sport, dport, proto of every IPv4 packet (ports 0 for other protocols)."""
+    out = []
+    with open(path, "rb") as f:
+        for _ts, buf in dpkt.pcap.Reader(f):
+            ip = dpkt.ethernet.Ethernet(buf).data
+            if not isinstance(ip, dpkt.ip.IP):
+                continue
+            l4 = ip.data
+            if isinstance(l4, (dpkt.tcp.TCP, dpkt.udp.UDP)):
+                out.append((ip.src, ip.dst, l4.sport, l4.dport, ip.p))
+            else:
+                out.append((ip.src, ip.dst, 0, 0, ip.p))
+    return out
+
+
+def cat_file(path, bufsize: int = 1 << 20) -> int:
+    """``cat FILE > /dev/null`` in Python: large reads into one reused buffer, written to /dev/null (the I/O
+    ceiling for reading a capture from the page cache). Returns the bytes read."""
+    buf = bytearray(bufsize)
+    view = memoryview(buf)
+    total = 0
+    with open(path, "rb", buffering=0) as f, open(os.devnull, "wb", buffering=0) as null:
+        while n := f.readinto(view):
+            null.write(view[:n])
+            total += n
+    return total
+
+
+def dpkt_write_pcap(path, packets: list[bytes], ts: list[float]) -> None:
+    """The loop a dpkt user writes to save packets: dpkt.pcap.Writer.writepkt per packet (nanosecond file)."""
+    with open(path, "wb") as f:
+        w = dpkt.pcap.Writer(f, nano=True)
+        for buf, t in zip(packets, ts):
+            w.writepkt(buf, t)
