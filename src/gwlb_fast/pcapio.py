@@ -242,6 +242,11 @@ class PcapReader(Iterator[PacketBatch]):
                 raise err
         raise StopIteration
 
+    @property
+    def offset(self) -> int:
+        """File offset of the next record to read (progress reporting)."""
+        return self._base + self._pos
+
     def close(self) -> None:
         """Release the file. Batches already yielded stay valid (a map lives as long as a batch views it)."""
         self._done = True
