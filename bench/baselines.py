@@ -325,3 +325,9 @@ def numpy_snat_rewrite(data, off, l3_off, l4_off, proto, new_ip, new_port):
     nc = np.where((proto == 17) & (nc == 0), 0xFFFF, nc)
     put16(cf, np.where((proto == 17) & (c == 0), 0, nc).astype(np.uint32))
     put16(l4, new_port.astype(np.uint32))
+
+
+# --- pipeline ---
+# The dpkt reference of the whole path (parse, route, GWLB hash and flow table, Geneve, firewall first match and
+# sessions, NAT, write) is large: it lives in bench/reference_pipeline.py (ReferencePipeline), used by
+# bench/bench_pipeline.py.
