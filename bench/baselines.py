@@ -382,3 +382,9 @@ def dpkt_write_pcap(path, packets: list[bytes], ts: list[float]) -> None:
         w = dpkt.pcap.Writer(f, nano=True)
         for buf, t in zip(packets, ts):
             w.writepkt(buf, t)
+
+
+# --- pipeline ---
+# The dpkt reference of the whole path (parse, route, GWLB hash and flow table, Geneve, firewall first match and
+# sessions, NAT, write) is large: it lives in bench/reference_pipeline.py (ReferencePipeline), used by
+# bench/bench_pipeline.py.
