@@ -177,7 +177,7 @@ def echo(wire: PacketBatch, option_class: int | None = None, profile: str | Prof
 def encap(batch: PacketBatch, src="10.0.0.10", dst="10.0.1.11", *, endpoint_id=0, attachment_id=0, cookie=0,
           vni=0, option_class: int | None = None, profile: str | Profile = "aws", sport=None, direction=None,
           src_mac=DEFAULT_SRC_MAC, dst_mac=DEFAULT_DST_MAC, ttl: int = 64, max_inner: int | None = None,
-          status_out: np.ndarray | None = None) -> PacketBatch:
+          hash_seed: int = 0, status_out: np.ndarray | None = None) -> PacketBatch:
     """Wrap every IPv4 packet of ``batch`` in Ethernet + IPv4 + UDP 6081 + Geneve with the GWLB options.
 
     Parameters
@@ -199,7 +199,8 @@ def encap(batch: PacketBatch, src="10.0.0.10", dst="10.0.1.11", *, endpoint_id=0
         ``aws`` (class 0x0108, inner packets up to 8500 bytes), ``alibaba`` (1500 bytes) or ``tencent``
         (class 0x0167, 3-bit direction at the top of the cookie).
     sport : int or uint16 array, optional
-        UDP source port; by default a symmetric hash of the inner 5-tuple mapped to 49152-65535.
+        UDP source port; by default a symmetric hash of the inner 5-tuple mapped to 49152-65535 (the value
+        ``flowhash.geneve_udp_sport(flowhash.hash_5tuple(..., hash_seed))`` gives).
     direction : int or array, optional
         Flow direction for profiles with direction bits (Tencent), written into the top of the cookie.
     src_mac, dst_mac : str or bytes
@@ -208,6 +209,8 @@ def encap(batch: PacketBatch, src="10.0.0.10", dst="10.0.1.11", *, endpoint_id=0
         Outer IPv4 TTL.
     max_inner : int, optional
         Largest inner packet; defaults to the profile's.
+    hash_seed : int
+        Seed of the source-port flow hash.
     status_out : uint8[n], optional
         Receives each input packet's status: OK, or why it was not encapsulated (TOO_BIG, NOT_IPV4, ...).
 
@@ -256,7 +259,7 @@ def encap(batch: PacketBatch, src="10.0.0.10", dst="10.0.1.11", *, endpoint_id=0
         np.cumsum(lens[:-1], out=out_off[1:])
     out = np.empty(int(total), np.uint8)
     _k.fill_encap(batch.data, start, ilen, rows, out, out_off, macs, src_a, dst_a, sp_a, vni_a, ep_a, att_a, ck_a,
-                  cls, ttl)
+                  cls, ttl, _k.mix_seed(hash_seed & 0xFFFFFFFFFFFFFFFF))
     caplen = lens.astype(np.uint32)
     return PacketBatch(
         out, out_off, caplen, caplen.copy(), batch.ts_ns[rows], LINKTYPE_ETHERNET,
@@ -270,7 +273,7 @@ def encap(batch: PacketBatch, src="10.0.0.10", dst="10.0.1.11", *, endpoint_id=0
     )
 
 
-def flow_ports(batch: PacketBatch) -> np.ndarray:
+def flow_ports(batch: PacketBatch, hash_seed: int = 0) -> np.ndarray:
     """The UDP source port ``encap`` would choose for each packet (uint16[n]; 49152 where it has no IPv4)."""
     n = len(batch)
     st = np.empty(n, np.uint8)
@@ -278,7 +281,7 @@ def flow_ports(batch: PacketBatch) -> np.ndarray:
     ilen = np.empty(n, np.uint32)
     _k.plan_encap(batch.data, batch.off, batch.caplen, batch.linktype, 0xFFFFFFFF, st, start, ilen)
     out = np.empty(n, np.uint16)
-    _k.flow_ports(batch.data, start, ilen, out)
+    _k.flow_ports(batch.data, start, ilen, out, _k.mix_seed(hash_seed & 0xFFFFFFFFFFFFFFFF))
     return out
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from ._kernels.classify import DOMAIN_HI, NDIMS, ZONE_UNKNOWN, ClassifierTree
 from .errors import ConfigError
 
-__all__ = ["Action", "Rule", "Policy", "Classifier", "generate_trace", "partition_boxes", "ZONE_UNKNOWN"]
+__all__ = ["ZONE_UNKNOWN", "Action", "Classifier", "Policy", "Rule", "generate_trace", "partition_boxes"]
 
 
 class Action(IntEnum):
@@ -222,7 +222,7 @@ def _parse_rule(i, raw, zone_index) -> Rule:
         raise _RuleError("rule", f"expected a mapping, got {type(raw).__name__}")
     unknown = set(raw) - _RULE_KEYS
     if unknown:
-        raise _RuleError(sorted(map(str, unknown))[0], f"unknown key (allowed: {', '.join(sorted(_RULE_KEYS))})")
+        raise _RuleError(min(map(str, unknown)), f"unknown key (allowed: {', '.join(sorted(_RULE_KEYS))})")
     name = raw.get("name", f"rule-{i}")
     if not isinstance(name, str) or not name:
         raise _RuleError("name", f"bad name {name!r}")
@@ -244,6 +244,16 @@ def _parse_rule(i, raw, zone_index) -> Rule:
         zone_to=_parse_zones("to", raw.get("to"), zone_index),
         action=_parse_action("action", raw.get("action")),
     )
+
+
+def _coerce_action(value) -> Action:
+    """An Action from an Action, its int code or its YAML name ('reset-client')."""
+    if isinstance(value, str):
+        try:
+            return _parse_action("action", value)
+        except _RuleError as exc:
+            raise ValueError(exc.problem) from None
+    return Action(value)
 
 
 class Policy:
@@ -268,7 +278,7 @@ class Policy:
     def __init__(self, rules, default=Action.DENY, zones=None, source="<policy>"):
         self.source = str(source)
         self.rules: list[Rule] = list(rules)
-        self.default_action = Action(default)
+        self.default_action = _coerce_action(default)
         self.zones: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in (zones or {}).items()}
         self.zone_names = list(self.zones)
         self.endpoint_zone: dict[str, int] = {}
@@ -331,7 +341,7 @@ class Policy:
             raise ConfigError(f"{src_name}: {key}: expected a mapping with zones, rules and default")
         unknown = set(data) - _POLICY_KEYS
         if unknown:
-            raise ConfigError(f"{src_name}: {key}.{sorted(map(str, unknown))[0]}: unknown key "
+            raise ConfigError(f"{src_name}: {key}.{min(map(str, unknown))}: unknown key "
                               f"(allowed: {', '.join(sorted(_POLICY_KEYS))})")
         zones = cls._parse_zone_map(src_name, key, data.get("zones"))
         zone_index = {z: i for i, z in enumerate(zones)}
@@ -356,7 +366,8 @@ class Policy:
         rules = []
         seen: dict[str, int] = {}
         for i, raw in enumerate(raw_rules):
-            rname = raw.get("name", f"rule-{i}") if isinstance(raw, Mapping) else f"rule-{i}"
+            rname = raw.get("name") if isinstance(raw, Mapping) else None
+            rname = rname if isinstance(rname, str) and rname else f"rule-{i}"
             try:
                 rule = _parse_rule(i, raw, zone_index)
             except _RuleError as exc:
@@ -409,7 +420,8 @@ class Policy:
                 lines = fh.read().splitlines()
         except OSError as exc:
             raise ConfigError(f"{src_name}: cannot read: {exc.strerror or exc}") from None
-        action = Action(action)
+        action = _coerce_action(action)
+        default = _coerce_action(default)
         rules = []
         proto_cache: dict[tuple[int, int], tuple[Range, ...]] = {}
         for lineno, line in enumerate(lines, 1):
@@ -449,27 +461,21 @@ class Policy:
     # ------------------------------------------------------------------ compiling
     def boxes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Expand the rules into priority-ordered boxes: ``(lo uint32[nb, 7], hi uint32[nb, 7], rule int32[nb])``."""
-        nb = sum(r.n_boxes() for r in self.rules)
-        lo = np.empty((nb, NDIMS), dtype=np.uint32)
-        hi = np.empty((nb, NDIMS), dtype=np.uint32)
-        rule = np.empty(nb, dtype=np.int32)
-        k = 0
+        los: list[tuple[int, ...]] = []
+        his: list[tuple[int, ...]] = []
+        rule: list[int] = []
         for i, r in enumerate(self.rules):
             fields = r.fields()
-            if all(len(f) == 1 for f in fields):
-                lo[k] = [f[0][0] for f in fields]
-                hi[k] = [f[0][1] for f in fields]
-                rule[k] = i
-                k += 1
-                continue
             for combo in itertools.product(*fields):
-                lo[k] = [c[0] for c in combo]
-                hi[k] = [c[1] for c in combo]
-                rule[k] = i
-                k += 1
-        return lo, hi, rule
+                los.append(tuple(c[0] for c in combo))
+                his.append(tuple(c[1] for c in combo))
+                rule.append(i)
+        if not rule:
+            return (np.empty((0, NDIMS), dtype=np.uint32), np.empty((0, NDIMS), dtype=np.uint32),
+                    np.empty(0, dtype=np.int32))
+        return (np.array(los, dtype=np.uint32), np.array(his, dtype=np.uint32), np.array(rule, dtype=np.int32))
 
-    def compile(self, binth: int = 8, partition: bool = True, max_leaf_entries: int = -1) -> Classifier:
+    def compile(self, binth: int = 4, partition: bool = True, max_leaf_entries: int = -1) -> Classifier:
         """Build the first-match classifier (see ``gwlb_fast._kernels.classify``).
 
         Parameters
@@ -546,8 +552,10 @@ _COLS = (("src_ip", np.uint32), ("dst_ip", np.uint32), ("sport", np.uint16), ("d
 
 
 def _column(name, arr, dtype, n):
+    # ValueError for every bad column (kernel convention), a non-array included.
     if not isinstance(arr, np.ndarray):
-        raise ValueError(f"{name} must be a numpy array of {np.dtype(dtype)}, got {type(arr).__name__}")
+        raise ValueError(  # noqa: TRY004
+            f"{name} must be a numpy array of {np.dtype(dtype)}, got {type(arr).__name__}")
     if arr.dtype != dtype or arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D {np.dtype(dtype)}, got {arr.dtype} with shape {arr.shape}")
     if n is not None and arr.shape[0] != n:

@@ -21,8 +21,17 @@ Build (HyperSplit, Qi et al., INFOCOM 2009, with rule pruning): a node holds the
 priority order.  Every box after the first one that covers the whole region can never be the first match there and is
 dropped.  A node with at most ``binth`` boxes (or no split that makes progress) becomes a leaf; otherwise it is cut in
 two on the dimension and value that minimise ``2*max(nL, nR) + min(nL, nR)`` over the box end points (balance first,
-then little replication).  Lookup walks the binary tree (one compare per level) and scans the leaf's boxes in priority
-order: the first box that contains the point gives the answer, so the result is exactly the linear first match.
+then little replication).  The leaf scan returns the first box containing the point, so the answer is exactly the
+linear first match.
+
+Partitions (CutSplit, Li et al., INFOCOM 2018): the boxes may be split into groups (``group``), one tree each, so that
+wildcard fields of one group never get cut by the narrow fields of another; fw-style sets otherwise replicate rules
+into gigabytes.  Groups are visited in order of their best rule and a packet stops as soon as no later group can hold
+an earlier rule; leaf scans stop at the first box whose rule cannot beat the answer found so far.  A leaf-entry budget
+(``max_leaf_entries``) bounds memory in any case: past it, nodes stop splitting (larger leaves, same answers).
+
+Lookup walks BLOCK packets through a tree level by level for the tree's depth (leaves step to themselves), so the walk
+has no data-dependent branch and BLOCK independent loads are in flight.
 """
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t
 from libc.stdlib cimport free, malloc, qsort, realloc
@@ -32,6 +41,7 @@ cdef enum:
     NDIM = 7
     MAX_DEPTH = 128
     ZONE_UNK = 255
+    BLOCK = 16
 
 cdef uint32_t[NDIM] _DOMAIN_HI = [0xFFFFFFFF, 0xFFFFFFFF, 0xFFFF, 0xFFFF, 0xFF, 0xFF, 0xFF]
 
@@ -41,10 +51,13 @@ ZONE_UNKNOWN = 255
 
 
 cdef struct Node:
-    uint32_t split      # go left when point[dim] <= split
-    int32_t left        # inner: left child; leaf: first box in the leaf array
-    int32_t right       # inner: right child; leaf: number of boxes
-    int32_t dim         # -1 for a leaf
+    # Inner node: go to child + (point[dim] > split).  Leaf: split = 0xFFFFFFFF and child = itself, so stepping
+    # a leaf stays there; its boxes are leaf[lstart : lstart + lcount].
+    uint32_t split
+    int32_t child
+    int32_t lstart
+    int32_t lcount
+    int32_t dim
 
 
 cdef struct Box:
@@ -79,15 +92,10 @@ cdef inline bint _contains(const Box* b, const uint32_t* pt) noexcept nogil:
             and b.lo[6] <= pt[6] and pt[6] <= b.hi[6])
 
 
-cdef inline int32_t _lookup(const Node* nodes, int32_t root, const Box* leaf, const uint32_t* pt,
-                            int32_t best) noexcept nogil:
-    """First rule < best matching pt in the subtree at root, else best."""
-    cdef const Node* nd = nodes + root
-    cdef int32_t k, end
-    while nd.dim >= 0:
-        nd = nodes + nd.left + <int32_t>(pt[nd.dim] > nd.split)
-    k = nd.left
-    end = nd.left + nd.right
+cdef inline int32_t _scan_leaf(const Node* nd, const Box* leaf, const uint32_t* pt, int32_t best) noexcept nogil:
+    """First rule < best among the leaf's boxes containing pt, else best."""
+    cdef int32_t k = nd.lstart
+    cdef int32_t end = nd.lstart + nd.lcount
     # Leaf boxes are in priority order: stop as soon as they cannot beat the answer of an earlier group.
     while k < end and leaf[k].rule < best:
         if _contains(&leaf[k], pt):
@@ -106,8 +114,12 @@ cdef class ClassifierTree:
         dimension's domain and ``lo <= hi``.
     rule : int32[nboxes]
         Rule index of each box, non-decreasing (priority order), >= 0.
+    group : int32[nboxes] or None
+        Partition of the boxes (0..63), one tree per non-empty group; None puts every box in one tree.
     binth : int
         Leaf size threshold (boxes per leaf before a node is split), >= 1.
+    max_leaf_entries : int
+        Bound on the boxes stored in leaves (replication included); -1 means ``32 * nboxes + 4096``.
     """
 
     cdef Node* nodes
@@ -120,9 +132,11 @@ cdef class ClassifierTree:
     cdef uint32_t* scratch_hi
     cdef int32_t* roots
     cdef int32_t* group_min
+    cdef int32_t* group_depth
     cdef Py_ssize_t ngroups
     cdef Py_ssize_t budget
     cdef int depth_
+    cdef int cur_depth
     cdef int binth
     cdef bint over_budget_
 
@@ -134,6 +148,7 @@ cdef class ClassifierTree:
         self.scratch_hi = NULL
         self.roots = NULL
         self.group_min = NULL
+        self.group_depth = NULL
         self.n_nodes_ = self.cap_nodes = self.n_leaf_ = self.cap_leaf = self.nboxes = self.ngroups = 0
         self.depth_ = 0
         self.over_budget_ = False
@@ -146,6 +161,7 @@ cdef class ClassifierTree:
         free(self.scratch_hi)
         free(self.roots)
         free(self.group_min)
+        free(self.group_depth)
 
     def __init__(self, const uint32_t[:, ::1] lo not None, const uint32_t[:, ::1] hi not None,
                  const int32_t[::1] rule not None, const int32_t[::1] group=None, int binth=8,
@@ -184,9 +200,10 @@ cdef class ClassifierTree:
         self.scratch_hi = <uint32_t*>malloc(max(n, 1) * sizeof(uint32_t))
         self.roots = <int32_t*>malloc(ng * sizeof(int32_t))
         self.group_min = <int32_t*>malloc(ng * sizeof(int32_t))
+        self.group_depth = <int32_t*>malloc(ng * sizeof(int32_t))
         idx = <int32_t*>malloc(max(n, 1) * sizeof(int32_t))
         if (self.boxes == NULL or self.scratch_lo == NULL or self.scratch_hi == NULL or idx == NULL
-                or self.roots == NULL or self.group_min == NULL):
+                or self.roots == NULL or self.group_min == NULL or self.group_depth == NULL):
             free(idx)
             raise MemoryError()
         try:
@@ -208,7 +225,9 @@ cdef class ClassifierTree:
                     rlo[d] = 0
                     rhi[d] = _DOMAIN_HI[d]
                 self.roots[self.ngroups] = <int32_t>self._new_node()
+                self.cur_depth = 0
                 self._build(self.roots[self.ngroups], idx, m, rlo, rhi, 0)
+                self.group_depth[self.ngroups] = self.cur_depth
                 self.group_min[self.ngroups] = self.boxes[idx[0]].rule if m > 0 else 0x7FFFFFFF
                 self.ngroups += 1
             self._sort_groups()
@@ -231,17 +250,20 @@ cdef class ClassifierTree:
 
     cdef void _sort_groups(self) noexcept:
         cdef Py_ssize_t i, j
-        cdef int32_t r, m
+        cdef int32_t r, m, dp
         for i in range(1, self.ngroups):
             r = self.roots[i]
             m = self.group_min[i]
+            dp = self.group_depth[i]
             j = i - 1
             while j >= 0 and self.group_min[j] > m:
                 self.roots[j + 1] = self.roots[j]
                 self.group_min[j + 1] = self.group_min[j]
+                self.group_depth[j + 1] = self.group_depth[j]
                 j -= 1
             self.roots[j + 1] = r
             self.group_min[j + 1] = m
+            self.group_depth[j + 1] = dp
 
     cdef Py_ssize_t _new_node(self) except -1:
         cdef Py_ssize_t cap
@@ -270,10 +292,11 @@ cdef class ClassifierTree:
             raise MemoryError("classifier leaf array too large")
         for k in range(n):
             memcpy(&self.leaf[self.n_leaf_ + k], &self.boxes[idx[k]], sizeof(Box))
-        self.nodes[node].dim = -1
-        self.nodes[node].split = 0
-        self.nodes[node].left = <int32_t>self.n_leaf_
-        self.nodes[node].right = <int32_t>n
+        self.nodes[node].dim = 0
+        self.nodes[node].split = 0xFFFFFFFF
+        self.nodes[node].child = <int32_t>node
+        self.nodes[node].lstart = <int32_t>self.n_leaf_
+        self.nodes[node].lcount = <int32_t>n
         self.n_leaf_ += n
         return 0
 
@@ -291,6 +314,8 @@ cdef class ClassifierTree:
         cdef uint32_t* H = self.scratch_hi
         if depth > self.depth_:
             self.depth_ = depth
+        if depth > self.cur_depth:
+            self.cur_depth = depth
         # Boxes after the first one covering the whole region are shadowed there.
         for k in range(n):
             b = &self.boxes[idx[k]]
@@ -364,8 +389,9 @@ cdef class ClassifierTree:
             self._new_node()
             self.nodes[node].dim = <int32_t>best_dim
             self.nodes[node].split = best_split
-            self.nodes[node].left = <int32_t>child
-            self.nodes[node].right = <int32_t>(child + 1)
+            self.nodes[node].child = <int32_t>child
+            self.nodes[node].lstart = 0
+            self.nodes[node].lcount = 0
             save = rhi[best_dim]
             rhi[best_dim] = best_split
             self._build(child, lidx, nl, rlo, rhi, depth + 1)
@@ -407,7 +433,7 @@ cdef class ClassifierTree:
     @property
     def memory_bytes(self):
         """Bytes held by the compiled structure (nodes + leaf boxes + group table)."""
-        return self.n_nodes_ * sizeof(Node) + self.n_leaf_ * sizeof(Box) + self.ngroups * 2 * sizeof(int32_t)
+        return self.n_nodes_ * sizeof(Node) + self.n_leaf_ * sizeof(Box) + self.ngroups * 3 * sizeof(int32_t)
 
     def lookup(self, const uint32_t[::1] src_ip not None, const uint32_t[::1] dst_ip not None,
                const uint16_t[::1] sport not None, const uint16_t[::1] dport not None,
@@ -438,15 +464,19 @@ cdef class ClassifierTree:
         -----
         No status codes: every packet gets an answer. The loop runs without the GIL.
         """
-        cdef Py_ssize_t n = src_ip.shape[0], i
-        cdef bint has_zf = zone_from is not None, has_zt = zone_to is not None
-        cdef uint32_t pt[NDIM]
+        cdef Py_ssize_t n = src_ip.shape[0], i, j, m, base, g, lvl
+        cdef bint has_zf = zone_from is not None, has_zt = zone_to is not None, need
+        cdef uint32_t pts[BLOCK][NDIM]
+        cdef int32_t cur[BLOCK]
+        cdef int32_t best[BLOCK]
         cdef const Node* nodes = self.nodes
+        cdef const Node* nd
         cdef const Box* leaf = self.leaf
         cdef const int32_t* roots = self.roots
         cdef const int32_t* gmin = self.group_min
-        cdef Py_ssize_t g, ng = self.ngroups
-        cdef int32_t best
+        cdef const int32_t* gdepth = self.group_depth
+        cdef Py_ssize_t ng = self.ngroups
+        cdef int32_t root, depth, gm
         for name, col in (("dst_ip", dst_ip), ("sport", sport), ("dport", dport), ("proto", proto), ("out", out)):
             if col.shape[0] != n:
                 raise ValueError(f"{name} has length {col.shape[0]}, expected {n} (length of src_ip)")
@@ -457,21 +487,40 @@ cdef class ClassifierTree:
         if nodes == NULL:
             raise ValueError("classifier is not built")
         with nogil:
-            pt[5] = ZONE_UNK
-            pt[6] = ZONE_UNK
-            for i in range(n):
-                pt[0] = src_ip[i]
-                pt[1] = dst_ip[i]
-                pt[2] = sport[i]
-                pt[3] = dport[i]
-                pt[4] = proto[i]
-                if has_zf:
-                    pt[5] = zone_from[i]
-                if has_zt:
-                    pt[6] = zone_to[i]
-                best = 0x7FFFFFFF
-                g = 0
-                while g < ng and gmin[g] < best:
-                    best = _lookup(nodes, roots[g], leaf, pt, best)
-                    g += 1
-                out[i] = best if best != 0x7FFFFFFF else -1
+            # Packets go through the trees BLOCK at a time, level by level for a fixed number of levels (leaves
+            # step to themselves): no data-dependent branch in the walk, and BLOCK independent loads in flight.
+            base = 0
+            while base < n:
+                m = n - base if n - base < BLOCK else BLOCK
+                for j in range(m):
+                    i = base + j
+                    pts[j][0] = src_ip[i]
+                    pts[j][1] = dst_ip[i]
+                    pts[j][2] = sport[i]
+                    pts[j][3] = dport[i]
+                    pts[j][4] = proto[i]
+                    pts[j][5] = zone_from[i] if has_zf else ZONE_UNK
+                    pts[j][6] = zone_to[i] if has_zt else ZONE_UNK
+                    best[j] = 0x7FFFFFFF
+                for g in range(ng):
+                    gm = gmin[g]
+                    need = False
+                    for j in range(m):
+                        if gm < best[j]:
+                            need = True
+                    if not need:
+                        break  # groups are sorted by their best rule: later ones cannot win either
+                    root = roots[g]
+                    depth = gdepth[g]
+                    for j in range(m):
+                        cur[j] = root
+                    for lvl in range(depth):
+                        for j in range(m):
+                            nd = nodes + cur[j]
+                            cur[j] = nd.child + <int32_t>(pts[j][nd.dim] > nd.split)
+                    for j in range(m):
+                        if gm < best[j]:
+                            best[j] = _scan_leaf(nodes + cur[j], leaf, pts[j], best[j])
+                for j in range(m):
+                    out[base + j] = best[j] if best[j] != 0x7FFFFFFF else -1
+                base += m

@@ -35,7 +35,20 @@ ENCAP_HDR_LEN = 82
 PROTO_IPV4 = 0x0800
 PROTO_ETHERNET = 0x6558
 
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define GWLB_PREFETCH(p) __builtin_prefetch((const void *)(p), 0, 3)
+    #else
+    #define GWLB_PREFETCH(p) ((void)(p))
+    #endif
+    """
+    void GWLB_PREFETCH(const void* p) noexcept nogil
+
 cdef enum:
+    # packets ahead whose headers are prefetched: the loop is bound by memory latency, not by work, once the
+    # arena is larger than the caches (prefetching an address never faults, even outside the arena)
+    _AHEAD = 8
     _LT_ETHERNET = 1
     _LT_RAW = 101
     _LT_SLL = 113
@@ -104,8 +117,16 @@ cdef inline int _ipv4(const uint8_t* p, Py_ssize_t caplen, Py_ssize_t l3, Py_ssi
     return ST_OK
 
 
-cdef inline uint32_t _mix32(uint32_t h) noexcept nogil:
-    # murmur3 finaliser: full avalanche so nearby 5-tuples spread over the port range
+cdef inline uint64_t _fmix64(uint64_t k) noexcept nogil:
+    k ^= k >> 33
+    k *= 0xFF51AFD7ED558CCDULL
+    k ^= k >> 33
+    k *= 0xC4CEB9FE1A85EC53ULL
+    k ^= k >> 33
+    return k
+
+
+cdef inline uint32_t _fmix32(uint32_t h) noexcept nogil:
     h ^= h >> 16
     h *= 0x85EBCA6BU
     h ^= h >> 13
@@ -114,30 +135,37 @@ cdef inline uint32_t _mix32(uint32_t h) noexcept nogil:
     return h
 
 
-cdef inline uint16_t _flow_port(const uint8_t* ip, Py_ssize_t n) noexcept nogil:
-    """UDP source port from a symmetric hash of the inner 5-tuple, in 49152-65535 (RFC 8926 section 3.3)."""
-    cdef uint32_t a, b, x, y, h
+cdef inline uint16_t _flow_port(const uint8_t* ip, Py_ssize_t n, uint64_t s) noexcept nogil:
+    """UDP source port from a symmetric hash of the inner 5-tuple, in 49152-65535 (RFC 8926 section 3.3).
+
+    The same value as ``flowhash.geneve_udp_sport(flowhash.hash_5tuple(..., seed))`` (s is the pre-mixed seed):
+    endpoints (ip << 16 | port) in canonical order so that a flow and its reply hash alike, two murmur3 fmix64
+    rounds, then the high half re-mixed and range-reduced by multiply-shift. Ports are 0 for fragments and
+    protocols other than TCP, UDP and SCTP.
+    """
+    cdef uint64_t x, y, lo, hi, h
     cdef uint16_t sp = 0, dp = 0
     cdef uint8_t proto
     cdef Py_ssize_t ihl
     if n < 20:
         return 49152
-    a = load_be32(ip + 12)
-    b = load_be32(ip + 16)
     proto = ip[9]
     ihl = (ip[0] & 0x0F) * 4
     if (proto == 6 or proto == 17 or proto == 132) and (load_be16(ip + 6) & 0x1FFF) == 0 and ihl >= 20 \
             and ihl + 4 <= n:
         sp = load_be16(ip + ihl)
         dp = load_be16(ip + ihl + 2)
-    # order the endpoints so that a flow and its reply hash alike
-    x = a ^ ((<uint32_t>sp) << 16)
-    y = b ^ ((<uint32_t>dp) << 16)
-    if a > b or (a == b and sp > dp):
-        x, y = y, x
-    h = _mix32(x * 0x9E3779B1U + proto)
-    h = _mix32(h ^ (y + 0x7F4A7C15U))
-    return <uint16_t>(49152 + (h & 0x3FFF))
+    x = (<uint64_t>load_be32(ip + 12) << 16) | sp
+    y = (<uint64_t>load_be32(ip + 16) << 16) | dp
+    lo = x if x < y else y
+    hi = y if x < y else x
+    h = _fmix64(_fmix64(s ^ (lo | (<uint64_t>proto << 48))) ^ (hi | (<uint64_t>5 << 56)))
+    return <uint16_t>(49152 + ((<uint64_t>_fmix32(<uint32_t>(h >> 32)) * 16384) >> 32))
+
+
+def mix_seed(uint64_t seed):
+    """The pre-mixed form of a flow-hash seed that ``fill_encap`` and ``flow_ports`` take."""
+    return _fmix64(seed ^ 0x9E3779B97F4A7C15ULL)
 
 
 def parse_geneve(const uint8_t[::1] data, const int64_t[::1] off, const uint32_t[::1] caplen,
@@ -209,6 +237,8 @@ def parse_geneve(const uint8_t[::1] data, const int64_t[::1] off, const uint32_t
         _check_len(name, m, n)
     with nogil:
         for i in range(n):
+            if i + _AHEAD < n and size > 0:
+                GWLB_PREFETCH(&data[0] + off[i + _AHEAD])
             vni[i] = 0
             flags[i] = 0
             opt_len[i] = 0
@@ -352,6 +382,8 @@ def plan_encap(const uint8_t[::1] data, const int64_t[::1] off, const uint32_t[:
     _check_len("inner_len", inner_len.shape[0], n)
     with nogil:
         for i in range(n):
+            if i + _AHEAD < n and size > 0:
+                GWLB_PREFETCH(&data[0] + off[i + _AHEAD])
             inner_start[i] = 0
             inner_len[i] = 0
             o = off[i]
@@ -379,7 +411,7 @@ def fill_encap(const uint8_t[::1] data, const int64_t[::1] inner_start, const ui
                const int64_t[::1] rows, uint8_t[::1] out, const int64_t[::1] out_off, const uint8_t[::1] macs,
                const uint32_t[::1] src, const uint32_t[::1] dst, const uint16_t[::1] sport,
                const uint32_t[::1] vni, const uint64_t[::1] endpoint_id, const uint64_t[::1] attachment_id,
-               const uint32_t[::1] cookie, uint16_t option_class, uint8_t ttl):
+               const uint32_t[::1] cookie, uint16_t option_class, uint8_t ttl, uint64_t hash_seed=0):
     """Second encoder pass: write the 82-byte outer header and copy the inner packet for each row.
 
     Parameters
@@ -406,6 +438,8 @@ def fill_encap(const uint8_t[::1] data, const int64_t[::1] inner_start, const ui
     option_class : int
     ttl : int
         Outer IPv4 TTL.
+    hash_seed : int
+        Flow-hash seed, pre-mixed with ``mix_seed`` (``mix_seed(0)`` matches ``flowhash`` with seed 0).
 
     Returns
     -------
@@ -486,6 +520,8 @@ def fill_encap(const uint8_t[::1] data, const int64_t[::1] inner_start, const ui
     base_sum = 0x4500 + 0x4000 + ((<uint32_t>ttl << 8) | 17)
     with nogil:
         for j in range(m):
+            if j + _AHEAD < m and size > 0:
+                GWLB_PREFETCH(&data[0] + inner_start[rows[j + _AHEAD]])
             r = rows[j]
             ilen = inner_len[r]
             q = &out[0] + out_off[j]
@@ -503,7 +539,7 @@ def fill_encap(const uint8_t[::1] data, const int64_t[::1] inner_start, const ui
             acc = (acc & 0xFFFF) + (acc >> 16)
             store_be16(q + 24, <uint16_t>(~acc & 0xFFFF))
             if hash_port:
-                store_be16(q + 34, _flow_port(ip, ilen))
+                store_be16(q + 34, _flow_port(ip, ilen, hash_seed))
             else:
                 store_be16(q + 34, sport[r * s_sp])
             store_be16(q + 38, <uint16_t>(tot - 20))
@@ -514,7 +550,7 @@ def fill_encap(const uint8_t[::1] data, const int64_t[::1] inner_start, const ui
 
 
 def flow_ports(const uint8_t[::1] data, const int64_t[::1] inner_start, const uint32_t[::1] inner_len,
-               uint16_t[::1] out):
+               uint16_t[::1] out, uint64_t hash_seed):
     """UDP source ports the encoder derives from each inner IPv4 packet's 5-tuple (symmetric hash).
 
     Parameters
@@ -524,6 +560,8 @@ def flow_ports(const uint8_t[::1] data, const int64_t[::1] inner_start, const ui
     inner_len : uint32[n]
     out : uint16[n]
         Output. Port in 49152-65535; 49152 for packets shorter than an IPv4 header or outside the arena.
+    hash_seed : int
+        Pre-mixed seed (``mix_seed``).
 
     Returns
     -------
@@ -539,7 +577,7 @@ def flow_ports(const uint8_t[::1] data, const int64_t[::1] inner_start, const ui
             if inner_start[i] < 0 or inner_start[i] >= size or inner_len[i] > size - inner_start[i]:
                 out[i] = 49152
             else:
-                out[i] = _flow_port(&data[0] + inner_start[i], inner_len[i])
+                out[i] = _flow_port(&data[0] + inner_start[i], inner_len[i], hash_seed)
 
 
 def swap_outer(uint8_t[::1] data, const int64_t[::1] off, const uint32_t[::1] caplen,
@@ -579,6 +617,8 @@ def swap_outer(uint8_t[::1] data, const int64_t[::1] off, const uint32_t[::1] ca
     _check_len("status", status.shape[0], n)
     with nogil:
         for i in range(n):
+            if i + _AHEAD < n and size > 0:
+                GWLB_PREFETCH(&data[0] + off[i + _AHEAD])
             if status[i] != ST_OK:
                 continue
             o = off[i]
