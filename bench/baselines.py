@@ -256,3 +256,104 @@ def classify_python(boxes: list[tuple], cols: dict) -> list[int]:
                 break
         out.append(found)
     return out
+
+
+# --- firewall ---
+_FW_GENEVE = struct.Struct("!BBHI")
+_FW_OPT = struct.Struct("!HBB")
+
+
+def _fw_rst(inner, to_sender: bool) -> bytes:
+    """A 40-byte IPv4 + TCP RST for segment ``inner`` (dpkt objects), RFC 9293 section 3.10.7.1 numbers."""
+    t = inner.data
+    seglen = len(t.data) + (1 if t.flags & dpkt.tcp.TH_SYN else 0) + (1 if t.flags & dpkt.tcp.TH_FIN else 0)
+    has_ack = t.flags & dpkt.tcp.TH_ACK
+    if to_sender:
+        src, dst, sp, dp = inner.dst, inner.src, t.dport, t.sport
+        seq, ack = (t.ack, 0) if has_ack else (0, (t.seq + seglen) & 0xFFFFFFFF)
+        flags = dpkt.tcp.TH_RST if has_ack else dpkt.tcp.TH_RST | dpkt.tcp.TH_ACK
+    else:
+        src, dst, sp, dp = inner.src, inner.dst, t.sport, t.dport
+        seq, ack = (t.seq + seglen) & 0xFFFFFFFF, (t.ack if has_ack else 0)
+        flags = dpkt.tcp.TH_RST | (dpkt.tcp.TH_ACK if has_ack else 0)
+    rst = dpkt.tcp.TCP(sport=sp, dport=dp, seq=seq, ack=ack, flags=flags, win=0)
+    ip = dpkt.ip.IP(src=src, dst=dst, p=6, ttl=64, df=1, data=rst)
+    ip.len = 40
+    return bytes(ip)
+
+
+def dpkt_firewall(frames: list[bytes], rules: list, actions: list[int], default_action: int,
+                  zone_of_endpoint: dict[int, int], state: dict, option_class: int = 0x0108) -> list[bytes]:
+    """Stateful firewall a dpkt user would write: per frame, dpkt for Ethernet/IPv4/UDP/inner IPv4, struct for
+    Geneve, a dict of sessions keyed by the sorted 5-tuple and the endpoint, linear first match over ``rules``
+    (lists of inclusive (lo, hi) ranges per field: src, dst, sport, dport, proto, zone from, zone to) for a
+    session's first packet, TCP SYN check, FIN/RST close, echo with swapped outer addresses, RSTs for reset actions
+    (0 allow, 1 deny, 2 drop, 3 reset-client, 4 reset-server, 5 reset-both). Returns the frames sent back."""
+    out = []
+    syn, ack_f, rst_f, fin = dpkt.tcp.TH_SYN, dpkt.tcp.TH_ACK, dpkt.tcp.TH_RST, dpkt.tcp.TH_FIN
+    for buf in frames:
+        eth = dpkt.ethernet.Ethernet(buf)
+        ip = eth.data
+        if not isinstance(ip, dpkt.ip.IP) or ip.p != 17:
+            continue
+        udp = ip.data
+        if udp.dport != 6081:
+            continue
+        g = bytes(udp.data)
+        vo, _, ptype, _ = _FW_GENEVE.unpack_from(g)
+        olen = (vo & 0x3F) * 4
+        endpoint = None
+        pos = 8
+        while pos + 4 <= 8 + olen:
+            cls, typ, ln = _FW_OPT.unpack_from(g, pos)
+            ln = (ln & 0x1F) * 4
+            if cls == option_class and typ == 1:
+                endpoint = int.from_bytes(g[pos + 4: pos + 12], "big")
+            pos += 4 + ln
+        if endpoint not in zone_of_endpoint or ptype != 0x0800:
+            continue
+        zone = zone_of_endpoint[endpoint]
+        inner = dpkt.ip.IP(g[8 + olen:])
+        l4 = inner.data
+        sp, dp = (l4.sport, l4.dport) if inner.p in (6, 17) else (0, 0)
+        a, b = (inner.src, sp), (inner.dst, dp)
+        fwd = a <= b
+        key = (a, b, inner.p, endpoint) if fwd else (b, a, inner.p, endpoint)
+        flags = l4.flags if inner.p == 6 else 0
+        sess = state.get(key)
+        if sess is None:
+            if inner.p == 6 and flags & (syn | ack_f | rst_f) != syn:
+                continue
+            point = (int.from_bytes(inner.src, "big"), int.from_bytes(inner.dst, "big"), sp, dp, inner.p, zone, zone)
+            act = default_action
+            for i, fields in enumerate(rules):
+                if all(any(lo <= v <= hi for lo, hi in f) for v, f in zip(point, fields)):
+                    act = actions[i]
+                    break
+            sess = state[key] = {"act": act, "fwd": fwd, "fins": 0, "closed": False, "pkts": [0, 0]}
+        from_client = fwd == sess["fwd"]
+        sess["pkts"][0 if from_client else 1] += 1
+        act = sess["act"]
+        if act == 0:
+            if sess["closed"]:
+                continue
+            if flags & rst_f:
+                sess["closed"] = True
+            elif flags & fin:
+                sess["fins"] |= 1 if from_client else 2
+            ip.src, ip.dst = ip.dst, ip.src
+            eth.src, eth.dst = eth.dst, eth.src
+            out.append(bytes(eth))
+        elif act >= 3 and inner.p == 6 and not flags & rst_f:
+            for to_client in {3: (True,), 4: (False,), 5: (True, False)}[act]:
+                o = dpkt.ethernet.Ethernet(buf)
+                payload = g[: 8 + olen] + _fw_rst(inner, to_sender=to_client == from_client)
+                o.data.data.data = payload
+                o.data.data.ulen = 8 + len(payload)
+                o.data.data.sum = 0
+                o.data.len = o.data.hl * 4 + 8 + len(payload)
+                o.data.sum = 0
+                o.data.src, o.data.dst = o.data.dst, o.data.src
+                o.src, o.dst = o.dst, o.src
+                out.append(bytes(o))
+    return out

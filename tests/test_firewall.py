@@ -15,8 +15,7 @@ from gwlb_fast._kernels import session as _s
 from gwlb_fast._kernels import tcpreset as _r
 from gwlb_fast.batch import LINKTYPE_IPV4, PacketBatch
 from gwlb_fast.errors import ConfigError
-from gwlb_fast.firewall import (END_REASONS, KIND_ECHO, KIND_RST_TO_RECEIVER, KIND_RST_TO_SENDER, SESSION_DTYPE,
-                                Firewall)
+from gwlb_fast.firewall import END_REASONS, KIND_ECHO, KIND_RST_TO_RECEIVER, KIND_RST_TO_SENDER, SESSION_DTYPE, Firewall
 from gwlb_fast.policy import Policy
 from gwlb_fast.status import PktStatus
 from tests.oracles.firewall import ACK, FIN, RST, SYN, OracleFirewall, Pkt, rst_for
@@ -94,7 +93,7 @@ def decode(frame: bytes):
 
 
 def check_checksums(frame: bytes):
-    eth, ip, udp, _, inner = decode(frame)
+    _, ip, udp, _, inner = decode(frame)
     hdr = bytes(ip)[: ip.hl * 4]
     assert dpkt.in_cksum(hdr) == 0, "outer IPv4 checksum"
     assert dpkt.in_cksum(bytes(inner)[: inner.hl * 4]) == 0, "inner IPv4 checksum"
@@ -341,7 +340,7 @@ def test_reset_actions_build_rfc_rsts(dport, expect):
         check_checksums(frame)
         sent = wire.packet(int(out.source[j]))
         _, _, _, gen_sent, _ = decode(sent)
-        _, oip, _, gen_back, inner = decode(frame)
+        _, _, _, gen_back, inner = decode(frame)
         assert gen_back == gen_sent  # Geneve header and options echoed byte for byte
         assert frame[26:30] == sent[30:34] and frame[30:34] == sent[26:30]
         assert inner.len == 40 and inner.ttl == 64 and inner.data.win == 0
@@ -376,7 +375,7 @@ def test_rsts_decode_in_tshark(tmp_path):
            "-Y", "tcp.flags.reset==1", "-T", "fields", "-E", "separator=|", "-E", "occurrence=a"]
     for f in fields:
         cmd += ["-e", f]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     rows = [line.split("|") for line in res.stdout.strip().splitlines()]
     assert len(rows) == 4
@@ -443,7 +442,7 @@ def test_matches_oracle_on_random_session_mixes(batches):
            "rules": [*POLICY["rules"][:-1], {"name": "other-zone", "from": ["other"], "protocol": "udp",
                                               "action": "allow"}, POLICY["rules"][-1]]}
     zones = {EP_A: "gwlb", EP_B: "other"}
-    kw = dict(tcp_timeout=60, other_timeout=10, close_timeout=2, deny_timeout=5)
+    kw = {"tcp_timeout": 60, "other_timeout": 10, "close_timeout": 2, "deny_timeout": 5}
     fw = make_fw(pol, zones=zones, **kw)
     oracle = OracleFirewall(fw.policy, zones, *(int(kw[k] * S) for k in ("tcp_timeout", "other_timeout",
                                                                           "close_timeout", "deny_timeout")))
@@ -505,15 +504,16 @@ def test_kernel_argument_checks():
     assert bad == 1 and st_out[0] == PktStatus.TRUNCATED
 
     def args(n=2, cap=4):
-        return dict(slot=np.zeros(n, np.int64), is_new=np.zeros(n, np.uint8), rev=np.zeros(n, np.uint8),
-                    proto=np.zeros(n, np.uint8), tcp_flags=np.zeros(n, np.uint8), ts_ns=np.zeros(n, np.int64),
-                    nbytes=np.zeros(n, np.uint32), src_ip=np.zeros(n, np.uint32), dst_ip=np.zeros(n, np.uint32),
-                    sport=np.zeros(n, np.uint16), dport=np.zeros(n, np.uint16), endpoint=np.zeros(n, np.uint64),
-                    zone=np.zeros(n, np.uint8), rule=np.zeros(n, np.int32), action=np.zeros(n, np.uint8),
-                    sess=np.zeros((cap, _s.NF), np.int64), status=np.zeros(n, np.uint8),
-                    out_rule=np.zeros(n, np.int32), out_n=np.zeros(n, np.uint8), out_kind1=np.zeros(n, np.uint8),
-                    out_kind2=np.zeros(n, np.uint8), hits=np.zeros(1, np.int64),
-                    ended=np.zeros((n, _s.NF), np.int64), ended_slot=np.zeros(n, np.int64))
+        cols = {"slot": np.int64, "is_new": np.uint8, "rev": np.uint8, "proto": np.uint8, "tcp_flags": np.uint8,
+                "ts_ns": np.int64, "nbytes": np.uint32, "src_ip": np.uint32, "dst_ip": np.uint32,
+                "sport": np.uint16, "dport": np.uint16, "endpoint": np.uint64, "zone": np.uint8, "rule": np.int32,
+                "action": np.uint8}
+        a = {k: np.zeros(n, t) for k, t in cols.items()}
+        a["sess"] = np.zeros((cap, _s.NF), np.int64)
+        a.update(status=np.zeros(n, np.uint8), out_rule=np.zeros(n, np.int32), out_n=np.zeros(n, np.uint8),
+                 out_kind1=np.zeros(n, np.uint8), out_kind2=np.zeros(n, np.uint8), hits=np.zeros(1, np.int64),
+                 ended=np.zeros((n, _s.NF), np.int64), ended_slot=np.zeros(n, np.int64))
+        return a
 
     a = args()
     assert _s.session_update(**a) == 0

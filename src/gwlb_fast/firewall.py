@@ -6,10 +6,11 @@
 2. maps the GWLB endpoint id to its zone (unknown endpoint -> ``UNKNOWN_ENDPOINT``);
 3. finds or creates the session in a :class:`FlowTable` keyed by the canonical 5-tuple and the endpoint id, so a
    flow and its reply share one session;
-4. classifies only the packets that may start a session (rows of slots that are new in this batch) with the
-   compiled policy; the *from* zone is the zone of the endpoint the packet entered by, and the *to* zone is the same
-   zone: behind a GWLB the firewall receives and returns every packet on the one Geneve interface, so it sees
-   intrazone traffic (a rule with ``from``/``to`` lists the endpoint's zone on both sides to match);
+4. classifies only the packets that may start a session (the first packet of each new table entry, and every
+   packet of an entry whose first packet was a TCP non-SYN) with the compiled policy; the *from* zone is the zone
+   of the endpoint the packet entered by, and the *to* zone is the same zone: behind a GWLB the firewall receives
+   and returns every packet on the one Geneve interface, so it sees intrazone traffic (a rule with ``from``/``to``
+   lists the endpoint's zone on both sides to match);
 5. applies the packets to their sessions in batch order in one nogil kernel (``_kernels.session``): TCP sessions
    must start with a SYN (else ``TCP_NOT_SYN``, dropped, no session); allowed sessions forward both directions
    until an RST (the RST passes, later packets are ``SESSION_CLOSED`` until the close timeout removes the session
@@ -254,15 +255,21 @@ class Firewall:
         full = (status == PktStatus.OK) & (slot < 0)
         status[full] = PktStatus.FLOW_TABLE_FULL
 
-        # classify the packets of sessions created in this batch (only their first packet's verdict is used)
+        # classify the packets that may start a session: the first packet of each new (or restarted) entry, and,
+        # where that one is a TCP packet without a pure SYN (no session yet), every packet of that entry
         rule = np.full(n, -1, np.int32)
         action = np.zeros(n, np.uint8)
-        new_slots = slot[is_new != 0]
-        if new_slots.shape[0]:
-            self._mark[new_slots] = 1
-            live = slot >= 0
-            cls = np.flatnonzero(live & (self._mark[np.where(live, slot, 0)] != 0))
-            self._mark[new_slots] = 0
+        first = is_new != 0
+        if np.any(first):
+            cls = first
+            nosyn = first & (inner.proto == 6) & ((inner.tcp_flags & np.uint8(0x16)) != np.uint8(0x02))
+            if np.any(nosyn):
+                marked = slot[nosyn]
+                self._mark[marked] = 1
+                live = slot >= 0
+                cls = first | (live & (self._mark[np.where(live, slot, 0)] != 0))
+                self._mark[marked] = 0
+            cls = np.flatnonzero(cls)
             z = zone[cls]
             r = self.classifier.classify(inner.src_ip[cls], inner.dst_ip[cls], inner.sport[cls], inner.dport[cls],
                                          inner.proto[cls], z, z)
