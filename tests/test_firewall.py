@@ -260,6 +260,29 @@ def test_rst_closes_session():
     assert fw.hits[0] == 2
 
 
+def test_short_timeouts_apply_inside_a_batch():
+    # the RST close, the close timeout and the new SYN in ONE batch: same result as across batches
+    fw = make_fw(close_timeout=2, deny_timeout=5)
+    c, s = CLIENT, SERVER
+    pkts = [tcp(0, c, s, 40000, 80, SYN), tcp(1, c, s, 40000, 80, RST | ACK, seq=1, ack=1),
+            tcp(S, c, s, 40000, 80, SYN),  # within the close timeout: dropped
+            tcp(4 * S, c, s, 40000, 80, SYN),  # after it: a new session
+            tcp(5 * S, c, s, 40000, 22, SYN),  # reset-both, remembered for 5 s
+            tcp(6 * S, c, s, 40000, 22, SYN),
+            tcp(11 * S, c, s, 40000, 22, SYN)]  # 5 s after the last packet of the reset session: classified again
+    out = fw.process(make_wire(pkts))
+    assert out.status.tolist() == [PktStatus.OK, PktStatus.OK, PktStatus.SESSION_CLOSED, PktStatus.OK,
+                                   PktStatus.POLICY_RESET, PktStatus.POLICY_RESET, PktStatus.POLICY_RESET]
+    assert fw.hits[0] == 2 and fw.hits[2] == 2
+    reasons = sorted(END_REASONS[int(r)] for r in out.sessions["end_reason"])
+    assert reasons == ["policy-deny", "tcp-rst-from-client"]
+    # the reopened session has the protocol timeout again in the flow table, not the close timeout
+    slots = fw.table.live_slots()
+    web = slots[(fw.table.a_port[slots] == 80) | (fw.table.b_port[slots] == 80)]
+    assert fw.table.timeout[web].tolist() == [-1]
+    assert sorted(END_REASONS[int(r)] for r in fw.finish()["end_reason"]) == ["end-of-run", "policy-deny"]
+
+
 def test_idle_expiry_by_packet_time():
     fw = make_fw(other_timeout=5, tcp_timeout=100)
     out = fw.process(make_wire([Pkt(0, EP_A, CLIENT, SERVER, 5353, 53, 17),
@@ -446,11 +469,12 @@ def test_matches_oracle_on_random_session_mixes(batches):
     fw = make_fw(pol, zones=zones, **kw)
     oracle = OracleFirewall(fw.policy, zones, *(int(kw[k] * S) for k in ("tcp_timeout", "other_timeout",
                                                                           "close_timeout", "deny_timeout")))
-    logs = []
+    logs, outs = [], []
     for pkts in batches:
         if not pkts:
             continue
         out = fw.process(make_wire(pkts))
+        outs.append(out)
         want = oracle.process(pkts)
         assert out.status.tolist() == [int(w[0]) for w in want]
         assert out.rule.tolist() == [w[1] for w in want]
@@ -464,6 +488,12 @@ def test_matches_oracle_on_random_session_mixes(batches):
     got = sorted(tuple(int(x) for x in rec) for rec in np.concatenate(logs))
     assert got == sorted(oracle.log)
     assert len(fw.table) == 0
+    # the same packets in one batch: same verdicts and the same log (batching changes nothing but timing of records)
+    everything = [p for b in batches for p in b]
+    one = make_fw(pol, zones=zones, **kw)
+    out = one.process(make_wire(everything))
+    assert out.status.tolist() == [int(w) for w in np.concatenate([o.status for o in outs])]
+    assert sorted(tuple(int(x) for x in rec) for rec in np.concatenate([out.sessions, one.finish()])) == got
 
 
 # ---------------------------------------------------------------------------------------------------- robustness
@@ -512,12 +542,25 @@ def test_kernel_argument_checks():
         a["sess"] = np.zeros((cap, _s.NF), np.int64)
         a.update(status=np.zeros(n, np.uint8), out_rule=np.zeros(n, np.int32), out_n=np.zeros(n, np.uint8),
                  out_kind1=np.zeros(n, np.uint8), out_kind2=np.zeros(n, np.uint8), hits=np.zeros(1, np.int64),
-                 ended=np.zeros((n, _s.NF), np.int64), ended_slot=np.zeros(n, np.int64))
+                 ended=np.zeros((n, _s.NF), np.int64), ended_slot=np.zeros(n, np.int64), close_timeout_ns=10,
+                 deny_timeout_ns=10)
         return a
 
     a = args()
-    assert _s.session_update(**a) == 0
+    assert _s.session_update(**a) == (0, 2)
     assert a["status"].tolist() == [0, 0] and a["hits"][0] == 1 and a["out_n"].tolist() == [1, 1]
+    # a row that would start a session without a rule stops the pass there; it resumes from that row
+    a = args(n=3)
+    a["slot"][:] = [0, 1, 1]
+    a["rule"][:] = [0, -1, -1]
+    a["is_new"][:] = [1, 1, 0]
+    assert _s.session_update(**a) == (0, 1)
+    assert a["hits"][0] == 1 and a["sess"][1, _s.F_STATE] == _s.S_EMPTY
+    a["rule"][1] = 0
+    assert _s.session_update(**a, start=1) == (0, 3)
+    assert a["hits"][0] == 2 and a["out_rule"].tolist() == [0, 0, 0]
+    with pytest.raises(ValueError, match="start"):
+        _s.session_update(**a, start=4)
     a = args()
     a["zone"] = np.zeros(3, np.uint8)
     with pytest.raises(ValueError, match="zone"):
@@ -533,7 +576,7 @@ def test_kernel_argument_checks():
     a = args()
     for k in ("slot", "is_new", "rev", "proto", "ts_ns", "src_ip"):
         a[k].flags.writeable = False
-    assert _s.session_update(**a) == 0
+    assert _s.session_update(**a) == (0, 2)
 
 
 def test_full_table_and_eviction_are_counted_and_logged():

@@ -269,13 +269,7 @@ class Firewall:
                 live = slot >= 0
                 cls = first | (live & (self._mark[np.where(live, slot, 0)] != 0))
                 self._mark[marked] = 0
-            cls = np.flatnonzero(cls)
-            z = zone[cls]
-            r = self.classifier.classify(inner.src_ip[cls], inner.dst_ip[cls], inner.sport[cls], inner.dport[cls],
-                                         inner.proto[cls], z, z)
-            r[r < 0] = self.default_rule
-            rule[cls] = r
-            action[cls] = self._actions[r]
+            self._classify(np.flatnonzero(cls), inner, zone, rule, action)
 
         # per-packet session state machine, in order
         out_rule = np.empty(n, np.int32)
@@ -284,12 +278,26 @@ class Firewall:
         k2 = np.empty(n, np.uint8)
         ended = np.empty((n, _s.NF), np.int64)
         ended_slot = np.empty(n, np.int64)
-        ne = _s.session_update(slot, is_new, rev, inner.proto, inner.tcp_flags, inner.ts_ns, inner.wirelen,
-                               inner.src_ip, inner.dst_ip, inner.sport, inner.dport, ep, zone, rule, action,
-                               self.sessions, status, out_rule, out_n, k1, k2, self.hits, ended, ended_slot)
+        ne, start = 0, 0
+        while True:
+            ne, stop = _s.session_update(slot, is_new, rev, inner.proto, inner.tcp_flags, inner.ts_ns, inner.wirelen,
+                                         inner.src_ip, inner.dst_ip, inner.sport, inner.dport, ep, zone, rule,
+                                         action, self.sessions, status, out_rule, out_n, k1, k2, self.hits, ended,
+                                         ended_slot, self.close_timeout_ns, self.deny_timeout_ns, start, ne)
+            if stop >= n:
+                break
+            # a closed/denied session timed out inside the batch and its slot starts anew at row `stop`: classify
+            # the remaining unclassified packets of slots that are not open (rare: one extra pass per such event)
+            rest = np.arange(stop, n)
+            rs = slot[rest]
+            cand = rest[(rs >= 0) & (rule[rest] < 0) & (status[rest] == PktStatus.OK)]
+            cand = cand[self.sessions[slot[cand], _s.F_STATE] != _s.S_OPEN]
+            self._classify(cand, inner, zone, rule, action)
+            start = stop
         logs = [ended[:ne]]
 
-        # closed / denied sessions get their short timeout; slots that never became a session are freed
+        # closed / denied sessions get their short timeout in the flow table, sessions reopened inside the batch
+        # get the protocol default back; slots that never became a session are freed
         touched = slot[slot >= 0]
         state = self.sessions[touched, _s.F_STATE]
         not_open = state != _s.S_OPEN
@@ -302,6 +310,9 @@ class Firewall:
             empty = s2[st2 == _s.S_EMPTY]
             if empty.shape[0]:
                 self.table.delete(np.unique(empty))
+        if ne:
+            reopened = touched[~not_open]
+            self.table.set_timeout(reopened[self.table.timeout[reopened] >= 0], -1)
         # evicted sessions whose slot was not reused in this batch (reused ones were logged by the kernel)
         if evicted.shape[0]:
             evicted = np.unique(evicted)
@@ -393,6 +404,15 @@ class Firewall:
         return out
 
     # ------------------------------------------------------------------ helpers
+    def _classify(self, rows, inner, zone, rule, action) -> None:
+        """Classify ``rows`` (zone from = zone to = the endpoint's zone); fill ``rule`` and ``action`` there."""
+        z = zone[rows]
+        r = self.classifier.classify(inner.src_ip[rows], inner.dst_ip[rows], inner.sport[rows], inner.dport[rows],
+                                     inner.proto[rows], z, z)
+        r[r < 0] = self.default_rule
+        rule[rows] = r
+        action[rows] = self._actions[r]
+
     def _log_freed(self, slots: np.ndarray, reason: int) -> np.ndarray:
         """Session rows of freed table slots (those holding a session), with their end reason; clears them."""
         slots = np.asarray(slots, np.int64)

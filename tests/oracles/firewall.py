@@ -8,9 +8,10 @@ over the policy's rule ranges. It follows the semantics documented in ``gwlb_fas
 - allowed sessions forward until an RST (forwarded; then SESSION_CLOSED) or FIN from both sides (tcp-fin, packets
   still pass); denied sessions drop (POLICY_DENY), reset sessions drop (POLICY_RESET) and answer each TCP packet
   that is not an RST with RSTs (RFC 9293 section 3.10.7.1 sequence numbers);
-- an entry idles out when ``ts - last_seen >= timeout``; the short close/deny timeouts take effect at the end of the
-  batch in which the session closed or was denied (before, the protocol timeout applies); at the end of each batch
-  every idle entry at the latest packet time is expired.
+- a session idles out when ``ts - last >= timeout`` (TCP / other protocol timeout while open, the close timeout
+  once closed by FIN or RST, the deny timeout when denied or reset); the next packet of its key then starts a new
+  session; at the end of each batch every idle session at the latest packet time is expired (so the results do not
+  depend on how the packets are cut into batches, only the batch a log record comes out with does).
 """
 from __future__ import annotations
 
@@ -72,30 +73,28 @@ class OracleFirewall:
                       for ep, z in zone_of_endpoint.items()}
         self.tcp_to, self.other_to = tcp_timeout_ns, other_timeout_ns
         self.close_to, self.deny_to = close_timeout_ns, deny_timeout_ns
-        self.table: dict = {}  # key -> entry (flow-table view: last_seen, timeout, session or None)
+        self.table: dict = {}  # (canonical 5-tuple, endpoint) -> session
         self.hits = [0] * (len(policy.rules) + 1)
         self.log: list[tuple] = []
         self.now = None
 
-    def _timeout(self, e) -> int:
-        if e["timeout"] is not None:
-            return e["timeout"]
-        return self.tcp_to if e["proto"] == 6 else self.other_to
+    def _timeout(self, s) -> int:
+        if s["state"] in ("fin-closed", "rst-closed"):
+            return self.close_to
+        if s["state"] in ("denied", "reset"):
+            return self.deny_to
+        return self.tcp_to if s["proto"] == 6 else self.other_to
 
-    def _end(self, e, reason):
-        s = e["sess"]
-        if s is None:
-            return
+    def _end(self, key, reason):
+        s = self.table.pop(key)
         # same field order as gwlb_fast.firewall.SESSION_DTYPE
         self.log.append((s["client"][0], s["server"][0], s["client"][1], s["server"][1], s["proto"], s["zone"],
                          s["action"], s["reason"] or reason, s["rule"], s["endpoint"], s["pc"], s["ps"], s["bc"],
                          s["bs"], s["start"], s["last"]))
-        e["sess"] = None
 
     def process(self, pkts):
         """Apply a batch; returns per packet (status, rule, [frames]) with frames 'echo' or an RST tuple."""
         out = []
-        touched = []
         for p in pkts:
             if p.endpoint not in self.zones:
                 out.append((PktStatus.UNKNOWN_ENDPOINT, -1, []))
@@ -104,18 +103,11 @@ class OracleFirewall:
             a, b = sorted([(p.src, p.sport), (p.dst, p.dport)])
             rev = 0 if (p.src, p.sport) == a else 1
             key = (a, b, p.proto, p.endpoint)
-            e = self.table.get(key)
-            if e is not None and p.ts - e["last_seen"] >= self._timeout(e):
-                self._end(e, AGED_OUT)
-                e = None
-            if e is None:
-                e = {"last_seen": p.ts, "timeout": None, "proto": p.proto, "sess": None}
-                self.table[key] = e
-            else:
-                e["last_seen"] = max(e["last_seen"], p.ts)
-            touched.append(key)
+            s = self.table.get(key)
+            if s is not None and p.ts - s["last"] >= self._timeout(s):
+                self._end(key, AGED_OUT)
+                s = None
             flags = p.flags if p.proto == 6 else 0
-            s = e["sess"]
             if s is None:
                 if p.proto == 6 and flags & (SYN | ACK | RST) != SYN:
                     out.append((PktStatus.TCP_NOT_SYN, -1, []))
@@ -131,10 +123,11 @@ class OracleFirewall:
                     state = "reset"
                 else:
                     state = "denied"
-                s = e["sess"] = {"client": (p.src, p.sport), "server": (p.dst, p.dport), "proto": p.proto,
-                                 "zone": zone, "endpoint": p.endpoint, "rule": r, "action": act, "state": state,
-                                 "rev": rev, "pc": 0, "ps": 0, "bc": 0, "bs": 0, "start": p.ts, "last": p.ts,
-                                 "fins": 0, "reason": 0 if state == "open" else POLICY_DENY}
+                s = self.table[key] = {"client": (p.src, p.sport), "server": (p.dst, p.dport), "proto": p.proto,
+                                       "zone": zone, "endpoint": p.endpoint, "rule": r, "action": act,
+                                       "state": state, "rev": rev, "pc": 0, "ps": 0, "bc": 0, "bs": 0,
+                                       "start": p.ts, "last": p.ts, "fins": 0,
+                                       "reason": 0 if state == "open" else POLICY_DENY}
             from_client = rev == s["rev"]
             if from_client:
                 s["pc"] += 1
@@ -166,18 +159,6 @@ class OracleFirewall:
                     frames = {RESET_CLIENT: [to_client], RESET_SERVER: [to_server],
                               RESET_BOTH: [to_client, to_server]}[s["action"]]
                 out.append((PktStatus.POLICY_RESET, s["rule"], frames))
-        # end of batch: short timeouts of closed / denied sessions, NOSYN-only entries dropped, idle expiry
-        for key in touched:
-            e = self.table.get(key)
-            if e is None:
-                continue
-            s = e["sess"]
-            if s is None:
-                del self.table[key]
-            elif s["state"] in ("fin-closed", "rst-closed"):
-                e["timeout"] = self.close_to
-            elif s["state"] in ("denied", "reset"):
-                e["timeout"] = self.deny_to
         if pkts:
             t = max(p.ts for p in pkts)
             self.now = t if self.now is None else max(self.now, t)
@@ -186,14 +167,12 @@ class OracleFirewall:
 
     def expire(self, now):
         for key in list(self.table):
-            e = self.table[key]
-            if now - e["last_seen"] >= self._timeout(e):
-                self._end(e, AGED_OUT)
-                del self.table[key]
+            if now - self.table[key]["last"] >= self._timeout(self.table[key]):
+                self._end(key, AGED_OUT)
 
     def finish(self, now=None):
         now = self.now if now is None else now
         if now is not None:
             self.expire(now)
         for key in list(self.table):
-            self._end(self.table.pop(key), END_OF_RUN)
+            self._end(key, END_OF_RUN)

@@ -78,5 +78,10 @@ def session_update(
     hits: np.ndarray,  # int64[n_rules + 1] in/out
     ended: np.ndarray,  # int64[n, NF] out
     ended_slot: np.ndarray,  # int64[n] out
-) -> int:
-    """Apply every packet to its session in batch order; returns the number of ended sessions written."""
+    close_timeout_ns: int,
+    deny_timeout_ns: int,
+    start: int = 0,
+    n_ended: int = 0,
+) -> tuple[int, int]:
+    """Apply packets start.. to their sessions in batch order; returns (rows filled in ended, stop row): the pass
+    stops (stop < n) at a row that would start a session but has rule -1; classify it and call again from there."""
