@@ -55,6 +55,48 @@ def test_firewall_process(benchmark, rate, setup):
     rate(N, wire.nbytes)
 
 
+@pytest.fixture(scope="module")
+def steady():
+    """Two halves of one capture: the first half opens the sessions, the second half is timed."""
+    policy = Policy.from_yaml(POLICY)
+    classifier = policy.compile()
+    inner = synth.generate(flows=FLOWS, packets=2 * N, seed=2)
+    wire = geneve.encap(inner, endpoint_id=EP, attachment_id=1, cookie=7)
+    return policy, classifier, wire[:N].compact(), wire[N:].compact()
+
+
+def _warm(policy, classifier, first):
+    fw = _new_fw(policy, classifier)
+    fw.process(first)
+    return (fw,), {}
+
+
+def test_firewall_process_established(benchmark, rate, steady):
+    policy, classifier, first, second = steady
+    benchmark.group = f"firewall stage, {N} packets, second half of a {2 * N}-packet capture (sessions open)"
+    out = benchmark.pedantic(lambda fw: fw.process(second), setup=lambda: _warm(policy, classifier, first),
+                             rounds=5, iterations=1)
+    assert out.counts[PktStatus.OK] > N // 2
+    rate(N, second.nbytes)
+
+
+def test_firewall_dpkt_python_established(benchmark, rate, steady):
+    policy, _, first, second = steady
+    benchmark.group = f"firewall stage, {N} packets, second half of a {2 * N}-packet capture (sessions open)"
+    rules = [[list(f) for f in r.fields()] for r in policy.rules]
+    actions = [int(a) for a in policy.actions]
+    f1, f2 = first.packets(), second.packets()
+
+    def warm():
+        state: dict = {}
+        dpkt_firewall(f1, rules, actions, int(policy.default_action), {EP: 0}, state)
+        return (state,), {}
+
+    benchmark.pedantic(lambda state: dpkt_firewall(f2, rules, actions, int(policy.default_action), {EP: 0}, state),
+                       setup=warm, rounds=3, iterations=1)
+    rate(N, second.nbytes)
+
+
 def test_firewall_dpkt_python(benchmark, rate, setup):
     policy, _, wire = setup
     benchmark.group = GROUP
