@@ -357,3 +357,72 @@ def dpkt_firewall(frames: list[bytes], rules: list, actions: list[int], default_
                 o.src, o.dst = o.dst, o.src
                 out.append(bytes(o))
     return out
+
+
+# --- natvpc ---
+import numpy as _np_natvpc
+
+
+def numpy_lpm(prefixes, dst):
+    """Longest-prefix match in plain numpy: one masked compare over the whole column per prefix, longest first.
+
+    ``prefixes``: list of (network, prefix_len, value); returns int32 values, -1 where nothing matches."""
+    out = _np_natvpc.full(dst.shape[0], -1, _np_natvpc.int32)
+    for net, plen, val in sorted(prefixes, key=lambda p: -p[1]):
+        mask = _np_natvpc.uint32((0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF if plen else 0)
+        hit = ((dst & mask) == net) & (out < 0)
+        out[hit] = val
+    return out
+
+
+def dpkt_snat(frames, maps, public_ip, port_lo=1024):
+    """SNAT the way a dpkt user scripts it: parse each frame, look the (proto, src, sport) mapping up in a dict
+    (allocating the next port on a miss), set the source, zero the checksums and let dpkt recompute them."""
+    out = []
+    for buf in frames:
+        eth = dpkt.ethernet.Ethernet(buf)
+        ip = eth.data
+        l4 = ip.data
+        key = (ip.p, ip.src, l4.sport)
+        port = maps.get(key)
+        if port is None:
+            port = maps[key] = port_lo + len(maps)
+        ip.src = public_ip
+        l4.sport = port
+        ip.sum = 0
+        l4.sum = 0
+        out.append(bytes(eth))
+    return out
+
+
+def numpy_snat_rewrite(data, off, l3_off, l4_off, proto, new_ip, new_port):
+    """Source rewrite with RFC 1624 incremental checksums, vectorized in numpy (TCP/UDP with checksum only;
+    addresses and ports given). The plain-numpy counterpart of the nat_rewrite kernel."""
+    np = _np_natvpc
+
+    def get16(pos):
+        return (data[pos].astype(np.uint32) << 8) | data[pos + 1]
+
+    def put16(pos, v):
+        data[pos] = (v >> 8).astype(np.uint8)
+        data[pos + 1] = (v & 0xFF).astype(np.uint8)
+
+    def upd(c, old, new):
+        acc = ((~c) & 0xFFFF) + ((~old) & 0xFFFF) + new
+        acc = (acc & 0xFFFF) + (acc >> 16)
+        acc = (acc & 0xFFFF) + (acc >> 16)
+        return (~acc) & 0xFFFF
+
+    l3 = off + l3_off
+    l4 = off + l4_off
+    old_hi, old_lo = get16(l3 + 12), get16(l3 + 14)
+    new_hi, new_lo = (new_ip >> 16).astype(np.uint32), (new_ip & 0xFFFF).astype(np.uint32)
+    put16(l3 + 10, upd(upd(get16(l3 + 10), old_hi, new_hi), old_lo, new_lo))
+    put16(l3 + 12, new_hi)
+    put16(l3 + 14, new_lo)
+    cf = l4 + np.where(proto == 6, 16, 6)
+    c = get16(cf)
+    nc = upd(upd(upd(c, old_hi, new_hi), old_lo, new_lo), get16(l4), new_port.astype(np.uint32))
+    nc = np.where((proto == 17) & (nc == 0), 0xFFFF, nc)
+    put16(cf, np.where((proto == 17) & (c == 0), 0, nc).astype(np.uint32))
+    put16(l4, new_port.astype(np.uint32))

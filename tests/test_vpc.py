@@ -74,21 +74,29 @@ def test_lpm_edges():
 
 
 def test_lpm_rejects_bad_arguments():
-    lpm = Lpm([[(0, 0, 0)]])
+    lpm = Lpm([[(0, 0, 0), (ip_to_int("10.1.1.0"), 28, 1)]])
     dst = np.zeros(3, np.uint32)
+    one = np.zeros(1, np.int32)
     with pytest.raises(ValueError, match="out"):
-        lpm_lookup(lpm.keys, lpm.vals, lpm.block_start, lpm.block_len, lpm.table_start, np.zeros(1, np.int32),
-                   dst, np.zeros(2, np.int32))
+        lpm_lookup(lpm.l1, lpm.l2, lpm.l3, one, dst, np.zeros(2, np.int32))
     with pytest.raises(ValueError, match="table"):
-        lpm_lookup(lpm.keys, lpm.vals, lpm.block_start, lpm.block_len, lpm.table_start, np.zeros(2, np.int32),
-                   dst, np.zeros(3, np.int32))
+        lpm_lookup(lpm.l1, lpm.l2, lpm.l3, np.zeros(2, np.int32), dst, np.zeros(3, np.int32))
     with pytest.raises(ValueError):
-        lpm_lookup(lpm.keys, lpm.vals, lpm.block_start, lpm.block_len, lpm.table_start, np.zeros(1, np.int32),
-                   dst.astype(np.int64), np.zeros(3, np.int32))
+        lpm_lookup(lpm.l1, lpm.l2, lpm.l3, one, dst.astype(np.int64), np.zeros(3, np.int32))
+    with pytest.raises(ValueError, match="l1"):
+        lpm_lookup(lpm.l1[:100], lpm.l2, lpm.l3, one, dst, np.zeros(3, np.int32))
+    with pytest.raises(ValueError, match="l2"):
+        lpm_lookup(lpm.l1, lpm.l2[:100], lpm.l3, one, dst, np.zeros(3, np.int32))
+    # a pointer to a chunk that does not exist is a miss, never an out-of-bounds read
+    bad = lpm.l1.copy()
+    bad[:] = -1000
+    out = np.zeros(3, np.int32)
+    assert lpm_lookup(bad, lpm.l2, lpm.l3, one, dst, out) == 3 and out.tolist() == [-1] * 3
     with pytest.raises(ValueError, match="host bits"):
         Lpm([[(1, 8, 0)]])
     with pytest.raises(ValueError, match="duplicate"):
         Lpm([[(0, 8, 0), (0, 8, 1)]])
+    assert Lpm([]).lookup(dst).tolist() == [-1] * 3
 
 
 def test_router_on_example():
