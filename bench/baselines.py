@@ -47,9 +47,7 @@ def dpkt_build_frames(rows):
 
 
 # --- geneve ---
-import struct
-
-import dpkt
+import struct  # dpkt comes from the synth section above
 
 _GENEVE_OPT = struct.Struct("!HBB")
 _GENEVE_BASE = struct.Struct("!BBHI")
