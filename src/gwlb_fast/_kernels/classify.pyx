@@ -307,7 +307,7 @@ cdef class ClassifierTree:
         cdef int64_t cost, best_cost = -1, mx, mn
         cdef uint32_t s, best_split = 0, save, v
         cdef const Box* b
-        cdef bint cover
+        cdef bint cover, spans
         cdef int32_t* lidx
         cdef int32_t* ridx
         cdef uint32_t* L = self.scratch_lo
@@ -334,14 +334,17 @@ cdef class ClassifierTree:
         for d in range(NDIM):
             if rlo[d] == rhi[d]:
                 continue
+            spans = True
             for k in range(n):
                 b = &self.boxes[idx[k]]
                 L[k] = b.lo[d] if b.lo[d] > rlo[d] else rlo[d]
                 H[k] = b.hi[d] if b.hi[d] < rhi[d] else rhi[d]
+                if L[k] != rlo[d] or H[k] != rhi[d]:
+                    spans = False
+            if spans:
+                continue  # every box spans the region on this dimension: no cut helps
             qsort(L, n, sizeof(uint32_t), _cmp_u32)
             qsort(H, n, sizeof(uint32_t), _cmp_u32)
-            if L[n - 1] == rlo[d] and H[0] == rhi[d]:
-                continue  # every box spans the region on this dimension
             # Candidate cuts: just below each box start and at each box end (left = [rlo, s], right = [s+1, rhi]).
             for j in range(2 * n):
                 if j < n:
