@@ -547,20 +547,22 @@ def _cb_range(text: str) -> Range:
     return (a, b)
 
 
-_COLS = (("src_ip", np.uint32), ("dst_ip", np.uint32), ("sport", np.uint16), ("dport", np.uint16),
-         ("proto", np.uint8), ("zone_from", np.uint8), ("zone_to", np.uint8))
+_COLS = (("src_ip", np.dtype(np.uint32)), ("dst_ip", np.dtype(np.uint32)), ("sport", np.dtype(np.uint16)),
+         ("dport", np.dtype(np.uint16)), ("proto", np.dtype(np.uint8)), ("zone_from", np.dtype(np.uint8)),
+         ("zone_to", np.dtype(np.uint8)))
+_INT32 = np.dtype(np.int32)
 
 
 def _column(name, arr, dtype, n):
     # ValueError for every bad column (kernel convention), a non-array included.
-    if not isinstance(arr, np.ndarray):
-        raise ValueError(  # noqa: TRY004
-            f"{name} must be a numpy array of {np.dtype(dtype)}, got {type(arr).__name__}")
+    if type(arr) is not np.ndarray and not isinstance(arr, np.ndarray):
+        raise ValueError(
+            f"{name} must be a numpy array of {dtype}, got {type(arr).__name__}")
     if arr.dtype != dtype or arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D {np.dtype(dtype)}, got {arr.dtype} with shape {arr.shape}")
+        raise ValueError(f"{name} must be 1-D {dtype}, got {arr.dtype} with shape {arr.shape}")
     if n is not None and arr.shape[0] != n:
         raise ValueError(f"{name} has length {arr.shape[0]}, expected {n}")
-    return np.ascontiguousarray(arr)
+    return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
 
 
 class Classifier:
@@ -642,9 +644,9 @@ class Classifier:
         if out is None:
             out = np.empty(cols[0].shape[0], dtype=np.int32)
         else:
-            out = _column("out", out, np.int32, cols[0].shape[0])
-            if not out.flags.writeable:
-                raise ValueError("out is read-only")
+            _column("out", out, _INT32, cols[0].shape[0])
+            if not out.flags.writeable or not out.flags.c_contiguous:
+                raise ValueError("out must be a writeable, contiguous int32 array")
         self._tree.lookup(*cols, out)
         return out
 

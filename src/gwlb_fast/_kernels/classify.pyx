@@ -480,9 +480,16 @@ cdef class ClassifierTree:
         cdef const int32_t* gdepth = self.group_depth
         cdef Py_ssize_t ng = self.ngroups
         cdef int32_t root, depth, gm
-        for name, col in (("dst_ip", dst_ip), ("sport", sport), ("dport", dport), ("proto", proto), ("out", out)):
-            if col.shape[0] != n:
-                raise ValueError(f"{name} has length {col.shape[0]}, expected {n} (length of src_ip)")
+        if dst_ip.shape[0] != n:
+            raise ValueError(f"dst_ip has length {dst_ip.shape[0]}, expected {n} (length of src_ip)")
+        if sport.shape[0] != n:
+            raise ValueError(f"sport has length {sport.shape[0]}, expected {n} (length of src_ip)")
+        if dport.shape[0] != n:
+            raise ValueError(f"dport has length {dport.shape[0]}, expected {n} (length of src_ip)")
+        if proto.shape[0] != n:
+            raise ValueError(f"proto has length {proto.shape[0]}, expected {n} (length of src_ip)")
+        if out.shape[0] != n:
+            raise ValueError(f"out has length {out.shape[0]}, expected {n} (length of src_ip)")
         if has_zf and zone_from.shape[0] != n:
             raise ValueError(f"zone_from has length {zone_from.shape[0]}, expected {n}")
         if has_zt and zone_to.shape[0] != n:
