@@ -69,8 +69,10 @@ def test_bare_mapping_file_and_parsed_mapping(tmp_path):
     # The topology loader hands the parsed mapping with the file name for errors.
     with pytest.raises(ConfigError, match=r"^topo\.yaml: security_policy\.rules\[0\] \(x\): action: "):
         Policy.from_yaml({"security_policy": {"rules": [{"name": "x", "action": "permit"}]}}, name="topo.yaml")
-    with pytest.raises(ConfigError, match=r"^<policy>: policy\.rules\[0\]"):
+    with pytest.raises(ConfigError, match=r"^<policy>: security_policy\.rules\[0\] \(rule-0\): action: "):
         Policy.from_yaml({"rules": [{"action": "nope"}]})
+    with pytest.raises(ConfigError, match=r"^t\.yaml: firewalls\.policy\.rules\[0\] \(rule-0\): action: "):
+        Policy.from_yaml({"rules": [{"action": "nope"}]}, name="t.yaml", key="firewalls.policy")
 
 
 def test_all_field_forms():

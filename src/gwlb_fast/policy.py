@@ -296,7 +296,7 @@ class Policy:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_yaml(cls, source, name: str | None = None) -> Policy:
+    def from_yaml(cls, source, name: str | None = None, key: str | None = None) -> Policy:
         """Load a policy from a YAML file or an already-parsed mapping.
 
         Parameters
@@ -306,6 +306,9 @@ class Policy:
             mapping; or that mapping itself (as the topology loader hands it over).
         name : str, optional
             Name used in error messages when ``source`` is a mapping (default ``<policy>``); for a file, its path.
+        key : str, optional
+            Key path of the policy mapping in error messages (default ``security_policy``), e.g. the topology
+            loader's ``Topology.security_policy_path``.
 
         Raises
         ------
@@ -330,12 +333,10 @@ class Policy:
                 data = yaml.safe_load(text)
             except yaml.YAMLError as exc:
                 raise ConfigError(f"{src_name}: invalid YAML: {exc}".replace("\n", " ")) from None
-        key = "security_policy"
+        key = key or "security_policy"
         if isinstance(data, Mapping) and "security_policy" in data:
             data = data["security_policy"]
-        elif isinstance(data, Mapping) and "rules" in data:
-            key = "policy"
-        else:
+        elif not (isinstance(data, Mapping) and "rules" in data):
             raise ConfigError(f"{src_name}: no security_policy (expected a mapping with 'security_policy' or 'rules')")
         if not isinstance(data, Mapping):
             raise ConfigError(f"{src_name}: {key}: expected a mapping with zones, rules and default")
