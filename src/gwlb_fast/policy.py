@@ -303,7 +303,9 @@ class Policy:
         ----------
         source : str, os.PathLike or Mapping
             A file holding ``security_policy:`` (e.g. the topology file) or the bare ``{zones, rules, default}``
-            mapping; or that mapping itself (as the topology loader hands it over).
+            mapping; or that mapping itself (as the topology loader hands it over).  ``security_policy`` may also
+            name a separate policy file, relative to the file that holds it (for a mapping: to ``name`` when that
+            is a file).
         name : str, optional
             Name used in error messages when ``source`` is a mapping (default ``<policy>``); for a file, its path.
         key : str, optional
@@ -319,6 +321,8 @@ class Policy:
         if isinstance(source, Mapping):
             src_name = name or "<policy>"
             data = source
+            if name and Path(name).is_file():
+                base = Path(name).parent
         else:
             import yaml
 
@@ -336,6 +340,12 @@ class Policy:
         key = key or "security_policy"
         if isinstance(data, Mapping) and "security_policy" in data:
             data = data["security_policy"]
+            if isinstance(data, (str, os.PathLike)):
+                # ``security_policy: policy.yaml``: a separate file, relative to the file that names it.
+                path = Path(data)
+                if base is not None and not path.is_absolute():
+                    path = base / path
+                return cls.from_yaml(path, key=key)
         elif not (isinstance(data, Mapping) and "rules" in data):
             raise ConfigError(f"{src_name}: no security_policy (expected a mapping with 'security_policy' or 'rules')")
         if not isinstance(data, Mapping):
