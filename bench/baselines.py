@@ -207,8 +207,6 @@ def gwlb_python(flows: list[tuple[int, int, int, int, int]], table: list[int], s
         out.append(fw)
 
 
-import numpy as np
-
 # --- classify ---
 
 
