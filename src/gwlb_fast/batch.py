@@ -168,8 +168,10 @@ class PacketBatch:
 
     def __getitem__(self, index) -> PacketBatch:
         """``batch[a:b]`` is a view (no copy); an integer array or boolean mask copies the columns only."""
-        if isinstance(index, slice):
+        if isinstance(index, slice) and index.step in (None, 1):
             return self._with_columns(index)
+        if isinstance(index, slice):
+            index = np.arange(len(self))[index]
         index = np.asarray(index)
         if index.dtype == bool:
             if index.shape != (len(self),):

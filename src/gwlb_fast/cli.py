@@ -17,6 +17,9 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     # each command module adds its own parser: add_parser(sub) sets func=handler(args) -> int
+    from . import synth
+
+    synth.add_cli(sub)
     return p
 
 

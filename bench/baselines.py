@@ -1,0 +1,258 @@
+"""Reference implementations the benchmarks compare against (plain numpy, pure Python, dpkt loops).
+
+Shared file: each topic appends its own section under a ``# --- <topic> ---`` comment.
+"""
+
+
+# --- synth ---
+import dpkt
+
+
+def synth_rows(batch):
+    """Per-packet header fields and payloads of a synthetic batch (``gwlb_fast.synth`` layout: Ethernet, IPv4 without
+    options, TCP/UDP/ICMP echo), as plain Python values: the input of ``dpkt_build_frames``."""
+    rows = []
+    for i in range(len(batch)):
+        f = batch.packet(i)
+        proto = f[23]
+        l4hdr = (f[46] >> 4) * 4 if proto == 6 else 8
+        u16 = int.from_bytes
+        rows.append((f[6:12], f[0:6], f[26:30], f[30:34], proto, u16(f[18:20], "big"), f[22], f[20] & 0x40,
+                     u16(f[34:36], "big") if proto != 1 else u16(f[38:40], "big"),
+                     u16(f[36:38], "big") if proto != 1 else u16(f[40:42], "big"),
+                     u16(f[38:42], "big"), u16(f[42:46], "big"), f[47] if proto == 6 else f[34],
+                     u16(f[48:50], "big"), f[34 + l4hdr:]))
+    return rows
+
+
+def dpkt_build_frames(rows):
+    """Build Ethernet/IPv4/TCP|UDP|ICMP-echo frames with dpkt, one per row, checksums computed by dpkt: the loop a
+    dpkt user writes to synthesize traffic from per-packet fields."""
+    out = []
+    for smac, dmac, src, dst, proto, ip_id, ttl, df, sport, dport, seq, ack, flags, win, payload in rows:
+        if proto == 6:
+            l4 = dpkt.tcp.TCP(sport=sport, dport=dport, seq=seq, ack=ack, flags=flags, win=win, data=payload)
+            if flags & dpkt.tcp.TH_SYN:
+                l4.opts = b"\x02\x04\x05\xb4"
+                l4.off = 6
+        elif proto == 17:
+            l4 = dpkt.udp.UDP(sport=sport, dport=dport, data=payload)
+            l4.ulen = 8 + len(payload)
+        else:
+            l4 = dpkt.icmp.ICMP(type=flags, data=dpkt.icmp.ICMP.Echo(id=sport, seq=dport, data=payload))
+        ip = dpkt.ip.IP(src=src, dst=dst, p=proto, id=ip_id, ttl=ttl, df=1 if df else 0, data=l4)
+        ip.len = 20 + len(l4)
+        out.append(bytes(dpkt.ethernet.Ethernet(src=smac, dst=dmac, type=0x0800, data=ip)))
+    return out
+
+
+# --- geneve ---
+import struct
+
+import dpkt
+
+_GENEVE_OPT = struct.Struct("!HBB")
+_GENEVE_BASE = struct.Struct("!BBHI")
+
+
+def dpkt_geneve_decap(frames: list[bytes], option_class: int = 0x0108) -> list[tuple]:
+    """Per packet with dpkt for Ethernet/IPv4/UDP and struct for Geneve (dpkt has no Geneve layer).
+
+    Returns ``(vni, flags, endpoint_id, attachment_id, cookie, inner_bytes)`` per Geneve packet, ``None`` otherwise.
+    """
+    out = []
+    for buf in frames:
+        try:
+            eth = dpkt.ethernet.Ethernet(buf)
+            ip = eth.data
+            if not isinstance(ip, dpkt.ip.IP) or ip.p != 17:
+                out.append(None)
+                continue
+            udp = ip.data
+            if udp.dport != 6081:
+                out.append(None)
+                continue
+            g = bytes(udp.data)
+            b0, flags, _proto, vni = _GENEVE_BASE.unpack_from(g, 0)
+            if b0 >> 6:
+                out.append(None)
+                continue
+            oend = 8 + (b0 & 0x3F) * 4
+            pos, ep, att, ck = 8, 0, 0, 0
+            while pos < oend:
+                cls, typ, ln = _GENEVE_OPT.unpack_from(g, pos)
+                ln = (ln & 0x1F) * 4
+                if cls == option_class:
+                    if typ == 1:
+                        ep = int.from_bytes(g[pos + 4 : pos + 12], "big")
+                    elif typ == 2:
+                        att = int.from_bytes(g[pos + 4 : pos + 12], "big")
+                    elif typ == 3:
+                        ck = int.from_bytes(g[pos + 4 : pos + 8], "big")
+                pos += 4 + ln
+            out.append((vni >> 8, flags, ep, att, ck, g[oend:]))
+        except (dpkt.UnpackError, struct.error):
+            out.append(None)
+    return out
+
+
+def dpkt_geneve_encap(packets: list[bytes], src: bytes, dst: bytes, endpoint_id: int, attachment_id: int,
+                      cookie: int, vni: int = 0, option_class: int = 0x0108,
+                      src_mac: bytes = b"\x02\x00\x0a\x00\x00\x0a", dst_mac: bytes = b"\x02\x00\x0a\x00\x01\x0b"
+                      ) -> list[bytes]:
+    """Per packet: struct for the Geneve header and options, dpkt for UDP/IPv4 (checksum) and Ethernet."""
+    opts = (struct.pack("!HBBQ", option_class, 1, 2, endpoint_id) + struct.pack("!HBBQ", option_class, 2, 2,
+            attachment_id) + struct.pack("!HBBI", option_class, 3, 1, cookie))
+    gen = struct.pack("!BBHI", len(opts) // 4, 0, 0x0800, vni << 8) + opts
+    out = []
+    for inner in packets:
+        sport = 49152 + (hash(inner[12:20]) & 0x3FFF)
+        # UDP as bytes: given a dpkt UDP object, dpkt would fill in the checksum that RFC 8926 lets us leave 0
+        udp = struct.pack("!HHHH", sport, 6081, 8 + len(gen) + len(inner), 0) + gen + inner
+        ip = dpkt.ip.IP(src=src, dst=dst, p=17, ttl=64, df=1, data=udp)
+        eth = dpkt.ethernet.Ethernet(src=src_mac, dst=dst_mac, type=0x0800, data=bytes(ip))
+        out.append(bytes(eth))
+    return out
+
+
+def scapy_geneve_decap(frames: list[bytes], option_class: int = 0x0108) -> list[tuple]:
+    """Per packet with scapy's Geneve layer."""
+    from scapy.contrib.geneve import GENEVE
+    from scapy.layers.l2 import Ether
+
+    out = []
+    for buf in frames:
+        e = Ether(buf)
+        if GENEVE not in e:
+            out.append(None)
+            continue
+        g = e[GENEVE]
+        vals = {1: 0, 2: 0, 3: 0}
+        for o in g.options:
+            if o.classid == option_class and o.type in vals:
+                vals[o.type] = int.from_bytes(bytes(o.data), "big")
+        out.append((g.vni, g.oam << 7 | g.critical << 6, vals[1], vals[2], vals[3], bytes(g.payload)))
+    return out
+
+
+def scapy_geneve_encap(packets: list[bytes], src: str, dst: str, endpoint_id: int, attachment_id: int, cookie: int,
+                       vni: int = 0, option_class: int = 0x0108) -> list[bytes]:
+    """Per packet with scapy: Ether/IP/UDP/GENEVE(options)/Raw."""
+    from scapy.contrib.geneve import GENEVE, GeneveOptions
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+    from scapy.packet import Raw
+
+    opts = [GeneveOptions(classid=option_class, type=1, data=endpoint_id.to_bytes(8, "big")),
+            GeneveOptions(classid=option_class, type=2, data=attachment_id.to_bytes(8, "big")),
+            GeneveOptions(classid=option_class, type=3, data=cookie.to_bytes(4, "big"))]
+    out = []
+    for inner in packets:
+        p = (Ether(src="02:00:0a:00:00:0a", dst="02:00:0a:00:01:0b") / IP(src=src, dst=dst, flags="DF", ttl=64)
+             / UDP(sport=49152 + (hash(inner[12:20]) & 0x3FFF), dport=6081, chksum=0)
+             / GENEVE(vni=vni, proto=0x0800, options=opts) / Raw(inner))
+        out.append(bytes(p))
+
+
+import numpy as np
+
+# --- flowhash / maglev ---
+
+_U64 = np.uint64
+
+
+def _fmix64_np(k: np.ndarray) -> np.ndarray:
+    k = k ^ (k >> _U64(33))
+    k = k * _U64(0xFF51AFD7ED558CCD)
+    k = k ^ (k >> _U64(33))
+    k = k * _U64(0xC4CEB9FE1A85EC53)
+    return k ^ (k >> _U64(33))
+
+
+def hash_5tuple_numpy(src_ip, dst_ip, sport, dport, proto, seed: int = 0) -> np.ndarray:
+    """Same symmetric hash as ``flowhash.hash_5tuple`` (uint64), written as whole-array numpy operations."""
+    s = _fmix64_np(np.array([(seed & (2**64 - 1)) ^ 0x9E3779B97F4A7C15], np.uint64))[0]
+    x = (src_ip.astype(np.uint64) << _U64(16)) | sport.astype(np.uint64)
+    y = (dst_ip.astype(np.uint64) << _U64(16)) | dport.astype(np.uint64)
+    lo, hi = np.minimum(x, y), np.maximum(x, y)
+    h = _fmix64_np(s ^ (lo | (proto.astype(np.uint64) << _U64(48))))
+    return _fmix64_np(h ^ (hi | _U64(5 << 56)))
+
+
+def hash_lookup_numpy(src_ip, dst_ip, sport, dport, proto, table: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Symmetric hash + Maglev lookup ``table[hash % M]`` in plain numpy."""
+    h = hash_5tuple_numpy(src_ip, dst_ip, sport, dport, proto, seed)
+    return table[h % _U64(table.shape[0])]
+
+
+def hash_lookup_python(flows: list[tuple[int, int, int, int, int]], table: list[int]) -> list[int]:
+    """Pure-Python loop: canonical endpoint order, built-in tuple hash, ``table[hash % M]``."""
+    m = len(table)
+    out = []
+    for src, dst, sp, dp, proto in flows:
+        a, b = (src, sp), (dst, dp)
+        key = (a, b, proto) if a <= b else (b, a, proto)
+        out.append(table[hash(key) % m])
+    return out
+
+
+def gwlb_python(flows: list[tuple[int, int, int, int, int]], table: list[int], state: dict) -> list[int]:
+    """Pure-Python GWLB fast path: dict flow table keyed by the canonical 5-tuple, Maglev pick on a miss."""
+    m = len(table)
+    out = []
+    for src, dst, sp, dp, proto in flows:
+        a, b = (src, sp), (dst, dp)
+        key = (a, b, proto) if a <= b else (b, a, proto)
+        fw = state.get(key)
+        if fw is None:
+            fw = state[key] = table[hash(key) % m]
+        out.append(fw)
+
+
+import numpy as np
+
+# --- classify ---
+
+
+def classify_numpy_linear(lo: np.ndarray, hi: np.ndarray, rule: np.ndarray, cols: dict) -> np.ndarray:
+    """Linear first match in numpy: one vectorised test per rule box over the packets still unmatched.
+
+    ``lo``/``hi`` uint32[nb, 7] and ``rule`` int32[nb] as ``Policy.boxes()`` returns; ``cols`` holds the uint32/uint16/
+    uint8 columns src_ip, dst_ip, sport, dport, proto (and optionally zone_from, zone_to; 255 when absent).
+    """
+    n = len(cols["src_ip"])
+    pts = np.empty((n, 7), dtype=np.uint32)
+    for d, name in enumerate(("src_ip", "dst_ip", "sport", "dport", "proto", "zone_from", "zone_to")):
+        col = cols.get(name)
+        pts[:, d] = 255 if col is None else col
+    out = np.full(n, -1, dtype=np.int32)
+    remaining = np.arange(n)
+    for k in range(len(lo)):
+        if remaining.size == 0:
+            break
+        p = pts[remaining]
+        hit = np.all((p >= lo[k]) & (p <= hi[k]), axis=1)
+        if hit.any():
+            out[remaining[hit]] = rule[k]
+            remaining = remaining[~hit]
+    return out
+
+
+def python_boxes(lo: np.ndarray, hi: np.ndarray, rule: np.ndarray) -> list[tuple]:
+    """Boxes as flat tuples (s0, s1, d0, d1, sp0, sp1, dp0, dp1, p0, p1, rule) for ``classify_python``."""
+    return [(int(a[0]), int(b[0]), int(a[1]), int(b[1]), int(a[2]), int(b[2]), int(a[3]), int(b[3]), int(a[4]),
+             int(b[4]), int(r)) for a, b, r in zip(lo, hi, rule)]
+
+
+def classify_python(boxes: list[tuple], cols: dict) -> list[int]:
+    """Pure-Python first match (5-tuple, no zones): per packet, the boxes in order until one contains it."""
+    out = []
+    for s, d, sp, dp, p in zip(cols["src_ip"].tolist(), cols["dst_ip"].tolist(), cols["sport"].tolist(),
+                               cols["dport"].tolist(), cols["proto"].tolist()):
+        found = -1
+        for s0, s1, d0, d1, sp0, sp1, dp0, dp1, p0, p1, r in boxes:
+            if s0 <= s <= s1 and d0 <= d <= d1 and dp0 <= dp <= dp1 and sp0 <= sp <= sp1 and p0 <= p <= p1:
+                found = r
+                break
+        out.append(found)
+    return out

@@ -1,0 +1,91 @@
+"""Policy classifier: compiled decision trees vs a numpy linear scan and a pure-Python first match.
+
+Run: PYTHONPATH=src python -m pytest bench/bench_classify.py -o python_files='bench_*.py' \
+         --benchmark-columns=median,ops
+Rates are classifications per second (Mpps in extra_info); the baselines run on a subset of the same trace
+(they are 10^3-10^5 times slower) and their rate is per packet, so the figures compare directly.
+"""
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.baselines import classify_numpy_linear, classify_python, python_boxes
+from gwlb_fast.policy import Policy, generate_trace
+
+SETS = ["acl1_10k", "fw1_10k", "ipc1_10k"]
+N = 65_536
+N_NUMPY = 4_096
+N_PYTHON = 200
+
+
+def _find_classbench() -> Path:
+    if os.environ.get("GWLB_FAST_CLASSBENCH"):
+        return Path(os.environ["GWLB_FAST_CLASSBENCH"])
+    root = Path(__file__).resolve().parents[1]
+    for parent in root.parents:
+        cand = parent / "shared" / "data" / "classbench"
+        if cand.is_dir():
+            return cand
+    return root.parent / "shared" / "data" / "classbench"
+
+
+def _load(name):
+    path = _find_classbench() / "neurocuts" / name
+    if not path.is_file():
+        pytest.skip(f"ClassBench data not found at {path}")
+    return Policy.from_classbench(path)
+
+
+@pytest.fixture(scope="module", params=SETS)
+def workload(request):
+    pol = _load(request.param)
+    clf = pol.compile()
+    trace = generate_trace(pol, N, seed=1)
+    lo, hi, rule = pol.boxes()
+    return request.param, pol, clf, trace, (lo, hi, rule)
+
+
+def _group(benchmark, name):
+    benchmark.group = f"classify {name}"
+
+
+def test_classify_tree(benchmark, rate, workload):
+    name, _, clf, trace, _ = workload
+    _group(benchmark, name)
+    out = np.empty(N, dtype=np.int32)
+    benchmark(clf.classify, **trace, out=out)
+    rate(N)
+    benchmark.extra_info.update(memory_MB=round(clf.memory_bytes / 2**20, 3), build_ms=round(clf.build_seconds * 1e3, 1),
+                                nodes=clf.n_nodes, leaf_entries=clf.n_leaf_entries, groups=clf.n_groups)
+
+
+def test_classify_numpy_linear(benchmark, rate, workload):
+    name, _, clf, trace, (lo, hi, rule) = workload
+    _group(benchmark, name)
+    sub = {k: v[:N_NUMPY] for k, v in trace.items()}
+    got = benchmark(classify_numpy_linear, lo, hi, rule, sub)
+    np.testing.assert_array_equal(got, clf.classify(**sub))
+    rate(N_NUMPY)
+
+
+def test_classify_python(benchmark, rate, workload):
+    name, _, clf, trace, (lo, hi, rule) = workload
+    _group(benchmark, name)
+    sub = {k: v[:N_PYTHON] for k, v in trace.items()}
+    boxes = python_boxes(lo, hi, rule)
+    got = benchmark(classify_python, boxes, sub)
+    assert got == clf.classify(**sub).tolist()
+    rate(N_PYTHON)
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_build(benchmark, name):
+    """Policy.compile (box expansion + partition + tree build) for a 10K-rule set; memory in extra_info."""
+    pol = _load(name)
+    benchmark.group = "classify build 10K rules"
+    clf = benchmark(pol.compile)
+    benchmark.extra_info.update(rules=len(pol), memory_MB=round(clf.memory_bytes / 2**20, 3), nodes=clf.n_nodes,
+                                leaf_entries=clf.n_leaf_entries, depth=clf.depth)
+    assert clf.build_seconds < 1.0 or os.environ.get("CI")

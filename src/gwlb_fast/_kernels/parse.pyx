@@ -1,0 +1,238 @@
+# L2-L4 parse kernel: Ethernet / 802.1Q / 802.1ad / Linux cooked / raw IPv4 -> IPv4 -> TCP, UDP, ICMP.
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t
+from libc.string cimport memcpy
+
+from gwlb_fast._kernels._bytes cimport load_be16, load_be32
+from gwlb_fast._kernels._status cimport (
+    ST_BAD_IHL, ST_BAD_IP_LEN, ST_BAD_IP_VERSION, ST_BAD_TCP_OFF, ST_FRAGMENT, ST_IP_TRUNCATED, ST_L4_TRUNCATED,
+    ST_NOT_IPV4, ST_OK, ST_TRUNCATED,
+)
+
+cdef enum:
+    ETH_HLEN = 14
+    SLL_HLEN = 16
+    SLL2_HLEN = 20
+    MAX_VLAN_TAGS = 8
+    LT_ETHERNET = 1
+    LT_RAW = 101
+    LT_LINUX_SLL = 113
+    LT_IPV4 = 228
+    LT_LINUX_SLL2 = 276
+    ETHERTYPE_IPV4 = 0x0800
+    ETHERTYPE_VLAN = 0x8100
+    ETHERTYPE_QINQ = 0x88A8
+    ETHERTYPE_QINQ_OLD = 0x9100
+    IPPROTO_ICMP = 1
+    IPPROTO_TCP = 6
+    IPPROTO_UDP = 17
+
+
+cdef inline bint _is_vlan(uint16_t et) noexcept nogil:
+    return et == ETHERTYPE_VLAN or et == ETHERTYPE_QINQ or et == ETHERTYPE_QINQ_OLD
+
+
+cdef inline bint _icmp_has_id(uint8_t icmp_type) noexcept nogil:
+    # echo (0, 8), timestamp (13, 14), information (15, 16), address mask (17, 18): queries carrying an identifier
+    return icmp_type == 0 or icmp_type == 8 or (13 <= icmp_type <= 18)
+
+
+cdef inline Py_ssize_t _find_l3(const uint8_t* p, Py_ssize_t n, uint16_t lt, uint8_t* st) noexcept nogil:
+    """Offset of the IPv4 header inside a frame of n bytes, or -1 with st set."""
+    cdef Py_ssize_t pos
+    cdef uint16_t et
+    cdef int tags = 0
+    if lt == LT_ETHERNET:
+        if n < ETH_HLEN:
+            st[0] = ST_TRUNCATED
+            return -1
+        et = load_be16(p + 12)
+        pos = ETH_HLEN
+    elif lt == LT_LINUX_SLL:
+        if n < SLL_HLEN:
+            st[0] = ST_TRUNCATED
+            return -1
+        et = load_be16(p + 14)
+        pos = SLL_HLEN
+    elif lt == LT_LINUX_SLL2:
+        if n < SLL2_HLEN:
+            st[0] = ST_TRUNCATED
+            return -1
+        et = load_be16(p)
+        pos = SLL2_HLEN
+    elif lt == LT_RAW or lt == LT_IPV4:
+        if n < 1:
+            st[0] = ST_TRUNCATED
+            return -1
+        if (p[0] >> 4) != 4:
+            # LINKTYPE_RAW may carry IPv6: that is non-IPv4 traffic, not a broken packet
+            st[0] = ST_NOT_IPV4 if (lt == LT_RAW and (p[0] >> 4) == 6) else ST_BAD_IP_VERSION
+            return -1
+        return 0
+    else:
+        st[0] = ST_NOT_IPV4
+        return -1
+    while _is_vlan(et):
+        tags += 1
+        if tags > MAX_VLAN_TAGS:
+            st[0] = ST_NOT_IPV4
+            return -1
+        if pos + 4 > n:
+            st[0] = ST_TRUNCATED
+            return -1
+        et = load_be16(p + pos + 2)
+        pos += 4
+    if et != ETHERTYPE_IPV4:
+        st[0] = ST_NOT_IPV4
+        return -1
+    return pos
+
+
+def parse_packets(const uint8_t[::1] data, const int64_t[::1] off, const uint32_t[::1] caplen,
+                  const uint16_t[::1] linktype, uint8_t[::1] status, uint32_t[::1] src_ip, uint32_t[::1] dst_ip,
+                  uint16_t[::1] sport, uint16_t[::1] dport, uint8_t[::1] proto, uint8_t[::1] tcp_flags,
+                  int32_t[::1] l3_off, int32_t[::1] l4_off):
+    """Parse every packet down to L4 and fill the columns.
+
+    Parameters
+    ----------
+    data : uint8[::1]
+        Arena; packet i is ``data[off[i]:off[i] + caplen[i]]``.
+    off : int64[n]
+    caplen : uint32[n]
+    linktype : uint16[n]
+        pcap link type per packet: 1 Ethernet, 101 raw IP, 113 Linux cooked, 228 raw IPv4, 276 Linux cooked v2.
+    status, src_ip, dst_ip, sport, dport, proto, tcp_flags, l3_off, l4_off : outputs, length n
+        Addresses and ports in host order. ``tcp_flags`` holds the TCP flags byte for TCP and the ICMP type for
+        ICMP. ICMP queries (echo, timestamp, information, mask) put their identifier in both ``sport`` and
+        ``dport``, as connection trackers do, so a request and its reply form one flow. ``l3_off``/``l4_off`` are
+        offsets from the packet's start, -1 where absent.
+
+    Notes
+    -----
+    Status codes (first problem wins): TRUNCATED, NOT_IPV4 (ARP, IPv6, unknown link type; kept and counted),
+    BAD_IP_VERSION, BAD_IHL, BAD_IP_LEN, IP_TRUNCATED (total length beyond the captured bytes: addresses and any
+    fully captured L4 header are still filled), FRAGMENT (non-first fragment: ports 0), L4_TRUNCATED, BAD_TCP_OFF.
+    A packet lying outside the arena is TRUNCATED.
+    """
+    cdef Py_ssize_t n = off.shape[0]
+    cdef str name
+    for name, col in (("caplen", caplen), ("linktype", linktype), ("status", status), ("src_ip", src_ip),
+                      ("dst_ip", dst_ip), ("sport", sport), ("dport", dport), ("proto", proto),
+                      ("tcp_flags", tcp_flags), ("l3_off", l3_off), ("l4_off", l4_off)):
+        if col.shape[0] != n:
+            raise ValueError(f"parse_packets: {name} has length {col.shape[0]}, expected {n}")
+    cdef Py_ssize_t i, start, end, l3, l4, ihl, tot, lim, datalen = data.shape[0]
+    cdef const uint8_t* p
+    cdef const uint8_t* ip
+    cdef uint8_t st, pr, fl, doff
+    cdef uint16_t sp, dp, frag
+    with nogil:
+        for i in range(n):
+            st = ST_OK
+            sp = 0
+            dp = 0
+            pr = 0
+            fl = 0
+            src_ip[i] = 0
+            dst_ip[i] = 0
+            l3_off[i] = -1
+            l4_off[i] = -1
+            start = off[i]
+            end = start + caplen[i]
+            if start < 0 or end > datalen:
+                st = ST_TRUNCATED
+            else:
+                p = &data[0] + start if datalen > 0 else NULL
+                l3 = _find_l3(p, end - start, linktype[i], &st) if p != NULL else -1
+                if p == NULL:
+                    st = ST_TRUNCATED
+                if l3 >= 0:
+                    l3_off[i] = <int32_t>l3
+                    if l3 + 20 > end - start:
+                        st = ST_TRUNCATED
+                    else:
+                        ip = p + l3
+                        ihl = (ip[0] & 0x0F) * 4
+                        tot = load_be16(ip + 2)
+                        if (ip[0] >> 4) != 4:
+                            st = ST_BAD_IP_VERSION
+                        elif ihl < 20 or l3 + ihl > end - start:
+                            st = ST_BAD_IHL
+                        elif tot < ihl:
+                            st = ST_BAD_IP_LEN
+                        else:
+                            src_ip[i] = load_be32(ip + 12)
+                            dst_ip[i] = load_be32(ip + 16)
+                            pr = ip[9]
+                            if l3 + tot > end - start:
+                                st = ST_IP_TRUNCATED
+                                lim = end - start
+                            else:
+                                lim = l3 + tot
+                            l4 = l3 + ihl
+                            l4_off[i] = <int32_t>l4
+                            frag = load_be16(ip + 6) & 0x1FFF
+                            if frag != 0:
+                                if st == ST_OK:
+                                    st = ST_FRAGMENT
+                            elif pr == IPPROTO_TCP:
+                                if l4 + 20 > lim:
+                                    if st == ST_OK:
+                                        st = ST_L4_TRUNCATED
+                                else:
+                                    sp = load_be16(p + l4)
+                                    dp = load_be16(p + l4 + 2)
+                                    fl = p[l4 + 13]
+                                    doff = (p[l4 + 12] >> 4) * 4
+                                    if st == ST_OK and (doff < 20 or l4 + doff > l3 + tot):
+                                        st = ST_BAD_TCP_OFF
+                            elif pr == IPPROTO_UDP:
+                                if l4 + 8 > lim:
+                                    if st == ST_OK:
+                                        st = ST_L4_TRUNCATED
+                                else:
+                                    sp = load_be16(p + l4)
+                                    dp = load_be16(p + l4 + 2)
+                            elif pr == IPPROTO_ICMP:
+                                if l4 + 4 > lim:
+                                    if st == ST_OK:
+                                        st = ST_L4_TRUNCATED
+                                else:
+                                    fl = p[l4]
+                                    if _icmp_has_id(fl):
+                                        if l4 + 8 > lim:
+                                            if st == ST_OK:
+                                                st = ST_L4_TRUNCATED
+                                        else:
+                                            sp = load_be16(p + l4 + 4)
+                                            dp = sp
+            status[i] = st
+            sport[i] = sp
+            dport[i] = dp
+            proto[i] = pr
+            tcp_flags[i] = fl
+
+
+def gather_packets(const uint8_t[::1] src, const int64_t[::1] src_off, const uint32_t[::1] caplen,
+                   uint8_t[::1] dst, const int64_t[::1] dst_off):
+    """Copy packet i from ``src[src_off[i]:+caplen[i]]`` to ``dst[dst_off[i]:]`` (compaction and concatenation).
+
+    Raises ValueError before copying anything if a source or destination range lies outside its buffer.
+    """
+    cdef Py_ssize_t n = src_off.shape[0], i
+    if caplen.shape[0] != n or dst_off.shape[0] != n:
+        raise ValueError("gather_packets: src_off, caplen and dst_off must have the same length")
+    cdef Py_ssize_t ns = src.shape[0], nd = dst.shape[0]
+    cdef bint bad = False
+    with nogil:
+        for i in range(n):
+            if (src_off[i] < 0 or src_off[i] + caplen[i] > ns or dst_off[i] < 0
+                    or dst_off[i] + caplen[i] > nd):
+                bad = True
+                break
+        if not bad:
+            for i in range(n):
+                if caplen[i]:
+                    memcpy(&dst[dst_off[i]], &src[src_off[i]], caplen[i])
+    if bad:
+        raise ValueError(f"gather_packets: packet {i} lies outside its source or destination buffer")

@@ -1,0 +1,64 @@
+import numpy as np
+
+SCAN_OK: int
+SCAN_NEED_MORE: int
+SCAN_BAD_CAPLEN: int
+SCAN_CONTROL: int
+SCAN_BAD_BLOCK_LEN: int
+SCAN_BAD_TRAILER: int
+SCAN_BAD_IFACE: int
+SCAN_BAD_LINKTYPE: int
+SCAN_BLOCK_CAPLEN: int
+CONVERTED_DST_MAC: bytes
+CONVERTED_SRC_MAC: bytes
+
+def scan_pcap(
+    buf: np.ndarray,  # const uint8[::1]
+    pos: int,
+    origin: int,
+    max_n: int,
+    big_endian: bool,
+    frac_ns: int,
+    max_caplen: int,
+    off: np.ndarray,  # int64[>= max_n] out
+    caplen: np.ndarray,  # uint32[>= max_n] out
+    wirelen: np.ndarray,  # uint32[>= max_n] out
+    ts_ns: np.ndarray,  # int64[>= max_n] out
+) -> tuple[int, int, int, int]: ...  # (n, pos, code, aux)
+def scan_pcapng(
+    buf: np.ndarray,  # const uint8[::1]
+    pos: int,
+    origin: int,
+    max_n: int,
+    big_endian: bool,
+    if_linktype: np.ndarray,  # const uint16[m]
+    if_snaplen: np.ndarray,  # const uint32[m]
+    if_ts_mul: np.ndarray,  # const int64[m]
+    if_ts_div: np.ndarray,  # const int64[m]
+    if_ts_shift: np.ndarray,  # const int32[m]
+    if_ts_off: np.ndarray,  # const int64[m]
+    max_caplen: int,
+    off: np.ndarray,  # int64[>= max_n] out
+    caplen: np.ndarray,  # uint32[>= max_n] out
+    wirelen: np.ndarray,  # uint32[>= max_n] out
+    ts_ns: np.ndarray,  # int64[>= max_n] out
+    linktype: np.ndarray,  # uint16[>= max_n] out
+) -> tuple[int, int, int, int]: ...  # (n, pos, code, aux)
+def pcap_write_size(
+    caplen: np.ndarray,  # const uint32[n]
+    linktype: np.ndarray,  # const uint16[n]
+    out_linktype: int,
+    snaplen: int,
+) -> int: ...  # bytes, or -(i + 1) when packet i cannot be converted
+def write_pcap_records(
+    data: np.ndarray,  # const uint8[::1]
+    off: np.ndarray,  # const int64[n]
+    caplen: np.ndarray,  # const uint32[n]
+    wirelen: np.ndarray,  # const uint32[n]
+    ts_ns: np.ndarray,  # const int64[n]
+    linktype: np.ndarray,  # const uint16[n]
+    out_linktype: int,
+    nanosecond: bool,
+    snaplen: int,
+    out: np.ndarray,  # uint8[pcap_write_size(...)] out
+) -> int: ...

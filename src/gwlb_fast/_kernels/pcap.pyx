@@ -1,0 +1,526 @@
+# pcap / pcapng record scanners and the classic-pcap record writer.
+#
+# The scanners walk record or block headers in a byte buffer and fill the per-packet columns of a batch in one
+# nogil pass. They never trust a length: every record must lie inside the buffer, caplen is checked against a
+# bound before anything depends on it, and the first problem stops the scan with a code (the caller turns it
+# into a PcapError naming the file offset, after delivering the packets scanned before it).
+from libc.stdint cimport UINT32_MAX, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memcpy
+
+from gwlb_fast._kernels._bytes cimport load_be16, load_be32, load_le16, load_le32, store_be16, store_le32
+
+cdef enum:
+    _S_OK = 0             # stopped at max_n packets or exactly at the end of the buffer
+    _S_NEED_MORE = 1      # the record/block at pos is incomplete; aux = its total length (0: header incomplete)
+    _S_BAD_CAPLEN = 2     # caplen above the bound; aux = caplen
+    _S_CONTROL = 3        # pcapng section header or interface description block at pos; aux = block type
+    _S_BAD_BLOCK_LEN = 4  # pcapng block length < minimum or not a multiple of 4; aux = length
+    _S_BAD_TRAILER = 5    # pcapng trailing block length differs from the leading one; aux = trailing length
+    _S_BAD_IFACE = 6      # packet block names an interface not described in this section; aux = interface id
+    _S_BAD_LINKTYPE = 7   # packet on an interface whose link type is not supported; aux = link type
+    _S_BLOCK_CAPLEN = 8   # captured length runs past the block body; aux = caplen
+
+SCAN_OK = _S_OK
+SCAN_NEED_MORE = _S_NEED_MORE
+SCAN_BAD_CAPLEN = _S_BAD_CAPLEN
+SCAN_CONTROL = _S_CONTROL
+SCAN_BAD_BLOCK_LEN = _S_BAD_BLOCK_LEN
+SCAN_BAD_TRAILER = _S_BAD_TRAILER
+SCAN_BAD_IFACE = _S_BAD_IFACE
+SCAN_BAD_LINKTYPE = _S_BAD_LINKTYPE
+SCAN_BLOCK_CAPLEN = _S_BLOCK_CAPLEN
+
+cdef enum:
+    PCAP_REC_HDR = 16
+    BT_SHB = 0x0A0D0D0A
+    BT_IDB = 1
+    BT_OPB = 2            # obsolete Packet Block (pcapng draft); still written by old tools
+    BT_SPB = 3
+    BT_EPB = 6
+    LT_ETHERNET = 1
+    LT_RAW = 101
+    LT_LINUX_SLL = 113
+    LT_IPV4 = 228
+    LT_LINUX_SLL2 = 276
+    ETH_HLEN = 14
+    SLL_HLEN = 16
+    SLL2_HLEN = 20
+
+cdef uint64_t NS_PER_S = 1000000000
+
+
+cdef inline uint32_t _ld32(const uint8_t* p, bint big) noexcept nogil:
+    return load_be32(p) if big else load_le32(p)
+
+
+cdef inline uint16_t _ld16(const uint8_t* p, bint big) noexcept nogil:
+    return load_be16(p) if big else load_le16(p)
+
+
+cdef inline bint _linktype_ok(uint32_t lt) noexcept nogil:
+    return lt == LT_ETHERNET or lt == LT_RAW or lt == LT_LINUX_SLL or lt == LT_IPV4 or lt == LT_LINUX_SLL2
+
+
+cdef inline int64_t _units_to_ns(uint64_t units, int64_t mul, int64_t div, int32_t shift,
+                                 int64_t offset) noexcept nogil:
+    """pcapng timestamp units -> ns. Decimal resolutions use mul/div, binary ones (2^-shift) use shift >= 0.
+
+    Unsigned arithmetic wraps (defined behaviour) on absurd fuzzed values instead of trapping.
+    """
+    cdef uint64_t whole, frac, ns
+    if shift < 0:
+        ns = (units * <uint64_t>mul) / <uint64_t>div
+    else:
+        if shift >= 64:
+            whole = 0
+            frac = units
+        elif shift == 0:
+            whole = units
+            frac = 0
+        else:
+            whole = units >> shift
+            frac = units & ((<uint64_t>1 << shift) - 1)
+        # frac < 2^34 keeps frac * 1e9 below 2^64; finer resolutions drop bits below 1 ns first
+        if shift <= 34:
+            ns = whole * NS_PER_S + ((frac * NS_PER_S) >> shift)
+        elif shift - 34 >= 64:
+            ns = whole * NS_PER_S
+        else:
+            ns = whole * NS_PER_S + (((frac >> (shift - 34)) * NS_PER_S) >> 34)
+    return <int64_t>(ns + <uint64_t>offset)
+
+
+cdef int _check_out(str kernel, Py_ssize_t max_n, object cols) except -1:
+    for name, col in cols:
+        if col.shape[0] < max_n:
+            raise ValueError(f"{kernel}: {name} has length {col.shape[0]}, need at least max_n={max_n}")
+    return 0
+
+
+def scan_pcap(const uint8_t[::1] buf, Py_ssize_t pos, Py_ssize_t origin, Py_ssize_t max_n, bint big_endian,
+              int64_t frac_ns, uint32_t max_caplen, int64_t[::1] off, uint32_t[::1] caplen,
+              uint32_t[::1] wirelen, int64_t[::1] ts_ns):
+    """Scan classic pcap records from ``buf[pos:]`` and fill the packet columns.
+
+    Record header (16 bytes, file byte order): ts_sec u32 | ts_frac u32 (us or ns) | caplen u32 | wirelen u32.
+
+    Parameters
+    ----------
+    buf : uint8[::1]
+        Valid file bytes (the buffer ends where the read data ends).
+    pos : int
+        Index of the first record header in ``buf``.
+    origin : int
+        Index in ``buf`` of the batch's arena start: ``off[i]`` is stored relative to it.
+    max_n : int
+        Stop after this many packets.
+    big_endian : bool
+        Byte order of the record headers (the file's magic said).
+    frac_ns : int64
+        Nanoseconds per unit of ts_frac: 1000 for the microsecond magic, 1 for the nanosecond one.
+    max_caplen : uint32
+        Largest acceptable caplen (the file's snaplen, capped by the reader's sane bound).
+    off : int64[>= max_n] out
+    caplen, wirelen : uint32[>= max_n] out
+    ts_ns : int64[>= max_n] out
+
+    Returns
+    -------
+    (n, pos, code, aux) : tuple of int
+        Packets written, index after the last complete record scanned, SCAN_* code, detail for the code.
+
+    Notes
+    -----
+    Codes: SCAN_OK (max_n reached or buffer ends on a record boundary), SCAN_NEED_MORE (the record at ``pos`` is
+    cut by the end of the buffer; aux = its total length, 0 when the 16-byte header itself is cut),
+    SCAN_BAD_CAPLEN (caplen > max_caplen; aux = caplen).
+    """
+    if max_n < 0:
+        raise ValueError(f"scan_pcap: max_n must be >= 0, got {max_n}")
+    if pos < 0 or pos > buf.shape[0] or origin < 0 or origin > pos:
+        raise ValueError(f"scan_pcap: need 0 <= origin <= pos <= len(buf), got {origin}, {pos}, {buf.shape[0]}")
+    _check_out("scan_pcap", max_n, (("off", off), ("caplen", caplen), ("wirelen", wirelen), ("ts_ns", ts_ns)))
+    cdef Py_ssize_t end = buf.shape[0], n = 0
+    cdef int code = _S_OK
+    cdef uint64_t aux = 0
+    cdef const uint8_t* p
+    cdef uint32_t sec, frac, cl, wl
+    with nogil:
+        while n < max_n:
+            if end - pos < PCAP_REC_HDR:
+                if end != pos:
+                    code = _S_NEED_MORE
+                break
+            p = &buf[pos]
+            sec = _ld32(p, big_endian)
+            frac = _ld32(p + 4, big_endian)
+            cl = _ld32(p + 8, big_endian)
+            wl = _ld32(p + 12, big_endian)
+            if cl > max_caplen:
+                code = _S_BAD_CAPLEN
+                aux = cl
+                break
+            if <Py_ssize_t>cl > end - pos - PCAP_REC_HDR:
+                code = _S_NEED_MORE
+                aux = PCAP_REC_HDR + <uint64_t>cl
+                break
+            off[n] = pos + PCAP_REC_HDR - origin
+            caplen[n] = cl
+            wirelen[n] = wl
+            ts_ns[n] = <int64_t>(<uint64_t>sec * NS_PER_S + <uint64_t>frac * <uint64_t>frac_ns)
+            pos += PCAP_REC_HDR + cl
+            n += 1
+    return n, pos, code, aux
+
+
+def scan_pcapng(const uint8_t[::1] buf, Py_ssize_t pos, Py_ssize_t origin, Py_ssize_t max_n, bint big_endian,
+                const uint16_t[::1] if_linktype, const uint32_t[::1] if_snaplen, const int64_t[::1] if_ts_mul,
+                const int64_t[::1] if_ts_div, const int32_t[::1] if_ts_shift, const int64_t[::1] if_ts_off,
+                uint32_t max_caplen, int64_t[::1] off, uint32_t[::1] caplen, uint32_t[::1] wirelen,
+                int64_t[::1] ts_ns, uint16_t[::1] linktype):
+    """Scan pcapng blocks of one section from ``buf[pos:]``; fill the columns for packet blocks.
+
+    Block: type u32 | total length u32 | body | total length u32 (section byte order, length a multiple of 4).
+    Enhanced Packet Block (6) body: interface id u32 | ts high u32 | ts low u32 | caplen u32 | orig len u32 |
+    data padded to 4 | options. Simple Packet Block (3) body: orig len u32 | data (interface 0, no timestamp:
+    ts_ns 0). Obsolete Packet Block (2): interface id u16 | drops u16 | then as the EPB. Other block types are
+    skipped (their trailing length is still checked); section header (0x0A0D0D0A) and interface description (1)
+    blocks stop the scan so that the caller can update the byte order and the interface table.
+
+    Parameters
+    ----------
+    buf : uint8[::1]
+        Valid file bytes.
+    pos, origin, max_n : int
+        As for ``scan_pcap``.
+    big_endian : bool
+        The current section's byte order.
+    if_linktype : uint16[m]
+        Link type per interface of the current section.
+    if_snaplen : uint32[m]
+        Snap length per interface (0: none); bounds Simple Packet Block captures.
+    if_ts_mul, if_ts_div : int64[m]
+        Decimal resolutions: ``ns = units * mul // div``.
+    if_ts_shift : int32[m]
+        Binary resolutions 2^-shift (shift >= 0), or -1 for a decimal one.
+    if_ts_off : int64[m]
+        if_tsoffset in ns, added to every timestamp.
+    max_caplen : uint32
+        Sane bound on caplen.
+    off : int64[>= max_n] out
+    caplen, wirelen : uint32[>= max_n] out
+    ts_ns : int64[>= max_n] out
+    linktype : uint16[>= max_n] out
+
+    Returns
+    -------
+    (n, pos, code, aux) : tuple of int
+
+    Notes
+    -----
+    Codes: SCAN_OK, SCAN_NEED_MORE (aux = block length, 0 when fewer than 12 bytes remain), SCAN_CONTROL
+    (aux = block type), SCAN_BAD_BLOCK_LEN, SCAN_BAD_TRAILER, SCAN_BAD_IFACE, SCAN_BAD_LINKTYPE, SCAN_BAD_CAPLEN,
+    SCAN_BLOCK_CAPLEN.
+    """
+    cdef Py_ssize_t m = if_linktype.shape[0], i
+    if max_n < 0:
+        raise ValueError(f"scan_pcapng: max_n must be >= 0, got {max_n}")
+    if pos < 0 or pos > buf.shape[0] or origin < 0 or origin > pos:
+        raise ValueError(f"scan_pcapng: need 0 <= origin <= pos <= len(buf), got {origin}, {pos}, {buf.shape[0]}")
+    for name, col in (("if_snaplen", if_snaplen), ("if_ts_mul", if_ts_mul), ("if_ts_div", if_ts_div),
+                      ("if_ts_shift", if_ts_shift), ("if_ts_off", if_ts_off)):
+        if col.shape[0] != m:
+            raise ValueError(f"scan_pcapng: {name} has length {col.shape[0]}, expected {m} (as if_linktype)")
+    for i in range(m):
+        if if_ts_shift[i] < 0 and if_ts_div[i] <= 0:
+            raise ValueError(f"scan_pcapng: if_ts_div[{i}] must be > 0 for a decimal resolution")
+    _check_out("scan_pcapng", max_n, (("off", off), ("caplen", caplen), ("wirelen", wirelen), ("ts_ns", ts_ns),
+                                      ("linktype", linktype)))
+    cdef Py_ssize_t end = buf.shape[0], n = 0, avail, hdr
+    cdef int code = _S_OK
+    cdef uint64_t aux = 0
+    cdef const uint8_t* p
+    cdef uint32_t btype, blen, ifid, cl, wl, lt
+    cdef uint64_t units
+    with nogil:
+        while n < max_n:
+            avail = end - pos
+            if avail < 12:
+                if avail >= 4 and _ld32(&buf[pos], big_endian) == BT_SHB:
+                    # the SHB's own byte-order magic decides how to read it: the caller's job
+                    code = _S_CONTROL
+                    aux = BT_SHB
+                elif avail != 0:
+                    code = _S_NEED_MORE
+                break
+            p = &buf[pos]
+            btype = _ld32(p, big_endian)
+            if btype == BT_SHB:
+                code = _S_CONTROL
+                aux = btype
+                break
+            blen = _ld32(p + 4, big_endian)
+            if blen < 12 or (blen & 3) != 0:
+                code = _S_BAD_BLOCK_LEN
+                aux = blen
+                break
+            if <Py_ssize_t>blen > avail:
+                code = _S_NEED_MORE
+                aux = blen
+                break
+            if _ld32(p + blen - 4, big_endian) != blen:
+                code = _S_BAD_TRAILER
+                aux = _ld32(p + blen - 4, big_endian)
+                break
+            if btype == BT_IDB:
+                code = _S_CONTROL
+                aux = btype
+                break
+            if btype == BT_EPB or btype == BT_OPB or btype == BT_SPB:
+                if btype == BT_SPB:
+                    hdr = 12
+                    if blen < 16:
+                        code = _S_BAD_BLOCK_LEN
+                        aux = blen
+                        break
+                    ifid = 0
+                    wl = _ld32(p + 8, big_endian)
+                    cl = wl
+                    if cl > blen - 16:
+                        cl = blen - 16
+                    if m > 0 and if_snaplen[0] != 0 and cl > if_snaplen[0]:
+                        cl = if_snaplen[0]
+                    units = 0
+                else:
+                    hdr = 28
+                    if blen < 32:
+                        code = _S_BAD_BLOCK_LEN
+                        aux = blen
+                        break
+                    ifid = _ld32(p + 8, big_endian) if btype == BT_EPB else _ld16(p + 8, big_endian)
+                    units = (<uint64_t>_ld32(p + 12, big_endian) << 32) | _ld32(p + 16, big_endian)
+                    cl = _ld32(p + 20, big_endian)
+                    wl = _ld32(p + 24, big_endian)
+                if ifid >= <uint64_t>m:
+                    code = _S_BAD_IFACE
+                    aux = ifid
+                    break
+                if cl > max_caplen:
+                    code = _S_BAD_CAPLEN
+                    aux = cl
+                    break
+                if <uint64_t>cl > <uint64_t>(blen - 4 - hdr):
+                    code = _S_BLOCK_CAPLEN
+                    aux = cl
+                    break
+                lt = if_linktype[ifid]
+                if not _linktype_ok(lt):
+                    code = _S_BAD_LINKTYPE
+                    aux = lt
+                    break
+                off[n] = pos + hdr - origin
+                caplen[n] = cl
+                wirelen[n] = wl
+                linktype[n] = <uint16_t>lt
+                if btype == BT_SPB:
+                    ts_ns[n] = 0
+                else:
+                    ts_ns[n] = _units_to_ns(units, if_ts_mul[ifid], if_ts_div[ifid], if_ts_shift[ifid],
+                                            if_ts_off[ifid])
+                n += 1
+            pos += blen
+    return n, pos, code, aux
+
+
+# ---------------------------------------------------------------------------------------------------- writing
+# Conversion to LINKTYPE_ETHERNET for files whose batches mix link types: raw IP gets a 14-byte Ethernet header
+# with fixed locally administered MACs; Linux cooked (v1/v2) headers are replaced by one (source MAC from the
+# cooked header when it carries a 6-byte address). A cooked packet shorter than its header becomes a bare
+# Ethernet header with ethertype 0.
+cdef uint8_t[6] CONV_DST_MAC
+cdef uint8_t[6] CONV_SRC_MAC
+CONV_DST_MAC[:] = [0x02, 0, 0, 0, 0, 0x02]
+CONV_SRC_MAC[:] = [0x02, 0, 0, 0, 0, 0x01]
+CONVERTED_DST_MAC = bytes(CONV_DST_MAC[:6])
+CONVERTED_SRC_MAC = bytes(CONV_SRC_MAC[:6])
+
+
+cdef inline int _in_skip(uint16_t lt, uint16_t out_lt, uint32_t cl) noexcept nogil:
+    """Bytes of the packet's own link header dropped when converting, -1 if lt cannot become out_lt.
+
+    A result r >= 0 with out_lt != lt means: drop r bytes, prepend a 14-byte Ethernet header.
+    """
+    if lt == out_lt:
+        return 0
+    if out_lt != LT_ETHERNET:
+        return -1
+    if lt == LT_RAW or lt == LT_IPV4:
+        return 0
+    if lt == LT_LINUX_SLL:
+        return SLL_HLEN if cl >= SLL_HLEN else <int>cl
+    if lt == LT_LINUX_SLL2:
+        return SLL2_HLEN if cl >= SLL2_HLEN else <int>cl
+    return -1
+
+
+def pcap_write_size(const uint32_t[::1] caplen, const uint16_t[::1] linktype, uint16_t out_linktype,
+                    uint32_t snaplen):
+    """Bytes that ``write_pcap_records`` will produce (record headers included).
+
+    Parameters
+    ----------
+    caplen : uint32[n]
+    linktype : uint16[n]
+    out_linktype : uint16
+        The file's link type.
+    snaplen : uint32
+        Captures longer than this (after conversion) are cut to it.
+
+    Returns
+    -------
+    int
+        Total size, or ``-(i + 1)`` when packet ``i`` cannot be converted to ``out_linktype``.
+    """
+    cdef Py_ssize_t n = caplen.shape[0], i
+    if linktype.shape[0] != n:
+        raise ValueError(f"pcap_write_size: linktype has length {linktype.shape[0]}, expected {n}")
+    if snaplen < ETH_HLEN:
+        raise ValueError(f"pcap_write_size: snaplen must be >= {ETH_HLEN}, got {snaplen}")
+    cdef int64_t total = 0, cl
+    cdef int skip
+    with nogil:
+        for i in range(n):
+            skip = _in_skip(linktype[i], out_linktype, caplen[i])
+            if skip < 0:
+                total = -(i + 1)
+                break
+            cl = <int64_t>caplen[i] - skip + (ETH_HLEN if linktype[i] != out_linktype else 0)
+            if cl > snaplen:
+                cl = snaplen
+            total += PCAP_REC_HDR + cl
+    return total
+
+
+def write_pcap_records(const uint8_t[::1] data, const int64_t[::1] off, const uint32_t[::1] caplen,
+                       const uint32_t[::1] wirelen, const int64_t[::1] ts_ns, const uint16_t[::1] linktype,
+                       uint16_t out_linktype, bint nanosecond, uint32_t snaplen, uint8_t[::1] out):
+    """Gather record headers (little-endian) and packet bytes into ``out`` in one pass.
+
+    Parameters
+    ----------
+    data : uint8[::1]
+        Arena; packet i is ``data[off[i]:off[i] + caplen[i]]``.
+    off : int64[n]
+    caplen, wirelen : uint32[n]
+    ts_ns : int64[n]
+        Written as floor seconds (low 32 bits) and the non-negative remainder in ns or us (truncated).
+    linktype : uint16[n]
+        Packets whose link type differs from ``out_linktype`` are converted to Ethernet (see module comment).
+    out_linktype : uint16
+    nanosecond : bool
+        Remainder in ns (file magic a1b23c4d) or us (a1b2c3d4).
+    snaplen : uint32
+    out : uint8[::1] out
+        Exactly ``pcap_write_size(...)`` bytes.
+
+    Returns
+    -------
+    int
+        Bytes written (== len(out)).
+
+    Raises
+    ------
+    ValueError
+        Column lengths differ, a packet lies outside the arena, a link type cannot be converted, or ``out`` has
+        the wrong size. Checked before anything is written.
+    """
+    cdef Py_ssize_t n = off.shape[0], i, dlen = data.shape[0], olen = out.shape[0]
+    for name, col in (("caplen", caplen), ("wirelen", wirelen), ("ts_ns", ts_ns), ("linktype", linktype)):
+        if col.shape[0] != n:
+            raise ValueError(f"write_pcap_records: {name} has length {col.shape[0]}, expected {n}")
+    if snaplen < ETH_HLEN:
+        raise ValueError(f"write_pcap_records: snaplen must be >= {ETH_HLEN}, got {snaplen}")
+    cdef int64_t need = 0, cl, wl, t, sec, frac
+    cdef int skip
+    cdef Py_ssize_t bad = -1, pos = 0, o
+    cdef int problem = 0
+    cdef uint8_t* q
+    cdef const uint8_t* src
+    cdef uint16_t et, lt
+    with nogil:
+        for i in range(n):
+            skip = _in_skip(linktype[i], out_linktype, caplen[i])
+            if skip < 0:
+                bad = i
+                problem = 1
+                break
+            if off[i] < 0 or off[i] + <int64_t>caplen[i] > dlen:
+                bad = i
+                problem = 2
+                break
+            cl = <int64_t>caplen[i] - skip + (ETH_HLEN if linktype[i] != out_linktype else 0)
+            if cl > snaplen:
+                cl = snaplen
+            need += PCAP_REC_HDR + cl
+        if bad < 0 and need == olen:
+            for i in range(n):
+                lt = linktype[i]
+                skip = _in_skip(lt, out_linktype, caplen[i])
+                o = off[i]
+                src = &data[0] + o if dlen > 0 else NULL
+                q = &out[pos]
+                t = ts_ns[i]
+                sec = t // <int64_t>NS_PER_S
+                frac = t - sec * <int64_t>NS_PER_S
+                if frac < 0:
+                    sec -= 1
+                    frac += <int64_t>NS_PER_S
+                if not nanosecond:
+                    frac = frac // 1000
+                cl = <int64_t>caplen[i] - skip
+                wl = <int64_t>wirelen[i] - skip
+                if wl < cl:
+                    wl = cl
+                pos += PCAP_REC_HDR
+                if lt != out_linktype:
+                    # Ethernet header: fixed MACs, ethertype from the cooked header or the IP version
+                    memcpy(&out[pos], CONV_DST_MAC, 6)
+                    memcpy(&out[pos + 6], CONV_SRC_MAC, 6)
+                    et = 0
+                    if lt == LT_RAW or lt == LT_IPV4:
+                        et = 0x86DD if (lt == LT_RAW and caplen[i] > 0 and (src[0] >> 4) == 6) else 0x0800
+                    elif lt == LT_LINUX_SLL and skip == SLL_HLEN:
+                        et = load_be16(src + 14)
+                        if load_be16(src + 4) == 6:
+                            memcpy(&out[pos + 6], src + 6, 6)
+                    elif lt == LT_LINUX_SLL2 and skip == SLL2_HLEN:
+                        et = load_be16(src)
+                        if src[11] == 6:
+                            memcpy(&out[pos + 6], src + 12, 6)
+                    store_be16(&out[pos + 12], et)
+                    cl += ETH_HLEN
+                    wl += ETH_HLEN
+                    if cl > snaplen:
+                        cl = snaplen
+                    if cl > ETH_HLEN:
+                        memcpy(&out[pos + ETH_HLEN], src + skip, <size_t>(cl - ETH_HLEN))
+                else:
+                    if cl > snaplen:
+                        cl = snaplen
+                    if cl > 0:
+                        memcpy(&out[pos], src, <size_t>cl)
+                if wl > <int64_t>UINT32_MAX:
+                    wl = UINT32_MAX
+                store_le32(q, <uint32_t>sec)
+                store_le32(q + 4, <uint32_t>frac)
+                store_le32(q + 8, <uint32_t>cl)
+                store_le32(q + 12, <uint32_t>wl)
+                pos += cl
+    if problem == 1:
+        raise ValueError(f"write_pcap_records: packet {bad} has link type {linktype[bad]}, which cannot be "
+                         f"written to a file of link type {out_linktype}")
+    if problem == 2:
+        raise ValueError(f"write_pcap_records: packet {bad} lies outside the arena")
+    if need != olen:
+        raise ValueError(f"write_pcap_records: out has {olen} bytes, the records need {need}")
+    return pos

@@ -1,0 +1,82 @@
+"""Firewall session state machine: one nogil pass over a batch, in packet order, over per-slot session rows."""
+import numpy as np
+
+# columns of the per-slot session matrix sess[capacity, NF] (int64)
+F_STATE: int
+F_CLIENT_REV: int
+F_RULE: int
+F_ACTION: int
+F_PKTS_C2S: int
+F_PKTS_S2C: int
+F_BYTES_C2S: int
+F_BYTES_S2C: int
+F_START: int
+F_LAST: int
+F_FINS: int
+F_REASON: int
+F_CLIENT_IP: int
+F_SERVER_IP: int
+F_CLIENT_PORT: int
+F_SERVER_PORT: int
+F_PROTO: int
+F_ENDPOINT: int
+F_ZONE: int
+NF: int
+
+# session states (sess[:, F_STATE])
+S_EMPTY: int
+S_OPEN: int
+S_FIN_CLOSED: int
+S_RST_CLOSED: int
+S_DENIED: int
+S_RESETTING: int
+
+# action codes
+ACT_ALLOW: int
+ACT_DENY: int
+ACT_DROP: int
+ACT_RESET_CLIENT: int
+ACT_RESET_SERVER: int
+ACT_RESET_BOTH: int
+
+# end reasons
+END_AGED_OUT: int
+END_TCP_FIN: int
+END_TCP_RST_FROM_CLIENT: int
+END_TCP_RST_FROM_SERVER: int
+END_POLICY_DENY: int
+END_EVICTED: int
+END_OF_RUN: int
+
+# kinds of returned frames (same values as tcpreset.KIND_*)
+OUT_ECHO: int
+OUT_RST_TO_SENDER: int
+OUT_RST_TO_RECEIVER: int
+
+def session_update(
+    slot: np.ndarray,  # const int64[n]
+    is_new: np.ndarray,  # const uint8[n]
+    rev: np.ndarray,  # const uint8[n]
+    proto: np.ndarray,  # const uint8[n]
+    tcp_flags: np.ndarray,  # const uint8[n]
+    ts_ns: np.ndarray,  # const int64[n]
+    nbytes: np.ndarray,  # const uint32[n]
+    src_ip: np.ndarray,  # const uint32[n]
+    dst_ip: np.ndarray,  # const uint32[n]
+    sport: np.ndarray,  # const uint16[n]
+    dport: np.ndarray,  # const uint16[n]
+    endpoint: np.ndarray,  # const uint64[n]
+    zone: np.ndarray,  # const uint8[n]
+    rule: np.ndarray,  # const int32[n]
+    action: np.ndarray,  # const uint8[n]
+    sess: np.ndarray,  # int64[capacity, NF] in/out
+    status: np.ndarray,  # uint8[n] in/out
+    out_rule: np.ndarray,  # int32[n] out
+    out_n: np.ndarray,  # uint8[n] out
+    out_kind1: np.ndarray,  # uint8[n] out
+    out_kind2: np.ndarray,  # uint8[n] out
+    hits: np.ndarray,  # int64[n_rules + 1] in/out
+    ended: np.ndarray,  # int64[n, NF] out
+    ended_slot: np.ndarray,  # int64[n] out
+) -> int:
+    """Apply every packet to its session in batch order; returns the number of ended sessions written."""

@@ -1,0 +1,306 @@
+# Firewall session state, batched: one nogil pass over the packets in batch order.
+#
+# The firewall keeps its sessions in a FlowTable (keyed by the canonical 5-tuple and the endpoint id) and, beside it,
+# one row of NF int64 per table slot (``sess[slot, F_*]``): state, client direction, rule, action, packets and bytes
+# each way, start and last packet time, FIN bits, close reason, the client/server 5-tuple, endpoint and zone.
+# ``session_update`` applies every packet to its slot in order (so a SYN, its reply and a FIN of the same batch see
+# each other), decides its status and what goes back to the GWLB, and copies out the rows of sessions that end when
+# their slot restarts (idle timeout) or is reused after an eviction.
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+
+from gwlb_fast._kernels._status cimport (
+    ST_OK, ST_POLICY_DENY, ST_POLICY_RESET, ST_SESSION_CLOSED, ST_TCP_NOT_SYN,
+)
+
+# per-slot columns of the session matrix
+F_STATE = 0
+F_CLIENT_REV = 1
+F_RULE = 2
+F_ACTION = 3
+F_PKTS_C2S = 4
+F_PKTS_S2C = 5
+F_BYTES_C2S = 6
+F_BYTES_S2C = 7
+F_START = 8
+F_LAST = 9
+F_FINS = 10
+F_REASON = 11
+F_CLIENT_IP = 12
+F_SERVER_IP = 13
+F_CLIENT_PORT = 14
+F_SERVER_PORT = 15
+F_PROTO = 16
+F_ENDPOINT = 17
+F_ZONE = 18
+NF = 19
+
+# session states
+S_EMPTY = 0
+S_OPEN = 1
+S_FIN_CLOSED = 2
+S_RST_CLOSED = 3
+S_DENIED = 4
+S_RESETTING = 5
+
+# kernel action codes
+ACT_ALLOW = 0
+ACT_DENY = 1
+ACT_DROP = 2
+ACT_RESET_CLIENT = 3
+ACT_RESET_SERVER = 4
+ACT_RESET_BOTH = 5
+
+# end reasons (0 = still open)
+END_AGED_OUT = 1
+END_TCP_FIN = 2
+END_TCP_RST_FROM_CLIENT = 3
+END_TCP_RST_FROM_SERVER = 4
+END_POLICY_DENY = 5
+END_EVICTED = 6
+END_OF_RUN = 7
+
+# output kinds (same values as tcpreset.KIND_*)
+OUT_ECHO = 0
+OUT_RST_TO_SENDER = 1
+OUT_RST_TO_RECEIVER = 2
+
+cdef enum:
+    _F_STATE = 0
+    _F_CLIENT_REV = 1
+    _F_RULE = 2
+    _F_ACTION = 3
+    _F_PKTS_C2S = 4
+    _F_PKTS_S2C = 5
+    _F_BYTES_C2S = 6
+    _F_BYTES_S2C = 7
+    _F_START = 8
+    _F_LAST = 9
+    _F_FINS = 10
+    _F_REASON = 11
+    _F_CLIENT_IP = 12
+    _F_SERVER_IP = 13
+    _F_CLIENT_PORT = 14
+    _F_SERVER_PORT = 15
+    _F_PROTO = 16
+    _F_ENDPOINT = 17
+    _F_ZONE = 18
+    _NF = 19
+    _S_EMPTY = 0
+    _S_OPEN = 1
+    _S_FIN_CLOSED = 2
+    _S_RST_CLOSED = 3
+    _S_DENIED = 4
+    _S_RESETTING = 5
+    _A_ALLOW = 0
+    _A_DENY = 1
+    _A_DROP = 2
+    _A_RESET_CLIENT = 3
+    _A_RESET_SERVER = 4
+    _A_RESET_BOTH = 5
+    _E_AGED_OUT = 1
+    _E_TCP_FIN = 2
+    _E_RST_CLIENT = 3
+    _E_RST_SERVER = 4
+    _E_POLICY_DENY = 5
+    _E_EVICTED = 6
+    _IS_RESTARTED = 2
+    _FIN = 0x01
+    _SYN = 0x02
+    _RST = 0x04
+    _ACK = 0x10
+    _TO_SENDER = 1
+    _TO_RECEIVER = 2
+
+
+def session_update(const int64_t[::1] slot, const uint8_t[::1] is_new, const uint8_t[::1] rev,
+                   const uint8_t[::1] proto, const uint8_t[::1] tcp_flags, const int64_t[::1] ts_ns,
+                   const uint32_t[::1] nbytes, const uint32_t[::1] src_ip, const uint32_t[::1] dst_ip,
+                   const uint16_t[::1] sport, const uint16_t[::1] dport, const uint64_t[::1] endpoint,
+                   const uint8_t[::1] zone, const int32_t[::1] rule, const uint8_t[::1] action,
+                   int64_t[:, ::1] sess, uint8_t[::1] status, int32_t[::1] out_rule, uint8_t[::1] out_n,
+                   uint8_t[::1] out_kind1, uint8_t[::1] out_kind2, int64_t[::1] hits, int64_t[:, ::1] ended,
+                   int64_t[::1] ended_slot):
+    """Apply every packet to its session in batch order.
+
+    Parameters
+    ----------
+    slot : int64[n]
+        FlowTable slot of each packet (``lookup_or_insert``); rows with a negative slot are skipped.
+    is_new : uint8[n]
+        ``out_is_new`` of ``lookup_or_insert``: 0 existing, 1 new, 2 restarted after the idle timeout.
+    rev : uint8[n]
+        ``canonical_5tuple``'s ``out_reversed``: which way the packet travels in its canonical key.
+    proto, tcp_flags : uint8[n]
+    ts_ns : int64[n]
+    nbytes : uint32[n]
+        Bytes accounted to the session (the inner packet's length).
+    src_ip, dst_ip : uint32[n]; sport, dport : uint16[n]; endpoint : uint64[n]; zone : uint8[n]
+        Inner 5-tuple, GWLB endpoint id and zone index, stored when a packet starts a session.
+    rule : int32[n]
+        Rule index for packets that may start a session (index into ``hits``; the last entry is the default
+        action), -1 elsewhere. A session started by a row with -1 is denied without a hit.
+    action : uint8[n]
+        Action code (``ACT_*``) of ``rule`` for the same rows.
+    sess : int64[capacity, NF]
+        Per-slot session rows, updated in place (``F_*`` columns; ``F_STATE`` 0 = no session).
+    status : uint8[n]
+        In/out: rows not ``ST_OK`` on entry are skipped; on exit ``ST_OK`` (forward), ``ST_TCP_NOT_SYN``,
+        ``ST_POLICY_DENY``, ``ST_POLICY_RESET`` or ``ST_SESSION_CLOSED``.
+    out_rule : int32[n]
+        Output: rule of the packet's session, -1 for packets without one.
+    out_n, out_kind1, out_kind2 : uint8[n]
+        Output: number of frames the packet returns to the GWLB (0, 1 or 2) and their kinds (``OUT_ECHO``,
+        ``OUT_RST_TO_SENDER``, ``OUT_RST_TO_RECEIVER``); for reset-both the RST to the client comes first.
+    hits : int64[n_rules + 1]
+        In/out: sessions started per rule (last entry: default action).
+    ended : int64[n, NF]
+        Output: copies of the session rows that ended in this call (slot restarted or reused), with ``F_REASON`` set
+        to the end reason (``END_*``).
+    ended_slot : int64[n]
+        Output: their slots.
+
+    Returns
+    -------
+    int
+        Number of rows written to ``ended`` / ``ended_slot``.
+
+    Notes
+    -----
+    A TCP session starts only with a SYN without ACK or RST (else ``ST_TCP_NOT_SYN``, the slot stays empty).
+    Allowed sessions forward every packet until an RST (forwarded; later packets ``ST_SESSION_CLOSED``); a FIN from
+    each side closes the session with reason tcp-fin (later packets, such as the last ACK, still pass). Denied and
+    reset sessions drop every packet (``ST_POLICY_DENY`` / ``ST_POLICY_RESET``); a reset session answers every TCP
+    packet that is not itself an RST with the RST(s) its action asks for; for other protocols a reset action drops.
+    """
+    cdef Py_ssize_t n = slot.shape[0], cap = sess.shape[0], nh = hits.shape[0]
+    cdef Py_ssize_t i, f, ne = 0
+    cdef int64_t s, st, r, a
+    cdef uint8_t fl, pr, from_client, to_client_kind, to_server_kind
+    cdef int64_t* row
+    cdef int64_t* erow
+    for name, ln in (("is_new", is_new.shape[0]), ("rev", rev.shape[0]), ("proto", proto.shape[0]),
+                     ("tcp_flags", tcp_flags.shape[0]), ("ts_ns", ts_ns.shape[0]), ("nbytes", nbytes.shape[0]),
+                     ("src_ip", src_ip.shape[0]), ("dst_ip", dst_ip.shape[0]), ("sport", sport.shape[0]),
+                     ("dport", dport.shape[0]), ("endpoint", endpoint.shape[0]), ("zone", zone.shape[0]),
+                     ("rule", rule.shape[0]), ("action", action.shape[0]), ("status", status.shape[0]),
+                     ("out_rule", out_rule.shape[0]), ("out_n", out_n.shape[0]), ("out_kind1", out_kind1.shape[0]),
+                     ("out_kind2", out_kind2.shape[0]), ("ended", ended.shape[0]),
+                     ("ended_slot", ended_slot.shape[0])):
+        if ln != n:
+            raise ValueError(f"{name}: expected length {n}, got {ln}")
+    if sess.shape[1] != _NF:
+        raise ValueError(f"sess: expected {_NF} columns, got {sess.shape[1]}")
+    if ended.shape[1] != _NF:
+        raise ValueError(f"ended: expected {_NF} columns, got {ended.shape[1]}")
+    if nh < 1:
+        raise ValueError("hits: needs at least one entry (the default action)")
+    for i in range(n):
+        if slot[i] >= cap:
+            raise ValueError(f"slot: {slot[i]} at row {i} is outside the session rows [0, {cap})")
+    with nogil:
+        for i in range(n):
+            out_rule[i] = -1
+            out_n[i] = 0
+            out_kind1[i] = 0
+            out_kind2[i] = 0
+            s = slot[i]
+            if status[i] != ST_OK or s < 0:
+                continue
+            row = &sess[s, 0]
+            pr = proto[i]
+            fl = tcp_flags[i] if pr == 6 else 0
+            if is_new[i] != 0 and row[_F_STATE] != _S_EMPTY:
+                # the slot's previous session ended: idle timeout (restart) or eviction (slot reused)
+                erow = &ended[ne, 0]
+                for f in range(_NF):
+                    erow[f] = row[f]
+                if erow[_F_REASON] == 0:
+                    erow[_F_REASON] = _E_AGED_OUT if is_new[i] == _IS_RESTARTED else _E_EVICTED
+                ended_slot[ne] = s
+                ne += 1
+                row[_F_STATE] = _S_EMPTY
+            if row[_F_STATE] == _S_EMPTY:
+                if pr == 6 and (fl & (_SYN | _ACK | _RST)) != _SYN:
+                    status[i] = ST_TCP_NOT_SYN
+                    continue
+                r = rule[i]
+                a = action[i]
+                row[_F_CLIENT_REV] = rev[i]
+                row[_F_RULE] = r
+                row[_F_ACTION] = a
+                row[_F_PKTS_C2S] = 0
+                row[_F_PKTS_S2C] = 0
+                row[_F_BYTES_C2S] = 0
+                row[_F_BYTES_S2C] = 0
+                row[_F_START] = ts_ns[i]
+                row[_F_LAST] = ts_ns[i]
+                row[_F_FINS] = 0
+                row[_F_REASON] = 0
+                row[_F_CLIENT_IP] = src_ip[i]
+                row[_F_SERVER_IP] = dst_ip[i]
+                row[_F_CLIENT_PORT] = sport[i]
+                row[_F_SERVER_PORT] = dport[i]
+                row[_F_PROTO] = pr
+                row[_F_ENDPOINT] = <int64_t>endpoint[i]
+                row[_F_ZONE] = zone[i]
+                if r < 0 or r >= nh:
+                    row[_F_RULE] = -1
+                    row[_F_ACTION] = _A_DENY
+                    row[_F_STATE] = _S_DENIED
+                    row[_F_REASON] = _E_POLICY_DENY
+                else:
+                    hits[r] += 1
+                    if a == _A_ALLOW:
+                        row[_F_STATE] = _S_OPEN
+                    else:
+                        row[_F_REASON] = _E_POLICY_DENY
+                        if pr == 6 and (a == _A_RESET_CLIENT or a == _A_RESET_SERVER or a == _A_RESET_BOTH):
+                            row[_F_STATE] = _S_RESETTING
+                        else:
+                            row[_F_STATE] = _S_DENIED
+            # account the packet to its session
+            from_client = rev[i] == row[_F_CLIENT_REV]
+            if from_client:
+                row[_F_PKTS_C2S] += 1
+                row[_F_BYTES_C2S] += nbytes[i]
+            else:
+                row[_F_PKTS_S2C] += 1
+                row[_F_BYTES_S2C] += nbytes[i]
+            if ts_ns[i] > row[_F_LAST]:
+                row[_F_LAST] = ts_ns[i]
+            out_rule[i] = <int32_t>row[_F_RULE]
+            st = row[_F_STATE]
+            if st == _S_OPEN or st == _S_FIN_CLOSED:
+                out_n[i] = 1
+                out_kind1[i] = 0
+                if fl & _RST:
+                    row[_F_STATE] = _S_RST_CLOSED
+                    row[_F_REASON] = _E_RST_CLIENT if from_client else _E_RST_SERVER
+                elif fl & _FIN:
+                    row[_F_FINS] |= 1 if from_client else 2
+                    if row[_F_FINS] == 3 and st == _S_OPEN:
+                        row[_F_STATE] = _S_FIN_CLOSED
+                        row[_F_REASON] = _E_TCP_FIN
+            elif st == _S_RST_CLOSED:
+                status[i] = ST_SESSION_CLOSED
+            elif st == _S_DENIED:
+                status[i] = ST_POLICY_DENY
+            else:
+                status[i] = ST_POLICY_RESET
+                if fl & _RST:
+                    continue
+                # RST toward the client: answer the sender if the sender is the client, else impersonate the sender
+                to_client_kind = _TO_SENDER if from_client else _TO_RECEIVER
+                to_server_kind = _TO_RECEIVER if from_client else _TO_SENDER
+                a = row[_F_ACTION]
+                if a == _A_RESET_CLIENT:
+                    out_n[i] = 1
+                    out_kind1[i] = to_client_kind
+                elif a == _A_RESET_SERVER:
+                    out_n[i] = 1
+                    out_kind1[i] = to_server_kind
+                else:
+                    out_n[i] = 2
+                    out_kind1[i] = to_client_kind
+                    out_kind2[i] = to_server_kind
+    return ne

@@ -1,0 +1,814 @@
+"""Topology and events files -> validated objects (DESIGN.md section 6).
+
+``load_topology(path_or_text)`` reads the deployment YAML and returns a :class:`Topology`; ``load_events(path)``
+reads a ``--events`` file. Every problem raises :class:`~gwlb_fast.errors.ConfigError` whose message names the
+file, the key path (``vpcs.business.route_tables.app[0].via``) and the problem, e.g.::
+
+    topology.yaml: vpcs.business.route_tables.app[0].via: unknown endpoint 'gwlbe-x' (known: gwlbe-a)
+
+Unknown keys are errors too (a typo must not silently turn a setting off). The ``security_policy`` mapping is kept
+as written (``Topology.security_policy``, key path ``Topology.security_policy_path``) for ``gwlb_fast.policy`` to
+compile.
+"""
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+__all__ = [
+    "FAILOVER",
+    "FW_STATES",
+    "GENEVE_PROFILES",
+    "NEXT_HOP_KINDS",
+    "PROTOCOLS",
+    "STICKINESS",
+    "DnatRule",
+    "Endpoint",
+    "Event",
+    "Firewall",
+    "GeneveSettings",
+    "Gwlb",
+    "HealthCheck",
+    "NatGateway",
+    "Route",
+    "RouteTable",
+    "Subnet",
+    "Topology",
+    "Vpc",
+    "events_from_list",
+    "example_topology_text",
+    "int_to_ip",
+    "ip_to_int",
+    "load_events",
+    "load_topology",
+    "topology_from_dict",
+]
+
+NEXT_HOP_KINDS = ("local", "gwlbe", "natgw", "internet", "blackhole")
+STICKINESS = ("5-tuple", "3-tuple", "2-tuple")
+FAILOVER = ("keep", "rebalance")
+FW_STATES = ("healthy", "unhealthy", "draining")
+PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1}
+#: per-profile defaults: Geneve option class, largest inner packet forwarded, Tencent's direction bits in the cookie
+GENEVE_PROFILES = {
+    "aws": {"option_class": 0x0108, "max_inner": 8500, "cookie_direction": False},
+    "alibaba": {"option_class": 0x0108, "max_inner": 1500, "cookie_direction": False},
+    "tencent": {"option_class": 0x0167, "max_inner": 8500, "cookie_direction": True},
+}
+
+
+def ip_to_int(s: str) -> int:
+    return int(ipaddress.IPv4Address(s))
+
+
+def int_to_ip(v: int) -> str:
+    return str(ipaddress.IPv4Address(int(v)))
+
+
+# ---------------------------------------------------------------------------------------------------- objects
+@dataclass(frozen=True)
+class Route:
+    """One route: ``dst`` CIDR -> next hop ``kind`` (one of NEXT_HOP_KINDS) and ``target`` name (gwlbe/natgw)."""
+
+    dst: str
+    net: int            # network address, host order
+    plen: int           # prefix length 0..32
+    via: str            # as written: "local", "gwlbe:gwlbe-a", ...
+    kind: str
+    target: str | None
+    key: str            # key path, for messages
+
+
+@dataclass
+class RouteTable:
+    name: str
+    vpc: str
+    routes: list[Route]
+    key: str
+
+
+@dataclass(frozen=True)
+class Subnet:
+    name: str
+    vpc: str
+    cidr: str
+    net: int
+    plen: int
+    route_table: str
+    key: str
+
+    def contains(self, ip: int) -> bool:
+        return _in_prefix(ip, self.net, self.plen)
+
+
+@dataclass
+class Vpc:
+    name: str
+    cidr: str
+    net: int
+    plen: int
+    subnets: dict[str, Subnet]
+    route_tables: dict[str, RouteTable]
+    key: str
+
+    def contains(self, ip: int) -> bool:
+        return _in_prefix(ip, self.net, self.plen)
+
+    def subnet_for(self, ip: int) -> Subnet | None:
+        for s in self.subnets.values():
+            if s.contains(ip):
+                return s
+        return None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A GWLB endpoint (GWLBe) in a VPC subnet; ``id`` is the 64-bit endpoint id carried in Geneve."""
+
+    name: str
+    vpc: str
+    subnet: str
+    id: int
+    gwlb: str
+    address: str | None
+    key: str
+
+
+@dataclass(frozen=True)
+class Firewall:
+    name: str
+    address: str
+    ip: int
+    key: str
+
+
+@dataclass(frozen=True)
+class GeneveSettings:
+    profile: str = "aws"
+    option_class: int = 0x0108
+    max_inner: int = 8500
+    cookie_direction: bool = False
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    protocol: str = "tcp"          # tcp | http
+    port: int = 80
+    path: str = "/"
+    interval: float = 10.0
+    healthy_threshold: int = 2
+    unhealthy_threshold: int = 2
+
+
+@dataclass
+class Gwlb:
+    name: str
+    address: str
+    ip: int
+    firewalls: dict[str, Firewall]
+    stickiness: str = "5-tuple"
+    failover: str = "keep"
+    idle_timeout_tcp: float = 350.0
+    idle_timeout_other: float = 120.0
+    draining_timeout: float = 300.0
+    flow_capacity: int = 1 << 20
+    geneve: GeneveSettings = field(default_factory=GeneveSettings)
+    health_check: HealthCheck = field(default_factory=HealthCheck)
+    key: str = ""
+
+    @property
+    def firewall_names(self) -> list[str]:
+        return list(self.firewalls)
+
+
+@dataclass(frozen=True)
+class DnatRule:
+    """``proto`` ``public_ip:port`` -> ``to_ip:to_port`` (a private server)."""
+
+    proto: int
+    port: int
+    to: str
+    to_ip: int
+    to_port: int
+    key: str
+
+
+@dataclass
+class NatGateway:
+    name: str
+    public_ip: str
+    public_ip_int: int
+    snat_sources: list[tuple[int, int]]      # (net, plen)
+    snat_source_cidrs: list[str]
+    port_lo: int = 1024
+    port_hi: int = 65535
+    dnat: list[DnatRule] = field(default_factory=list)
+    idle_timeout_tcp: float = 350.0
+    idle_timeout_other: float = 120.0
+    capacity: int = 1 << 18
+    vpc: str | None = None
+    subnet: str | None = None
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class Event:
+    """A scripted health change: at ``at`` seconds after the capture's first packet, ``firewall`` becomes ``state``."""
+
+    at: float
+    firewall: str
+    state: str
+    gwlb: str | None = None
+    key: str = ""
+
+
+@dataclass
+class Topology:
+    vpcs: dict[str, Vpc]
+    endpoints: dict[str, Endpoint]
+    gwlbs: dict[str, Gwlb]
+    nat_gateways: dict[str, NatGateway]
+    security_policy: Any = None
+    security_policy_path: str = "security_policy"
+    events: list[Event] = field(default_factory=list)
+    source: str = "<topology>"
+
+    def gwlb_of_firewall(self, fw: str) -> list[str]:
+        return [g.name for g in self.gwlbs.values() if fw in g.firewalls]
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+class _Ctx:
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, path: str, problem: str):
+        where = f"{path}: " if path else ""
+        raise ConfigError(f"{self.source}: {where}{problem}")
+
+
+def _in_prefix(ip: int, net: int, plen: int) -> bool:
+    if plen == 0:
+        return True
+    mask = (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF
+    return (ip & mask) == net
+
+
+def _type_name(v) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", int: "an integer", float: "a number",
+            bool: "a boolean", type(None): "empty"}.get(type(v), type(v).__name__)
+
+
+def _mapping(ctx: _Ctx, v, path: str, allowed: tuple[str, ...] | None = None, required: tuple[str, ...] = ()):
+    if not isinstance(v, dict):
+        ctx.fail(path, f"must be a mapping, got {_type_name(v)}")
+    for k in v:
+        if not isinstance(k, str):
+            ctx.fail(path, f"key {k!r} must be a string")
+    if allowed is not None:
+        for k in v:
+            if k not in allowed:
+                hint = _close(k, allowed)
+                ctx.fail(_join(path, k), f"unknown key{hint} (allowed: {', '.join(allowed)})")
+    for k in required:
+        if k not in v:
+            ctx.fail(path, f"missing required key '{k}'")
+    return v
+
+
+def _close(word: str, choices) -> str:
+    import difflib
+
+    m = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean '{m[0]}'?)" if m else ""
+
+
+def _join(path: str, key) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
+
+
+def _list(ctx, v, path):
+    if not isinstance(v, list):
+        ctx.fail(path, f"must be a list, got {_type_name(v)}")
+    return v
+
+
+def _str(ctx, v, path) -> str:
+    if not isinstance(v, str) or not v:
+        ctx.fail(path, f"must be a non-empty string, got {_type_name(v)}")
+    return v
+
+
+def _int(ctx, v, path, lo=None, hi=None, what="an integer") -> int:
+    if isinstance(v, bool):
+        ctx.fail(path, f"must be {what}, got a boolean")
+    if isinstance(v, str):
+        try:
+            v = int(v.strip(), 0)
+        except ValueError:
+            ctx.fail(path, f"must be {what}, got {v!r}")
+    if not isinstance(v, int):
+        ctx.fail(path, f"must be {what}, got {_type_name(v)}")
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        ctx.fail(path, f"{v} out of range {lo}..{hi}")
+    return v
+
+
+def _num(ctx, v, path, lo=0.0) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        ctx.fail(path, f"must be a number, got {_type_name(v)}")
+    if v < lo or math.isnan(v):
+        ctx.fail(path, f"must be >= {lo}, got {v}")
+    return float(v)
+
+
+def _choice(ctx, v, path, choices) -> str:
+    if not isinstance(v, str) or v not in choices:
+        hint = _close(v, choices) if isinstance(v, str) else ""
+        ctx.fail(path, f"unknown value {v!r}{hint} (expected one of: {', '.join(choices)})")
+    return v
+
+
+def _ip(ctx, v, path) -> int:
+    if not isinstance(v, str):
+        ctx.fail(path, f"must be an IPv4 address string, got {_type_name(v)}")
+    try:
+        return int(ipaddress.IPv4Address(v.strip()))
+    except ValueError:
+        ctx.fail(path, f"bad IPv4 address {v!r}")
+
+
+def _cidr(ctx, v, path) -> tuple[str, int, int]:
+    if not isinstance(v, str):
+        ctx.fail(path, f"must be a CIDR string like 10.0.0.0/16, got {_type_name(v)}")
+    s = v.strip()
+    try:
+        net = ipaddress.IPv4Network(s, strict=False)
+    except ValueError:
+        ctx.fail(path, f"bad CIDR {v!r}")
+    if "/" not in s:
+        ctx.fail(path, f"bad CIDR {v!r}: missing /prefix-length")
+    if int(net.network_address) != int(ipaddress.IPv4Address(s.split("/")[0])):
+        ctx.fail(path, f"bad CIDR {v!r}: host bits set (did you mean {net}?)")
+    return str(net), int(net.network_address), net.prefixlen
+
+
+def _port(ctx, v, path, lo=1) -> int:
+    return _int(ctx, v, path, lo, 65535, what="a port number")
+
+
+def _port_range(ctx, v, path) -> tuple[int, int]:
+    if isinstance(v, str) and "-" in v:
+        a, _, b = v.partition("-")
+        lo, hi = _port(ctx, a.strip(), path), _port(ctx, b.strip(), path)
+    elif isinstance(v, list) and len(v) == 2:
+        lo, hi = _port(ctx, v[0], _join(path, 0)), _port(ctx, v[1], _join(path, 1))
+    else:
+        ctx.fail(path, f"must be a port range 'lo-hi' or [lo, hi], got {v!r}")
+    if lo > hi:
+        ctx.fail(path, f"empty port range {lo}-{hi}")
+    return lo, hi
+
+
+def _proto(ctx, v, path) -> int:
+    if isinstance(v, str) and v.lower() in PROTOCOLS:
+        return PROTOCOLS[v.lower()]
+    if isinstance(v, int) and not isinstance(v, bool) and v in PROTOCOLS.values():
+        return v
+    ctx.fail(path, f"unknown protocol {v!r} (expected tcp, udp or icmp)")
+
+
+def _overlap(a_net, a_len, b_net, b_len) -> bool:
+    plen = min(a_len, b_len)
+    return _in_prefix(a_net, b_net & _mask(plen), plen) and _in_prefix(b_net, a_net & _mask(plen), plen)
+
+
+def _mask(plen: int) -> int:
+    return (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF if plen else 0
+
+
+# ---------------------------------------------------------------------------------------------------- loading
+def _read(path_or_text) -> tuple[str, str]:
+    """Return (source name, text)."""
+    if isinstance(path_or_text, Path):
+        return str(path_or_text), path_or_text.read_text()
+    if isinstance(path_or_text, str):
+        if "\n" in path_or_text or path_or_text.lstrip().startswith("{") or not path_or_text.strip():
+            return "<topology>", path_or_text
+        return path_or_text, Path(path_or_text).read_text()
+    if isinstance(path_or_text, os.PathLike):
+        p = Path(path_or_text)
+        return str(p), p.read_text()
+    raise TypeError(f"load_topology: expected a path or YAML text, got {type(path_or_text).__name__}")
+
+
+def _parse_yaml(source: str, text: str):
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1} column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"{source}: {where}invalid YAML: {problem}") from None
+
+
+def load_topology(path_or_text) -> Topology:
+    """Load and validate a topology file (DESIGN.md section 6).
+
+    ``path_or_text``: a path (``str`` or ``Path``) or the YAML text itself (a string with a newline in it).
+    Raises ``ConfigError`` naming the file, the key path and the problem; ``FileNotFoundError`` if missing.
+    """
+    source, text = _read(path_or_text)
+    return topology_from_dict(_parse_yaml(source, text), source)
+
+
+def example_topology_text() -> str:
+    """The shipped example topology (``gwlb_fast/examples/topology.yaml``)."""
+    from importlib.resources import files
+
+    return files("gwlb_fast").joinpath("examples", "topology.yaml").read_text()
+
+
+TOP_KEYS = ("vpcs", "endpoints", "gwlb", "nat_gateways", "security_policy", "events")
+
+
+def topology_from_dict(data, source: str = "<topology>") -> Topology:
+    """Validate an already-parsed topology mapping (``load_topology`` minus the YAML)."""
+    ctx = _Ctx(source)
+    if data is None:
+        ctx.fail("", "empty topology file")
+    _mapping(ctx, data, "", TOP_KEYS, required=("vpcs",))
+
+    vpcs = _vpcs(ctx, data["vpcs"])
+    gwlbs = _gwlbs(ctx, data.get("gwlb") or {})
+    endpoints = _endpoints(ctx, data.get("endpoints") or {}, vpcs, gwlbs)
+    nats = _nats(ctx, data.get("nat_gateways") or {}, vpcs)
+    _routes_targets(ctx, vpcs, endpoints, nats)
+    _nat_placement(ctx, vpcs, nats)
+    for n in nats.values():
+        _nat_dnat_targets(ctx, vpcs, n)
+    policy = data.get("security_policy")
+    if policy is not None and not isinstance(policy, (dict, str)):
+        ctx.fail("security_policy", f"must be a mapping (or a policy file name), got {_type_name(policy)}")
+    events = events_from_list(data.get("events") or [], source, gwlbs, "events")
+    return Topology(vpcs, endpoints, gwlbs, nats, policy, "security_policy", events, source)
+
+
+def _vpcs(ctx, raw) -> dict[str, Vpc]:
+    _mapping(ctx, raw, "vpcs")
+    if not raw:
+        ctx.fail("vpcs", "at least one VPC is required")
+    out = {}
+    for name, v in raw.items():
+        p = _join("vpcs", name)
+        _mapping(ctx, v, p, ("cidr", "subnets", "route_tables"), required=("cidr",))
+        cidr, net, plen = _cidr(ctx, v["cidr"], _join(p, "cidr"))
+        # route tables first: subnets refer to them
+        tables = {}
+        rt_raw = v.get("route_tables") or {}
+        _mapping(ctx, rt_raw, _join(p, "route_tables"))
+        for tname, routes in rt_raw.items():
+            tp = _join(_join(p, "route_tables"), tname)
+            tables[tname] = RouteTable(tname, name, _routes(ctx, routes, tp), tp)
+        subnets: dict[str, Subnet] = {}
+        sn_raw = v.get("subnets") or {}
+        _mapping(ctx, sn_raw, _join(p, "subnets"))
+        for sname, s in sn_raw.items():
+            sp = _join(_join(p, "subnets"), sname)
+            _mapping(ctx, s, sp, ("cidr", "route_table"), required=("cidr", "route_table"))
+            scidr, snet, splen = _cidr(ctx, s["cidr"], _join(sp, "cidr"))
+            if splen < plen or not _in_prefix(snet, net, plen):
+                ctx.fail(_join(sp, "cidr"), f"subnet {scidr} is outside its VPC CIDR {cidr}")
+            for other in subnets.values():
+                if _overlap(snet, splen, other.net, other.plen):
+                    ctx.fail(_join(sp, "cidr"), f"subnet {scidr} overlaps subnet '{other.name}' ({other.cidr})")
+            rt = _str(ctx, s["route_table"], _join(sp, "route_table"))
+            if rt not in tables:
+                ctx.fail(_join(sp, "route_table"), f"unknown route table '{rt}'{_close(rt, tables)}"
+                         f" (known: {', '.join(tables) or 'none'})")
+            subnets[sname] = Subnet(sname, name, scidr, snet, splen, rt, sp)
+        out[name] = Vpc(name, cidr, net, plen, subnets, tables, p)
+    return out
+
+
+def _routes(ctx, raw, path) -> list[Route]:
+    _list(ctx, raw, path)
+    routes = []
+    seen = {}
+    for i, r in enumerate(raw):
+        rp = _join(path, i)
+        _mapping(ctx, r, rp, ("dst", "via"), required=("dst", "via"))
+        dst, net, plen = _cidr(ctx, r["dst"], _join(rp, "dst"))
+        via = _str(ctx, r["via"], _join(rp, "via")).strip()
+        kind, _, target = via.partition(":")
+        if kind not in NEXT_HOP_KINDS:
+            ctx.fail(_join(rp, "via"), f"unknown next hop {via!r} (expected local, internet, blackhole, "
+                                       f"gwlbe:<endpoint> or natgw:<nat gateway>)")
+        if kind in ("gwlbe", "natgw") and not target:
+            ctx.fail(_join(rp, "via"), f"next hop {via!r} needs a name: {kind}:<name>")
+        if kind not in ("gwlbe", "natgw") and target:
+            ctx.fail(_join(rp, "via"), f"next hop {via!r}: '{kind}' takes no name")
+        if (net, plen) in seen:
+            ctx.fail(_join(rp, "dst"), f"duplicate route for {dst} (also at index {seen[(net, plen)]})")
+        seen[(net, plen)] = i
+        routes.append(Route(dst, net, plen, via, kind, target or None, rp))
+    return routes
+
+
+def _gwlbs(ctx, raw) -> dict[str, Gwlb]:
+    _mapping(ctx, raw, "gwlb")
+    out = {}
+    fw_addr_all: dict[int, str] = {}
+    for name, g in raw.items():
+        p = _join("gwlb", name)
+        _mapping(ctx, g, p, ("address", "stickiness", "failover", "idle_timeout", "draining_timeout", "geneve",
+                             "firewalls", "flow_capacity", "health_check"), required=("address", "firewalls"))
+        ip = _ip(ctx, g["address"], _join(p, "address"))
+        fws = {}
+        fraw = _mapping(ctx, g["firewalls"], _join(p, "firewalls"))
+        if not fraw:
+            ctx.fail(_join(p, "firewalls"), "at least one firewall is required")
+        for fname, f in fraw.items():
+            fp = _join(_join(p, "firewalls"), fname)
+            _mapping(ctx, f, fp, ("address",), required=("address",))
+            fip = _ip(ctx, f["address"], _join(fp, "address"))
+            if fip in fw_addr_all:
+                ctx.fail(_join(fp, "address"), f"duplicate firewall address {f['address']} "
+                                               f"(also {fw_addr_all[fip]})")
+            if fip == ip:
+                ctx.fail(_join(fp, "address"), f"firewall address {f['address']} is the GWLB's own address")
+            fw_addr_all[fip] = fp
+            fws[fname] = Firewall(fname, f["address"].strip(), fip, fp)
+        gw = Gwlb(name, g["address"].strip(), ip, fws, key=p)
+        if "stickiness" in g:
+            gw.stickiness = _choice(ctx, g["stickiness"], _join(p, "stickiness"), STICKINESS)
+        if "failover" in g:
+            gw.failover = _choice(ctx, g["failover"], _join(p, "failover"), FAILOVER)
+        if "idle_timeout" in g:
+            it = g["idle_timeout"]
+            ip_ = _join(p, "idle_timeout")
+            if isinstance(it, (int, float)) and not isinstance(it, bool):
+                gw.idle_timeout_tcp = gw.idle_timeout_other = _num(ctx, it, ip_, 1e-9)
+            else:
+                _mapping(ctx, it, ip_, ("tcp", "other"))
+                if "tcp" in it:
+                    gw.idle_timeout_tcp = _num(ctx, it["tcp"], _join(ip_, "tcp"), 1e-9)
+                if "other" in it:
+                    gw.idle_timeout_other = _num(ctx, it["other"], _join(ip_, "other"), 1e-9)
+        if "draining_timeout" in g:
+            gw.draining_timeout = _num(ctx, g["draining_timeout"], _join(p, "draining_timeout"))
+        if "flow_capacity" in g:
+            gw.flow_capacity = _int(ctx, g["flow_capacity"], _join(p, "flow_capacity"), 1, 1 << 30)
+        if "geneve" in g:
+            gw.geneve = _geneve(ctx, g["geneve"], _join(p, "geneve"))
+        if "health_check" in g:
+            gw.health_check = _health(ctx, g["health_check"], _join(p, "health_check"))
+        out[name] = gw
+    return out
+
+
+def _geneve(ctx, raw, path) -> GeneveSettings:
+    _mapping(ctx, raw, path, ("option_class", "profile", "max_inner"))
+    profile = _choice(ctx, raw.get("profile", "aws"), _join(path, "profile"), tuple(GENEVE_PROFILES))
+    d = dict(GENEVE_PROFILES[profile])
+    if "option_class" in raw:
+        d["option_class"] = _int(ctx, raw["option_class"], _join(path, "option_class"), 0, 0xFFFF,
+                                 "a 16-bit option class")
+    if "max_inner" in raw:
+        d["max_inner"] = _int(ctx, raw["max_inner"], _join(path, "max_inner"), 20, 65535)
+    return GeneveSettings(profile=profile, **d)
+
+
+def _health(ctx, raw, path) -> HealthCheck:
+    _mapping(ctx, raw, path, ("protocol", "port", "path", "interval", "healthy_threshold", "unhealthy_threshold"))
+    kw = {}
+    if "protocol" in raw:
+        kw["protocol"] = _choice(ctx, raw["protocol"], _join(path, "protocol"), ("tcp", "http"))
+    if "port" in raw:
+        kw["port"] = _port(ctx, raw["port"], _join(path, "port"))
+    if "path" in raw:
+        kw["path"] = _str(ctx, raw["path"], _join(path, "path"))
+    if "interval" in raw:
+        kw["interval"] = _num(ctx, raw["interval"], _join(path, "interval"), 1e-9)
+    for k in ("healthy_threshold", "unhealthy_threshold"):
+        if k in raw:
+            kw[k] = _int(ctx, raw[k], _join(path, k), 1, 100)
+    return HealthCheck(**kw)
+
+
+def _endpoints(ctx, raw, vpcs, gwlbs) -> dict[str, Endpoint]:
+    _mapping(ctx, raw, "endpoints")
+    out = {}
+    ids: dict[int, str] = {}
+    for name, e in raw.items():
+        p = _join("endpoints", name)
+        _mapping(ctx, e, p, ("vpc", "subnet", "id", "gwlb", "address"), required=("vpc", "subnet", "id", "gwlb"))
+        vpc = _str(ctx, e["vpc"], _join(p, "vpc"))
+        if vpc not in vpcs:
+            ctx.fail(_join(p, "vpc"), f"unknown VPC '{vpc}'{_close(vpc, vpcs)} (known: {', '.join(vpcs)})")
+        subnet = _str(ctx, e["subnet"], _join(p, "subnet"))
+        if subnet not in vpcs[vpc].subnets:
+            ctx.fail(_join(p, "subnet"), f"unknown subnet '{subnet}' in VPC '{vpc}'"
+                                         f"{_close(subnet, vpcs[vpc].subnets)}"
+                                         f" (known: {', '.join(vpcs[vpc].subnets) or 'none'})")
+        eid = _int(ctx, e["id"], _join(p, "id"), 0, (1 << 64) - 1, "a 64-bit endpoint id")
+        if eid in ids:
+            ctx.fail(_join(p, "id"), f"duplicate endpoint id {eid:#x} (also endpoint '{ids[eid]}')")
+        ids[eid] = name
+        gw = _str(ctx, e["gwlb"], _join(p, "gwlb"))
+        if gw not in gwlbs:
+            ctx.fail(_join(p, "gwlb"), f"unknown GWLB '{gw}'{_close(gw, gwlbs)} (known: {', '.join(gwlbs) or 'none'})")
+        addr = None
+        if "address" in e:
+            a = _ip(ctx, e["address"], _join(p, "address"))
+            sn = vpcs[vpc].subnets[subnet]
+            if not sn.contains(a):
+                ctx.fail(_join(p, "address"), f"address {e['address']} is outside its subnet '{subnet}' ({sn.cidr})")
+            addr = e["address"].strip()
+        out[name] = Endpoint(name, vpc, subnet, eid, gw, addr, p)
+    return out
+
+
+def _nats(ctx, raw, vpcs) -> dict[str, NatGateway]:
+    _mapping(ctx, raw, "nat_gateways")
+    out = {}
+    for name, n in raw.items():
+        p = _join("nat_gateways", name)
+        _mapping(ctx, n, p, ("public_ip", "snat", "dnat", "vpc", "subnet", "idle_timeout", "capacity"),
+                 required=("public_ip",))
+        pub = _ip(ctx, n["public_ip"], _join(p, "public_ip"))
+        nat = NatGateway(name, n["public_ip"].strip(), pub, [], [], key=p)
+        if "snat" in n:
+            sp = _join(p, "snat")
+            s = _mapping(ctx, n["snat"], sp, ("sources", "ports"))
+            if "sources" in s:
+                for i, c in enumerate(_list(ctx, s["sources"], _join(sp, "sources"))):
+                    cidr, net, plen = _cidr(ctx, c, _join(_join(sp, "sources"), i))
+                    nat.snat_sources.append((net, plen))
+                    nat.snat_source_cidrs.append(cidr)
+            if "ports" in s:
+                nat.port_lo, nat.port_hi = _port_range(ctx, s["ports"], _join(sp, "ports"))
+        if "dnat" in n:
+            dp = _join(p, "dnat")
+            seen = {}
+            for i, r in enumerate(_list(ctx, n["dnat"], dp)):
+                rp = _join(dp, i)
+                _mapping(ctx, r, rp, ("proto", "port", "to"), required=("proto", "port", "to"))
+                proto = _proto(ctx, r["proto"], _join(rp, "proto"))
+                if proto == 1:
+                    ctx.fail(_join(rp, "proto"), "DNAT needs tcp or udp (ICMP has no port)")
+                port = _port(ctx, r["port"], _join(rp, "port"))
+                to = _str(ctx, r["to"], _join(rp, "to"))
+                host, sep, tport = to.rpartition(":")
+                if not sep:
+                    ctx.fail(_join(rp, "to"), f"must be ip:port, got {to!r}")
+                to_ip = _ip(ctx, host, _join(rp, "to"))
+                to_port = _port(ctx, tport, _join(rp, "to"))
+                if (proto, port) in seen:
+                    ctx.fail(_join(rp, "port"), f"duplicate DNAT rule for {r['proto']} port {port} "
+                                                f"(also at index {seen[(proto, port)]})")
+                seen[(proto, port)] = i
+                nat.dnat.append(DnatRule(proto, port, to, to_ip, to_port, rp))
+        if "idle_timeout" in n:
+            it = n["idle_timeout"]
+            ip_ = _join(p, "idle_timeout")
+            if isinstance(it, (int, float)) and not isinstance(it, bool):
+                nat.idle_timeout_tcp = nat.idle_timeout_other = _num(ctx, it, ip_, 1e-9)
+            else:
+                _mapping(ctx, it, ip_, ("tcp", "other"))
+                if "tcp" in it:
+                    nat.idle_timeout_tcp = _num(ctx, it["tcp"], _join(ip_, "tcp"), 1e-9)
+                if "other" in it:
+                    nat.idle_timeout_other = _num(ctx, it["other"], _join(ip_, "other"), 1e-9)
+        if "capacity" in n:
+            nat.capacity = _int(ctx, n["capacity"], _join(p, "capacity"), 1, 1 << 26)
+        if "vpc" in n:
+            v = _str(ctx, n["vpc"], _join(p, "vpc"))
+            if v not in vpcs:
+                ctx.fail(_join(p, "vpc"), f"unknown VPC '{v}'{_close(v, vpcs)} (known: {', '.join(vpcs)})")
+            nat.vpc = v
+        if "subnet" in n:
+            if nat.vpc is None:
+                ctx.fail(_join(p, "subnet"), "'subnet' needs 'vpc' beside it")
+            s = _str(ctx, n["subnet"], _join(p, "subnet"))
+            if s not in vpcs[nat.vpc].subnets:
+                ctx.fail(_join(p, "subnet"), f"unknown subnet '{s}' in VPC '{nat.vpc}'"
+                                             f"{_close(s, vpcs[nat.vpc].subnets)}")
+            nat.subnet = s
+        for v in vpcs.values():
+            if v.contains(pub):
+                ctx.fail(_join(p, "public_ip"), f"public IP {n['public_ip']} lies inside VPC '{v.name}' ({v.cidr})")
+        out[name] = nat
+    return out
+
+
+def _routes_targets(ctx, vpcs, endpoints, nats):
+    for v in vpcs.values():
+        for t in v.route_tables.values():
+            for r in t.routes:
+                path = _join(r.key, "via")
+                if r.kind == "gwlbe":
+                    if r.target not in endpoints:
+                        ctx.fail(path, f"unknown endpoint '{r.target}'{_close(r.target, endpoints)}"
+                                       f" (known: {', '.join(endpoints) or 'none'})")
+                    if endpoints[r.target].vpc != v.name:
+                        ctx.fail(path, f"endpoint '{r.target}' is in VPC '{endpoints[r.target].vpc}', "
+                                       f"not '{v.name}'")
+                elif r.kind == "natgw":
+                    if r.target not in nats:
+                        ctx.fail(path, f"unknown NAT gateway '{r.target}'{_close(r.target, nats)}"
+                                       f" (known: {', '.join(nats) or 'none'})")
+                    if nats[r.target].vpc not in (None, v.name):
+                        ctx.fail(path, f"NAT gateway '{r.target}' is in VPC '{nats[r.target].vpc}', not '{v.name}'")
+
+
+def _nat_placement(ctx, vpcs, nats):
+    """Infer a NAT gateway's VPC (from the routes naming it) and subnet (the one routing to the Internet)."""
+    for n in nats.values():
+        if n.vpc is None:
+            users = {v.name for v in vpcs.values() for t in v.route_tables.values() for r in t.routes
+                     if r.kind == "natgw" and r.target == n.name}
+            if len(users) > 1:
+                ctx.fail(n.key, f"NAT gateway is used from several VPCs ({', '.join(sorted(users))}); set 'vpc'")
+            n.vpc = next(iter(users)) if users else None
+        if n.vpc is not None and n.subnet is None:
+            v = vpcs[n.vpc]
+            cands = []
+            for s in v.subnets.values():
+                t = v.route_tables[s.route_table]
+                if any(r.kind == "internet" for r in t.routes) and \
+                        not any(r.kind == "natgw" and r.target == n.name for r in t.routes):
+                    cands.append(s.name)
+            if len(cands) == 1:
+                n.subnet = cands[0]
+
+
+def _nat_dnat_targets(ctx, vpcs, n: NatGateway):
+    for r in n.dnat:
+        vs = [vpcs[n.vpc]] if n.vpc else list(vpcs.values())
+        if not any(v.subnet_for(r.to_ip) for v in vs):
+            where = f"VPC '{n.vpc}'" if n.vpc else "any VPC"
+            ctx.fail(_join(r.key, "to"), f"DNAT target {r.to} is in no subnet of {where}")
+
+
+# ---------------------------------------------------------------------------------------------------- events
+def events_from_list(raw, source: str, gwlbs: dict[str, Gwlb] | None, path: str = "events") -> list[Event]:
+    """Validate a list of events; with ``gwlbs`` given, every firewall must exist (in the named GWLB if any)."""
+    ctx = _Ctx(source)
+    _list(ctx, raw, path)
+    out = []
+    for i, e in enumerate(raw):
+        p = _join(path, i)
+        _mapping(ctx, e, p, ("at", "firewall", "state", "gwlb"), required=("at", "firewall", "state"))
+        at = _num(ctx, e["at"], _join(p, "at"))
+        fw = _str(ctx, e["firewall"], _join(p, "firewall"))
+        state = _choice(ctx, e["state"], _join(p, "state"), FW_STATES)
+        gw = None
+        if "gwlb" in e:
+            gw = _str(ctx, e["gwlb"], _join(p, "gwlb"))
+        if gwlbs is not None:
+            if gw is not None:
+                if gw not in gwlbs:
+                    ctx.fail(_join(p, "gwlb"), f"unknown GWLB '{gw}'{_close(gw, gwlbs)}")
+                if fw not in gwlbs[gw].firewalls:
+                    ctx.fail(_join(p, "firewall"), f"unknown firewall '{fw}' in GWLB '{gw}'"
+                                                   f"{_close(fw, gwlbs[gw].firewalls)}")
+            else:
+                owners = [g.name for g in gwlbs.values() if fw in g.firewalls]
+                allfw = [f for g in gwlbs.values() for f in g.firewalls]
+                if not owners:
+                    ctx.fail(_join(p, "firewall"), f"unknown firewall '{fw}'{_close(fw, allfw)}"
+                                                   f" (known: {', '.join(allfw) or 'none'})")
+                if len(owners) > 1:
+                    ctx.fail(_join(p, "firewall"), f"firewall '{fw}' is in several GWLBs "
+                                                   f"({', '.join(owners)}); add 'gwlb'")
+                gw = owners[0]
+        out.append(Event(at, fw, state, gw, p))
+    out.sort(key=lambda ev: ev.at)
+    return out
+
+
+def load_events(path, topology: Topology | None = None) -> list[Event]:
+    """Read a ``--events`` file: a YAML list of ``{at, firewall, state[, gwlb]}`` (as under ``events:``).
+
+    With ``topology`` given, firewall names are checked against it. Returns the events sorted by time.
+    """
+    source, text = _read(Path(path) if not isinstance(path, Path) else path)
+    data = _parse_yaml(source, text)
+    if isinstance(data, dict) and set(data) == {"events"}:
+        data, key = data["events"], "events"
+    else:
+        key = ""
+    if data is None:
+        return []
+    return events_from_list(data, source, topology.gwlbs if topology else None, key)

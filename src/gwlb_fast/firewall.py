@@ -1,0 +1,443 @@
+"""The VM-Series stage: one firewall behind the GWLB, with its own session table (DESIGN.md sections 1-3 and 6).
+
+``Firewall.process(wire)`` takes Geneve frames as the GWLB sent them and, all vectorized or in kernels:
+
+1. decapsulates (``geneve.decap``, no copy) and parses the inner IPv4 packet (``batch.parse``);
+2. maps the GWLB endpoint id to its zone (unknown endpoint -> ``UNKNOWN_ENDPOINT``);
+3. finds or creates the session in a :class:`FlowTable` keyed by the canonical 5-tuple and the endpoint id, so a
+   flow and its reply share one session;
+4. classifies only the packets that may start a session (rows of slots that are new in this batch) with the
+   compiled policy; the *from* zone is the zone of the endpoint the packet entered by, and the *to* zone is the same
+   zone: behind a GWLB the firewall receives and returns every packet on the one Geneve interface, so it sees
+   intrazone traffic (a rule with ``from``/``to`` lists the endpoint's zone on both sides to match);
+5. applies the packets to their sessions in batch order in one nogil kernel (``_kernels.session``): TCP sessions
+   must start with a SYN (else ``TCP_NOT_SYN``, dropped, no session); allowed sessions forward both directions
+   until an RST (the RST passes, later packets are ``SESSION_CLOSED`` until the close timeout removes the session
+   and a new SYN may start a new one) or a FIN from each side (later packets, e.g. the last ACK, still pass until
+   the close timeout); denied sessions are remembered for ``deny_timeout`` and drop every packet (``POLICY_DENY``
+   with the rule); reset sessions drop (``POLICY_RESET``) and answer each TCP packet with the RST(s) of the action;
+6. builds the frames returned to the GWLB in input order (``_kernels.tcpreset``): allowed packets with the Geneve
+   header echoed byte for byte and the outer addresses swapped, and TCP RSTs inside a copy of the offending
+   packet's outer headers, with sequence numbers per RFC 9293 section 3.10.7.1;
+7. idle-expires sessions from packet timestamps (amortized scan of the table after each batch) and logs every
+   session that ends (:data:`SESSION_DTYPE`).
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import geneve
+from ._kernels import session as _s
+from ._kernels import tcpreset as _r
+from ._kernels.flowtable import END_EVICTED, FlowTable, canonical_5tuple
+from .batch import PacketBatch
+from .errors import ConfigError
+from .policy import ZONE_UNKNOWN, Action, Classifier, Policy
+from .status import N_STATUS, PktStatus, count_status
+
+__all__ = [
+    "END_REASONS",
+    "KIND_ECHO",
+    "KIND_RST_TO_RECEIVER",
+    "KIND_RST_TO_SENDER",
+    "SESSION_DTYPE",
+    "Firewall",
+    "FirewallOutput",
+]
+
+NS = 1_000_000_000
+
+KIND_ECHO = _r.KIND_ECHO
+KIND_RST_TO_SENDER = _r.KIND_RST_TO_SENDER
+KIND_RST_TO_RECEIVER = _r.KIND_RST_TO_RECEIVER
+
+#: one ended session: client = the side that sent the session's first packet
+SESSION_DTYPE = np.dtype([
+    ("client_ip", np.uint32), ("server_ip", np.uint32), ("client_port", np.uint16), ("server_port", np.uint16),
+    ("proto", np.uint8), ("zone", np.uint8), ("action", np.uint8), ("end_reason", np.uint8),
+    ("rule", np.int32), ("endpoint_id", np.uint64),
+    ("packets_c2s", np.uint64), ("packets_s2c", np.uint64), ("bytes_c2s", np.uint64), ("bytes_s2c", np.uint64),
+    ("start_ns", np.int64), ("end_ns", np.int64),
+])
+
+#: end_reason code -> name (PAN-OS session end reasons where one exists)
+END_REASONS = {
+    _s.END_AGED_OUT: "aged-out",
+    _s.END_TCP_FIN: "tcp-fin",
+    _s.END_TCP_RST_FROM_CLIENT: "tcp-rst-from-client",
+    _s.END_TCP_RST_FROM_SERVER: "tcp-rst-from-server",
+    _s.END_POLICY_DENY: "policy-deny",
+    _s.END_EVICTED: "evicted",
+    _s.END_OF_RUN: "end-of-run",
+}
+
+assert [int(a) for a in Action] == [_s.ACT_ALLOW, _s.ACT_DENY, _s.ACT_DROP, _s.ACT_RESET_CLIENT, _s.ACT_RESET_SERVER,
+                                    _s.ACT_RESET_BOTH]
+
+
+@dataclass
+class FirewallOutput:
+    """What one ``Firewall.process`` call produced.
+
+    Attributes
+    ----------
+    wire : PacketBatch
+        Geneve frames returned to the GWLB, in input order: each allowed packet echoed, and the RSTs generated for
+        reset actions (reset-both: the RST to the client first). Geneve columns filled, ``fw_index`` set.
+    source : int64[m]
+        Input row each returned frame comes from.
+    kind : uint8[m]
+        ``KIND_ECHO``, ``KIND_RST_TO_SENDER`` or ``KIND_RST_TO_RECEIVER`` (relative to the offending packet).
+    status : uint8[n]
+        Per input packet: ``OK`` (forwarded) or why it was dropped (Geneve/inner parse reasons,
+        ``UNKNOWN_ENDPOINT``, ``FLOW_TABLE_FULL``, ``TCP_NOT_SYN``, ``POLICY_DENY``, ``POLICY_RESET``,
+        ``SESSION_CLOSED``).
+    rule : int32[n]
+        Rule of the packet's session (``len(policy.rules)`` = default action), -1 for packets without a session.
+    counts : int64[N_STATUS]
+        Input packets per status.
+    sessions : SESSION_DTYPE[k]
+        Sessions that ended during this call.
+    """
+
+    wire: PacketBatch
+    source: np.ndarray
+    kind: np.ndarray
+    status: np.ndarray
+    rule: np.ndarray
+    counts: np.ndarray
+    sessions: np.ndarray
+
+    @property
+    def n_rst(self) -> int:
+        return int(np.count_nonzero(self.kind != KIND_ECHO))
+
+
+class Firewall:
+    """One VM-Series instance: session table, policy, actions, hit counters and session log.
+
+    Parameters
+    ----------
+    name : str
+    index : int
+        The firewall's index in its GWLB's target list (written to ``fw_index`` of the frames it returns).
+    policy : Policy
+    zone_of_endpoint : dict[int, str]
+        GWLB endpoint id -> zone name (a zone of ``policy.zones``; any name when the policy defines no zones, then
+        only rules without ``from``/``to`` can match). Packets from other endpoints are dropped
+        (``UNKNOWN_ENDPOINT``).
+    session_capacity : int
+        Session table size (sessions beyond it evict the oldest idle one in the probe sequence, else
+        ``FLOW_TABLE_FULL``).
+    tcp_timeout, other_timeout : float
+        Idle timeouts in seconds (PAN-OS defaults: TCP 3600, UDP/other 30).
+    close_timeout : float
+        How long a session closed by FIN (both sides) or RST stays before removal (PAN-OS TCP time-wait, 15 s).
+    deny_timeout : float
+        How long a denied or reset session is remembered (PAN-OS discard timeout, 60 s).
+    option_class : int
+        Geneve option class of the GWLB metadata options.
+    classifier : Classifier, optional
+        ``policy.compile()`` result to share between firewalls (compiled here when None).
+    expire_scan : int, optional
+        Slots scanned for idle expiry after each batch (default ``max(4096, 2 * batch size)``).
+    keep_log : bool
+        Also keep every ended session in :attr:`session_log` (for tests and small runs; a pipeline streams
+        ``FirewallOutput.sessions`` instead).
+    """
+
+    def __init__(self, name: str, index: int, policy: Policy, zone_of_endpoint: dict[int, str], *,
+                 session_capacity: int = 1 << 20, tcp_timeout: float = 3600, other_timeout: float = 30,
+                 close_timeout: float = 15, deny_timeout: float = 60, option_class: int = 0x0108,
+                 classifier: Classifier | None = None, expire_scan: int | None = None, keep_log: bool = False):
+        if not isinstance(policy, Policy):
+            raise TypeError(f"firewall {name}: policy must be a Policy, got {type(policy).__name__}")
+        for key, val in (("tcp_timeout", tcp_timeout), ("other_timeout", other_timeout),
+                         ("close_timeout", close_timeout), ("deny_timeout", deny_timeout)):
+            if not val > 0:
+                raise ConfigError(f"firewall {name}: {key} must be > 0 seconds, got {val!r}")
+        self.name = str(name)
+        self.index = int(index)
+        self.policy = policy
+        self.classifier = policy.compile() if classifier is None else classifier
+        self.option_class = int(option_class)
+        self.tcp_timeout_ns = int(tcp_timeout * NS)
+        self.other_timeout_ns = int(other_timeout * NS)
+        self.close_timeout_ns = int(close_timeout * NS)
+        self.deny_timeout_ns = int(deny_timeout * NS)
+        self.expire_scan = expire_scan
+        self.keep_log = keep_log
+        self.table = FlowTable(int(session_capacity), tcp_timeout_ns=self.tcp_timeout_ns,
+                               other_timeout_ns=self.other_timeout_ns, evict="oldest-idle")
+        cap = self.table.capacity
+        # zeros: pages are only committed for the slots a run touches
+        self.sessions = np.zeros((cap, _s.NF), np.int64)
+        self._mark = np.zeros(cap, np.uint8)
+        n_rules = len(policy.rules)
+        self.default_rule = n_rules
+        self.hits = np.zeros(n_rules + 1, np.int64)
+        self._actions = np.append(policy.actions.astype(np.uint8), np.uint8(policy.default_action))
+        self.rule_names = list(policy.rule_names) + ["default"]
+        self.zone_of_endpoint = dict(zone_of_endpoint)
+        ids, zones = [], []
+        for ep, zname in self.zone_of_endpoint.items():
+            ep = int(ep)
+            if not 0 <= ep < 2**64:
+                raise ConfigError(f"firewall {name}: endpoint id {ep} is not a 64-bit unsigned integer")
+            if zname in policy.zone_names:
+                zones.append(policy.zone_names.index(zname))
+            elif policy.zone_names:
+                raise ConfigError(f"firewall {name}: endpoint {ep:#x}: zone {zname!r} is not a zone of the policy "
+                                  f"({', '.join(policy.zone_names)})")
+            else:
+                zones.append(ZONE_UNKNOWN)
+            ids.append(ep)
+        order = np.argsort(np.array(ids, np.uint64), kind="stable")
+        self._ep_ids = np.array(ids, np.uint64)[order]
+        self._ep_zone = np.array(zones, np.uint8)[order]
+        self.counts = np.zeros(N_STATUS, np.int64)
+        self.now_ns = np.iinfo(np.int64).min
+        self.rst_build_failed = 0
+        self._log: list[np.ndarray] = []
+
+    def __repr__(self) -> str:
+        return (f"Firewall({self.name!r}, index={self.index}, {len(self.policy.rules)} rules, "
+                f"{len(self.table)} sessions)")
+
+    # ------------------------------------------------------------------ per batch
+    def process(self, wire: PacketBatch) -> FirewallOutput:
+        """Inspect a batch of Geneve frames from the GWLB; see the module docstring for the steps."""
+        n = len(wire)
+        inner = geneve.decap(wire, option_class=self.option_class)
+        gst = inner.status
+        inner.status = None
+        inner.parse()
+        status = np.where(gst != PktStatus.OK, gst, inner.status).astype(np.uint8)
+
+        # endpoint -> zone
+        ep = inner.endpoint_id
+        if self._ep_ids.shape[0]:
+            pos = np.searchsorted(self._ep_ids, ep)
+            np.minimum(pos, self._ep_ids.shape[0] - 1, out=pos)
+            known = self._ep_ids[pos] == ep
+            zone = np.where(known, self._ep_zone[pos], np.uint8(ZONE_UNKNOWN)).astype(np.uint8)
+        else:
+            known = np.zeros(n, bool)
+            zone = np.full(n, ZONE_UNKNOWN, np.uint8)
+        status[(status == PktStatus.OK) & ~known] = PktStatus.UNKNOWN_ENDPOINT
+
+        # session lookup on the packets still OK
+        a_ip = np.empty(n, np.uint32)
+        b_ip = np.empty(n, np.uint32)
+        a_port = np.empty(n, np.uint16)
+        b_port = np.empty(n, np.uint16)
+        rev = np.empty(n, np.uint8)
+        canonical_5tuple(inner.src_ip, inner.dst_ip, inner.sport, inner.dport, a_ip, b_ip, a_port, b_port, rev)
+        ok = np.flatnonzero(status == PktStatus.OK)
+        slot = np.full(n, -1, np.int64)
+        is_new = np.zeros(n, np.uint8)
+        if ok.shape[0] == n:
+            self.table.lookup_or_insert(a_ip, b_ip, a_port, b_port, inner.proto, ep, inner.ts_ns, inner.wirelen,
+                                        slot, is_new)
+        elif ok.shape[0]:
+            sub_slot = np.empty(ok.shape[0], np.int64)
+            sub_new = np.empty(ok.shape[0], np.uint8)
+            self.table.lookup_or_insert(a_ip[ok], b_ip[ok], a_port[ok], b_port[ok], inner.proto[ok], ep[ok],
+                                        inner.ts_ns[ok], inner.wirelen[ok], sub_slot, sub_new)
+            slot[ok] = sub_slot
+            is_new[ok] = sub_new
+        ended_slots, _, ended_why = self.table.take_ended()
+        evicted = ended_slots[ended_why == END_EVICTED]
+        full = (status == PktStatus.OK) & (slot < 0)
+        status[full] = PktStatus.FLOW_TABLE_FULL
+
+        # classify the packets of sessions created in this batch (only their first packet's verdict is used)
+        rule = np.full(n, -1, np.int32)
+        action = np.zeros(n, np.uint8)
+        new_slots = slot[is_new != 0]
+        if new_slots.shape[0]:
+            self._mark[new_slots] = 1
+            live = slot >= 0
+            cls = np.flatnonzero(live & (self._mark[np.where(live, slot, 0)] != 0))
+            self._mark[new_slots] = 0
+            z = zone[cls]
+            r = self.classifier.classify(inner.src_ip[cls], inner.dst_ip[cls], inner.sport[cls], inner.dport[cls],
+                                         inner.proto[cls], z, z)
+            r[r < 0] = self.default_rule
+            rule[cls] = r
+            action[cls] = self._actions[r]
+
+        # per-packet session state machine, in order
+        out_rule = np.empty(n, np.int32)
+        out_n = np.empty(n, np.uint8)
+        k1 = np.empty(n, np.uint8)
+        k2 = np.empty(n, np.uint8)
+        ended = np.empty((n, _s.NF), np.int64)
+        ended_slot = np.empty(n, np.int64)
+        ne = _s.session_update(slot, is_new, rev, inner.proto, inner.tcp_flags, inner.ts_ns, inner.wirelen,
+                               inner.src_ip, inner.dst_ip, inner.sport, inner.dport, ep, zone, rule, action,
+                               self.sessions, status, out_rule, out_n, k1, k2, self.hits, ended, ended_slot)
+        logs = [ended[:ne]]
+
+        # closed / denied sessions get their short timeout; slots that never became a session are freed
+        touched = slot[slot >= 0]
+        state = self.sessions[touched, _s.F_STATE]
+        not_open = state != _s.S_OPEN
+        if np.any(not_open):
+            s2, st2 = touched[not_open], state[not_open]
+            closed = (st2 == _s.S_FIN_CLOSED) | (st2 == _s.S_RST_CLOSED)
+            self.table.set_timeout(s2[closed], self.close_timeout_ns)
+            denied = (st2 == _s.S_DENIED) | (st2 == _s.S_RESETTING)
+            self.table.set_timeout(s2[denied], self.deny_timeout_ns)
+            empty = s2[st2 == _s.S_EMPTY]
+            if empty.shape[0]:
+                self.table.delete(np.unique(empty))
+        # evicted sessions whose slot was not reused in this batch (reused ones were logged by the kernel)
+        if evicted.shape[0]:
+            evicted = np.unique(evicted)
+            logs.append(self._log_freed(evicted[self.table.live[evicted] == 0], _s.END_EVICTED))
+
+        # idle expiry, driven by packet time
+        if n:
+            self.now_ns = max(self.now_ns, int(inner.ts_ns.max()))
+            scan = self.expire_scan if self.expire_scan is not None else max(4096, 2 * n)
+            exp_slots, _ = self.table.expire(self.now_ns, scan)
+            logs.append(self._log_freed(exp_slots, _s.END_AGED_OUT))
+
+        # frames back to the GWLB
+        out, source, kind = self._returns(wire, inner, out_n, k1, k2)
+        counts = count_status(status)
+        self.counts += counts
+        sessions = self._records(np.concatenate(logs) if len(logs) > 1 else logs[0])
+        if self.keep_log and sessions.shape[0]:
+            self._log.append(sessions)
+        return FirewallOutput(out, source, kind, status, out_rule, counts, sessions)
+
+    # ------------------------------------------------------------------ end of run
+    def finish(self, now_ns: int | None = None) -> np.ndarray:
+        """End of run: expire the sessions idle at ``now_ns`` (default: the last packet time seen), then close the
+        rest with reason end-of-run. Returns the ended sessions (SESSION_DTYPE); the table is empty afterwards."""
+        logs = []
+        if now_ns is None:
+            now_ns = self.now_ns
+        if now_ns is not None and now_ns != np.iinfo(np.int64).min:
+            exp_slots, _ = self.table.expire_all(int(now_ns))
+            logs.append(self._log_freed(exp_slots, _s.END_AGED_OUT))
+        drained, _ = self.table.drain()
+        logs.append(self._log_freed(drained, _s.END_OF_RUN))
+        sessions = self._records(np.concatenate(logs))
+        if self.keep_log and sessions.shape[0]:
+            self._log.append(sessions)
+        return sessions
+
+    @property
+    def session_log(self) -> np.ndarray:
+        """Every session ended so far (``keep_log=True``), SESSION_DTYPE, in the order they ended."""
+        if not self._log:
+            return np.zeros(0, SESSION_DTYPE)
+        if len(self._log) > 1:
+            self._log = [np.concatenate(self._log)]
+        return self._log[0]
+
+    def stats(self) -> dict:
+        """Counters: packets per drop reason, hits per rule name, session table statistics."""
+        from .status import describe_counts
+
+        return {
+            "firewall": self.name,
+            "drops": describe_counts(self.counts),
+            "packets": int(self.counts.sum()),
+            "forwarded": int(self.counts[PktStatus.OK]),
+            "hits": {name: int(h) for name, h in zip(self.rule_names, self.hits)},
+            "sessions": self.table.stats(),
+            "rst_build_failed": self.rst_build_failed,
+        }
+
+    def describe_sessions(self, sessions: np.ndarray) -> list[dict]:
+        """Session records as dicts with names (addresses dotted, zone, rule, action, end reason) for logs."""
+        zones = self.policy.zone_names
+        actions = {int(a): a.name.lower().replace("_", "-") for a in Action}
+        out = []
+        for rec in sessions:
+            z = int(rec["zone"])
+            r = int(rec["rule"])
+            out.append({
+                "client_ip": str(ipaddress.IPv4Address(int(rec["client_ip"]))),
+                "client_port": int(rec["client_port"]),
+                "server_ip": str(ipaddress.IPv4Address(int(rec["server_ip"]))),
+                "server_port": int(rec["server_port"]),
+                "proto": int(rec["proto"]),
+                "zone": zones[z] if z < len(zones) else None,
+                "endpoint_id": int(rec["endpoint_id"]),
+                "firewall": self.name,
+                "rule": self.rule_names[r] if 0 <= r < len(self.rule_names) else None,
+                "action": actions.get(int(rec["action"])),
+                "packets_c2s": int(rec["packets_c2s"]),
+                "packets_s2c": int(rec["packets_s2c"]),
+                "bytes_c2s": int(rec["bytes_c2s"]),
+                "bytes_s2c": int(rec["bytes_s2c"]),
+                "start_ns": int(rec["start_ns"]),
+                "end_ns": int(rec["end_ns"]),
+                "end_reason": END_REASONS.get(int(rec["end_reason"])),
+            })
+        return out
+
+    # ------------------------------------------------------------------ helpers
+    def _log_freed(self, slots: np.ndarray, reason: int) -> np.ndarray:
+        """Session rows of freed table slots (those holding a session), with their end reason; clears them."""
+        slots = np.asarray(slots, np.int64)
+        rows = self.sessions[slots]
+        rows = rows[rows[:, _s.F_STATE] != _s.S_EMPTY]
+        rows[rows[:, _s.F_REASON] == 0, _s.F_REASON] = reason
+        self.sessions[slots, _s.F_STATE] = _s.S_EMPTY
+        return rows
+
+    @staticmethod
+    def _records(rows: np.ndarray) -> np.ndarray:
+        out = np.empty(rows.shape[0], SESSION_DTYPE)
+        for field, col in (("client_ip", _s.F_CLIENT_IP), ("server_ip", _s.F_SERVER_IP),
+                           ("client_port", _s.F_CLIENT_PORT), ("server_port", _s.F_SERVER_PORT),
+                           ("proto", _s.F_PROTO), ("zone", _s.F_ZONE), ("action", _s.F_ACTION),
+                           ("end_reason", _s.F_REASON), ("rule", _s.F_RULE), ("endpoint_id", _s.F_ENDPOINT),
+                           ("packets_c2s", _s.F_PKTS_C2S), ("packets_s2c", _s.F_PKTS_S2C),
+                           ("bytes_c2s", _s.F_BYTES_C2S), ("bytes_s2c", _s.F_BYTES_S2C),
+                           ("start_ns", _s.F_START), ("end_ns", _s.F_LAST)):
+            out[field] = rows[:, col].astype(SESSION_DTYPE[field], copy=False) if field != "endpoint_id" \
+                else rows[:, col].view(np.uint64)
+        return out
+
+    def _returns(self, wire: PacketBatch, inner: PacketBatch, out_n, k1, k2):
+        """Build the frames returned to the GWLB: (batch, source rows, kinds)."""
+        n = len(wire)
+        counts = out_n.astype(np.int64)
+        m = int(counts.sum())
+        source = np.repeat(np.arange(n, dtype=np.int64), counts)
+        first = np.zeros(n, np.int64)
+        if n:
+            np.cumsum(counts[:-1], out=first[1:])
+        second = (np.arange(m, dtype=np.int64) - first[source]) > 0
+        kind = np.where(second, k2[source], k1[source]).astype(np.uint8)
+        # offset of the inner IPv4 header in each frame (inner Ethernet for protocol type 0x6558 is skipped)
+        ip_off = np.where(inner.inner_off >= 0, inner.inner_off + np.maximum(inner.l3_off, 0), 0).astype(np.int32)
+        size = np.where(kind == KIND_ECHO, wire.caplen[source].astype(np.int64),
+                        ip_off[source].astype(np.int64) + _r.RST_INNER_LEN)
+        out_off = np.zeros(m, np.int64)
+        if m:
+            np.cumsum(size[:-1], out=out_off[1:])
+        data = np.empty(int(size.sum()), np.uint8)
+        st = np.empty(m, np.uint8)
+        bad = _r.build_returns(wire.data, wire.off, wire.caplen, wire.linktype, ip_off, source, kind, data, out_off,
+                               st)
+        wirelen = np.where(kind == KIND_ECHO, wire.wirelen[source].astype(np.int64), size).astype(np.uint32)
+        cols = {c: getattr(inner, c)[source] for c in ("vni", "geneve_flags", "opt_len", "endpoint_id",
+                                                        "attachment_id", "flow_cookie", "inner_off")}
+        out = PacketBatch(data, out_off, size.astype(np.uint32), wirelen, wire.ts_ns[source], wire.linktype[source],
+                          status=np.zeros(m, np.uint8), fw_index=np.full(m, self.index, np.int16), **cols)
+        if bad:
+            self.rst_build_failed += int(bad)
+            keep = st == PktStatus.OK
+            out, source, kind = out[keep], source[keep], kind[keep]
+        return out, source, kind

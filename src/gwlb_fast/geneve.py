@@ -1,0 +1,354 @@
+"""Geneve (RFC 8926) encapsulation and decapsulation with the GWLB metadata options (DESIGN.md section 2).
+
+``encap`` wraps each IPv4 packet of a batch in outer Ethernet + IPv4 + UDP 6081 + Geneve with three options
+(endpoint id, attachment id, flow cookie); ``decap`` finds the inner packets of a batch of Geneve frames;
+``parse_geneve`` fills the Geneve columns of a batch in place; ``echo`` is what a firewall sends back.
+
+Copies: ``decap`` copies no packet bytes. Its batch shares the outer batch's arena and its offsets point at
+the inner packets, so the outer headers stay readable at ``data[off - inner_off : off]``. ``encap`` writes
+each 82-byte outer header from a template in one kernel pass and copies the inner packet once with
+``memcpy``, into an output arena sized by a first pass (a pcap writer needs contiguous frames, so the copy is
+the one a gather-write would make anyway). ``echo`` copies the arena once and swaps the addresses in place.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._kernels import geneve as _k
+from .batch import LINKTYPE_ETHERNET, PacketBatch
+from .status import N_STATUS, PktStatus, count_status
+
+GENEVE_PORT = _k.GENEVE_PORT
+GENEVE_HDR_LEN = _k.GENEVE_HDR_LEN
+#: outer Ethernet + IPv4 + UDP + Geneve + the three GWLB options written by ``encap``
+ENCAP_HDR_LEN = _k.ENCAP_HDR_LEN
+#: the same without the outer Ethernet header: what the appliance MTU must add to the inner packet size
+OVERHEAD = ENCAP_HDR_LEN - 14
+PROTO_IPV4 = _k.PROTO_IPV4
+PROTO_ETHERNET = _k.PROTO_ETHERNET
+
+OPT_ENDPOINT_ID = 1
+OPT_ATTACHMENT_ID = 2
+OPT_FLOW_COOKIE = 3
+
+#: Geneve flag bits as stored in the ``geneve_flags`` column (second header byte)
+FLAG_OAM = 0x80
+FLAG_CRITICAL = 0x40
+
+DEFAULT_SRC_MAC = "02:00:0a:00:00:0a"
+DEFAULT_DST_MAC = "02:00:0a:00:01:0b"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Cloud defaults that differ between GWLB implementations.
+
+    Attributes
+    ----------
+    name : str
+    option_class : int
+        Option class of the metadata options.
+    max_inner : int
+        Largest inner packet (bytes) the GWLB forwards; larger ones are dropped with ``TOO_BIG``.
+    direction_bits : int
+        Bits at the top of the flow cookie that carry the flow direction (Tencent: 3), 0 if none.
+    """
+
+    name: str
+    option_class: int
+    max_inner: int
+    direction_bits: int = 0
+
+
+PROFILES = {
+    "aws": Profile("aws", 0x0108, 8500),
+    # Alibaba does not publish its option class: it is a deployment setting, 0x0108 until configured
+    "alibaba": Profile("alibaba", 0x0108, 1500),
+    "tencent": Profile("tencent", 0x0167, 8500, direction_bits=3),
+}
+
+
+def get_profile(profile: str | Profile = "aws") -> Profile:
+    """The ``Profile`` named ``profile`` (aws, alibaba, tencent); a ``Profile`` passes through."""
+    if isinstance(profile, Profile):
+        return profile
+    try:
+        return PROFILES[str(profile).lower()]
+    except KeyError:
+        raise ValueError(f"unknown Geneve profile {profile!r}; expected one of {', '.join(PROFILES)}") from None
+
+
+def split_cookie(flow_cookie, profile: str | Profile = "tencent"):
+    """Split flow cookies into ``(direction, flow_id)`` arrays for a profile with direction bits."""
+    prof = get_profile(profile)
+    cookie = np.asarray(flow_cookie, dtype=np.uint32)
+    shift = 32 - prof.direction_bits
+    if prof.direction_bits == 0:
+        return np.zeros_like(cookie, dtype=np.uint8), cookie.copy()
+    return (cookie >> np.uint32(shift)).astype(np.uint8), cookie & np.uint32((1 << shift) - 1)
+
+
+# ---------------------------------------------------------------------------------------------------- decoding
+def _decode(batch: PacketBatch, option_class: int):
+    n = len(batch)
+    cols = {
+        "status": np.empty(n, np.uint8),
+        "vni": np.empty(n, np.uint32),
+        "geneve_flags": np.empty(n, np.uint8),
+        "opt_len": np.empty(n, np.uint16),
+        "endpoint_id": np.empty(n, np.uint64),
+        "attachment_id": np.empty(n, np.uint64),
+        "flow_cookie": np.empty(n, np.uint32),
+        "inner_off": np.empty(n, np.int32),
+    }
+    inner_len = np.empty(n, np.uint32)
+    inner_lt = np.empty(n, np.uint16)
+    _k.parse_geneve(batch.data, batch.off, batch.caplen, batch.linktype, _u16("option_class", option_class),
+                    cols["status"], cols["vni"], cols["geneve_flags"], cols["opt_len"], cols["endpoint_id"],
+                    cols["attachment_id"], cols["flow_cookie"], cols["inner_off"], inner_len, inner_lt)
+    return cols, inner_len, inner_lt
+
+
+def _option_class(option_class, profile) -> int:
+    return get_profile(profile).option_class if option_class is None else option_class
+
+
+def parse_geneve(batch: PacketBatch, option_class: int | None = None, profile: str | Profile = "aws") -> PacketBatch:
+    """Fill the Geneve columns of ``batch`` in place and return it.
+
+    Sets ``status``, ``vni``, ``geneve_flags`` (O bit 0x80, C bit 0x40), ``opt_len`` (bytes), ``endpoint_id``,
+    ``attachment_id``, ``flow_cookie`` (options of ``option_class``, 0 when absent) and ``inner_off`` (offset of
+    the inner packet in each outer packet, -1 when unknown). ``status`` is replaced: OK or the first problem
+    (see ``_kernels.geneve.parse_geneve``). A packet dropped for an unknown critical option or a bad version
+    still has its columns filled.
+    """
+    cols, _, _ = _decode(batch, _option_class(option_class, profile))
+    for name, col in cols.items():
+        setattr(batch, name, col)
+    return batch
+
+
+def decap(wire: PacketBatch, option_class: int | None = None, profile: str | Profile = "aws") -> PacketBatch:
+    """The inner packets of a batch of Geneve frames, one row per outer packet, sharing the outer arena.
+
+    Row ``i`` of the result is the inner packet of ``wire[i]``: raw IPv4 (link type 228) for protocol type
+    0x0800, Ethernet (1) for 0x6558. ``status`` says whether it decoded (OK) or why not; rows with no inner
+    packet (e.g. ``NOT_GENEVE``) have ``caplen`` 0. The Geneve columns are filled as by ``parse_geneve``;
+    ``inner_off`` is where the inner packet starts in the outer one, so ``data[off - inner_off : off]`` is the
+    outer header. No packet bytes are copied: ``result.data is wire.data``.
+    """
+    cols, inner_len, inner_lt = _decode(wire, _option_class(option_class, profile))
+    has_inner = cols["inner_off"] >= 0
+    off = wire.off + np.where(has_inner, cols["inner_off"], 0)
+    snapped = wire.wirelen.astype(np.int64) - wire.caplen
+    wirelen = np.where(has_inner, inner_len + np.maximum(snapped, 0), 0).astype(np.uint32)
+    out = PacketBatch.__new__(PacketBatch)
+    out.data = wire.data
+    for name in PacketBatch.__slots__[1:]:
+        setattr(out, name, None)
+    out.off = off
+    out.caplen = inner_len
+    out.wirelen = wirelen
+    out.ts_ns = wire.ts_ns.copy()
+    out.linktype = inner_lt
+    for name, col in cols.items():
+        setattr(out, name, col)
+    return out
+
+
+def echo(wire: PacketBatch, option_class: int | None = None, profile: str | Profile = "aws") -> PacketBatch:
+    """What a firewall returns: each Geneve packet with its outer MACs and IPv4 addresses swapped.
+
+    The Geneve header and options (cookie included) are kept byte for byte and the outer IPv4 checksum is
+    recomputed; UDP ports are kept. Packets that do not decode (status not OK) are returned unchanged, with
+    their status. The result has its own arena (one copy of ``wire.data``) and the Geneve columns filled.
+    """
+    cols, _, _ = _decode(wire, _option_class(option_class, profile))
+    data = wire.data.copy()
+    _k.swap_outer(data, wire.off, wire.caplen, wire.linktype, cols["status"])
+    return PacketBatch(data, wire.off.copy(), wire.caplen.copy(), wire.wirelen.copy(), wire.ts_ns.copy(),
+                       wire.linktype.copy(), **cols)
+
+
+# ---------------------------------------------------------------------------------------------------- encoding
+def encap(batch: PacketBatch, src="10.0.0.10", dst="10.0.1.11", *, endpoint_id=0, attachment_id=0, cookie=0,
+          vni=0, option_class: int | None = None, profile: str | Profile = "aws", sport=None, direction=None,
+          src_mac=DEFAULT_SRC_MAC, dst_mac=DEFAULT_DST_MAC, ttl: int = 64, max_inner: int | None = None,
+          hash_seed: int = 0, status_out: np.ndarray | None = None) -> PacketBatch:
+    """Wrap every IPv4 packet of ``batch`` in Ethernet + IPv4 + UDP 6081 + Geneve with the GWLB options.
+
+    Parameters
+    ----------
+    batch : PacketBatch
+        Raw IPv4 packets, or frames (Ethernet with VLAN tags, SLL, SLL2) whose IPv4 packet is carried.
+    src, dst : str, int or uint32 array
+        Outer IPv4 source and destination (dotted quad, host-order integer, or one per packet: the GWLB sends
+        each packet to its firewall's address).
+    endpoint_id, attachment_id : int or uint64 array
+        Option types 1 and 2.
+    cookie : int or uint32 array
+        Option type 3, the flow cookie.
+    vni : int or uint32 array
+        24-bit VNI (0 for a GWLB).
+    option_class : int, optional
+        Option class; defaults to the profile's.
+    profile : str or Profile
+        ``aws`` (class 0x0108, inner packets up to 8500 bytes), ``alibaba`` (1500 bytes) or ``tencent``
+        (class 0x0167, 3-bit direction at the top of the cookie).
+    sport : int or uint16 array, optional
+        UDP source port; by default a symmetric hash of the inner 5-tuple mapped to 49152-65535 (the value
+        ``flowhash.geneve_udp_sport(flowhash.hash_5tuple(..., hash_seed))`` gives).
+    direction : int or array, optional
+        Flow direction for profiles with direction bits (Tencent), written into the top of the cookie.
+    src_mac, dst_mac : str or bytes
+        Outer Ethernet addresses.
+    ttl : int
+        Outer IPv4 TTL.
+    max_inner : int, optional
+        Largest inner packet; defaults to the profile's.
+    hash_seed : int
+        Seed of the source-port flow hash.
+    status_out : uint8[n], optional
+        Receives each input packet's status: OK, or why it was not encapsulated (TOO_BIG, NOT_IPV4, ...).
+
+    Returns
+    -------
+    PacketBatch
+        Ethernet frames of the packets that were encapsulated, in input order, with the Geneve columns set.
+        Packets that were not (see ``status_out``) are left out.
+    """
+    prof = get_profile(profile)
+    cls = _u16("option_class", prof.option_class if option_class is None else option_class)
+    limit = prof.max_inner if max_inner is None else int(max_inner)
+    if limit < 0:
+        raise ValueError(f"max_inner must be >= 0, got {limit}")
+    n = len(batch)
+    st = np.empty(n, np.uint8) if status_out is None else status_out
+    if not isinstance(st, np.ndarray) or st.dtype != np.uint8 or st.shape != (n,):
+        raise ValueError(f"status_out must be uint8[{n}]")
+    start = np.empty(n, np.int64)
+    ilen = np.empty(n, np.uint32)
+    total = _k.plan_encap(batch.data, batch.off, batch.caplen, batch.linktype, min(limit, 0xFFFFFFFF), st, start,
+                          ilen)
+    src_a = _per_packet_ip("src", src, n)
+    dst_a = _per_packet_ip("dst", dst, n)
+    vni_a = _per_packet("vni", vni, n, np.uint32, 0xFFFFFF)
+    ep_a = _per_packet("endpoint_id", endpoint_id, n, np.uint64, 2**64 - 1)
+    att_a = _per_packet("attachment_id", attachment_id, n, np.uint64, 2**64 - 1)
+    ck_a = _per_packet("cookie", cookie, n, np.uint32, 2**32 - 1)
+    if direction is not None:
+        if prof.direction_bits == 0:
+            raise ValueError(f"profile {prof.name!r} has no direction bits in the cookie")
+        shift = 32 - prof.direction_bits
+        dir_a = _per_packet("direction", direction, n, np.uint32, (1 << prof.direction_bits) - 1)
+        ck_a = (ck_a & np.uint32((1 << shift) - 1)) | (dir_a << np.uint32(shift))
+    sp_a = np.zeros(0, np.uint16) if sport is None else _per_packet("sport", sport, n, np.uint16, 0xFFFF)
+    macs = np.frombuffer(_mac("dst_mac", dst_mac) + _mac("src_mac", src_mac), np.uint8)
+    ttl = int(ttl)
+    if not 0 <= ttl <= 255:
+        raise ValueError(f"ttl must be 0-255, got {ttl}")
+
+    rows = np.flatnonzero(st == PktStatus.OK).astype(np.int64)
+    m = rows.shape[0]
+    lens = ilen[rows].astype(np.int64) + ENCAP_HDR_LEN
+    out_off = np.zeros(m, np.int64)
+    if m:
+        np.cumsum(lens[:-1], out=out_off[1:])
+    out = np.empty(int(total), np.uint8)
+    _k.fill_encap(batch.data, start, ilen, rows, out, out_off, macs, src_a, dst_a, sp_a, vni_a, ep_a, att_a, ck_a,
+                  cls, ttl, _k.mix_seed(hash_seed & 0xFFFFFFFFFFFFFFFF))
+    caplen = lens.astype(np.uint32)
+    return PacketBatch(
+        out, out_off, caplen, caplen.copy(), batch.ts_ns[rows], LINKTYPE_ETHERNET,
+        status=np.zeros(m, np.uint8),
+        src_ip=_gather(src_a, rows), dst_ip=_gather(dst_a, rows), proto=np.full(m, 17, np.uint8),
+        dport=np.full(m, GENEVE_PORT, np.uint16),
+        vni=_gather(vni_a, rows), geneve_flags=np.zeros(m, np.uint8), opt_len=np.full(m, 32, np.uint16),
+        endpoint_id=_gather(ep_a, rows), attachment_id=_gather(att_a, rows), flow_cookie=_gather(ck_a, rows),
+        inner_off=np.full(m, ENCAP_HDR_LEN, np.int32), l3_off=np.full(m, 14, np.int32),
+        l4_off=np.full(m, 34, np.int32),
+    )
+
+
+def flow_ports(batch: PacketBatch, hash_seed: int = 0) -> np.ndarray:
+    """The UDP source port ``encap`` would choose for each packet (uint16[n]; 49152 where it has no IPv4)."""
+    n = len(batch)
+    st = np.empty(n, np.uint8)
+    start = np.empty(n, np.int64)
+    ilen = np.empty(n, np.uint32)
+    _k.plan_encap(batch.data, batch.off, batch.caplen, batch.linktype, 0xFFFFFFFF, st, start, ilen)
+    out = np.empty(n, np.uint16)
+    _k.flow_ports(batch.data, start, ilen, out, _k.mix_seed(hash_seed & 0xFFFFFFFFFFFFFFFF))
+    return out
+
+
+def counts(status: np.ndarray) -> dict[str, int]:
+    """Packets per status name (OK included) for a status column."""
+    c = count_status(status)
+    out = {}
+    for code in np.flatnonzero(c[:N_STATUS]):
+        try:
+            name = PktStatus(int(code)).name
+        except ValueError:
+            name = f"STATUS_{int(code)}"
+        out[name] = int(c[code])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+def _u16(name: str, v) -> int:
+    v = int(v)
+    if not 0 <= v <= 0xFFFF:
+        raise ValueError(f"{name} must be 0-0xffff, got {v:#x}")
+    return v
+
+
+def _gather(a: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    return np.full(rows.shape[0], a[0], a.dtype) if a.shape[0] == 1 else a[rows]
+
+
+def _per_packet(name: str, v, n: int, dtype, vmax: int) -> np.ndarray:
+    """A scalar as a length-1 array (the kernel broadcasts it) or a per-packet array of length n."""
+    if np.ndim(v) == 0:
+        v = int(v)
+        if not 0 <= v <= vmax:
+            raise ValueError(f"{name} must be 0-{vmax:#x}, got {v}")
+        return np.array([v], dtype)
+    a = np.asarray(v)
+    if a.shape != (n,):
+        raise ValueError(f"{name} must be a scalar or an array of length {n}, got shape {a.shape}")
+    if a.dtype.kind not in "ui":
+        raise ValueError(f"{name} must be integers, got {a.dtype}")
+    if a.size and (a.min() < 0 or int(a.max()) > vmax):
+        raise ValueError(f"{name} values must be 0-{vmax:#x}")
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def _per_packet_ip(name: str, v, n: int) -> np.ndarray:
+    if isinstance(v, (str, ipaddress.IPv4Address)):
+        try:
+            v = int(ipaddress.IPv4Address(v))
+        except ValueError:
+            raise ValueError(f"{name} is not an IPv4 address: {v!r}") from None
+    return _per_packet(name, v, n, np.uint32, 0xFFFFFFFF)
+
+
+def _mac(name: str, v) -> bytes:
+    if isinstance(v, (bytes, bytearray)):
+        b = bytes(v)
+    else:
+        try:
+            b = bytes(int(x, 16) for x in str(v).replace("-", ":").split(":"))
+        except ValueError:
+            raise ValueError(f"{name} is not a MAC address: {v!r}") from None
+    if len(b) != 6:
+        raise ValueError(f"{name} is not a MAC address: {v!r}")
+    return b
+
+
+def ip_to_int(ip) -> int:
+    """Dotted quad (or int) -> host-order integer."""
+    return int(ipaddress.IPv4Address(ip))

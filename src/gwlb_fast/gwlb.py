@@ -1,0 +1,366 @@
+"""The GWLB stage: flow table, symmetric hashing, Maglev choice, health and failover (DESIGN.md section 3).
+
+Per batch (all vectorized; no per-packet Python):
+
+1. the symmetric hash for the configured stickiness (5-, 3- or 2-tuple) of every packet still ``OK``;
+2. flow-table lookup-or-insert keyed by the canonical 5-tuple plus the endpoint id (``batch.endpoint_id``, 0 when
+   the batch has none), so a flow and its reply share one entry;
+3. a new flow (or a 5-tuple back after its flow idled out) gets a firewall by Maglev over the firewalls that take new
+   flows (healthy ones) and a fresh random flow cookie, different from the slot's previous one;
+4. an established flow keeps its firewall while that firewall is healthy, or draining and inside its draining
+   timeout. Otherwise, with ``failover="keep"`` its packets are dropped (``FW_FAILED``) and counted, with
+   ``failover="rebalance"`` the flow is re-pinned by Maglev over the healthy firewalls (same hash, so all of a flow's
+   packets, both directions, move together). A draining firewall past its timeout behaves as a removed one: its
+   flows fail over the same way.
+
+Outputs: ``batch.fw_index`` (int16, -1 when not forwarded), ``batch.flow_cookie`` (uint32) and ``batch.status``
+(``NO_HEALTHY_FW``, ``FW_FAILED``, ``FLOW_TABLE_FULL``). :meth:`Gwlb.check_return` validates Geneve packets coming
+back from a firewall (known flow and matching cookie, else ``STALE_COOKIE``).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from ._kernels.flowhash import geneve_udp_sport, hash_2tuple, hash_3tuple, hash_5tuple
+from ._kernels.flowtable import IS_EXISTING, FlowTable, canonical_5tuple
+from .maglev import DEFAULT_TABLE_SIZE, Maglev
+from .status import PktStatus
+
+STICKINESS = ("5-tuple", "3-tuple", "2-tuple")
+FAILOVER = ("keep", "rebalance")
+HEALTHY, UNHEALTHY, DRAINING = 0, 1, 2
+HEALTH_STATES = {"healthy": HEALTHY, "unhealthy": UNHEALTHY, "draining": DRAINING}
+
+_NS = 1_000_000_000
+_NEVER = np.iinfo(np.int64).max
+_STATE_LOST = 1  # flow-table state bit: this flow was already counted in flows_lost
+
+
+class Gwlb:
+    """Gateway Load Balancer stage over a fleet of firewalls.
+
+    Parameters
+    ----------
+    firewalls : sequence of str, or mapping name -> anything (e.g. address)
+        Firewall names; ``fw_index`` is the position in this order.
+    stickiness : {"5-tuple", "3-tuple", "2-tuple"}
+        Which fields choose the firewall of a new flow (the flow table is always per 5-tuple and endpoint).
+    failover : {"keep", "rebalance"}
+        What happens to established flows of a firewall that fails (or whose draining timeout ends).
+    idle_timeouts : mapping with "tcp" and "other", seconds
+        Flow idle timeouts (default 350 s and 120 s).
+    draining_timeout : float
+        Seconds a draining firewall keeps its flows (default 300).
+    flow_capacity : int
+        Most flows held at once; beyond it new flows are dropped with ``FLOW_TABLE_FULL`` unless an idle-expired
+        flow can be evicted.
+    seed : int
+        Seeds the flow hash, the Maglev name hashes, the flow table and the cookie generator.
+    table_size : int
+        Maglev table size (prime, default 65537).
+    """
+
+    def __init__(
+        self,
+        firewalls: Sequence[str] | Mapping[str, object],
+        stickiness: str = "5-tuple",
+        failover: str = "keep",
+        idle_timeouts: Mapping[str, float] | None = None,
+        draining_timeout: float = 300.0,
+        flow_capacity: int = 1 << 20,
+        seed: int = 0,
+        table_size: int = DEFAULT_TABLE_SIZE,
+    ):
+        names = list(firewalls.keys() if isinstance(firewalls, Mapping) else firewalls)
+        if not names:
+            raise ValueError("Gwlb: at least one firewall is required")
+        if len(names) > 32767:
+            raise ValueError("Gwlb: at most 32767 firewalls")
+        if stickiness not in STICKINESS:
+            raise ValueError(f"Gwlb: stickiness must be one of {', '.join(STICKINESS)}, got {stickiness!r}")
+        if failover not in FAILOVER:
+            raise ValueError(f"Gwlb: failover must be one of {', '.join(FAILOVER)}, got {failover!r}")
+        timeouts = {"tcp": 350.0, "other": 120.0, **(idle_timeouts or {})}
+        if set(timeouts) != {"tcp", "other"} or min(timeouts.values()) <= 0:
+            raise ValueError(f"Gwlb: idle_timeouts takes positive 'tcp' and 'other' seconds, got {idle_timeouts!r}")
+        if draining_timeout < 0:
+            raise ValueError(f"Gwlb: draining_timeout must be >= 0, got {draining_timeout}")
+        self.names = [str(n) for n in names]
+        self.stickiness = stickiness
+        self.failover = failover
+        self.draining_timeout_ns = round(draining_timeout * _NS)
+        self.seed = int(seed)
+        self.maglev = Maglev(self.names, size=table_size, seed=seed)
+        self.flows = FlowTable(
+            int(flow_capacity),
+            tcp_timeout_ns=round(timeouts["tcp"] * _NS),
+            other_timeout_ns=round(timeouts["other"] * _NS),
+            evict="oldest-idle",
+            seed=seed,
+        )
+        cap = self.flows.capacity
+        self._slot_fw = np.full(cap, -1, np.int16)
+        self._slot_cookie = np.zeros(cap, np.uint32)
+        self._min_timeout_ns = min(self.flows.tcp_timeout_ns, self.flows.other_timeout_ns)
+        self._rng = np.random.default_rng(seed)
+        k = len(self.names)
+        self.health = np.zeros(k, np.uint8)
+        self.drain_deadline = np.full(k, _NEVER, np.int64)
+        # counters
+        self.flows_per_fw = np.zeros(k, np.int64)
+        self.packets_per_fw = np.zeros(k, np.int64)
+        self.bytes_per_fw = np.zeros(k, np.int64)
+        self.flows_lost = 0  # established flows whose packets met a failed firewall under failover=keep
+        self.flows_rebalanced = 0
+        self.drops = {"NO_HEALTHY_FW": 0, "FW_FAILED": 0, "FLOW_TABLE_FULL": 0, "STALE_COOKIE": 0}
+
+    # ------------------------------------------------------------------ health
+    def fw_id(self, fw: int | str) -> int:
+        if isinstance(fw, str):
+            try:
+                return self.names.index(fw)
+            except ValueError:
+                raise ValueError(f"Gwlb: unknown firewall {fw!r}") from None
+        if not 0 <= int(fw) < len(self.names):
+            raise ValueError(f"Gwlb: firewall index {fw} out of range")
+        return int(fw)
+
+    def set_health(self, fw: int | str, state: str, now_ns: int = 0) -> None:
+        """Set a firewall ``healthy``, ``unhealthy`` or ``draining`` (draining ends ``draining_timeout`` after
+        ``now_ns``, in packet-timestamp time)."""
+        if state not in HEALTH_STATES:
+            raise ValueError(f"Gwlb: health state must be one of {', '.join(HEALTH_STATES)}, got {state!r}")
+        i = self.fw_id(fw)
+        self.health[i] = HEALTH_STATES[state]
+        self.drain_deadline[i] = int(now_ns) + self.draining_timeout_ns if state == "draining" else _NEVER
+
+    def accepting(self) -> np.ndarray:
+        """bool[k]: firewalls that take new flows (healthy)."""
+        return self.health == HEALTHY
+
+    # ------------------------------------------------------------------ hashing
+    def flow_hash(self, src_ip, dst_ip, sport, dport, proto) -> np.ndarray:
+        """uint64 symmetric hash for the configured stickiness."""
+        out = np.empty(src_ip.shape[0], np.uint64)
+        if self.stickiness == "5-tuple":
+            return hash_5tuple(src_ip, dst_ip, sport, dport, proto, self.seed, out)
+        if self.stickiness == "3-tuple":
+            return hash_3tuple(src_ip, dst_ip, proto, self.seed, out)
+        return hash_2tuple(src_ip, dst_ip, self.seed, out)
+
+    def udp_sport(self, batch, lo: int = 49152, hi: int = 65535) -> np.ndarray:
+        """Geneve outer UDP source port per packet (uint16) from the flow hash (RFC 8926 section 3.3)."""
+        b = batch
+        h = self.flow_hash(b.src_ip, b.dst_ip, b.sport, b.dport, b.proto)
+        return geneve_udp_sport(h, np.empty(len(b), np.uint16), lo, hi)
+
+    # ------------------------------------------------------------------ the stage
+    @staticmethod
+    def _need(batch, *names):
+        for name in names:
+            if getattr(batch, name) is None:
+                raise ValueError(f"Gwlb: batch has no {name} column (parse it first)")
+
+    def _canonical(self, b, idx):
+        src = b.src_ip[idx]
+        n = src.shape[0]
+        a_ip, b_ip = np.empty(n, np.uint32), np.empty(n, np.uint32)
+        a_pt, b_pt = np.empty(n, np.uint16), np.empty(n, np.uint16)
+        rev = np.empty(n, np.uint8)
+        canonical_5tuple(src, b.dst_ip[idx], b.sport[idx], b.dport[idx], a_ip, b_ip, a_pt, b_pt, rev)
+        tag = None if b.endpoint_id is None else np.ascontiguousarray(b.endpoint_id[idx])
+        return a_ip, b_ip, a_pt, b_pt, np.ascontiguousarray(b.proto[idx]), tag
+
+    def process(self, batch):
+        """Assign each ``OK`` packet of ``batch`` (parsed L3/L4 columns) a firewall and a flow cookie, in place.
+
+        Packets whose status is not ``OK`` are left alone (``fw_index`` -1). Returns the batch.
+        """
+        self._need(batch, "status", "src_ip", "dst_ip", "sport", "dport", "proto")
+        fw_col = batch.ensure("fw_index", -1)
+        cookie_col = batch.ensure("flow_cookie", 0)
+        status = batch.status
+        idx = np.flatnonzero(status == PktStatus.OK)
+        fw_col[:] = -1
+        if idx.size == 0:
+            return batch
+        m = idx.shape[0]
+        if m == len(batch):
+            idx = slice(None)  # every packet OK: views of the columns instead of gathered copies
+        ts = np.ascontiguousarray(batch.ts_ns[idx])
+        now = int(ts.min())  # reap only what is idle-expired for every packet of this batch
+        a_ip, b_ip, a_pt, b_pt, proto, tag = self._canonical(batch, idx)
+        h = self.flow_hash(batch.src_ip[idx], batch.dst_ip[idx], batch.sport[idx], batch.dport[idx], proto)
+
+        # amortized idle expiry: a bounded scan per batch keeps reaping ahead of insertion (restarts of a key that
+        # comes back after its timeout are exact per packet inside lookup_or_insert)
+        self.flows.expire(now, max(2 * m, 4096))
+        slot = np.empty(m, np.int64)
+        is_new = np.empty(m, np.uint8)
+        self.flows.lookup_or_insert(a_ip, b_ip, a_pt, b_pt, proto, tag, ts,
+                                    np.ascontiguousarray(batch.wirelen[idx]), slot, is_new)
+        self.flows.take_ended()  # the GWLB keeps no session log; the list must not grow
+        full = slot < 0
+        new = (is_new != IS_EXISTING) & ~full
+
+        acc = self.accepting()
+        pick = np.empty(m, np.int16)
+        fw = np.full(m, -1, np.int16)
+        new_pos = np.flatnonzero(new)
+        choice = cookie = old_fw = old_cookie = None
+        # A slot can hold two flows within one batch only if an entry idled out (restart or eviction) between two
+        # of the batch's packets, i.e. the batch spans at least the shortest idle timeout; only then each packet
+        # must be matched to the flow current at its arrival (sort-based path); otherwise the slot's last
+        # assignment is every packet's.
+        multi = new_pos.size > 0 and int(ts.max() - ts.min()) >= self._min_timeout_ns
+        if new_pos.size:
+            new_slots = slot[new_pos]
+            self.maglev.lookup(np.ascontiguousarray(h[new_pos]), acc, pick[: new_pos.size])
+            choice = pick[: new_pos.size].copy()
+            old_cookie = self._slot_cookie[new_slots]
+            old_fw = self._slot_fw[new_slots]
+            cookie = self._rng.integers(1, 2**32, new_pos.size, dtype=np.uint32)
+            cookie = np.where(cookie == old_cookie, cookie ^ np.uint32(1), cookie)
+            self._slot_fw[new_slots] = choice
+            self._slot_cookie[new_slots] = cookie
+            self.flows_per_fw += np.bincount(choice[choice >= 0], minlength=len(self.names))
+        if multi:
+            fw, pkt_cookie = self._per_packet_incarnation(slot, new_pos, choice, cookie, old_fw, old_cookie)
+        else:
+            live = ~full
+            fw[live] = self._slot_fw[slot[live]]
+            pkt_cookie = np.where(full, 0, self._slot_cookie[np.where(full, 0, slot)]).astype(np.uint32)
+
+        # established flows whose firewall can no longer serve them
+        st = np.zeros(m, np.uint8)
+        k = len(self.names)
+        has_fw = fw >= 0
+        f = np.where(has_fw, fw, 0)
+        ok_fw = (self.health[f] == HEALTHY) | ((self.health[f] == DRAINING) & (ts < self.drain_deadline[f]))
+        failed = has_fw & ~ok_fw
+        if failed.any():
+            fpos = np.flatnonzero(failed)
+            fslots = slot[fpos]
+            if self.failover == "keep":
+                st[fpos] = PktStatus.FW_FAILED
+                fw[fpos] = -1
+                # the flow stays pinned to its firewall (and resumes if it comes back); count each lost flow once
+                ls = np.unique(fslots)
+                ls = ls[(self.flows.state[ls] & _STATE_LOST) == 0]
+                self.flows_lost += ls.size
+                self.flows.set_state(ls, self.flows.state[ls] | _STATE_LOST)
+            else:
+                repick = self.maglev.lookup(np.ascontiguousarray(h[fpos]), acc)
+                fw[fpos] = repick
+                self._slot_fw[fslots] = repick
+                _, first = np.unique(fslots, return_index=True)
+                moved = repick[first] >= 0
+                self.flows_rebalanced += int(moved.sum())
+                self.flows_per_fw += np.bincount(repick[first][moved], minlength=k)
+        # packets left without a firewall (no firewall accepts new flows): drop, and forget their flows so that
+        # they get a real pick once one is healthy again
+        nofw = ~full & (fw < 0) & (st == 0)
+        if nofw.any():
+            st[nofw] = PktStatus.NO_HEALTHY_FW
+            dead = np.unique(slot[nofw])
+            dead = dead[self._slot_fw[dead] < 0]
+            self.flows.delete(dead)
+        st[full] = PktStatus.FLOW_TABLE_FULL
+        fw[st != 0] = -1
+
+        status[idx] = st
+        fw_col[idx] = fw
+        cookie_col[idx] = pkt_cookie
+        ok = st == 0
+        self.packets_per_fw += np.bincount(fw[ok], minlength=k)
+        self.bytes_per_fw += np.bincount(fw[ok], weights=batch.wirelen[idx][ok], minlength=k).astype(np.int64)
+        for name in ("NO_HEALTHY_FW", "FW_FAILED", "FLOW_TABLE_FULL"):
+            self.drops[name] += int(np.count_nonzero(st == PktStatus[name]))
+        return batch
+
+    def _per_packet_incarnation(self, slot, new_pos, choice, cookie, old_fw, old_cookie):
+        """fw and cookie per packet when a slot may hold more than one flow within the batch: each packet gets the
+        values of the latest flow start at or before it in its slot, or the slot's pre-batch values."""
+        m = slot.shape[0]
+        fw = np.full(m, -1, np.int16)
+        ck = np.zeros(m, np.uint32)
+        if new_pos.size == 0:
+            return fw, ck
+        order = np.argsort(np.where(slot < 0, np.iinfo(np.int64).max, slot), kind="stable")
+        s_sorted = slot[order]
+        start = np.ones(m, bool)
+        start[1:] = s_sorted[1:] != s_sorted[:-1]
+        grp_start = np.maximum.accumulate(np.where(start, np.arange(m), 0))
+        ev_of_pkt = np.full(m, -1, np.int64)
+        ev_of_pkt[new_pos] = np.arange(new_pos.size)
+        ev_sorted = ev_of_pkt[order]
+        last = np.maximum.accumulate(np.where(ev_sorted >= 0, np.arange(m), -1))
+        has_ev = last >= grp_start
+        ev_idx = ev_sorted[np.maximum(last, 0)]
+        # pre-batch values: the slot's current arrays, except slots that start a flow here (overwritten already)
+        live = s_sorted >= 0
+        sl = np.maximum(s_sorted, 0)
+        fw_s = np.where(live, self._slot_fw[sl], -1).astype(np.int16)
+        ck_s = np.where(live, self._slot_cookie[sl], 0).astype(np.uint32)
+        starts = np.flatnonzero(start)
+        big = np.iinfo(np.int64).max
+        grp_first_ev = np.minimum.reduceat(np.where(ev_sorted >= 0, ev_sorted, big), starts)
+        first_ev = np.repeat(grp_first_ev, np.diff(np.append(starts, m)))
+        # each slot ends the batch with its last flow start (explicit: fancy assignment order is unspecified)
+        grp_last_ev = np.maximum.reduceat(ev_sorted, starts)
+        g = (grp_last_ev >= 0) & (s_sorted[starts] >= 0)
+        self._slot_fw[s_sorted[starts][g]] = choice[grp_last_ev[g]]
+        self._slot_cookie[s_sorted[starts][g]] = cookie[grp_last_ev[g]]
+        had = first_ev != big
+        fe = np.where(had, first_ev, 0)
+        fw_s = np.where(had, old_fw[fe], fw_s)
+        ck_s = np.where(had, old_cookie[fe], ck_s)
+        fw_s = np.where(has_ev, choice[np.maximum(ev_idx, 0)], fw_s)
+        ck_s = np.where(has_ev, cookie[np.maximum(ev_idx, 0)], ck_s)
+        fw[order] = fw_s
+        ck[order] = ck_s
+        return fw, ck
+
+    def check_return(self, batch):
+        """Check Geneve packets coming back from a firewall, in place.
+
+        ``batch`` holds the decapsulated view: the inner packet's L3/L4 columns plus ``endpoint_id`` and
+        ``flow_cookie`` from the Geneve options. A packet of a known flow whose cookie matches stays ``OK``; any other
+        ``OK`` packet gets ``STALE_COOKIE``. ``fw_index`` is set to the flow's firewall (-1 when unknown). Returns
+        the batch.
+        """
+        self._need(batch, "status", "src_ip", "dst_ip", "sport", "dport", "proto", "flow_cookie")
+        status = batch.status
+        fw_col = batch.ensure("fw_index", -1)
+        fw_col[:] = -1
+        idx = np.flatnonzero(status == PktStatus.OK)
+        if idx.size == 0:
+            return batch
+        a_ip, b_ip, a_pt, b_pt, proto, tag = self._canonical(batch, idx)
+        slot = np.empty(idx.size, np.int64)
+        self.flows.lookup(a_ip, b_ip, a_pt, b_pt, proto, tag, slot)
+        known = slot >= 0
+        s = np.where(known, slot, 0)
+        good = known & (self._slot_cookie[s] == batch.flow_cookie[idx]) & (self._slot_fw[s] >= 0)
+        status[idx[~good]] = PktStatus.STALE_COOKIE
+        fw_col[idx[good]] = self._slot_fw[s[good]]
+        self.drops["STALE_COOKIE"] += int(np.count_nonzero(~good))
+        return batch
+
+    # ------------------------------------------------------------------ reporting
+    def counters(self) -> dict:
+        """Flows and packets per firewall, drops by reason, flow-table statistics."""
+        return {
+            "firewalls": {
+                name: {"health": next(k for k, v in HEALTH_STATES.items() if v == self.health[i]),
+                       "flows": int(self.flows_per_fw[i]), "packets": int(self.packets_per_fw[i]),
+                       "bytes": int(self.bytes_per_fw[i])}
+                for i, name in enumerate(self.names)
+            },
+            "flows_lost": int(self.flows_lost),
+            "flows_rebalanced": int(self.flows_rebalanced),
+            "drops": dict(self.drops),
+            "flow_table": self.flows.stats(),
+        }

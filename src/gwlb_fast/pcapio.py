@@ -1,0 +1,769 @@
+"""pcap and pcapng files <-> PacketBatch, streamed in chunks (DESIGN.md sections 5 and 8).
+
+Reading
+-------
+``read_pcap(path, chunk=65536)`` returns a :class:`PcapReader`, an iterator of :class:`PacketBatch` of up to
+``chunk`` packets each. It reads classic pcap (magics ``a1b2c3d4`` microseconds and ``a1b23c4d`` nanoseconds,
+either byte order) and pcapng (any number of sections, each in its own byte order; interface description blocks
+with ``if_tsresol`` and ``if_tsoffset``; enhanced, simple and obsolete packet blocks; other blocks skipped). Link
+types 1 (Ethernet), 101 and 228 (raw IPv4), 113 and 276 (Linux cooked v1/v2) are read; pcapng interfaces may mix
+them, so every batch carries a per-packet ``linktype`` column.
+
+A Cython kernel walks the record or block headers and fills ``off``/``caplen``/``wirelen``/``ts_ns`` (and
+``linktype``) for a whole chunk in one nogil pass; no Python runs per packet (only per pcapng section or
+interface description). The arena of a batch is the file's own bytes for that chunk, record headers included,
+which ``off`` skips:
+
+* a regular file opened by path is memory-mapped copy-on-write (``mmap.ACCESS_COPY``) and each batch's ``data``
+  is a view of its region of the map: no copy, writable (writes stay private to the process, the file is never
+  changed), and valid for as long as the batch is referenced, whatever the reader does next;
+* any other source (a pipe, an open file object, or ``use_mmap=False``) is read with large ``readinto`` calls
+  into buffers that the reader never writes again once a batch views them, so batches stay valid there too.
+
+Memory is bounded by the chunk: the per-packet columns of one chunk, plus (when reading, not mapping) a buffer of
+about twice a chunk's bytes; a mapped file's pages belong to the page cache.
+
+Untrusted lengths are never used to allocate: a caplen above the file's snaplen (classic) or above
+``MAX_CAPLEN`` (256 KiB) is an error, and a pcapng block too long to be a plausible packet or interface block is
+an error, while an unknown block of any length is skipped without being buffered whole.
+
+Errors
+------
+A file that is not pcap, a truncated global header or an unsupported link type raise :class:`PcapError` from
+``read_pcap`` itself. A problem met later (truncated or corrupt record, caplen above the bound, ...) is reported
+after every packet before it has been delivered: the reader yields the batches holding the good packets, then
+raises ``PcapError(path, offset, problem)``; with ``strict=False`` it stops instead and leaves the error in
+``reader.error``, so that a command can write the good packets and report the problem afterwards.
+
+Writing
+-------
+``write_pcap(path, batches)`` and the streaming :class:`PcapWriter` write classic little-endian pcap, nanosecond
+resolution by default. Each batch becomes one buffer (record headers and packet bytes, gathered by a kernel) and
+one ``write``. A classic file has one link type: batches that mix link types are written as Ethernet, raw IP
+packets getting a 14-byte header (destination ``02:00:00:00:00:02``, source ``02:00:00:00:00:01``, ethertype
+0x0800, or 0x86DD for IPv6 under link type 101) and Linux cooked headers being replaced by an Ethernet header
+(same fixed destination; source from the cooked header when it is a 6-byte address).
+"""
+from __future__ import annotations
+
+import io
+import mmap
+import os
+import stat
+import struct
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+
+from ._kernels import pcap as _k
+from .batch import LINKTYPE_ETHERNET, SUPPORTED_LINKTYPES, PacketBatch
+from .errors import PcapError
+
+__all__ = [
+    "MAX_CAPLEN",
+    "DEFAULT_SNAPLEN",
+    "CONVERTED_DST_MAC",
+    "CONVERTED_SRC_MAC",
+    "PcapReader",
+    "PcapWriter",
+    "read_pcap",
+    "write_pcap",
+]
+
+MAX_CAPLEN = 256 * 1024
+"""Largest captured length accepted from any file (tcpdump's default snaplen)."""
+
+DEFAULT_SNAPLEN = 262144
+"""Snap length written in a classic header; longer captures are cut to it."""
+
+CONVERTED_DST_MAC = _k.CONVERTED_DST_MAC
+CONVERTED_SRC_MAC = _k.CONVERTED_SRC_MAC
+
+MAGIC_US = 0xA1B2C3D4
+MAGIC_NS = 0xA1B23C4D
+PCAPNG_SHB = 0x0A0D0D0A
+PCAPNG_IDB = 1
+_PACKET_BLOCKS = (2, 3, 6)
+_PCAP_HDR_LEN = 24
+_PCAP_REC_HDR = 16
+
+_MAX_CONTROL_BLOCK = 1 << 20  # largest section header / interface description block accepted
+_MAX_PACKET_BLOCK = MAX_CAPLEN + (1 << 20)  # a packet block: caplen bound + room for options
+_MAX_INTERFACES = 1 << 16  # interface descriptions per section
+_MAX_BATCH_BYTES = 256 << 20  # a batch is cut short rather than buffering more than this (read mode)
+_MIN_READ = 64 << 10
+
+_LINKTYPE_NAMES = "1 (Ethernet), 101 and 228 (raw IPv4), 113 and 276 (Linux cooked)"
+
+_MORE_OK, _MORE_EOF, _MORE_FULL = 0, 1, 2
+
+
+def read_pcap(source, chunk: int = 65536, parse: bool = True, strict: bool = True, *, use_mmap=None,
+              buffer_size: int | None = None) -> PcapReader:
+    """Stream a pcap or pcapng capture as PacketBatch chunks.
+
+    Parameters
+    ----------
+    source : str, os.PathLike or binary file object
+        A path (memory-mapped when it is a regular file) or an object with ``readinto``/``read``, read from its
+        current position.
+    chunk : int
+        Packets per batch (every batch but the last holds exactly ``chunk`` packets, unless a batch would exceed
+        256 MiB of buffered bytes when reading without a memory map).
+    parse : bool
+        Call ``batch.parse()`` on each batch (L2-L4 columns) before yielding it.
+    strict : bool
+        On a format error met after the header: raise ``PcapError`` once the good packets before it have been
+        yielded (True), or stop and keep the error in ``reader.error`` (False).
+    use_mmap : bool or None
+        None: map regular files opened by path, read anything else. False: always read. True: require a map.
+    buffer_size : int or None
+        Read mode only: bytes per buffer (default: about two chunks at the capture's average record size).
+
+    Returns
+    -------
+    PcapReader
+        An iterator of PacketBatch; also a context manager.
+
+    Raises
+    ------
+    PcapError
+        Not a pcap/pcapng file, truncated global or section header, unsupported link type (classic).
+    OSError
+        The file cannot be opened.
+    """
+    return PcapReader(source, chunk=chunk, parse=parse, strict=strict, use_mmap=use_mmap, buffer_size=buffer_size)
+
+
+class PcapReader(Iterator[PacketBatch]):
+    """Iterator of PacketBatch chunks over a pcap or pcapng capture; see :func:`read_pcap`.
+
+    Attributes
+    ----------
+    path : str
+        The file name used in error messages.
+    format : str
+        ``"pcap"`` or ``"pcapng"``.
+    linktype : int or None
+        The classic file's link type (None for pcapng, whose interfaces each have one).
+    snaplen : int or None
+        The classic file's snap length.
+    nanosecond : bool or None
+        Classic files: whether the magic says nanosecond timestamps.
+    packets, bytes : int
+        Packets and captured bytes delivered so far.
+    error : PcapError or None
+        The problem that ended the capture early (set in both modes; with ``strict=True`` it is also raised).
+    """
+
+    def __init__(self, source, chunk: int = 65536, parse: bool = True, strict: bool = True, *, use_mmap=None,
+                 buffer_size: int | None = None):
+        chunk = int(chunk)
+        if chunk < 1:
+            raise ValueError(f"read_pcap: chunk must be >= 1, got {chunk}")
+        if buffer_size is not None and int(buffer_size) < 1:
+            raise ValueError(f"read_pcap: buffer_size must be >= 1, got {buffer_size}")
+        self.chunk = chunk
+        self.parse = bool(parse)
+        self.strict = bool(strict)
+        self.error: PcapError | None = None
+        self.packets = 0
+        self.bytes = 0
+        self.format = ""
+        self.linktype: int | None = None
+        self.snaplen: int | None = None
+        self.nanosecond: bool | None = None
+        self._buffer_size = None if buffer_size is None else int(buffer_size)
+        self._f = None
+        self._own = False
+        self._buf = np.zeros(0, np.uint8)
+        self._base = 0  # file offset of _buf[0]
+        self._pos = 0  # next record/block to scan
+        self._origin = 0  # start of the current batch's arena
+        self._end = 0  # valid bytes in _buf
+        self._eof = False
+        self._mapped = False
+        self._size_hint: int | None = None
+        self._seekable = False
+        self._est = 1024.0  # bytes per record, refined after each batch
+        self._done = False
+        self._pending: PcapError | None = None
+        # pcapng section state
+        self._big = False
+        self._if_lists: list[list] = [[], [], [], [], [], []]
+        self._if_arrays = None
+        try:
+            self._open(source, use_mmap)
+            self._read_header()
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------ public
+    def __iter__(self) -> PcapReader:
+        return self
+
+    def __next__(self) -> PacketBatch:
+        if not self._done and self._pending is None:
+            batch = self._next_batch()
+            if batch is not None:
+                return batch
+        self._done = True
+        err, self._pending = self._pending, None
+        self.close()
+        if err is not None:
+            self.error = err
+            if self.strict:
+                raise err
+        raise StopIteration
+
+    def close(self) -> None:
+        """Release the file. Batches already yielded stay valid (a map lives as long as a batch views it)."""
+        self._done = True
+        if self._own and self._f is not None:
+            self._f.close()
+        self._f = None
+        self._buf = np.zeros(0, np.uint8)
+        self._pos = self._origin = self._end = 0
+
+    def __enter__(self) -> PcapReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"PcapReader({self.path!r}, format={self.format!r}, chunk={self.chunk}, packets={self.packets})"
+
+    # ------------------------------------------------------------------ opening and headers
+    def _open(self, source, use_mmap) -> None:
+        if isinstance(source, (str, bytes, os.PathLike)):
+            self.path = os.fsdecode(source)
+            self._f = open(source, "rb", buffering=0)  # noqa: SIM115 (closed by close())
+            self._own = True
+            st = os.fstat(self._f.fileno())
+            regular = stat.S_ISREG(st.st_mode)
+            if regular:
+                self._size_hint = st.st_size
+                self._seekable = True
+            if use_mmap is not False and regular and st.st_size > 0:
+                mm = mmap.mmap(self._f.fileno(), 0, access=mmap.ACCESS_COPY)
+                if hasattr(mmap, "MADV_SEQUENTIAL"):
+                    mm.madvise(mmap.MADV_SEQUENTIAL)
+                self._buf = np.frombuffer(mm, dtype=np.uint8)
+                self._end = self._buf.shape[0]
+                self._eof = True
+                self._mapped = True
+                # the map holds its own descriptor; batches keep the map alive
+                self._f.close()
+                self._f = None
+                self._own = False
+                return
+            if use_mmap is True:
+                raise ValueError(f"read_pcap: {self.path} cannot be memory-mapped (not a non-empty regular file)")
+            return
+        if use_mmap is True:
+            raise ValueError("read_pcap: use_mmap=True needs a path, not a file object")
+        if not (hasattr(source, "readinto") or hasattr(source, "read")):
+            raise TypeError(f"read_pcap: expected a path or a binary file object, got {type(source).__name__}")
+        self.path = str(getattr(source, "name", "<stream>"))
+        self._f = source
+        try:
+            self._seekable = bool(source.seekable())
+            if self._seekable:
+                self._base = source.tell()
+        except (AttributeError, OSError, ValueError):
+            self._seekable = False
+
+    def _read_header(self) -> None:
+        self._more(4)
+        avail = self._end
+        if avail < 4:
+            what = "empty file" if avail == 0 else f"file ends after {avail} bytes, before the 4-byte magic"
+            raise PcapError(self.path, self._base, what)
+        head = bytes(self._buf[0:4])
+        (le,) = struct.unpack("<I", head)
+        (be,) = struct.unpack(">I", head)
+        if le == PCAPNG_SHB:
+            self.format = "pcapng"
+            if not self._handle_shb():
+                err, self._pending = self._pending, None
+                raise err
+            return
+        if le in (MAGIC_US, MAGIC_NS):
+            big = False
+        elif be in (MAGIC_US, MAGIC_NS):
+            big = True
+        else:
+            raise PcapError(self.path, self._base, f"not a pcap or pcapng file (magic {head.hex()})")
+        self.format = "pcap"
+        self._more(_PCAP_HDR_LEN)
+        if self._end < _PCAP_HDR_LEN:
+            raise PcapError(self.path, self._base,
+                            f"truncated global header: file ends after {self._end} of {_PCAP_HDR_LEN} bytes")
+        e = ">" if big else "<"
+        magic, vmaj, vmin, _zone, _sigfigs, snaplen, network = struct.unpack(
+            e + "IHHiIII", bytes(self._buf[0:_PCAP_HDR_LEN]))
+        if vmaj != 2:
+            raise PcapError(self.path, self._base + 4, f"unsupported pcap version {vmaj}.{vmin}")
+        linktype = network & 0x03FFFFFF  # the top 6 bits describe an FCS, not the link type
+        if linktype not in SUPPORTED_LINKTYPES:
+            raise PcapError(self.path, self._base + 20, f"link type {linktype} not supported (supported: "
+                                                        f"{_LINKTYPE_NAMES})")
+        self._big = big
+        self.nanosecond = magic == MAGIC_NS
+        self.linktype = linktype
+        self.snaplen = snaplen
+        self._frac_ns = 1 if self.nanosecond else 1000
+        self._max_caplen = min(snaplen, MAX_CAPLEN) if snaplen else MAX_CAPLEN
+        self._pos = self._origin = _PCAP_HDR_LEN
+
+    # ------------------------------------------------------------------ buffering
+    def _target_capacity(self) -> int:
+        if self._buffer_size is not None:
+            return self._buffer_size
+        cap = int(2 * self.chunk * self._est) + _MIN_READ
+        cap = max(_MIN_READ, min(cap, _MAX_BATCH_BYTES))
+        if self._size_hint is not None:
+            remaining = self._size_hint - (self._base + self._end)
+            cap = min(cap, (self._end - self._origin) + max(remaining, 0) + 1)
+        return cap
+
+    def _more(self, upto: int) -> int:
+        """Make ``_buf[:upto]`` valid (indices as before the call; the buffer may move, so callers re-read
+        ``_pos``). Returns _MORE_OK, _MORE_EOF (the file ends first) or _MORE_FULL (the current batch would
+        exceed the byte budget; it should end)."""
+        while self._end < upto:
+            if self._eof:
+                return _MORE_EOF
+            cap = self._buf.shape[0]
+            if cap - self._end <= 0 or cap < upto:
+                keep = self._end - self._origin
+                need = upto - self._origin
+                if need > _MAX_BATCH_BYTES and self._pos > self._origin:
+                    return _MORE_FULL
+                min_read = self._buffer_size if self._buffer_size is not None else _MIN_READ
+                new_cap = max(need, keep + min_read, self._target_capacity())
+                new = np.empty(new_cap, np.uint8)
+                # only the current batch's bytes move; earlier batches keep viewing the old buffer
+                new[:keep] = self._buf[self._origin:self._end]
+                shift = self._origin
+                upto -= shift
+                self._base += shift
+                self._pos -= shift
+                self._end -= shift
+                self._origin = 0
+                self._buf = new
+            self._read_some()
+        return _MORE_OK
+
+    def _read_some(self) -> None:
+        view = memoryview(self._buf)[self._end:]
+        f = self._f
+        if hasattr(f, "readinto"):
+            got = f.readinto(view)
+        else:
+            data = f.read(len(view))
+            got = len(data)
+            view[:got] = data
+        if got is None:  # non-blocking stream with nothing ready: treat as the end
+            got = 0
+        if got == 0:
+            self._eof = True
+        self._end += got
+
+    def _skip_in_place(self, pos: int, blen: int) -> bool:
+        """Skip an unknown pcapng block too large to buffer: drop its bytes from the file without keeping them."""
+        start = self._base + pos
+        have = self._end - pos
+        rest = blen - have
+        self._end = pos
+        self._base += blen  # buffer indices from pos on now map to the bytes after the block
+        if self._seekable and self._size_hint is not None and hasattr(self._f, "seek"):
+            here = self._f.tell()
+            if here + rest > self._size_hint:
+                self._fail(start, f"truncated block: length {blen}, but the file ends after "
+                                  f"{self._size_hint - start} bytes")
+                return False
+            self._f.seek(rest, io.SEEK_CUR)
+            return True
+        while rest > 0:
+            piece = self._f.read(min(rest, 1 << 20))
+            if not piece:
+                self._fail(start, f"truncated block: length {blen}, but the file ends after {blen - rest} bytes")
+                return False
+            rest -= len(piece)
+        return True
+
+    # ------------------------------------------------------------------ scanning
+    def _fail(self, offset: int, problem: str) -> None:
+        self._pending = PcapError(self.path, offset, problem)
+        self._done = True
+
+    def _next_batch(self) -> PacketBatch | None:
+        chunk = self.chunk
+        classic = self.format == "pcap"
+        off = np.empty(chunk, np.int64)
+        caplen = np.empty(chunk, np.uint32)
+        wirelen = np.empty(chunk, np.uint32)
+        ts_ns = np.empty(chunk, np.int64)
+        linktype = None if classic else np.empty(chunk, np.uint16)
+        self._origin = self._pos
+        n = 0
+        while n < chunk:
+            buf = self._buf[: self._end]
+            if classic:
+                got, pos, code, aux = _k.scan_pcap(buf, self._pos, self._origin, chunk - n, self._big,
+                                                   self._frac_ns, self._max_caplen, off[n:], caplen[n:],
+                                                   wirelen[n:], ts_ns[n:])
+            else:
+                ifa = self._interfaces()
+                got, pos, code, aux = _k.scan_pcapng(buf, self._pos, self._origin, chunk - n, self._big, *ifa,
+                                                     MAX_CAPLEN, off[n:], caplen[n:], wirelen[n:], ts_ns[n:],
+                                                     linktype[n:])
+            n += got
+            self._pos = pos
+            if code == _k.SCAN_OK:
+                if n == chunk:
+                    break
+                more = self._more(self._end + 1)
+                if more == _MORE_EOF:
+                    self._done = True
+                    break
+                if more == _MORE_FULL:
+                    break
+                continue
+            if code == _k.SCAN_NEED_MORE:
+                if not self._need_more(aux):
+                    break
+                continue
+            if code == _k.SCAN_CONTROL:
+                ok = self._handle_shb() if aux == PCAPNG_SHB else self._handle_idb()
+                if not ok:
+                    break
+                continue
+            self._scan_error(code, aux)
+            break
+        if n == 0:
+            return None
+        data = self._buf[self._origin: self._pos]
+        if n < chunk:
+            off, caplen, wirelen, ts_ns = off[:n], caplen[:n], wirelen[:n], ts_ns[:n]
+            if linktype is not None:
+                linktype = linktype[:n]
+        if linktype is None:
+            linktype = np.full(n, self.linktype, np.uint16)
+        self._est = max(16.0, (self._pos - self._origin) / n)
+        batch = PacketBatch(data, off, caplen, wirelen, ts_ns, linktype)
+        self.packets += n
+        self.bytes += int(caplen.sum(dtype=np.int64))
+        if self.parse:
+            batch.parse()
+        return batch
+
+    def _need_more(self, aux: int) -> bool:
+        """The record or block at _pos is incomplete in the buffer: read more, or fail / end the batch."""
+        pos = self._pos
+        classic = self.format == "pcap"
+        if not classic and aux:
+            btype = struct.unpack_from(">I" if self._big else "<I", self._buf, pos)[0]
+            if btype in _PACKET_BLOCKS and aux > _MAX_PACKET_BLOCK:
+                self._fail(self._base + pos, f"packet block length {aux} exceeds the {_MAX_PACKET_BLOCK}-byte bound")
+                return False
+            if btype == PCAPNG_IDB and aux > _MAX_CONTROL_BLOCK:
+                self._fail(self._base + pos, f"interface description block length {aux} exceeds the "
+                                             f"{_MAX_CONTROL_BLOCK}-byte bound")
+                return False
+            if btype not in _PACKET_BLOCKS and btype != PCAPNG_IDB and aux > _MAX_CONTROL_BLOCK and not self._eof:
+                return self._skip_in_place(pos, aux)
+        need = aux if aux else (_PCAP_REC_HDR if classic else 12)
+        more = self._more(pos + need)
+        if more == _MORE_OK:
+            return True
+        if more == _MORE_FULL:
+            return False
+        pos = self._pos
+        avail = self._end - pos
+        at = self._base + pos
+        if classic:
+            if aux == 0:
+                self._fail(at, f"truncated record header: file ends after {avail} of {_PCAP_REC_HDR} bytes")
+            else:
+                self._fail(at, f"truncated record: caplen {aux - _PCAP_REC_HDR}, but the file ends after "
+                               f"{avail - _PCAP_REC_HDR} bytes of packet data")
+        elif aux == 0:
+            self._fail(at, f"truncated block header: file ends after {avail} of 12 bytes")
+        else:
+            self._fail(at, f"truncated block: length {aux}, but the file ends after {avail} bytes")
+        return False
+
+    def _scan_error(self, code: int, aux: int) -> None:
+        pos = self._pos
+        at = self._base + pos
+        if code == _k.SCAN_BAD_CAPLEN:
+            if self.format == "pcap" and self.snaplen and aux > self.snaplen:
+                self._fail(at, f"caplen {aux} exceeds the file's snaplen {self.snaplen}")
+            else:
+                self._fail(at, f"caplen {aux} exceeds the {MAX_CAPLEN}-byte bound")
+            return
+        e = ">" if self._big else "<"
+        btype, blen = struct.unpack_from(e + "II", self._buf, pos)
+        if code == _k.SCAN_BAD_BLOCK_LEN:
+            self._fail(at, f"bad block length {aux} (block type 0x{btype:08x})")
+        elif code == _k.SCAN_BAD_TRAILER:
+            self._fail(at, f"block length {blen} does not match its trailing copy {aux} (block type 0x{btype:08x})")
+        elif code == _k.SCAN_BAD_IFACE:
+            m = len(self._if_lists[0])
+            self._fail(at, f"packet block names interface {aux}, but the section describes {m}")
+        elif code == _k.SCAN_BAD_LINKTYPE:
+            self._fail(at, f"link type {aux} not supported (supported: {_LINKTYPE_NAMES})")
+        elif code == _k.SCAN_BLOCK_CAPLEN:
+            self._fail(at, f"caplen {aux} runs past the end of its {blen}-byte block")
+        else:  # pragma: no cover - every kernel code is handled above
+            self._fail(at, f"scan error {code}")
+
+    # ------------------------------------------------------------------ pcapng control blocks
+    def _interfaces(self):
+        if self._if_arrays is None:
+            lt, snap, mul, div, shift, tsoff = self._if_lists
+            self._if_arrays = (np.array(lt, np.uint16), np.array(snap, np.uint32), np.array(mul, np.int64),
+                               np.array(div, np.int64), np.array(shift, np.int32), np.array(tsoff, np.int64))
+        return self._if_arrays
+
+    def _handle_shb(self) -> bool:
+        start = self._base + self._pos
+        more = self._more(self._pos + 12)
+        if more == _MORE_FULL:
+            return False
+        if more == _MORE_EOF:
+            self._fail(start, f"truncated section header block: file ends after {self._end - self._pos} bytes")
+            return False
+        pos = self._pos
+        bom = bytes(self._buf[pos + 8: pos + 12])
+        if bom == b"\x4d\x3c\x2b\x1a":
+            big = False
+        elif bom == b"\x1a\x2b\x3c\x4d":
+            big = True
+        else:
+            self._fail(start, f"bad byte-order magic {bom.hex()} in section header block")
+            return False
+        e = ">" if big else "<"
+        (blen,) = struct.unpack_from(e + "I", self._buf, pos + 4)
+        if blen < 28 or blen % 4:
+            self._fail(start, f"bad section header block length {blen}")
+            return False
+        if blen > _MAX_CONTROL_BLOCK:
+            self._fail(start, f"section header block length {blen} exceeds the {_MAX_CONTROL_BLOCK}-byte bound")
+            return False
+        more = self._more(self._pos + blen)
+        pos = self._pos
+        if self._end - pos < blen:
+            if more == _MORE_EOF:
+                self._fail(start, f"truncated section header block: length {blen}, but the file ends after "
+                                  f"{self._end - pos} bytes")
+            return False
+        (trail,) = struct.unpack_from(e + "I", self._buf, pos + blen - 4)
+        if trail != blen:
+            self._fail(start, f"block length {blen} does not match its trailing copy {trail} (section header)")
+            return False
+        vmaj, vmin = struct.unpack_from(e + "HH", self._buf, pos + 12)
+        if vmaj != 1:
+            self._fail(start, f"unsupported pcapng version {vmaj}.{vmin}")
+            return False
+        self._big = big
+        self._if_lists = [[], [], [], [], [], []]
+        self._if_arrays = None
+        self._pos = pos + blen
+        return True
+
+    def _handle_idb(self) -> bool:
+        # the kernel has checked that the block is whole and its trailing length agrees
+        pos = self._pos
+        start = self._base + pos
+        e = ">" if self._big else "<"
+        (blen,) = struct.unpack_from(e + "I", self._buf, pos + 4)
+        if blen < 20:
+            self._fail(start, f"interface description block too short ({blen} bytes)")
+            return False
+        if len(self._if_lists[0]) >= _MAX_INTERFACES:
+            self._fail(start, f"more than {_MAX_INTERFACES} interfaces in one section")
+            return False
+        lt, _reserved, snaplen = struct.unpack_from(e + "HHI", self._buf, pos + 8)
+        mul, div, shift, tsoff = 1000, 1, -1, 0  # default resolution: microseconds
+        body = bytes(self._buf[pos + 16: pos + blen - 4])
+        i = 0
+        while i + 4 <= len(body):
+            code, olen = struct.unpack_from(e + "HH", body, i)
+            if code == 0:
+                break
+            if i + 4 + olen > len(body):
+                self._fail(start + 16 + i, f"interface option {code} of length {olen} runs past its block")
+                return False
+            if code == 9 and olen >= 1:  # if_tsresol
+                v = body[i + 4]
+                if v & 0x80:
+                    shift = v & 0x7F
+                else:
+                    shift = -1
+                    if v <= 9:
+                        mul, div = 10 ** (9 - v), 1
+                    elif 10 ** (v - 9) < 2**63:
+                        mul, div = 1, 10 ** (v - 9)
+                    else:
+                        mul, div = 0, 1
+            elif code == 14 and olen >= 8:  # if_tsoffset, seconds
+                (secs,) = struct.unpack_from(e + "q", body, i + 4)
+                tsoff = ((secs * 1_000_000_000 + 2**63) % 2**64) - 2**63
+            i += 4 + ((olen + 3) & ~3)
+        lists = self._if_lists
+        for col, v in zip(lists, (lt, snaplen, mul, div, shift, tsoff)):
+            col.append(v)
+        self._if_arrays = None
+        self._pos = pos + blen
+        return True
+
+
+# ---------------------------------------------------------------------------------------------------- writing
+class PcapWriter:
+    """Stream PacketBatch chunks into a classic pcap file.
+
+    Parameters
+    ----------
+    dest : str, os.PathLike or binary file object
+    nanosecond : bool
+        Nanosecond timestamps (magic a1b23c4d, default) or microseconds (a1b2c3d4; ns truncated).
+    linktype : int or None
+        The file's link type. None: the first non-empty batch decides (its link type if all its packets share
+        one, Ethernet otherwise). Packets of another link type are converted to Ethernet when the file is
+        Ethernet; any other mismatch raises ValueError.
+    snaplen : int
+        Written in the header; captures longer than this are cut to it (wirelen kept).
+
+    Attributes
+    ----------
+    packets, bytes : int
+        Packets and captured bytes (after conversion) written so far.
+    """
+
+    def __init__(self, dest, nanosecond: bool = True, linktype: int | None = None, snaplen: int = DEFAULT_SNAPLEN):
+        snaplen = int(snaplen)
+        if not 14 <= snaplen <= 0x7FFFFFFF:
+            raise ValueError(f"PcapWriter: snaplen must be in [14, 2**31), got {snaplen}")
+        if linktype is not None and not 0 <= int(linktype) <= 0xFFFF:
+            raise ValueError(f"PcapWriter: linktype must be a 16-bit value, got {linktype}")
+        self.nanosecond = bool(nanosecond)
+        self.linktype = None if linktype is None else int(linktype)
+        self.snaplen = snaplen
+        self.packets = 0
+        self.bytes = 0
+        if isinstance(dest, (str, bytes, os.PathLike)):
+            self.path = os.fsdecode(dest)
+            self._f = open(dest, "wb", buffering=0)  # noqa: SIM115 (closed by close())
+            self._own = True
+        else:
+            if not hasattr(dest, "write"):
+                raise TypeError(f"PcapWriter: expected a path or a binary file object, got {type(dest).__name__}")
+            self.path = str(getattr(dest, "name", "<stream>"))
+            self._f = dest
+            self._own = False
+        self._header_done = False
+
+    def _write_all(self, buf) -> None:
+        view = memoryview(buf).cast("B")
+        while len(view):
+            n = self._f.write(view)
+            if n is None or n == len(view):
+                return
+            view = view[n:]
+
+    def _header(self) -> None:
+        if self._header_done:
+            return
+        if self.linktype is None:
+            self.linktype = LINKTYPE_ETHERNET
+        magic = MAGIC_NS if self.nanosecond else MAGIC_US
+        self._write_all(struct.pack("<IHHiIII", magic, 2, 4, 0, 0, self.snaplen, self.linktype))
+        self._header_done = True
+
+    def write(self, batch: PacketBatch) -> int:
+        """Append one batch (one gather into one buffer, one write). Returns the packets written."""
+        if self._f is None:
+            raise ValueError("PcapWriter: write to a closed writer")
+        if not isinstance(batch, PacketBatch):
+            raise TypeError(f"PcapWriter.write: expected a PacketBatch, got {type(batch).__name__}")
+        n = len(batch)
+        if n == 0:
+            return 0
+        if self.linktype is None:
+            first = int(batch.linktype[0])
+            self.linktype = first if bool((batch.linktype == first).all()) else LINKTYPE_ETHERNET
+        self._header()
+        size = _k.pcap_write_size(batch.caplen, batch.linktype, self.linktype, self.snaplen)
+        if size < 0:
+            i = -size - 1
+            raise ValueError(
+                f"PcapWriter: packet {i} has link type {int(batch.linktype[i])}, which a file of link type "
+                f"{self.linktype} cannot hold (open the writer with linktype=1 to convert raw IP and Linux cooked "
+                f"packets to Ethernet)")
+        out = np.empty(size, np.uint8)
+        _k.write_pcap_records(batch.data, batch.off, batch.caplen, batch.wirelen, batch.ts_ns, batch.linktype,
+                              self.linktype, self.nanosecond, self.snaplen, out)
+        self._write_all(out)
+        self.packets += n
+        self.bytes += size - _PCAP_REC_HDR * n
+        return n
+
+    def close(self) -> None:
+        """Write the header if nothing was written (an empty capture is still a valid file) and close."""
+        if self._f is None:
+            return
+        try:
+            self._header()
+            if hasattr(self._f, "flush"):
+                self._f.flush()
+        finally:
+            if self._own:
+                self._f.close()
+            self._f = None
+
+    def __enter__(self) -> PcapWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"PcapWriter({self.path!r}, linktype={self.linktype}, packets={self.packets})"
+
+
+def write_pcap(dest, batches: PacketBatch | Iterable[PacketBatch], nanosecond: bool = True,
+               linktype: int | None = None, snaplen: int = DEFAULT_SNAPLEN) -> int:
+    """Write one PacketBatch or an iterable of them to a classic pcap file.
+
+    Parameters
+    ----------
+    dest : str, os.PathLike or binary file object
+    batches : PacketBatch or iterable of PacketBatch
+    nanosecond : bool
+        Nanosecond timestamps (default) or microseconds.
+    linktype : int or None
+        None: the link type the packets share, or Ethernet (with conversion) when they mix link types. For a
+        list or tuple every batch is looked at first; for other iterables the first non-empty batch decides
+        (see :class:`PcapWriter`).
+    snaplen : int
+
+    Returns
+    -------
+    int
+        Packets written.
+    """
+    if isinstance(batches, PacketBatch):
+        batches = [batches]
+    elif isinstance(batches, (list, tuple)) and linktype is None:
+        kinds = {int(v) for b in batches for v in np.unique(b.linktype)}
+        if len(kinds) > 1:
+            linktype = LINKTYPE_ETHERNET
+    with PcapWriter(dest, nanosecond=nanosecond, linktype=linktype, snaplen=snaplen) as w:
+        for b in batches:
+            w.write(b)
+    return w.packets

@@ -1,0 +1,687 @@
+"""Security policy: rules from YAML (DESIGN.md section 6) or ClassBench files, compiled to a first-match classifier.
+
+A rule matches a packet when every field matches: ``source`` / ``destination`` (CIDR lists or ``any``), ``protocol``
+(tcp, udp, icmp, a number, or any), ``port`` / ``source_port`` (numbers and ``lo-hi`` ranges), ``from`` / ``to``
+(zones, each a list of endpoint names).  The first matching rule wins; with no match the policy's ``default`` action
+applies (deny).  A rule whose fields hold lists is the union of the cross product of its values: it expands into
+several *boxes* (one per source range x destination range x source-port range x port range x protocol range x zone
+pair) that all map to the rule's index.  :meth:`Policy.compile` builds the decision tree of
+``gwlb_fast._kernels.classify`` over these boxes.
+"""
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import os
+import time
+from collections.abc import Mapping
+from enum import IntEnum
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from ._kernels.classify import DOMAIN_HI, NDIMS, ZONE_UNKNOWN, ClassifierTree
+from .errors import ConfigError
+
+__all__ = ["ZONE_UNKNOWN", "Action", "Classifier", "Policy", "Rule", "generate_trace", "partition_boxes"]
+
+
+class Action(IntEnum):
+    """What the firewall does with the first packet of a session that a rule (or the default) selects."""
+
+    ALLOW = 0
+    DENY = 1
+    DROP = 2
+    RESET_CLIENT = 3
+    RESET_SERVER = 4
+    RESET_BOTH = 5
+
+
+_ACTION_BY_NAME = {a.name.lower().replace("_", "-"): a for a in Action}
+_PROTO_BY_NAME = {"tcp": 6, "udp": 17, "icmp": 1}
+_RULE_KEYS = {"name", "description", "source", "destination", "protocol", "port", "source_port", "from", "to",
+              "action"}
+_POLICY_KEYS = {"zones", "rules", "default"}
+_ANY32 = ((0, 0xFFFFFFFF),)
+_ANY16 = ((0, 0xFFFF),)
+_ANY8 = ((0, 0xFF),)
+MAX_ZONES = ZONE_UNKNOWN  # zone indices 0..254; 255 is "unknown"
+
+Range = tuple[int, int]
+
+
+class Rule(NamedTuple):
+    """One rule as inclusive ranges per field (the union of their cross product is what it matches)."""
+
+    name: str
+    src: tuple[Range, ...]
+    dst: tuple[Range, ...]
+    sport: tuple[Range, ...]
+    dport: tuple[Range, ...]
+    proto: tuple[Range, ...]
+    zone_from: tuple[Range, ...]
+    zone_to: tuple[Range, ...]
+    action: Action
+
+    def fields(self) -> tuple[tuple[Range, ...], ...]:
+        """The seven range lists in the classifier's dimension order."""
+        return (self.src, self.dst, self.sport, self.dport, self.proto, self.zone_from, self.zone_to)
+
+    def n_boxes(self) -> int:
+        n = 1
+        for f in self.fields():
+            n *= len(f)
+        return n
+
+
+class _RuleError(Exception):
+    def __init__(self, field, problem):
+        self.field = field
+        self.problem = problem
+
+
+def _as_list(value):
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return [value]
+
+
+def _merge(ranges) -> tuple[Range, ...]:
+    """Sorted, coalesced ranges (fewer boxes, same set)."""
+    out: list[list[int]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return tuple((lo, hi) for lo, hi in out)
+
+
+def _parse_addr(field, value) -> tuple[Range, ...]:
+    if value is None:
+        return _ANY32
+    items = _as_list(value)
+    if not items:
+        raise _RuleError(field, "empty list (use 'any' to match every address)")
+    ranges = []
+    for item in items:
+        if not isinstance(item, str):
+            raise _RuleError(field, f"{item!r} is not a CIDR string")
+        text = item.strip()
+        if text.lower() == "any":
+            return _ANY32
+        try:
+            if "-" in text and "/" not in text:
+                a, b = (ipaddress.IPv4Address(p.strip()) for p in text.split("-", 1))
+                if int(a) > int(b):
+                    raise _RuleError(field, f"address range {item!r} has its start after its end")
+                ranges.append((int(a), int(b)))
+            else:
+                net = ipaddress.ip_network(text, strict=False)
+                if net.version != 4:
+                    raise _RuleError(field, f"{item!r} is not IPv4 (only IPv4 is supported)")
+                ranges.append((int(net.network_address), int(net.broadcast_address)))
+        except ValueError as exc:
+            raise _RuleError(field, f"bad address {item!r}: {exc}") from None
+    return _merge(ranges)
+
+
+def _parse_ports(field, value) -> tuple[Range, ...]:
+    if value is None:
+        return _ANY16
+    items = _as_list(value)
+    if not items:
+        raise _RuleError(field, "empty list (leave the field out to match every port)")
+    ranges = []
+    for item in items:
+        if isinstance(item, bool):
+            raise _RuleError(field, f"{item!r} is not a port")
+        if isinstance(item, int):
+            lo = hi = item
+        elif isinstance(item, str):
+            text = item.strip()
+            if text.lower() == "any":
+                return _ANY16
+            parts = text.split("-")
+            try:
+                if len(parts) == 1:
+                    lo = hi = int(parts[0])
+                elif len(parts) == 2:
+                    lo, hi = int(parts[0]), int(parts[1])
+                else:
+                    raise ValueError
+            except ValueError:
+                raise _RuleError(field, f"bad port {item!r} (a number 0-65535 or a 'lo-hi' range)") from None
+        else:
+            raise _RuleError(field, f"bad port {item!r} (a number 0-65535 or a 'lo-hi' range)")
+        if not (0 <= lo <= 65535 and 0 <= hi <= 65535):
+            raise _RuleError(field, f"port {item!r} out of range 0-65535")
+        if lo > hi:
+            raise _RuleError(field, f"port range {item!r} has its start after its end")
+        ranges.append((lo, hi))
+    return _merge(ranges)
+
+
+def _parse_proto(value) -> tuple[Range, ...]:
+    if value is None:
+        return _ANY8
+    items = _as_list(value)
+    if not items:
+        raise _RuleError("protocol", "empty list")
+    ranges = []
+    for item in items:
+        if isinstance(item, bool):
+            raise _RuleError("protocol", f"{item!r} is not a protocol")
+        if isinstance(item, str):
+            text = item.strip().lower()
+            if text == "any":
+                return _ANY8
+            if text in _PROTO_BY_NAME:
+                num = _PROTO_BY_NAME[text]
+            elif text.isdigit():
+                num = int(text)
+            else:
+                raise _RuleError("protocol", f"unknown protocol {item!r} (tcp, udp, icmp, a number 0-255, or any)")
+        elif isinstance(item, int):
+            num = item
+        else:
+            raise _RuleError("protocol", f"unknown protocol {item!r} (tcp, udp, icmp, a number 0-255, or any)")
+        if not 0 <= num <= 255:
+            raise _RuleError("protocol", f"protocol number {num} out of range 0-255")
+        ranges.append((num, num))
+    return _merge(ranges)
+
+
+def _parse_zones(field, value, zone_index) -> tuple[Range, ...]:
+    if value is None:
+        return _ANY8
+    items = _as_list(value)
+    if not items:
+        raise _RuleError(field, "empty list (leave the field out to match every zone)")
+    ranges = []
+    for item in items:
+        if isinstance(item, str) and item.strip().lower() == "any":
+            return _ANY8
+        if not isinstance(item, str) or item not in zone_index:
+            known = ", ".join(sorted(zone_index)) or "none defined"
+            raise _RuleError(field, f"unknown zone {item!r} (zones: {known})")
+        z = zone_index[item]
+        ranges.append((z, z))
+    return _merge(ranges)
+
+
+def _parse_action(field, value) -> Action:
+    if not isinstance(value, str) or value.strip().lower() not in _ACTION_BY_NAME:
+        raise _RuleError(field, f"unknown action {value!r} (one of {', '.join(_ACTION_BY_NAME)})")
+    return _ACTION_BY_NAME[value.strip().lower()]
+
+
+def _parse_rule(i, raw, zone_index) -> Rule:
+    if not isinstance(raw, Mapping):
+        raise _RuleError("rule", f"expected a mapping, got {type(raw).__name__}")
+    unknown = set(raw) - _RULE_KEYS
+    if unknown:
+        raise _RuleError(min(map(str, unknown)), f"unknown key (allowed: {', '.join(sorted(_RULE_KEYS))})")
+    name = raw.get("name", f"rule-{i}")
+    if not isinstance(name, str) or not name:
+        raise _RuleError("name", f"bad name {name!r}")
+    if "action" not in raw:
+        raise _RuleError("action", "missing (one of " + ", ".join(_ACTION_BY_NAME) + ")")
+    proto = _parse_proto(raw.get("protocol"))
+    sport = _parse_ports("source_port", raw.get("source_port"))
+    dport = _parse_ports("port", raw.get("port"))
+    if proto == ((1, 1),) and (sport != _ANY16 or dport != _ANY16):
+        raise _RuleError("port" if dport != _ANY16 else "source_port", "ports need protocol tcp, udp or a number")
+    return Rule(
+        name=name,
+        src=_parse_addr("source", raw.get("source")),
+        dst=_parse_addr("destination", raw.get("destination")),
+        sport=sport,
+        dport=dport,
+        proto=proto,
+        zone_from=_parse_zones("from", raw.get("from"), zone_index),
+        zone_to=_parse_zones("to", raw.get("to"), zone_index),
+        action=_parse_action("action", raw.get("action")),
+    )
+
+
+def _coerce_action(value) -> Action:
+    """An Action from an Action, its int code or its YAML name ('reset-client')."""
+    if isinstance(value, str):
+        try:
+            return _parse_action("action", value)
+        except _RuleError as exc:
+            raise ValueError(exc.problem) from None
+    return Action(value)
+
+
+class Policy:
+    """An ordered rule list (first match wins), a default action and the zone of every endpoint.
+
+    Attributes
+    ----------
+    rules : list[Rule]
+    rule_names : list[str]
+    actions : int8[n_rules]
+        ``Action`` code of each rule.
+    default_action : Action
+        Applies when no rule matches.
+    zone_names : list[str]
+        Zone index -> name (the classifier's zone columns hold these indices).
+    endpoint_zone : dict[str, int]
+        Endpoint name -> zone index (the firewall maps endpoint ids to these).
+    source : str
+        Where the policy came from (file name), used in error messages.
+    """
+
+    def __init__(self, rules, default=Action.DENY, zones=None, source="<policy>"):
+        self.source = str(source)
+        self.rules: list[Rule] = list(rules)
+        self.default_action = _coerce_action(default)
+        self.zones: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in (zones or {}).items()}
+        self.zone_names = list(self.zones)
+        self.endpoint_zone: dict[str, int] = {}
+        for z, members in enumerate(self.zones.values()):
+            for ep in members:
+                self.endpoint_zone[ep] = z
+        self.rule_names = [r.name for r in self.rules]
+        self.actions = np.fromiter((int(r.action) for r in self.rules), dtype=np.int8, count=len(self.rules))
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def __repr__(self) -> str:
+        return f"Policy({len(self.rules)} rules, default={self.default_action.name.lower()}, source={self.source!r})"
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_yaml(cls, source, name: str | None = None) -> Policy:
+        """Load a policy from a YAML file or an already-parsed mapping.
+
+        Parameters
+        ----------
+        source : str, os.PathLike or Mapping
+            A file holding ``security_policy:`` (e.g. the topology file) or the bare ``{zones, rules, default}``
+            mapping; or that mapping itself (as the topology loader hands it over).
+        name : str, optional
+            Name used in error messages when ``source`` is a mapping (default ``<policy>``); for a file, its path.
+
+        Raises
+        ------
+        ConfigError
+            Naming the source, the rule (index and name) and the field.
+        """
+        base = None
+        if isinstance(source, Mapping):
+            src_name = name or "<policy>"
+            data = source
+        else:
+            import yaml
+
+            path = Path(os.fspath(source))
+            src_name = name or str(path)
+            base = path.parent
+            try:
+                text = path.read_text()
+            except OSError as exc:
+                raise ConfigError(f"{src_name}: cannot read: {exc.strerror or exc}") from None
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{src_name}: invalid YAML: {exc}".replace("\n", " ")) from None
+        key = "security_policy"
+        if isinstance(data, Mapping) and "security_policy" in data:
+            data = data["security_policy"]
+        elif isinstance(data, Mapping) and "rules" in data:
+            key = "policy"
+        else:
+            raise ConfigError(f"{src_name}: no security_policy (expected a mapping with 'security_policy' or 'rules')")
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{src_name}: {key}: expected a mapping with zones, rules and default")
+        unknown = set(data) - _POLICY_KEYS
+        if unknown:
+            raise ConfigError(f"{src_name}: {key}.{min(map(str, unknown))}: unknown key "
+                              f"(allowed: {', '.join(sorted(_POLICY_KEYS))})")
+        zones = cls._parse_zone_map(src_name, key, data.get("zones"))
+        zone_index = {z: i for i, z in enumerate(zones)}
+        default = Action.DENY
+        if "default" in data:
+            try:
+                default = _parse_action("default", data["default"])
+            except _RuleError as exc:
+                raise ConfigError(f"{src_name}: {key}.default: {exc.problem}") from None
+        raw_rules = data.get("rules")
+        if isinstance(raw_rules, str):
+            # A ClassBench rule file in place of the rule list (benchmarks), relative to the YAML file.
+            cb = Path(raw_rules)
+            if base is not None and not cb.is_absolute():
+                cb = base / cb
+            pol = cls.from_classbench(cb, default=default)
+            return cls(pol.rules, default, zones, source=src_name)
+        if raw_rules is None:
+            raw_rules = []
+        if not isinstance(raw_rules, list):
+            raise ConfigError(f"{src_name}: {key}.rules: expected a list of rules, got {type(raw_rules).__name__}")
+        rules = []
+        seen: dict[str, int] = {}
+        for i, raw in enumerate(raw_rules):
+            rname = raw.get("name") if isinstance(raw, Mapping) else None
+            rname = rname if isinstance(rname, str) and rname else f"rule-{i}"
+            try:
+                rule = _parse_rule(i, raw, zone_index)
+            except _RuleError as exc:
+                raise ConfigError(f"{src_name}: {key}.rules[{i}] ({rname}): {exc.field}: {exc.problem}") from None
+            if rule.name in seen:
+                raise ConfigError(f"{src_name}: {key}.rules[{i}] ({rule.name}): name: duplicate of rules[{seen[rule.name]}]")
+            seen[rule.name] = i
+            rules.append(rule)
+        return cls(rules, default, zones, source=src_name)
+
+    @staticmethod
+    def _parse_zone_map(src_name, key, raw) -> dict[str, tuple[str, ...]]:
+        if raw is None:
+            return {}
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{src_name}: {key}.zones: expected a mapping zone -> [endpoint names]")
+        if len(raw) > MAX_ZONES:
+            raise ConfigError(f"{src_name}: {key}.zones: {len(raw)} zones, at most {MAX_ZONES} are supported")
+        zones: dict[str, tuple[str, ...]] = {}
+        owner: dict[str, str] = {}
+        for zname, members in raw.items():
+            if not isinstance(zname, str) or not zname or zname.lower() == "any":
+                raise ConfigError(f"{src_name}: {key}.zones: bad zone name {zname!r}")
+            members = _as_list(members) if members is not None else []
+            for ep in members:
+                if not isinstance(ep, str) or not ep:
+                    raise ConfigError(f"{src_name}: {key}.zones.{zname}: bad endpoint name {ep!r}")
+                if ep in owner:
+                    raise ConfigError(f"{src_name}: {key}.zones.{zname}: endpoint {ep!r} is already in zone "
+                                      f"{owner[ep]!r}")
+                owner[ep] = zname
+            zones[zname] = tuple(members)
+        return zones
+
+    @classmethod
+    def from_classbench(cls, path, action=Action.ALLOW, default=Action.DENY) -> Policy:
+        """Load a ClassBench rule file (``@src/len dst/len lo : hi lo : hi proto/mask flags/mask``).
+
+        Line order is priority.  Every rule gets ``action``; the flags column is ignored.  A protocol mask other
+        than 0x00 / 0xFF matches the values ``v`` with ``v & mask == value & mask``.  Rule names are ``cb<line>``.
+
+        Raises
+        ------
+        ConfigError
+            Naming the file, the line and the field.
+        """
+        src_name = os.fspath(path)
+        try:
+            with open(path) as fh:
+                lines = fh.read().splitlines()
+        except OSError as exc:
+            raise ConfigError(f"{src_name}: cannot read: {exc.strerror or exc}") from None
+        action = _coerce_action(action)
+        default = _coerce_action(default)
+        rules = []
+        proto_cache: dict[tuple[int, int], tuple[Range, ...]] = {}
+        for lineno, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            i = len(rules)
+            where = f"{src_name}: line {lineno} (rule {i})"
+            if not line.startswith("@"):
+                raise ConfigError(f"{where}: expected a line starting with '@'")
+            cols = [c.strip() for c in line[1:].split("\t")]
+            cols = [c for c in cols if c]
+            if len(cols) < 5:
+                raise ConfigError(f"{where}: expected at least 5 tab-separated fields, got {len(cols)}")
+            fields = ("source", "destination", "source_port", "port", "protocol")
+            try:
+                k = 0
+                src = _cb_prefix(cols[0])
+                k = 1
+                dst = _cb_prefix(cols[1])
+                k = 2
+                sport = _cb_range(cols[2])
+                k = 3
+                dport = _cb_range(cols[3])
+                k = 4
+                pv, pm = (int(x, 16) for x in cols[4].split("/"))
+                if not (0 <= pv <= 255 and 0 <= pm <= 255):
+                    raise ValueError("protocol value/mask out of range")
+                proto = proto_cache.get((pv, pm))
+                if proto is None:
+                    proto = _merge((v, v) for v in range(256) if v & pm == pv & pm)
+                    proto_cache[(pv, pm)] = proto
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {fields[k]}: bad value {cols[k]!r}: {exc}") from None
+            rules.append(Rule(f"cb{lineno}", (src,), (dst,), (sport,), (dport,), proto, _ANY8, _ANY8, action))
+        return cls(rules, default, None, source=src_name)
+
+    # ------------------------------------------------------------------ compiling
+    def boxes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Expand the rules into priority-ordered boxes: ``(lo uint32[nb, 7], hi uint32[nb, 7], rule int32[nb])``."""
+        los: list[tuple[int, ...]] = []
+        his: list[tuple[int, ...]] = []
+        rule: list[int] = []
+        for i, r in enumerate(self.rules):
+            fields = r.fields()
+            for combo in itertools.product(*fields):
+                los.append(tuple(c[0] for c in combo))
+                his.append(tuple(c[1] for c in combo))
+                rule.append(i)
+        if not rule:
+            return (np.empty((0, NDIMS), dtype=np.uint32), np.empty((0, NDIMS), dtype=np.uint32),
+                    np.empty(0, dtype=np.int32))
+        return (np.array(los, dtype=np.uint32), np.array(his, dtype=np.uint32), np.array(rule, dtype=np.int32))
+
+    def compile(self, binth: int = 4, partition: bool = True, max_leaf_entries: int = -1) -> Classifier:
+        """Build the first-match classifier (see ``gwlb_fast._kernels.classify``).
+
+        Parameters
+        ----------
+        binth : int
+            Boxes per leaf before a node is split.
+        partition : bool
+            Split the boxes into groups by which fields are narrow (:func:`partition_boxes`), one tree per group,
+            as CutSplit does: a wildcard field is never cut inside its group, which bounds replication.
+        max_leaf_entries : int
+            Memory bound on replicated leaf boxes (default ``32 * n_boxes + 4096``); beyond it nodes stop splitting.
+        """
+        t0 = time.perf_counter()
+        lo, hi, rule = self.boxes()
+        group = partition_boxes(lo, hi) if partition else None
+        tree = ClassifierTree(lo, hi, rule, group, binth, max_leaf_entries)
+        return Classifier(self, tree, time.perf_counter() - t0, len(rule))
+
+    def action_of(self, rule_index: np.ndarray) -> np.ndarray:
+        """``Action`` code (int8) for each classification result, the default action where it is -1."""
+        idx = np.asarray(rule_index)
+        if len(self.actions) == 0:
+            return np.full(idx.shape, int(self.default_action), dtype=np.int8)
+        return np.where(idx >= 0, self.actions[np.clip(idx, 0, None)], np.int8(self.default_action)).astype(np.int8)
+
+
+def partition_boxes(lo: np.ndarray, hi: np.ndarray, addr_bits: int = 16, port_span: int = 1024) -> np.ndarray:
+    """Group id (int32) of every box, by which field is narrow (CutSplit's small/big field split).
+
+    An address is narrow when its range spans at most ``2**(32 - addr_bits)`` values (a /16 or longer prefix), a
+    port when it spans at most ``port_span`` values.  Groups: 0 source address narrow, 1 destination address narrow
+    (source wide), 2 both addresses wide and destination port narrow, 3 the rest.  Inside a group the tree cuts the
+    narrow field first, which crosses few boxes, so wildcards are rarely replicated (measured on ClassBench fw1_10k:
+    one tree over all boxes needs > 2 GB, four groups 0.7 MB).
+    """
+    span = hi.astype(np.int64) - lo.astype(np.int64)
+    group = np.full(len(lo), 3, dtype=np.int32)
+    group[span[:, 3] < port_span] = 2
+    group[span[:, 1] < (1 << (32 - addr_bits))] = 1
+    group[span[:, 0] < (1 << (32 - addr_bits))] = 0
+    return group
+
+
+def _cb_prefix(text: str) -> Range:
+    addr, _, plen = text.partition("/")
+    parts = addr.split(".")
+    if len(parts) != 4 or not plen:
+        raise ValueError("expected a.b.c.d/len")
+    value = 0
+    for p in parts:
+        b = int(p)
+        if not 0 <= b <= 255:
+            raise ValueError("address byte out of range")
+        value = (value << 8) | b
+    n = int(plen)
+    if not 0 <= n <= 32:
+        raise ValueError("prefix length out of range")
+    mask = (0xFFFFFFFF << (32 - n)) & 0xFFFFFFFF
+    return (value & mask, (value & mask) | (~mask & 0xFFFFFFFF))
+
+
+def _cb_range(text: str) -> Range:
+    lo, sep, hi = text.partition(":")
+    if not sep:
+        raise ValueError("expected 'lo : hi'")
+    a, b = int(lo), int(hi)
+    if not (0 <= a <= b <= 65535):
+        raise ValueError("port range out of order or out of 0-65535")
+    return (a, b)
+
+
+_COLS = (("src_ip", np.uint32), ("dst_ip", np.uint32), ("sport", np.uint16), ("dport", np.uint16),
+         ("proto", np.uint8), ("zone_from", np.uint8), ("zone_to", np.uint8))
+
+
+def _column(name, arr, dtype, n):
+    # ValueError for every bad column (kernel convention), a non-array included.
+    if not isinstance(arr, np.ndarray):
+        raise ValueError(  # noqa: TRY004
+            f"{name} must be a numpy array of {np.dtype(dtype)}, got {type(arr).__name__}")
+    if arr.dtype != dtype or arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D {np.dtype(dtype)}, got {arr.dtype} with shape {arr.shape}")
+    if n is not None and arr.shape[0] != n:
+        raise ValueError(f"{name} has length {arr.shape[0]}, expected {n}")
+    return np.ascontiguousarray(arr)
+
+
+class Classifier:
+    """A compiled policy: ``classify`` returns the index of the first matching rule per packet (-1 if none).
+
+    Attributes
+    ----------
+    policy : Policy
+    build_seconds : float
+        Time spent in ``Policy.compile`` (box expansion + tree build).
+    memory_bytes : int
+        Bytes of the compiled structure (tree nodes + leaf boxes).
+    n_boxes, n_nodes, n_leaf_entries, depth : int
+        Size of the expanded rule set and shape of the tree.
+    """
+
+    def __init__(self, policy: Policy, tree: ClassifierTree, build_seconds: float, n_boxes: int):
+        self.policy = policy
+        self._tree = tree
+        self.build_seconds = build_seconds
+        self.n_boxes = n_boxes
+
+    @property
+    def memory_bytes(self) -> int:
+        return self._tree.memory_bytes
+
+    @property
+    def n_nodes(self) -> int:
+        return self._tree.n_nodes
+
+    @property
+    def n_leaf_entries(self) -> int:
+        return self._tree.n_leaf_entries
+
+    @property
+    def depth(self) -> int:
+        return self._tree.depth
+
+    @property
+    def n_groups(self) -> int:
+        return self._tree.n_groups
+
+    def __repr__(self) -> str:
+        return (f"Classifier({len(self.policy)} rules, {self.n_boxes} boxes, {self.n_nodes} nodes, "
+                f"{self.n_leaf_entries} leaf entries, {self.n_groups} groups, depth {self.depth}, {self.memory_bytes / 1e6:.2f} MB, "
+                f"built in {self.build_seconds * 1e3:.1f} ms)")
+
+    def classify(self, src_ip, dst_ip, sport, dport, proto, zone_from=None, zone_to=None, out=None) -> np.ndarray:
+        """Index of the first matching rule for every packet, -1 where none matches.
+
+        Parameters
+        ----------
+        src_ip, dst_ip : uint32[n]
+            Host byte order.
+        sport, dport : uint16[n]
+        proto : uint8[n]
+        zone_from, zone_to : uint8[n], optional
+            Zone index (``policy.zone_names``) of the packet's ingress / egress; None means unknown
+            (``ZONE_UNKNOWN``): then only rules without a ``from`` / ``to`` restriction can match.
+        out : int32[n], optional
+            Output column to fill (allocated when None).
+
+        Returns
+        -------
+        int32[n]
+
+        Raises
+        ------
+        ValueError
+            Naming the column with the wrong dtype, dimension or length.
+        """
+        n = src_ip.shape[0] if isinstance(src_ip, np.ndarray) else None
+        cols = []
+        for (name, dtype), arr in zip(_COLS, (src_ip, dst_ip, sport, dport, proto, zone_from, zone_to)):
+            if arr is None and name.startswith("zone"):
+                cols.append(None)
+                continue
+            cols.append(_column(name, arr, dtype, n))
+        if out is None:
+            out = np.empty(cols[0].shape[0], dtype=np.int32)
+        else:
+            out = _column("out", out, np.int32, cols[0].shape[0])
+            if not out.flags.writeable:
+                raise ValueError("out is read-only")
+        self._tree.lookup(*cols, out)
+        return out
+
+
+def generate_trace(policy: Policy, n: int, seed: int = 0, edge_fraction: float = 0.3) -> dict[str, np.ndarray]:
+    """Packet headers that hit the policy's boxes: inside them and on / just beyond their edges.
+
+    Each packet picks a random box; per dimension it takes, with probability ``edge_fraction``, one of ``lo``,
+    ``hi``, ``lo - 1``, ``hi + 1`` (clipped to the field's domain), else a uniform value in ``[lo, hi]``.  ClassBench's
+    trace_generator picks interior points; the edges exercise the tree's cuts.  Returns the keyword columns of
+    :meth:`Classifier.classify` (``zone_from`` / ``zone_to`` only when the policy defines zones).
+    """
+    rng = np.random.default_rng(seed)
+    lo, hi, _ = policy.boxes()
+    if len(lo) == 0:
+        lo = np.zeros((1, NDIMS), dtype=np.uint32)
+        hi = np.array([DOMAIN_HI], dtype=np.uint32)
+    pick = rng.integers(0, len(lo), size=n)
+    blo = lo[pick].astype(np.int64)
+    bhi = hi[pick].astype(np.int64)
+    span = bhi - blo + 1
+    vals = blo + (rng.random((n, NDIMS)) * span).astype(np.int64)
+    vals = np.minimum(vals, bhi)
+    which = rng.integers(0, 4, size=(n, NDIMS))
+    edge = np.choose(which, [blo, bhi, blo - 1, bhi + 1])
+    use_edge = rng.random((n, NDIMS)) < edge_fraction
+    vals = np.where(use_edge, edge, vals)
+    vals = np.clip(vals, 0, np.array(DOMAIN_HI, dtype=np.int64))
+    out = {}
+    for d, (name, dtype) in enumerate(_COLS):
+        if name.startswith("zone"):
+            if not policy.zone_names:
+                continue
+            # Known zones and, now and then, the unknown zone.
+            col = np.minimum(vals[:, d], len(policy.zone_names))
+            col = np.where(col >= len(policy.zone_names), ZONE_UNKNOWN, col)
+            out[name] = col.astype(dtype)
+        else:
+            out[name] = vals[:, d].astype(dtype)
+    return out

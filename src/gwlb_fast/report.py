@@ -1,0 +1,197 @@
+"""Counters, the end-of-run summary and the flow log (DESIGN.md section 7)."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import socket
+import struct
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import GwlbError
+from .status import N_STATUS, describe_counts
+
+
+def ip_str(a: int) -> str:
+    return socket.inet_ntoa(struct.pack("!I", int(a) & 0xFFFFFFFF))
+
+
+def ip_strs(col: np.ndarray) -> list[str]:
+    """Dotted quads for a uint32 column (vectorized through one bytes view)."""
+    col = np.ascontiguousarray(col, dtype=">u4")
+    raw = col.view(np.uint8).reshape(-1, 4)
+    return [f"{a}.{b}.{c}.{d}" for a, b, c, d in raw.tolist()]
+
+
+class StageCounters:
+    """Per-stage packet counters: in, out, and drops by reason (``int64[N_STATUS]``)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.packets_in = 0
+        self.packets_out = 0
+        self.drops = np.zeros(N_STATUS, np.int64)
+
+    def add_drops(self, status: np.ndarray) -> None:
+        if status.size:
+            self.drops += np.bincount(status, minlength=N_STATUS)[:N_STATUS]
+        self.drops[0] = 0
+
+    @property
+    def dropped(self) -> int:
+        return int(self.drops.sum())
+
+    def as_dict(self) -> dict:
+        return {"in": self.packets_in, "out": self.packets_out, "dropped": describe_counts(self.drops)}
+
+
+@dataclass
+class Summary:
+    """What a run did. ``str(summary)`` is the human summary; ``summary.as_dict()`` the JSON one."""
+
+    packets_in: int = 0
+    bytes_in: int = 0
+    packets_out: int = 0
+    bytes_out: int = 0
+    generated: int = 0
+    seconds: float = 0.0
+    capture_seconds: float = 0.0
+    stages: dict[str, dict] = field(default_factory=dict)
+    drops: dict[str, dict[str, int]] = field(default_factory=dict)
+    firewalls: dict[str, dict[str, int]] = field(default_factory=dict)
+    rules: dict[str, int] = field(default_factory=dict)
+    nat: dict[str, int] = field(default_factory=dict)
+    events: list[dict] = field(default_factory=list)
+    input_error: str | None = None
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def dropped(self) -> int:
+        return sum(sum(v.values()) for v in self.drops.values())
+
+    @property
+    def mpps(self) -> float:
+        return self.packets_in / self.seconds / 1e6 if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["dropped"] = self.dropped
+        d["mpps"] = round(self.mpps, 3)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), indent=2, sort_keys=False)
+
+    def __str__(self) -> str:
+        out = io.StringIO()
+        w = out.write
+        w(f"packets in   {self.packets_in:>12,}   bytes in   {self.bytes_in:>15,}\n")
+        w(f"packets out  {self.packets_out:>12,}   bytes out  {self.bytes_out:>15,}\n")
+        if self.generated:
+            w(f"generated    {self.generated:>12,}   (TCP resets sent by firewalls)\n")
+        w(f"dropped      {self.dropped:>12,}\n")
+        for stage, reasons in self.drops.items():
+            for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
+                w(f"  {stage:<10} {reason:<22} {n:>12,}\n")
+        if self.firewalls:
+            w("firewalls                flows      packets\n")
+            for name, c in self.firewalls.items():
+                state = c.get("state", "")
+                w(f"  {name:<18} {c.get('flows', 0):>10,} {c.get('packets', 0):>12,}  {state}\n")
+        if self.rules:
+            w("rule hits (sessions)\n")
+            for name, n in self.rules.items():
+                w(f"  {name:<30} {n:>12,}\n")
+        if self.nat:
+            w("nat          " + "  ".join(f"{k} {v:,}" for k, v in self.nat.items()) + "\n")
+        for ev in self.events:
+            w(f"event        t={ev['at']:.3f}s {ev['firewall']} -> {ev['state']}\n")
+        if self.stage_seconds:
+            w("time per stage  " + "  ".join(f"{k} {v:.3f}s" for k, v in self.stage_seconds.items()) + "\n")
+        w(f"elapsed      {self.seconds:.3f} s  ({self.mpps:.2f} Mpps)\n")
+        if self.input_error:
+            w(f"input error  {self.input_error}\n")
+        return out.getvalue()
+
+
+FLOW_LOG_FIELDS = (
+    "src_ip", "src_port", "dst_ip", "dst_port", "proto", "direction", "endpoint", "firewall", "rule", "action",
+    "nat_ip", "nat_port", "packets", "bytes", "packets_reply", "bytes_reply", "first_seen", "last_seen",
+    "end_reason",
+)
+
+
+class FlowLogWriter:
+    """One record per session, to ``.jsonl`` or ``.csv`` (chosen by the file's suffix)."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        suffix = self.path.suffix.lower()
+        if suffix not in (".jsonl", ".csv"):
+            raise GwlbError(f"{self.path}: flow log must end in .jsonl or .csv")
+        self._fh = open(self.path, "w", newline="")
+        self._csv = None
+        if suffix == ".csv":
+            self._csv = csv.writer(self._fh)
+            self._csv.writerow(FLOW_LOG_FIELDS)
+        self.records = 0
+
+    def write(self, columns: dict[str, list]) -> None:
+        """Write records given as equal-length lists per field of FLOW_LOG_FIELDS."""
+        n = len(columns["src_ip"]) if columns else 0
+        if not n:
+            return
+        cols = [columns[f] for f in FLOW_LOG_FIELDS]
+        if self._csv is not None:
+            self._csv.writerows(zip(*cols))
+        else:
+            dumps = json.dumps
+            self._fh.writelines(dumps(dict(zip(FLOW_LOG_FIELDS, row))) + "\n" for row in zip(*cols))
+        self.records += n
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Progress:
+    """A one-line progress indicator on a terminal (stderr); silent elsewhere or when quiet."""
+
+    def __init__(self, total_bytes: int | None, quiet: bool = False, stream=None):
+        self.stream = stream or sys.stderr
+        self.enabled = not quiet and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.total = total_bytes
+        self.start = time.perf_counter()
+        self._last = 0.0
+
+    def update(self, packets: int, done_bytes: int | None = None) -> None:
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if now - self._last < 0.2:
+            return
+        self._last = now
+        rate = packets / max(now - self.start, 1e-9) / 1e6
+        if self.total and done_bytes is not None:
+            frac = min(done_bytes / self.total, 1.0)
+            bar = "#" * int(frac * 30)
+            msg = f"\r[{bar:<30}] {frac * 100:5.1f}%  {packets:,} packets  {rate:.2f} Mpps"
+        else:
+            msg = f"\r{packets:,} packets  {rate:.2f} Mpps"
+        self.stream.write(msg)
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\r" + " " * 78 + "\r")
+            self.stream.flush()

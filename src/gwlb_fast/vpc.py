@@ -1,0 +1,163 @@
+"""Subnets, route tables and batched longest-prefix match (DESIGN.md section 1).
+
+A :class:`VpcRouter` compiles every route table of one VPC (plus its subnets) into the flat arrays of
+``_kernels/lpm.pyx``; lookups take a ``uint32`` destination column and return, per packet, the index of the
+matching route, its next-hop id, or the subnet an address is in, with ``-1`` for "none", all without per-packet
+Python. Next hops decode to ``(kind, name)``: ``("local", None)``, ``("gwlbe", "gwlbe-a")``, ``("natgw", "nat-a")``,
+``("internet", None)``, ``("blackhole", None)``.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from ._kernels.lpm import lpm_lookup
+from .config import Route, Topology, Vpc
+
+__all__ = ["Lpm", "NextHop", "VpcRouter", "routers"]
+
+
+class NextHop(NamedTuple):
+    kind: str            # local | gwlbe | natgw | internet | blackhole
+    name: str | None     # endpoint or NAT gateway name for gwlbe/natgw
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.name}" if self.name else self.kind
+
+
+class Lpm:
+    """Several prefix tables compiled for ``lpm_lookup``.
+
+    Parameters
+    ----------
+    tables : sequence of sequences of (network, prefix_len, value)
+        One list per table; ``network`` in host order with no host bits set; ``value`` >= 0. Within a table,
+        a (network, prefix_len) pair appears once.
+    """
+
+    def __init__(self, tables: Sequence[Sequence[tuple[int, int, int]]]):
+        keys, vals, block_start, block_len, table_start = [], [], [0], [], [0]
+        for ti, entries in enumerate(tables):
+            by_len: dict[int, dict[int, int]] = {}
+            for net, plen, val in entries:
+                if not 0 <= plen <= 32:
+                    raise ValueError(f"table {ti}: prefix length {plen} out of range 0..32")
+                mask = (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF if plen else 0
+                if net & ~mask & 0xFFFFFFFF:
+                    raise ValueError(f"table {ti}: {net:#010x}/{plen} has host bits set")
+                if val < 0:
+                    raise ValueError(f"table {ti}: value {val} must be >= 0")
+                block = by_len.setdefault(plen, {})
+                if net in block:
+                    raise ValueError(f"table {ti}: duplicate prefix {net:#010x}/{plen}")
+                block[net] = val
+            for plen in sorted(by_len, reverse=True):
+                for net in sorted(by_len[plen]):
+                    keys.append(net)
+                    vals.append(by_len[plen][net])
+                block_start.append(len(keys))
+                block_len.append(plen)
+            table_start.append(len(block_len))
+        self.keys = np.array(keys, np.uint32)
+        self.vals = np.array(vals, np.int32)
+        self.block_start = np.array(block_start, np.int32)
+        self.block_len = np.array(block_len, np.uint8)
+        self.table_start = np.array(table_start, np.int32)
+        self.ntables = len(tables)
+
+    def lookup(self, dst, table=0, out: np.ndarray | None = None) -> np.ndarray:
+        """Value of the longest prefix matching each ``dst`` (uint32[n]) in ``table`` (int or int32[n]); -1 if none."""
+        dst = np.ascontiguousarray(dst, dtype=np.uint32)
+        tab = np.ascontiguousarray(np.atleast_1d(np.asarray(table)), dtype=np.int32)
+        if out is None:
+            out = np.empty(dst.shape[0], np.int32)
+        lpm_lookup(self.keys, self.vals, self.block_start, self.block_len, self.table_start, tab, dst, out)
+        return out
+
+
+class VpcRouter:
+    """The compiled route tables and subnets of one VPC.
+
+    Attributes
+    ----------
+    table_names : list[str]        table id -> route table name
+    subnet_names : list[str]       subnet id -> subnet name
+    subnet_table : int32[nsubnets] subnet id -> table id of its route table
+    routes : list[Route]           global route index -> route (tables concatenated in ``table_names`` order)
+    hops : list[NextHop]           next-hop id -> next hop (unique)
+    route_hop : int32[nroutes]     route index -> next-hop id
+    """
+
+    def __init__(self, vpc: Vpc):
+        self.vpc = vpc
+        self.name = vpc.name
+        self.table_names = list(vpc.route_tables)
+        self.table_id = {n: i for i, n in enumerate(self.table_names)}
+        self.subnet_names = list(vpc.subnets)
+        self.subnet_id = {n: i for i, n in enumerate(self.subnet_names)}
+        self.subnets = [vpc.subnets[n] for n in self.subnet_names]
+        self.subnet_table = np.array([self.table_id[s.route_table] for s in self.subnets], np.int32)
+        self.routes: list[Route] = []
+        self.route_table_of: list[int] = []
+        self.hops: list[NextHop] = []
+        hop_id: dict[NextHop, int] = {}
+        route_hop = []
+        tables = []
+        for ti, tname in enumerate(self.table_names):
+            entries = []
+            for r in vpc.route_tables[tname].routes:
+                idx = len(self.routes)
+                self.routes.append(r)
+                self.route_table_of.append(ti)
+                hop = NextHop(r.kind, r.target)
+                if hop not in hop_id:
+                    hop_id[hop] = len(self.hops)
+                    self.hops.append(hop)
+                route_hop.append(hop_id[hop])
+                entries.append((r.net, r.plen, idx))
+            tables.append(entries)
+        self.hop_id = hop_id
+        self.route_hop = np.array(route_hop, np.int32)
+        self._routes = Lpm(tables)
+        self._subnets = Lpm([[(s.net, s.plen, i) for i, s in enumerate(self.subnets)]])
+
+    # ------------------------------------------------------------------ lookups
+    def route_index(self, table, dst) -> np.ndarray:
+        """Global index of the route each ``dst`` takes in ``table`` (name, id, or int32[n] ids); -1 = no route."""
+        if isinstance(table, str):
+            table = self.table_id[table]
+        return self._routes.lookup(dst, table)
+
+    def next_hop(self, table, dst) -> np.ndarray:
+        """Next-hop id (index into ``hops``) for each ``dst`` in ``table``; -1 = no route."""
+        idx = self.route_index(table, dst)
+        out = np.full(idx.shape[0], -1, np.int32)
+        hit = idx >= 0
+        out[hit] = self.route_hop[idx[hit]]
+        return out
+
+    def subnet_of(self, ip) -> np.ndarray:
+        """Subnet id (index into ``subnet_names``) of each address; -1 if it is in no subnet of this VPC."""
+        return self._subnets.lookup(ip, 0)
+
+    def table_of_subnet(self, subnet_ids) -> np.ndarray:
+        """Route table id of each subnet id (-1 stays -1)."""
+        s = np.asarray(subnet_ids, np.int32)
+        out = np.full(s.shape[0], -1, np.int32)
+        ok = s >= 0
+        out[ok] = self.subnet_table[s[ok]]
+        return out
+
+    def decode(self, hop_ids) -> list[NextHop | None]:
+        """``NextHop`` of each id (None for -1); per-element Python, for reports and tests."""
+        return [self.hops[h] if h >= 0 else None for h in np.asarray(hop_ids).tolist()]
+
+    def hop_ids_of_kind(self, kind: str) -> np.ndarray:
+        return np.array([i for i, h in enumerate(self.hops) if h.kind == kind], np.int32)
+
+
+def routers(topo: Topology) -> dict[str, VpcRouter]:
+    """A :class:`VpcRouter` per VPC of the topology."""
+    return {name: VpcRouter(v) for name, v in topo.vpcs.items()}

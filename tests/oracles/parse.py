@@ -1,0 +1,87 @@
+"""Plain-Python reference of the L2-L4 parse kernel (the executable specification)."""
+import struct
+
+from gwlb_fast.status import PktStatus as S
+
+VLAN = (0x8100, 0x88A8, 0x9100)
+
+
+def parse(pkt: bytes, linktype: int = 1) -> dict:
+    r = dict(status=S.OK, src_ip=0, dst_ip=0, sport=0, dport=0, proto=0, tcp_flags=0, l3_off=-1, l4_off=-1)
+    n = len(pkt)
+    if linktype in (101, 228):
+        if n < 1:
+            return {**r, "status": S.TRUNCATED}
+        if pkt[0] >> 4 != 4:
+            return {**r, "status": S.NOT_IPV4 if (linktype == 101 and pkt[0] >> 4 == 6) else S.BAD_IP_VERSION}
+        l3 = 0
+    else:
+        hdr = {1: (14, 12), 113: (16, 14), 276: (20, 0)}.get(linktype)
+        if hdr is None:
+            return {**r, "status": S.NOT_IPV4}
+        if n < hdr[0]:
+            return {**r, "status": S.TRUNCATED}
+        et = struct.unpack_from("!H", pkt, hdr[1])[0]
+        l3 = hdr[0]
+        tags = 0
+        while et in VLAN:
+            tags += 1
+            if tags > 8:
+                return {**r, "status": S.NOT_IPV4}
+            if l3 + 4 > n:
+                return {**r, "status": S.TRUNCATED}
+            et = struct.unpack_from("!H", pkt, l3 + 2)[0]
+            l3 += 4
+        if et != 0x0800:
+            return {**r, "status": S.NOT_IPV4}
+    r["l3_off"] = l3
+    if l3 + 20 > n:
+        return {**r, "status": S.TRUNCATED}
+    ihl = (pkt[l3] & 15) * 4
+    tot = struct.unpack_from("!H", pkt, l3 + 2)[0]
+    if pkt[l3] >> 4 != 4:
+        return {**r, "status": S.BAD_IP_VERSION}
+    if ihl < 20 or l3 + ihl > n:
+        return {**r, "status": S.BAD_IHL}
+    if tot < ihl:
+        return {**r, "status": S.BAD_IP_LEN}
+    r["src_ip"], r["dst_ip"] = struct.unpack_from("!II", pkt, l3 + 12)
+    r["proto"] = proto = pkt[l3 + 9]
+    st = S.OK
+    lim = l3 + tot
+    if lim > n:
+        st, lim = S.IP_TRUNCATED, n
+    l4 = r["l4_off"] = l3 + ihl
+    frag = struct.unpack_from("!H", pkt, l3 + 6)[0] & 0x1FFF
+
+    def first(code):
+        return st if st != S.OK else code
+
+    if frag:
+        st = first(S.FRAGMENT)
+    elif proto == 6:
+        if l4 + 20 > lim:
+            st = first(S.L4_TRUNCATED)
+        else:
+            r["sport"], r["dport"] = struct.unpack_from("!HH", pkt, l4)
+            r["tcp_flags"] = pkt[l4 + 13]
+            doff = (pkt[l4 + 12] >> 4) * 4
+            if doff < 20 or l4 + doff > l3 + tot:
+                st = first(S.BAD_TCP_OFF)
+    elif proto == 17:
+        if l4 + 8 > lim:
+            st = first(S.L4_TRUNCATED)
+        else:
+            r["sport"], r["dport"] = struct.unpack_from("!HH", pkt, l4)
+    elif proto == 1:
+        if l4 + 4 > lim:
+            st = first(S.L4_TRUNCATED)
+        else:
+            r["tcp_flags"] = t = pkt[l4]
+            if t in (0, 8) or 13 <= t <= 18:
+                if l4 + 8 > lim:
+                    st = first(S.L4_TRUNCATED)
+                else:
+                    r["sport"] = r["dport"] = struct.unpack_from("!H", pkt, l4 + 4)[0]
+    r["status"] = st
+    return r

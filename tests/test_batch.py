@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gwlb_fast import PacketBatch
+
+packets = st.lists(st.binary(max_size=40), max_size=20)
+
+
+@given(packets)
+def test_from_packets_roundtrip(pkts):
+    b = PacketBatch.from_packets(pkts)
+    assert b.packets() == pkts and len(b) == len(pkts) and b.nbytes == sum(map(len, pkts))
+
+
+@given(packets, st.data())
+def test_slice_is_a_view_and_mask_shares_arena(pkts, data):
+    b = PacketBatch.from_packets(pkts, ts_ns=np.arange(len(pkts)))
+    lo = data.draw(st.integers(0, len(pkts)))
+    s = b[lo:]
+    assert s.data is b.data and s.packets() == pkts[lo:]
+    if lo < len(pkts):
+        assert np.shares_memory(s.off, b.off)
+    mask = np.array(data.draw(st.lists(st.booleans(), min_size=len(pkts), max_size=len(pkts))), bool)
+    f = b.filter(mask)
+    assert f.data is b.data
+    assert f.packets() == [p for p, m in zip(pkts, mask) if m]
+    assert list(f.ts_ns) == list(np.flatnonzero(mask))
+
+
+@given(st.lists(packets, max_size=4))
+def test_concat_and_compact(lists):
+    batches = [PacketBatch.from_packets(p) for p in lists]
+    c = PacketBatch.concat(batches)
+    assert c.packets() == [x for p in lists for x in p]
+    c.validate()
+    if lists and lists[0]:
+        half = batches[0][::2].compact()
+        assert half.packets() == lists[0][::2]
+        assert half.data.shape[0] == sum(map(len, lists[0][::2]))
+
+
+def test_concat_keeps_common_columns_only():
+    a = PacketBatch.from_packets([b"ab"]).parse()
+    b = PacketBatch.from_packets([b"cd"])
+    c = PacketBatch.concat([a, b])
+    assert c.status is None
+    assert PacketBatch.concat([a, a]).status.shape == (2,)
+
+
+def test_validate_rejects_bad_columns():
+    with pytest.raises(ValueError, match="outside the arena"):
+        PacketBatch(np.zeros(4, np.uint8), [2], [4])
+    with pytest.raises(ValueError, match="src_ip"):
+        PacketBatch(np.zeros(4, np.uint8), [0], [4], src_ip=np.zeros(2, np.uint32))
+    with pytest.raises(TypeError, match="unknown column"):
+        PacketBatch(np.zeros(4, np.uint8), [0], [4], bogus=np.zeros(1))
+
+
+def test_ensure_allocates_once():
+    b = PacketBatch.from_packets([b"x", b"y"])
+    col = b.ensure("fw_index", fill=-1)
+    assert col.dtype == np.int16 and list(col) == [-1, -1] and b.ensure("fw_index") is col

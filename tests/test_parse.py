@@ -1,0 +1,144 @@
+import socket
+import struct
+
+import dpkt
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gwlb_fast import PacketBatch, PktStatus
+from gwlb_fast._kernels.parse import gather_packets, parse_packets
+from tests.oracles.parse import parse as oracle
+from tests.strategies import ethernet_frame, ipv4_packet, mutated
+
+FIELDS = ("status", "src_ip", "dst_ip", "sport", "dport", "proto", "tcp_flags", "l3_off", "l4_off")
+
+
+def parsed_rows(packets, linktype=1):
+    b = PacketBatch.from_packets(packets, linktype=linktype).parse()
+    return [{f: int(getattr(b, f)[i]) for f in FIELDS} for i in range(len(b))]
+
+
+def assert_matches_oracle(packets, linktype=1):
+    for pkt, row in zip(packets, parsed_rows(packets, linktype)):
+        assert row == {k: int(v) for k, v in oracle(pkt, linktype).items()}, pkt.hex()
+
+
+def dpkt_columns(frame: bytes):
+    """What a dpkt user reads from a valid Ethernet frame."""
+    eth = dpkt.ethernet.Ethernet(frame)
+    ip = eth.data
+    assert isinstance(ip, dpkt.ip.IP)
+    src, dst = struct.unpack("!II", ip.src + ip.dst)
+    sport = dport = flags = 0
+    l4 = ip.data
+    if ip.offset == 0 and isinstance(l4, dpkt.tcp.TCP):
+        sport, dport, flags = l4.sport, l4.dport, l4.flags
+    elif ip.offset == 0 and isinstance(l4, dpkt.udp.UDP):
+        sport, dport = l4.sport, l4.dport
+    elif ip.offset == 0 and isinstance(l4, dpkt.icmp.ICMP):
+        flags = l4.type
+        if l4.type in (0, 8, 13, 14, 15, 16, 17, 18):
+            sport = dport = struct.unpack("!H", bytes(l4)[4:6])[0]
+    return dict(src_ip=src, dst_ip=dst, proto=ip.p, sport=sport, dport=dport, tcp_flags=flags)
+
+
+@given(st.lists(ethernet_frame(), max_size=20))
+def test_agrees_with_dpkt_on_valid_frames(frames):
+    for frame, row in zip(frames, parsed_rows(frames)):
+        if row["status"] == PktStatus.NOT_IPV4:
+            assert struct.unpack_from("!H", frame, row["l3_off"] - 2 if row["l3_off"] > 0 else 12)[0] != 0x0800 \
+                or dpkt.ethernet.Ethernet(frame).type != dpkt.ethernet.ETH_TYPE_IP
+            continue
+        assert row["status"] in (PktStatus.OK, PktStatus.FRAGMENT)
+        want = dpkt_columns(frame)
+        assert {k: row[k] for k in want} == want
+
+
+@given(st.lists(ethernet_frame(), max_size=20))
+def test_valid_frames_match_oracle(frames):
+    assert_matches_oracle(frames)
+
+
+@given(st.lists(mutated(ethernet_frame()), max_size=20))
+def test_mutated_frames_match_oracle(frames):
+    assert_matches_oracle(frames)
+
+
+@given(st.lists(mutated(ipv4_packet()), max_size=10), st.sampled_from([101, 228]))
+def test_raw_ip_link_types(packets, linktype):
+    assert_matches_oracle(packets, linktype)
+
+
+@given(st.lists(ipv4_packet(), max_size=5), st.sampled_from([113, 276]))
+def test_linux_cooked(packets, linktype):
+    hdr = (bytes(14) + b"\x08\x00") if linktype == 113 else (b"\x08\x00" + bytes(18))
+    frames = [hdr + p for p in packets]
+    rows = parsed_rows(frames, linktype)
+    for p, row in zip(packets, rows):
+        assert row == {k: int(v) for k, v in oracle(p, 228).items()} | {
+            "l3_off": len(hdr), "l4_off": oracle(p, 228)["l4_off"] + len(hdr)}
+
+
+@given(st.lists(st.binary(max_size=80), max_size=30), st.sampled_from([1, 101, 113, 228, 276, 999]))
+def test_raw_bytes_fuzz(blobs, linktype):
+    b = PacketBatch.from_packets(blobs, linktype=linktype)
+    before = b.data.copy()
+    b.parse()
+    assert np.array_equal(b.data, before)
+    assert set(np.unique(b.status)) <= {int(s) for s in PktStatus}
+    assert_matches_oracle(blobs, linktype)
+
+
+def test_arp_and_ipv6_are_flagged_not_dropped():
+    arp = bytes(12) + b"\x08\x06" + bytes(28)
+    v6 = bytes(12) + b"\x86\xdd" + bytes(40)
+    b = PacketBatch.from_packets([arp, v6]).parse()
+    assert list(b.status) == [PktStatus.NOT_IPV4] * 2 and len(b) == 2
+
+
+def test_known_answer_tcp_syn():
+    ip = dpkt.ip.IP(src=socket.inet_aton("10.1.1.5"), dst=socket.inet_aton("93.184.216.34"), p=6,
+                    data=dpkt.tcp.TCP(sport=40000, dport=443, flags=dpkt.tcp.TH_SYN))
+    frame = bytes(dpkt.ethernet.Ethernet(type=0x0800, data=ip))
+    (row,) = parsed_rows([frame])
+    assert row == dict(status=0, src_ip=0x0A010105, dst_ip=0x5DB8D822, sport=40000, dport=443, proto=6,
+                       tcp_flags=2, l3_off=14, l4_off=34)
+
+
+def test_packet_outside_arena_is_truncated_not_read():
+    data = np.zeros(10, np.uint8)
+    n = 2
+    out = {f: np.empty(n, PacketBatch.__init__.__globals__["OPTIONAL_COLUMNS"][f]) for f in FIELDS}
+    parse_packets(data, np.array([5, -1], np.int64), np.array([20, 4], np.uint32), np.ones(n, np.uint16),
+                  *(out[f] for f in FIELDS))
+    assert list(out["status"]) == [PktStatus.TRUNCATED] * 2
+
+
+def test_empty_and_wrong_lengths():
+    b = PacketBatch.empty().parse()
+    assert len(b.status) == 0
+    with pytest.raises(ValueError, match="status"):
+        parse_packets(np.zeros(4, np.uint8), np.zeros(1, np.int64), np.zeros(1, np.uint32), np.ones(1, np.uint16),
+                      np.zeros(2, np.uint8), *(np.zeros(1, t) for t in
+                                               (np.uint32, np.uint32, np.uint16, np.uint16, np.uint8, np.uint8,
+                                                np.int32, np.int32)))
+    with pytest.raises((ValueError, TypeError)):
+        parse_packets(np.zeros(4, np.uint8), np.zeros(1, np.int32), np.zeros(1, np.uint32), np.ones(1, np.uint16),
+                      *(np.zeros(1, t) for t in (np.uint8, np.uint32, np.uint32, np.uint16, np.uint16, np.uint8,
+                                                 np.uint8, np.int32, np.int32)))
+
+
+def test_read_only_arena():
+    frame = bytes(12) + b"\x08\x00" + bytes(dpkt.ip.IP(p=17, data=dpkt.udp.UDP(sport=1, dport=2)))
+    data = np.frombuffer(frame, np.uint8)
+    assert not data.flags.writeable
+    b = PacketBatch(data, [0], [len(frame)]).parse()
+    assert (b.status[0], b.sport[0], b.dport[0]) == (0, 1, 2)
+
+
+def test_gather_checks_bounds():
+    with pytest.raises(ValueError, match="outside"):
+        gather_packets(np.zeros(4, np.uint8), np.array([2], np.int64), np.array([4], np.uint32),
+                       np.zeros(8, np.uint8), np.array([0], np.int64))

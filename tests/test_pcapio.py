@@ -1,0 +1,778 @@
+"""pcap/pcapng reading and classic pcap writing: agreement with dpkt, scapy, editcap and tshark; errors; fuzzing."""
+import io
+import math
+import os
+import shutil
+import struct
+import subprocess
+from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path
+
+import dpkt
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scapy.utils import PcapNgWriter, RawPcapNgReader, RawPcapReader, wrpcap
+
+from gwlb_fast import PacketBatch
+from gwlb_fast._kernels import pcap as k
+from gwlb_fast.errors import PcapError
+from gwlb_fast.pcapio import (
+    CONVERTED_DST_MAC,
+    CONVERTED_SRC_MAC,
+    MAX_CAPLEN,
+    PcapReader,
+    PcapWriter,
+    read_pcap,
+    write_pcap,
+)
+from tests.oracles import pcap as O
+from tests.strategies import ethernet_frame, ipv4_packet
+
+LINKTYPES = [1, 101, 228, 113, 276]
+REPO = Path(__file__).resolve().parents[1]
+HAVE_TSHARK = shutil.which("tshark") is not None
+HAVE_EDITCAP = shutil.which("editcap") is not None
+# a fresh temporary file per hypothesis example (the tmp_path fixture is shared by all examples of a test)
+fast = settings(max_examples=40, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+
+def shared_data() -> Path | None:
+    """The shared data folder: $GWLB_FAST_DATA, else ../shared/data beside the repository."""
+    env = os.environ.get("GWLB_FAST_DATA")
+    for p in ([Path(env)] if env else []) + [REPO.parent / "shared" / "data"]:
+        if p.is_dir():
+            return p
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+MODES = {
+    "mmap": dict(),  # regular files are mapped by default (an empty one cannot be: it is read)
+    "read": dict(use_mmap=False),
+    "read-tiny": dict(use_mmap=False, buffer_size=7),
+}
+
+
+def read_all(path, mode="mmap", chunk=65536, parse=False):
+    """(list of (data, caplen, wirelen, ts_ns, linktype), error-or-None, batches) read non-strictly."""
+    r = read_pcap(path, chunk=chunk, parse=parse, strict=False, **MODES[mode])
+    batches = list(r)
+    rows = []
+    for b in batches:
+        assert 0 < len(b) <= chunk
+        b.validate()
+        for i in range(len(b)):
+            rows.append((b.packet(i), int(b.caplen[i]), int(b.wirelen[i]), int(b.ts_ns[i]), int(b.linktype[i])))
+    return rows, r.error, batches
+
+
+def as_rows(want):
+    return [(w.data, len(w.data), w.wirelen, w.ts_ns, w.linktype) for w in want]
+
+
+def write_file(tmp_path, data: bytes, name="f.pcap") -> Path:
+    p = tmp_path / name
+    p.write_bytes(data)
+    return p
+
+
+class TmpFiles:
+    """Unique file names inside one tmp_path for hypothesis examples."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.n = 0
+
+    def __call__(self, data: bytes, suffix=".pcap") -> Path:
+        self.n += 1
+        p = self.root / f"ex{self.n}{suffix}"
+        p.write_bytes(data)
+        return p
+
+
+@pytest.fixture
+def files(tmp_path):
+    return TmpFiles(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------------- strategies
+@st.composite
+def classic_records(draw, nanosecond):
+    fmax = 999_999_999 if nanosecond else 999_999
+    n = draw(st.integers(0, 12))
+    recs = []
+    for _ in range(n):
+        data = draw(st.binary(max_size=120))
+        recs.append((data, len(data) + draw(st.sampled_from([0, 0, 1, 1400])), draw(st.integers(0, 2**32 - 1)),
+                     draw(st.integers(0, fmax))))
+    return recs
+
+
+TSRESOLS = [None, 6, 9, 3, 0, 12, 0x80 | 10, 0x80 | 20, 0x80 | 40]
+
+
+@st.composite
+def pcapng_sections(draw, max_sections=3, simple=False):
+    """Sections with interfaces and packet/unknown blocks. simple=True: what dpkt and scapy read correctly
+    (one section, one interface, EPBs and skipped blocks, no if_tsoffset)."""
+    secs = []
+    for _ in range(1 if simple else draw(st.integers(1, max_sections))):
+        sec = O.Section(big=draw(st.booleans()))
+        for _ in range(1 if simple else draw(st.integers(1, 3))):
+            sec.interfaces.append((draw(st.sampled_from(LINKTYPES)),
+                                   0 if simple else draw(st.sampled_from([0, 0, 64, 65535])),
+                                   draw(st.sampled_from(TSRESOLS)),
+                                   None if simple else draw(st.sampled_from([None, None, 0, 7, -3]))))
+        kinds = ["epb", "epb", "raw"] if simple else ["epb", "epb", "opb", "spb", "raw"]
+        for _ in range(draw(st.integers(0, 8))):
+            kind = draw(st.sampled_from(kinds))
+            if kind == "raw":
+                btype = draw(st.sampled_from([4, 5, 0x00000BAD, 0x40000BAD, 9]))
+                sec.items.append(("raw", (btype, draw(st.binary(max_size=40)))))
+                continue
+            ifid = draw(st.integers(0, len(sec.interfaces) - 1))
+            data = draw(st.binary(max_size=100))
+            wirelen = len(data) if kind == "spb" else len(data) + draw(st.sampled_from([0, 3, 1000]))
+            units = draw(st.integers(0, 2**56))
+            sec.items.append((kind, ifid, units, data, wirelen))
+        secs.append(sec)
+    return secs
+
+
+# ---------------------------------------------------------------------------------------------------- classic pcap
+@fast
+@given(st.data())
+def test_classic_agrees_with_expected_dpkt_and_scapy(files, data):
+    nanosecond = data.draw(st.booleans())
+    big = data.draw(st.booleans())
+    lt = data.draw(st.sampled_from(LINKTYPES))
+    recs = data.draw(classic_records(nanosecond))
+    path = files(O.classic_pcap(recs, linktype=lt, nanosecond=nanosecond, big=big))
+    want = as_rows(O.classic_expected(recs, lt, nanosecond))
+    chunk = data.draw(st.sampled_from([1, 3, 65536]))
+    mode = data.draw(st.sampled_from(list(MODES)))
+    rows, err, _ = read_all(path, mode, chunk)
+    assert err is None
+    assert rows == want
+    with open(path, "rb") as f:
+        ref = list(dpkt.pcap.Reader(f))
+    assert [buf for _, buf in ref] == [r[0] for r in rows]
+    for (ts, _), r in zip(ref, rows):
+        assert Decimal(ts) * 10**9 == r[3] if nanosecond else math.isclose(ts, r[3] / 1e9, abs_tol=1e-6)
+    meta = list(RawPcapReader(str(path)))
+    assert [m.wirelen for _, m in meta] == [r[2] for r in rows]
+    assert [m.caplen for _, m in meta] == [r[1] for r in rows]
+    assert [m.sec * 10**9 + m.usec * (1 if nanosecond else 1000) for _, m in meta] == [r[3] for r in rows]
+
+
+def test_classic_header_fields(tmp_path):
+    p = write_file(tmp_path, O.classic_pcap([(b"x" * 5, 9, 1, 2)], linktype=113, nanosecond=True, big=True,
+                                            snaplen=1234))
+    r = read_pcap(p, parse=False)
+    assert (r.format, r.linktype, r.snaplen, r.nanosecond) == ("pcap", 113, 1234, True)
+    (b,) = list(r)
+    assert b.linktype.tolist() == [113] and b.ts_ns.tolist() == [1_000_000_002]
+    assert r.packets == 1 and r.bytes == 5 and r.error is None
+
+
+def test_empty_capture_yields_no_batch(tmp_path):
+    for data in (O.classic_pcap([]), O.shb() + O.idb(1)):
+        p = write_file(tmp_path, data)
+        for mode in MODES:
+            assert read_all(p, mode) == ([], None, [])
+
+
+def test_fcs_bits_in_linktype_field_are_ignored(tmp_path):
+    data = bytearray(O.classic_pcap([(b"abc", 3, 0, 0)]))
+    data[20:24] = struct.pack("<I", 1 | (0x2 << 28) | (1 << 26))
+    assert read_all(write_file(tmp_path, bytes(data)))[0][0][4] == 1
+
+
+# ---------------------------------------------------------------------------------------------------- pcapng
+@fast
+@given(st.data())
+def test_pcapng_agrees_with_expected(files, data):
+    secs = data.draw(pcapng_sections())
+    raw, want = O.pcapng(secs)
+    path = files(raw, ".pcapng")
+    chunk = data.draw(st.sampled_from([1, 2, 65536]))
+    mode = data.draw(st.sampled_from(list(MODES)))
+    rows, err, _ = read_all(path, mode, chunk)
+    assert err is None
+    assert rows == as_rows(want)
+
+
+@fast
+@given(st.data())
+def test_pcapng_agrees_with_dpkt_and_scapy(files, data):
+    secs = data.draw(pcapng_sections(simple=True))
+    raw, want = O.pcapng(secs)
+    path = files(raw, ".pcapng")
+    rows, err, _ = read_all(path, data.draw(st.sampled_from(list(MODES))))
+    assert err is None and rows == as_rows(want)
+    with open(path, "rb") as f:
+        ref = list(dpkt.pcapng.Reader(f))
+    assert [buf for _, buf in ref] == [r[0] for r in rows]
+    for (ts, _), r in zip(ref, rows):
+        if abs(ts) < 9.2e9:  # beyond int64 nanoseconds the reader wraps, as documented
+            assert math.isclose(ts, r[3] / 1e9, rel_tol=1e-12, abs_tol=1e-6)
+    meta = list(RawPcapNgReader(str(path)))
+    assert [bytes(d) for d, _ in meta] == [r[0] for r in rows]
+    assert [m.wirelen for _, m in meta] == [r[2] for r in rows]
+    assert [m.linktype for _, m in meta] == [r[4] for r in rows]
+    exact = [math.floor(Fraction((m.tshigh << 32) | m.tslow) * 10**9 / Fraction(m.tsresol)) for _, m in meta]
+    assert [((t + 2**63) % 2**64) - 2**63 for t in exact] == [r[3] for r in rows]
+
+
+@fast
+@given(st.lists(st.tuples(ethernet_frame(), st.integers(0, 2**31), st.integers(0, 999_999)), max_size=10))
+def test_reads_scapy_pcapng_writer_output(files, pkts):
+    from scapy.layers.l2 import Ether
+
+    path = files(b"", ".pcapng")
+    ws = []
+    with PcapNgWriter(str(path)) as w:
+        for frame, sec, usec in pkts:
+            p = Ether(frame)
+            p.time = Decimal(sec) + Decimal(usec) / 10**6
+            w.write(p)
+            ws.append((bytes(p), (sec * 10**6 + usec) * 1000))
+    if not pkts:  # scapy writes nothing at all for no packets
+        return
+    rows, err, _ = read_all(path)
+    assert err is None
+    # scapy's writer rounds some times differently from what was asked: its own reader is the reference
+    meta = [m for _, m in RawPcapNgReader(str(path))]
+    want_ts = [((m.tshigh << 32) | m.tslow) * 10**9 // m.tsresol for m in meta]
+    assert [(r[0], r[3], r[4]) for r in rows] == [(d, t, 1) for (d, _), t in zip(ws, want_ts)]
+    assert all(abs(t - w) <= 1000 for t, (_, w) in zip(want_ts, ws))
+
+
+@pytest.mark.skipif(not HAVE_EDITCAP, reason="editcap not installed")
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_pcapng_converted_by_editcap(files, data):
+    nanosecond = data.draw(st.booleans())
+    recs = data.draw(classic_records(nanosecond))
+    lt = data.draw(st.sampled_from(LINKTYPES))
+    src = files(O.classic_pcap(recs, linktype=lt, nanosecond=nanosecond, big=data.draw(st.booleans())))
+    dst = src.with_suffix(".pcapng")
+    subprocess.run(["editcap", "-F", "pcapng", str(src), str(dst)], check=True, capture_output=True)
+    assert dst.read_bytes()[:4] == b"\x0a\x0d\x0d\x0a"
+    rows, err, _ = read_all(dst)
+    assert err is None
+    assert rows == as_rows(O.classic_expected(recs, lt, nanosecond))
+
+
+def test_pcapng_binary_and_fine_resolutions():
+    cases = [(0x80 | 0, 3, 3 * 10**9), (0x80 | 1, 3, 1_500_000_000), (0x80 | 64, 2**64 - 1, 999_999_999),
+             (0x80 | 127, 2**64 - 1, 0), (12, 10**12 + 999, 10**9), (30, 2**64 - 1, 0), (0, 2, 2 * 10**9)]
+    for res, units, ns in cases:
+        raw, want = O.pcapng([O.Section(interfaces=[(1, 0, res, None)], items=[("epb", 0, units, b"a", 1)])])
+        assert want[0].ts_ns == ns, res
+        b = next(read_pcap(io.BytesIO(raw), parse=False))
+        assert b.ts_ns.tolist() == [ns], res
+
+
+def test_pcapng_idb_options_other_than_resolution_are_skipped():
+    opts = O.option(2, b"eth0\x00") + O.option(3, b"a description")
+    raw = O.shb() + O.idb(101, 0, 9, None, extra_options=opts) + O.epb(0, 5, b"\x45", 1)
+    b = next(read_pcap(io.BytesIO(raw), parse=False))
+    assert b.ts_ns.tolist() == [5] and b.linktype.tolist() == [101]
+
+
+def test_pcapng_huge_unknown_block_is_skipped_without_buffering(tmp_path):
+    big = O.block(0x00000BAD, bytes(3 << 20))
+    raw = O.shb() + O.idb(1) + O.epb(0, 1, b"a", 1) + big + O.epb(0, 2, b"b", 1)
+    p = write_file(tmp_path, raw)
+    for mode in ("mmap", "read"):
+        rows, err, _ = read_all(p, mode, chunk=1)
+        assert err is None and [r[0] for r in rows] == [b"a", b"b"]
+    r = read_pcap(p, chunk=1, parse=False, use_mmap=False)
+    list(r)
+    assert r.error is None
+    # the same through a non-seekable stream
+    r = read_pcap(io.BufferedReader(io.BytesIO(raw)), chunk=1, parse=False)
+    assert [b.packet(0) for b in r] == [b"a", b"b"]
+
+
+# ---------------------------------------------------------------------------------------------------- chunking
+@fast
+@given(st.data())
+def test_same_packets_whatever_chunk_and_buffer(files, data):
+    if data.draw(st.booleans()):
+        raw, want = O.pcapng(data.draw(pcapng_sections()))
+    else:
+        recs = data.draw(classic_records(True))
+        raw, want = O.classic_pcap(recs, nanosecond=True), O.classic_expected(recs, 1, True)
+    path = files(raw)
+    chunk = data.draw(st.integers(1, 6))
+    bs = data.draw(st.integers(1, 200))
+    r = read_pcap(path, chunk=chunk, parse=False, use_mmap=False, buffer_size=bs)
+    kept = list(r)  # every batch is kept while later ones are read
+    assert all(len(b) == chunk for b in kept[:-1])
+    rows = [(b.packet(i), int(b.caplen[i]), int(b.wirelen[i]), int(b.ts_ns[i]), int(b.linktype[i]))
+            for b in kept for i in range(len(b))]
+    assert rows == as_rows(want)
+
+
+def test_batches_stay_valid_and_independent(tmp_path):
+    recs = [(bytes([i]) * (i + 1), i + 1, i, 0) for i in range(200)]
+    p = write_file(tmp_path, O.classic_pcap(recs))
+    for mode in MODES:
+        batches = list(read_pcap(p, chunk=16, parse=False, **MODES[mode]))
+        for b in batches:
+            assert b.data.flags.writeable
+            b.data[:] = 0xEE  # writing one batch's arena must not change the next ones, nor the file
+        again = [x.packet(i) for x in read_pcap(p, chunk=16, parse=False, **MODES[mode]) for i in range(len(x))]
+        assert again == [r[0] for r in recs]
+
+
+def test_read_buffer_is_bounded_by_chunk(tmp_path):
+    recs = [(bytes(100), 100, i, 0) for i in range(20000)]
+    p = write_file(tmp_path, O.classic_pcap(recs))
+    r = read_pcap(p, chunk=100, parse=False, use_mmap=False)
+    sizes = []
+    for b in r:
+        sizes.append(r._buf.shape[0])
+        assert b.data.shape[0] <= 100 * 116
+    # once the record size is known: about two chunks of 116-byte records plus one 64 KiB read, never the
+    # 2.3 MB file (the first buffer, which serves several batches, is sized from a 1 KiB-per-record guess)
+    assert len(sizes) == 200 and max(sizes) <= 2 * 100 * 1024 + (64 << 10)
+    assert max(sizes[50:]) < 2 * 100 * 116 + (64 << 10) + 4096
+
+
+def test_file_objects_and_streams(tmp_path):
+    recs = [(b"p%d" % i, 3, i, i) for i in range(10)]
+    raw = O.classic_pcap(recs)
+    want = [r[0] for r in recs]
+    assert [b.packet(i) for b in read_pcap(io.BytesIO(raw), chunk=3, parse=False) for i in range(len(b))] == want
+    with open(write_file(tmp_path, raw), "rb") as f:
+        f.read(0)
+        assert sum(len(b) for b in read_pcap(f, parse=False)) == 10
+    # a stream positioned after some junk: offsets in errors count from where reading started
+    s = io.BytesIO(b"junk" + raw[:-1])
+    s.seek(4)
+    r = read_pcap(s, parse=False, strict=False)
+    list(r)
+    assert r.error.offset == 4 + len(raw) - (16 + 2)
+
+
+# ---------------------------------------------------------------------------------------------------- parse=True
+def test_parse_true_fills_columns(tmp_path):
+    frames = [bytes(dpkt.ethernet.Ethernet(type=0x0800, data=dpkt.ip.IP(
+        src=b"\x0a\x00\x00\x01", dst=b"\x0a\x00\x00\x02", p=17,
+        data=dpkt.udp.UDP(sport=1000 + i, dport=53, data=b"q")))) for i in range(5)]
+    p = write_file(tmp_path, O.classic_pcap([(f, len(f), 0, 0) for f in frames]))
+    (b,) = list(read_pcap(p))
+    ref = PacketBatch.from_packets(frames).parse()
+    for col in ("status", "src_ip", "dst_ip", "sport", "dport", "proto", "l3_off", "l4_off"):
+        assert np.array_equal(getattr(b, col), getattr(ref, col)), col
+    assert b.sport.tolist() == [1000, 1001, 1002, 1003, 1004] and b.src_ip[0] == 0x0A000001
+
+
+# ---------------------------------------------------------------------------------------------------- errors
+def _rec(data, wirelen=None, e="<"):
+    return struct.pack(e + "IIII", 0, 0, len(data), len(data) if wirelen is None else wirelen) + data
+
+
+HDR = O.classic_pcap([])
+GOOD = _rec(b"g" * 10)
+SHB = O.shb()
+IDB = O.idb(1)
+EPB = O.epb(0, 1, b"e" * 5, 5)
+
+
+def _with_len(blk: bytes, n: int) -> bytes:
+    return blk[:4] + struct.pack("<I", n) + blk[8:]
+
+
+ERROR_CASES = {
+    # name: (file bytes, offset, words in the message)
+    "empty": (b"", 0, "empty file"),
+    "short-magic": (b"\xd4\xc3", 0, "before the 4-byte magic"),
+    "bad-magic": (b"GIF89a" + bytes(30), 0, "not a pcap or pcapng file"),
+    "short-global-header": (HDR[:17], 0, "truncated global header"),
+    "bad-version": (HDR[:4] + struct.pack("<H", 3) + HDR[6:], 4, "unsupported pcap version"),
+    "bad-linktype": (HDR[:20] + struct.pack("<I", 105), 20, "link type 105 not supported"),
+    "short-record-header": (HDR + GOOD + GOOD[:7], 24 + 26, "truncated record header"),
+    "short-record": (HDR + GOOD + _rec(b"x" * 100)[:60], 24 + 26, "truncated record: caplen 100"),
+    "caplen-over-snaplen": (O.classic_pcap([], snaplen=100) + GOOD + _rec(b"x" * 101), 24 + 26,
+                            "caplen 101 exceeds the file's snaplen 100"),
+    "caplen-over-bound": (O.classic_pcap([], snaplen=0) + struct.pack("<IIII", 0, 0, MAX_CAPLEN + 1, 1), 24,
+                          f"exceeds the {MAX_CAPLEN}-byte bound"),
+    "caplen-huge": (O.classic_pcap([], snaplen=0xFFFFFFFF) + struct.pack("<IIII", 0, 0, 0xFFFFFFF0, 1), 24,
+                    "exceeds the"),
+    "ng-short-shb": (SHB[:10], 0, "truncated section header block"),
+    "ng-bad-bom": (SHB[:8] + b"\x01\x02\x03\x04" + SHB[12:], 0, "bad byte-order magic"),
+    "ng-bad-shb-len": (_with_len(SHB, 26), 0, "bad section header block length 26"),
+    "ng-huge-shb": (_with_len(SHB, 1 << 24), 0, "exceeds the"),
+    "ng-shb-truncated": (SHB[:-4], 0, "truncated section header block"),
+    "ng-shb-trailer": (SHB[:-4] + b"\x00\x00\x00\x00", 0, "does not match its trailing copy"),
+    "ng-version": (SHB[:12] + struct.pack("<H", 2) + SHB[14:], 0, "unsupported pcapng version 2.0"),
+    "ng-block-len-odd": (SHB + IDB + EPB + _with_len(EPB, 33), len(SHB + IDB + EPB), "bad block length 33"),
+    "ng-block-len-small": (SHB + IDB + _with_len(EPB, 8), len(SHB + IDB), "bad block length 8"),
+    "ng-trailer": (SHB + IDB + EPB[:-4] + b"\x01\x00\x00\x00", len(SHB + IDB), "trailing copy 1"),
+    "ng-truncated-block": (SHB + IDB + EPB + EPB[:-3], len(SHB + IDB + EPB), "truncated block: length"),
+    "ng-truncated-header": (SHB + IDB + EPB + EPB[:6], len(SHB + IDB + EPB), "truncated block header"),
+    "ng-unknown-iface": (SHB + IDB + O.epb(1, 0, b"x", 1), len(SHB + IDB), "names interface 1"),
+    "ng-no-idb": (SHB + EPB, len(SHB), "names interface 0, but the section describes 0"),
+    "ng-spb-no-idb": (SHB + O.spb(b"abcd", 4), len(SHB), "names interface 0"),
+    "ng-epb-caplen-past-block": (SHB + IDB + EPB[:20] + struct.pack("<I", 9) + EPB[24:], len(SHB + IDB),
+                                 "caplen 9 runs past the end of its 40-byte block"),
+    "ng-epb-caplen-bound": (SHB + IDB + O.epb(0, 0, bytes(MAX_CAPLEN + 4), 1), len(SHB + IDB),
+                            f"caplen {MAX_CAPLEN + 4} exceeds"),
+    "ng-epb-huge-len": (SHB + IDB + _with_len(EPB, 1 << 30), len(SHB + IDB), "packet block length"),
+    "ng-linktype": (SHB + O.idb(147) + EPB, len(SHB + O.idb(147)), "link type 147 not supported"),
+    "ng-idb-too-short": (SHB + O.block(1, b"\x01\x00\x00\x00"), len(SHB), "interface description block too short"),
+    "ng-idb-option-overrun": (SHB + O.block(1, struct.pack("<HHIHH", 1, 0, 0, 9, 40)), len(SHB) + 16,
+                              "runs past its block"),
+    "ng-huge-idb": (SHB + _with_len(IDB, 1 << 24), len(SHB), "interface description block length"),
+    "ng-second-shb-bad": (SHB + IDB + EPB + SHB[:8] + b"zzzz", len(SHB + IDB + EPB), "bad byte-order magic"),
+}
+
+
+@pytest.mark.parametrize("name", list(ERROR_CASES))
+@pytest.mark.parametrize("mode", list(MODES))
+def test_bad_input_raises_pcap_error_naming_file_and_offset(tmp_path, name, mode):
+    data, offset, words = ERROR_CASES[name]
+    p = write_file(tmp_path, data, f"{name}.pcap")
+    with pytest.raises(PcapError) as ei:
+        for _ in read_pcap(p, parse=False, **MODES[mode]):
+            pass
+    e = ei.value
+    assert e.path == str(p) and e.offset == offset and words in e.problem, (e.offset, e.problem)
+    assert str(p) in str(e) and f"at byte {offset}" in str(e)
+    assert isinstance(e, ValueError)
+
+
+def test_truncated_last_record_delivers_good_packets_then_raises(tmp_path):
+    recs = [(bytes([i]) * 20, 20, i, 0) for i in range(10)]
+    raw = O.classic_pcap(recs)
+    p = write_file(tmp_path, raw[:-5])
+    got = []
+    r = read_pcap(p, chunk=4, parse=False)
+    with pytest.raises(PcapError, match="truncated record") as ei:
+        for b in r:
+            got += b.packets()
+    assert got == [x[0] for x in recs[:9]]
+    assert ei.value.offset == 24 + 9 * 36 and r.error is ei.value
+    # strict=False: the iteration just stops, the error waits in reader.error
+    r = read_pcap(p, chunk=4, parse=True, strict=False)
+    n = sum(len(b) for b in r)
+    assert n == 9 and r.error is not None and r.error.offset == 24 + 9 * 36 and r.packets == 9
+    assert list(r) == []  # exhausted
+
+
+def test_errors_from_read_pcap_itself(tmp_path):
+    with pytest.raises(PcapError):
+        read_pcap(write_file(tmp_path, b"nope"))
+    with pytest.raises(FileNotFoundError):
+        read_pcap(tmp_path / "missing.pcap")
+    with pytest.raises(ValueError, match="chunk"):
+        read_pcap(io.BytesIO(HDR), chunk=0)
+    with pytest.raises(ValueError, match="use_mmap"):
+        read_pcap(io.BytesIO(HDR), use_mmap=True)
+    with pytest.raises(TypeError):
+        read_pcap(12345.0)
+
+
+# ---------------------------------------------------------------------------------------------------- fuzzing
+def _outcome(path, mode, chunk):
+    rows, err, _ = read_all(path, mode, chunk)
+    return rows, None if err is None else err.offset
+
+
+def _check_fuzz(path):
+    """Only PcapError or success; the same packets and error offset in every mode and chunk size."""
+    try:
+        outcomes = [_outcome(path, mode, chunk) for mode, chunk in
+                    (("mmap", 65536), ("read", 1), ("read-tiny", 2), ("mmap", 3))]
+    except PcapError as e:  # raised by read_pcap itself (header problems): every mode agrees on it
+        for mode in MODES:
+            with pytest.raises(PcapError) as again:
+                read_pcap(path, parse=True, **MODES[mode])
+            assert again.value.offset == e.offset
+        return
+    assert all(o == outcomes[0] for o in outcomes[1:])
+    # and the parse kernel copes with whatever came out
+    for b in read_pcap(path, parse=True, strict=False):
+        assert b.status is not None
+
+
+@fast
+@given(st.binary(max_size=300))
+def test_fuzz_raw_bytes(files, data):
+    _check_fuzz(files(data))
+
+
+@fast
+@given(st.sampled_from([b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\x3c\x4d", b"\x0a\x0d\x0d\x0a"]), st.binary(max_size=300))
+def test_fuzz_raw_bytes_after_a_magic(files, magic, data):
+    _check_fuzz(files(magic + data))
+
+
+@st.composite
+def mutated_file(draw):
+    if draw(st.booleans()):
+        raw, _ = O.pcapng(draw(pcapng_sections(max_sections=2)))
+    else:
+        ns = draw(st.booleans())
+        raw = O.classic_pcap(draw(classic_records(ns)), linktype=draw(st.sampled_from(LINKTYPES)), nanosecond=ns,
+                             big=draw(st.booleans()))
+    raw = bytearray(raw)
+    for _ in range(draw(st.integers(1, 6))):
+        how = draw(st.sampled_from(["flip", "flip", "cut", "insert", "len"]))
+        if not raw:
+            break
+        i = draw(st.integers(0, len(raw) - 1))
+        if how == "flip":
+            raw[i] = draw(st.integers(0, 255))
+        elif how == "cut":
+            del raw[i:]
+        elif how == "insert":
+            raw[i:i] = draw(st.binary(min_size=1, max_size=8))
+        else:  # a plausible-looking but wrong length field
+            v = draw(st.sampled_from([0, 1, 12, 0xFFFF, 0x7FFFFFFF, 0xFFFFFFFF, MAX_CAPLEN + 1]))
+            raw[i:i + 4] = struct.pack("<I", v)
+    return bytes(raw)
+
+
+@fast
+@given(mutated_file())
+def test_fuzz_mutated_valid_files(files, raw):
+    _check_fuzz(files(raw))
+
+
+# ---------------------------------------------------------------------------------------------------- shared captures
+@pytest.mark.parametrize("name", ["geneve.pcap", "geneve-gcp.pcap"])
+def test_tcpdump_geneve_captures(name):
+    root = shared_data()
+    if root is None or not (root / "captures" / "tcpdump" / name).exists():
+        pytest.skip("shared data folder absent (set GWLB_FAST_DATA)")
+    path = root / "captures" / "tcpdump" / name
+    batches = list(read_pcap(path, chunk=8))
+    b = PacketBatch.concat(batches)
+    with open(path, "rb") as f:
+        ref = list(dpkt.pcap.Reader(f))
+    assert len(b) == len(ref) > 0
+    assert b.packets() == [buf for _, buf in ref]
+    assert np.allclose(b.ts_ns / 1e9, [ts for ts, _ in ref], rtol=0, atol=1e-6)
+    assert (b.status == 0).all() and (b.dport == 6081).all()
+
+
+# ---------------------------------------------------------------------------------------------------- writing
+@st.composite
+def batches(draw, linktypes=(1,)):
+    pkts = draw(st.lists(st.binary(max_size=200), max_size=15))
+    n = len(pkts)
+    ts = draw(st.lists(st.integers(0, 2**32 * 10**9 - 1), min_size=n, max_size=n))
+    extra = draw(st.lists(st.sampled_from([0, 0, 7, 1500]), min_size=n, max_size=n))
+    lts = draw(st.lists(st.sampled_from(linktypes), min_size=n, max_size=n))
+    b = PacketBatch.from_packets(pkts, ts_ns=np.array(ts, np.int64), linktype=np.array(lts, np.uint16))
+    b.wirelen += np.array(extra, np.uint32)
+    return b
+
+
+@fast
+@given(st.lists(batches(), min_size=1, max_size=3), st.booleans(), st.sampled_from(LINKTYPES))
+def test_write_reads_back_identically(files, bs, nanosecond, lt):
+    for b in bs:
+        b.linktype[:] = lt
+    path = files(b"")
+    assert write_pcap(path, bs, nanosecond=nanosecond) == sum(len(b) for b in bs)
+    whole = PacketBatch.concat(bs)
+    ts_want = whole.ts_ns if nanosecond else whole.ts_ns // 1000 * 1000
+    rows, err, _ = read_all(path)
+    assert err is None
+    assert rows == [(whole.packet(i), int(whole.caplen[i]), int(whole.wirelen[i]), int(ts_want[i]), lt)
+                    for i in range(len(whole))]
+    with open(path, "rb") as f:
+        r = dpkt.pcap.Reader(f)
+        assert r.datalink() == (lt if len(whole) else 1)  # no packet to take a link type from
+        ref = list(r)
+    assert [buf for _, buf in ref] == whole.packets()
+    if nanosecond:
+        assert [int(Decimal(ts) * 10**9) for ts, _ in ref] == ts_want.tolist()
+    meta = list(RawPcapReader(str(path)))
+    assert [m.sec * 10**9 + m.usec * (1 if nanosecond else 1000) for _, m in meta] == ts_want.tolist()
+    assert [m.wirelen for _, m in meta] == whole.wirelen.tolist()
+
+
+def test_writer_streams_and_counts(tmp_path):
+    b = PacketBatch.from_packets([b"ab", b"cde"], ts_ns=np.array([1, 2]))
+    buf = io.BytesIO()
+    with PcapWriter(buf) as w:
+        assert w.write(b) == 2
+        assert w.write(b[1:]) == 1
+        assert w.write(PacketBatch.empty()) == 0
+        assert (w.packets, w.bytes) == (3, 8)
+    raw = buf.getvalue()
+    assert raw[:4] == struct.pack("<I", 0xA1B23C4D) and len(raw) == 24 + 3 * 16 + 8
+    assert [p for _, p in dpkt.pcap.Reader(io.BytesIO(raw))] == [b"ab", b"cde", b"cde"]
+
+
+def test_writer_empty_file_is_valid(tmp_path):
+    p = tmp_path / "empty.pcap"
+    assert write_pcap(p, []) == 0
+    assert len(p.read_bytes()) == 24 and read_all(p) == ([], None, [])
+    with PcapWriter(tmp_path / "raw.pcap", linktype=101):
+        pass
+    assert read_pcap(tmp_path / "raw.pcap").linktype == 101
+
+
+def test_writer_timestamps_negative_and_microsecond_truncation(tmp_path):
+    b = PacketBatch.from_packets([b"a", b"b", b"c"], ts_ns=np.array([-1, 1_999_999_999, 5_000_000_999]))
+    p = tmp_path / "t.pcap"
+    write_pcap(p, b, nanosecond=False)
+    meta = [m for _, m in RawPcapReader(str(p))]
+    assert [(m.sec, m.usec) for m in meta] == [(2**32 - 1, 999_999), (1, 999_999), (5, 0)]
+
+
+def test_writer_snaplen_cuts_long_packets(tmp_path):
+    b = PacketBatch.from_packets([bytes(range(100)), b"short"])
+    p = tmp_path / "s.pcap"
+    write_pcap(p, b, snaplen=64)
+    rows, err, _ = read_all(p)
+    assert err is None and rows[0][:3] == (bytes(range(64)), 64, 100) and rows[1][0] == b"short"
+    with pytest.raises(ValueError, match="snaplen"):
+        PcapWriter(tmp_path / "x.pcap", snaplen=4)
+
+
+def _cooked(ip: bytes, lt: int) -> bytes:
+    mac = b"\x00\x11\x22\x33\x44\x55"
+    if lt == 113:
+        return struct.pack("!HHH", 0, 1, 6) + mac + b"\x00\x00" + struct.pack("!H", 0x0800) + ip
+    if lt == 276:
+        return struct.pack("!HHIHBB", 0x0800, 0, 2, 1, 0, 6) + mac + b"\x00\x00" + ip
+    return ip
+
+
+@fast
+@given(st.lists(st.tuples(ipv4_packet(allow_frag=False), st.sampled_from(LINKTYPES)), min_size=1, max_size=12))
+def test_mixed_linktypes_are_written_as_ethernet(files, items):
+    lt_list = [lt for _, lt in items]
+    pkts = [ethernet_with(ip) if lt == 1 else _cooked(ip, lt) for ip, lt in items]
+    b = PacketBatch.from_packets(pkts, linktype=np.array(lt_list, np.uint16))
+    b.parse()
+    path = files(b"")
+    write_pcap(path, b)
+    r = read_pcap(path)
+    (back,) = list(r)
+    mixed = len(set(lt_list)) > 1
+    assert r.linktype == (1 if mixed else lt_list[0])
+    for col in ("status", "src_ip", "dst_ip", "sport", "dport", "proto", "tcp_flags"):
+        assert np.array_equal(getattr(back, col), getattr(b, col)), col
+    if not mixed:
+        assert back.packets() == pkts
+        return
+    for i, (ip, lt) in enumerate(items):
+        frame = back.packet(i)
+        assert frame[14:] == ip
+        if lt == 1:
+            assert frame == pkts[i]
+            continue
+        assert frame[:6] == CONVERTED_DST_MAC and frame[12:14] == b"\x08\x00"
+        assert frame[6:12] == (CONVERTED_SRC_MAC if lt in (101, 228) else b"\x00\x11\x22\x33\x44\x55")
+        assert int(back.wirelen[i]) == len(ip) + 14
+    with open(path, "rb") as f:
+        assert [bytes(dpkt.ethernet.Ethernet(buf).data) for _, buf in dpkt.pcap.Reader(f)] == [ip for ip, _ in items]
+
+
+def ethernet_with(ip: bytes) -> bytes:
+    return b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip
+
+
+def test_conversion_edge_cases(tmp_path):
+    v6 = bytes([0x60]) + bytes(39)
+    b = PacketBatch.from_packets([v6, b"", b"\x00" * 5, b"\x00" * 3, ethernet_with(b"\x45" + bytes(19))],
+                                 linktype=np.array([101, 101, 113, 276, 1], np.uint16))
+    p = tmp_path / "c.pcap"
+    write_pcap(p, b)
+    rows, err, _ = read_all(p)
+    assert err is None
+    assert rows[0][0][12:14] == b"\x86\xdd" and rows[0][0][14:] == v6
+    assert rows[1][0] == CONVERTED_DST_MAC + CONVERTED_SRC_MAC + b"\x08\x00"
+    # cooked packets shorter than their header: a bare Ethernet header, ethertype 0
+    assert rows[2][0] == rows[3][0] == CONVERTED_DST_MAC + CONVERTED_SRC_MAC + b"\x00\x00"
+    # a file fixed to raw IP cannot take Ethernet packets
+    w = PcapWriter(tmp_path / "r.pcap", linktype=101)
+    with pytest.raises(ValueError, match="linktype=1"):
+        w.write(b)
+    w.close()
+    # streaming: the first batch decides
+    with PcapWriter(tmp_path / "s.pcap") as w:
+        w.write(b[:2])
+        assert w.linktype == 101
+        with pytest.raises(ValueError, match="link type 113"):
+            w.write(b[2:])
+
+
+@pytest.mark.tshark
+@pytest.mark.skipif(not HAVE_TSHARK, reason="tshark not installed")
+@pytest.mark.parametrize("nanosecond", [True, False])
+def test_written_file_reads_back_in_tshark(tmp_path, nanosecond):
+    rng = np.random.default_rng(7)
+    n = 120
+    pkts = [bytes(rng.integers(0, 256, int(rng.integers(14, 300)), dtype=np.uint8)) for _ in range(n)]
+    ts = rng.integers(10**18, 2 * 10**18, n, dtype=np.int64)
+    lts = np.array([1, 101, 113, 276, 228] * (n // 5), np.uint16)
+    b = PacketBatch.from_packets(pkts, ts_ns=ts, linktype=lts)
+    b.wirelen += rng.integers(0, 100, n, dtype=np.uint32)
+    p = tmp_path / "t.pcap"
+    write_pcap(p, [b[:50], b[50:]], nanosecond=nanosecond)
+    out = subprocess.run(["tshark", "-r", str(p), "-T", "fields", "-e", "frame.len", "-e", "frame.cap_len",
+                          "-e", "frame.time_epoch"], check=True, capture_output=True, text=True).stdout
+    lines = [ln.split("\t") for ln in out.splitlines()]
+    rows, err, _ = read_all(p)
+    assert err is None and len(lines) == len(rows) == n
+    for (flen, clen, t), r in zip(lines, rows):
+        assert (int(flen), int(clen)) == (r[2], r[1])
+        assert int(Decimal(t) * 10**9) == r[3]
+    want_ts = ts if nanosecond else ts // 1000 * 1000
+    assert [r[3] for r in rows] == want_ts.tolist()
+
+
+# ---------------------------------------------------------------------------------------------------- kernels
+def test_kernels_check_their_arguments():
+    buf = np.frombuffer(bytes(64), np.uint8)  # read-only input is fine
+    cols = [np.empty(4, np.int64), np.empty(4, np.uint32), np.empty(4, np.uint32), np.empty(4, np.int64)]
+    assert k.scan_pcap(buf, 0, 0, 0, False, 1, 100, *cols) == (0, 0, k.SCAN_OK, 0)
+    assert k.scan_pcap(buf, 0, 0, 4, False, 1, 100, *cols)[:3] == (4, 64, k.SCAN_OK)
+    with pytest.raises(ValueError, match="max_n"):
+        k.scan_pcap(buf, 0, 0, 5, False, 1, 100, *cols)
+    with pytest.raises(ValueError, match="origin"):
+        k.scan_pcap(buf, 65, 0, 1, False, 1, 100, *cols)
+    with pytest.raises(ValueError):
+        k.scan_pcap(buf, 0, 0, 1, False, 1, 100, cols[0].astype(np.int32), *cols[1:])
+    ifs = [np.zeros(1, np.uint16), np.zeros(1, np.uint32), np.ones(1, np.int64), np.zeros(1, np.int64),
+           np.full(1, -1, np.int32), np.zeros(1, np.int64)]
+    with pytest.raises(ValueError, match="if_ts_div"):
+        k.scan_pcapng(buf, 0, 0, 1, False, *ifs, 100, *cols, np.empty(4, np.uint16))
+    ifs[1] = np.zeros(2, np.uint32)
+    with pytest.raises(ValueError, match="if_snaplen"):
+        k.scan_pcapng(buf, 0, 0, 1, False, *ifs, 100, *cols, np.empty(4, np.uint16))
+    empty = PacketBatch.empty()
+    assert k.pcap_write_size(empty.caplen, empty.linktype, 1, 100) == 0
+    out = np.empty(0, np.uint8)
+    assert k.write_pcap_records(empty.data, empty.off, empty.caplen, empty.wirelen, empty.ts_ns, empty.linktype,
+                                1, True, 100, out) == 0
+    b = PacketBatch.from_packets([b"abc"])
+    with pytest.raises(ValueError, match="out has"):
+        k.write_pcap_records(b.data, b.off, b.caplen, b.wirelen, b.ts_ns, b.linktype, 1, True, 100,
+                             np.empty(5, np.uint8))
+    with pytest.raises(ValueError, match="outside the arena"):
+        k.write_pcap_records(b.data[:2], b.off, b.caplen, b.wirelen, b.ts_ns, b.linktype, 1, True, 100,
+                             np.empty(19, np.uint8))
+    assert k.pcap_write_size(b.caplen, np.array([113], np.uint16), 101, 100) == -1
+
+
+def test_pcap_reader_is_an_iterator_and_context_manager(tmp_path):
+    p = write_file(tmp_path, O.classic_pcap([(b"a", 1, 0, 0)]))
+    with read_pcap(p, parse=False) as r:
+        assert isinstance(r, PcapReader) and iter(r) is r
+        assert "PcapReader" in repr(r)
+    assert list(r) == []  # closed
