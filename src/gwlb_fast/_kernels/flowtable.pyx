@@ -24,11 +24,15 @@ cdef extern from *:
     """
     #if defined(__GNUC__) || defined(__clang__)
     #define GWLB_FT_PREFETCH(p) __builtin_prefetch((const void *)(p), 0, 3)
+    #define GWLB_FT_PREFETCH_W(p) __builtin_prefetch((const void *)(p), 1, 3)
     #else
     #define GWLB_FT_PREFETCH(p) ((void)0)
+    #define GWLB_FT_PREFETCH_W(p) ((void)0)
     #endif
     """
     void GWLB_FT_PREFETCH(const void* p) noexcept nogil
+    # for write: a hit updates its entry, so fetch the line exclusive at once
+    void GWLB_FT_PREFETCH_W(const void* p) noexcept nogil
 
 
 ctypedef struct Entry:
@@ -614,7 +618,7 @@ cdef class FlowTable:
                 if j < n:
                     b = self._buckets[hring[j & (PF_RING - 1)] & mask]
                     if b != EMPTY:
-                        GWLB_FT_PREFETCH(&self._e[(b >> 32) - 1])
+                        GWLB_FT_PREFETCH_W(&self._e[(b >> 32) - 1])
 
                 h = hring[i & (PF_RING - 1)]
                 t = tp[i] if tp != NULL else 0
