@@ -40,6 +40,8 @@ def key(a=1, b=2, ap=3, bp=4, proto=6, tag=0):
 # ----------------------------------------------------------------------------------------- basics
 def test_layout_and_constructor():
     assert FLOW_DTYPE.itemsize == 64
+    for cap in (5, 1000, 1 << 20):
+        assert FlowTable(cap).entries.ctypes.data % 64 == 0  # one cache line per entry
     t = FlowTable(115)
     assert t.capacity == 115 and t.n_buckets == 128 and t.max_load == 0.9 and len(t) == 0
     assert FlowTable(1000, max_load=0.5).n_buckets == 2048

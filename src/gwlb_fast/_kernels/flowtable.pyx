@@ -274,7 +274,10 @@ cdef class FlowTable:
         self._free = <int32_t*>malloc(cap * sizeof(int32_t))
         if self._buckets == NULL or self._free == NULL:
             raise MemoryError(f"FlowTable: cannot allocate {nb} buckets / {cap} slots")
-        self._arr = np.zeros(cap, dtype=FLOW_DTYPE)
+        # 64-byte aligned so that an entry is exactly one cache line (numpy only guarantees 16)
+        buf = np.zeros(cap * 64 + 64, dtype=np.uint8)
+        start = (-buf.ctypes.data) % 64
+        self._arr = buf[start:start + cap * 64].view(FLOW_DTYPE)
         raw = self._arr.view(np.uint8)
         self._e = <Entry*>&raw[0]
         self._ended = np.zeros(0, dtype=FLOW_DTYPE)
