@@ -422,3 +422,91 @@ def numpy_snat_rewrite(data, off, l3_off, l4_off, proto, new_ip, new_port):
     nc = np.where((proto == 17) & (nc == 0), 0xFFFF, nc)
     put16(cf, np.where((proto == 17) & (c == 0), 0, nc).astype(np.uint32))
     put16(l4, new_port.astype(np.uint32))
+
+
+# --- flowtable ---
+def _fmix64_ft(x: np.ndarray) -> np.ndarray:
+    x = x ^ (x >> np.uint64(33))
+    x = x * np.uint64(0xFF51AFD7ED558CCD)
+    x = x ^ (x >> np.uint64(33))
+    x = x * np.uint64(0xC4CEB9FE1A85EC53)
+    return x ^ (x >> np.uint64(33))
+
+
+def flowkey_hash_numpy(a_ip, b_ip, a_port, b_port, proto, tag) -> np.ndarray:
+    """64-bit hash of the flow-table key, vectorized: the packed key a plain-numpy table sorts and searches."""
+    k0 = (a_ip.astype(np.uint64) << np.uint64(32)) | b_ip
+    k1 = ((a_port.astype(np.uint64) << np.uint64(48)) | (b_port.astype(np.uint64) << np.uint64(32))
+          | (proto.astype(np.uint64) << np.uint64(24)))
+    return _fmix64_ft(_fmix64_ft(_fmix64_ft(k0) ^ k1) ^ tag)
+
+
+class NumpyFlowTable:
+    """Plain-numpy flow table: a sorted array of 64-bit packed-key hashes (np.unique + searchsorted) mapping to
+    stable slots, with the keys verified on hits and the statistics updated with ufunc.at.
+
+    What a numpy user writes without a compiled hash table. Its weak points are what the kernel avoids: a batch
+    sorts and merges (O(live) per batch with new flows), and 64-bit hash collisions would merge two flows (it
+    only counts key mismatches on hits).
+    """
+
+    def __init__(self, capacity: int):
+        self.sorted_h = np.empty(0, np.uint64)
+        self.sorted_slot = np.empty(0, np.int64)
+        self.keys = [np.zeros(capacity, d) for d in (np.uint32, np.uint32, np.uint16, np.uint16, np.uint8, np.uint64)]
+        self.first_seen = np.zeros(capacity, np.int64)
+        self.last_seen = np.zeros(capacity, np.int64)
+        self.packets = np.zeros(capacity, np.uint64)
+        self.bytes = np.zeros(capacity, np.uint64)
+        self.live = 0
+        self.mismatches = 0
+
+    def lookup_or_insert(self, a_ip, b_ip, a_port, b_port, proto, tag, ts_ns, nbytes) -> np.ndarray:
+        cols = (a_ip, b_ip, a_port, b_port, proto, tag)
+        h = flowkey_hash_numpy(*cols)
+        slot = np.full(h.shape[0], -1, np.int64)
+        if self.sorted_h.shape[0]:
+            pos = np.minimum(np.searchsorted(self.sorted_h, h), self.sorted_h.shape[0] - 1)
+            hit = self.sorted_h[pos] == h
+            slot[hit] = self.sorted_slot[pos[hit]]
+            s = slot[hit]
+            same = np.ones(s.shape[0], bool)
+            for stored, col in zip(self.keys, cols):
+                same &= stored[s] == col[hit]
+            self.mismatches += int((~same).sum())
+        miss = slot < 0
+        if miss.any():
+            uh, first, inv = np.unique(h[miss], return_index=True, return_inverse=True)
+            new_slots = self.live + np.arange(uh.shape[0], dtype=np.int64)  # no free list: capacity not checked
+            src = np.flatnonzero(miss)[first]
+            for stored, col in zip(self.keys, cols):
+                stored[new_slots] = col[src]
+            self.first_seen[new_slots] = ts_ns[src]
+            self.last_seen[new_slots] = ts_ns[src]
+            at = np.searchsorted(self.sorted_h, uh)
+            self.sorted_h = np.insert(self.sorted_h, at, uh)
+            self.sorted_slot = np.insert(self.sorted_slot, at, new_slots)
+            self.live += uh.shape[0]
+            slot[miss] = new_slots[inv.ravel()]
+        np.add.at(self.packets, slot, np.uint64(1))
+        np.add.at(self.bytes, slot, nbytes.astype(np.uint64))
+        np.maximum.at(self.last_seen, slot, ts_ns)
+        return slot
+
+
+def dict_lookup_or_insert(table: dict, stats: list, a_ip, b_ip, a_port, b_port, proto, tag, ts_ns, nbytes) -> list:
+    """Pure-Python flow table: dict of key tuples -> slot, per-slot [first_seen, last_seen, packets, bytes] lists."""
+    out = []
+    for key, t, nb in zip(zip(a_ip.tolist(), b_ip.tolist(), a_port.tolist(), b_port.tolist(), proto.tolist(),
+                              tag.tolist()), ts_ns.tolist(), nbytes.tolist()):
+        s = table.get(key)
+        if s is None:
+            s = table[key] = len(stats)
+            stats.append([t, t, 1, nb])
+        else:
+            st = stats[s]
+            st[1] = max(st[1], t)
+            st[2] += 1
+            st[3] += nb
+        out.append(s)
+    return out
