@@ -15,7 +15,15 @@ from gwlb_fast._kernels import session as _s
 from gwlb_fast._kernels import tcpreset as _r
 from gwlb_fast.batch import LINKTYPE_IPV4, PacketBatch
 from gwlb_fast.errors import ConfigError
-from gwlb_fast.firewall import END_REASONS, KIND_ECHO, KIND_RST_TO_RECEIVER, KIND_RST_TO_SENDER, SESSION_DTYPE, Firewall
+from gwlb_fast.firewall import (
+    END_REASONS,
+    KIND_ECHO,
+    KIND_RST_TO_RECEIVER,
+    KIND_RST_TO_SENDER,
+    SESSION_DTYPE,
+    Firewall,
+    zone_of_endpoint_ids,
+)
 from gwlb_fast.policy import Policy
 from gwlb_fast.status import PktStatus
 from tests.oracles.firewall import ACK, FIN, RST, SYN, OracleFirewall, Pkt, rst_for
@@ -242,6 +250,11 @@ def test_zones_from_endpoint():
     assert sorted(log["zone"].tolist()) == [0, 1]  # the two endpoints' sessions are distinct
     with pytest.raises(ConfigError, match="zone 'dmz'"):
         make_fw(pol, zones={EP_A: "dmz"})
+    policy = Policy.from_yaml(pol)
+    ids = {"gwlbe-a": EP_A, "gwlbe-b": EP_B, "x": 1}
+    assert zone_of_endpoint_ids(policy, ids) == {EP_A: "trust", EP_B: "untrust"}
+    with pytest.raises(ConfigError, match="gwlbe-b"):
+        zone_of_endpoint_ids(policy, {"gwlbe-a": EP_A})
 
 
 def test_rst_closes_session():

@@ -47,6 +47,7 @@ __all__ = [
     "SESSION_DTYPE",
     "Firewall",
     "FirewallOutput",
+    "zone_of_endpoint_ids",
 ]
 
 NS = 1_000_000_000
@@ -77,6 +78,20 @@ END_REASONS = {
 
 assert [int(a) for a in Action] == [_s.ACT_ALLOW, _s.ACT_DENY, _s.ACT_DROP, _s.ACT_RESET_CLIENT, _s.ACT_RESET_SERVER,
                                     _s.ACT_RESET_BOTH]
+
+
+def zone_of_endpoint_ids(policy: Policy, endpoint_ids: dict[str, int]) -> dict[int, str]:
+    """``{endpoint id: zone name}`` for :class:`Firewall` from the policy's ``zones`` (zone -> endpoint names) and the
+    topology's endpoint ids by name. Endpoints in no zone are left out (their packets are UNKNOWN_ENDPOINT); a zone
+    member that is not an endpoint of the topology is a ConfigError."""
+    out = {}
+    for zone, members in policy.zones.items():
+        for name in members:
+            if name not in endpoint_ids:
+                raise ConfigError(f"{policy.source}: security_policy.zones.{zone}: {name!r} is not a GWLB endpoint "
+                                  f"(endpoints: {', '.join(sorted(endpoint_ids)) or 'none'})")
+            out[int(endpoint_ids[name])] = zone
+    return out
 
 
 @dataclass
