@@ -163,6 +163,23 @@ class Firewall:
     keep_log : bool
         Also keep every ended session in :attr:`session_log` (for tests and small runs; a pipeline streams
         ``FirewallOutput.sessions`` instead).
+
+    Attributes
+    ----------
+    hits : int64[n_rules + 1]
+        Sessions classified per rule (the last entry: the policy's default action), as PAN-OS counts rule hits.
+    counts : int64[N_STATUS]
+        Packets per status over every call.
+    table : FlowTable
+        The session table; ``sessions`` (int64[capacity, NF]) holds the per-slot session state beside it.
+
+    Notes
+    -----
+    Memory per session slot: 64 bytes of flow table entry, 8-16 bytes of hash buckets and 152 bytes of session row,
+    about 230 bytes; the session rows are allocated zeroed, so their pages are committed only as slots are used
+    (default capacity 2**20: about 85 MB at creation, up to 240 MB full). A FIN-closed session keeps forwarding
+    (the last ACK, retransmissions, a reused port's SYN) until its close timeout; an RST-closed one drops with
+    ``SESSION_CLOSED`` until then, after which the next SYN of the same 5-tuple starts a new session.
     """
 
     def __init__(self, name: str, index: int, policy: Policy, zone_of_endpoint: dict[int, str], *,
