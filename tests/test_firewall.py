@@ -555,7 +555,7 @@ def test_kernel_argument_checks():
         a["sess"] = np.zeros((cap, _s.NF), np.int64)
         a.update(status=np.zeros(n, np.uint8), out_rule=np.zeros(n, np.int32), out_n=np.zeros(n, np.uint8),
                  out_kind1=np.zeros(n, np.uint8), out_kind2=np.zeros(n, np.uint8), hits=np.zeros(1, np.int64),
-                 ended=np.zeros((n, _s.NF), np.int64), ended_slot=np.zeros(n, np.int64), close_timeout_ns=10,
+                 ended=np.zeros((n + 1, _s.NF), np.int64), ended_slot=np.zeros(n + 1, np.int64), close_timeout_ns=10,
                  deny_timeout_ns=10)
         return a
 
@@ -574,6 +574,8 @@ def test_kernel_argument_checks():
     assert a["hits"][0] == 2 and a["out_rule"].tolist() == [0, 0, 0]
     with pytest.raises(ValueError, match="start"):
         _s.session_update(**a, start=4)
+    with pytest.raises(ValueError, match="ended"):
+        _s.session_update(**a, start=0, n_ended=2)
     a = args()
     a["zone"] = np.zeros(3, np.uint8)
     with pytest.raises(ValueError, match="zone"):

@@ -308,8 +308,8 @@ class Firewall:
         out_n = np.empty(n, np.uint8)
         k1 = np.empty(n, np.uint8)
         k2 = np.empty(n, np.uint8)
-        ended = np.empty((n, _s.NF), np.int64)
-        ended_slot = np.empty(n, np.int64)
+        ended = np.empty((n + 1, _s.NF), np.int64)
+        ended_slot = np.empty(n + 1, np.int64)
         ne, start = 0, 0
         while True:
             ne, stop = _s.session_update(slot, is_new, rev, inner.proto, inner.tcp_flags, inner.ts_ns, inner.wirelen,

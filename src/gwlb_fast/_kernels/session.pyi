@@ -76,8 +76,8 @@ def session_update(
     out_kind1: np.ndarray,  # uint8[n] out
     out_kind2: np.ndarray,  # uint8[n] out
     hits: np.ndarray,  # int64[n_rules + 1] in/out
-    ended: np.ndarray,  # int64[n, NF] out
-    ended_slot: np.ndarray,  # int64[n] out
+    ended: np.ndarray,  # int64[m, NF] out, m >= n_ended + n - start (n + 1 covers every resume)
+    ended_slot: np.ndarray,  # int64[m] out
     close_timeout_ns: int,
     deny_timeout_ns: int,
     start: int = 0,

@@ -156,10 +156,10 @@ def session_update(const int64_t[::1] slot, const uint8_t[::1] is_new, const uin
         ``OUT_RST_TO_SENDER``, ``OUT_RST_TO_RECEIVER``); for reset-both the RST to the client comes first.
     hits : int64[n_rules + 1]
         In/out: sessions started per rule (last entry: default action).
-    ended : int64[n, NF]
-        Output: copies of the session rows that ended in this call (slot restarted or reused), with ``F_REASON`` set
+    ended : int64[m, NF]
+        Output (``m >= n_ended + n - start``, e.g. ``n + 1``): copies of the session rows that ended in this call (slot restarted or reused), with ``F_REASON`` set
         to the end reason (``END_*``).
-    ended_slot : int64[n]
+    ended_slot : int64[m]
         Output: their slots.
     close_timeout_ns, deny_timeout_ns : int
         Idle time after which a closed (FIN both ways, RST) or a denied/reset session ends, checked against the
@@ -195,8 +195,7 @@ def session_update(const int64_t[::1] slot, const uint8_t[::1] is_new, const uin
                      ("dport", dport.shape[0]), ("endpoint", endpoint.shape[0]), ("zone", zone.shape[0]),
                      ("rule", rule.shape[0]), ("action", action.shape[0]), ("status", status.shape[0]),
                      ("out_rule", out_rule.shape[0]), ("out_n", out_n.shape[0]), ("out_kind1", out_kind1.shape[0]),
-                     ("out_kind2", out_kind2.shape[0]), ("ended", ended.shape[0]),
-                     ("ended_slot", ended_slot.shape[0])):
+                     ("out_kind2", out_kind2.shape[0])):
         if ln != n:
             raise ValueError(f"{name}: expected length {n}, got {ln}")
     if sess.shape[1] != _NF:
@@ -212,6 +211,10 @@ def session_update(const int64_t[::1] slot, const uint8_t[::1] is_new, const uin
         raise ValueError(f"start: {start} is outside [0, {n}]")
     if n_ended < 0 or n_ended > n:
         raise ValueError(f"n_ended: {n_ended} is outside [0, {n}]")
+    # each row ends at most one session, and a resumed row none again: n_ended + (n - start) rows are enough
+    if ended.shape[0] < n_ended + (n - start) or ended_slot.shape[0] != ended.shape[0]:
+        raise ValueError(f"ended, ended_slot: need the same length >= n_ended + n - start = {n_ended + n - start}, "
+                         f"got {ended.shape[0]} and {ended_slot.shape[0]}")
     with nogil:
         for i in range(start, n):
             out_rule[i] = -1
