@@ -406,7 +406,8 @@ def test_rsts_decode_in_tshark(tmp_path):
         for i, f in enumerate(out.wire.packets()):
             w.writepkt(f, ts=1 + i)
     fields = ["ip.src", "ip.dst", "tcp.srcport", "tcp.dstport", "tcp.seq_raw", "tcp.ack_raw", "tcp.flags.reset",
-              "tcp.flags.ack", "geneve.option.class", "tcp.checksum.status", "_ws.expert.message", "_ws.malformed"]
+              "tcp.flags.ack", "geneve.option.class", "tcp.checksum.status", "_ws.expert.message", "_ws.malformed",
+              "geneve.option.type", "geneve.option.unknown.data"]
     cmd = ["tshark", "-n", "-r", str(path), "-o", "tcp.check_checksum:TRUE", "-o", "ip.check_checksum:TRUE",
            "-Y", "tcp.flags.reset==1", "-T", "fields", "-E", "separator=|", "-E", "occurrence=a"]
     for f in fields:
@@ -431,6 +432,10 @@ def test_rsts_decode_in_tshark(tmp_path):
         # the only expert note is the RST itself (no checksum, length or malformed-packet complaints)
         assert set(row[10].split(",")) == {"Connection reset (RST)"}
         assert row[11] == ""
+        # the GWLB options of the offending packet, echoed: endpoint id, attachment id, flow cookie
+        assert row[12].split(",") == ["0x01", "0x02", "0x03"]
+        cookie = (CLIENT ^ SERVER ^ 40000 ^ 22) & 0xFFFFFFFF
+        assert row[13].split(",") == [f"{EP_A:016x}", "1122334455667788", f"{cookie:08x}"]
 
 
 # ---------------------------------------------------------------------------------------------------- oracle
