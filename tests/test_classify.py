@@ -259,6 +259,8 @@ def test_out_parameter_and_read_only_inputs(small):
     ro.setflags(write=False)
     with pytest.raises(ValueError, match="out"):
         clf.classify(**cols, out=ro)
+    with pytest.raises(ValueError, match="out"):
+        clf.classify(**cols, out=np.empty(200, np.int32)[::2])
 
 
 def test_non_contiguous_input(small):

@@ -24,11 +24,15 @@ cdef extern from *:
     """
     #if defined(__GNUC__) || defined(__clang__)
     #define GWLB_FT_PREFETCH(p) __builtin_prefetch((const void *)(p), 0, 3)
+    #define GWLB_FT_PREFETCH_W(p) __builtin_prefetch((const void *)(p), 1, 3)
     #else
     #define GWLB_FT_PREFETCH(p) ((void)0)
+    #define GWLB_FT_PREFETCH_W(p) ((void)0)
     #endif
     """
     void GWLB_FT_PREFETCH(const void* p) noexcept nogil
+    # for write: a hit updates its entry, so fetch the line exclusive at once
+    void GWLB_FT_PREFETCH_W(const void* p) noexcept nogil
 
 
 ctypedef struct Entry:
@@ -79,6 +83,7 @@ cdef enum:
     PF_ENTRY = 8      # read the (prefetched) bucket and prefetch the entry this many packets ahead
     EMPTY = 0         # an empty bucket
     MAX_CAPACITY = 1 << 30
+    EVICT_WINDOW = 32  # buckets examined for an eviction victim when the probe sequence is shorter
 
 
 # ----------------------------------------------------------------------------------------------- hashing
@@ -245,7 +250,6 @@ cdef class FlowTable:
         cdef int64_t cap = int(capacity)
         cdef double ml = float(max_load)
         cdef uint64_t nb = 1
-        cdef int64_t k
         cdef uint8_t[::1] raw
         if self._buckets != NULL:
             raise RuntimeError("FlowTable.__init__ called twice")
@@ -255,7 +259,8 @@ cdef class FlowTable:
             raise ValueError(f"max_load: must be in (0, 1], got {max_load}")
         if evict not in ("none", "oldest-idle"):
             raise ValueError(f"evict: must be 'none' or 'oldest-idle', got {evict!r}")
-        while <double>nb * ml < <double>cap:
+        # strictly more buckets than entries: every probe sequence ends at an empty bucket
+        while <double>nb * ml < <double>cap or nb <= <uint64_t>cap:
             nb <<= 1
         self._cap = cap
         self._nb = nb
@@ -269,7 +274,10 @@ cdef class FlowTable:
         self._free = <int32_t*>malloc(cap * sizeof(int32_t))
         if self._buckets == NULL or self._free == NULL:
             raise MemoryError(f"FlowTable: cannot allocate {nb} buckets / {cap} slots")
-        self._arr = np.zeros(cap, dtype=FLOW_DTYPE)
+        # 64-byte aligned so that an entry is exactly one cache line (numpy only guarantees 16)
+        buf = np.zeros(cap * 64 + 64, dtype=np.uint8)
+        start = (-buf.ctypes.data) % 64
+        self._arr = buf[start:start + cap * 64].view(FLOW_DTYPE)
         raw = self._arr.view(np.uint8)
         self._e = <Entry*>&raw[0]
         self._ended = np.zeros(0, dtype=FLOW_DTYPE)
@@ -491,18 +499,28 @@ cdef class FlowTable:
         return s
 
     cdef inline int64_t _victim(self, uint64_t h, uint64_t end, int64_t now, uint64_t* vpos) noexcept nogil:
-        """Idle-expired slot with the oldest last_seen in the probe sequence [home, end), or -1."""
-        cdef uint64_t i = h & self._mask
+        """Idle-expired slot with the oldest last_seen among the buckets from the key's home to ``end`` (its probe
+        sequence) or, if that is shorter, the EVICT_WINDOW buckets from home; -1 if none."""
+        cdef uint64_t mask = self._mask
+        cdef uint64_t i = h & mask
+        cdef uint64_t span = (end - i) & mask
+        cdef uint64_t b
         cdef int64_t best = -1
         cdef int64_t s
         cdef const Entry* e
-        while i != end:
-            s = <int64_t>(self._buckets[i] >> 32) - 1
-            e = &self._e[s]
-            if self._is_expired(e, now) and (best < 0 or e.last_seen < self._e[best].last_seen):
-                best = s
-                vpos[0] = i
-            i = (i + 1) & self._mask
+        if span < EVICT_WINDOW:
+            span = EVICT_WINDOW
+        if span > self._nb:
+            span = self._nb
+        for _ in range(span):
+            b = self._buckets[i]
+            if b != EMPTY:
+                s = <int64_t>(b >> 32) - 1
+                e = &self._e[s]
+                if self._is_expired(e, now) and (best < 0 or e.last_seen < self._e[best].last_seen):
+                    best = s
+                    vpos[0] = i
+            i = (i + 1) & mask
         return best
 
     cdef Entry* _reserve_ended(self, Py_ssize_t n) except NULL:
@@ -603,7 +621,7 @@ cdef class FlowTable:
                 if j < n:
                     b = self._buckets[hring[j & (PF_RING - 1)] & mask]
                     if b != EMPTY:
-                        GWLB_FT_PREFETCH(&self._e[(b >> 32) - 1])
+                        GWLB_FT_PREFETCH_W(&self._e[(b >> 32) - 1])
 
                 h = hring[i & (PF_RING - 1)]
                 t = tp[i] if tp != NULL else 0
@@ -774,9 +792,9 @@ cdef class FlowTable:
         cdef uint8_t[::1] raw = recs.view(np.uint8)
         cdef Entry* out = <Entry*>&raw[0]
         cdef int64_t[::1] vs = slots
-        cdef int64_t k = 0, done, s = start
+        cdef int64_t k = 0, s = start
         with nogil:
-            for done in range(size):
+            for _ in range(size):
                 if self._e[s].live and self._is_expired(&self._e[s], now_ns):
                     memcpy(&out[k], &self._e[s], sizeof(Entry))
                     vs[k] = s
