@@ -486,7 +486,7 @@ class Policy:
                     np.empty(0, dtype=np.int32))
         return (np.array(los, dtype=np.uint32), np.array(his, dtype=np.uint32), np.array(rule, dtype=np.int32))
 
-    def compile(self, binth: int = 4, partition: bool = True, max_leaf_entries: int = -1) -> Classifier:
+    def compile(self, binth: int = 2, partition: bool = True, max_leaf_entries: int = -1) -> Classifier:
         """Build the first-match classifier (see ``gwlb_fast._kernels.classify``).
 
         Parameters
