@@ -167,7 +167,7 @@ class Pipeline:
     def process(self, batch: PacketBatch) -> ChunkResult:
         """Carry one chunk of packets along the path; returns the delivered packets and per-packet outcomes."""
         t0 = time.perf_counter()
-        work = batch.compact()  # our own arena: NAT rewrites headers in place
+        work = batch.copy()  # our own arena: NAT rewrites headers in place
         self.bytes_in += work.nbytes
         for name in ("status", "src_ip", "dst_ip", "sport", "dport", "proto", "tcp_flags", "l3_off", "l4_off",
                      "endpoint_id", "flow_cookie", "fw_index", "vni", "geneve_flags", "opt_len", "attachment_id",
@@ -708,14 +708,14 @@ def _sent_earlier(b: PacketBatch, senders: np.ndarray, rows: np.ndarray) -> np.n
 def _public_form(batch: PacketBatch, public_ip: int, public_port: np.ndarray) -> PacketBatch:
     """A copy of replies addressed to private hosts, rewritten to the public address and port they crossed the
     Internet with (for the internet-to-nat tap)."""
-    from ._kernels.nat import nat_rewrite
+    from ._kernels.nat import NAT_SNAT_REPLY, nat_rewrite
+    from .natgw import NatRecord
 
-    c = batch.compact()
-    for name in ("status", "dst_ip", "sport", "dport"):
-        setattr(c, name, getattr(c, name).copy())
+    c = batch.copy()
     n = len(c)
     nat_rewrite(c.data, c.off, c.caplen, c.l3_off, c.l4_off, c.proto, 1, np.full(n, public_ip, np.uint32),
-                public_port.astype(np.int32), c.status, c.dst_ip, c.dport, c.sport)
+                public_port.astype(np.int32), c.status, c.dst_ip, c.dport, c.sport,
+                np.full(n, NAT_SNAT_REPLY, np.uint8), *NatRecord.empty(n).as_args())
     return c
 
 
