@@ -47,9 +47,7 @@ def dpkt_build_frames(rows):
 
 
 # --- geneve ---
-import struct
-
-import dpkt
+import struct  # dpkt comes from the synth section above
 
 _GENEVE_OPT = struct.Struct("!HBB")
 _GENEVE_BASE = struct.Struct("!BBHI")
@@ -209,8 +207,6 @@ def gwlb_python(flows: list[tuple[int, int, int, int, int]], table: list[int], s
         out.append(fw)
 
 
-import numpy as np
-
 # --- classify ---
 
 
@@ -256,6 +252,241 @@ def classify_python(boxes: list[tuple], cols: dict) -> list[int]:
                 break
         out.append(found)
     return out
+
+
+# --- firewall ---
+_FW_GENEVE = struct.Struct("!BBHI")
+_FW_OPT = struct.Struct("!HBB")
+
+
+def _fw_rst(inner, to_sender: bool) -> bytes:
+    """A 40-byte IPv4 + TCP RST for segment ``inner`` (dpkt objects), RFC 9293 section 3.10.7.1 numbers."""
+    t = inner.data
+    seglen = len(t.data) + (1 if t.flags & dpkt.tcp.TH_SYN else 0) + (1 if t.flags & dpkt.tcp.TH_FIN else 0)
+    has_ack = t.flags & dpkt.tcp.TH_ACK
+    if to_sender:
+        src, dst, sp, dp = inner.dst, inner.src, t.dport, t.sport
+        seq, ack = (t.ack, 0) if has_ack else (0, (t.seq + seglen) & 0xFFFFFFFF)
+        flags = dpkt.tcp.TH_RST if has_ack else dpkt.tcp.TH_RST | dpkt.tcp.TH_ACK
+    else:
+        src, dst, sp, dp = inner.src, inner.dst, t.sport, t.dport
+        seq, ack = (t.seq + seglen) & 0xFFFFFFFF, (t.ack if has_ack else 0)
+        flags = dpkt.tcp.TH_RST | (dpkt.tcp.TH_ACK if has_ack else 0)
+    rst = dpkt.tcp.TCP(sport=sp, dport=dp, seq=seq, ack=ack, flags=flags, win=0)
+    ip = dpkt.ip.IP(src=src, dst=dst, p=6, ttl=64, df=1, data=rst)
+    ip.len = 40
+    return bytes(ip)
+
+
+def dpkt_firewall(frames: list[bytes], rules: list, actions: list[int], default_action: int,
+                  zone_of_endpoint: dict[int, int], state: dict, option_class: int = 0x0108) -> list[bytes]:
+    """Stateful firewall a dpkt user would write: per frame, dpkt for Ethernet/IPv4/UDP/inner IPv4, struct for
+    Geneve, a dict of sessions keyed by the sorted 5-tuple and the endpoint, linear first match over ``rules``
+    (lists of inclusive (lo, hi) ranges per field: src, dst, sport, dport, proto, zone from, zone to) for a
+    session's first packet, TCP SYN check, FIN/RST close, echo with swapped outer addresses, RSTs for reset actions
+    (0 allow, 1 deny, 2 drop, 3 reset-client, 4 reset-server, 5 reset-both). Returns the frames sent back."""
+    out = []
+    syn, ack_f, rst_f, fin = dpkt.tcp.TH_SYN, dpkt.tcp.TH_ACK, dpkt.tcp.TH_RST, dpkt.tcp.TH_FIN
+    for buf in frames:
+        eth = dpkt.ethernet.Ethernet(buf)
+        ip = eth.data
+        if not isinstance(ip, dpkt.ip.IP) or ip.p != 17:
+            continue
+        udp = ip.data
+        if udp.dport != 6081:
+            continue
+        g = bytes(udp.data)
+        vo, _, ptype, _ = _FW_GENEVE.unpack_from(g)
+        olen = (vo & 0x3F) * 4
+        endpoint = None
+        pos = 8
+        while pos + 4 <= 8 + olen:
+            cls, typ, ln = _FW_OPT.unpack_from(g, pos)
+            ln = (ln & 0x1F) * 4
+            if cls == option_class and typ == 1:
+                endpoint = int.from_bytes(g[pos + 4: pos + 12], "big")
+            pos += 4 + ln
+        if endpoint not in zone_of_endpoint or ptype != 0x0800:
+            continue
+        zone = zone_of_endpoint[endpoint]
+        inner = dpkt.ip.IP(g[8 + olen:])
+        l4 = inner.data
+        sp, dp = (l4.sport, l4.dport) if inner.p in (6, 17) else (0, 0)
+        a, b = (inner.src, sp), (inner.dst, dp)
+        fwd = a <= b
+        key = (a, b, inner.p, endpoint) if fwd else (b, a, inner.p, endpoint)
+        flags = l4.flags if inner.p == 6 else 0
+        sess = state.get(key)
+        if sess is None:
+            if inner.p == 6 and flags & (syn | ack_f | rst_f) != syn:
+                continue
+            point = (int.from_bytes(inner.src, "big"), int.from_bytes(inner.dst, "big"), sp, dp, inner.p, zone, zone)
+            act = default_action
+            for i, fields in enumerate(rules):
+                if all(any(lo <= v <= hi for lo, hi in f) for v, f in zip(point, fields)):
+                    act = actions[i]
+                    break
+            sess = state[key] = {"act": act, "fwd": fwd, "fins": 0, "closed": False, "pkts": [0, 0]}
+        from_client = fwd == sess["fwd"]
+        sess["pkts"][0 if from_client else 1] += 1
+        act = sess["act"]
+        if act == 0:
+            if sess["closed"]:
+                continue
+            if flags & rst_f:
+                sess["closed"] = True
+            elif flags & fin:
+                sess["fins"] |= 1 if from_client else 2
+            ip.src, ip.dst = ip.dst, ip.src
+            eth.src, eth.dst = eth.dst, eth.src
+            out.append(bytes(eth))
+        elif act >= 3 and inner.p == 6 and not flags & rst_f:
+            for to_client in {3: (True,), 4: (False,), 5: (True, False)}[act]:
+                o = dpkt.ethernet.Ethernet(buf)
+                payload = g[: 8 + olen] + _fw_rst(inner, to_sender=to_client == from_client)
+                o.data.data.data = payload
+                o.data.data.ulen = 8 + len(payload)
+                o.data.data.sum = 0
+                o.data.len = o.data.hl * 4 + 8 + len(payload)
+                o.data.sum = 0
+                o.data.src, o.data.dst = o.data.dst, o.data.src
+                o.src, o.dst = o.dst, o.src
+                out.append(bytes(o))
+    return out
+
+
+# --- natvpc ---
+import numpy as _np_natvpc
+
+
+def numpy_lpm(prefixes, dst):
+    """Longest-prefix match in plain numpy: one masked compare over the whole column per prefix, longest first.
+
+    ``prefixes``: list of (network, prefix_len, value); returns int32 values, -1 where nothing matches."""
+    out = _np_natvpc.full(dst.shape[0], -1, _np_natvpc.int32)
+    for net, plen, val in sorted(prefixes, key=lambda p: -p[1]):
+        mask = _np_natvpc.uint32((0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF if plen else 0)
+        hit = ((dst & mask) == net) & (out < 0)
+        out[hit] = val
+    return out
+
+
+def dpkt_snat(frames, maps, public_ip, port_lo=1024):
+    """SNAT the way a dpkt user scripts it: parse each frame, look the (proto, src, sport) mapping up in a dict
+    (allocating the next port on a miss), set the source, zero the checksums and let dpkt recompute them."""
+    out = []
+    for buf in frames:
+        eth = dpkt.ethernet.Ethernet(buf)
+        ip = eth.data
+        l4 = ip.data
+        key = (ip.p, ip.src, l4.sport)
+        port = maps.get(key)
+        if port is None:
+            port = maps[key] = port_lo + len(maps)
+        ip.src = public_ip
+        l4.sport = port
+        ip.sum = 0
+        l4.sum = 0
+        out.append(bytes(eth))
+    return out
+
+
+def numpy_snat_rewrite(data, off, l3_off, l4_off, proto, new_ip, new_port):
+    """Source rewrite with RFC 1624 incremental checksums, vectorized in numpy (TCP/UDP with checksum only;
+    addresses and ports given). The plain-numpy counterpart of the nat_rewrite kernel."""
+    np = _np_natvpc
+
+    def get16(pos):
+        return (data[pos].astype(np.uint32) << 8) | data[pos + 1]
+
+    def put16(pos, v):
+        data[pos] = (v >> 8).astype(np.uint8)
+        data[pos + 1] = (v & 0xFF).astype(np.uint8)
+
+    def upd(c, old, new):
+        acc = ((~c) & 0xFFFF) + ((~old) & 0xFFFF) + new
+        acc = (acc & 0xFFFF) + (acc >> 16)
+        acc = (acc & 0xFFFF) + (acc >> 16)
+        return (~acc) & 0xFFFF
+
+    l3 = off + l3_off
+    l4 = off + l4_off
+    old_hi, old_lo = get16(l3 + 12), get16(l3 + 14)
+    new_hi, new_lo = (new_ip >> 16).astype(np.uint32), (new_ip & 0xFFFF).astype(np.uint32)
+    put16(l3 + 10, upd(upd(get16(l3 + 10), old_hi, new_hi), old_lo, new_lo))
+    put16(l3 + 12, new_hi)
+    put16(l3 + 14, new_lo)
+    cf = l4 + np.where(proto == 6, 16, 6)
+    c = get16(cf)
+    nc = upd(upd(upd(c, old_hi, new_hi), old_lo, new_lo), get16(l4), new_port.astype(np.uint32))
+    nc = np.where((proto == 17) & (nc == 0), 0xFFFF, nc)
+    put16(cf, np.where((proto == 17) & (c == 0), 0, nc).astype(np.uint32))
+    put16(l4, new_port.astype(np.uint32))
+
+
+def dpkt_unsnat(frames, owner):
+    """Reverse translation of replies with dpkt: (proto, dst port) -> (private ip bytes, port) from a dict, set the
+    destination, zero the checksums and let dpkt recompute them."""
+    out = []
+    for buf in frames:
+        eth = dpkt.ethernet.Ethernet(buf)
+        ip = eth.data
+        l4 = ip.data
+        hit = owner.get((ip.p, l4.dport))
+        if hit is not None:
+            ip.dst, l4.dport = hit
+            ip.sum = 0
+            l4.sum = 0
+        out.append(bytes(eth))
+    return out
+
+
+# --- pcap ---
+import os
+
+
+def dpkt_read_5tuple(path) -> list[tuple]:
+    """The loop a dpkt user writes to pull the 5-tuple out of a capture: dpkt.pcap.Reader + dpkt.ethernet.Ethernet,
+    then src, dst, sport, dport, proto of every IPv4 packet (ports 0 for other protocols)."""
+    out = []
+    with open(path, "rb") as f:
+        for _ts, buf in dpkt.pcap.Reader(f):
+            ip = dpkt.ethernet.Ethernet(buf).data
+            if not isinstance(ip, dpkt.ip.IP):
+                continue
+            l4 = ip.data
+            if isinstance(l4, (dpkt.tcp.TCP, dpkt.udp.UDP)):
+                out.append((ip.src, ip.dst, l4.sport, l4.dport, ip.p))
+            else:
+                out.append((ip.src, ip.dst, 0, 0, ip.p))
+    return out
+
+
+def cat_file(path, bufsize: int = 1 << 20) -> int:
+    """``cat FILE > /dev/null`` in Python: large reads into one reused buffer, written to /dev/null (the I/O
+    ceiling for reading a capture from the page cache). Returns the bytes read."""
+    buf = bytearray(bufsize)
+    view = memoryview(buf)
+    total = 0
+    with open(path, "rb", buffering=0) as f, open(os.devnull, "wb", buffering=0) as null:
+        while n := f.readinto(view):
+            null.write(view[:n])
+            total += n
+    return total
+
+
+def dpkt_write_pcap(path, packets: list[bytes], ts: list[float]) -> None:
+    """The loop a dpkt user writes to save packets: dpkt.pcap.Writer.writepkt per packet (nanosecond file)."""
+    with open(path, "wb") as f:
+        w = dpkt.pcap.Writer(f, nano=True)
+        for buf, t in zip(packets, ts):
+            w.writepkt(buf, t)
+
+
+# --- pipeline ---
+# The dpkt reference of the whole path (parse, route, GWLB hash and flow table, Geneve, firewall first match and
+# sessions, NAT, write) is large: it lives in bench/reference_pipeline.py (ReferencePipeline), used by
+# bench/bench_pipeline.py.
 
 
 # --- flowtable ---

@@ -74,21 +74,29 @@ def test_lpm_edges():
 
 
 def test_lpm_rejects_bad_arguments():
-    lpm = Lpm([[(0, 0, 0)]])
+    lpm = Lpm([[(0, 0, 0), (ip_to_int("10.1.1.0"), 28, 1)]])
     dst = np.zeros(3, np.uint32)
+    one = np.zeros(1, np.int32)
     with pytest.raises(ValueError, match="out"):
-        lpm_lookup(lpm.keys, lpm.vals, lpm.block_start, lpm.block_len, lpm.table_start, np.zeros(1, np.int32),
-                   dst, np.zeros(2, np.int32))
+        lpm_lookup(lpm.l1, lpm.l2, lpm.l3, one, dst, np.zeros(2, np.int32))
     with pytest.raises(ValueError, match="table"):
-        lpm_lookup(lpm.keys, lpm.vals, lpm.block_start, lpm.block_len, lpm.table_start, np.zeros(2, np.int32),
-                   dst, np.zeros(3, np.int32))
+        lpm_lookup(lpm.l1, lpm.l2, lpm.l3, np.zeros(2, np.int32), dst, np.zeros(3, np.int32))
     with pytest.raises(ValueError):
-        lpm_lookup(lpm.keys, lpm.vals, lpm.block_start, lpm.block_len, lpm.table_start, np.zeros(1, np.int32),
-                   dst.astype(np.int64), np.zeros(3, np.int32))
+        lpm_lookup(lpm.l1, lpm.l2, lpm.l3, one, dst.astype(np.int64), np.zeros(3, np.int32))
+    with pytest.raises(ValueError, match="l1"):
+        lpm_lookup(lpm.l1[:100], lpm.l2, lpm.l3, one, dst, np.zeros(3, np.int32))
+    with pytest.raises(ValueError, match="l2"):
+        lpm_lookup(lpm.l1, lpm.l2[:100], lpm.l3, one, dst, np.zeros(3, np.int32))
+    # a pointer to a chunk that does not exist is a miss, never an out-of-bounds read
+    bad = lpm.l1.copy()
+    bad[:] = -1000
+    out = np.zeros(3, np.int32)
+    assert lpm_lookup(bad, lpm.l2, lpm.l3, one, dst, out) == 3 and out.tolist() == [-1] * 3
     with pytest.raises(ValueError, match="host bits"):
         Lpm([[(1, 8, 0)]])
     with pytest.raises(ValueError, match="duplicate"):
         Lpm([[(0, 8, 0), (0, 8, 1)]])
+    assert Lpm([]).lookup(dst).tolist() == [-1] * 3
 
 
 def test_router_on_example():
@@ -108,6 +116,16 @@ def test_router_on_example():
     assert [r.routes[i].key for i in routes] == ["vpcs.business.route_tables.app[0]",
                                                  "vpcs.business.route_tables.nat[0]",
                                                  "vpcs.business.route_tables.gwlbe[1]"]
+
+
+def test_route_packets_from_source_subnet():
+    r = routers(load_topology(example_topology_text()))["business"]
+    src = np.array([ip_to_int(a) for a in ["10.1.1.5", "10.1.2.7", "10.1.3.9", "10.1.9.9", "8.8.8.8"]], np.uint32)
+    dst = np.array([ip_to_int(a) for a in ["8.8.8.8", "10.1.1.5", "10.1.1.5", "8.8.8.8", "10.1.1.5"]], np.uint32)
+    idx, hop = r.route_packets(src, dst)
+    assert [str(h) if h else None for h in r.decode(hop)] == ["gwlbe:gwlbe-a", "local", "gwlbe:gwlbe-a", None, None]
+    assert idx.tolist()[3:] == [-1, -1]
+    assert r.route_packets(np.zeros(0, np.uint32), np.zeros(0, np.uint32))[0].shape == (0,)
 
 
 def test_no_route_and_blackhole():

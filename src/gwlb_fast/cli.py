@@ -17,10 +17,110 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     # each command module adds its own parser: add_parser(sub) sets func=handler(args) -> int
-    from . import synth
+    _add_run(sub)
+    _add_demo(sub)
+    from . import geneve, synth
+<<<<<<< HEAD
+    from .check import add_cli as add_check
+
+    add_check(sub)
+    synth.add_cli(sub)
+    geneve.add_cli(sub)
+=======
 
     synth.add_cli(sub)
+    geneve.add_cli(sub)
+    from .check import add_cli as add_check
+
+    add_check(sub)
+>>>>>>> firewall
     return p
+
+
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="replay a capture through the modelled GWLB path",
+                       description="Replay a capture (as seen on the business side) through the modelled path: "
+                                   "route tables, GWLB endpoint, GWLB, firewalls, NAT gateway.")
+    p.add_argument("topology", help="topology YAML (DESIGN.md section 6)")
+    p.add_argument("input", help="capture to replay (pcap or pcapng)")
+    p.add_argument("-o", "--output", help="write the delivered packets here (pcap)")
+    p.add_argument("--taps", metavar="DIR", help="write one pcap per link into DIR (Geneve links as Geneve frames)")
+    p.add_argument("--flow-log", metavar="FILE", help="one record per session (.jsonl or .csv)")
+    p.add_argument("--events", metavar="FILE", help="what-if health changes (YAML list of {at, firewall, state})")
+    p.add_argument("--chunk", type=_positive, default=65536, help="packets per batch (default 65536)")
+    p.add_argument("--seed", type=int, default=0, help="seed of flow hashing and cookies (default 0)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.set_defaults(func=_cmd_run)
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {v}")
+    return v
+
+
+def _replay(topology, capture, output, taps, flow_log, events, chunk, seed, as_json, quiet) -> int:
+    from pathlib import Path
+
+    from .pipeline import Pipeline
+
+    if not Path(capture).exists():
+        raise FileNotFoundError(2, "no such file", str(capture))
+    pipe = Pipeline.from_yaml(topology, taps=taps is not None, seed=seed)
+    summary = pipe.run(capture, output, taps=taps, flow_log=flow_log, events=events, chunk=chunk, quiet=quiet,
+                       strict=False)
+    print(summary.to_json() if as_json else summary, end="\n" if as_json else "")
+    if summary.input_error:
+        print(f"gwlb-fast: {summary.input_error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_run(args) -> int:
+    return _replay(args.topology, args.input, args.output, args.taps, args.flow_log, args.events, args.chunk,
+                   args.seed, args.json, args.quiet)
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="run the shipped topology on synthetic traffic, end to end",
+                       description="Generate synthetic business-VPC traffic, replay it through the shipped example "
+                                   "topology (examples/topology.yaml, with its scripted firewall failure) and write "
+                                   "every output into a folder.")
+    p.add_argument("--out", default="gwlb-fast-demo", help="output folder (default ./gwlb-fast-demo)")
+    p.add_argument("--flows", type=_positive, default=2000, help="flows to synthesize (default 2000)")
+    p.add_argument("--packets", type=_positive, default=200_000, help="packets to synthesize (default 200000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args) -> int:
+    from importlib.resources import as_file, files
+    from pathlib import Path
+
+    from . import synth
+    from .pcapio import write_pcap
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    batch, truth = synth.generate_with_truth(flows=args.flows, packets=args.packets, seed=args.seed)
+    capture = out / "input.pcap"
+    write_pcap(capture, batch)
+    if not args.quiet:
+        print(f"synthesized {len(batch):,} packets in {args.flows:,} flows -> {capture}", file=sys.stderr)
+    with as_file(files("gwlb_fast") / "examples" / "topology.yaml") as topo:
+        (out / "topology.yaml").write_text(Path(topo).read_text())
+        rc = _replay(topo, capture, out / "output.pcap", out / "taps", out / "flows.jsonl", None, 65536,
+                     args.seed, args.json, args.quiet)
+    if not args.quiet:
+        print(f"outputs in {out}/: output.pcap, taps/*.pcap, flows.jsonl, topology.yaml", file=sys.stderr)
+    return rc
 
 
 def _version() -> str:

@@ -58,6 +58,9 @@ import numpy as np
 from ._kernels.synth import PAY_COPY, PAY_ID16, PAY_TLS, build_packets
 from .batch import LINKTYPE_ETHERNET, PacketBatch
 
+__all__ = ["CATEGORIES", "DEFAULT_MIX", "Close", "Direction", "FlowKind", "GroundTruth", "add_cli", "format_summary",
+           "generate", "generate_with_truth"]
+
 # --- the example topology (DESIGN.md section 6) -------------------------------------------------------------------
 APP_CIDR = "10.1.1.0/24"
 APP_GATEWAY = "10.1.1.1"
@@ -131,7 +134,7 @@ def _ip(s: str) -> int:
     return int(ipaddress.IPv4Address(s))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class GroundTruth:
     """What the generator put in the capture: per-flow facts (index = flow id) and per-packet labels.
 
@@ -466,8 +469,8 @@ def _ephemeral_ports(client_ip: np.ndarray) -> np.ndarray:
     group_start = np.maximum.accumulate(np.where(new_group, np.arange(n), 0))
     rank = np.empty(n, np.int64)
     rank[order] = np.arange(n) - group_start
-    start = (client_ip.astype(np.int64) * 2654435761 >> 11) % 28232
-    return (32768 + (start + rank) % 28232).astype(np.uint16)
+    start = ((client_ip.astype(np.uint64) * np.uint64(2654435761)) >> np.uint64(11)) % np.uint64(28232)
+    return (32768 + (start.astype(np.int64) + rank) % 28232).astype(np.uint16)
 
 
 def _exclusive_segment_cumsum(x: np.ndarray, first: np.ndarray, fid: np.ndarray) -> np.ndarray:

@@ -28,7 +28,7 @@ class NextHop(NamedTuple):
 
 
 class Lpm:
-    """Several prefix tables compiled for ``lpm_lookup``.
+    """Several prefix tables compiled into the DIR-16-8-8 arrays of ``lpm_lookup`` (256 KB per table).
 
     Parameters
     ----------
@@ -38,34 +38,41 @@ class Lpm:
     """
 
     def __init__(self, tables: Sequence[Sequence[tuple[int, int, int]]]):
-        keys, vals, block_start, block_len, table_start = [], [], [0], [], [0]
+        self.ntables = len(tables)
+        l1 = np.full(max(self.ntables, 1) * 65536, -1, np.int32)
+        l2: list[np.ndarray] = []
+        l3: list[np.ndarray] = []
         for ti, entries in enumerate(tables):
-            by_len: dict[int, dict[int, int]] = {}
+            seen = set()
             for net, plen, val in entries:
                 if not 0 <= plen <= 32:
                     raise ValueError(f"table {ti}: prefix length {plen} out of range 0..32")
                 mask = (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF if plen else 0
-                if net & ~mask & 0xFFFFFFFF:
+                if net & ~mask & 0xFFFFFFFF or not 0 <= net <= 0xFFFFFFFF:
                     raise ValueError(f"table {ti}: {net:#010x}/{plen} has host bits set")
                 if val < 0:
                     raise ValueError(f"table {ti}: value {val} must be >= 0")
-                block = by_len.setdefault(plen, {})
-                if net in block:
+                if (net, plen) in seen:
                     raise ValueError(f"table {ti}: duplicate prefix {net:#010x}/{plen}")
-                block[net] = val
-            for plen in sorted(by_len, reverse=True):
-                for net in sorted(by_len[plen]):
-                    keys.append(net)
-                    vals.append(by_len[plen][net])
-                block_start.append(len(keys))
-                block_len.append(plen)
-            table_start.append(len(block_len))
-        self.keys = np.array(keys, np.uint32)
-        self.vals = np.array(vals, np.int32)
-        self.block_start = np.array(block_start, np.int32)
-        self.block_len = np.array(block_len, np.uint8)
-        self.table_start = np.array(table_start, np.int32)
-        self.ntables = len(tables)
+                seen.add((net, plen))
+            base = ti * 65536
+            # shorter prefixes first, so a longer one overwrites the part of the range it covers; and every prefix
+            # that fills a level's entries comes before any longer one turns an entry into a child pointer
+            for net, plen, val in sorted(entries, key=lambda e: e[1]):
+                if plen <= 16:
+                    i = base + (net >> 16)
+                    l1[i : i + (1 << (16 - plen))] = val
+                    continue
+                c2 = _child(l1, base + (net >> 16), l2)
+                if plen <= 24:
+                    j = (net >> 8) & 0xFF
+                    l2[c2][j : j + (1 << (24 - plen))] = val
+                    continue
+                c3 = _child(l2[c2], (net >> 8) & 0xFF, l3)
+                l3[c3][net & 0xFF : (net & 0xFF) + (1 << (32 - plen))] = val
+        self.l1 = l1
+        self.l2 = np.concatenate(l2) if l2 else np.zeros(0, np.int32)
+        self.l3 = np.concatenate(l3) if l3 else np.zeros(0, np.int32)
 
     def lookup(self, dst, table=0, out: np.ndarray | None = None) -> np.ndarray:
         """Value of the longest prefix matching each ``dst`` (uint32[n]) in ``table`` (int or int32[n]); -1 if none."""
@@ -73,8 +80,21 @@ class Lpm:
         tab = np.ascontiguousarray(np.atleast_1d(np.asarray(table)), dtype=np.int32)
         if out is None:
             out = np.empty(dst.shape[0], np.int32)
-        lpm_lookup(self.keys, self.vals, self.block_start, self.block_len, self.table_start, tab, dst, out)
+        if self.ntables == 0:
+            out[:] = -1
+            return out
+        lpm_lookup(self.l1, self.l2, self.l3, tab, dst, out)
         return out
+
+
+def _child(level: np.ndarray, i: int, chunks: list[np.ndarray]) -> int:
+    """Index of the chunk entry ``i`` points to, creating it (inheriting the entry's value) if needed."""
+    e = int(level[i])
+    if e <= -2:
+        return -e - 2
+    chunks.append(np.full(256, e, np.int32))
+    level[i] = -(len(chunks) - 1) - 2
+    return len(chunks) - 1
 
 
 class VpcRouter:
@@ -149,6 +169,18 @@ class VpcRouter:
         ok = s >= 0
         out[ok] = self.subnet_table[s[ok]]
         return out
+
+    def route_packets(self, src_ip, dst_ip) -> tuple[np.ndarray, np.ndarray]:
+        """Route each packet in the table of its source's subnet: ``(route index, next-hop id)``, int32[n] each.
+
+        A source in no subnet of this VPC, or a destination with no route, gives -1 in both.
+        """
+        tables = self.table_of_subnet(self.subnet_of(src_ip))
+        idx = self.route_index(tables, dst_ip)
+        hop = np.full(idx.shape[0], -1, np.int32)
+        hit = idx >= 0
+        hop[hit] = self.route_hop[idx[hit]]
+        return idx, hop
 
     def decode(self, hop_ids) -> list[NextHop | None]:
         """``NextHop`` of each id (None for -1); per-element Python, for reports and tests."""

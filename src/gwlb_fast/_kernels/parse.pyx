@@ -126,6 +126,7 @@ def parse_packets(const uint8_t[::1] data, const int64_t[::1] off, const uint32_
     cdef const uint8_t* ip
     cdef uint8_t st, pr, fl, doff
     cdef uint16_t sp, dp, frag
+    cdef uint8_t empty = 0
     with nogil:
         for i in range(n):
             st = ST_OK
@@ -142,10 +143,9 @@ def parse_packets(const uint8_t[::1] data, const int64_t[::1] off, const uint32_
             if start < 0 or end > datalen:
                 st = ST_TRUNCATED
             else:
-                p = &data[0] + start if datalen > 0 else NULL
-                l3 = _find_l3(p, end - start, linktype[i], &st) if p != NULL else -1
-                if p == NULL:
-                    st = ST_TRUNCATED
+                # an empty arena has no &data[0]; a zero-length packet is then read from a dummy byte (never, n = 0)
+                p = &data[0] + start if datalen > 0 else &empty
+                l3 = _find_l3(p, end - start, linktype[i], &st)
                 if l3 >= 0:
                     l3_off[i] = <int32_t>l3
                     if l3 + 20 > end - start:

@@ -1,0 +1,192 @@
+"""The GWLB endpoint (GWLBe) and the inspection round trip it starts: GWLBe -> GWLB ==> FW ==> GWLB -> GWLBe.
+
+A :class:`Gwlbe` is the consumer-side hop in the business VPC: it tags each packet with its 64-bit endpoint id and
+hands it to its GWLB; inspected packets come back to it and leave through its own subnet's route table.
+:class:`Inspection` is the service behind one GWLB: the :class:`~gwlb_fast.gwlb.Gwlb` stage picks a firewall per
+flow, the packet travels to that firewall inside Geneve (``geneve.encap``), the firewall (:class:`Firewall`)
+inspects it and returns it (or TCP resets) inside the echoed Geneve header, and the GWLB checks the returning
+packet's flow cookie before handing the inner packet back to the endpoint. Everything is per batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import geneve
+from .batch import PacketBatch
+from .config import Endpoint
+from .config import Gwlb as GwlbConfig
+from .firewall import KIND_ECHO, SESSION_DTYPE, Firewall
+from .gwlb import Gwlb
+from .policy import Classifier, Policy
+from .status import PktStatus
+
+
+@dataclass
+class Gwlbe:
+    """One GWLB endpoint: ``index`` is its position in the pipeline's endpoint list."""
+
+    name: str
+    index: int
+    id: int
+    vpc: str
+    subnet: str
+    gwlb: str
+
+    @classmethod
+    def from_config(cls, ep: Endpoint, index: int) -> Gwlbe:
+        return cls(ep.name, index, int(ep.id), ep.vpc, ep.subnet, ep.gwlb)
+
+    def tag(self, batch: PacketBatch) -> PacketBatch:
+        """Stamp every packet with this endpoint's id (the Geneve endpoint-id option the GWLB will send)."""
+        batch.endpoint_id = np.full(len(batch), self.id, np.uint64)
+        return batch
+
+
+@dataclass
+class InspectionResult:
+    """What one round trip through the GWLB and its firewalls did to a batch.
+
+    ``status`` (per input packet): OK when the packet came back from its firewall, else why it did not (GWLB,
+    Geneve or firewall reasons). ``stage`` says which side dropped it (``"gwlb"`` or ``"firewall"``). ``fw_index``
+    is the firewall that took each packet (-1 when none). ``generated`` holds the TCP resets the firewalls sent
+    (raw IPv4 inner packets, already checked by the GWLB), ``generated_source`` their input row.
+    """
+
+    status: np.ndarray
+    by_firewall: np.ndarray
+    fw_index: np.ndarray
+    generated: PacketBatch
+    generated_source: np.ndarray
+    to_fw: list[PacketBatch] = field(default_factory=list)
+    from_fw: list[PacketBatch] = field(default_factory=list)
+    sessions: list[tuple[int, np.ndarray]] = field(default_factory=list)
+
+
+class Inspection:
+    """One GWLB with its firewall fleet, as configured (``config.Gwlb``), sharing one compiled policy.
+
+    Parameters
+    ----------
+    cfg : config.Gwlb
+    policy : Policy
+    zone_of_endpoint : dict[int, str]
+        Endpoint id -> zone name, for the firewalls.
+    classifier : Classifier, optional
+        Shared compiled policy (compiled once for the whole fleet).
+    seed : int
+    session_capacity : int
+        Session-table size of each firewall.
+    keep_taps : bool
+        Keep the Geneve batches sent to and received from the firewalls (for tap files).
+    """
+
+    def __init__(self, cfg: GwlbConfig, policy: Policy, zone_of_endpoint: dict[int, str],
+                 classifier: Classifier | None = None, seed: int = 0, session_capacity: int = 1 << 18,
+                 keep_taps: bool = False):
+        self.cfg = cfg
+        self.name = cfg.name
+        self.address = int(cfg.ip)
+        self.profile = cfg.geneve.profile
+        self.option_class = int(cfg.geneve.option_class)
+        self.max_inner = int(cfg.geneve.max_inner)
+        self.lb = Gwlb(cfg.firewall_names, stickiness=cfg.stickiness, failover=cfg.failover,
+                       idle_timeouts={"tcp": cfg.idle_timeout_tcp, "other": cfg.idle_timeout_other},
+                       draining_timeout=cfg.draining_timeout, flow_capacity=cfg.flow_capacity, seed=seed)
+        classifier = policy.compile() if classifier is None else classifier
+        self.firewalls = [
+            Firewall(name, i, policy, zone_of_endpoint, session_capacity=session_capacity,
+                     option_class=self.option_class, classifier=classifier)
+            for i, name in enumerate(cfg.firewall_names)
+        ]
+        self.fw_ip = np.array([fw.ip for fw in cfg.firewalls.values()], np.uint32)
+        self.keep_taps = keep_taps
+        self.too_big = 0
+
+    def set_health(self, firewall: str, state: str, now_ns: int) -> None:
+        self.lb.set_health(firewall, state, now_ns)
+
+    def inspect(self, batch: PacketBatch, endpoint: Gwlbe) -> InspectionResult:
+        """Send every packet of ``batch`` (parsed, status OK, tagged by ``endpoint``) through the GWLB and its
+        firewalls and back."""
+        n = len(batch)
+        endpoint.tag(batch)
+        self.lb.process(batch)  # fw_index, flow_cookie; status NO_HEALTHY_FW / FW_FAILED / FLOW_TABLE_FULL
+        status = batch.status.copy()
+        by_fw = np.zeros(n, bool)
+        fw_index = batch.fw_index.copy()
+        res = InspectionResult(status, by_fw, fw_index, PacketBatch.empty(228), np.zeros(0, np.int64))
+
+        go = np.flatnonzero(status == PktStatus.OK)
+        if go.size == 0:
+            return res
+        sub = batch[go]
+        enc_status = np.empty(go.size, np.uint8)
+        wire = geneve.encap(sub, src=self.address, dst=self.fw_ip[sub.fw_index], endpoint_id=endpoint.id,
+                            cookie=sub.flow_cookie, sport=self.lb.udp_sport(sub), option_class=self.option_class,
+                            profile=self.profile, max_inner=self.max_inner, status_out=enc_status,
+                            hash_seed=self.lb.seed)
+        bad = enc_status != PktStatus.OK
+        if bad.any():
+            status[go[bad]] = enc_status[bad]
+            fw_index[go[bad]] = -1
+            self.too_big += int(np.count_nonzero(enc_status == PktStatus.TOO_BIG))
+        sent = go[~bad]  # input row of each wire frame
+        wire_fw = fw_index[sent]
+        if self.keep_taps:
+            res.to_fw.append(wire)
+
+        gen_parts, gen_src = [], []
+        for k in np.unique(wire_fw).tolist():
+            pick = np.flatnonzero(wire_fw == k)
+            rows = sent[pick]
+            out = self.firewalls[k].process(wire[pick])
+            status[rows] = out.status
+            by_fw[rows] = out.status != PktStatus.OK
+            if out.sessions.shape[0]:
+                res.sessions.append((k, out.sessions))
+            if len(out.wire) == 0:
+                continue
+            if self.keep_taps:
+                res.from_fw.append(out.wire)
+            # back at the GWLB: decapsulate, check the flow and its cookie
+            inner = geneve.decap(out.wire, option_class=self.option_class)
+            gst = inner.status.copy()
+            ep, ck = inner.endpoint_id, inner.flow_cookie
+            inner.parse()
+            inner.status = np.where(gst != PktStatus.OK, gst, inner.status).astype(np.uint8)
+            inner.endpoint_id, inner.flow_cookie = ep, ck
+            self.lb.check_return(inner)
+            src_rows = rows[out.source]
+            echo = out.kind == KIND_ECHO
+            ret_bad = echo & (inner.status != PktStatus.OK)
+            status[src_rows[ret_bad]] = inner.status[ret_bad]
+            rst = (~echo) & (inner.status == PktStatus.OK)
+            if rst.any():
+                gen_parts.append(inner.filter(rst))
+                gen_src.append(src_rows[rst])
+        if gen_parts:
+            gen = PacketBatch.concat(gen_parts)
+            gen.parse()
+            res.generated = gen
+            res.generated_source = np.concatenate(gen_src)
+        return res
+
+    def finish(self, now_ns: int | None = None) -> list[tuple[int, np.ndarray]]:
+        """End of run: every firewall closes its sessions; returns (firewall index, sessions) pairs."""
+        out = []
+        for k, fw in enumerate(self.firewalls):
+            s = fw.finish(now_ns)
+            if s.shape[0]:
+                out.append((k, s))
+        return out
+
+    def counters(self) -> dict:
+        c = self.lb.counters()
+        c["too_big"] = self.too_big
+        c["firewall_stats"] = {fw.name: fw.stats() for fw in self.firewalls}
+        return c
+
+
+__all__ = ["Gwlbe", "Inspection", "InspectionResult", "SESSION_DTYPE"]

@@ -1,0 +1,722 @@
+"""The modelled data path, batch by batch, in the order of DESIGN.md section 1.
+
+```
+outbound  app subnet route table -> GWLBe -> GWLB ==> FW ==> GWLB -> GWLBe -> GWLBe subnet route table -> NAT (SNAT)
+inbound   NAT (DNAT / reverse SNAT) -> NAT subnet route table -> GWLBe -> ... -> GWLBe subnet route table -> host
+```
+
+A capture is read as the business VPC sees it. A packet whose source lies in a VPC subnet enters at that subnet's
+route table. Any other packet comes from the Internet and enters at the NAT gateway: either addressed to the
+gateway's public IP (DNAT'ed inbound flows, replies to SNAT'ed flows as they cross the Internet), or addressed to a
+private host, as the host receives a reply to its own SNAT'ed flow; such a packet is first put back in its public
+form (the SNAT mapping must exist, or be created by an earlier packet of the same chunk) and then translated back
+by the gateway like any reply.
+
+From its entry point each packet follows route tables (batched longest-prefix match) until it is delivered to a
+host in the VPC (``local``), leaves to the Internet (``internet`` or through a NAT gateway) or is dropped with a
+reason: no route, blackhole, loop (a second visit to the same GWLBe or NAT gateway), or what a stage decided.
+Firewall resets (TCP RSTs) join the path at the GWLBe that received them.
+
+Every packet in is either delivered (the output capture) or dropped with a (stage, reason) pair: nothing is lost
+without a count. State (flow tables, sessions, NAT mappings) carries over from one chunk to the next.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .batch import PacketBatch
+from .config import Topology, load_events, load_topology
+from .errors import ConfigError, PcapError
+from .gwlbe import Gwlbe, Inspection
+from .natgw import NatGateway
+from .pcapio import PcapWriter, read_pcap
+from .policy import Policy
+from .report import FlowLogWriter, Progress, StageCounters, Summary, ip_strs
+from .status import N_STATUS, PktStatus, describe_counts
+from .vpc import VpcRouter
+
+STAGES = ("input", "route", "nat", "gwlb", "firewall")
+S_INPUT, S_ROUTE, S_NAT, S_GWLB, S_FIREWALL = range(len(STAGES))
+
+# next-hop kinds as small integers for vectorized dispatch
+K_NONE, K_LOCAL, K_GWLBE, K_NATGW, K_INTERNET, K_BLACKHOLE = range(6)
+_KIND = {"local": K_LOCAL, "gwlbe": K_GWLBE, "natgw": K_NATGW, "internet": K_INTERNET, "blackhole": K_BLACKHOLE}
+
+# where a delivered packet went
+D_NONE, D_INTERNET, D_HOST = 0, 1, 2
+
+MAX_ROUTE_HOPS = 8
+
+TAP_LINKS = (
+    "vpc-to-gwlbe",    # packets a route table hands to a GWLB endpoint
+    "gwlb-to-fw",      # Geneve from the GWLB to a firewall
+    "fw-to-gwlb",      # Geneve back from a firewall (echoed header; TCP resets too)
+    "gwlbe-to-vpc",    # inspected packets leaving the GWLB endpoint into its subnet's route table
+    "vpc-to-nat",      # to a NAT gateway from the VPC (before SNAT / reverse DNAT)
+    "nat-to-internet",  # after SNAT / reverse DNAT
+    "internet-to-nat",  # from the Internet, public addresses
+    "nat-to-vpc",      # after DNAT / reverse SNAT
+    "vpc-to-host",     # delivered to a host in the VPC
+)
+
+
+@dataclass
+class ChunkResult:
+    """What :meth:`Pipeline.process` did to one chunk.
+
+    ``output`` holds the delivered packets in input order (resets after the packet that caused them); ``status``,
+    ``stage`` and ``delivered`` are per input packet; ``fw`` the firewall that inspected it (-1 none).
+    """
+
+    output: PacketBatch
+    status: np.ndarray
+    stage: np.ndarray
+    delivered: np.ndarray
+    fw: np.ndarray
+    generated: int = 0
+    taps: dict[str, list[PacketBatch]] = field(default_factory=dict)
+
+
+class Pipeline:
+    """A deployment (topology + policy) that replays packets along the modelled path.
+
+    Build it with :meth:`from_yaml` (or from a loaded :class:`~gwlb_fast.config.Topology`), then call :meth:`run` on
+    a capture, or :meth:`process` on PacketBatch chunks and :meth:`finish` at the end.
+    """
+
+    def __init__(self, topo: Topology, policy: Policy | None = None, *, seed: int = 0,
+                 session_capacity: int = 1 << 18, taps: bool = False):
+        self.topo = topo
+        if policy is None:
+            if topo.security_policy is None:
+                raise ConfigError(f"{topo.source}: security_policy: missing (every firewall needs a policy)")
+            policy = Policy.from_yaml({"security_policy": topo.security_policy}, name=topo.source)
+        self.policy = policy
+        self.keep_taps = taps
+        # VPCs and their route tables
+        self.vpc_names = list(topo.vpcs)
+        self.routers = [VpcRouter(topo.vpcs[v]) for v in self.vpc_names]
+        # endpoints and GWLBs
+        self.endpoints = [Gwlbe.from_config(ep, i) for i, ep in enumerate(topo.endpoints.values())]
+        self.endpoint_index = {e.name: e.index for e in self.endpoints}
+        zone_of_endpoint = {}
+        for zone, members in policy.zones.items():
+            for name in members:
+                if name in topo.endpoints:
+                    zone_of_endpoint[int(topo.endpoints[name].id)] = zone
+        for e in self.endpoints:
+            zone_of_endpoint.setdefault(e.id, policy.zone_names[0] if policy.zone_names else "default")
+        classifier = policy.compile()
+        self.gwlbs = {name: Inspection(cfg, policy, zone_of_endpoint, classifier=classifier, seed=seed,
+                                       session_capacity=session_capacity, keep_taps=taps)
+                      for name, cfg in topo.gwlbs.items()}
+        # NAT gateways
+        self.nat_names = list(topo.nat_gateways)
+        self.nats = [NatGateway(topo.nat_gateways[n]) for n in self.nat_names]
+        self.nat_public = np.array([g.public_ip for g in self.nats], np.uint32)
+        self.nat_entry = []  # (vpc index, route table id) where a NAT gateway hands packets to its VPC
+        for name in self.nat_names:
+            cfg = topo.nat_gateways[name]
+            if cfg.vpc is None or cfg.subnet is None:
+                raise ConfigError(f"{topo.source}: nat_gateways.{name}: cannot tell which subnet it lives in "
+                                  f"(set vpc and subnet)")
+            vi = self.vpc_names.index(cfg.vpc)
+            self.nat_entry.append((vi, self.routers[vi].subnet_table[self.routers[vi].subnet_id[cfg.subnet]]))
+        # per router: next-hop id -> (kind, target index)
+        self._hop_kind, self._hop_target = [], []
+        for r in self.routers:
+            kinds = np.array([_KIND[h.kind] for h in r.hops] + [K_NONE], np.int8)
+            targets = np.array([self.endpoint_index.get(h.name, -1) if h.kind == "gwlbe"
+                                else (self.nat_names.index(h.name) if h.kind == "natgw" else -1)
+                                for h in r.hops] + [-1], np.int32)
+            self._hop_kind.append(kinds)  # index -1 (no route) reads the K_NONE sentinel at the end
+            self._hop_target.append(targets)
+        self.firewall_names = {name: insp.cfg.firewall_names for name, insp in self.gwlbs.items()}
+        # counters
+        self.counters = {s: StageCounters(s) for s in STAGES}
+        self.stage_seconds = {s: 0.0 for s in ("parse", "route", "nat", "inspect", "output")}
+        self.packets_in = self.bytes_in = self.packets_out = self.bytes_out = 0
+        self.generated = 0
+        self.first_ts: int | None = None
+        self.last_ts: int | None = None
+        self.events_done: list[dict] = []
+        self._ended_sessions: list[tuple[str, int, np.ndarray]] = []
+
+    @classmethod
+    def from_yaml(cls, path, **kw) -> Pipeline:
+        """Load a topology file (DESIGN.md section 6) and build the pipeline."""
+        return cls(load_topology(path), **kw)
+
+    # ------------------------------------------------------------------ health / what-if
+    def set_health(self, firewall: str, state: str, now_ns: int = 0) -> None:
+        """Change a firewall's health in every GWLB that has it (``healthy``, ``unhealthy``, ``draining``)."""
+        found = False
+        for name, insp in self.gwlbs.items():
+            if firewall in insp.cfg.firewalls:
+                insp.set_health(firewall, state, now_ns)
+                found = True
+        if not found:
+            raise ConfigError(f"{self.topo.source}: no GWLB has a firewall named {firewall!r}")
+
+    # ------------------------------------------------------------------ one chunk
+    def process(self, batch: PacketBatch) -> ChunkResult:
+        """Carry one chunk of packets along the path; returns the delivered packets and per-packet outcomes."""
+        t0 = time.perf_counter()
+        work = batch.compact()  # our own arena: NAT rewrites headers in place
+        self.bytes_in += work.nbytes
+        for name in ("status", "src_ip", "dst_ip", "sport", "dport", "proto", "tcp_flags", "l3_off", "l4_off",
+                     "endpoint_id", "flow_cookie", "fw_index", "vni", "geneve_flags", "opt_len", "attachment_id",
+                     "inner_off"):
+            setattr(work, name, None)
+        work.parse()
+        n = len(work)
+        taps: dict[str, list[PacketBatch]] = {k: [] for k in TAP_LINKS} if self.keep_taps else {}
+        if n:
+            ts0, ts1 = int(work.ts_ns.min()), int(work.ts_ns.max())
+            self.first_ts = ts0 if self.first_ts is None else min(self.first_ts, ts0)
+            self.last_ts = ts1 if self.last_ts is None else max(self.last_ts, ts1)
+        st = work.status
+        stage = np.full(n, 255, np.uint8)
+        stage[st != PktStatus.OK] = S_INPUT
+        self.stage_seconds["parse"] += time.perf_counter() - t0
+
+        walk = _Walk(self, work, taps, stage)
+        walk.enter()
+        walk.run()
+        gen = walk.generated_walk()
+
+        t0 = time.perf_counter()
+        out_main = work.filter(walk.delivered != D_NONE)
+        parts, order = [out_main], [np.flatnonzero(walk.delivered != D_NONE)]
+        if gen is not None:
+            parts.append(gen.batch.filter(gen.delivered != D_NONE))
+            order.append(gen.source[gen.delivered != D_NONE])
+        key = np.concatenate(order)
+        if len(parts) > 1 and key.size:
+            perm = np.argsort(key, kind="stable")
+            out = PacketBatch.concat(parts)[perm]
+        else:
+            out = parts[0]
+        res = ChunkResult(out, st, stage, walk.delivered, walk.fw, generated=0 if gen is None else len(gen.batch),
+                          taps=taps)
+        self._account(res, gen)
+        self.stage_seconds["output"] += time.perf_counter() - t0
+        return res
+
+    def _account(self, res: ChunkResult, gen) -> None:
+        n = res.status.shape[0]
+        self.packets_in += n
+        dropped = res.stage != 255
+        for s, name in enumerate(STAGES):
+            rows = dropped & (res.stage == s)
+            self.counters[name].add_drops(res.status[rows])
+        if gen is not None:
+            gdrop = gen.stage != 255
+            for s, name in enumerate(STAGES):
+                self.counters[name].add_drops(gen.batch.status[gdrop & (gen.stage == s)])
+        self.packets_out += len(res.output)
+        self.bytes_out += res.output.nbytes
+        self.generated += res.generated
+
+    # ------------------------------------------------------------------ end of run
+    def finish(self) -> list[tuple[str, int, np.ndarray]]:
+        """Close every firewall session (end of run); returns (gwlb, firewall index, sessions) triples."""
+        out = []
+        for name, insp in self.gwlbs.items():
+            for k, s in insp.finish(self.last_ts):
+                out.append((name, k, s))
+        return out
+
+    def take_sessions(self) -> list[tuple[str, int, np.ndarray]]:
+        """Sessions that ended since the last call, as (gwlb, firewall index, SESSION_DTYPE records)."""
+        out, self._ended_sessions = self._ended_sessions, []
+        return out
+
+    # ------------------------------------------------------------------ flow log records
+    def flow_records(self, gwlb: str, fw: int, sessions: np.ndarray) -> dict[str, list]:
+        """Flow-log columns (report.FLOW_LOG_FIELDS) for sessions ended on one firewall."""
+        from .firewall import END_REASONS
+        from .policy import Action
+
+        insp = self.gwlbs[gwlb]
+        k = sessions.shape[0]
+        cip, sip = sessions["client_ip"], sessions["server_ip"]
+        cport, sport, proto = sessions["client_port"], sessions["server_port"], sessions["proto"]
+        outbound = np.zeros(k, bool)
+        for r in self.routers:
+            outbound |= r.subnet_of(cip) >= 0
+        nat_ip = np.zeros(k, np.uint32)
+        nat_port = np.full(k, -1, np.int32)
+        for g, gw in enumerate(self.nats):
+            # outbound flows: the SNAT mapping of the client, if it still lives
+            pp = _public_port(gw, cip, cport, proto)
+            hit = outbound & (pp >= 0) & (nat_port < 0)
+            nat_ip[hit] = gw.public_ip
+            nat_port[hit] = pp[hit]
+            # inbound flows: the DNAT rule that leads to the server
+            for rule in gw.cfg.dnat:
+                hit = ~outbound & (sip == rule.to_ip) & (sport == rule.to_port) & (proto == rule.proto)
+                hit &= nat_port < 0
+                nat_ip[hit] = gw.public_ip
+                nat_port[hit] = rule.port
+        ep_name = {e.id: e.name for e in self.endpoints}
+        rule_names = list(self.policy.rule_names) + ["default"]
+        action_names = {int(a): a.name.lower().replace("_", "-") for a in Action}
+        fw_name = insp.cfg.firewall_names[fw]
+        nat_ip_s = ip_strs(nat_ip)
+        return {
+            "src_ip": ip_strs(cip), "src_port": cport.tolist(), "dst_ip": ip_strs(sip), "dst_port": sport.tolist(),
+            "proto": proto.tolist(),
+            "direction": ["outbound" if o else "inbound" for o in outbound.tolist()],
+            "endpoint": [ep_name.get(int(e), f"{int(e):#x}") for e in sessions["endpoint_id"].tolist()],
+            "firewall": [fw_name] * k,
+            "rule": [rule_names[r] if 0 <= r < len(rule_names) else None for r in sessions["rule"].tolist()],
+            "action": [action_names.get(a) for a in sessions["action"].tolist()],
+            "nat_ip": [s if p >= 0 else None for s, p in zip(nat_ip_s, nat_port.tolist())],
+            "nat_port": [p if p >= 0 else None for p in nat_port.tolist()],
+            "packets": sessions["packets_c2s"].tolist(), "bytes": sessions["bytes_c2s"].tolist(),
+            "packets_reply": sessions["packets_s2c"].tolist(), "bytes_reply": sessions["bytes_s2c"].tolist(),
+            "first_seen": (sessions["start_ns"] / 1e9).tolist(), "last_seen": (sessions["end_ns"] / 1e9).tolist(),
+            "end_reason": [END_REASONS.get(int(r)) for r in sessions["end_reason"].tolist()],
+        }
+
+    # ------------------------------------------------------------------ whole captures
+    def run(self, source, output=None, *, taps=None, flow_log=None, events=None, chunk: int = 65536,
+            quiet: bool = True, strict: bool = True) -> Summary:
+        """Replay a capture (pcap or pcapng path) through the path.
+
+        Parameters
+        ----------
+        source : path
+            The capture, as seen on the business side.
+        output : path, optional
+            Where the delivered packets go (classic pcap, nanosecond timestamps).
+        taps : folder, optional
+            One pcap per link (``TAP_LINKS``); the GWLB <-> firewall links as Geneve frames.
+        flow_log : path, optional
+            One record per session (``.jsonl`` or ``.csv``).
+        events : path or list, optional
+            What-if health changes (``[{at, firewall, state}]``, seconds after the first packet); the topology's
+            own ``events`` apply when this is None.
+        chunk : int
+            Packets per batch.
+        quiet : bool
+            No progress line on the terminal.
+        strict : bool
+            A damaged capture raises ``PcapError`` after every good packet before the damage went through the path
+            (and the outputs were written); with False the problem is only reported in the summary.
+        """
+        if taps is not None and not self.keep_taps:
+            raise ValueError("Pipeline.run: build the pipeline with taps=True to write tap files")
+        evs = self._events(events)
+        t_start = time.perf_counter()
+        writers: dict[str, PcapWriter] = {}
+        out_w = PcapWriter(output, linktype=1) if output is not None else None
+        log_w = FlowLogWriter(flow_log) if flow_log is not None else None
+        tap_dir = Path(taps) if taps is not None else None
+        if tap_dir is not None:
+            tap_dir.mkdir(parents=True, exist_ok=True)
+            writers = {k: PcapWriter(tap_dir / f"{k}.pcap", linktype=1) for k in TAP_LINKS}
+        size = os.path.getsize(source) if isinstance(source, (str, os.PathLike)) and os.path.isfile(source) else None
+        progress = Progress(size, quiet=quiet)
+        reader = read_pcap(source, chunk=chunk, parse=False, strict=False)
+        input_error = None
+        try:
+            for batch in reader:
+                for part in self._split_at_events(batch, evs):
+                    if isinstance(part, dict):
+                        self.set_health(part["firewall"], part["state"], part["ts_ns"])
+                        self.events_done.append({k: part[k] for k in ("at", "firewall", "state")})
+                        continue
+                    res = self.process(part)
+                    t0 = time.perf_counter()
+                    if out_w is not None:
+                        out_w.write(res.output)
+                    for link, parts in res.taps.items():
+                        for p in parts:
+                            if len(p):
+                                writers[link].write(p)
+                    if log_w is not None:
+                        for g, k, s in self._collect_sessions():
+                            log_w.write(self.flow_records(g, k, s))
+                    self.stage_seconds["output"] += time.perf_counter() - t0
+                progress.update(self.packets_in, getattr(reader, "offset", None))
+            if reader.error is not None:
+                input_error = str(reader.error)
+            for g, k, s in self.finish():
+                if log_w is not None:
+                    log_w.write(self.flow_records(g, k, s))
+            self._collect_sessions()
+        finally:
+            progress.close()
+            if out_w is not None:
+                out_w.close()
+            for w in writers.values():
+                w.close()
+            if log_w is not None:
+                log_w.close()
+            close = getattr(reader, "close", None)
+            if close:
+                close()
+        summary = self.summary(time.perf_counter() - t_start)
+        summary.input_error = input_error
+        if input_error is not None and strict:
+            raise reader.error
+        return summary
+
+    def _collect_sessions(self):
+        return self.take_sessions()
+
+    def _events(self, events) -> list[dict]:
+        if events is None:
+            evs = self.topo.events
+        elif isinstance(events, (str, os.PathLike)):
+            evs = load_events(events, self.topo)
+        else:
+            evs = events
+        out = []
+        for e in evs:
+            d = e if isinstance(e, dict) else {"at": e.at, "firewall": e.firewall, "state": e.state}
+            out.append({"at": float(d["at"]), "firewall": d["firewall"], "state": d["state"]})
+        return sorted(out, key=lambda d: d["at"])
+
+    def _split_at_events(self, batch: PacketBatch, evs: list[dict]):
+        """Yield the batch in pieces, with the health events that fall inside it in between."""
+        if self.first_ts is None and len(batch):
+            self.first_ts = int(batch.ts_ns.min())
+        pending = [e for e in evs if not e.get("_done")]
+        if not pending or not len(batch):
+            yield batch
+            return
+        start = 0
+        for e in pending:
+            t = self.first_ts + int(round(e["at"] * 1e9))
+            cut = int(np.searchsorted(batch.ts_ns, t, side="left"))
+            if cut >= len(batch) and int(batch.ts_ns[-1]) < t:
+                break
+            if cut > start:
+                yield batch[start:cut]
+                start = cut
+            e["_done"] = True
+            yield {**e, "ts_ns": t}
+        if start < len(batch):
+            yield batch[start:]
+
+    def summary(self, seconds: float = 0.0) -> Summary:
+        s = Summary()
+        s.packets_in = self.packets_in
+        s.bytes_in = self.bytes_in
+        s.packets_out = self.packets_out
+        s.bytes_out = self.bytes_out
+        s.generated = self.generated
+        s.seconds = seconds
+        if self.first_ts is not None and self.last_ts is not None:
+            s.capture_seconds = (self.last_ts - self.first_ts) / 1e9
+        s.stages = {k: c.as_dict() for k, c in self.counters.items()}
+        s.drops = {k: describe_counts(c.drops) for k, c in self.counters.items() if c.dropped}
+        hits = np.zeros(len(self.policy.rules) + 1, np.int64)
+        for gname, insp in self.gwlbs.items():
+            c = insp.lb.counters()
+            for fw in insp.firewalls:
+                hits += fw.hits
+                fc = c["firewalls"][fw.name]
+                s.firewalls[fw.name if len(self.gwlbs) == 1 else f"{gname}/{fw.name}"] = {
+                    "flows": fc["flows"], "packets": fc["packets"], "bytes": fc["bytes"], "state": fc["health"]}
+        names = list(self.policy.rule_names) + ["default"]
+        s.rules = {names[i]: int(h) for i, h in enumerate(hits) if h or i < len(names) - 1}
+        nat = {}
+        for gw in self.nats:
+            for key, val in gw.stats.items():
+                nat[key] = nat.get(key, 0) + int(val)
+        s.nat = nat
+        s.events = list(self.events_done)
+        s.stage_seconds = {k: round(v, 4) for k, v in self.stage_seconds.items()}
+        return s
+
+
+def _public_port(gw: NatGateway, ip: np.ndarray, port: np.ndarray, proto: np.ndarray) -> np.ndarray:
+    """The public port of each private (ip, port, proto)'s live SNAT mapping on ``gw``, -1 where none."""
+    m = ip.shape[0]
+    slot = np.empty(m, np.int64)
+    gw.table.lookup(np.ascontiguousarray(ip, np.uint32), np.zeros(m, np.uint32),
+                    np.ascontiguousarray(port, np.uint16), np.zeros(m, np.uint16),
+                    np.ascontiguousarray(proto, np.uint8), None, slot)
+    out = np.full(m, -1, np.int32)
+    hit = slot >= 0
+    out[hit] = gw.slot_port[slot[hit]]
+    return out
+
+
+class _Walk:
+    """The route walk of one batch: per-packet position, visited stages and outcome, advanced stage by stage."""
+
+    def __init__(self, pipe: Pipeline, batch: PacketBatch, taps: dict, stage: np.ndarray,
+                 source: np.ndarray | None = None):
+        self.p = pipe
+        self.batch = batch
+        self.taps = taps
+        self.stage = stage
+        n = len(batch)
+        self.source = np.arange(n) if source is None else source
+        self.vpc = np.full(n, -1, np.int16)
+        self.table = np.full(n, -1, np.int32)
+        self.delivered = np.zeros(n, np.uint8)
+        self.inspected = np.zeros((n, max(1, len(pipe.endpoints))), bool)
+        self.from_internet = np.zeros(n, bool)
+        self.nat_out = np.zeros(n, bool)
+        self.pending_nat = np.full(n, -1, np.int16)  # reply whose SNAT mapping must exist by the chunk's end
+        self.fw = np.full(n, -1, np.int16)
+        self.gen_parts: list[tuple[PacketBatch, np.ndarray, int]] = []
+
+    # ---------------------------------------------------------------- helpers
+    def _drop(self, rows: np.ndarray, code: int, stage: int) -> None:
+        if rows.size:
+            self.batch.status[rows] = code
+            self.stage[rows] = stage
+
+    def _tap(self, link: str, batch: PacketBatch) -> None:
+        if self.taps and len(batch):
+            self.taps[link].append(batch.compact())
+
+    def _tap_rows(self, link: str, rows: np.ndarray) -> None:
+        if self.taps and rows.size:
+            self.taps[link].append(self.batch[rows].compact())
+
+    def _sync(self, rows: np.ndarray, sub: PacketBatch) -> None:
+        """Copy the columns a stage rewrote on ``sub`` (rows of our batch) back."""
+        b = self.batch
+        for name in ("src_ip", "dst_ip", "sport", "dport"):
+            getattr(b, name)[rows] = getattr(sub, name)
+        changed = (b.status[rows] == PktStatus.OK) & (sub.status != PktStatus.OK)
+        b.status[rows] = sub.status
+        return changed
+
+    # ---------------------------------------------------------------- entry
+    def enter(self) -> None:
+        """Where each packet enters: its subnet's route table, or the NAT gateway it came to from the Internet."""
+        t0 = time.perf_counter()
+        b, p = self.batch, self.p
+        ok = b.status == PktStatus.OK
+        for vi, r in enumerate(p.routers):
+            sub = r.subnet_of(b.src_ip)
+            m = ok & (sub >= 0) & (self.vpc < 0)
+            self.vpc[m] = vi
+            self.table[m] = r.subnet_table[sub[m]]
+        outside = np.flatnonzero(ok & (self.vpc < 0))
+        p.stage_seconds["route"] += time.perf_counter() - t0
+        if outside.size == 0:
+            return
+        t0 = time.perf_counter()
+        self.from_internet[outside] = True
+        claimed = np.zeros(outside.size, bool)
+        for g, gw in enumerate(p.nats):
+            vi, table = p.nat_entry[g]
+            # addressed to the public IP: DNAT, or a reply to an SNAT mapping
+            pub = ~claimed & (b.dst_ip[outside] == gw.public_ip)
+            if pub.any():
+                rows = outside[pub]
+                claimed |= pub
+                sub = b[rows]
+                self._tap("internet-to-nat", sub)
+                gw.inbound(sub)
+                bad = self._sync(rows, sub)
+                self.stage[rows[bad]] = S_NAT
+                good = rows[sub.status == PktStatus.OK]
+                self.vpc[good], self.table[good] = vi, table
+                self._tap_rows("nat-to-vpc", good)
+            # addressed to a private host of the gateway's VPC: a reply to its SNAT'ed flow as the host sees it
+            priv = ~claimed & (p.routers[vi].subnet_of(b.dst_ip[outside]) >= 0)
+            if priv.any():
+                rows = outside[priv]
+                claimed |= priv
+                pport = _public_port(gw, b.dst_ip[rows], b.dport[rows], b.proto[rows])
+                known = pport >= 0
+                # no mapping yet: one may be made by an earlier packet of this chunk (checked after the walk)
+                soon = ~known & _sent_earlier(b, ok & (self.vpc == vi) & ~self.from_internet, rows)
+                self.pending_nat[rows[soon]] = g
+                self._drop(rows[~known & ~soon], PktStatus.NAT_NO_MAPPING, S_NAT)
+                go = rows[known | soon]
+                self.vpc[go], self.table[go] = vi, table
+                if self.taps and known.any():
+                    self._tap("internet-to-nat", _public_form(b[rows[known]], gw.public_ip, pport[known]))
+                    self._tap("nat-to-vpc", b[rows[known]])
+                gw.stats["snat_reply_packets"] += int(known.sum())
+        self._drop(outside[~claimed], PktStatus.NO_ROUTE, S_ROUTE)
+        p.stage_seconds["nat"] += time.perf_counter() - t0
+
+    # ---------------------------------------------------------------- walking
+    def run(self) -> None:
+        b, p = self.batch, self.p
+        for _ in range(MAX_ROUTE_HOPS):
+            active = np.flatnonzero((b.status == PktStatus.OK) & (self.table >= 0) & (self.delivered == D_NONE))
+            if active.size == 0:
+                break
+            t0 = time.perf_counter()
+            kind = np.empty(active.size, np.int8)
+            target = np.empty(active.size, np.int32)
+            for vi, r in enumerate(p.routers):
+                sel = self.vpc[active] == vi
+                if not sel.any():
+                    continue
+                rows = active[sel]
+                hop = r.next_hop(np.ascontiguousarray(self.table[rows]), b.dst_ip[rows])
+                kind[sel] = p._hop_kind[vi][hop]
+                target[sel] = p._hop_target[vi][hop]
+            self.table[active] = -1  # each packet moves on from the table it was at
+            self._drop(active[kind == K_NONE], PktStatus.NO_ROUTE, S_ROUTE)
+            self._drop(active[kind == K_BLACKHOLE], PktStatus.BLACKHOLE, S_ROUTE)
+            host = active[kind == K_LOCAL]
+            if host.size:
+                inside = np.zeros(host.size, bool)
+                for vi, r in enumerate(p.routers):
+                    sel = self.vpc[host] == vi
+                    inside[sel] = r.subnet_of(b.dst_ip[host[sel]]) >= 0
+                self._drop(host[~inside], PktStatus.NO_ROUTE, S_ROUTE)
+                self.delivered[host[inside]] = D_HOST
+                self._tap_rows("vpc-to-host", host[inside])
+            self.delivered[active[kind == K_INTERNET]] = D_INTERNET
+            p.stage_seconds["route"] += time.perf_counter() - t0
+            for g in np.unique(target[kind == K_NATGW]).tolist():
+                self._nat_out(active[(kind == K_NATGW) & (target == g)], g)
+            for e in np.unique(target[kind == K_GWLBE]).tolist():
+                self._inspect(active[(kind == K_GWLBE) & (target == e)], e)
+        left = np.flatnonzero((b.status == PktStatus.OK) & (self.delivered == D_NONE))
+        self._drop(left, PktStatus.ROUTE_LOOP, S_ROUTE)
+        self._settle_pending()
+
+    def _nat_out(self, rows: np.ndarray, g: int) -> None:
+        t0 = time.perf_counter()
+        loop = self.from_internet[rows] | self.nat_out[rows]
+        self._drop(rows[loop], PktStatus.ROUTE_LOOP, S_ROUTE)
+        rows = rows[~loop]
+        if rows.size:
+            gw = self.p.nats[g]
+            sub = self.batch[rows]
+            self._tap("vpc-to-nat", sub)
+            gw.outbound(sub)
+            bad = self._sync(rows, sub)
+            self.stage[rows[bad]] = S_NAT
+            good = rows[sub.status == PktStatus.OK]
+            self.nat_out[good] = True
+            self.delivered[good] = D_INTERNET
+            self._tap_rows("nat-to-internet", good)
+        self.p.stage_seconds["nat"] += time.perf_counter() - t0
+
+    def _inspect(self, rows: np.ndarray, e: int) -> None:
+        t0 = time.perf_counter()
+        loop = self.inspected[rows, e]
+        self._drop(rows[loop], PktStatus.ROUTE_LOOP, S_ROUTE)
+        rows = rows[~loop]
+        if rows.size == 0:
+            return
+        p, b = self.p, self.batch
+        ep = p.endpoints[e]
+        insp = p.gwlbs.get(ep.gwlb)
+        if insp is None:
+            self._drop(rows, PktStatus.NO_ROUTE, S_ROUTE)
+            return
+        sub = b[rows]
+        self._tap("vpc-to-gwlbe", sub)
+        res = insp.inspect(sub, ep)
+        self.inspected[rows, e] = True
+        self.fw[rows] = res.fw_index
+        bad = res.status != PktStatus.OK
+        b.status[rows] = res.status
+        self.stage[rows[bad]] = np.where(res.by_firewall[bad], S_FIREWALL, S_GWLB)
+        good = rows[~bad]
+        # back at the endpoint: the route table of its subnet
+        vi = p.vpc_names.index(ep.vpc)
+        r = p.routers[vi]
+        self.vpc[good] = vi
+        self.table[good] = r.subnet_table[r.subnet_id[ep.subnet]]
+        if self.taps:
+            self.taps["gwlb-to-fw"].extend(w.compact() for w in res.to_fw)
+            self.taps["fw-to-gwlb"].extend(w.compact() for w in res.from_fw)
+            self._tap_rows("gwlbe-to-vpc", good)
+        for k, s in res.sessions:
+            p._ended_sessions.append((insp.name, k, s))
+        if len(res.generated):
+            self.gen_parts.append((res.generated, self.source[rows[res.generated_source]]
+                                   if res.generated_source.size else res.generated_source, e))
+        p.stage_seconds["inspect"] += time.perf_counter() - t0
+
+    def _settle_pending(self) -> None:
+        """Replies admitted on the promise of an SNAT mapping made earlier in the chunk: keep those whose mapping
+        now exists, drop the rest (``NAT_NO_MAPPING``), as the gateway would have."""
+        b, p = self.batch, self.p
+        for g, gw in enumerate(p.nats):
+            rows = np.flatnonzero(self.pending_nat == g)
+            if rows.size == 0:
+                continue
+            pport = _public_port(gw, b.dst_ip[rows], b.dport[rows], b.proto[rows])
+            ok = b.status[rows] == PktStatus.OK
+            missing = ok & (pport < 0)
+            self._drop(rows[missing], PktStatus.NAT_NO_MAPPING, S_NAT)
+            self.delivered[rows[missing]] = D_NONE
+            kept = ok & (pport >= 0)
+            gw.stats["snat_reply_packets"] += int(kept.sum())
+            if self.taps and kept.any():
+                self._tap("internet-to-nat", _public_form(b[rows[kept]], gw.public_ip, pport[kept]))
+                self._tap_rows("nat-to-vpc", rows[kept])
+
+    def generated_walk(self) -> _Walk | None:
+        """Walk the firewall resets from the endpoint that received them (they are never inspected again)."""
+        if not self.gen_parts:
+            return None
+        batch = PacketBatch.concat([g for g, _, _ in self.gen_parts])
+        batch.parse()
+        source = np.concatenate([s for _, s, _ in self.gen_parts])
+        ep_of = np.concatenate([np.full(len(g), e, np.int32) for g, _, e in self.gen_parts])
+        stage = np.full(len(batch), 255, np.uint8)
+        w = _Walk(self.p, batch, self.taps, stage, source=source)
+        for e in np.unique(ep_of).tolist():
+            ep = self.p.endpoints[e]
+            vi = self.p.vpc_names.index(ep.vpc)
+            r = self.p.routers[vi]
+            sel = ep_of == e
+            w.vpc[sel] = vi
+            w.table[sel] = r.subnet_table[r.subnet_id[ep.subnet]]
+            w.inspected[sel, e] = True
+        w.run()
+        return w
+
+
+def _sent_earlier(b: PacketBatch, senders: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """For each reply row: did an earlier packet of the chunk leave from its destination (ip, port, proto)?"""
+    src = np.flatnonzero(senders)
+    if src.size == 0:
+        return np.zeros(rows.size, bool)
+    key_s = (b.src_ip[src].astype(np.uint64) << np.uint64(24)) | (b.sport[src].astype(np.uint64) << np.uint64(8)) \
+        | b.proto[src].astype(np.uint64)
+    key_r = (b.dst_ip[rows].astype(np.uint64) << np.uint64(24)) | (b.dport[rows].astype(np.uint64) << np.uint64(8)) \
+        | b.proto[rows].astype(np.uint64)
+    order = np.lexsort((src, key_s))  # by key, then by row: the first row of each key comes first
+    ks, first_row = key_s[order], src[order]
+    uniq = np.ones(ks.size, bool)
+    uniq[1:] = ks[1:] != ks[:-1]
+    ks, first_row = ks[uniq], first_row[uniq]
+    pos = np.searchsorted(ks, key_r)
+    pos_c = np.minimum(pos, ks.size - 1)
+    return (ks[pos_c] == key_r) & (first_row[pos_c] < rows)
+
+
+def _public_form(batch: PacketBatch, public_ip: int, public_port: np.ndarray) -> PacketBatch:
+    """A copy of replies addressed to private hosts, rewritten to the public address and port they crossed the
+    Internet with (for the internet-to-nat tap)."""
+    from ._kernels.nat import nat_rewrite
+
+    c = batch.compact()
+    for name in ("status", "dst_ip", "sport", "dport"):
+        setattr(c, name, getattr(c, name).copy())
+    n = len(c)
+    nat_rewrite(c.data, c.off, c.caplen, c.l3_off, c.l4_off, c.proto, 1, np.full(n, public_ip, np.uint32),
+                public_port.astype(np.int32), c.status, c.dst_ip, c.dport, c.sport)
+    return c
+
+
+__all__ = ["Pipeline", "ChunkResult", "TAP_LINKS", "STAGES", "PcapError"]

@@ -1,0 +1,140 @@
+import copy
+import json
+
+import pytest
+import yaml
+
+from gwlb_fast.check import check_topology, trace_route
+from gwlb_fast.cli import main
+from gwlb_fast.config import example_topology_text, ip_to_int, load_topology, topology_from_dict
+
+EXAMPLE = yaml.safe_load(example_topology_text())
+RT = ("vpcs", "business", "route_tables")
+
+
+def topo_with(**tables):
+    d = copy.deepcopy(EXAMPLE)
+    for name, routes in tables.items():
+        d["vpcs"]["business"]["route_tables"][name] = routes
+    return d
+
+
+def findings(d):
+    return check_topology(topology_from_dict(d, "t.yaml"))
+
+
+def test_example_is_clean():
+    assert check_topology(load_topology(example_topology_text())) == []
+
+
+def test_trace_follows_section_1():
+    t = load_topology(example_topology_text())
+    v = t.vpcs["business"]
+    out = trace_route(t, v, "app", ip_to_int("8.8.8.8"))
+    assert (out.tables, out.endpoints, out.nats, out.end) == (["app", "gwlbe", "nat"], ["gwlbe-a"], ["nat-a"],
+                                                             "internet")
+    back = trace_route(t, v, "nat", ip_to_int("10.1.1.20"))
+    assert (back.tables, back.endpoints, back.end, back.subnet) == (["nat", "gwlbe"], ["gwlbe-a"], "subnet", "app")
+
+
+TWO_EP = copy.deepcopy(EXAMPLE)
+TWO_EP["endpoints"]["gwlbe-b"] = {"vpc": "business", "subnet": "gwlbe", "id": 0x1234, "gwlb": "gwlb-1"}
+
+BROKEN = {
+    "app-no-default-route": (
+        topo_with(app=[{"dst": "10.1.0.0/16", "via": "local"}]),
+        "black-hole", "vpcs.business.route_tables.app", "no route for 8.8.8.8"),
+    "app-default-blackhole": (
+        topo_with(app=[{"dst": "0.0.0.0/0", "via": "blackhole"}]),
+        "black-hole", "vpcs.business.route_tables.app[0]", "routed to blackhole"),
+    "gwlbe-default-back-to-gwlbe": (
+        topo_with(gwlbe=[{"dst": "0.0.0.0/0", "via": "gwlbe:gwlbe-a"}, {"dst": "10.1.1.0/24", "via": "local"}]),
+        "loop", "vpcs.business.route_tables.gwlbe[0]", "route loop"),
+    "gwlbe-missing-app-local": (
+        topo_with(gwlbe=[{"dst": "0.0.0.0/0", "via": "natgw:nat-a"}]),
+        "loop", "vpcs.business.route_tables.gwlbe[0]", "return traffic"),
+    "nat-return-bypasses-gwlbe": (
+        topo_with(nat=[{"dst": "10.1.1.0/24", "via": "local"}, {"dst": "0.0.0.0/0", "via": "internet"}]),
+        "asymmetric", "vpcs.business.route_tables.nat", "bypasses the GWLB endpoint 'gwlbe-a'"),
+    "dnat-bypasses-gwlbe": (
+        topo_with(nat=[{"dst": "10.1.1.0/24", "via": "local"}, {"dst": "0.0.0.0/0", "via": "internet"}]),
+        "bypass", "vpcs.business.route_tables.nat[0]", "inbound DNAT to 10.1.1.20:8443"),
+    "return-via-other-endpoint": (
+        {**TWO_EP, "vpcs": topo_with(nat=[{"dst": "10.1.1.0/24", "via": "gwlbe:gwlbe-b"},
+                                          {"dst": "0.0.0.0/0", "via": "internet"}])["vpcs"]},
+        "asymmetric", "vpcs.business.route_tables.nat", "crosses endpoint(s) gwlbe-b"),
+    "nat-no-internet": (
+        topo_with(nat=[{"dst": "10.1.1.0/24", "via": "gwlbe:gwlbe-a"}]),
+        "no-internet", "vpcs.business.route_tables.nat", "no route to the Internet"),
+    "app-straight-to-nat": (
+        topo_with(app=[{"dst": "0.0.0.0/0", "via": "natgw:nat-a"}]),
+        "bypass", "vpcs.business.route_tables.nat[1]", "crosses no GWLB endpoint"),
+    "app-straight-to-internet": (
+        topo_with(app=[{"dst": "0.0.0.0/0", "via": "internet"}]),
+        "bypass", "vpcs.business.route_tables.app[0]", "crosses no GWLB endpoint"),
+    "dnat-reply-skips-nat": (
+        topo_with(gwlbe=[{"dst": "0.0.0.0/0", "via": "internet"}, {"dst": "10.1.1.0/24", "via": "local"}]),
+        "asymmetric", "vpcs.business.route_tables.app", "leaves through no NAT gateway"),
+    "local-route-outside-vpc": (
+        topo_with(gwlbe=[{"dst": "0.0.0.0/0", "via": "natgw:nat-a"}, {"dst": "10.1.1.0/24", "via": "local"},
+                         {"dst": "172.16.0.0/12", "via": "local"}]),
+        "black-hole", "vpcs.business.route_tables.gwlbe[2]", "outside the VPC CIDR"),
+    "subnet-not-snat-source": (
+        {**EXAMPLE, "nat_gateways": {"nat-a": {**EXAMPLE["nat_gateways"]["nat-a"],
+                                               "snat": {"sources": ["10.1.9.0/24"]}}}},
+        "nat", "nat_gateways.nat-a.snat.sources", "not an SNAT source"),
+}
+
+
+@pytest.mark.parametrize("name", list(BROKEN))
+def test_planted_mistake_is_found(name):
+    d, kind, path, words = BROKEN[name]
+    fs = findings(d)
+    hits = [f for f in fs if f.kind == kind and f.path == path and words in f.message]
+    assert hits, "\n".join(map(str, fs))
+
+
+def test_policy_zone_names_unknown_endpoint():
+    d = copy.deepcopy(EXAMPLE)
+    d["security_policy"]["zones"]["gwlb"] = ["gwlbe-a", "gwlbe-z"]
+    fs = findings(d)
+    assert [str(f) for f in fs] == [("policy: security_policy.zones.gwlb[1]: zone 'gwlb' names endpoint 'gwlbe-z', "
+                                    "which the topology does not have (known: gwlbe-a)")]
+
+
+def test_nat_subnet_unknown():
+    d = copy.deepcopy(EXAMPLE)
+    n = d["nat_gateways"]["nat-a"]
+    del n["subnet"]
+    # two candidate subnets route to the Internet: the NAT gateway's subnet cannot be inferred
+    d["vpcs"]["business"]["subnets"]["pub"] = {"cidr": "10.1.4.0/24", "route_table": "nat"}
+    fs = findings(d)
+    assert any(f.kind == "nat" and "cannot tell which subnet" in f.message for f in fs), fs
+
+
+def test_cli_exit_codes(tmp_path, capsys):
+    good = tmp_path / "good.yaml"
+    good.write_text(example_topology_text())
+    assert main(["check", str(good)]) == 0
+    assert "OK, no findings" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(BROKEN["nat-return-bypasses-gwlbe"][0]))
+    assert main(["check", str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert f"{bad}: asymmetric: vpcs.business.route_tables.nat:" in out and "finding(s)" in out
+    assert main(["check", "--json", str(bad)]) == 1
+    js = json.loads(capsys.readouterr().out)
+    assert js["ok"] is False and {f["kind"] for f in js["findings"]} >= {"asymmetric", "bypass"}
+    invalid = tmp_path / "invalid.yaml"
+    invalid.write_text(example_topology_text().replace('via: "gwlbe:gwlbe-a"}]', 'via: "gwlbe:nope"}]', 1))
+    assert main(["check", str(invalid)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"gwlb-fast: {invalid}: vpcs.business.route_tables.app[0].via: unknown endpoint 'nope'")
+    assert err.count("\n") == 1
+    badpol = tmp_path / "badpol.yaml"
+    badpol.write_text(example_topology_text().replace("action: deny}", "action: maybe}"))
+    assert main(["check", str(badpol)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"gwlb-fast: {badpol}") and "maybe" in err and err.count("\n") == 1
+    assert main(["check", str(tmp_path / "missing.yaml")]) == 1
+    assert "no such file" in capsys.readouterr().err
