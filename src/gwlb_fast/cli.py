@@ -20,20 +20,11 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_demo(sub)
     from . import geneve, synth
-<<<<<<< HEAD
     from .check import add_cli as add_check
 
     add_check(sub)
     synth.add_cli(sub)
     geneve.add_cli(sub)
-=======
-
-    synth.add_cli(sub)
-    geneve.add_cli(sub)
-    from .check import add_cli as add_check
-
-    add_check(sub)
->>>>>>> firewall
     return p
 
 

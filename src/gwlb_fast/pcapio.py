@@ -702,6 +702,7 @@ class PcapWriter:
             self._f = dest
             self._own = False
         self._header_done = False
+        self._out = np.zeros(0, np.uint8)
 
     def _write_all(self, buf) -> None:
         view = memoryview(buf).cast("B")
@@ -740,7 +741,11 @@ class PcapWriter:
                 f"PcapWriter: packet {i} has link type {int(batch.linktype[i])}, which a file of link type "
                 f"{self.linktype} cannot hold (open the writer with linktype=1 to convert raw IP and Linux cooked "
                 f"packets to Ethernet)")
-        out = np.empty(size, np.uint8)
+        # the gather buffer is private to the writer and fully written before write() returns: reuse it, so
+        # that a stream of batches does not page-fault a fresh buffer each time
+        if self._out.shape[0] < size:
+            self._out = np.empty(size, np.uint8)
+        out = self._out[:size]
         _k.write_pcap_records(batch.data, batch.off, batch.caplen, batch.wirelen, batch.ts_ns, batch.linktype,
                               self.linktype, self.nanosecond, self.snaplen, out)
         self._write_all(out)
@@ -760,6 +765,7 @@ class PcapWriter:
             if self._own:
                 self._f.close()
             self._f = None
+            self._out = np.zeros(0, np.uint8)
 
     def __enter__(self):
         return self
