@@ -467,7 +467,7 @@ cdef class ClassifierTree:
         -----
         No status codes: every packet gets an answer. The loop runs without the GIL.
         """
-        cdef Py_ssize_t n = src_ip.shape[0], i, j, m, base, g, lvl
+        cdef Py_ssize_t n = src_ip.shape[0], i, j, m, base, g, _lvl
         cdef bint has_zf = zone_from is not None, has_zt = zone_to is not None, need
         cdef uint32_t pts[BLOCK][NDIM]
         cdef int32_t cur[BLOCK]
@@ -524,7 +524,7 @@ cdef class ClassifierTree:
                     depth = gdepth[g]
                     for j in range(m):
                         cur[j] = root
-                    for lvl in range(depth):
+                    for _lvl in range(depth):
                         for j in range(m):
                             nd = nodes + cur[j]
                             cur[j] = nd.child + <int32_t>(pts[j][nd.dim] > nd.split)

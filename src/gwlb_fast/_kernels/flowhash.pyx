@@ -54,7 +54,6 @@ cdef uint64_t _seed_mix(object seed) except? 0:
 cdef void _loop(int mode, uint64_t s, const uint32_t* src, const uint32_t* dst, const uint16_t* sp,
                 const uint16_t* dp, const uint8_t* pr, uint32_t* o32, uint64_t* o64, Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t i
-    cdef uint64_t h
     # one branch-free loop per (mode, width) so the compiler can pipeline the multiplies across iterations
     if mode == _MODE5:
         if o64 != NULL:

@@ -157,8 +157,8 @@ def session_update(const int64_t[::1] slot, const uint8_t[::1] is_new, const uin
     hits : int64[n_rules + 1]
         In/out: sessions started per rule (last entry: default action).
     ended : int64[m, NF]
-        Output (``m >= n_ended + n - start``, e.g. ``n + 1``): copies of the session rows that ended in this call (slot restarted or reused), with ``F_REASON`` set
-        to the end reason (``END_*``).
+        Output (``m >= n_ended + n - start``, e.g. ``n + 1``): copies of the session rows that ended in this call
+        (slot restarted or reused), with ``F_REASON`` set to the end reason (``END_*``).
     ended_slot : int64[m]
         Output: their slots.
     close_timeout_ns, deny_timeout_ns : int
