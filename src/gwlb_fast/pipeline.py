@@ -22,6 +22,7 @@ without a count. State (flow tables, sessions, NAT mappings) carries over from o
 """
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from dataclasses import dataclass, field
@@ -183,7 +184,7 @@ class Pipeline:
                     cuts.append(max(cuts[-1] + 1, int(np.searchsorted(ts, int(ts[cuts[-1]]) + span, "right"))))
                 cuts[-1] = n
                 if len(cuts) > 2:
-                    parts = [self._process_slice(batch[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
+                    parts = [self._process_slice(batch[a:b]) for a, b in itertools.pairwise(cuts)]
                     taps = {k: [x for r in parts for x in r.taps.get(k, [])] for k in parts[0].taps}
                     return ChunkResult(PacketBatch.concat([r.output for r in parts]),
                                        *(np.concatenate([getattr(r, c) for r in parts])
