@@ -498,6 +498,7 @@ class _Walk:
         self.nat_out = np.zeros(n, bool)
         self.pending_nat = np.full(n, -1, np.int16)  # private-form reply whose SNAT mapping did not exist yet
         self.held = np.zeros(n, bool)  # waits for a later phase of the walk (see _hold)
+        self.releases = 0
         self.fw = np.full(n, -1, np.int16)
         self.gen_parts: list[tuple[PacketBatch, np.ndarray, int]] = []
 
@@ -711,9 +712,13 @@ class _Walk:
 
     def _release(self) -> None:
         """Start the next phase: held replies are admitted if their mapping now exists, dropped if none can come,
-        or held again (with their flow) if a packet released with them may still make it."""
+        or, on the first release only, held again (with their flow) if a packet released with them may still make
+        it. Bounding the phases to three keeps a denied flow from taking one phase per packet; the price: a reply
+        whose mapping is made only by a third try of its flow's first packet in the same slice is dropped."""
         b, p = self.batch, self.p
         held = self.held.copy()
+        may_wait = self.releases == 0
+        self.releases += 1
         self.held[:] = False
         ok = b.status == PktStatus.OK
         for g, gw in enumerate(p.nats):
@@ -724,7 +729,7 @@ class _Walk:
             pport = _public_port(gw, b.dst_ip[rows], b.dport[rows], b.proto[rows])
             known = pport >= 0
             senders = held & ok & (self.vpc == vi) & ~self.from_internet & (self.pending_nat < 0)
-            soon = ~known & _sent_earlier(b, senders, rows)
+            soon = ~known & _sent_earlier(b, senders, rows) if may_wait else np.zeros(rows.size, bool)
             self._drop(rows[~known & ~soon], PktStatus.NAT_NO_MAPPING, S_NAT)
             self.pending_nat[rows[known]] = -1
             gw.stats["snat_reply_packets"] += int(known.sum())
