@@ -8,6 +8,7 @@ import collections
 import copy
 import importlib.resources
 import ipaddress
+import itertools
 import json
 import shutil
 import subprocess
@@ -16,6 +17,8 @@ import dpkt
 import numpy as np
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import gwlb_fast as gf
 from gwlb_fast import firewall as fw_module
@@ -208,6 +211,45 @@ def test_state_crosses_batches_identically(replays):
             assert np.array_equal(getattr(a, name), getattr(b, name)), (c, name)
         assert np.array_equal(a.output.caplen, b.output.caplen)
         assert all(bytes(a.output.packet(i)) == bytes(b.output.packet(i)) for i in range(0, len(a.output), 97))
+
+
+@pytest.fixture(scope="module")
+def small():
+    batch, gt = synth.generate_with_truth(60, 3000, seed=5, duration=3.0)
+    return batch, gt, Replay(batch, 3000)
+
+
+@settings(max_examples=6, deadline=None)
+@given(cuts=st.lists(st.integers(1, 2999), max_size=12))
+def test_any_chunking_gives_the_same_outcome(small, cuts):
+    """Chunk boundaries anywhere (a flow's request and reply in different chunks or the same one) change nothing."""
+    batch, _, whole = small
+    pipe = Pipeline(_topology())
+    bounds = [0, *sorted(set(cuts)), len(batch)]
+    res = [pipe.process(batch[a:b]) for a, b in itertools.pairwise(bounds)]
+    for name in ("status", "stage", "delivered", "fw"):
+        assert np.array_equal(np.concatenate([getattr(r, name) for r in res]), getattr(whole, name)), name
+    out = gf.PacketBatch.concat([r.output for r in res])
+    assert np.array_equal(out.caplen, whole.output.caplen)
+    assert bytes(out.data[: 1 << 14]) == bytes(whole.output.data[: 1 << 14])
+
+
+def test_port_exhaustion_is_counted(small):
+    """Eight SNAT ports for ~45 outbound flows: the rest are dropped at the NAT gateway with a reason, and still
+    every packet in is delivered or counted."""
+    batch, _, _ = small
+    d = copy.deepcopy(EXAMPLE)
+    d["events"] = []
+    d["nat_gateways"]["nat-a"]["snat"]["ports"] = "1024-1031"
+    r = Replay(batch, 500, topology_from_dict(d, "few-ports.yaml"))
+    s = r.summary
+    assert s.drops["nat"]["NAT_PORT_EXHAUSTED"] > 0
+    assert s.packets_in == len(batch) == s.packets_out + s.dropped
+    at_nat = r.stage == S["nat"]
+    assert set(r.status[at_nat].tolist()) == {PktStatus.NAT_PORT_EXHAUSTED, PktStatus.NAT_NO_MAPPING}
+    # the summary's NAT section agrees with the drops
+    assert s.nat["port_exhausted_packets"] == int((r.status == PktStatus.NAT_PORT_EXHAUSTED).sum())
+    assert s.nat["no_mapping_packets"] == s.drops["nat"]["NAT_NO_MAPPING"]
 
 
 @pytest.fixture(scope="module")

@@ -156,7 +156,13 @@ class Pipeline:
 
     # ------------------------------------------------------------------ health / what-if
     def set_health(self, firewall: str, state: str, now_ns: int = 0) -> None:
-        """Change a firewall's health in every GWLB that has it (``healthy``, ``unhealthy``, ``draining``)."""
+        """Change a firewall's health in every GWLB that has it (``healthy``, ``unhealthy``, ``draining``).
+
+        New flows avoid a firewall that is not healthy. Its established flows, with ``failover: keep``, are dropped
+        at the GWLB (``FW_FAILED``); with ``failover: rebalance`` they move, both directions together, to a healthy
+        firewall, which has no session for them: mid-stream TCP is dropped there (``TCP_NOT_SYN``, as VM-Series
+        does by default), other protocols start a new session classified from the first packet it sees.
+        """
         found = False
         for name, insp in self.gwlbs.items():
             if firewall in insp.cfg.firewalls:
@@ -460,6 +466,13 @@ class Pipeline:
         for gw in self.nats:
             for key, val in gw.stats.items():
                 nat[key] = nat.get(key, 0) + int(val)
+        # the NAT drops as the path counted them (the gateways' own stats leave these at 0; replies addressed to a
+        # private host are refused by the pipeline itself)
+        nat_drops = self.counters["nat"].drops
+        for key, code in (("port_exhausted_packets", PktStatus.NAT_PORT_EXHAUSTED),
+                          ("table_full_packets", PktStatus.NAT_TABLE_FULL),
+                          ("no_mapping_packets", PktStatus.NAT_NO_MAPPING)):
+            nat[key] = int(nat_drops[code])
         s.nat = nat
         s.events = list(self.events_done)
         s.stage_seconds = {k: round(v, 4) for k, v in self.stage_seconds.items()}
