@@ -47,9 +47,7 @@ def dpkt_build_frames(rows):
 
 
 # --- geneve ---
-import struct
-
-import dpkt
+import struct  # dpkt comes from the synth section above
 
 _GENEVE_OPT = struct.Struct("!HBB")
 _GENEVE_BASE = struct.Struct("!BBHI")
@@ -209,8 +207,6 @@ def gwlb_python(flows: list[tuple[int, int, int, int, int]], table: list[int], s
         out.append(fw)
 
 
-import numpy as np
-
 # --- classify ---
 
 
@@ -255,6 +251,107 @@ def classify_python(boxes: list[tuple], cols: dict) -> list[int]:
                 found = r
                 break
         out.append(found)
+    return out
+
+
+# --- firewall ---
+_FW_GENEVE = struct.Struct("!BBHI")
+_FW_OPT = struct.Struct("!HBB")
+
+
+def _fw_rst(inner, to_sender: bool) -> bytes:
+    """A 40-byte IPv4 + TCP RST for segment ``inner`` (dpkt objects), RFC 9293 section 3.10.7.1 numbers."""
+    t = inner.data
+    seglen = len(t.data) + (1 if t.flags & dpkt.tcp.TH_SYN else 0) + (1 if t.flags & dpkt.tcp.TH_FIN else 0)
+    has_ack = t.flags & dpkt.tcp.TH_ACK
+    if to_sender:
+        src, dst, sp, dp = inner.dst, inner.src, t.dport, t.sport
+        seq, ack = (t.ack, 0) if has_ack else (0, (t.seq + seglen) & 0xFFFFFFFF)
+        flags = dpkt.tcp.TH_RST if has_ack else dpkt.tcp.TH_RST | dpkt.tcp.TH_ACK
+    else:
+        src, dst, sp, dp = inner.src, inner.dst, t.sport, t.dport
+        seq, ack = (t.seq + seglen) & 0xFFFFFFFF, (t.ack if has_ack else 0)
+        flags = dpkt.tcp.TH_RST | (dpkt.tcp.TH_ACK if has_ack else 0)
+    rst = dpkt.tcp.TCP(sport=sp, dport=dp, seq=seq, ack=ack, flags=flags, win=0)
+    ip = dpkt.ip.IP(src=src, dst=dst, p=6, ttl=64, df=1, data=rst)
+    ip.len = 40
+    return bytes(ip)
+
+
+def dpkt_firewall(frames: list[bytes], rules: list, actions: list[int], default_action: int,
+                  zone_of_endpoint: dict[int, int], state: dict, option_class: int = 0x0108) -> list[bytes]:
+    """Stateful firewall a dpkt user would write: per frame, dpkt for Ethernet/IPv4/UDP/inner IPv4, struct for
+    Geneve, a dict of sessions keyed by the sorted 5-tuple and the endpoint, linear first match over ``rules``
+    (lists of inclusive (lo, hi) ranges per field: src, dst, sport, dport, proto, zone from, zone to) for a
+    session's first packet, TCP SYN check, FIN/RST close, echo with swapped outer addresses, RSTs for reset actions
+    (0 allow, 1 deny, 2 drop, 3 reset-client, 4 reset-server, 5 reset-both). Returns the frames sent back."""
+    out = []
+    syn, ack_f, rst_f, fin = dpkt.tcp.TH_SYN, dpkt.tcp.TH_ACK, dpkt.tcp.TH_RST, dpkt.tcp.TH_FIN
+    for buf in frames:
+        eth = dpkt.ethernet.Ethernet(buf)
+        ip = eth.data
+        if not isinstance(ip, dpkt.ip.IP) or ip.p != 17:
+            continue
+        udp = ip.data
+        if udp.dport != 6081:
+            continue
+        g = bytes(udp.data)
+        vo, _, ptype, _ = _FW_GENEVE.unpack_from(g)
+        olen = (vo & 0x3F) * 4
+        endpoint = None
+        pos = 8
+        while pos + 4 <= 8 + olen:
+            cls, typ, ln = _FW_OPT.unpack_from(g, pos)
+            ln = (ln & 0x1F) * 4
+            if cls == option_class and typ == 1:
+                endpoint = int.from_bytes(g[pos + 4: pos + 12], "big")
+            pos += 4 + ln
+        if endpoint not in zone_of_endpoint or ptype != 0x0800:
+            continue
+        zone = zone_of_endpoint[endpoint]
+        inner = dpkt.ip.IP(g[8 + olen:])
+        l4 = inner.data
+        sp, dp = (l4.sport, l4.dport) if inner.p in (6, 17) else (0, 0)
+        a, b = (inner.src, sp), (inner.dst, dp)
+        fwd = a <= b
+        key = (a, b, inner.p, endpoint) if fwd else (b, a, inner.p, endpoint)
+        flags = l4.flags if inner.p == 6 else 0
+        sess = state.get(key)
+        if sess is None:
+            if inner.p == 6 and flags & (syn | ack_f | rst_f) != syn:
+                continue
+            point = (int.from_bytes(inner.src, "big"), int.from_bytes(inner.dst, "big"), sp, dp, inner.p, zone, zone)
+            act = default_action
+            for i, fields in enumerate(rules):
+                if all(any(lo <= v <= hi for lo, hi in f) for v, f in zip(point, fields)):
+                    act = actions[i]
+                    break
+            sess = state[key] = {"act": act, "fwd": fwd, "fins": 0, "closed": False, "pkts": [0, 0]}
+        from_client = fwd == sess["fwd"]
+        sess["pkts"][0 if from_client else 1] += 1
+        act = sess["act"]
+        if act == 0:
+            if sess["closed"]:
+                continue
+            if flags & rst_f:
+                sess["closed"] = True
+            elif flags & fin:
+                sess["fins"] |= 1 if from_client else 2
+            ip.src, ip.dst = ip.dst, ip.src
+            eth.src, eth.dst = eth.dst, eth.src
+            out.append(bytes(eth))
+        elif act >= 3 and inner.p == 6 and not flags & rst_f:
+            for to_client in {3: (True,), 4: (False,), 5: (True, False)}[act]:
+                o = dpkt.ethernet.Ethernet(buf)
+                payload = g[: 8 + olen] + _fw_rst(inner, to_sender=to_client == from_client)
+                o.data.data.data = payload
+                o.data.data.ulen = 8 + len(payload)
+                o.data.data.sum = 0
+                o.data.len = o.data.hl * 4 + 8 + len(payload)
+                o.data.sum = 0
+                o.data.src, o.data.dst = o.data.dst, o.data.src
+                o.src, o.dst = o.dst, o.src
+                out.append(bytes(o))
     return out
 
 
@@ -325,3 +422,156 @@ def numpy_snat_rewrite(data, off, l3_off, l4_off, proto, new_ip, new_port):
     nc = np.where((proto == 17) & (nc == 0), 0xFFFF, nc)
     put16(cf, np.where((proto == 17) & (c == 0), 0, nc).astype(np.uint32))
     put16(l4, new_port.astype(np.uint32))
+
+
+def dpkt_unsnat(frames, owner):
+    """Reverse translation of replies with dpkt: (proto, dst port) -> (private ip bytes, port) from a dict, set the
+    destination, zero the checksums and let dpkt recompute them."""
+    out = []
+    for buf in frames:
+        eth = dpkt.ethernet.Ethernet(buf)
+        ip = eth.data
+        l4 = ip.data
+        hit = owner.get((ip.p, l4.dport))
+        if hit is not None:
+            ip.dst, l4.dport = hit
+            ip.sum = 0
+            l4.sum = 0
+        out.append(bytes(eth))
+    return out
+
+
+# --- pcap ---
+import os
+
+
+def dpkt_read_5tuple(path) -> list[tuple]:
+    """The loop a dpkt user writes to pull the 5-tuple out of a capture: dpkt.pcap.Reader + dpkt.ethernet.Ethernet,
+    then src, dst, sport, dport, proto of every IPv4 packet (ports 0 for other protocols)."""
+    out = []
+    with open(path, "rb") as f:
+        for _ts, buf in dpkt.pcap.Reader(f):
+            ip = dpkt.ethernet.Ethernet(buf).data
+            if not isinstance(ip, dpkt.ip.IP):
+                continue
+            l4 = ip.data
+            if isinstance(l4, (dpkt.tcp.TCP, dpkt.udp.UDP)):
+                out.append((ip.src, ip.dst, l4.sport, l4.dport, ip.p))
+            else:
+                out.append((ip.src, ip.dst, 0, 0, ip.p))
+    return out
+
+
+def cat_file(path, bufsize: int = 1 << 20) -> int:
+    """``cat FILE > /dev/null`` in Python: large reads into one reused buffer, written to /dev/null (the I/O
+    ceiling for reading a capture from the page cache). Returns the bytes read."""
+    buf = bytearray(bufsize)
+    view = memoryview(buf)
+    total = 0
+    with open(path, "rb", buffering=0) as f, open(os.devnull, "wb", buffering=0) as null:
+        while n := f.readinto(view):
+            null.write(view[:n])
+            total += n
+    return total
+
+
+def dpkt_write_pcap(path, packets: list[bytes], ts: list[float]) -> None:
+    """The loop a dpkt user writes to save packets: dpkt.pcap.Writer.writepkt per packet (nanosecond file)."""
+    with open(path, "wb") as f:
+        w = dpkt.pcap.Writer(f, nano=True)
+        for buf, t in zip(packets, ts):
+            w.writepkt(buf, t)
+
+
+# --- pipeline ---
+# The dpkt reference of the whole path (parse, route, GWLB hash and flow table, Geneve, firewall first match and
+# sessions, NAT, write) is large: it lives in bench/reference_pipeline.py (ReferencePipeline), used by
+# bench/bench_pipeline.py.
+
+
+# --- flowtable ---
+def _fmix64_ft(x: np.ndarray) -> np.ndarray:
+    x = x ^ (x >> np.uint64(33))
+    x = x * np.uint64(0xFF51AFD7ED558CCD)
+    x = x ^ (x >> np.uint64(33))
+    x = x * np.uint64(0xC4CEB9FE1A85EC53)
+    return x ^ (x >> np.uint64(33))
+
+
+def flowkey_hash_numpy(a_ip, b_ip, a_port, b_port, proto, tag) -> np.ndarray:
+    """64-bit hash of the flow-table key, vectorized: the packed key a plain-numpy table sorts and searches."""
+    k0 = (a_ip.astype(np.uint64) << np.uint64(32)) | b_ip
+    k1 = ((a_port.astype(np.uint64) << np.uint64(48)) | (b_port.astype(np.uint64) << np.uint64(32))
+          | (proto.astype(np.uint64) << np.uint64(24)))
+    return _fmix64_ft(_fmix64_ft(_fmix64_ft(k0) ^ k1) ^ tag)
+
+
+class NumpyFlowTable:
+    """Plain-numpy flow table: a sorted array of 64-bit packed-key hashes (np.unique + searchsorted) mapping to
+    stable slots, with the keys verified on hits and the statistics updated with ufunc.at.
+
+    What a numpy user writes without a compiled hash table. Its weak points are what the kernel avoids: a batch
+    sorts and merges (O(live) per batch with new flows), and 64-bit hash collisions would merge two flows (it
+    only counts key mismatches on hits).
+    """
+
+    def __init__(self, capacity: int):
+        self.sorted_h = np.empty(0, np.uint64)
+        self.sorted_slot = np.empty(0, np.int64)
+        self.keys = [np.zeros(capacity, d) for d in (np.uint32, np.uint32, np.uint16, np.uint16, np.uint8, np.uint64)]
+        self.first_seen = np.zeros(capacity, np.int64)
+        self.last_seen = np.zeros(capacity, np.int64)
+        self.packets = np.zeros(capacity, np.uint64)
+        self.bytes = np.zeros(capacity, np.uint64)
+        self.live = 0
+        self.mismatches = 0
+
+    def lookup_or_insert(self, a_ip, b_ip, a_port, b_port, proto, tag, ts_ns, nbytes) -> np.ndarray:
+        cols = (a_ip, b_ip, a_port, b_port, proto, tag)
+        h = flowkey_hash_numpy(*cols)
+        slot = np.full(h.shape[0], -1, np.int64)
+        if self.sorted_h.shape[0]:
+            pos = np.minimum(np.searchsorted(self.sorted_h, h), self.sorted_h.shape[0] - 1)
+            hit = self.sorted_h[pos] == h
+            slot[hit] = self.sorted_slot[pos[hit]]
+            s = slot[hit]
+            same = np.ones(s.shape[0], bool)
+            for stored, col in zip(self.keys, cols):
+                same &= stored[s] == col[hit]
+            self.mismatches += int((~same).sum())
+        miss = slot < 0
+        if miss.any():
+            uh, first, inv = np.unique(h[miss], return_index=True, return_inverse=True)
+            new_slots = self.live + np.arange(uh.shape[0], dtype=np.int64)  # no free list: capacity not checked
+            src = np.flatnonzero(miss)[first]
+            for stored, col in zip(self.keys, cols):
+                stored[new_slots] = col[src]
+            self.first_seen[new_slots] = ts_ns[src]
+            self.last_seen[new_slots] = ts_ns[src]
+            at = np.searchsorted(self.sorted_h, uh)
+            self.sorted_h = np.insert(self.sorted_h, at, uh)
+            self.sorted_slot = np.insert(self.sorted_slot, at, new_slots)
+            self.live += uh.shape[0]
+            slot[miss] = new_slots[inv.ravel()]
+        np.add.at(self.packets, slot, np.uint64(1))
+        np.add.at(self.bytes, slot, nbytes.astype(np.uint64))
+        np.maximum.at(self.last_seen, slot, ts_ns)
+        return slot
+
+
+def dict_lookup_or_insert(table: dict, stats: list, a_ip, b_ip, a_port, b_port, proto, tag, ts_ns, nbytes) -> list:
+    """Pure-Python flow table: dict of key tuples -> slot, per-slot [first_seen, last_seen, packets, bytes] lists."""
+    out = []
+    for key, t, nb in zip(zip(a_ip.tolist(), b_ip.tolist(), a_port.tolist(), b_port.tolist(), proto.tolist(),
+                              tag.tolist()), ts_ns.tolist(), nbytes.tolist()):
+        s = table.get(key)
+        if s is None:
+            s = table[key] = len(stats)
+            stats.append([t, t, 1, nb])
+        else:
+            st = stats[s]
+            st[1] = max(st[1], t)
+            st[2] += 1
+            st[3] += nb
+        out.append(s)
+    return out

@@ -1,7 +1,7 @@
 """Policy classifier: compiled decision trees vs a numpy linear scan and a pure-Python first match.
 
-Run: PYTHONPATH=src python -m pytest bench/bench_classify.py -o python_files='bench_*.py' \
-         --benchmark-columns=median,ops
+Run: PYTHONPATH=src python -m pytest bench/bench_classify.py -o python_files='bench_*.py' --benchmark-enable \
+         --benchmark-columns=median,ops [--benchmark-timer=time.process_time  (per-core figures on a busy machine)]
 Rates are classifications per second (Mpps in extra_info); the baselines run on a subset of the same trace
 (they are 10^3-10^5 times slower) and their rate is per packet, so the figures compare directly.
 """

@@ -94,6 +94,14 @@ def test_planted_mistake_is_found(name):
     assert hits, "\n".join(map(str, fs))
 
 
+def test_policy_zone_names_unknown_endpoint():
+    d = copy.deepcopy(EXAMPLE)
+    d["security_policy"]["zones"]["gwlb"] = ["gwlbe-a", "gwlbe-z"]
+    fs = findings(d)
+    assert [str(f) for f in fs] == [("policy: security_policy.zones.gwlb[1]: zone 'gwlb' names endpoint 'gwlbe-z', "
+                                    "which the topology does not have (known: gwlbe-a)")]
+
+
 def test_nat_subnet_unknown():
     d = copy.deepcopy(EXAMPLE)
     n = d["nat_gateways"]["nat-a"]
@@ -123,5 +131,10 @@ def test_cli_exit_codes(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"gwlb-fast: {invalid}: vpcs.business.route_tables.app[0].via: unknown endpoint 'nope'")
     assert err.count("\n") == 1
+    badpol = tmp_path / "badpol.yaml"
+    badpol.write_text(example_topology_text().replace("action: deny}", "action: maybe}"))
+    assert main(["check", str(badpol)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"gwlb-fast: {badpol}") and "maybe" in err and err.count("\n") == 1
     assert main(["check", str(tmp_path / "missing.yaml")]) == 1
     assert "no such file" in capsys.readouterr().err

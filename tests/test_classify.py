@@ -1,5 +1,6 @@
 """The compiled classifier against the linear first-match oracles (ClassBench sets, hypothesis rule sets, edges)."""
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -98,7 +99,9 @@ def test_jiachang_acl1_trace():
 
 def test_fw1_10k_memory_and_shape():
     pol = Policy.from_classbench(_classbench("neurocuts/fw1_10k"))
+    t0 = time.process_time()
     clf = pol.compile()
+    assert time.process_time() - t0 < 1.0  # the build budget for 10K rules (CPU time: immune to a busy machine)
     # fw1 is the set whose wildcards make a single cut tree replicate rules into gigabytes.
     assert clf.memory_bytes < 16 * 2**20
     assert clf.n_groups >= 2 and clf.n_leaf_entries >= clf.n_boxes
@@ -112,6 +115,32 @@ def test_budget_bound_keeps_answers(max_leaf):
     assert clf._tree.over_budget
     assert clf.n_leaf_entries <= pol.boxes()[0].shape[0] * 130 + max_leaf
     trace = generate_trace(pol, 4000, seed=5)
+    np.testing.assert_array_equal(clf.classify(**trace), first_match_numpy(*pol.boxes(), trace))
+
+
+@pytest.mark.slow
+def test_100k_rules_exact_and_bounded():
+    """100,000 rules: the three 10K sets, repeated with shifted source prefixes (no public 100K set is stored)."""
+    base = []
+    for name in ("acl1_10k", "fw1_10k", "ipc1_10k"):
+        base += Policy.from_classbench(_classbench(f"neurocuts/{name}")).rules
+    rng = np.random.default_rng(0)
+    rules = []
+    while len(rules) < 100_000:
+        for r in base:
+            (lo, hi), = r.src
+            if rules and hi - lo < 2**24:
+                shift = int(rng.integers(0, 256)) << 24
+                lo2 = (lo + shift) % 2**32
+                if lo2 + (hi - lo) < 2**32:
+                    r = r._replace(src=((lo2, lo2 + (hi - lo)),))
+            rules.append(r)
+    pol = Policy(rules[:100_000])
+    t0 = time.process_time()
+    clf = pol.compile()
+    build = time.process_time() - t0
+    assert build < 5.0 and clf.memory_bytes < 64 * 2**20, clf
+    trace = generate_trace(pol, 1500, seed=2)
     np.testing.assert_array_equal(clf.classify(**trace), first_match_numpy(*pol.boxes(), trace))
 
 
@@ -259,6 +288,8 @@ def test_out_parameter_and_read_only_inputs(small):
     ro.setflags(write=False)
     with pytest.raises(ValueError, match="out"):
         clf.classify(**cols, out=ro)
+    with pytest.raises(ValueError, match="out"):
+        clf.classify(**cols, out=np.empty(200, np.int32)[::2])
 
 
 def test_non_contiguous_input(small):

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
-from gwlb_fast._kernels.flowhash import geneve_udp_sport, hash_2tuple, hash_3tuple, hash_5tuple
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gwlb_fast._kernels.flowhash import geneve_udp_sport, hash_2tuple, hash_3tuple, hash_5tuple
 from gwlb_fast.maglev import Maglev
 
 from .oracles import flowhash as ref
@@ -176,3 +176,9 @@ def test_uniformity_realistic_flows(n_fw):
     dev, chi2 = share_stats(n_fw, _realistic_flows(1_000_000 if n_fw < 64 else 4_000_000, n_fw), seed=3)
     assert chi2 < CHI2_CRIT_0001[n_fw]
     assert dev < 0.02
+
+
+def test_chi2_critical_values():
+    stats = pytest.importorskip("scipy.stats")
+    for k, crit in CHI2_CRIT_0001.items():
+        assert abs(stats.chi2.ppf(0.999, k - 1) - crit) < 1e-3

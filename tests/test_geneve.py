@@ -138,6 +138,19 @@ def test_encap_per_packet_arrays_and_scapy_decodes():
         assert oracle.ip_checksum(wire.packet(i)[14:34]) == 0
 
 
+def test_encap_headers_share_the_payload():
+    mix = synthetic_mix(40, seed=9)
+    frames = [b"\x01" * 12 + b"\x08\x00" + p for p in mix] + [b"\x01" * 12 + b"\x86\xdd" + bytes(40)]
+    b = batch_of(frames)
+    kw = {"dst": np.arange(41, dtype=np.uint32) + 7, "endpoint_id": 5, "cookie": np.arange(41), "vni": 3}
+    wire = gv.encap(b, **kw)
+    st_out = np.empty(41, np.uint8)
+    headers, rows, start, ln = gv.encap_headers(b, status_out=st_out, **kw)
+    assert headers.shape == (40, 82) and list(rows) == list(range(40)) and st_out[40] == S.NOT_IPV4
+    for j in range(40):
+        assert headers[j].tobytes() + b.data[start[j] : start[j] + ln[j]].tobytes() == wire.packet(j)
+
+
 def test_encap_ethernet_input_with_vlan_carries_ip_part():
     inner = ip_packet(payload=b"abc")
     frame = b"\x01" * 6 + b"\x02" * 6 + b"\x81\x00\x00\x05\x08\x00" + inner + b"\0" * 7  # padded
@@ -226,11 +239,24 @@ def test_encap_decap_round_trip_bit_for_bit():
     wire = gv.encap(b, endpoint_id=0x0A1B2C3D4E5F6071, attachment_id=3, cookie=0xCAFE)
     inner = gv.decap(wire)
     assert inner.data is wire.data  # shares the arena: no copy
+    inner.validate()
     assert (inner.status == S.OK).all()
     assert (inner.linktype == LINKTYPE_IPV4).all()
     assert inner.packets() == mix
     assert (inner.endpoint_id == 0x0A1B2C3D4E5F6071).all() and (inner.flow_cookie == 0xCAFE).all()
     assert (inner.inner_off == 82).all() and (inner.off - inner.inner_off == wire.off).all()
+
+
+def test_encap_decap_round_trip_on_synth_mix():
+    synth = pytest.importorskip("gwlb_fast.synth")
+    frames = synth.generate(flows=200, packets=3000, seed=11)
+    wire = gv.encap(frames, endpoint_id=9, cookie=1)
+    inner = gv.decap(wire)
+    assert len(inner) == len(frames) and (inner.status == S.OK).all()
+    for i, f in enumerate(frames.packets()):
+        tot = struct.unpack_from("!H", f, 16)[0]  # Ethernet, no VLAN in the synthetic mix
+        assert f[12:14] == b"\x08\x00" and inner.packet(i) == f[14 : 14 + tot]
+    assert (inner.ts_ns == frames.ts_ns).all()
 
 
 def test_echo_swaps_outer_and_keeps_geneve_bytes():
@@ -256,7 +282,7 @@ def test_echo_swaps_outer_and_keeps_geneve_bytes():
 
 # ------------------------------------------------------------------------------------------------ decoder
 options_st = st.lists(
-    st.tuples(st.integers(0, 0xFFFF), st.integers(0, 0x7F), st.integers(0, 31).map(lambda k: k * 4)),
+    st.tuples(st.integers(0, 0xFFFF), st.integers(0, 0xFF), st.integers(0, 31).map(lambda k: k * 4)),
     max_size=12,
 )
 
@@ -298,7 +324,9 @@ def test_decoder_agrees_with_scapy(packets):
     inner = gv.decap(b)
     for i, pkt in enumerate(packets):
         g = Ether(pkt)[GENEVE]
-        assert b.status[i] == S.OK, S(int(b.status[i]))
+        # an unknown critical option drops the packet (RFC 8926 section 3.5) but every column is still filled
+        crit = any(o.type & 0x80 for o in g.options)
+        assert b.status[i] == (S.GENEVE_CRITICAL if crit else S.OK), S(int(b.status[i]))
         assert b.vni[i] == g.vni
         assert b.geneve_flags[i] >> 7 == g.oam and (b.geneve_flags[i] >> 6) & 1 == g.critical
         assert b.opt_len[i] == g.optionlen * 4
@@ -398,7 +426,7 @@ def test_fuzz_mutated_geneve(pkt, edits, cut):
     assert sum(counts.values()) == 3
     # decap of anything never points outside the arena
     inner = gv.decap(b)
-    assert ((inner.off + inner.caplen) <= inner.data.shape[0]).all()
+    inner.validate()
 
 
 def test_packet_at_end_of_arena_and_offsets_outside():
@@ -510,6 +538,16 @@ def test_tcpdump_vni_filter_count():
     assert int((b.vni == 0xB).sum()) == len(lines)
 
 
+@pytest.mark.skipif(not CAPTURES.is_dir(), reason="shared tcpdump captures absent")
+def test_tcpdump_tcp_filter_count():
+    """geneve-tcp.out lists the Geneve packets carrying TCP: the decoder's inner packets say the same."""
+    lines = [ln for ln in (CAPTURES / "geneve-tcp.out").read_text().splitlines() if ln.strip()]
+    inner = gv.decap(read_pcap_dpkt(CAPTURES / "geneve.pcap"))
+    tcp = [p[14 + 9] == 6 for p in inner.packets()]  # Ethernet inner packets, IPv4 protocol byte
+    assert sum(tcp) == len(lines)
+    assert all(f"vni 0x{v:x}" in ln for v, ln in zip(inner.vni[np.array(tcp)], lines))
+
+
 # ------------------------------------------------------------------------------------------------ tshark
 def write_pcap(path: Path, batch: PacketBatch, linktype: int) -> None:
     with open(path, "wb") as f:
@@ -578,3 +616,55 @@ def test_flow_port_matches_flowhash_kernel():
         fh.geneve_udp_sport(h, want)
         assert (gv.flow_ports(b, hash_seed=seed) == want).all()
         assert (gv.encap(b, hash_seed=seed).packets()[0][34:36] == int(want[0]).to_bytes(2, "big"))
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def test_cli_encap_then_decap_streams_in_chunks(tmp_path, capsys):
+    from gwlb_fast.cli import main
+    from gwlb_fast.pcapio import read_pcap, write_pcap
+
+    mix = synthetic_mix(50, seed=5)
+    big = ip_packet(payload=bytes(1600))
+    src = tmp_path / "in.pcap"
+    write_pcap(src, batch_of(mix + [big], LINKTYPE_IPV4))
+    enc, dec = tmp_path / "enc.pcap", tmp_path / "dec.pcap"
+    assert main(["encap", str(src), "-o", str(enc), "--src", "10.0.0.10", "--dst", "10.0.1.12", "--endpoint-id",
+                 "0x0a1b2c3d4e5f6071", "--cookie", "99", "--profile", "alibaba", "--chunk", "7"]) == 0
+    out = capsys.readouterr().out
+    assert "encap: 51 packets in, 50 written" in out and "TOO_BIG: 1" in out
+    wire = PacketBatch.concat(list(read_pcap(enc, parse=False)))
+    assert len(wire) == 50 and (wire.linktype == LINKTYPE_ETHERNET).all()
+    gv.parse_geneve(wire)
+    assert (wire.status == S.OK).all() and (wire.endpoint_id == 0x0A1B2C3D4E5F6071).all()
+    assert main(["decap", str(enc), "-o", str(dec), "--chunk", "16"]) == 0
+    assert "decap: 50 packets in, 50 written" in capsys.readouterr().out
+    back = PacketBatch.concat(list(read_pcap(dec, parse=False)))
+    assert (back.linktype == LINKTYPE_IPV4).all() and back.packets() == mix
+
+
+@pytest.mark.skipif(not CAPTURES.is_dir(), reason="shared tcpdump captures absent")
+def test_cli_decap_counts_reasons(tmp_path, capsys):
+    from gwlb_fast.cli import main
+    from gwlb_fast.pcapio import read_pcap
+
+    dec = tmp_path / "dec.pcap"
+    assert main(["decap", str(CAPTURES / "geneve.pcap"), "-o", str(dec)]) == 0
+    out = capsys.readouterr().out
+    assert "decap: 39 packets in, 20 written" in out and "GENEVE_CRITICAL: 19" in out
+    back = PacketBatch.concat(list(read_pcap(dec, parse=False)))
+    assert len(back) == 20 and (back.linktype == LINKTYPE_ETHERNET).all()
+
+
+def test_cli_errors(tmp_path, capsys):
+    from gwlb_fast.cli import main
+    from gwlb_fast.pcapio import write_pcap
+
+    src = tmp_path / "in.pcap"
+    write_pcap(src, batch_of([ip_packet()], LINKTYPE_IPV4))
+    base = ["encap", str(src), "-o", str(tmp_path / "o.pcap"), "--dst", "10.0.1.11"]
+    assert main(base + ["--src", "10.0.0.300"]) == 2
+    assert main(base + ["--src", "10.0.0.10", "--vni", "0x1000000"]) == 2
+    assert main(base + ["--src", "10.0.0.10", "--direction", "1"]) == 2  # aws has no direction bits
+    assert main(["decap", str(tmp_path / "missing.pcap"), "-o", str(tmp_path / "x.pcap")]) == 1
+    err = capsys.readouterr().err
+    assert "--src" in err and "--vni" in err and "missing.pcap" in err

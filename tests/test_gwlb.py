@@ -1,9 +1,16 @@
+import socket
+
+import dpkt
 import numpy as np
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from gwlb_fast.batch import PacketBatch
 from gwlb_fast.gwlb import Gwlb
 from gwlb_fast.status import PktStatus
+
+from .oracles.gwlb import GwlbModel
 
 S = 1_000_000_000
 FWS = ["fw-1", "fw-2", "fw-3", "fw-4"]
@@ -16,8 +23,8 @@ def make_batch(src, dst, sp, dp, proto=6, ts=0, endpoint=None, status=None, cook
     def col(v, dt):
         return np.broadcast_to(np.asarray(v, dt), (n,)).copy()
 
-    cols = dict(src_ip=src, dst_ip=col(dst, np.uint32), sport=col(sp, np.uint16), dport=col(dp, np.uint16),
-                proto=col(proto, np.uint8), status=col(0 if status is None else status, np.uint8))
+    cols = {"src_ip": src, "dst_ip": col(dst, np.uint32), "sport": col(sp, np.uint16), "dport": col(dp, np.uint16),
+            "proto": col(proto, np.uint8), "status": col(0 if status is None else status, np.uint8)}
     if endpoint is not None:
         cols["endpoint_id"] = col(endpoint, np.uint64)
     if cookie is not None:
@@ -121,8 +128,9 @@ def test_failover_rebalance():
 @pytest.mark.parametrize("failover", ["keep", "rebalance"])
 def test_draining(failover):
     g = Gwlb(FWS, failover=failover, draining_timeout=300)
-    flows, fw0, ck0 = established(g)
+    flows, fw0, _ = established(g)
     g.set_health("fw-3", "draining", 10 * S)
+    g.set_health("fw-3", "draining", 100 * S)  # repeated event: the deadline stays at 310 s
     on = fw0 == 2
     b = g.process(make_batch(*flows, ts=200 * S))  # inside the draining timeout: flows stay
     assert (b.status == 0).all() and np.array_equal(b.fw_index, fw0)
@@ -156,7 +164,7 @@ def test_no_healthy_firewall():
 
 def test_rebalance_with_no_healthy_then_recovery():
     g = Gwlb(FWS[:2], failover="rebalance")
-    flows, fw0, _ = established(g, n=200)
+    flows, _, _ = established(g, n=200)
     g.set_health(0, "unhealthy")
     g.set_health(1, "unhealthy")
     b = g.process(make_batch(*flows, ts=2 * S))
@@ -259,3 +267,105 @@ def test_errors():
     b.src_ip = None
     with pytest.raises(ValueError, match="src_ip"):
         g.process(b)
+
+
+# ----------------------------------------------------------------------------------- model-based (hypothesis)
+# a small pool of flows so that flows repeat, reply, idle out and restart
+FLOWS = [(0x0A000001, 0x08080808, 40000, 443, 6), (0x0A000002, 0x08080808, 40001, 53, 17),
+         (0x0A000001, 0x01010101, 40002, 80, 6), (0x0A000002, 0x01010101, 40000, 443, 6)]
+
+
+@st.composite
+def packet(draw):
+    s_, d_, sp_, dp_, p_ = draw(st.sampled_from(FLOWS))
+    if draw(st.booleans()):
+        s_, d_, sp_, dp_ = d_, s_, dp_, sp_
+    return (s_, d_, sp_, dp_, p_, draw(st.sampled_from([1, 1, 1, 2])),
+            draw(st.sampled_from([0, 0, S // 2, 2 * S, 6 * S, 11 * S])),
+            draw(st.sampled_from([0, 0, 0, 0, 0, 0, int(PktStatus.TRUNCATED)])))
+
+
+health_event = st.tuples(st.integers(0, 2), st.sampled_from(["healthy", "unhealthy", "draining", "draining"]))
+step = st.one_of(st.tuples(st.just("batch"), st.lists(packet(), min_size=1, max_size=12)),
+                 st.tuples(st.just("health"), health_event),
+                 st.tuples(st.just("idle"), st.sampled_from([S, 4 * S, 8 * S, 20 * S])))
+
+
+_F = (*FLOWS[0], 1)
+
+
+@settings(max_examples=150, deadline=None)
+@example(steps=[("batch", [(*_F, 0, 0)]), ("health", (0, "draining")), ("batch", [(*_F, 2 * S, 0), (*_F, 2 * S, 0)])],
+         failover="keep", stick="5-tuple")
+@example(steps=[("batch", [(*_F, 0, 0)]), ("health", (0, "draining")), ("batch", [(*_F, 6 * S, 0)])],
+         failover="rebalance", stick="3-tuple")
+@given(steps=st.lists(step, max_size=14), failover=st.sampled_from(["keep", "rebalance"]),
+       stick=st.sampled_from(["5-tuple", "3-tuple", "2-tuple"]))
+def test_matches_model(steps, failover, stick):
+    g = Gwlb(["fw-a", "fw-b", "fw-c"], stickiness=stick, failover=failover,
+             idle_timeouts={"tcp": 10, "other": 5}, draining_timeout=3, table_size=251, seed=3,
+             flow_capacity=64)
+    model = GwlbModel(g, 10 * S, 5 * S)
+    now = 0
+    for kind, arg in steps:
+        if kind == "idle":
+            now += arg
+        elif kind == "health":
+            g.set_health(arg[0], arg[1], now)
+        else:
+            pk = []
+            for s_, d_, sp_, dp_, p_, ep, dt, stt in arg:
+                now += dt
+                pk.append((s_, d_, sp_, dp_, p_, ep, now, stt))
+            cols = list(zip(*pk))
+            b = make_batch(np.array(cols[0], np.uint32), np.array(cols[1]), np.array(cols[2]), np.array(cols[3]),
+                           np.array(cols[4]), ts=np.array(cols[6]), endpoint=np.array(cols[5], np.uint64),
+                           status=np.array(cols[7]))
+            g.process(b)
+            want = model.batch(pk, b.flow_cookie)
+            assert b.status.tolist() == [w[0] for w in want]
+            assert b.fw_index.tolist() == [w[1] for w in want]
+    assert g.flows_lost == model.flows_lost
+    assert g.flows_rebalanced == model.flows_rebalanced
+    assert g.flows_per_fw.tolist() == model.flows_per_fw
+    assert g.packets_per_fw.tolist() == model.packets_per_fw
+
+
+def _frame(src, dst, sport, dport, udp=False, payload=b"x" * 20):
+    l4 = (dpkt.udp.UDP(sport=sport, dport=dport, data=payload) if udp
+          else dpkt.tcp.TCP(sport=sport, dport=dport, flags=dpkt.tcp.TH_SYN, data=payload))
+    ip = dpkt.ip.IP(src=socket.inet_aton(src), dst=socket.inet_aton(dst), p=17 if udp else 6, data=l4)
+    return bytes(dpkt.ethernet.Ethernet(type=0x0800, data=ip))
+
+
+def test_parsed_capture_end_to_end():
+    out = [_frame("10.1.1.5", "93.184.216.34", 40000 + i, 443) for i in range(50)]
+    back = [_frame("93.184.216.34", "10.1.1.5", 443, 40000 + i) for i in range(50)]
+    dns = [_frame("10.1.1.5", "8.8.8.8", 5353, 53, udp=True)]
+    arp = [bytes(dpkt.ethernet.Ethernet(type=0x0806, data=b"\x00" * 28))]
+    pkts = out + back + dns + arp
+    b = PacketBatch.from_packets(pkts, ts_ns=np.arange(len(pkts), dtype=np.int64) * 1000).parse()
+    b.endpoint_id = np.full(len(b), 0x0A1B2C3D4E5F6071, np.uint64)
+    g = Gwlb({"fw-1": "10.0.1.11", "fw-2": "10.0.1.12", "fw-3": "10.0.1.13"})
+    g.process(b)
+    assert b.status[-1] == PktStatus.NOT_IPV4 and b.fw_index[-1] == -1
+    assert (b.status[:-1] == 0).all()
+    assert np.array_equal(b.fw_index[:50], b.fw_index[50:100])  # replies reach the same firewall
+    assert np.array_equal(b.flow_cookie[:50], b.flow_cookie[50:100])
+    assert len(set(b.fw_index[:50].tolist())) == 3
+    c = g.counters()
+    assert sum(v["flows"] for v in c["firewalls"].values()) == 51
+    assert c["flow_table"]["live"] == 51
+    assert int(g.bytes_per_fw.sum()) == int(b.wirelen[:-1].sum())
+
+
+def test_from_spec():
+    spec = {"address": "10.0.0.10", "stickiness": "2-tuple", "failover": "rebalance",
+            "idle_timeout": {"tcp": 100, "other": 30}, "draining_timeout": 60,
+            "firewalls": {"fw-1": {"address": "10.0.1.11"}, "fw-2": {"address": "10.0.1.12"}}}
+    g = Gwlb.from_spec(spec, flow_capacity=1000)
+    assert g.names == ["fw-1", "fw-2"] and g.stickiness == "2-tuple" and g.failover == "rebalance"
+    assert g.flows.tcp_timeout_ns == 100 * S and g.flows.other_timeout_ns == 30 * S
+    assert g.draining_timeout_ns == 60 * S and g.flows.capacity == 1000
+    with pytest.raises(ValueError, match="firewalls"):
+        Gwlb.from_spec({"stickiness": "5-tuple"})

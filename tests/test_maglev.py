@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
-from gwlb_fast._kernels.maglev import maglev_fill, maglev_lookup, maglev_populate
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gwlb_fast._kernels.maglev import maglev_fill, maglev_lookup, maglev_populate
 from gwlb_fast.maglev import Maglev, is_prime
 
 from .oracles import flowhash as ref

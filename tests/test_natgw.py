@@ -4,12 +4,12 @@ import struct
 import dpkt
 import numpy as np
 import pytest
-from gwlb_fast._kernels.nat import nat_alloc_ports, nat_classify_in, nat_classify_out, nat_release, nat_rewrite
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
+from gwlb_fast._kernels.nat import nat_alloc_ports, nat_classify_in, nat_classify_out, nat_release, nat_rewrite
 from gwlb_fast.batch import PacketBatch
 from gwlb_fast.config import example_topology_text, ip_to_int, load_topology
 from gwlb_fast.natgw import NAT_DNAT, NAT_DNAT_REPLY, NAT_SNAT, NAT_SNAT_REPLY, NatGateway
@@ -265,6 +265,11 @@ def test_empty_single_copy_and_readonly():
         nat.outbound(b)
     out = nat.outbound(b, copy=True)
     assert b.packet(0) == pkt and out.packet(0) != pkt and out.sport[0] == 1024 and b.sport[0] == 1
+    # a status column without the parse columns is a caller error, not a silent re-parse
+    half = PacketBatch.from_packets([pkt])
+    half.status = np.zeros(1, np.uint8)
+    with pytest.raises(ValueError, match="no src_ip column"):
+        nat.outbound(half)
     # unparsed batch: parsed on the way in
     u = PacketBatch.from_packets([pkt])
     nat.outbound(u)
@@ -303,7 +308,12 @@ def test_kernel_argument_errors():
                         np.zeros(3 * 65536, np.int32), u8.copy(), np.zeros(n, np.int64))
     with pytest.raises(ValueError, match="side"):
         nat_rewrite(np.zeros(10, np.uint8), np.zeros(n, np.int64), u32, np.zeros(n, np.int32), np.zeros(n, np.int32),
-                    u8, 2, u32, np.zeros(n, np.int32), st_, u32.copy(), u16.copy(), u16.copy())
+                    u8, 2, u32, np.zeros(n, np.int32), st_, u32.copy(), u16.copy(), u16.copy(), u8, u8.copy(),
+                    u32.copy(), u16.copy(), u32.copy(), u16.copy())
+    with pytest.raises(ValueError, match="rec_pub_port"):
+        nat_rewrite(np.zeros(10, np.uint8), np.zeros(n, np.int64), u32, np.zeros(n, np.int32), np.zeros(n, np.int32),
+                    u8, 0, u32, np.zeros(n, np.int32), st_, u32.copy(), u16.copy(), u16.copy(), u8, u8.copy(),
+                    u32.copy(), u16.copy(), u32.copy(), np.zeros(1, np.uint16))
     with pytest.raises(ValueError, match="head"):
         nat_alloc_ports(np.zeros(1, np.int64), np.zeros(1, np.uint8), np.zeros(1, np.uint8), np.zeros(4, np.int32),
                         np.zeros(6, np.uint16), np.zeros(2, np.int64), np.zeros(3, np.int64),

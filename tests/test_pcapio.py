@@ -50,9 +50,9 @@ def shared_data() -> Path | None:
 
 # ---------------------------------------------------------------------------------------------------- helpers
 MODES = {
-    "mmap": dict(),  # regular files are mapped by default (an empty one cannot be: it is read)
-    "read": dict(use_mmap=False),
-    "read-tiny": dict(use_mmap=False, buffer_size=7),
+    "mmap": {},  # regular files are mapped by default (an empty one cannot be: it is read)
+    "read": {"use_mmap": False},
+    "read-tiny": {"use_mmap": False, "buffer_size": 7},
 }
 
 
@@ -251,6 +251,27 @@ def test_reads_scapy_pcapng_writer_output(files, pkts):
     assert all(abs(t - w) <= 1000 for t, (_, w) in zip(want_ts, ws))
 
 
+@fast
+@given(st.lists(st.tuples(ethernet_frame(), st.integers(0, 2**31), st.integers(0, 999_999)), min_size=1,
+                max_size=10))
+def test_reads_scapy_wrpcap_output(files, pkts):
+    from scapy.layers.l2 import Ether
+
+    path = files(b"")
+    frames = []
+    for frame, sec, usec in pkts:
+        p = Ether(frame)
+        p.time = Decimal(sec) + Decimal(usec) / 10**6
+        frames.append(p)
+    wrpcap(str(path), frames)
+    rows, err, _ = read_all(path)
+    assert err is None
+    meta = list(RawPcapReader(str(path)))
+    assert [(r[0], r[2], r[3]) for r in rows] == [(bytes(d), m.wirelen, m.sec * 10**9 + m.usec * 1000)
+                                                  for d, m in meta]
+    assert [r[0] for r in rows] == [bytes(p) for p in frames]
+
+
 @pytest.mark.skipif(not HAVE_EDITCAP, reason="editcap not installed")
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.data())
@@ -269,7 +290,9 @@ def test_pcapng_converted_by_editcap(files, data):
 
 def test_pcapng_binary_and_fine_resolutions():
     cases = [(0x80 | 0, 3, 3 * 10**9), (0x80 | 1, 3, 1_500_000_000), (0x80 | 64, 2**64 - 1, 999_999_999),
-             (0x80 | 127, 2**64 - 1, 0), (12, 10**12 + 999, 10**9), (30, 2**64 - 1, 0), (0, 2, 2 * 10**9)]
+             (0x80 | 127, 2**64 - 1, 0), (12, 10**12 + 999, 10**9), (30, 2**64 - 1, 0), (0, 2, 2 * 10**9),
+             (0x80 | 40, 1100, 1), (0x80 | 40, 2**64 - 1, 16777215999999999), (28, 2**64 - 1, 1), (28, 10**19 - 1, 0),
+             (0x80 | 63, 2**63 + 2**62, 1_500_000_000), (0x80 | 100, 2**64 - 1, 0)]
     for res, units, ns in cases:
         raw, want = O.pcapng([O.Section(interfaces=[(1, 0, res, None)], items=[("epb", 0, units, b"a", 1)])])
         assert want[0].ts_ns == ns, res
@@ -322,12 +345,12 @@ def test_same_packets_whatever_chunk_and_buffer(files, data):
 def test_batches_stay_valid_and_independent(tmp_path):
     recs = [(bytes([i]) * (i + 1), i + 1, i, 0) for i in range(200)]
     p = write_file(tmp_path, O.classic_pcap(recs))
-    for mode in MODES:
-        batches = list(read_pcap(p, chunk=16, parse=False, **MODES[mode]))
+    for opts in MODES.values():
+        batches = list(read_pcap(p, chunk=16, parse=False, **opts))
         for b in batches:
             assert b.data.flags.writeable
             b.data[:] = 0xEE  # writing one batch's arena must not change the next ones, nor the file
-        again = [x.packet(i) for x in read_pcap(p, chunk=16, parse=False, **MODES[mode]) for i in range(len(x))]
+        again = [x.packet(i) for x in read_pcap(p, chunk=16, parse=False, **opts) for i in range(len(x))]
         assert again == [r[0] for r in recs]
 
 
@@ -492,9 +515,9 @@ def _check_fuzz(path):
         outcomes = [_outcome(path, mode, chunk) for mode, chunk in
                     (("mmap", 65536), ("read", 1), ("read-tiny", 2), ("mmap", 3))]
     except PcapError as e:  # raised by read_pcap itself (header problems): every mode agrees on it
-        for mode in MODES:
+        for opts in MODES.values():
             with pytest.raises(PcapError) as again:
-                read_pcap(path, parse=True, **MODES[mode])
+                read_pcap(path, parse=True, **opts)
             assert again.value.offset == e.offset
         return
     assert all(o == outcomes[0] for o in outcomes[1:])
@@ -748,7 +771,7 @@ def test_kernels_check_their_arguments():
         k.scan_pcap(buf, 65, 0, 1, False, 1, 100, *cols)
     with pytest.raises(ValueError):
         k.scan_pcap(buf, 0, 0, 1, False, 1, 100, cols[0].astype(np.int32), *cols[1:])
-    ifs = [np.zeros(1, np.uint16), np.zeros(1, np.uint32), np.ones(1, np.int64), np.zeros(1, np.int64),
+    ifs = [np.zeros(1, np.uint16), np.zeros(1, np.uint32), np.ones(1, np.int64), np.zeros(1, np.uint64),
            np.full(1, -1, np.int32), np.zeros(1, np.int64)]
     with pytest.raises(ValueError, match="if_ts_div"):
         k.scan_pcapng(buf, 0, 0, 1, False, *ifs, 100, *cols, np.empty(4, np.uint16))

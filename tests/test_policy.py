@@ -69,8 +69,24 @@ def test_bare_mapping_file_and_parsed_mapping(tmp_path):
     # The topology loader hands the parsed mapping with the file name for errors.
     with pytest.raises(ConfigError, match=r"^topo\.yaml: security_policy\.rules\[0\] \(x\): action: "):
         Policy.from_yaml({"security_policy": {"rules": [{"name": "x", "action": "permit"}]}}, name="topo.yaml")
-    with pytest.raises(ConfigError, match=r"^<policy>: policy\.rules\[0\]"):
+    with pytest.raises(ConfigError, match=r"^<policy>: security_policy\.rules\[0\] \(rule-0\): action: "):
         Policy.from_yaml({"rules": [{"action": "nope"}]})
+    with pytest.raises(ConfigError, match=r"^t\.yaml: firewalls\.policy\.rules\[0\] \(rule-0\): action: "):
+        Policy.from_yaml({"rules": [{"action": "nope"}]}, name="t.yaml", key="firewalls.policy")
+
+
+def test_security_policy_names_a_separate_file(tmp_path):
+    sub = tmp_path / "pol"
+    sub.mkdir()
+    _write(sub, "rules: [{name: only, protocol: udp, action: drop}]\n", "fw.yaml")
+    topo = _write(tmp_path, "vpcs: {}\nsecurity_policy: pol/fw.yaml\n", "topology.yaml")
+    pol = Policy.from_yaml(topo)
+    assert pol.rule_names == ["only"] and pol.source == str(sub / "fw.yaml")
+    # As the pipeline hands it over: the parsed mapping plus the topology file name.
+    pol = Policy.from_yaml({"security_policy": "pol/fw.yaml"}, name=str(topo))
+    assert pol.rule_names == ["only"]
+    with pytest.raises(ConfigError, match="missing.yaml: cannot read"):
+        Policy.from_yaml({"security_policy": "pol/missing.yaml"}, name=str(topo))
 
 
 def test_all_field_forms():

@@ -118,6 +118,16 @@ def test_router_on_example():
                                                  "vpcs.business.route_tables.gwlbe[1]"]
 
 
+def test_route_packets_from_source_subnet():
+    r = routers(load_topology(example_topology_text()))["business"]
+    src = np.array([ip_to_int(a) for a in ["10.1.1.5", "10.1.2.7", "10.1.3.9", "10.1.9.9", "8.8.8.8"]], np.uint32)
+    dst = np.array([ip_to_int(a) for a in ["8.8.8.8", "10.1.1.5", "10.1.1.5", "8.8.8.8", "10.1.1.5"]], np.uint32)
+    idx, hop = r.route_packets(src, dst)
+    assert [str(h) if h else None for h in r.decode(hop)] == ["gwlbe:gwlbe-a", "local", "gwlbe:gwlbe-a", None, None]
+    assert idx.tolist()[3:] == [-1, -1]
+    assert r.route_packets(np.zeros(0, np.uint32), np.zeros(0, np.uint32))[0].shape == (0,)
+
+
 def test_no_route_and_blackhole():
     topo = load_topology("""
 vpcs:

@@ -18,7 +18,11 @@ and reports, as :class:`Finding` objects:
                 reply leaves without (or through another) NAT gateway;
 ``no-internet`` a NAT gateway's subnet has no route to the Internet;
 ``nat``         a NAT gateway whose subnet cannot be told, or traffic reaching a NAT gateway from a subnet that is
-                not one of its SNAT sources (it would be dropped with NAT_NO_MAPPING).
+                not one of its SNAT sources (it would be dropped with NAT_NO_MAPPING);
+``policy``      a security-policy zone naming an endpoint the topology does not have.
+
+The command also compiles the ``security_policy`` (``gwlb_fast.policy.Policy``): a bad rule is a configuration
+error.
 
 Exit codes of the command: 0 no findings, 1 findings, 2 invalid topology (as every other command: 2 for
 configuration errors).
@@ -269,7 +273,21 @@ def check_topology(topo: Topology) -> list[Finding]:
                         f"{what_r} leaves through {via}, not '{nat.name}' which translated the request "
                         f"({rp.describe()})")
             _compare(rep, vpc, inb, rp, what_r)
+    _check_zones(rep, topo)
     return rep.items
+
+
+def _check_zones(rep: _Report, topo: Topology) -> None:
+    pol = topo.security_policy
+    zones = pol.get("zones") if isinstance(pol, dict) else None
+    if not isinstance(zones, dict):
+        return
+    for zone, members in zones.items():
+        for i, ep in enumerate(members if isinstance(members, list) else [members]):
+            if isinstance(ep, str) and ep not in topo.endpoints:
+                rep.add("policy", f"{topo.security_policy_path}.zones.{zone}[{i}]",
+                        f"zone '{zone}' names endpoint '{ep}', which the topology does not have "
+                        f"(known: {', '.join(topo.endpoints) or 'none'})")
 
 
 def _compare(rep: _Report, vpc: Vpc, fwd: Trace, back: Trace, what: str) -> None:
@@ -300,6 +318,10 @@ def add_cli(sub) -> None:
 
 def run_check(args) -> int:
     topo = load_topology(args.topology)      # ConfigError -> exit 2 in cli.main
+    if isinstance(topo.security_policy, dict):
+        from .policy import Policy
+
+        Policy.from_yaml(topo.security_policy, name=topo.source).compile()
     findings = check_topology(topo)
     if args.json:
         json.dump({"topology": topo.source, "ok": not findings, "findings": [asdict(f) for f in findings]},

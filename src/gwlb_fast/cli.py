@@ -19,12 +19,12 @@ def _build_parser() -> argparse.ArgumentParser:
     # each command module adds its own parser: add_parser(sub) sets func=handler(args) -> int
     _add_run(sub)
     _add_demo(sub)
-    from . import synth
-
-    synth.add_cli(sub)
+    from . import geneve, synth
     from .check import add_cli as add_check
 
     add_check(sub)
+    synth.add_cli(sub)
+    geneve.add_cli(sub)
     return p
 
 

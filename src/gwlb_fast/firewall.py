@@ -6,10 +6,11 @@
 2. maps the GWLB endpoint id to its zone (unknown endpoint -> ``UNKNOWN_ENDPOINT``);
 3. finds or creates the session in a :class:`FlowTable` keyed by the canonical 5-tuple and the endpoint id, so a
    flow and its reply share one session;
-4. classifies only the packets that may start a session (rows of slots that are new in this batch) with the
-   compiled policy; the *from* zone is the zone of the endpoint the packet entered by, and the *to* zone is the same
-   zone: behind a GWLB the firewall receives and returns every packet on the one Geneve interface, so it sees
-   intrazone traffic (a rule with ``from``/``to`` lists the endpoint's zone on both sides to match);
+4. classifies only the packets that may start a session (the first packet of each new table entry, and every
+   packet of an entry whose first packet was a TCP non-SYN) with the compiled policy; the *from* zone is the zone
+   of the endpoint the packet entered by, and the *to* zone is the same zone: behind a GWLB the firewall receives
+   and returns every packet on the one Geneve interface, so it sees intrazone traffic (a rule with ``from``/``to``
+   lists the endpoint's zone on both sides to match);
 5. applies the packets to their sessions in batch order in one nogil kernel (``_kernels.session``): TCP sessions
    must start with a SYN (else ``TCP_NOT_SYN``, dropped, no session); allowed sessions forward both directions
    until an RST (the RST passes, later packets are ``SESSION_CLOSED`` until the close timeout removes the session
@@ -46,6 +47,7 @@ __all__ = [
     "SESSION_DTYPE",
     "Firewall",
     "FirewallOutput",
+    "zone_of_endpoint_ids",
 ]
 
 NS = 1_000_000_000
@@ -76,6 +78,20 @@ END_REASONS = {
 
 assert [int(a) for a in Action] == [_s.ACT_ALLOW, _s.ACT_DENY, _s.ACT_DROP, _s.ACT_RESET_CLIENT, _s.ACT_RESET_SERVER,
                                     _s.ACT_RESET_BOTH]
+
+
+def zone_of_endpoint_ids(policy: Policy, endpoint_ids: dict[str, int]) -> dict[int, str]:
+    """``{endpoint id: zone name}`` for :class:`Firewall` from the policy's ``zones`` (zone -> endpoint names) and the
+    topology's endpoint ids by name. Endpoints in no zone are left out (their packets are UNKNOWN_ENDPOINT); a zone
+    member that is not an endpoint of the topology is a ConfigError."""
+    out = {}
+    for zone, members in policy.zones.items():
+        for name in members:
+            if name not in endpoint_ids:
+                raise ConfigError(f"{policy.source}: security_policy.zones.{zone}: {name!r} is not a GWLB endpoint "
+                                  f"(endpoints: {', '.join(sorted(endpoint_ids)) or 'none'})")
+            out[int(endpoint_ids[name])] = zone
+    return out
 
 
 @dataclass
@@ -147,6 +163,23 @@ class Firewall:
     keep_log : bool
         Also keep every ended session in :attr:`session_log` (for tests and small runs; a pipeline streams
         ``FirewallOutput.sessions`` instead).
+
+    Attributes
+    ----------
+    hits : int64[n_rules + 1]
+        Sessions classified per rule (the last entry: the policy's default action), as PAN-OS counts rule hits.
+    counts : int64[N_STATUS]
+        Packets per status over every call.
+    table : FlowTable
+        The session table; ``sessions`` (int64[capacity, NF]) holds the per-slot session state beside it.
+
+    Notes
+    -----
+    Memory per session slot: 64 bytes of flow table entry, 8-16 bytes of hash buckets and 152 bytes of session row,
+    about 230 bytes; the session rows are allocated zeroed, so their pages are committed only as slots are used
+    (default capacity 2**20: about 85 MB at creation, up to 240 MB full). A FIN-closed session keeps forwarding
+    (the last ACK, retransmissions, a reused port's SYN) until its close timeout; an RST-closed one drops with
+    ``SESSION_CLOSED`` until then, after which the next SYN of the same 5-tuple starts a new session.
     """
 
     def __init__(self, name: str, index: int, policy: Policy, zone_of_endpoint: dict[int, str], *,
@@ -254,35 +287,49 @@ class Firewall:
         full = (status == PktStatus.OK) & (slot < 0)
         status[full] = PktStatus.FLOW_TABLE_FULL
 
-        # classify the packets of sessions created in this batch (only their first packet's verdict is used)
+        # classify the packets that may start a session: the first packet of each new (or restarted) entry, and,
+        # where that one is a TCP packet without a pure SYN (no session yet), every packet of that entry
         rule = np.full(n, -1, np.int32)
         action = np.zeros(n, np.uint8)
-        new_slots = slot[is_new != 0]
-        if new_slots.shape[0]:
-            self._mark[new_slots] = 1
-            live = slot >= 0
-            cls = np.flatnonzero(live & (self._mark[np.where(live, slot, 0)] != 0))
-            self._mark[new_slots] = 0
-            z = zone[cls]
-            r = self.classifier.classify(inner.src_ip[cls], inner.dst_ip[cls], inner.sport[cls], inner.dport[cls],
-                                         inner.proto[cls], z, z)
-            r[r < 0] = self.default_rule
-            rule[cls] = r
-            action[cls] = self._actions[r]
+        first = is_new != 0
+        if np.any(first):
+            cls = first
+            nosyn = first & (inner.proto == 6) & ((inner.tcp_flags & np.uint8(0x16)) != np.uint8(0x02))
+            if np.any(nosyn):
+                marked = slot[nosyn]
+                self._mark[marked] = 1
+                live = slot >= 0
+                cls = first | (live & (self._mark[np.where(live, slot, 0)] != 0))
+                self._mark[marked] = 0
+            self._classify(np.flatnonzero(cls), inner, zone, rule, action)
 
         # per-packet session state machine, in order
         out_rule = np.empty(n, np.int32)
         out_n = np.empty(n, np.uint8)
         k1 = np.empty(n, np.uint8)
         k2 = np.empty(n, np.uint8)
-        ended = np.empty((n, _s.NF), np.int64)
-        ended_slot = np.empty(n, np.int64)
-        ne = _s.session_update(slot, is_new, rev, inner.proto, inner.tcp_flags, inner.ts_ns, inner.wirelen,
-                               inner.src_ip, inner.dst_ip, inner.sport, inner.dport, ep, zone, rule, action,
-                               self.sessions, status, out_rule, out_n, k1, k2, self.hits, ended, ended_slot)
+        ended = np.empty((n + 1, _s.NF), np.int64)
+        ended_slot = np.empty(n + 1, np.int64)
+        ne, start = 0, 0
+        while True:
+            ne, stop = _s.session_update(slot, is_new, rev, inner.proto, inner.tcp_flags, inner.ts_ns, inner.wirelen,
+                                         inner.src_ip, inner.dst_ip, inner.sport, inner.dport, ep, zone, rule,
+                                         action, self.sessions, status, out_rule, out_n, k1, k2, self.hits, ended,
+                                         ended_slot, self.close_timeout_ns, self.deny_timeout_ns, start, ne)
+            if stop >= n:
+                break
+            # a closed/denied session timed out inside the batch and its slot starts anew at row `stop`: classify
+            # the remaining unclassified packets of slots that are not open (rare: one extra pass per such event)
+            rest = np.arange(stop, n)
+            rs = slot[rest]
+            cand = rest[(rs >= 0) & (rule[rest] < 0) & (status[rest] == PktStatus.OK)]
+            cand = cand[self.sessions[slot[cand], _s.F_STATE] != _s.S_OPEN]
+            self._classify(cand, inner, zone, rule, action)
+            start = stop
         logs = [ended[:ne]]
 
-        # closed / denied sessions get their short timeout; slots that never became a session are freed
+        # closed / denied sessions get their short timeout in the flow table, sessions reopened inside the batch
+        # get the protocol default back; slots that never became a session are freed
         touched = slot[slot >= 0]
         state = self.sessions[touched, _s.F_STATE]
         not_open = state != _s.S_OPEN
@@ -295,6 +342,9 @@ class Firewall:
             empty = s2[st2 == _s.S_EMPTY]
             if empty.shape[0]:
                 self.table.delete(np.unique(empty))
+        if ne:
+            reopened = touched[~not_open]
+            self.table.set_timeout(reopened[self.table.timeout[reopened] >= 0], -1)
         # evicted sessions whose slot was not reused in this batch (reused ones were logged by the kernel)
         if evicted.shape[0]:
             evicted = np.unique(evicted)
@@ -386,6 +436,15 @@ class Firewall:
         return out
 
     # ------------------------------------------------------------------ helpers
+    def _classify(self, rows, inner, zone, rule, action) -> None:
+        """Classify ``rows`` (zone from = zone to = the endpoint's zone); fill ``rule`` and ``action`` there."""
+        z = zone[rows]
+        r = self.classifier.classify(inner.src_ip[rows], inner.dst_ip[rows], inner.sport[rows], inner.dport[rows],
+                                     inner.proto[rows], z, z)
+        r[r < 0] = self.default_rule
+        rule[rows] = r
+        action[rows] = self._actions[r]
+
     def _log_freed(self, slots: np.ndarray, reason: int) -> np.ndarray:
         """Session rows of freed table slots (those holding a session), with their end reason; clears them."""
         slots = np.asarray(slots, np.int64)

@@ -116,6 +116,21 @@ class Gwlb:
         self.flows_rebalanced = 0
         self.drops = {"NO_HEALTHY_FW": 0, "FW_FAILED": 0, "FLOW_TABLE_FULL": 0, "STALE_COOKIE": 0}
 
+    @classmethod
+    def from_spec(cls, spec: Mapping, **overrides) -> Gwlb:
+        """Build from one ``gwlb:`` entry of the topology file (DESIGN.md section 6): ``firewalls`` (mapping or
+        list, required), ``stickiness``, ``failover``, ``idle_timeout: {tcp, other}``, ``draining_timeout``,
+        ``flow_capacity``, ``seed``. Other keys (``address``, ``geneve``) belong to other stages and are ignored.
+        ``overrides`` take precedence over the spec."""
+        if "firewalls" not in spec and "firewalls" not in overrides:
+            raise ValueError("Gwlb: the gwlb spec has no 'firewalls'")
+        keys = {"firewalls": "firewalls", "stickiness": "stickiness", "failover": "failover",
+                "idle_timeout": "idle_timeouts", "draining_timeout": "draining_timeout",
+                "flow_capacity": "flow_capacity", "seed": "seed"}
+        kwargs = {arg: spec[key] for key, arg in keys.items() if key in spec}
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
     # ------------------------------------------------------------------ health
     def fw_id(self, fw: int | str) -> int:
         if isinstance(fw, str):
@@ -128,13 +143,20 @@ class Gwlb:
         return int(fw)
 
     def set_health(self, fw: int | str, state: str, now_ns: int = 0) -> None:
-        """Set a firewall ``healthy``, ``unhealthy`` or ``draining`` (draining ends ``draining_timeout`` after
-        ``now_ns``, in packet-timestamp time)."""
+        """Set a firewall ``healthy``, ``unhealthy`` or ``draining``.
+
+        Draining ends ``draining_timeout`` after ``now_ns`` (packet-timestamp time); after that the firewall behaves as
+        removed: its flows fail over per ``failover``. Setting draining again while draining keeps the deadline.
+        """
         if state not in HEALTH_STATES:
             raise ValueError(f"Gwlb: health state must be one of {', '.join(HEALTH_STATES)}, got {state!r}")
         i = self.fw_id(fw)
+        if state == "draining":
+            if self.health[i] != DRAINING:  # a repeated draining event does not extend the deadline
+                self.drain_deadline[i] = int(now_ns) + self.draining_timeout_ns
+        else:
+            self.drain_deadline[i] = _NEVER
         self.health[i] = HEALTH_STATES[state]
-        self.drain_deadline[i] = int(now_ns) + self.draining_timeout_ns if state == "draining" else _NEVER
 
     def accepting(self) -> np.ndarray:
         """bool[k]: firewalls that take new flows (healthy)."""

@@ -70,6 +70,14 @@ class NatRecord:
         return cls(np.zeros(n, np.uint8), np.zeros(n, np.uint32), np.zeros(n, np.uint16), np.zeros(n, np.uint32),
                    np.zeros(n, np.uint16))
 
+    @classmethod
+    def uninitialized(cls, n: int) -> NatRecord:
+        return cls(np.empty(n, np.uint8), np.empty(n, np.uint32), np.empty(n, np.uint16), np.empty(n, np.uint32),
+                   np.empty(n, np.uint16))
+
+    def as_args(self) -> tuple:
+        return self.kind, self.priv_ip, self.priv_port, self.pub_ip, self.pub_port
+
 
 class NatGateway:
     """The NAT gateway of DESIGN.md section 1, state carried across batches.
@@ -134,8 +142,11 @@ class NatGateway:
             batch = out
         if not batch.data.flags.writeable:
             raise ValueError("NatGateway: batch.data is read-only (pass copy=True to translate a copy)")
-        if batch.status is None or batch.l4_off is None:
+        if batch.status is None:
             batch.parse()
+        for name in ("src_ip", "dst_ip", "sport", "dport", "proto", "tcp_flags", "l3_off", "l4_off"):
+            if getattr(batch, name) is None:
+                raise ValueError(f"NatGateway: batch has a status column but no {name} column (call batch.parse())")
         for name in ("status", "src_ip", "dst_ip", "sport", "dport"):
             col = getattr(batch, name)
             if not col.flags.writeable or not col.flags.c_contiguous:
@@ -179,7 +190,7 @@ class NatGateway:
         rule = np.empty(n, np.int32)
         nat_classify_out(st, batch.proto, batch.tcp_flags, batch.src_ip, batch.sport, self._snat_net,
                          self._snat_mask, self._dnat_proto, self._dnat_to_ip, self._dnat_to_port, action, rule)
-        rec = NatRecord.empty(n)
+        rec = NatRecord.uninitialized(n)
         new_ip = np.zeros(n, np.uint32)
         new_port = np.full(n, -1, np.int32)
 
@@ -189,15 +200,20 @@ class NatGateway:
             new_port[dr] = self._dnat_port[rule[dr]]
 
         sn = np.flatnonzero(action == NAT_SNAT)
-        if sn.shape[0]:
+        if sn.shape[0] == n:
+            sn = slice(None)           # every packet is SNAT: views, no gathers
+            m = n
+        else:
+            m = sn.shape[0]
+        if m:
             ts = batch.ts_ns[sn]
             now = int(ts.min())   # nothing this batch touches can be idle at its earliest timestamp
             self.expire(now)
             proto = batch.proto[sn]
-            need = np.bincount(np.where(proto == 6, 0, np.where(proto == 17, 1, 2)), minlength=3)
-            if np.any(self.count < need):
-                self.expire(now, full=True)
-            m = sn.shape[0]
+            if self.count.min() < m:    # a pool may run short in this batch: sweep every idle mapping first
+                need = np.bincount(np.where(proto == 6, 0, np.where(proto == 17, 1, 2)), minlength=3)
+                if np.any(self.count < need):
+                    self.expire(now, full=True)
             slot = np.empty(m, np.int64)
             is_new = np.empty(m, np.uint8)
             zeros32 = np.zeros(m, np.uint32)
@@ -210,29 +226,28 @@ class NatGateway:
             self.stats["mappings_created"] += int(np.count_nonzero((is_new == IS_NEW) & (port >= 0)))
             refused = slot < 0
             exhausted = ~refused & (port < 0)
-            st[sn[refused]] = PktStatus.NAT_TABLE_FULL
-            st[sn[exhausted]] = PktStatus.NAT_PORT_EXHAUSTED
+            idx = np.arange(n)[sn] if isinstance(sn, slice) else sn
+            if refused.any():
+                st[idx[refused]] = PktStatus.NAT_TABLE_FULL
+            if exhausted.any():
+                st[idx[exhausted]] = PktStatus.NAT_PORT_EXHAUSTED
             if exhausted.any():
                 self.table.delete(np.unique(slot[exhausted]))
                 self.slot_port[np.unique(slot[exhausted])] = -1
             ok = port >= 0
-            new_ip[sn[ok]] = self.public_ip
-            new_port[sn[ok]] = port[ok]
+            if ok.all():
+                new_ip[sn] = self.public_ip
+                new_port[sn] = port
+            else:
+                new_ip[idx[ok]] = self.public_ip
+                new_port[idx[ok]] = port[ok]
 
-        sel = new_port >= 0
-        rec.priv_ip[sel] = batch.src_ip[sel]
-        rec.priv_port[sel] = batch.sport[sel]
         nat_rewrite(batch.data, batch.off, batch.caplen, batch.l3_off, batch.l4_off, batch.proto, 0, new_ip,
-                    new_port, st, batch.src_ip, batch.sport, batch.dport)
-        done = sel & (st == PktStatus.OK)
-        rec.kind[done] = action[done]
-        rec.pub_ip[done] = new_ip[done]
-        rec.pub_port[done] = new_port[done].astype(np.uint16)
-        rec.priv_ip[~done] = 0
-        rec.priv_port[~done] = 0
+                    new_port, st, batch.src_ip, batch.sport, batch.dport, action, *rec.as_args())
         self.last = rec
-        self.stats["snat_packets"] += int(np.count_nonzero(rec.kind == NAT_SNAT))
-        self.stats["dnat_reply_packets"] += int(np.count_nonzero(rec.kind == NAT_DNAT_REPLY))
+        kinds = np.bincount(rec.kind, minlength=5)
+        self.stats["snat_packets"] += int(kinds[NAT_SNAT])
+        self.stats["dnat_reply_packets"] += int(kinds[NAT_DNAT_REPLY])
         self._count(st, was_ok)
         return batch
 
@@ -246,7 +261,7 @@ class NatGateway:
         ref = np.empty(n, np.int64)
         nat_classify_in(st, batch.proto, batch.tcp_flags, batch.dst_ip, batch.dport, self.public_ip, self.owner,
                         self.dnat_index, action, ref)
-        rec = NatRecord.empty(n)
+        rec = NatRecord.uninitialized(n)
         new_ip = np.zeros(n, np.uint32)
         new_port = np.full(n, -1, np.int32)
 
@@ -271,20 +286,12 @@ class NatGateway:
             new_ip[dn] = self._dnat_to_ip[r]
             new_port[dn] = self._dnat_to_port[r]
 
-        sel = new_port >= 0
-        rec.pub_ip[sel] = batch.dst_ip[sel]
-        rec.pub_port[sel] = batch.dport[sel]
         nat_rewrite(batch.data, batch.off, batch.caplen, batch.l3_off, batch.l4_off, batch.proto, 1, new_ip,
-                    new_port, st, batch.dst_ip, batch.dport, batch.sport)
-        done = sel & (st == PktStatus.OK)
-        rec.kind[done] = action[done]
-        rec.priv_ip[done] = new_ip[done]
-        rec.priv_port[done] = new_port[done].astype(np.uint16)
-        rec.pub_ip[~done] = 0
-        rec.pub_port[~done] = 0
+                    new_port, st, batch.dst_ip, batch.dport, batch.sport, action, *rec.as_args())
         self.last = rec
-        self.stats["snat_reply_packets"] += int(np.count_nonzero(rec.kind == NAT_SNAT_REPLY))
-        self.stats["dnat_packets"] += int(np.count_nonzero(rec.kind == NAT_DNAT))
+        kinds = np.bincount(rec.kind, minlength=5)
+        self.stats["snat_reply_packets"] += int(kinds[NAT_SNAT_REPLY])
+        self.stats["dnat_packets"] += int(kinds[NAT_DNAT])
         self._count(st, was_ok)
         return batch
 

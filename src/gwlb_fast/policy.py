@@ -296,16 +296,21 @@ class Policy:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_yaml(cls, source, name: str | None = None) -> Policy:
+    def from_yaml(cls, source, name: str | None = None, key: str | None = None) -> Policy:
         """Load a policy from a YAML file or an already-parsed mapping.
 
         Parameters
         ----------
         source : str, os.PathLike or Mapping
             A file holding ``security_policy:`` (e.g. the topology file) or the bare ``{zones, rules, default}``
-            mapping; or that mapping itself (as the topology loader hands it over).
+            mapping; or that mapping itself (as the topology loader hands it over).  ``security_policy`` may also
+            name a separate policy file, relative to the file that holds it (for a mapping: to ``name`` when that
+            is a file).
         name : str, optional
             Name used in error messages when ``source`` is a mapping (default ``<policy>``); for a file, its path.
+        key : str, optional
+            Key path of the policy mapping in error messages (default ``security_policy``), e.g. the topology
+            loader's ``Topology.security_policy_path``.
 
         Raises
         ------
@@ -316,6 +321,8 @@ class Policy:
         if isinstance(source, Mapping):
             src_name = name or "<policy>"
             data = source
+            if name and Path(name).is_file():
+                base = Path(name).parent
         else:
             import yaml
 
@@ -330,12 +337,16 @@ class Policy:
                 data = yaml.safe_load(text)
             except yaml.YAMLError as exc:
                 raise ConfigError(f"{src_name}: invalid YAML: {exc}".replace("\n", " ")) from None
-        key = "security_policy"
+        key = key or "security_policy"
         if isinstance(data, Mapping) and "security_policy" in data:
             data = data["security_policy"]
-        elif isinstance(data, Mapping) and "rules" in data:
-            key = "policy"
-        else:
+            if isinstance(data, (str, os.PathLike)):
+                # ``security_policy: policy.yaml``: a separate file, relative to the file that names it.
+                path = Path(data)
+                if base is not None and not path.is_absolute():
+                    path = base / path
+                return cls.from_yaml(path, key=key)
+        elif not (isinstance(data, Mapping) and "rules" in data):
             raise ConfigError(f"{src_name}: no security_policy (expected a mapping with 'security_policy' or 'rules')")
         if not isinstance(data, Mapping):
             raise ConfigError(f"{src_name}: {key}: expected a mapping with zones, rules and default")
@@ -475,7 +486,7 @@ class Policy:
                     np.empty(0, dtype=np.int32))
         return (np.array(los, dtype=np.uint32), np.array(his, dtype=np.uint32), np.array(rule, dtype=np.int32))
 
-    def compile(self, binth: int = 4, partition: bool = True, max_leaf_entries: int = -1) -> Classifier:
+    def compile(self, binth: int = 2, partition: bool = True, max_leaf_entries: int = -1) -> Classifier:
         """Build the first-match classifier (see ``gwlb_fast._kernels.classify``).
 
         Parameters
@@ -547,20 +558,22 @@ def _cb_range(text: str) -> Range:
     return (a, b)
 
 
-_COLS = (("src_ip", np.uint32), ("dst_ip", np.uint32), ("sport", np.uint16), ("dport", np.uint16),
-         ("proto", np.uint8), ("zone_from", np.uint8), ("zone_to", np.uint8))
+_COLS = (("src_ip", np.dtype(np.uint32)), ("dst_ip", np.dtype(np.uint32)), ("sport", np.dtype(np.uint16)),
+         ("dport", np.dtype(np.uint16)), ("proto", np.dtype(np.uint8)), ("zone_from", np.dtype(np.uint8)),
+         ("zone_to", np.dtype(np.uint8)))
+_INT32 = np.dtype(np.int32)
 
 
 def _column(name, arr, dtype, n):
     # ValueError for every bad column (kernel convention), a non-array included.
-    if not isinstance(arr, np.ndarray):
-        raise ValueError(  # noqa: TRY004
-            f"{name} must be a numpy array of {np.dtype(dtype)}, got {type(arr).__name__}")
+    if type(arr) is not np.ndarray and not isinstance(arr, np.ndarray):
+        raise ValueError(
+            f"{name} must be a numpy array of {dtype}, got {type(arr).__name__}")
     if arr.dtype != dtype or arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D {np.dtype(dtype)}, got {arr.dtype} with shape {arr.shape}")
+        raise ValueError(f"{name} must be 1-D {dtype}, got {arr.dtype} with shape {arr.shape}")
     if n is not None and arr.shape[0] != n:
         raise ValueError(f"{name} has length {arr.shape[0]}, expected {n}")
-    return np.ascontiguousarray(arr)
+    return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
 
 
 class Classifier:
@@ -642,9 +655,9 @@ class Classifier:
         if out is None:
             out = np.empty(cols[0].shape[0], dtype=np.int32)
         else:
-            out = _column("out", out, np.int32, cols[0].shape[0])
-            if not out.flags.writeable:
-                raise ValueError("out is read-only")
+            _column("out", out, _INT32, cols[0].shape[0])
+            if not out.flags.writeable or not out.flags.c_contiguous:
+                raise ValueError("out must be a writeable, contiguous int32 array")
         self._tree.lookup(*cols, out)
         return out
 

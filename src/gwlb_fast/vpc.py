@@ -170,6 +170,18 @@ class VpcRouter:
         out[ok] = self.subnet_table[s[ok]]
         return out
 
+    def route_packets(self, src_ip, dst_ip) -> tuple[np.ndarray, np.ndarray]:
+        """Route each packet in the table of its source's subnet: ``(route index, next-hop id)``, int32[n] each.
+
+        A source in no subnet of this VPC, or a destination with no route, gives -1 in both.
+        """
+        tables = self.table_of_subnet(self.subnet_of(src_ip))
+        idx = self.route_index(tables, dst_ip)
+        hop = np.full(idx.shape[0], -1, np.int32)
+        hit = idx >= 0
+        hop[hit] = self.route_hop[idx[hit]]
+        return idx, hop
+
     def decode(self, hop_ids) -> list[NextHop | None]:
         """``NextHop`` of each id (None for -1); per-element Python, for reports and tests."""
         return [self.hops[h] if h >= 0 else None for h in np.asarray(hop_ids).tolist()]

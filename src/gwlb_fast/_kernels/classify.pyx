@@ -307,7 +307,7 @@ cdef class ClassifierTree:
         cdef int64_t cost, best_cost = -1, mx, mn
         cdef uint32_t s, best_split = 0, save, v
         cdef const Box* b
-        cdef bint cover
+        cdef bint cover, spans
         cdef int32_t* lidx
         cdef int32_t* ridx
         cdef uint32_t* L = self.scratch_lo
@@ -334,14 +334,17 @@ cdef class ClassifierTree:
         for d in range(NDIM):
             if rlo[d] == rhi[d]:
                 continue
+            spans = True
             for k in range(n):
                 b = &self.boxes[idx[k]]
                 L[k] = b.lo[d] if b.lo[d] > rlo[d] else rlo[d]
                 H[k] = b.hi[d] if b.hi[d] < rhi[d] else rhi[d]
+                if L[k] != rlo[d] or H[k] != rhi[d]:
+                    spans = False
+            if spans:
+                continue  # every box spans the region on this dimension: no cut helps
             qsort(L, n, sizeof(uint32_t), _cmp_u32)
             qsort(H, n, sizeof(uint32_t), _cmp_u32)
-            if L[n - 1] == rlo[d] and H[0] == rhi[d]:
-                continue  # every box spans the region on this dimension
             # Candidate cuts: just below each box start and at each box end (left = [rlo, s], right = [s+1, rhi]).
             for j in range(2 * n):
                 if j < n:
@@ -477,9 +480,16 @@ cdef class ClassifierTree:
         cdef const int32_t* gdepth = self.group_depth
         cdef Py_ssize_t ng = self.ngroups
         cdef int32_t root, depth, gm
-        for name, col in (("dst_ip", dst_ip), ("sport", sport), ("dport", dport), ("proto", proto), ("out", out)):
-            if col.shape[0] != n:
-                raise ValueError(f"{name} has length {col.shape[0]}, expected {n} (length of src_ip)")
+        if dst_ip.shape[0] != n:
+            raise ValueError(f"dst_ip has length {dst_ip.shape[0]}, expected {n} (length of src_ip)")
+        if sport.shape[0] != n:
+            raise ValueError(f"sport has length {sport.shape[0]}, expected {n} (length of src_ip)")
+        if dport.shape[0] != n:
+            raise ValueError(f"dport has length {dport.shape[0]}, expected {n} (length of src_ip)")
+        if proto.shape[0] != n:
+            raise ValueError(f"proto has length {proto.shape[0]}, expected {n} (length of src_ip)")
+        if out.shape[0] != n:
+            raise ValueError(f"out has length {out.shape[0]}, expected {n} (length of src_ip)")
         if has_zf and zone_from.shape[0] != n:
             raise ValueError(f"zone_from has length {zone_from.shape[0]}, expected {n}")
         if has_zt and zone_to.shape[0] != n:

@@ -61,10 +61,11 @@ class FlowTable:
     ----------
     capacity : int
         Maximum number of live entries (1 .. 2**30). Inserts beyond it are refused (slot -1, counted in
-        ``refused``) unless ``evict="oldest-idle"`` finds an idle-expired entry in the key's probe sequence to evict.
+        ``refused``) unless ``evict="oldest-idle"`` finds an idle-expired entry near the key's home bucket (its
+        probe sequence, at least 32 buckets) to evict. Memory: 64 bytes per slot + 8 bytes per bucket.
     max_load : float
         Upper bound on bucket occupancy, in (0, 1]; the bucket count is the smallest power of two
-        >= capacity / max_load (default 0.9).
+        >= capacity / max_load and > capacity (default 0.9).
     tcp_timeout_ns, other_timeout_ns : int
         Idle timeouts in ns for proto 6 and for every other protocol (default 350 s and 120 s). Also settable
         as attributes.
@@ -152,8 +153,9 @@ class FlowTable:
         ``expired`` and ``restarted``); out_is_new = IS_RESTARTED. On a miss a new entry is inserted with
         first_seen = last_seen = ts, packets = 1, bytes = nbytes, state 0, timeout -1; out_is_new = IS_NEW. When
         the table holds ``capacity`` live entries the insert is refused (out_slot = -1, out_is_new = 0, counted in
-        ``refused``) unless evict="oldest-idle" evicts the idle-expired entry with the oldest last_seen in the key's
-        probe sequence (record to take_ended with END_EVICTED, counted in ``evicted``).
+        ``refused``) unless evict="oldest-idle" evicts the idle-expired entry with the oldest last_seen among the buckets
+        of the key's probe sequence, or the 32 buckets from its home bucket when the sequence is shorter (record
+        to take_ended with END_EVICTED, counted in ``evicted``; the new key gets the victim's slot).
 
         Returns the number of refused packets in this call. ValueError on wrong dtype/length.
         """

@@ -3,10 +3,12 @@
 Layout, chosen for the cache: a 1M-flow table does not fit in any cache, so each operation should cost as few
 cache-line misses as possible.
 
-* ``_buckets``: ``uint64[n_buckets]`` (power of two, linear probing). A bucket is 0 (empty) or
-  ``(slot + 1) << 32 | fp`` where ``fp`` is the low 32 bits of the key hash. The home bucket is ``fp & mask``,
-  so backward-shift deletion needs no access to the entries, and the 32 - log2(n_buckets) spare bits of ``fp``
-  filter almost every probe that is not the key without touching its entry.
+* ``_buckets``: ``uint64[n_buckets]`` (power of two, linear probing in Robin Hood order). A bucket is 0
+  (empty) or ``(slot + 1) << 32 | fp`` where ``fp`` is the low 32 bits of the key hash. The home bucket is
+  ``fp & mask``, so Robin Hood distances and backward-shift deletion need no access to the entries, and the
+  32 - log2(n_buckets) spare bits of ``fp`` filter almost every probe that is not the key without touching its
+  entry. Robin Hood order keeps probe sequences short even at load 0.9 (plain linear probing reached ~1000
+  buckets at 0.9 with 1M keys) and ends unsuccessful searches early.
 * ``_arr``: ``FLOW_DTYPE[capacity]``, one 64-byte entry (one cache line) per slot holding the key and the
   statistics, so a hit costs one bucket line and one entry line. Slots come from a LIFO free stack; buckets move
   during deletion, slots never do, so slot indices stay stable while the entry lives.
@@ -14,6 +16,7 @@ cache-line misses as possible.
 Probes are software-prefetched a few packets ahead (bucket, then entry), which turns the two dependent misses
 per packet into overlapped ones.
 """
+cimport cython
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
@@ -24,11 +27,15 @@ cdef extern from *:
     """
     #if defined(__GNUC__) || defined(__clang__)
     #define GWLB_FT_PREFETCH(p) __builtin_prefetch((const void *)(p), 0, 3)
+    #define GWLB_FT_PREFETCH_W(p) __builtin_prefetch((const void *)(p), 1, 3)
     #else
     #define GWLB_FT_PREFETCH(p) ((void)0)
+    #define GWLB_FT_PREFETCH_W(p) ((void)0)
     #endif
     """
     void GWLB_FT_PREFETCH(const void* p) noexcept nogil
+    # for write: a hit updates its entry, so fetch the line exclusive at once
+    void GWLB_FT_PREFETCH_W(const void* p) noexcept nogil
 
 
 ctypedef struct Entry:
@@ -77,8 +84,11 @@ cdef enum:
     PF_RING = 32      # ring of precomputed hashes (power of two, > PF_BUCKET)
     PF_BUCKET = 16    # hash + prefetch the bucket this many packets ahead
     PF_ENTRY = 8      # read the (prefetched) bucket and prefetch the entry this many packets ahead
+    PF_SCAN = 1       # buckets scanned for the fingerprint when prefetching the entry (more measured slower)
     EMPTY = 0         # an empty bucket
     MAX_CAPACITY = 1 << 30
+    MAX_BUCKETS = 1 << 31
+    EVICT_WINDOW = 32  # buckets examined for an eviction victim when the probe sequence is shorter
 
 
 # ----------------------------------------------------------------------------------------------- hashing
@@ -183,6 +193,7 @@ def canonical_5tuple(src_ip, dst_ip, sport, dport, out_a_ip, out_b_ip, out_a_por
 
 
 # ----------------------------------------------------------------------------------------------- the table
+@cython.final  # cdef methods called directly (and inlined), not through the vtable
 cdef class FlowTable:
     """Open-addressing hash table (linear probing, backward-shift deletion) over a pool of ``capacity`` slots.
 
@@ -245,7 +256,6 @@ cdef class FlowTable:
         cdef int64_t cap = int(capacity)
         cdef double ml = float(max_load)
         cdef uint64_t nb = 1
-        cdef int64_t k
         cdef uint8_t[::1] raw
         if self._buckets != NULL:
             raise RuntimeError("FlowTable.__init__ called twice")
@@ -255,8 +265,11 @@ cdef class FlowTable:
             raise ValueError(f"max_load: must be in (0, 1], got {max_load}")
         if evict not in ("none", "oldest-idle"):
             raise ValueError(f"evict: must be 'none' or 'oldest-idle', got {evict!r}")
-        while <double>nb * ml < <double>cap:
+        # strictly more buckets than entries: every probe sequence ends at an empty bucket
+        while <double>nb * ml < <double>cap or nb <= <uint64_t>cap:
             nb <<= 1
+        if nb > MAX_BUCKETS:  # the home bucket is taken from the 32 hash bits kept in the bucket value
+            raise ValueError(f"capacity / max_load: needs {nb} buckets, more than {MAX_BUCKETS}")
         self._cap = cap
         self._nb = nb
         self._mask = nb - 1
@@ -269,7 +282,10 @@ cdef class FlowTable:
         self._free = <int32_t*>malloc(cap * sizeof(int32_t))
         if self._buckets == NULL or self._free == NULL:
             raise MemoryError(f"FlowTable: cannot allocate {nb} buckets / {cap} slots")
-        self._arr = np.zeros(cap, dtype=FLOW_DTYPE)
+        # 64-byte aligned so that an entry is exactly one cache line (numpy only guarantees 16)
+        buf = np.zeros(cap * 64 + 64, dtype=np.uint8)
+        start = (-buf.ctypes.data) % 64
+        self._arr = buf[start:start + cap * 64].view(FLOW_DTYPE)
         raw = self._arr.view(np.uint8)
         self._e = <Entry*>&raw[0]
         self._ended = np.zeros(0, dtype=FLOW_DTYPE)
@@ -434,26 +450,35 @@ cdef class FlowTable:
         return i
 
     cdef inline void _unlink(self, uint64_t hole) noexcept nogil:
-        """Backward-shift deletion of bucket ``hole`` (linear probing; no tombstones)."""
+        """Backward-shift deletion of bucket ``hole``: the following entries that are not in their home bucket move
+        back by one (Robin Hood order is kept; no tombstones)."""
         cdef uint64_t mask = self._mask
         cdef uint64_t i = hole
-        cdef uint64_t j = hole
-        cdef uint64_t b, home
+        cdef uint64_t j, b
         while True:
-            j = (j + 1) & mask
+            j = (i + 1) & mask
             b = self._buckets[j]
-            if b == EMPTY:
+            if b == EMPTY or ((j - b) & mask) == 0:
                 break
-            home = b & mask
-            # the entry at j may move to i unless its home lies cyclically in (i, j]
-            if i <= j:
-                if i < home <= j:
-                    continue
-            elif home > i or home <= j:
-                continue
             self._buckets[i] = b
             i = j
         self._buckets[i] = EMPTY
+
+    cdef inline void _place(self, uint64_t pos, uint64_t carry) noexcept nogil:
+        """Robin Hood insert of bucket value ``carry`` at ``pos`` (where its search ended): a resident closer to
+        its home than the carried entry gives up its bucket and is carried on."""
+        cdef uint64_t mask = self._mask
+        cdef uint64_t i = pos
+        cdef uint64_t b
+        while True:
+            b = self._buckets[i]
+            if b == EMPTY:
+                self._buckets[i] = carry
+                return
+            if ((i - b) & mask) < ((i - carry) & mask):
+                self._buckets[i] = carry
+                carry = b
+            i = (i + 1) & mask
 
     cdef inline void _free_slot(self, int64_t s, uint64_t bucket) noexcept nogil:
         self._unlink(bucket)
@@ -464,17 +489,19 @@ cdef class FlowTable:
 
     cdef inline int64_t _find(self, uint64_t h, uint32_t a_ip, uint32_t b_ip, uint16_t a_port, uint16_t b_port,
                               uint8_t proto, uint64_t tag, uint64_t* pos) noexcept nogil:
-        """Slot of the key, or -1 with *pos = the empty bucket ending its probe sequence."""
+        """Slot of the key, or -1 with *pos = the bucket where the key would be inserted (an empty bucket, or the
+        first resident closer to its home than the key would be: Robin Hood order ends the search there)."""
         cdef uint64_t mask = self._mask
         cdef uint64_t fp = h & 0xFFFFFFFFULL
         cdef uint64_t i = h & mask
         cdef uint64_t b
-        cdef int64_t d = 1
+        cdef uint64_t d = 0
         cdef int64_t s
         cdef const Entry* e
         while True:
             b = self._buckets[i]
-            if b == EMPTY:
+            # bucket values keep the hash's low 32 bits, so (i - b) & mask is the resident's distance from home
+            if b == EMPTY or ((i - b) & mask) < d:
                 s = -1
                 break
             if (b & 0xFFFFFFFFULL) == fp:
@@ -485,24 +512,56 @@ cdef class FlowTable:
                     break
             i = (i + 1) & mask
             d += 1
-        if d > self._max_probe:
-            self._max_probe = d
+        if <int64_t>d + 1 > self._max_probe:
+            self._max_probe = <int64_t>d + 1
         pos[0] = i
         return s
 
+    cdef inline void _prefetch_entry(self, uint64_t h, bint write) noexcept nogil:
+        """Prefetch the entry of the first bucket whose fingerprint matches h (its bucket line was prefetched a
+        few packets earlier); stops where the search itself would stop, at the end of that line of 8 buckets, and
+        after PF_SCAN buckets."""
+        cdef uint64_t mask = self._mask
+        cdef uint64_t fp = h & 0xFFFFFFFFULL
+        cdef uint64_t i = h & mask
+        cdef uint64_t b, d
+        for d in range(PF_SCAN):
+            b = self._buckets[i]
+            if b == EMPTY or ((i - b) & mask) < d:
+                return
+            if (b & 0xFFFFFFFFULL) == fp:
+                if write:
+                    GWLB_FT_PREFETCH_W(&self._e[(b >> 32) - 1])
+                else:
+                    GWLB_FT_PREFETCH(&self._e[(b >> 32) - 1])
+                return
+            i = (i + 1) & mask
+            if (i & 7) == 0:  # the next cache line of buckets was not prefetched: do not wait for it
+                return
+
     cdef inline int64_t _victim(self, uint64_t h, uint64_t end, int64_t now, uint64_t* vpos) noexcept nogil:
-        """Idle-expired slot with the oldest last_seen in the probe sequence [home, end), or -1."""
-        cdef uint64_t i = h & self._mask
+        """Idle-expired slot with the oldest last_seen among the buckets from the key's home to ``end`` (its probe
+        sequence) or, if that is shorter, the EVICT_WINDOW buckets from home; -1 if none."""
+        cdef uint64_t mask = self._mask
+        cdef uint64_t i = h & mask
+        cdef uint64_t span = (end - i) & mask
+        cdef uint64_t b
         cdef int64_t best = -1
         cdef int64_t s
         cdef const Entry* e
-        while i != end:
-            s = <int64_t>(self._buckets[i] >> 32) - 1
-            e = &self._e[s]
-            if self._is_expired(e, now) and (best < 0 or e.last_seen < self._e[best].last_seen):
-                best = s
-                vpos[0] = i
-            i = (i + 1) & self._mask
+        if span < EVICT_WINDOW:
+            span = EVICT_WINDOW
+        if span > self._nb:
+            span = self._nb
+        for _ in range(span):
+            b = self._buckets[i]
+            if b != EMPTY:
+                s = <int64_t>(b >> 32) - 1
+                e = &self._e[s]
+                if self._is_expired(e, now) and (best < 0 or e.last_seen < self._e[best].last_seen):
+                    best = s
+                    vpos[0] = i
+            i = (i + 1) & mask
         return best
 
     cdef Entry* _reserve_ended(self, Py_ssize_t n) except NULL:
@@ -581,7 +640,7 @@ cdef class FlowTable:
 
         cdef uint64_t hring[PF_RING]
         cdef Py_ssize_t i, j
-        cdef uint64_t h, pos, vpos, b, mask = self._mask
+        cdef uint64_t h, pos, vpos, mask = self._mask
         cdef int64_t s, v, ts
         cdef int64_t refused = 0
         cdef uint64_t t
@@ -601,9 +660,7 @@ cdef class FlowTable:
                     GWLB_FT_PREFETCH(&self._buckets[h & mask])
                 j = i + PF_ENTRY
                 if j < n:
-                    b = self._buckets[hring[j & (PF_RING - 1)] & mask]
-                    if b != EMPTY:
-                        GWLB_FT_PREFETCH(&self._e[(b >> 32) - 1])
+                    self._prefetch_entry(hring[j & (PF_RING - 1)], True)
 
                 h = hring[i & (PF_RING - 1)]
                 t = tp[i] if tp != NULL else 0
@@ -649,7 +706,7 @@ cdef class FlowTable:
                     self._n_ended += 1
                     self._evicted += 1
                     self._free_slot(v, vpos)
-                    # the shift may have moved the hole: find the key's empty bucket again
+                    # the shift moved entries: find the key's insert position again
                     self._find(h, va[i], vb[i], vap[i], vbp[i], vpr[i], t, &pos)
                 self._nfree -= 1
                 s = self._free[self._nfree]
@@ -668,7 +725,7 @@ cdef class FlowTable:
                 e.packets = 1
                 e.bytes = vnb[i]
                 e.timeout = -1
-                self._buckets[pos] = (<uint64_t>(s + 1) << 32) | (h & 0xFFFFFFFFULL)
+                self._place(pos, (<uint64_t>(s + 1) << 32) | (h & 0xFFFFFFFFULL))
                 self._live += 1
                 self._inserted += 1
                 os[i] = s
@@ -712,7 +769,7 @@ cdef class FlowTable:
                 tp = &vt[0]
         cdef uint64_t hring[PF_RING]
         cdef Py_ssize_t i, j
-        cdef uint64_t h, pos, b, t, mask = self._mask
+        cdef uint64_t h, pos, t, mask = self._mask
         cdef int64_t s, found = 0
         with nogil:
             for j in range(min(<Py_ssize_t>PF_BUCKET, n)):
@@ -729,9 +786,7 @@ cdef class FlowTable:
                     GWLB_FT_PREFETCH(&self._buckets[h & mask])
                 j = i + PF_ENTRY
                 if j < n:
-                    b = self._buckets[hring[j & (PF_RING - 1)] & mask]
-                    if b != EMPTY:
-                        GWLB_FT_PREFETCH(&self._e[(b >> 32) - 1])
+                    self._prefetch_entry(hring[j & (PF_RING - 1)], False)
                 t = tp[i] if tp != NULL else 0
                 s = self._find(hring[i & (PF_RING - 1)], va[i], vb[i], vap[i], vbp[i], vpr[i], t, &pos)
                 os[i] = s
@@ -774,9 +829,9 @@ cdef class FlowTable:
         cdef uint8_t[::1] raw = recs.view(np.uint8)
         cdef Entry* out = <Entry*>&raw[0]
         cdef int64_t[::1] vs = slots
-        cdef int64_t k = 0, done, s = start
+        cdef int64_t k = 0, s = start
         with nogil:
-            for done in range(size):
+            for _ in range(size):
                 if self._e[s].live and self._is_expired(&self._e[s], now_ns):
                     memcpy(&out[k], &self._e[s], sizeof(Entry))
                     vs[k] = s

@@ -411,7 +411,8 @@ def fill_encap(const uint8_t[::1] data, const int64_t[::1] inner_start, const ui
                const int64_t[::1] rows, uint8_t[::1] out, const int64_t[::1] out_off, const uint8_t[::1] macs,
                const uint32_t[::1] src, const uint32_t[::1] dst, const uint16_t[::1] sport,
                const uint32_t[::1] vni, const uint64_t[::1] endpoint_id, const uint64_t[::1] attachment_id,
-               const uint32_t[::1] cookie, uint16_t option_class, uint8_t ttl, uint64_t hash_seed=0):
+               const uint32_t[::1] cookie, uint16_t option_class, uint8_t ttl, uint64_t hash_seed=0,
+               bint copy_inner=True):
     """Second encoder pass: write the 82-byte outer header and copy the inner packet for each row.
 
     Parameters
@@ -440,6 +441,9 @@ def fill_encap(const uint8_t[::1] data, const int64_t[::1] inner_start, const ui
         Outer IPv4 TTL.
     hash_seed : int
         Flow-hash seed, pre-mixed with ``mix_seed`` (``mix_seed(0)`` matches ``flowhash`` with seed 0).
+    copy_inner : bool
+        False: write only the 82-byte headers (``out_off[j]`` needs room for 82 bytes); the inner packets stay
+        where they are, for a writer that gathers header and payload itself.
 
     Returns
     -------
@@ -453,7 +457,7 @@ def fill_encap(const uint8_t[::1] data, const int64_t[::1] inner_start, const ui
     cdef Py_ssize_t n = inner_start.shape[0]
     cdef Py_ssize_t size = data.shape[0]
     cdef Py_ssize_t osize = out.shape[0]
-    cdef Py_ssize_t j, r, o, ilen
+    cdef Py_ssize_t j, r, ilen
     cdef Py_ssize_t s_src, s_dst, s_vni, s_ep, s_att, s_ck, s_sp
     cdef bint hash_port
     cdef uint8_t tmpl[_HDR]
@@ -480,7 +484,7 @@ def fill_encap(const uint8_t[::1] data, const int64_t[::1] inner_start, const ui
             raise ValueError(f"rows[{j}] = {r} is not a row of the input batch")
         if inner_start[r] < 0 or inner_start[r] + inner_len[r] > size:
             raise ValueError(f"inner packet of row {r} lies outside the input arena")
-        if out_off[j] < 0 or out_off[j] + _HDR + inner_len[r] > osize:
+        if out_off[j] < 0 or out_off[j] + _HDR + (inner_len[r] if copy_inner else 0) > osize:
             raise ValueError(f"output packet {j} lies outside the output arena")
     # template: every constant byte of the outer header; per packet only lengths, addresses, port, VNI and
     # option values are patched, and the IPv4 checksum starts from the constant fields' sum
@@ -527,7 +531,8 @@ def fill_encap(const uint8_t[::1] data, const int64_t[::1] inner_start, const ui
             q = &out[0] + out_off[j]
             ip = &data[0] + inner_start[r]
             memcpy(q, tmpl, _HDR)
-            memcpy(q + _HDR, ip, ilen)
+            if copy_inner:
+                memcpy(q + _HDR, ip, ilen)
             tot = <uint16_t>(ilen + _HDR - 14)
             a = src[r * s_src]
             b = dst[r * s_dst]

@@ -67,4 +67,10 @@ def nat_rewrite(
     ip_col: np.ndarray,  # uint32[n], updated
     port_col: np.ndarray,  # uint16[n], updated
     other_port_col: np.ndarray,  # uint16[n], updated for ICMP queries
+    action: np.ndarray,  # uint8[n]: NAT_* kind of each packet
+    rec_kind: np.ndarray,  # uint8[n], written (0 where not rewritten)
+    rec_priv_ip: np.ndarray,  # uint32[n], written
+    rec_priv_port: np.ndarray,  # uint16[n], written
+    rec_pub_ip: np.ndarray,  # uint32[n], written
+    rec_pub_port: np.ndarray,  # uint16[n], written
 ) -> int: ...

@@ -12,7 +12,20 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t
 from gwlb_fast._kernels._bytes cimport csum_update16, load_be16, load_be32, store_be16, store_be32
 from gwlb_fast._kernels._status cimport ST_L4_TRUNCATED, ST_NAT_NO_MAPPING, ST_NOT_FORWARDED, ST_OK, ST_TRUNCATED
 
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define NAT_PREFETCH(p) __builtin_prefetch((const void *)(p), 1, 3)
+    #else
+    #define NAT_PREFETCH(p) ((void)(p))
+    #endif
+    """
+    void NAT_PREFETCH(const void* p) noexcept nogil
+
 cdef enum:
+    # packets ahead whose headers are prefetched in nat_rewrite: once the arena outgrows the caches the loop waits
+    # on memory, not on work (prefetching an address never faults, even outside the arena)
+    AHEAD = 8
     IPPROTO_ICMP = 1
     IPPROTO_TCP = 6
     IPPROTO_UDP = 17
@@ -322,7 +335,9 @@ cdef inline uint16_t _upd32(uint16_t c, uint32_t old, uint32_t new) noexcept nog
 def nat_rewrite(uint8_t[::1] data, const int64_t[::1] off, const uint32_t[::1] caplen,
                 const int32_t[::1] l3_off, const int32_t[::1] l4_off, const uint8_t[::1] proto, int side,
                 const uint32_t[::1] new_ip, const int32_t[::1] new_port, uint8_t[::1] status,
-                uint32_t[::1] ip_col, uint16_t[::1] port_col, uint16_t[::1] other_port_col):
+                uint32_t[::1] ip_col, uint16_t[::1] port_col, uint16_t[::1] other_port_col,
+                const uint8_t[::1] action, uint8_t[::1] rec_kind, uint32_t[::1] rec_priv_ip,
+                uint16_t[::1] rec_priv_port, uint32_t[::1] rec_pub_ip, uint16_t[::1] rec_pub_port):
     """Rewrite the source (side 0) or destination (side 1) address and port of selected packets, in place.
 
     Checksums are updated incrementally (RFC 1624 eqn. 3, one 16-bit word at a time): the IPv4 header checksum
@@ -346,6 +361,12 @@ def nat_rewrite(uint8_t[::1] data, const int64_t[::1] off, const uint32_t[::1] c
         The batch's ``src_ip``/``sport`` (side 0) or ``dst_ip``/``dport`` (side 1) columns, updated.
     other_port_col : uint16[n]
         The other port column: for ICMP queries the parse kernel puts the identifier in both, so both change.
+    action : uint8[n]
+        The NAT_* kind of each packet's translation (from the classify kernels), copied to ``rec_kind``.
+    rec_kind, rec_priv_ip, rec_priv_port, rec_pub_ip, rec_pub_port : uint8/uint32/uint16[n]
+        Output, every row written: the translation record (kind 0 and zeros for packets not rewritten). Side 0
+        (outbound): private = the old source, public = the new one; side 1 (inbound): public = the old
+        destination, private = the new one.
 
     Returns
     -------
@@ -366,11 +387,21 @@ def nat_rewrite(uint8_t[::1] data, const int64_t[::1] off, const uint32_t[::1] c
         raise ValueError(f"side: must be 0 (source) or 1 (destination), got {side}")
     for name, col in (("caplen", caplen), ("l3_off", l3_off), ("l4_off", l4_off), ("proto", proto),
                       ("new_ip", new_ip), ("new_port", new_port), ("status", status), ("ip_col", ip_col),
-                      ("port_col", port_col), ("other_port_col", other_port_col)):
+                      ("port_col", port_col), ("other_port_col", other_port_col), ("action", action),
+                      ("rec_kind", rec_kind), ("rec_priv_ip", rec_priv_ip), ("rec_priv_port", rec_priv_port),
+                      ("rec_pub_ip", rec_pub_ip), ("rec_pub_port", rec_pub_port)):
         if col.shape[0] != n:
             raise ValueError(f"{name}: expected length {n}, got {col.shape[0]}")
     with nogil:
         for i in range(n):
+            if i + AHEAD < n and datalen > 0 and new_port[i + AHEAD] >= 0:
+                NAT_PREFETCH(&data[0] + off[i + AHEAD] + 14)
+                NAT_PREFETCH(&data[0] + off[i + AHEAD] + 54)
+            rec_kind[i] = 0
+            rec_priv_ip[i] = 0
+            rec_priv_port[i] = 0
+            rec_pub_ip[i] = 0
+            rec_pub_port[i] = 0
             if new_port[i] < 0 or status[i] != ST_OK:
                 continue
             start = off[i]
@@ -416,5 +447,16 @@ def nat_rewrite(uint8_t[::1] data, const int64_t[::1] off, const uint32_t[::1] c
             port_col[i] = nport
             if proto[i] == IPPROTO_ICMP:
                 other_port_col[i] = nport
+            rec_kind[i] = action[i]
+            if side == 0:
+                rec_priv_ip[i] = old_ip
+                rec_priv_port[i] = old_port
+                rec_pub_ip[i] = nip
+                rec_pub_port[i] = nport
+            else:
+                rec_pub_ip[i] = old_ip
+                rec_pub_port[i] = old_port
+                rec_priv_ip[i] = nip
+                rec_priv_port[i] = nport
             done += 1
     return done

@@ -34,7 +34,7 @@ def scan_pcapng(
     if_linktype: np.ndarray,  # const uint16[m]
     if_snaplen: np.ndarray,  # const uint32[m]
     if_ts_mul: np.ndarray,  # const int64[m]
-    if_ts_div: np.ndarray,  # const int64[m]
+    if_ts_div: np.ndarray,  # const uint64[m]
     if_ts_shift: np.ndarray,  # const int32[m]
     if_ts_off: np.ndarray,  # const int64[m]
     max_caplen: int,

@@ -48,6 +48,40 @@ cdef enum:
 
 cdef uint64_t NS_PER_S = 1000000000
 
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define GWLB_PREFETCH(p) __builtin_prefetch((const void *)(p))
+    #else
+    #define GWLB_PREFETCH(p) ((void)0)
+    #endif
+    """
+    void GWLB_PREFETCH(const void* p) noexcept nogil
+
+cdef extern from *:
+    """
+    /* floor(a * b / 2^s) modulo 2^64, exact: 64x64 -> 128-bit product from 32-bit halves (no __int128 needed) */
+    static inline uint64_t gwlb_mul_shr(uint64_t a, uint64_t b, unsigned s) {
+        uint64_t a0 = (uint32_t)a, a1 = a >> 32, b0 = (uint32_t)b, b1 = b >> 32;
+        uint64_t p00 = a0 * b0, p01 = a0 * b1, p10 = a1 * b0, p11 = a1 * b1;
+        uint64_t mid = (p00 >> 32) + (uint32_t)p01 + (uint32_t)p10;
+        uint64_t lo = (mid << 32) | (uint32_t)p00;
+        uint64_t hi = p11 + (p01 >> 32) + (p10 >> 32) + (mid >> 32);
+        if (s == 0) return lo;
+        if (s < 64) return (lo >> s) | (hi << (64 - s));
+        if (s < 128) return hi >> (s - 64);
+        return 0;
+    }
+    """
+    uint64_t gwlb_mul_shr(uint64_t a, uint64_t b, unsigned s) noexcept nogil
+
+# Record headers form a chain (each position depends on the previous caplen), so a plain scan waits on one cache
+# miss per record. Prefetching the lines ahead of the cursor turns that into a sequential stream; the lines are
+# also the packet headers the parse kernel reads next.
+cdef enum:
+    PREFETCH_AHEAD = 4096
+    CACHE_LINE = 64
+
 
 cdef inline uint32_t _ld32(const uint8_t* p, bint big) noexcept nogil:
     return load_be32(p) if big else load_le32(p)
@@ -61,32 +95,15 @@ cdef inline bint _linktype_ok(uint32_t lt) noexcept nogil:
     return lt == LT_ETHERNET or lt == LT_RAW or lt == LT_LINUX_SLL or lt == LT_IPV4 or lt == LT_LINUX_SLL2
 
 
-cdef inline int64_t _units_to_ns(uint64_t units, int64_t mul, int64_t div, int32_t shift,
+cdef inline int64_t _units_to_ns(uint64_t units, int64_t mul, uint64_t div, int32_t shift,
                                  int64_t offset) noexcept nogil:
-    """pcapng timestamp units -> ns. Decimal resolutions use mul/div, binary ones (2^-shift) use shift >= 0.
-
-    Unsigned arithmetic wraps (defined behaviour) on absurd fuzzed values instead of trapping.
-    """
-    cdef uint64_t whole, frac, ns
+    """pcapng timestamp units -> ns, floored and exact. Decimal resolutions use ``units * mul // div``, binary ones
+    (2^-shift, shift >= 0) a 128-bit product. Unsigned arithmetic wraps (defined behaviour) on absurd values."""
+    cdef uint64_t ns
     if shift < 0:
-        ns = (units * <uint64_t>mul) / <uint64_t>div
+        ns = (units * <uint64_t>mul) / div
     else:
-        if shift >= 64:
-            whole = 0
-            frac = units
-        elif shift == 0:
-            whole = units
-            frac = 0
-        else:
-            whole = units >> shift
-            frac = units & ((<uint64_t>1 << shift) - 1)
-        # frac < 2^34 keeps frac * 1e9 below 2^64; finer resolutions drop bits below 1 ns first
-        if shift <= 34:
-            ns = whole * NS_PER_S + ((frac * NS_PER_S) >> shift)
-        elif shift - 34 >= 64:
-            ns = whole * NS_PER_S
-        else:
-            ns = whole * NS_PER_S + (((frac >> (shift - 34)) * NS_PER_S) >> 34)
+        ns = gwlb_mul_shr(units, NS_PER_S, <unsigned>shift)
     return <int64_t>(ns + <uint64_t>offset)
 
 
@@ -145,8 +162,13 @@ def scan_pcap(const uint8_t[::1] buf, Py_ssize_t pos, Py_ssize_t origin, Py_ssiz
     cdef uint64_t aux = 0
     cdef const uint8_t* p
     cdef uint32_t sec, frac, cl, wl
+    cdef Py_ssize_t pf = pos
+    cdef const uint8_t* base = &buf[0] if end > 0 else NULL
     with nogil:
         while n < max_n:
+            while pf < pos + PREFETCH_AHEAD and pf < end:
+                GWLB_PREFETCH(base + pf)
+                pf += CACHE_LINE
             if end - pos < PCAP_REC_HDR:
                 if end != pos:
                     code = _S_NEED_MORE
@@ -175,7 +197,7 @@ def scan_pcap(const uint8_t[::1] buf, Py_ssize_t pos, Py_ssize_t origin, Py_ssiz
 
 def scan_pcapng(const uint8_t[::1] buf, Py_ssize_t pos, Py_ssize_t origin, Py_ssize_t max_n, bint big_endian,
                 const uint16_t[::1] if_linktype, const uint32_t[::1] if_snaplen, const int64_t[::1] if_ts_mul,
-                const int64_t[::1] if_ts_div, const int32_t[::1] if_ts_shift, const int64_t[::1] if_ts_off,
+                const uint64_t[::1] if_ts_div, const int32_t[::1] if_ts_shift, const int64_t[::1] if_ts_off,
                 uint32_t max_caplen, int64_t[::1] off, uint32_t[::1] caplen, uint32_t[::1] wirelen,
                 int64_t[::1] ts_ns, uint16_t[::1] linktype):
     """Scan pcapng blocks of one section from ``buf[pos:]``; fill the columns for packet blocks.
@@ -199,7 +221,8 @@ def scan_pcapng(const uint8_t[::1] buf, Py_ssize_t pos, Py_ssize_t origin, Py_ss
         Link type per interface of the current section.
     if_snaplen : uint32[m]
         Snap length per interface (0: none); bounds Simple Packet Block captures.
-    if_ts_mul, if_ts_div : int64[m]
+    if_ts_mul : int64[m]
+    if_ts_div : uint64[m]
         Decimal resolutions: ``ns = units * mul // div``.
     if_ts_shift : int32[m]
         Binary resolutions 2^-shift (shift >= 0), or -1 for a decimal one.
@@ -232,7 +255,7 @@ def scan_pcapng(const uint8_t[::1] buf, Py_ssize_t pos, Py_ssize_t origin, Py_ss
         if col.shape[0] != m:
             raise ValueError(f"scan_pcapng: {name} has length {col.shape[0]}, expected {m} (as if_linktype)")
     for i in range(m):
-        if if_ts_shift[i] < 0 and if_ts_div[i] <= 0:
+        if if_ts_shift[i] < 0 and if_ts_div[i] == 0:
             raise ValueError(f"scan_pcapng: if_ts_div[{i}] must be > 0 for a decimal resolution")
     _check_out("scan_pcapng", max_n, (("off", off), ("caplen", caplen), ("wirelen", wirelen), ("ts_ns", ts_ns),
                                       ("linktype", linktype)))
@@ -242,8 +265,13 @@ def scan_pcapng(const uint8_t[::1] buf, Py_ssize_t pos, Py_ssize_t origin, Py_ss
     cdef const uint8_t* p
     cdef uint32_t btype, blen, ifid, cl, wl, lt
     cdef uint64_t units
+    cdef Py_ssize_t pf = pos
+    cdef const uint8_t* base = &buf[0] if end > 0 else NULL
     with nogil:
         while n < max_n:
+            while pf < pos + PREFETCH_AHEAD and pf < end:
+                GWLB_PREFETCH(base + pf)
+                pf += CACHE_LINE
             avail = end - pos
             if avail < 12:
                 if avail >= 4 and _ld32(&buf[pos], big_endian) == BT_SHB:

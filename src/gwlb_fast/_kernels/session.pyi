@@ -76,7 +76,12 @@ def session_update(
     out_kind1: np.ndarray,  # uint8[n] out
     out_kind2: np.ndarray,  # uint8[n] out
     hits: np.ndarray,  # int64[n_rules + 1] in/out
-    ended: np.ndarray,  # int64[n, NF] out
-    ended_slot: np.ndarray,  # int64[n] out
-) -> int:
-    """Apply every packet to its session in batch order; returns the number of ended sessions written."""
+    ended: np.ndarray,  # int64[m, NF] out, m >= n_ended + n - start (n + 1 covers every resume)
+    ended_slot: np.ndarray,  # int64[m] out
+    close_timeout_ns: int,
+    deny_timeout_ns: int,
+    start: int = 0,
+    n_ended: int = 0,
+) -> tuple[int, int]:
+    """Apply packets start.. to their sessions in batch order; returns (rows filled in ended, stop row): the pass
+    stops (stop < n) at a row that would start a session but has rule -1; classify it and call again from there."""

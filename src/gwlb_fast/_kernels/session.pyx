@@ -119,8 +119,9 @@ def session_update(const int64_t[::1] slot, const uint8_t[::1] is_new, const uin
                    const uint8_t[::1] zone, const int32_t[::1] rule, const uint8_t[::1] action,
                    int64_t[:, ::1] sess, uint8_t[::1] status, int32_t[::1] out_rule, uint8_t[::1] out_n,
                    uint8_t[::1] out_kind1, uint8_t[::1] out_kind2, int64_t[::1] hits, int64_t[:, ::1] ended,
-                   int64_t[::1] ended_slot):
-    """Apply every packet to its session in batch order.
+                   int64_t[::1] ended_slot, int64_t close_timeout_ns, int64_t deny_timeout_ns,
+                   Py_ssize_t start=0, Py_ssize_t n_ended=0):
+    """Apply the packets ``start, start+1, ...`` to their sessions in batch order.
 
     Parameters
     ----------
@@ -138,7 +139,9 @@ def session_update(const int64_t[::1] slot, const uint8_t[::1] is_new, const uin
         Inner 5-tuple, GWLB endpoint id and zone index, stored when a packet starts a session.
     rule : int32[n]
         Rule index for packets that may start a session (index into ``hits``; the last entry is the default
-        action), -1 elsewhere. A session started by a row with -1 is denied without a hit.
+        action), -1 for rows not classified. When a row that is not classified would start a session (its slot's
+        closed or denied session timed out within the batch), the pass stops there: classify it and call again
+        with ``start`` = that row.
     action : uint8[n]
         Action code (``ACT_*``) of ``rule`` for the same rows.
     sess : int64[capacity, NF]
@@ -153,16 +156,24 @@ def session_update(const int64_t[::1] slot, const uint8_t[::1] is_new, const uin
         ``OUT_RST_TO_SENDER``, ``OUT_RST_TO_RECEIVER``); for reset-both the RST to the client comes first.
     hits : int64[n_rules + 1]
         In/out: sessions started per rule (last entry: default action).
-    ended : int64[n, NF]
-        Output: copies of the session rows that ended in this call (slot restarted or reused), with ``F_REASON`` set
+    ended : int64[m, NF]
+        Output (``m >= n_ended + n - start``, e.g. ``n + 1``): copies of the session rows that ended in this call (slot restarted or reused), with ``F_REASON`` set
         to the end reason (``END_*``).
-    ended_slot : int64[n]
+    ended_slot : int64[m]
         Output: their slots.
+    close_timeout_ns, deny_timeout_ns : int
+        Idle time after which a closed (FIN both ways, RST) or a denied/reset session ends, checked against the
+        session's last packet within the batch (the flow table applies them between batches).
+    start : int
+        First row to process (rows before it are left as they are).
+    n_ended : int
+        Rows of ``ended`` already filled by earlier calls for this batch.
 
     Returns
     -------
-    int
-        Number of rows written to ``ended`` / ``ended_slot``.
+    (int, int)
+        Rows filled in ``ended`` / ``ended_slot`` (including ``n_ended``), and the row where the pass stopped for
+        classification (``n`` when it went through).
 
     Notes
     -----
@@ -173,7 +184,7 @@ def session_update(const int64_t[::1] slot, const uint8_t[::1] is_new, const uin
     packet that is not itself an RST with the RST(s) its action asks for; for other protocols a reset action drops.
     """
     cdef Py_ssize_t n = slot.shape[0], cap = sess.shape[0], nh = hits.shape[0]
-    cdef Py_ssize_t i, f, ne = 0
+    cdef Py_ssize_t i, f, ne = n_ended, stop = n
     cdef int64_t s, st, r, a
     cdef uint8_t fl, pr, from_client, to_client_kind, to_server_kind
     cdef int64_t* row
@@ -184,8 +195,7 @@ def session_update(const int64_t[::1] slot, const uint8_t[::1] is_new, const uin
                      ("dport", dport.shape[0]), ("endpoint", endpoint.shape[0]), ("zone", zone.shape[0]),
                      ("rule", rule.shape[0]), ("action", action.shape[0]), ("status", status.shape[0]),
                      ("out_rule", out_rule.shape[0]), ("out_n", out_n.shape[0]), ("out_kind1", out_kind1.shape[0]),
-                     ("out_kind2", out_kind2.shape[0]), ("ended", ended.shape[0]),
-                     ("ended_slot", ended_slot.shape[0])):
+                     ("out_kind2", out_kind2.shape[0])):
         if ln != n:
             raise ValueError(f"{name}: expected length {n}, got {ln}")
     if sess.shape[1] != _NF:
@@ -197,8 +207,16 @@ def session_update(const int64_t[::1] slot, const uint8_t[::1] is_new, const uin
     for i in range(n):
         if slot[i] >= cap:
             raise ValueError(f"slot: {slot[i]} at row {i} is outside the session rows [0, {cap})")
+    if start < 0 or start > n:
+        raise ValueError(f"start: {start} is outside [0, {n}]")
+    if n_ended < 0 or n_ended > n:
+        raise ValueError(f"n_ended: {n_ended} is outside [0, {n}]")
+    # each row ends at most one session, and a resumed row none again: n_ended + (n - start) rows are enough
+    if ended.shape[0] < n_ended + (n - start) or ended_slot.shape[0] != ended.shape[0]:
+        raise ValueError(f"ended, ended_slot: need the same length >= n_ended + n - start = {n_ended + n - start}, "
+                         f"got {ended.shape[0]} and {ended_slot.shape[0]}")
     with nogil:
-        for i in range(n):
+        for i in range(start, n):
             out_rule[i] = -1
             out_n[i] = 0
             out_kind1[i] = 0
@@ -219,11 +237,26 @@ def session_update(const int64_t[::1] slot, const uint8_t[::1] is_new, const uin
                 ended_slot[ne] = s
                 ne += 1
                 row[_F_STATE] = _S_EMPTY
+            elif is_new[i] == 0:
+                # a closed or denied session idle for its short timeout ends here (not only between batches)
+                st = row[_F_STATE]
+                if (((st == _S_FIN_CLOSED or st == _S_RST_CLOSED) and ts_ns[i] - row[_F_LAST] >= close_timeout_ns)
+                        or ((st == _S_DENIED or st == _S_RESETTING)
+                            and ts_ns[i] - row[_F_LAST] >= deny_timeout_ns)):
+                    erow = &ended[ne, 0]
+                    for f in range(_NF):
+                        erow[f] = row[f]
+                    ended_slot[ne] = s
+                    ne += 1
+                    row[_F_STATE] = _S_EMPTY
             if row[_F_STATE] == _S_EMPTY:
                 if pr == 6 and (fl & (_SYN | _ACK | _RST)) != _SYN:
                     status[i] = ST_TCP_NOT_SYN
                     continue
                 r = rule[i]
+                if r < 0:
+                    stop = i
+                    break
                 a = action[i]
                 row[_F_CLIENT_REV] = rev[i]
                 row[_F_RULE] = r
@@ -243,7 +276,7 @@ def session_update(const int64_t[::1] slot, const uint8_t[::1] is_new, const uin
                 row[_F_PROTO] = pr
                 row[_F_ENDPOINT] = <int64_t>endpoint[i]
                 row[_F_ZONE] = zone[i]
-                if r < 0 or r >= nh:
+                if r >= nh:
                     row[_F_RULE] = -1
                     row[_F_ACTION] = _A_DENY
                     row[_F_STATE] = _S_DENIED
@@ -303,4 +336,4 @@ def session_update(const int64_t[::1] slot, const uint8_t[::1] is_new, const uin
                     out_n[i] = 2
                     out_kind1[i] = to_client_kind
                     out_kind2[i] = to_server_kind
-    return ne
+    return ne, stop

@@ -105,8 +105,8 @@ def build_returns(const uint8_t[::1] data, const int64_t[::1] off, const uint32_
         Output arena; frame j is written at ``out_off[j]``.
     out_off : int64[m]
     out_status : uint8[m]
-        Output: ``ST_OK``, or why frame j could not be built (its bytes are then zero): ``ST_TRUNCATED`` (input frame
-        or output slot outside its arena, outer header cut short), ``ST_NOT_IPV4`` (outer or inner not IPv4),
+        Output: ``ST_OK``, or why frame j could not be built (its bytes are then unspecified; drop it):
+        ``ST_TRUNCATED`` (input frame or output slot outside its arena, outer header cut short), ``ST_NOT_IPV4`` (outer or inner not IPv4),
         ``ST_BAD_IHL``, ``ST_L4_TRUNCATED`` (RST rows: inner TCP header not captured).
 
     Returns

@@ -1,0 +1,618 @@
+"""Firewall stage: stateful sessions, policy actions, TCP resets inside Geneve, session log (vs a Python oracle)."""
+import shutil
+import socket
+import struct
+import subprocess
+
+import dpkt
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gwlb_fast import geneve
+from gwlb_fast._kernels import session as _s
+from gwlb_fast._kernels import tcpreset as _r
+from gwlb_fast.batch import LINKTYPE_IPV4, PacketBatch
+from gwlb_fast.errors import ConfigError
+from gwlb_fast.firewall import (
+    END_REASONS,
+    KIND_ECHO,
+    KIND_RST_TO_RECEIVER,
+    KIND_RST_TO_SENDER,
+    SESSION_DTYPE,
+    Firewall,
+    zone_of_endpoint_ids,
+)
+from gwlb_fast.policy import Policy
+from gwlb_fast.status import PktStatus
+from tests.oracles.firewall import ACK, FIN, RST, SYN, OracleFirewall, Pkt, rst_for
+
+S = 1_000_000_000
+EP_A = 0x0A1B2C3D4E5F6071
+EP_B = 0x0A1B2C3D4E5F6072
+CLIENT = 0x0A010105  # 10.1.1.5
+SERVER = 0x01020304  # 1.2.3.4
+
+POLICY = {
+    "zones": {"gwlb": ["gwlbe-a"]},
+    "rules": [
+        {"name": "allow-web-out", "source": ["10.1.1.0/24"], "protocol": "tcp", "port": [80, 443], "action": "allow"},
+        {"name": "allow-dns", "source": ["10.1.1.0/24"], "protocol": "udp", "port": [53], "action": "allow"},
+        {"name": "reset-ssh-both", "protocol": "tcp", "port": [22], "action": "reset-both"},
+        {"name": "reset-telnet-client", "protocol": "tcp", "port": [23], "action": "reset-client"},
+        {"name": "reset-smtp-server", "protocol": "tcp", "port": [25], "action": "reset-server"},
+        {"name": "reset-udp", "protocol": "udp", "port": [69], "action": "reset-both"},
+        {"name": "drop-icmp", "protocol": "icmp", "action": "drop"},
+        {"name": "block-rest", "action": "deny"},
+    ],
+}
+
+
+def ip_str(a: int) -> str:
+    return socket.inet_ntoa(struct.pack("!I", a))
+
+
+def inner_bytes(p: Pkt) -> bytes:
+    payload = bytes(range(p.paylen % 256)) * (p.paylen // 256) + bytes(range(p.paylen % 256))
+    payload = payload[: p.paylen]
+    if p.proto == 6:
+        l4 = dpkt.tcp.TCP(sport=p.sport, dport=p.dport, flags=p.flags, seq=p.seq, ack=p.ack, data=payload)
+    elif p.proto == 17:
+        l4 = dpkt.udp.UDP(sport=p.sport, dport=p.dport, data=payload)
+        l4.ulen = 8 + len(payload)
+    else:
+        l4 = dpkt.icmp.ICMP(type=8, data=dpkt.icmp.ICMP.Echo(id=p.sport, seq=p.dport, data=payload))
+    ip = dpkt.ip.IP(src=struct.pack("!I", p.src), dst=struct.pack("!I", p.dst), p=p.proto, ttl=64, data=l4)
+    ip.len = 20 + len(bytes(l4))
+    return bytes(ip)
+
+
+def make_wire(pkts) -> PacketBatch:
+    batch = PacketBatch.from_packets([inner_bytes(p) for p in pkts], ts_ns=[p.ts for p in pkts],
+                                     linktype=LINKTYPE_IPV4)
+    cookies = np.array([(p.src ^ p.dst ^ p.sport ^ p.dport) & 0xFFFFFFFF for p in pkts], np.uint32)
+    wire = geneve.encap(batch, src="10.0.0.10", dst="10.0.1.11",
+                        endpoint_id=np.array([p.endpoint for p in pkts], np.uint64),
+                        attachment_id=np.uint64(0x1122334455667788), cookie=cookies)
+    assert len(wire) == len(pkts)
+    return wire
+
+
+def make_fw(policy=POLICY, zones=None, **kw) -> Firewall:
+    pol = Policy.from_yaml(policy)
+    kw.setdefault("session_capacity", 4096)
+    return Firewall("fw-1", 1, pol, {EP_A: "gwlb"} if zones is None else zones, **kw)
+
+
+def tcp(ts, src, dst, sport, dport, flags, seq=0, ack=0, paylen=0, ep=EP_A):
+    return Pkt(ts, ep, src, dst, sport, dport, 6, flags, seq, ack, paylen)
+
+
+def decode(frame: bytes):
+    """(eth, outer ip, udp, geneve+options bytes, inner ip) of one returned frame."""
+    eth = dpkt.ethernet.Ethernet(frame)
+    ip = eth.data
+    udp = ip.data
+    raw = bytes(udp)[8:]
+    opt_len = (raw[0] & 0x3F) * 4
+    inner = dpkt.ip.IP(raw[8 + opt_len:])
+    return eth, ip, udp, raw[: 8 + opt_len], inner
+
+
+def check_checksums(frame: bytes):
+    _, ip, udp, _, inner = decode(frame)
+    hdr = bytes(ip)[: ip.hl * 4]
+    assert dpkt.in_cksum(hdr) == 0, "outer IPv4 checksum"
+    assert dpkt.in_cksum(bytes(inner)[: inner.hl * 4]) == 0, "inner IPv4 checksum"
+    if inner.p == 6:
+        seg = bytes(inner)[inner.hl * 4: inner.len]
+        pseudo = struct.pack("!4s4sBBH", inner.src, inner.dst, 0, 6, len(seg))
+        assert dpkt.in_cksum(pseudo + seg) == 0, "inner TCP checksum"
+    assert ip.len == len(frame) - 14
+    assert udp.ulen == len(frame) - 14 - ip.hl * 4
+
+
+def handshake(ts0=0, sport=40000, dport=80, ep=EP_A):
+    c, s = CLIENT, SERVER
+    return [
+        tcp(ts0 + 1, c, s, sport, dport, SYN, seq=100),
+        tcp(ts0 + 2, s, c, dport, sport, SYN | ACK, seq=900, ack=101),
+        tcp(ts0 + 3, c, s, sport, dport, ACK, seq=101, ack=901),
+        tcp(ts0 + 4, c, s, sport, dport, ACK, seq=101, ack=901, paylen=30),
+        tcp(ts0 + 5, s, c, dport, sport, ACK, seq=901, ack=131, paylen=200),
+        tcp(ts0 + 6, c, s, sport, dport, FIN | ACK, seq=131, ack=1101),
+        tcp(ts0 + 7, s, c, dport, sport, FIN | ACK, seq=1101, ack=132),
+        tcp(ts0 + 8, c, s, sport, dport, ACK, seq=132, ack=1102),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------- stateful
+def test_allowed_session_and_replies_pass_with_echoed_geneve():
+    fw = make_fw(keep_log=True)
+    pkts = handshake()
+    wire = make_wire(pkts)
+    out = fw.process(wire)
+    # the policy has no rule allowing 1.2.3.4:80 -> 10.1.1.0/24, yet the replies pass on the session
+    assert out.status.tolist() == [PktStatus.OK] * len(pkts)
+    assert out.rule.tolist() == [0] * len(pkts)
+    assert out.source.tolist() == list(range(len(pkts)))
+    assert (out.kind == KIND_ECHO).all()
+    assert fw.hits[0] == 1 and fw.hits.sum() == 1
+    for i in range(len(pkts)):
+        sent, back = wire.packet(i), out.wire.packet(i)
+        assert len(sent) == len(back)
+        assert back[0:6] == sent[6:12] and back[6:12] == sent[0:6]  # MACs swapped
+        assert back[26:30] == sent[30:34] and back[30:34] == sent[26:30]  # outer IPv4 swapped
+        assert back[34:] == sent[34:]  # UDP, Geneve header + options (cookie included), inner: byte for byte
+        assert back[12:26] == sent[12:26]
+        check_checksums(back)
+    assert (out.wire.fw_index == 1).all()
+    assert out.wire.endpoint_id.tolist() == [EP_A] * len(pkts)
+    log = fw.finish()
+    assert log.dtype == SESSION_DTYPE and log.shape == (1,)
+    rec = log[0]
+    assert (rec["client_ip"], rec["server_ip"], rec["client_port"], rec["server_port"]) == (CLIENT, SERVER, 40000, 80)
+    assert END_REASONS[int(rec["end_reason"])] == "tcp-fin"
+    assert (rec["packets_c2s"], rec["packets_s2c"]) == (5, 3)
+    assert rec["bytes_c2s"] == 5 * 40 + 30 and rec["bytes_s2c"] == 3 * 40 + 200
+    assert (rec["start_ns"], rec["end_ns"]) == (1, 8)
+    assert rec["endpoint_id"] == EP_A and rec["rule"] == 0
+    d = fw.describe_sessions(log)[0]
+    assert d["rule"] == "allow-web-out" and d["zone"] == "gwlb" and d["client_ip"] == "10.1.1.5"
+    assert fw.session_log.shape == (1,)
+    assert len(fw.table) == 0
+
+
+def test_session_spans_batches():
+    fw = make_fw()
+    pkts = handshake()
+    outs = [fw.process(make_wire([p])) for p in pkts]
+    assert [int(o.status[0]) for o in outs] == [PktStatus.OK] * len(pkts)
+    assert fw.hits.sum() == 1 and len(fw.table) == 1
+
+
+def test_reply_direction_without_session_is_new_flow():
+    fw = make_fw()
+    pkts = [
+        tcp(1, SERVER, CLIENT, 80, 40000, SYN, seq=5),  # a SYN from the outside: classified as its own flow
+        tcp(2, SERVER, CLIENT, 80, 40001, SYN | ACK, seq=5, ack=9),  # a reply with no session: not a SYN
+        Pkt(3, EP_A, SERVER, CLIENT, 53, 5353, 17, paylen=12),  # UDP "reply" with no session: new flow, denied
+    ]
+    out = fw.process(make_wire(pkts))
+    block = POLICY["rules"].index(POLICY["rules"][-1])
+    assert out.status.tolist() == [PktStatus.POLICY_DENY, PktStatus.TCP_NOT_SYN, PktStatus.POLICY_DENY]
+    assert out.rule.tolist() == [block, -1, block]
+    assert len(out.wire) == 0
+    # the denied session is remembered: the inside host's packet of that flow is dropped too
+    out = fw.process(make_wire([Pkt(4, EP_A, CLIENT, SERVER, 5353, 53, 17, paylen=12)]))
+    assert out.status.tolist() == [PktStatus.POLICY_DENY] and out.rule.tolist() == [block]
+    # the same exchange on a fresh flow started from the inside is allowed, and its reply passes
+    out = fw.process(make_wire([Pkt(4, EP_A, CLIENT, SERVER, 5354, 53, 17, paylen=12),
+                                Pkt(5, EP_A, SERVER, CLIENT, 53, 5354, 17, paylen=40)]))
+    assert out.status.tolist() == [PktStatus.OK, PktStatus.OK]
+    assert out.rule.tolist() == [1, 1]
+
+
+def test_non_syn_first_packet_dropped_and_counted():
+    fw = make_fw()
+    pkts = [tcp(1, CLIENT, SERVER, 40000, 80, ACK, seq=5, ack=6),
+            tcp(2, CLIENT, SERVER, 40000, 80, ACK | SYN, seq=5, ack=6),
+            tcp(3, CLIENT, SERVER, 40000, 80, RST | SYN, seq=5),
+            tcp(4, CLIENT, SERVER, 40000, 80, SYN, seq=5)]  # a SYN afterwards starts the session
+    out = fw.process(make_wire(pkts))
+    assert out.status.tolist() == [PktStatus.TCP_NOT_SYN] * 3 + [PktStatus.OK]
+    assert out.rule.tolist() == [-1, -1, -1, 0]
+    assert out.counts[PktStatus.TCP_NOT_SYN] == 3 and fw.counts[PktStatus.TCP_NOT_SYN] == 3
+    assert fw.hits.sum() == 1
+    log = fw.finish()
+    assert log.shape == (1,) and log[0]["packets_c2s"] == 1 and log[0]["start_ns"] == 4
+    # a lone non-SYN leaves no session behind
+    fw = make_fw()
+    fw.process(make_wire([tcp(1, CLIENT, SERVER, 40000, 80, ACK)]))
+    assert len(fw.table) == 0 and fw.finish().shape == (0,)
+
+
+def test_deny_remembered_and_logged_with_rule():
+    fw = make_fw()
+    pkts = [Pkt(i * S, EP_A, CLIENT, SERVER, 5000, 9999, 17, paylen=10) for i in range(3)]
+    pkts.append(Pkt(3 * S, EP_A, SERVER, CLIENT, 9999, 5000, 17, paylen=10))
+    out = fw.process(make_wire(pkts))
+    block = len(POLICY["rules"]) - 1
+    assert out.status.tolist() == [PktStatus.POLICY_DENY] * 4
+    assert out.rule.tolist() == [block] * 4
+    assert fw.hits[block] == 1  # one session, classified once
+    log = fw.finish()
+    assert log.shape == (1,)
+    rec = fw.describe_sessions(log)[0]
+    assert rec["rule"] == "block-rest" and rec["action"] == "deny" and rec["end_reason"] == "policy-deny"
+    assert (rec["packets_c2s"], rec["packets_s2c"]) == (3, 1)
+
+
+def test_default_action_when_no_rule_matches():
+    pol = {"rules": [{"name": "only-web", "protocol": "tcp", "port": [80], "action": "allow"}], "default": "deny"}
+    fw = make_fw(pol, zones={EP_A: "anything"})
+    out = fw.process(make_wire([Pkt(1, EP_A, CLIENT, SERVER, 1, 2, 17)]))
+    assert out.status[0] == PktStatus.POLICY_DENY and out.rule[0] == 1 == fw.default_rule
+    assert fw.hits.tolist() == [0, 1]
+
+
+def test_zones_from_endpoint():
+    pol = {"zones": {"trust": ["gwlbe-a"], "untrust": ["gwlbe-b"]},
+           "rules": [{"name": "trust-out", "from": ["trust"], "to": ["trust"], "action": "allow"},
+                     {"name": "deny", "action": "deny"}]}
+    fw = make_fw(pol, zones={EP_A: "trust", EP_B: "untrust"})
+    out = fw.process(make_wire([Pkt(1, EP_A, CLIENT, SERVER, 1, 2, 17), Pkt(2, EP_B, CLIENT, SERVER, 1, 2, 17),
+                                Pkt(3, 0xDEAD, CLIENT, SERVER, 1, 2, 17)]))
+    assert out.status.tolist() == [PktStatus.OK, PktStatus.POLICY_DENY, PktStatus.UNKNOWN_ENDPOINT]
+    assert out.rule.tolist() == [0, 1, -1]
+    log = fw.finish()
+    assert sorted(log["zone"].tolist()) == [0, 1]  # the two endpoints' sessions are distinct
+    with pytest.raises(ConfigError, match="zone 'dmz'"):
+        make_fw(pol, zones={EP_A: "dmz"})
+    policy = Policy.from_yaml(pol)
+    ids = {"gwlbe-a": EP_A, "gwlbe-b": EP_B, "x": 1}
+    assert zone_of_endpoint_ids(policy, ids) == {EP_A: "trust", EP_B: "untrust"}
+    with pytest.raises(ConfigError, match="gwlbe-b"):
+        zone_of_endpoint_ids(policy, {"gwlbe-a": EP_A})
+
+
+def test_rst_closes_session():
+    fw = make_fw(close_timeout=2)
+    c, s = CLIENT, SERVER
+    pkts = handshake()[:4] + [tcp(10, s, c, 80, 40000, RST | ACK, seq=901, ack=131),
+                              tcp(11, c, s, 40000, 80, ACK, seq=131, ack=901)]
+    out = fw.process(make_wire(pkts))
+    assert out.status.tolist() == [PktStatus.OK] * 5 + [PktStatus.SESSION_CLOSED]
+    assert len(out.wire) == 5
+    # after the close timeout the slot is gone: a new SYN starts a new session
+    out = fw.process(make_wire([tcp(3 * S, c, s, 40000, 80, SYN, seq=7)]))
+    assert out.status.tolist() == [PktStatus.OK]
+    assert [END_REASONS[int(r)] for r in out.sessions["end_reason"]] == ["tcp-rst-from-server"]
+    assert out.sessions[0]["end_ns"] == 11 and out.sessions[0]["packets_c2s"] == 4
+    assert fw.hits[0] == 2
+
+
+def test_short_timeouts_apply_inside_a_batch():
+    # the RST close, the close timeout and the new SYN in ONE batch: same result as across batches
+    fw = make_fw(close_timeout=2, deny_timeout=5)
+    c, s = CLIENT, SERVER
+    pkts = [tcp(0, c, s, 40000, 80, SYN), tcp(1, c, s, 40000, 80, RST | ACK, seq=1, ack=1),
+            tcp(S, c, s, 40000, 80, SYN),  # within the close timeout: dropped
+            tcp(4 * S, c, s, 40000, 80, SYN),  # after it: a new session
+            tcp(5 * S, c, s, 40000, 22, SYN),  # reset-both, remembered for 5 s
+            tcp(6 * S, c, s, 40000, 22, SYN),
+            tcp(11 * S, c, s, 40000, 22, SYN)]  # 5 s after the last packet of the reset session: classified again
+    out = fw.process(make_wire(pkts))
+    assert out.status.tolist() == [PktStatus.OK, PktStatus.OK, PktStatus.SESSION_CLOSED, PktStatus.OK,
+                                   PktStatus.POLICY_RESET, PktStatus.POLICY_RESET, PktStatus.POLICY_RESET]
+    assert fw.hits[0] == 2 and fw.hits[2] == 2
+    reasons = sorted(END_REASONS[int(r)] for r in out.sessions["end_reason"])
+    assert reasons == ["policy-deny", "tcp-rst-from-client"]
+    # the reopened session has the protocol timeout again in the flow table, not the close timeout
+    slots = fw.table.live_slots()
+    web = slots[(fw.table.a_port[slots] == 80) | (fw.table.b_port[slots] == 80)]
+    assert fw.table.timeout[web].tolist() == [-1]
+    assert sorted(END_REASONS[int(r)] for r in fw.finish()["end_reason"]) == ["end-of-run", "policy-deny"]
+
+
+def test_idle_expiry_by_packet_time():
+    fw = make_fw(other_timeout=5, tcp_timeout=100)
+    out = fw.process(make_wire([Pkt(0, EP_A, CLIENT, SERVER, 5353, 53, 17),
+                                tcp(1 * S, CLIENT, SERVER, 40000, 80, SYN)]))
+    assert len(fw.table) == 2 and out.sessions.shape == (0,)
+    # an unrelated packet 6 s later: the UDP session is idle (5 s), the TCP one is not (100 s)
+    out = fw.process(make_wire([Pkt(6 * S, EP_A, CLIENT, SERVER, 5354, 53, 17)]))
+    assert out.sessions.shape == (1,)
+    assert END_REASONS[int(out.sessions[0]["end_reason"])] == "aged-out"
+    assert out.sessions[0]["client_port"] == 5353 and out.sessions[0]["end_ns"] == 0
+    # the same key coming back after its timeout is a new session (flow table restart), the old one is logged
+    fw2 = make_fw(other_timeout=5)
+    out = fw2.process(make_wire([Pkt(0, EP_A, CLIENT, SERVER, 5353, 53, 17),
+                                 Pkt(10 * S, EP_A, CLIENT, SERVER, 5353, 53, 17)]))
+    assert out.status.tolist() == [PktStatus.OK, PktStatus.OK]
+    assert out.sessions.shape == (1,) and out.sessions[0]["end_ns"] == 0
+    assert fw2.hits[1] == 2
+    # finish at a later time ages out the rest; without a time they end with end-of-run
+    log = fw.finish(200 * S)
+    assert sorted(END_REASONS[int(r)] for r in log["end_reason"]) == ["aged-out", "aged-out"]
+    assert [END_REASONS[int(r)] for r in fw2.finish()["end_reason"]] == ["end-of-run"]
+
+
+def test_other_drop_reasons_and_empty_batch():
+    fw = make_fw()
+    out = fw.process(PacketBatch.empty())
+    assert len(out.wire) == 0 and out.status.shape == (0,) and out.sessions.shape == (0,)
+    good = make_wire([tcp(1, CLIENT, SERVER, 40000, 80, SYN)])
+    frames = [good.packet(0), good.packet(0)[:60], b"\x00" * 10]
+    not_geneve = bytearray(good.packet(0))
+    not_geneve[36:38] = b"\x00\x35"  # UDP dst port 53
+    frames.append(bytes(not_geneve))
+    out = fw.process(PacketBatch.from_packets(frames))
+    assert out.status[0] == PktStatus.OK
+    assert out.status[3] == PktStatus.NOT_GENEVE
+    assert (out.status[1:] != PktStatus.OK).all()
+    assert out.counts.sum() == 4 and len(out.wire) == 1
+    # ICMP: drop rule
+    out = fw.process(make_wire([Pkt(2, EP_A, CLIENT, SERVER, 1, 1, 1, paylen=8)]))
+    assert out.status[0] == PktStatus.POLICY_DENY and out.rule[0] == 6
+
+
+# ---------------------------------------------------------------------------------------------------- resets
+def rst_fields(frame: bytes):
+    _, _, _, _, inner = decode(frame)
+    t = inner.data
+    return (struct.unpack("!I", inner.src)[0], struct.unpack("!I", inner.dst)[0], t.sport, t.dport, t.seq, t.ack,
+            t.flags)
+
+
+@pytest.mark.parametrize("dport,expect", [(22, "both"), (23, "client"), (25, "server")])
+def test_reset_actions_build_rfc_rsts(dport, expect):
+    fw = make_fw()
+    c, s = CLIENT, SERVER
+    syn = tcp(1, c, s, 40000, dport, SYN, seq=1000)
+    retrans_ack = tcp(2, c, s, 40000, dport, ACK | FIN, seq=1001, ack=777, paylen=5)  # later packet, has ACK
+    from_server = tcp(3, s, c, dport, 40000, ACK, seq=50, ack=1001, paylen=3)
+    rst = tcp(4, c, s, 40000, dport, RST, seq=1001)
+    pkts = [syn, retrans_ack, from_server, rst]
+    wire = make_wire(pkts)
+    out = fw.process(wire)
+    assert out.status.tolist() == [PktStatus.POLICY_RESET] * 4
+    expected = []
+    for i, p in enumerate(pkts[:3]):
+        from_client = p.src == c
+        to_client = rst_for(p, to_sender=from_client)
+        to_server = rst_for(p, to_sender=not from_client)
+        want = {"both": [to_client, to_server], "client": [to_client], "server": [to_server]}[expect]
+        expected += [(i, w) for w in want]
+    # no RST is sent in answer to an RST
+    assert out.source.tolist() == [i for i, _ in expected]
+    got = [rst_fields(f) for f in out.wire.packets()]
+    assert got == [w for _, w in expected]
+    # the RFC 9293 rule, spelled out for the SYN: no ACK in it -> seq 0, ack = seq + 1, RST|ACK to the client
+    if expect in ("both", "client"):
+        assert got[0] == (s, c, dport, 40000, 0, 1001, RST | ACK)
+    for j, frame in enumerate(out.wire.packets()):
+        check_checksums(frame)
+        sent = wire.packet(int(out.source[j]))
+        _, _, _, gen_sent, _ = decode(sent)
+        _, _, _, gen_back, inner = decode(frame)
+        assert gen_back == gen_sent  # Geneve header and options echoed byte for byte
+        assert frame[26:30] == sent[30:34] and frame[30:34] == sent[26:30]
+        assert inner.len == 40 and inner.ttl == 64 and inner.data.win == 0
+    kinds = out.kind.tolist()
+    assert set(kinds) <= {KIND_RST_TO_SENDER, KIND_RST_TO_RECEIVER}
+    log = fw.finish()
+    assert log.shape == (1,) and END_REASONS[int(log[0]["end_reason"])] == "policy-deny"
+
+
+def test_reset_action_on_udp_drops():
+    fw = make_fw()
+    out = fw.process(make_wire([Pkt(1, EP_A, CLIENT, SERVER, 5000, 69, 17)]))
+    assert out.status[0] == PktStatus.POLICY_DENY and len(out.wire) == 0 and out.rule[0] == 5
+
+
+@pytest.mark.tshark
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
+def test_rsts_decode_in_tshark(tmp_path):
+    fw = make_fw()
+    c, s = CLIENT, SERVER
+    pkts = [tcp(1, c, s, 40000, 22, SYN, seq=1000), tcp(2, c, s, 40000, 22, ACK, seq=1001, ack=4242, paylen=7)]
+    out = fw.process(make_wire(pkts))
+    assert len(out.wire) == 4
+    path = tmp_path / "rst.pcap"
+    with open(path, "wb") as fh:
+        w = dpkt.pcap.Writer(fh, linktype=1)
+        for i, f in enumerate(out.wire.packets()):
+            w.writepkt(f, ts=1 + i)
+    fields = ["ip.src", "ip.dst", "tcp.srcport", "tcp.dstport", "tcp.seq_raw", "tcp.ack_raw", "tcp.flags.reset",
+              "tcp.flags.ack", "geneve.option.class", "tcp.checksum.status", "_ws.expert.message", "_ws.malformed",
+              "geneve.option.type", "geneve.option.unknown.data"]
+    cmd = ["tshark", "-n", "-r", str(path), "-o", "tcp.check_checksum:TRUE", "-o", "ip.check_checksum:TRUE",
+           "-Y", "tcp.flags.reset==1", "-T", "fields", "-E", "separator=|", "-E", "occurrence=a"]
+    for f in fields:
+        cmd += ["-e", f]
+    res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    rows = [line.split("|") for line in res.stdout.strip().splitlines()]
+    assert len(rows) == 4
+    want = [rst_for(pkts[0], True), rst_for(pkts[0], False), rst_for(pkts[1], True), rst_for(pkts[1], False)]
+    for row, (src, dst, sp, dp, seq, ack, flags) in zip(rows, want):
+        # outer and inner addresses: ip.src lists the outer (firewall -> GWLB) then the inner
+        assert row[0].split(",") == ["10.0.1.11", ip_str(src)]
+        assert row[1].split(",") == ["10.0.0.10", ip_str(dst)]
+        assert (int(row[2]), int(row[3])) == (sp, dp)
+        assert int(row[4]) == seq
+        if flags & ACK:
+            assert int(row[5]) == ack
+        assert row[6] in ("1", "True")
+        assert row[7] in (("1", "True") if flags & ACK else ("0", "False"))
+        assert "0x0108" in row[8].split(",") or "264" in row[8].split(",")
+        assert row[9] in ("1", "Good")  # 0 bad, 1 good, 2 unverified
+        # the only expert note is the RST itself (no checksum, length or malformed-packet complaints)
+        assert set(row[10].split(",")) == {"Connection reset (RST)"}
+        assert row[11] == ""
+        # the GWLB options of the offending packet, echoed: endpoint id, attachment id, flow cookie
+        assert row[12].split(",") == ["0x01", "0x02", "0x03"]
+        cookie = (CLIENT ^ SERVER ^ 40000 ^ 22) & 0xFFFFFFFF
+        assert row[13].split(",") == [f"{EP_A:016x}", "1122334455667788", f"{cookie:08x}"]
+
+
+# ---------------------------------------------------------------------------------------------------- oracle
+ENDPOINTS = [EP_A, EP_B, 0xBAD]
+HOSTS = [CLIENT, 0x0A010106, SERVER, 0x08080808]
+PORTS = [22, 23, 25, 53, 69, 80, 443, 40000, 40001]
+
+
+@st.composite
+def session_mix(draw):
+    """Packets of a few interleaved conversations (TCP with flags, UDP, ICMP) over a few batches."""
+    n = draw(st.integers(1, 60))
+    pkts = []
+    t = 0
+    for _ in range(n):
+        t += draw(st.sampled_from([0, 1, 1000, S, 3 * S, 20 * S]))
+        proto = draw(st.sampled_from([6, 6, 6, 17, 1]))
+        a, b = draw(st.sampled_from(HOSTS)), draw(st.sampled_from(HOSTS))
+        pa, pb = draw(st.sampled_from(PORTS)), draw(st.sampled_from(PORTS))
+        if proto == 1:
+            pa = pb = 0
+        flags = draw(st.sampled_from([SYN, SYN, ACK, SYN | ACK, FIN | ACK, RST, RST | ACK, ACK, ACK | 0x08]))
+        pkts.append(Pkt(t, draw(st.sampled_from(ENDPOINTS)), a, b, pa, pb, proto, flags,
+                        draw(st.integers(0, 2**32 - 1)), draw(st.integers(0, 2**32 - 1)), draw(st.integers(0, 40))))
+    cuts = sorted(draw(st.lists(st.integers(0, n), max_size=3)))
+    bounds = [0, *cuts, n]
+    return [pkts[bounds[i]:bounds[i + 1]] for i in range(len(bounds) - 1)]
+
+
+def _frames_of(out, i):
+    rows = np.flatnonzero(out.source == i)
+    res = []
+    for j in rows:
+        if out.kind[j] == KIND_ECHO:
+            res.append("echo")
+        else:
+            res.append(rst_fields(out.wire.packet(int(j))))
+    return res
+
+
+@settings(max_examples=60, deadline=None)
+@given(session_mix())
+def test_matches_oracle_on_random_session_mixes(batches):
+    pol = {"zones": {"gwlb": ["gwlbe-a"], "other": ["gwlbe-b"]},
+           "rules": [*POLICY["rules"][:-1], {"name": "other-zone", "from": ["other"], "protocol": "udp",
+                                              "action": "allow"}, POLICY["rules"][-1]]}
+    zones = {EP_A: "gwlb", EP_B: "other"}
+    kw = {"tcp_timeout": 60, "other_timeout": 10, "close_timeout": 2, "deny_timeout": 5}
+    fw = make_fw(pol, zones=zones, **kw)
+    oracle = OracleFirewall(fw.policy, zones, *(int(kw[k] * S) for k in ("tcp_timeout", "other_timeout",
+                                                                          "close_timeout", "deny_timeout")))
+    logs, outs = [], []
+    for pkts in batches:
+        if not pkts:
+            continue
+        out = fw.process(make_wire(pkts))
+        outs.append(out)
+        want = oracle.process(pkts)
+        assert out.status.tolist() == [int(w[0]) for w in want]
+        assert out.rule.tolist() == [w[1] for w in want]
+        for i, w in enumerate(want):
+            assert _frames_of(out, i) == w[2]
+        logs.append(out.sessions)
+        assert (np.diff(out.source) >= 0).all()
+    logs.append(fw.finish())
+    oracle.finish()
+    assert fw.hits.tolist() == oracle.hits
+    got = sorted(tuple(int(x) for x in rec) for rec in np.concatenate(logs))
+    assert got == sorted(oracle.log)
+    assert len(fw.table) == 0
+    # the same packets in one batch: same verdicts and the same log (batching changes nothing but timing of records)
+    everything = [p for b in batches for p in b]
+    one = make_fw(pol, zones=zones, **kw)
+    out = one.process(make_wire(everything))
+    assert out.status.tolist() == [int(w) for w in np.concatenate([o.status for o in outs])]
+    assert sorted(tuple(int(x) for x in rec) for rec in np.concatenate([out.sessions, one.finish()])) == got
+
+
+# ---------------------------------------------------------------------------------------------------- robustness
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.binary(max_size=120), min_size=1, max_size=8), st.binary(min_size=0, max_size=40))
+def test_fuzzed_frames_never_crash(blobs, tail):
+    good = make_wire([tcp(1, CLIENT, SERVER, 40000, 22, SYN)]).packet(0)
+    frames = blobs + [good[:82] + tail, good]
+    fw = make_fw()
+    out = fw.process(PacketBatch.from_packets(frames))
+    assert out.status.shape == (len(frames),)
+    assert out.counts.sum() == len(frames)
+    ok_or_reset = np.isin(out.status, [PktStatus.OK, PktStatus.POLICY_RESET])
+    assert set(out.source.tolist()) <= set(np.flatnonzero(ok_or_reset).tolist())
+    assert out.status[-1] == PktStatus.POLICY_RESET
+
+
+def test_kernel_argument_checks():
+    n = 3
+    data = np.zeros(10, np.uint8)
+    off = np.zeros(n, np.int64)
+    cl = np.zeros(n, np.uint32)
+    lt = np.ones(n, np.uint16)
+    io = np.zeros(n, np.int32)
+    with pytest.raises(ValueError, match="caplen"):
+        _r.build_returns(data, off, cl[:2], lt, io, np.zeros(0, np.int64), np.zeros(0, np.uint8),
+                         np.zeros(0, np.uint8), np.zeros(0, np.int64), np.zeros(0, np.uint8))
+    with pytest.raises(ValueError, match="rows"):
+        _r.build_returns(data, off, cl, lt, io, np.array([5], np.int64), np.zeros(1, np.uint8),
+                         np.zeros(0, np.uint8), np.zeros(1, np.int64), np.zeros(1, np.uint8))
+    with pytest.raises(ValueError):
+        _r.build_returns(data, off.astype(np.int32), cl, lt, io, np.zeros(0, np.int64), np.zeros(0, np.uint8),
+                         np.zeros(0, np.uint8), np.zeros(0, np.int64), np.zeros(0, np.uint8))
+    # an output slot outside the arena is reported, not written
+    st_out = np.full(1, 255, np.uint8)
+    bad = _r.build_returns(data, off, np.full(n, 10, np.uint32), lt, io, np.zeros(1, np.int64),
+                           np.zeros(1, np.uint8), np.zeros(4, np.uint8), np.zeros(1, np.int64), st_out)
+    assert bad == 1 and st_out[0] == PktStatus.TRUNCATED
+
+    def args(n=2, cap=4):
+        cols = {"slot": np.int64, "is_new": np.uint8, "rev": np.uint8, "proto": np.uint8, "tcp_flags": np.uint8,
+                "ts_ns": np.int64, "nbytes": np.uint32, "src_ip": np.uint32, "dst_ip": np.uint32,
+                "sport": np.uint16, "dport": np.uint16, "endpoint": np.uint64, "zone": np.uint8, "rule": np.int32,
+                "action": np.uint8}
+        a = {k: np.zeros(n, t) for k, t in cols.items()}
+        a["sess"] = np.zeros((cap, _s.NF), np.int64)
+        a.update(status=np.zeros(n, np.uint8), out_rule=np.zeros(n, np.int32), out_n=np.zeros(n, np.uint8),
+                 out_kind1=np.zeros(n, np.uint8), out_kind2=np.zeros(n, np.uint8), hits=np.zeros(1, np.int64),
+                 ended=np.zeros((n + 1, _s.NF), np.int64), ended_slot=np.zeros(n + 1, np.int64), close_timeout_ns=10,
+                 deny_timeout_ns=10)
+        return a
+
+    a = args()
+    assert _s.session_update(**a) == (0, 2)
+    assert a["status"].tolist() == [0, 0] and a["hits"][0] == 1 and a["out_n"].tolist() == [1, 1]
+    # a row that would start a session without a rule stops the pass there; it resumes from that row
+    a = args(n=3)
+    a["slot"][:] = [0, 1, 1]
+    a["rule"][:] = [0, -1, -1]
+    a["is_new"][:] = [1, 1, 0]
+    assert _s.session_update(**a) == (0, 1)
+    assert a["hits"][0] == 1 and a["sess"][1, _s.F_STATE] == _s.S_EMPTY
+    a["rule"][1] = 0
+    assert _s.session_update(**a, start=1) == (0, 3)
+    assert a["hits"][0] == 2 and a["out_rule"].tolist() == [0, 0, 0]
+    with pytest.raises(ValueError, match="start"):
+        _s.session_update(**a, start=4)
+    with pytest.raises(ValueError, match="ended"):
+        _s.session_update(**a, start=0, n_ended=2)
+    a = args()
+    a["zone"] = np.zeros(3, np.uint8)
+    with pytest.raises(ValueError, match="zone"):
+        _s.session_update(**a)
+    a = args()
+    a["slot"] = np.array([0, 4], np.int64)
+    with pytest.raises(ValueError, match="slot"):
+        _s.session_update(**a)
+    a = args()
+    a["rule"] = np.zeros(2, np.int64)
+    with pytest.raises(ValueError):
+        _s.session_update(**a)
+    a = args()
+    for k in ("slot", "is_new", "rev", "proto", "ts_ns", "src_ip"):
+        a[k].flags.writeable = False
+    assert _s.session_update(**a) == (0, 2)
+
+
+def test_full_table_and_eviction_are_counted_and_logged():
+    fw = make_fw(session_capacity=4, other_timeout=10)
+    first = [Pkt(0, EP_A, CLIENT, SERVER, 1000 + i, 53, 17) for i in range(4)]
+    out = fw.process(make_wire([*first, Pkt(1, EP_A, CLIENT, SERVER, 2000, 53, 17)]))
+    assert out.status.tolist() == [PktStatus.OK] * 4 + [PktStatus.FLOW_TABLE_FULL]
+    assert out.rule[-1] == -1 and len(fw.table) == 4
+    # 11 s later the four sessions are idle: new flows in the same batch evict them (oldest idle in the probe
+    # sequence) or, failing that, are refused; the scan after the batch ages out the rest. Nothing is lost.
+    late = [Pkt(11 * S, EP_A, CLIENT, SERVER, 3000 + i, 53, 17) for i in range(16)]
+    out = fw.process(make_wire(late))
+    stats = fw.table.stats()
+    reasons = [END_REASONS[int(r)] for r in out.sessions["end_reason"]]
+    assert reasons.count("evicted") == stats["evicted"]
+    assert len(reasons) == 4 and sorted(out.sessions["client_port"].tolist()) == [1000, 1001, 1002, 1003]
+    assert (out.status == PktStatus.OK).sum() + (out.status == PktStatus.FLOW_TABLE_FULL).sum() == 16
+    assert (out.status == PktStatus.OK).sum() == stats["evicted"]
+    assert fw.finish().shape[0] == stats["evicted"]
