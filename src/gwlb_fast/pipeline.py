@@ -798,14 +798,16 @@ def _sent_earlier(b: PacketBatch, senders: np.ndarray, rows: np.ndarray) -> np.n
 def _public_form(batch: PacketBatch, public_ip: int, public_port: np.ndarray) -> PacketBatch:
     """A copy of replies addressed to private hosts, rewritten to the public address and port they crossed the
     Internet with (for the internet-to-nat tap)."""
-    from ._kernels.nat import nat_rewrite
+    from ._kernels.nat import NAT_SNAT_REPLY, nat_rewrite
+    from .natgw import NatRecord
 
     c = batch.compact()
     for name in ("status", "dst_ip", "sport", "dport"):
         setattr(c, name, getattr(c, name).copy())
     n = len(c)
     nat_rewrite(c.data, c.off, c.caplen, c.l3_off, c.l4_off, c.proto, 1, np.full(n, public_ip, np.uint32),
-                public_port.astype(np.int32), c.status, c.dst_ip, c.dport, c.sport)
+                public_port.astype(np.int32), c.status, c.dst_ip, c.dport, c.sport,
+                np.full(n, NAT_SNAT_REPLY, np.uint8), *NatRecord.empty(n).as_args())
     return c
 
 
