@@ -62,3 +62,13 @@ def test_ensure_allocates_once():
     b = PacketBatch.from_packets([b"x", b"y"])
     col = b.ensure("fw_index", fill=-1)
     assert col.dtype == np.int16 and list(col) == [-1, -1] and b.ensure("fw_index") is col
+
+
+@given(packets)
+def test_copy_shares_nothing(pkts):
+    b = PacketBatch.from_packets(pkts).parse()
+    c = b.copy()
+    assert c.packets() == pkts
+    assert not np.shares_memory(c.data, b.data) or c.data.size == 0
+    assert not np.shares_memory(c.status, b.status) or len(pkts) == 0
+    assert b.compact() is b  # from_packets is already tight

@@ -184,7 +184,7 @@ class PacketBatch:
         return self[np.asarray(mask, dtype=bool)]
 
     def compact(self) -> PacketBatch:
-        """A batch whose arena holds exactly its packets, back to back (one gather)."""
+        """A batch whose arena holds exactly its packets, back to back (one gather; ``self`` if it already does)."""
         from ._kernels.parse import gather_packets
 
         n = len(self)
@@ -192,11 +192,25 @@ class PacketBatch:
         if n:
             np.cumsum(self.caplen[:-1], dtype=np.int64, out=new_off[1:])
         total = int(new_off[-1] + self.caplen[-1]) if n else 0
+        if total == self.data.shape[0] and np.array_equal(new_off, self.off):
+            return self  # already tight: nothing to copy
         data = np.empty(total, np.uint8)
         gather_packets(self.data, self.off, self.caplen, data, new_off)
         out = self._with_columns(slice(None))
         out.data = data
         out.off = new_off
+        return out
+
+    def copy(self) -> PacketBatch:
+        """A tight batch with its own arena and its own columns (nothing shared with ``self``)."""
+        out = self.compact()
+        if out.data is self.data:
+            out = self._with_columns(slice(None))
+            out.data = self.data.copy()
+        for name in ALL_COLUMNS:
+            col = getattr(out, name)
+            if col is not None and np.shares_memory(col, getattr(self, name)):
+                setattr(out, name, col.copy())
         return out
 
     @staticmethod

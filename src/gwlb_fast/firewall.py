@@ -241,8 +241,13 @@ class Firewall:
                 f"{len(self.table)} sessions)")
 
     # ------------------------------------------------------------------ per batch
-    def process(self, wire: PacketBatch) -> FirewallOutput:
-        """Inspect a batch of Geneve frames from the GWLB; see the module docstring for the steps."""
+    def process(self, wire: PacketBatch, echo: bool = True) -> FirewallOutput:
+        """Inspect a batch of Geneve frames from the GWLB; see the module docstring for the steps.
+
+        With ``echo=False`` the echoed frames of allowed packets are not built (``out.wire`` then holds only the
+        TCP resets): a caller that does not record the firewall's return link saves a copy of every packet, since an
+        echoed frame is the received frame with its outer addresses swapped. Everything else is the same.
+        """
         n = len(wire)
         inner = geneve.decap(wire, option_class=self.option_class)
         gst = inner.status
@@ -358,7 +363,7 @@ class Firewall:
             logs.append(self._log_freed(exp_slots, _s.END_AGED_OUT))
 
         # frames back to the GWLB
-        out, source, kind = self._returns(wire, inner, out_n, k1, k2)
+        out, source, kind = self._returns(wire, inner, out_n, k1, k2, echo)
         counts = count_status(status)
         self.counts += counts
         sessions = self._records(np.concatenate(logs) if len(logs) > 1 else logs[0])
@@ -468,8 +473,8 @@ class Firewall:
                 else rows[:, col].view(np.uint64)
         return out
 
-    def _returns(self, wire: PacketBatch, inner: PacketBatch, out_n, k1, k2):
-        """Build the frames returned to the GWLB: (batch, source rows, kinds)."""
+    def _returns(self, wire: PacketBatch, inner: PacketBatch, out_n, k1, k2, echo: bool = True):
+        """Build the frames returned to the GWLB: (batch, source rows, kinds); only the resets without echo."""
         n = len(wire)
         counts = out_n.astype(np.int64)
         m = int(counts.sum())
@@ -479,6 +484,10 @@ class Firewall:
             np.cumsum(counts[:-1], out=first[1:])
         second = (np.arange(m, dtype=np.int64) - first[source]) > 0
         kind = np.where(second, k2[source], k1[source]).astype(np.uint8)
+        if not echo:
+            keep = kind != KIND_ECHO
+            source, kind = source[keep], kind[keep]
+            m = source.shape[0]
         # offset of the inner IPv4 header in each frame (inner Ethernet for protocol type 0x6558 is skipped)
         ip_off = np.where(inner.inner_off >= 0, inner.inner_off + np.maximum(inner.l3_off, 0), 0).astype(np.int32)
         size = np.where(kind == KIND_ECHO, wire.caplen[source].astype(np.int64),

@@ -141,11 +141,21 @@ class Inspection:
         for k in np.unique(wire_fw).tolist():
             pick = np.flatnonzero(wire_fw == k)
             rows = sent[pick]
-            out = self.firewalls[k].process(wire[pick])
+            out = self.firewalls[k].process(wire[pick], echo=self.keep_taps)
             status[rows] = out.status
             by_fw[rows] = out.status != PktStatus.OK
             if out.sessions.shape[0]:
                 res.sessions.append((k, out.sessions))
+            if not self.keep_taps:
+                # no return link to record: the echoed frames (the sent frames with outer addresses swapped) are not
+                # built, and the GWLB checks each passed packet's flow and cookie on the values the echo carries
+                passed = rows[out.status == PktStatus.OK]
+                if passed.size:
+                    chk = batch[passed]
+                    chk.status = np.zeros(passed.size, np.uint8)
+                    self.lb.check_return(chk)
+                    bad = chk.status != PktStatus.OK
+                    status[passed[bad]] = chk.status[bad]
             if len(out.wire) == 0:
                 continue
             if self.keep_taps:

@@ -200,7 +200,7 @@ class Pipeline:
 
     def _process_slice(self, batch: PacketBatch) -> ChunkResult:
         t0 = time.perf_counter()
-        work = batch.compact()  # our own arena: NAT rewrites headers in place
+        work = batch.copy()  # our own arena: NAT rewrites headers in place
         self.bytes_in += work.nbytes
         for name in ("status", "src_ip", "dst_ip", "sport", "dport", "proto", "tcp_flags", "l3_off", "l4_off",
                      "endpoint_id", "flow_cookie", "fw_index", "vni", "geneve_flags", "opt_len", "attachment_id",
@@ -801,9 +801,7 @@ def _public_form(batch: PacketBatch, public_ip: int, public_port: np.ndarray) ->
     from ._kernels.nat import NAT_SNAT_REPLY, nat_rewrite
     from .natgw import NatRecord
 
-    c = batch.compact()
-    for name in ("status", "dst_ip", "sport", "dport"):
-        setattr(c, name, getattr(c, name).copy())
+    c = batch.copy()
     n = len(c)
     nat_rewrite(c.data, c.off, c.caplen, c.l3_off, c.l4_off, c.proto, 1, np.full(n, public_ip, np.uint32),
                 public_port.astype(np.int32), c.status, c.dst_ip, c.dport, c.sport,
