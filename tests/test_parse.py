@@ -41,7 +41,7 @@ def dpkt_columns(frame: bytes):
         flags = l4.type
         if l4.type in (0, 8, 13, 14, 15, 16, 17, 18):
             sport = dport = struct.unpack("!H", bytes(l4)[4:6])[0]
-    return dict(src_ip=src, dst_ip=dst, proto=ip.p, sport=sport, dport=dport, tcp_flags=flags)
+    return {"src_ip": src, "dst_ip": dst, "proto": ip.p, "sport": sport, "dport": dport, "tcp_flags": flags}
 
 
 @given(st.lists(ethernet_frame(), max_size=20))
@@ -103,8 +103,8 @@ def test_known_answer_tcp_syn():
                     data=dpkt.tcp.TCP(sport=40000, dport=443, flags=dpkt.tcp.TH_SYN))
     frame = bytes(dpkt.ethernet.Ethernet(type=0x0800, data=ip))
     (row,) = parsed_rows([frame])
-    assert row == dict(status=0, src_ip=0x0A010105, dst_ip=0x5DB8D822, sport=40000, dport=443, proto=6,
-                       tcp_flags=2, l3_off=14, l4_off=34)
+    assert row == {"status": 0, "src_ip": 0x0A010105, "dst_ip": 0x5DB8D822, "sport": 40000, "dport": 443,
+                   "proto": 6, "tcp_flags": 2, "l3_off": 14, "l4_off": 34}
 
 
 def test_packet_outside_arena_is_truncated_not_read():

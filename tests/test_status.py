@@ -1,15 +1,16 @@
 import re
 from pathlib import Path
 
+import numpy as np
+
 import gwlb_fast
 from gwlb_fast.status import N_STATUS, PktStatus, count_status, describe_counts
-import numpy as np
 
 PXD = Path(gwlb_fast.__file__).parent / "_kernels" / "_status.pxd"
 
 
 def test_pxd_mirrors_enum():
-    found = dict(re.findall(r"^\s+ST_(\w+) = (\d+)$", PXD.read_text(), flags=re.M))
+    found = dict(re.findall(r"^\s+ST_(\w+) = (\d+)$", PXD.read_text(), flags=re.MULTILINE))
     assert {k: int(v) for k, v in found.items()} == {s.name: int(s) for s in PktStatus}
 
 

@@ -100,7 +100,7 @@ def _cmd_demo(args) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    batch, truth = synth.generate_with_truth(flows=args.flows, packets=args.packets, seed=args.seed)
+    batch = synth.generate(flows=args.flows, packets=args.packets, seed=args.seed)
     capture = out / "input.pcap"
     write_pcap(capture, batch)
     if not args.quiet:

@@ -199,4 +199,4 @@ class Inspection:
         return c
 
 
-__all__ = ["Gwlbe", "Inspection", "InspectionResult", "SESSION_DTYPE"]
+__all__ = ["SESSION_DTYPE", "Gwlbe", "Inspection", "InspectionResult"]

@@ -38,7 +38,7 @@ from .natgw import NatGateway
 from .pcapio import PcapWriter, read_pcap
 from .policy import Policy
 from .report import FlowLogWriter, Progress, StageCounters, Summary, ip_strs
-from .status import N_STATUS, PktStatus, describe_counts
+from .status import PktStatus, describe_counts
 from .vpc import VpcRouter
 
 STAGES = ("input", "route", "nat", "gwlb", "firewall")
@@ -138,7 +138,6 @@ class Pipeline:
                                 for h in r.hops] + [-1], np.int32)
             self._hop_kind.append(kinds)  # index -1 (no route) reads the K_NONE sentinel at the end
             self._hop_target.append(targets)
-        self.firewall_names = {name: insp.cfg.firewall_names for name, insp in self.gwlbs.items()}
         # counters
         self.counters = {s: StageCounters(s) for s in STAGES}
         self.stage_seconds = {s: 0.0 for s in ("parse", "route", "nat", "inspect", "output")}
@@ -164,7 +163,7 @@ class Pipeline:
         does by default), other protocols start a new session classified from the first packet it sees.
         """
         found = False
-        for name, insp in self.gwlbs.items():
+        for insp in self.gwlbs.values():
             if firewall in insp.cfg.firewalls:
                 insp.set_health(firewall, state, now_ns)
                 found = True
@@ -428,7 +427,7 @@ class Pipeline:
             return
         start = 0
         for e in pending:
-            t = self.first_ts + int(round(e["at"] * 1e9))
+            t = self.first_ts + round(e["at"] * 1e9)
             cut = int(np.searchsorted(batch.ts_ns, t, side="left"))
             if cut >= len(batch) and int(batch.ts_ns[-1]) < t:
                 break
@@ -809,4 +808,4 @@ def _public_form(batch: PacketBatch, public_ip: int, public_port: np.ndarray) ->
     return c
 
 
-__all__ = ["Pipeline", "ChunkResult", "TAP_LINKS", "STAGES", "PcapError"]
+__all__ = ["STAGES", "TAP_LINKS", "ChunkResult", "PcapError", "Pipeline"]

@@ -134,7 +134,7 @@ class FlowLogWriter:
         suffix = self.path.suffix.lower()
         if suffix not in (".jsonl", ".csv"):
             raise ConfigError(f"{self.path}: flow log must end in .jsonl or .csv")
-        self._fh = open(self.path, "w", newline="")
+        self._fh = open(self.path, "w", newline="")  # noqa: SIM115 (closed by close())
         self._csv = None
         if suffix == ".csv":
             self._csv = csv.writer(self._fh)

@@ -7,7 +7,8 @@ VLAN = (0x8100, 0x88A8, 0x9100)
 
 
 def parse(pkt: bytes, linktype: int = 1) -> dict:
-    r = dict(status=S.OK, src_ip=0, dst_ip=0, sport=0, dport=0, proto=0, tcp_flags=0, l3_off=-1, l4_off=-1)
+    r = {"status": S.OK, "src_ip": 0, "dst_ip": 0, "sport": 0, "dport": 0, "proto": 0, "tcp_flags": 0,
+         "l3_off": -1, "l4_off": -1}
     n = len(pkt)
     if linktype in (101, 228):
         if n < 1:

@@ -12,6 +12,7 @@
 # A uint32 output holds the high half of h (h >> 32): the Maglev lookup maps the high 32 bits onto its table with a
 # multiply-shift, so uint32 and uint64 hashes of a flow pick the same slot.
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from gwlb_fast._kernels._hash cimport fmix32 as _fmix32, fmix64 as _fmix64, hash5 as _h5
 
 import numpy as np
 
@@ -21,32 +22,6 @@ cdef enum:
     _MODE5 = 5
     _MODE3 = 3
     _MODE2 = 2
-
-
-cdef inline uint64_t _fmix64(uint64_t k) noexcept nogil:
-    k ^= k >> 33
-    k *= 0xFF51AFD7ED558CCDULL
-    k ^= k >> 33
-    k *= 0xC4CEB9FE1A85EC53ULL
-    k ^= k >> 33
-    return k
-
-
-cdef inline uint32_t _fmix32(uint32_t h) noexcept nogil:
-    h ^= h >> 16
-    h *= 0x85EBCA6BU
-    h ^= h >> 13
-    h *= 0xC2B2AE35U
-    h ^= h >> 16
-    return h
-
-
-cdef inline uint64_t _h5(uint64_t s, uint32_t a, uint32_t b, uint16_t pa, uint16_t pb, uint8_t proto) noexcept nogil:
-    cdef uint64_t x = (<uint64_t>a << 16) | pa
-    cdef uint64_t y = (<uint64_t>b << 16) | pb
-    cdef uint64_t lo = x if x < y else y
-    cdef uint64_t hi = y if x < y else x
-    return _fmix64(_fmix64(s ^ (lo | (<uint64_t>proto << 48))) ^ (hi | (<uint64_t>5 << 56)))
 
 
 cdef inline uint64_t _h3(uint64_t s, uint32_t a, uint32_t b, uint64_t tag) noexcept nogil:

@@ -55,7 +55,9 @@ def canonical_5tuple(
     """
 
 class FlowTable:
-    """Open-addressing hash table (linear probing, backward-shift deletion) over a pool of ``capacity`` slots.
+    """Open-addressing hash table (linear probing in Robin Hood order, backward-shift deletion) over a pool of
+    ``capacity`` slots. Not thread-safe: the batched methods release the GIL, so one table must not be used
+    from two threads at once.
 
     Parameters
     ----------
@@ -65,7 +67,7 @@ class FlowTable:
         probe sequence, at least 32 buckets) to evict. Memory: 64 bytes per slot + 8 bytes per bucket.
     max_load : float
         Upper bound on bucket occupancy, in (0, 1]; the bucket count is the smallest power of two
-        >= capacity / max_load and > capacity (default 0.9).
+        >= capacity / max_load and > capacity (default 0.9), at most 2**31 (ValueError beyond).
     tcp_timeout_ns, other_timeout_ns : int
         Idle timeouts in ns for proto 6 and for every other protocol (default 350 s and 120 s). Also settable
         as attributes.

@@ -195,7 +195,8 @@ def canonical_5tuple(src_ip, dst_ip, sport, dport, out_a_ip, out_b_ip, out_a_por
 # ----------------------------------------------------------------------------------------------- the table
 @cython.final  # cdef methods called directly (and inlined), not through the vtable
 cdef class FlowTable:
-    """Open-addressing hash table (linear probing, backward-shift deletion) over a pool of ``capacity`` slots.
+    """Open-addressing hash table (linear probing in Robin Hood order, backward-shift deletion) over a pool of
+    ``capacity`` slots. Not thread-safe (the batched methods release the GIL).
 
     Parameters
     ----------

@@ -27,6 +27,7 @@ from gwlb_fast._kernels._status cimport (
     ST_GENEVE_BAD_VERSION, ST_GENEVE_CRITICAL, ST_GENEVE_INNER_BAD, ST_GENEVE_OPT_OVERRUN, ST_GENEVE_TRUNCATED,
     ST_IP_TRUNCATED, ST_L4_TRUNCATED, ST_NOT_GENEVE, ST_NOT_IPV4, ST_OK, ST_TOO_BIG, ST_TRUNCATED,
 )
+from gwlb_fast._kernels._hash cimport fmix32 as _fmix32, fmix64 as _fmix64, hash5
 
 GENEVE_PORT = 6081
 GENEVE_HDR_LEN = 8
@@ -117,24 +118,6 @@ cdef inline int _ipv4(const uint8_t* p, Py_ssize_t caplen, Py_ssize_t l3, Py_ssi
     return ST_OK
 
 
-cdef inline uint64_t _fmix64(uint64_t k) noexcept nogil:
-    k ^= k >> 33
-    k *= 0xFF51AFD7ED558CCDULL
-    k ^= k >> 33
-    k *= 0xC4CEB9FE1A85EC53ULL
-    k ^= k >> 33
-    return k
-
-
-cdef inline uint32_t _fmix32(uint32_t h) noexcept nogil:
-    h ^= h >> 16
-    h *= 0x85EBCA6BU
-    h ^= h >> 13
-    h *= 0xC2B2AE35U
-    h ^= h >> 16
-    return h
-
-
 cdef inline uint16_t _flow_port(const uint8_t* ip, Py_ssize_t n, uint64_t s) noexcept nogil:
     """UDP source port from a symmetric hash of the inner 5-tuple, in 49152-65535 (RFC 8926 section 3.3).
 
@@ -143,7 +126,7 @@ cdef inline uint16_t _flow_port(const uint8_t* ip, Py_ssize_t n, uint64_t s) noe
     rounds, then the high half re-mixed and range-reduced by multiply-shift. Ports are 0 for fragments and
     protocols other than TCP, UDP and SCTP.
     """
-    cdef uint64_t x, y, lo, hi, h
+    cdef uint64_t h
     cdef uint16_t sp = 0, dp = 0
     cdef uint8_t proto
     cdef Py_ssize_t ihl
@@ -155,11 +138,7 @@ cdef inline uint16_t _flow_port(const uint8_t* ip, Py_ssize_t n, uint64_t s) noe
             and ihl + 4 <= n:
         sp = load_be16(ip + ihl)
         dp = load_be16(ip + ihl + 2)
-    x = (<uint64_t>load_be32(ip + 12) << 16) | sp
-    y = (<uint64_t>load_be32(ip + 16) << 16) | dp
-    lo = x if x < y else y
-    hi = y if x < y else x
-    h = _fmix64(_fmix64(s ^ (lo | (<uint64_t>proto << 48))) ^ (hi | (<uint64_t>5 << 56)))
+    h = hash5(s, load_be32(ip + 12), load_be32(ip + 16), sp, dp, proto)
     return <uint16_t>(49152 + ((<uint64_t>_fmix32(<uint32_t>(h >> 32)) * 16384) >> 32))
 
 

@@ -13,19 +13,11 @@
 # maglev_lookup: slot = (hash32 * M) >> 32 (multiply-shift range reduction, Lemire 2016), where hash32 is the high
 #   half of a uint64 hash or the uint32 hash itself; a division-free equivalent of hash % M.
 from libc.stdint cimport int16_t, uint8_t, uint32_t, uint64_t
+from gwlb_fast._kernels._hash cimport fmix64 as _fmix64
 
 import numpy as np
 
 cdef uint64_t _SLOT_MUL = 0x9E3779B97F4A7C15ULL
-
-
-cdef inline uint64_t _fmix64(uint64_t k) noexcept nogil:
-    k ^= k >> 33
-    k *= 0xFF51AFD7ED558CCDULL
-    k ^= k >> 33
-    k *= 0xC4CEB9FE1A85EC53ULL
-    k ^= k >> 33
-    return k
 
 
 def _check(arr, str name, dtype, Py_ssize_t n, bint writeable=False):
