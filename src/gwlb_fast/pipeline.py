@@ -22,6 +22,7 @@ without a count. State (flow tables, sessions, NAT mappings) carries over from o
 """
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ _KIND = {"local": K_LOCAL, "gwlbe": K_GWLBE, "natgw": K_NATGW, "internet": K_INT
 D_NONE, D_INTERNET, D_HOST = 0, 1, 2
 
 MAX_ROUTE_HOPS = 8
+MAX_SLICE_SECONDS = 5  # longest time span walked at once (see Pipeline.process)
 
 TAP_LINKS = (
     "vpc-to-gwlbe",    # packets a route table hands to a GWLB endpoint
@@ -153,7 +155,13 @@ class Pipeline:
 
     # ------------------------------------------------------------------ health / what-if
     def set_health(self, firewall: str, state: str, now_ns: int = 0) -> None:
-        """Change a firewall's health in every GWLB that has it (``healthy``, ``unhealthy``, ``draining``)."""
+        """Change a firewall's health in every GWLB that has it (``healthy``, ``unhealthy``, ``draining``).
+
+        New flows avoid a firewall that is not healthy. Its established flows, with ``failover: keep``, are dropped
+        at the GWLB (``FW_FAILED``); with ``failover: rebalance`` they move, both directions together, to a healthy
+        firewall, which has no session for them: mid-stream TCP is dropped there (``TCP_NOT_SYN``, as VM-Series
+        does by default), other protocols start a new session classified from the first packet it sees.
+        """
         found = False
         for insp in self.gwlbs.values():
             if firewall in insp.cfg.firewalls:
@@ -164,7 +172,32 @@ class Pipeline:
 
     # ------------------------------------------------------------------ one chunk
     def process(self, batch: PacketBatch) -> ChunkResult:
-        """Carry one chunk of packets along the path; returns the delivered packets and per-packet outcomes."""
+        """Carry one chunk of packets along the path; returns the delivered packets and per-packet outcomes.
+
+        A chunk whose timestamps span more than ``MAX_SLICE_SECONDS`` goes through in consecutive slices that
+        do not: inside a slice, the replies of flows that start in it are walked after the flow's earlier packets
+        (see ``_Walk._hold``), and the slice bound keeps the stages' idle timers (the shortest is the firewall's
+        30 s) from running ahead of those replies.
+        """
+        n = len(batch)
+        if n > 1:
+            ts = batch.ts_ns
+            span = MAX_SLICE_SECONDS * 1_000_000_000
+            if int(ts[-1]) - int(ts[0]) > span and bool(np.all(ts[1:] >= ts[:-1])):
+                cuts = [0]
+                while cuts[-1] < n:
+                    cuts.append(max(cuts[-1] + 1, int(np.searchsorted(ts, int(ts[cuts[-1]]) + span, "right"))))
+                cuts[-1] = n
+                if len(cuts) > 2:
+                    parts = [self._process_slice(batch[a:b]) for a, b in itertools.pairwise(cuts)]
+                    taps = {k: [x for r in parts for x in r.taps.get(k, [])] for k in parts[0].taps}
+                    return ChunkResult(PacketBatch.concat([r.output for r in parts]),
+                                       *(np.concatenate([getattr(r, c) for r in parts])
+                                         for c in ("status", "stage", "delivered", "fw")),
+                                       generated=sum(r.generated for r in parts), taps=taps)
+        return self._process_slice(batch)
+
+    def _process_slice(self, batch: PacketBatch) -> ChunkResult:
         t0 = time.perf_counter()
         work = batch.copy()  # our own arena: NAT rewrites headers in place
         self.bytes_in += work.nbytes
@@ -432,6 +465,13 @@ class Pipeline:
         for gw in self.nats:
             for key, val in gw.stats.items():
                 nat[key] = nat.get(key, 0) + int(val)
+        # the NAT drops as the path counted them (the gateways' own stats leave these at 0; replies addressed to a
+        # private host are refused by the pipeline itself)
+        nat_drops = self.counters["nat"].drops
+        for key, code in (("port_exhausted_packets", PktStatus.NAT_PORT_EXHAUSTED),
+                          ("table_full_packets", PktStatus.NAT_TABLE_FULL),
+                          ("no_mapping_packets", PktStatus.NAT_NO_MAPPING)):
+            nat[key] = int(nat_drops[code])
         s.nat = nat
         s.events = list(self.events_done)
         s.stage_seconds = {k: round(v, 4) for k, v in self.stage_seconds.items()}
@@ -468,7 +508,9 @@ class _Walk:
         self.inspected = np.zeros((n, max(1, len(pipe.endpoints))), bool)
         self.from_internet = np.zeros(n, bool)
         self.nat_out = np.zeros(n, bool)
-        self.pending_nat = np.full(n, -1, np.int16)  # reply whose SNAT mapping must exist by the chunk's end
+        self.pending_nat = np.full(n, -1, np.int16)  # private-form reply whose SNAT mapping did not exist yet
+        self.held = np.zeros(n, bool)  # waits for a later phase of the walk (see _hold)
+        self.releases = 0
         self.fw = np.full(n, -1, np.int16)
         self.gen_parts: list[tuple[PacketBatch, np.ndarray, int]] = []
 
@@ -535,12 +577,15 @@ class _Walk:
                 claimed |= priv
                 pport = _public_port(gw, b.dst_ip[rows], b.dport[rows], b.proto[rows])
                 known = pport >= 0
-                # no mapping yet: one may be made by an earlier packet of this chunk (checked after the walk)
-                soon = ~known & _sent_earlier(b, ok & (self.vpc == vi) & ~self.from_internet, rows)
+                # no mapping yet: one may be made by an earlier packet of this chunk; the reply waits (with the
+                # rest of its flow) until those packets have been walked, see _hold
+                senders = ok & (self.vpc == vi) & ~self.from_internet
+                soon = ~known & _sent_earlier(b, senders, rows)
                 self.pending_nat[rows[soon]] = g
                 self._drop(rows[~known & ~soon], PktStatus.NAT_NO_MAPPING, S_NAT)
                 go = rows[known | soon]
                 self.vpc[go], self.table[go] = vi, table
+                self._hold(rows[soon], senders, g)
                 if self.taps and known.any():
                     self._tap("internet-to-nat", _public_form(b[rows[known]], gw.public_ip, pport[known]))
                     self._tap("nat-to-vpc", b[rows[known]])
@@ -550,9 +595,17 @@ class _Walk:
 
     # ---------------------------------------------------------------- walking
     def run(self) -> None:
+        """Walk every packet to its end, in phases: held packets (see _hold) wait for the phase after."""
+        self._walk_hops()
+        while self.held.any():
+            self._release()
+            self._walk_hops()
+
+    def _walk_hops(self) -> None:
         b, p = self.batch, self.p
         for _ in range(MAX_ROUTE_HOPS):
-            active = np.flatnonzero((b.status == PktStatus.OK) & (self.table >= 0) & (self.delivered == D_NONE))
+            active = np.flatnonzero((b.status == PktStatus.OK) & (self.table >= 0) & (self.delivered == D_NONE)
+                                    & ~self.held)
             if active.size == 0:
                 break
             t0 = time.perf_counter()
@@ -584,9 +637,8 @@ class _Walk:
                 self._nat_out(active[(kind == K_NATGW) & (target == g)], g)
             for e in np.unique(target[kind == K_GWLBE]).tolist():
                 self._inspect(active[(kind == K_GWLBE) & (target == e)], e)
-        left = np.flatnonzero((b.status == PktStatus.OK) & (self.delivered == D_NONE))
+        left = np.flatnonzero((b.status == PktStatus.OK) & (self.delivered == D_NONE) & ~self.held)
         self._drop(left, PktStatus.ROUTE_LOOP, S_ROUTE)
-        self._settle_pending()
 
     def _nat_out(self, rows: np.ndarray, g: int) -> None:
         t0 = time.perf_counter()
@@ -644,24 +696,59 @@ class _Walk:
                                    if res.generated_source.size else res.generated_source, e))
         p.stage_seconds["inspect"] += time.perf_counter() - t0
 
-    def _settle_pending(self) -> None:
-        """Replies admitted on the promise of an SNAT mapping made earlier in the chunk: keep those whose mapping
-        now exists, drop the rest (``NAT_NO_MAPPING``), as the gateway would have."""
+    def _hold(self, soon: np.ndarray, senders: np.ndarray, g: int) -> None:
+        """Replies (rows ``soon``) whose SNAT mapping on gateway ``g`` may be made by an earlier packet of this
+        chunk wait for the next phase of the walk, and so does every later packet of the same private (ip, port,
+        proto) in either direction, so that each flow keeps its order through the firewall. Only after the earlier
+        packets went through the firewall and the NAT gateway does the gateway know whether the mapping exists; a
+        reply without one is dropped there (``NAT_NO_MAPPING``) and never reaches the firewall, as replies to
+        denied flows do, whatever the chunk boundaries."""
+        if soon.size == 0:
+            return
+        b = self.batch
+        key_s = _key(b.dst_ip[soon], b.dport[soon], b.proto[soon])
+        order = np.lexsort((soon, key_s))
+        ks, first = key_s[order], soon[order]
+        uniq = np.ones(ks.size, bool)
+        uniq[1:] = ks[1:] != ks[:-1]
+        ks, first = ks[uniq], first[uniq]
+
+        def later(rows: np.ndarray, keys: np.ndarray) -> None:
+            pos = np.minimum(np.searchsorted(ks, keys), ks.size - 1)
+            self.held[rows[(ks[pos] == keys) & (rows >= first[pos])]] = True
+
+        snd = np.flatnonzero(senders)
+        later(snd, _key(b.src_ip[snd], b.sport[snd], b.proto[snd]))
+        rep = np.flatnonzero(self.pending_nat == g)
+        later(rep, _key(b.dst_ip[rep], b.dport[rep], b.proto[rep]))
+
+    def _release(self) -> None:
+        """Start the next phase: held replies are admitted if their mapping now exists, dropped if none can come,
+        or, on the first release only, held again (with their flow) if a packet released with them may still make
+        it. Bounding the phases to three keeps a denied flow from taking one phase per packet; the price: a reply
+        whose mapping is made only by a third try of its flow's first packet in the same slice is dropped."""
         b, p = self.batch, self.p
+        held = self.held.copy()
+        may_wait = self.releases == 0
+        self.releases += 1
+        self.held[:] = False
+        ok = b.status == PktStatus.OK
         for g, gw in enumerate(p.nats):
-            rows = np.flatnonzero(self.pending_nat == g)
+            rows = np.flatnonzero(held & (self.pending_nat == g) & ok)
             if rows.size == 0:
                 continue
+            vi = p.nat_entry[g][0]
             pport = _public_port(gw, b.dst_ip[rows], b.dport[rows], b.proto[rows])
-            ok = b.status[rows] == PktStatus.OK
-            missing = ok & (pport < 0)
-            self._drop(rows[missing], PktStatus.NAT_NO_MAPPING, S_NAT)
-            self.delivered[rows[missing]] = D_NONE
-            kept = ok & (pport >= 0)
-            gw.stats["snat_reply_packets"] += int(kept.sum())
-            if self.taps and kept.any():
-                self._tap("internet-to-nat", _public_form(b[rows[kept]], gw.public_ip, pport[kept]))
-                self._tap_rows("nat-to-vpc", rows[kept])
+            known = pport >= 0
+            senders = held & ok & (self.vpc == vi) & ~self.from_internet & (self.pending_nat < 0)
+            soon = ~known & _sent_earlier(b, senders, rows) if may_wait else np.zeros(rows.size, bool)
+            self._drop(rows[~known & ~soon], PktStatus.NAT_NO_MAPPING, S_NAT)
+            self.pending_nat[rows[known]] = -1
+            gw.stats["snat_reply_packets"] += int(known.sum())
+            if self.taps and known.any():
+                self._tap("internet-to-nat", _public_form(b[rows[known]], gw.public_ip, pport[known]))
+                self._tap_rows("nat-to-vpc", rows[known])
+            self._hold(rows[soon], senders, g)
 
     def generated_walk(self) -> _Walk | None:
         """Walk the firewall resets from the endpoint that received them (they are never inspected again)."""
@@ -685,15 +772,18 @@ class _Walk:
         return w
 
 
+def _key(ip: np.ndarray, port: np.ndarray, proto: np.ndarray) -> np.ndarray:
+    """One uint64 per private (ip, port, proto)."""
+    return (ip.astype(np.uint64) << np.uint64(24)) | (port.astype(np.uint64) << np.uint64(8)) | proto.astype(np.uint64)
+
+
 def _sent_earlier(b: PacketBatch, senders: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """For each reply row: did an earlier packet of the chunk leave from its destination (ip, port, proto)?"""
     src = np.flatnonzero(senders)
     if src.size == 0:
         return np.zeros(rows.size, bool)
-    key_s = (b.src_ip[src].astype(np.uint64) << np.uint64(24)) | (b.sport[src].astype(np.uint64) << np.uint64(8)) \
-        | b.proto[src].astype(np.uint64)
-    key_r = (b.dst_ip[rows].astype(np.uint64) << np.uint64(24)) | (b.dport[rows].astype(np.uint64) << np.uint64(8)) \
-        | b.proto[rows].astype(np.uint64)
+    key_s = _key(b.src_ip[src], b.sport[src], b.proto[src])
+    key_r = _key(b.dst_ip[rows], b.dport[rows], b.proto[rows])
     order = np.lexsort((src, key_s))  # by key, then by row: the first row of each key comes first
     ks, first_row = key_s[order], src[order]
     uniq = np.ones(ks.size, bool)

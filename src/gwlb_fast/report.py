@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import GwlbError
+from .errors import ConfigError
 from .status import N_STATUS, describe_counts
 
 
@@ -133,7 +133,7 @@ class FlowLogWriter:
         self.path = Path(path)
         suffix = self.path.suffix.lower()
         if suffix not in (".jsonl", ".csv"):
-            raise GwlbError(f"{self.path}: flow log must end in .jsonl or .csv")
+            raise ConfigError(f"{self.path}: flow log must end in .jsonl or .csv")
         self._fh = open(self.path, "w", newline="")  # noqa: SIM115 (closed by close())
         self._csv = None
         if suffix == ".csv":
