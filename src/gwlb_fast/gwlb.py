@@ -35,7 +35,6 @@ HEALTH_STATES = {"healthy": HEALTHY, "unhealthy": UNHEALTHY, "draining": DRAININ
 
 _NS = 1_000_000_000
 _NEVER = np.iinfo(np.int64).max
-_STATE_LOST = 1  # flow-table state bit: this flow was already counted in flows_lost
 
 
 class Gwlb:
@@ -103,6 +102,7 @@ class Gwlb:
         cap = self.flows.capacity
         self._slot_fw = np.full(cap, -1, np.int16)
         self._slot_cookie = np.zeros(cap, np.uint32)
+        self._slot_lost = np.zeros(cap, np.uint8)  # 1: this slot's flow was already counted in flows_lost
         self._min_timeout_ns = min(self.flows.tcp_timeout_ns, self.flows.other_timeout_ns)
         self._rng = np.random.default_rng(seed)
         k = len(self.names)
@@ -269,18 +269,23 @@ class Gwlb:
                 st[fpos] = PktStatus.FW_FAILED
                 fw[fpos] = -1
                 # the flow stays pinned to its firewall (and resumes if it comes back); count each lost flow once
+                # (failed packets belong to a flow older than this batch: new flows never pick a failed firewall)
                 ls = np.unique(fslots)
-                ls = ls[(self.flows.state[ls] & _STATE_LOST) == 0]
+                ls = ls[self._slot_lost[ls] == 0]
                 self.flows_lost += ls.size
-                self.flows.set_state(ls, self.flows.state[ls] | _STATE_LOST)
+                self._slot_lost[ls] = 1
             else:
                 repick = self.maglev.lookup(np.ascontiguousarray(h[fpos]), acc)
                 fw[fpos] = repick
-                self._slot_fw[fslots] = repick
+                # a slot whose flow restarted later in this batch keeps the new flow's pick
+                pinned = ~np.isin(fslots, slot[new_pos]) if new_pos.size else slice(None)
+                self._slot_fw[fslots[pinned]] = repick[pinned]
                 _, first = np.unique(fslots, return_index=True)
                 moved = repick[first] >= 0
                 self.flows_rebalanced += int(moved.sum())
                 self.flows_per_fw += np.bincount(repick[first][moved], minlength=k)
+        if new_pos.size:
+            self._slot_lost[slot[new_pos]] = 0  # after the accounting above, which saw the slots' earlier flows
         # packets left without a firewall (no firewall accepts new flows): drop, and forget their flows so that
         # they get a real pick once one is healthy again
         nofw = ~full & (fw < 0) & (st == 0)
