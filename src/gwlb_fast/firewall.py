@@ -257,7 +257,10 @@ class Firewall:
 
         # endpoint -> zone
         ep = inner.endpoint_id
-        if self._ep_ids.shape[0]:
+        if self._ep_ids.shape[0] == 1:  # the common deployment: one endpoint, a compare instead of a search
+            known = ep == self._ep_ids[0]
+            zone = np.where(known, self._ep_zone[0], np.uint8(ZONE_UNKNOWN)).astype(np.uint8)
+        elif self._ep_ids.shape[0]:
             pos = np.searchsorted(self._ep_ids, ep)
             np.minimum(pos, self._ep_ids.shape[0] - 1, out=pos)
             known = self._ep_ids[pos] == ep
