@@ -50,7 +50,7 @@ def test_echo_built_or_not_gives_the_same_outcome(business_side):
 
 def test_round_trip_verdicts(business_side):
     b, truth = business_side
-    insp, res = _inspect(True, b.copy())
+    _, res = _inspect(True, b.copy())
     ok = res.status == PktStatus.OK
     denied = truth.denied[truth.flow]
     outbound = ~truth.inbound[truth.flow]  # inbound flows would need the NAT gateway's DNAT first
@@ -76,7 +76,7 @@ def test_round_trip_verdicts(business_side):
 
 def test_failed_firewall_keep_drops_at_the_gwlb(business_side):
     b, _ = business_side
-    insp, first = _inspect(False, b[:3000].copy())
+    insp, _ = _inspect(False, b[:3000].copy())
     insp.set_health("fw-2", "unhealthy", int(b.ts_ns[3000]))
     ep = Gwlbe.from_config(topology_from_dict(EXAMPLE, "t.yaml").endpoints["gwlbe-a"], 0)
     rest = b[3000:].copy()
