@@ -20,7 +20,7 @@ from gwlb_fast.synth import generate_with_truth
 EXAMPLE = str(importlib.resources.files("gwlb_fast") / "examples" / "topology.yaml")
 DATA = Path(__file__).parent / "data"
 FLOWS, PACKETS = 40, 3000
-SUMMARY_FIELDS = ("packets_in", "bytes_in", "packets_out", "bytes_out", "dropped", "drops", "stages", "firewalls",
+SUMMARY_FIELDS = ("packets_in", "bytes_in", "packets_out", "bytes_out", "dropped", "drops", "firewalls",
                   "rules", "nat", "events", "mpps", "seconds", "stage_seconds")
 
 

@@ -449,7 +449,6 @@ class Pipeline:
         s.seconds = seconds
         if self.first_ts is not None and self.last_ts is not None:
             s.capture_seconds = (self.last_ts - self.first_ts) / 1e9
-        s.stages = {k: c.as_dict() for k, c in self.counters.items()}
         s.drops = {k: describe_counts(c.drops) for k, c in self.counters.items() if c.dropped}
         hits = np.zeros(len(self.policy.rules) + 1, np.int64)
         for gname, insp in self.gwlbs.items():

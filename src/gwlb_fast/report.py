@@ -29,12 +29,10 @@ def ip_strs(col: np.ndarray) -> list[str]:
 
 
 class StageCounters:
-    """Per-stage packet counters: in, out, and drops by reason (``int64[N_STATUS]``)."""
+    """Per-stage drops by reason (``int64[N_STATUS]``)."""
 
     def __init__(self, name: str):
         self.name = name
-        self.packets_in = 0
-        self.packets_out = 0
         self.drops = np.zeros(N_STATUS, np.int64)
 
     def add_drops(self, status: np.ndarray) -> None:
@@ -47,7 +45,7 @@ class StageCounters:
         return int(self.drops.sum())
 
     def as_dict(self) -> dict:
-        return {"in": self.packets_in, "out": self.packets_out, "dropped": describe_counts(self.drops)}
+        return describe_counts(self.drops)
 
 
 @dataclass
@@ -61,7 +59,6 @@ class Summary:
     generated: int = 0
     seconds: float = 0.0
     capture_seconds: float = 0.0
-    stages: dict[str, dict] = field(default_factory=dict)
     drops: dict[str, dict[str, int]] = field(default_factory=dict)
     firewalls: dict[str, dict[str, int]] = field(default_factory=dict)
     rules: dict[str, int] = field(default_factory=dict)
