@@ -105,7 +105,10 @@ class Summary:
             for name, n in self.rules.items():
                 w(f"  {name:<30} {n:>12,}\n")
         if self.nat:
-            w("nat          " + "  ".join(f"{k} {v:,}" for k, v in self.nat.items()) + "\n")
+            w("nat gateway\n")
+            items = [(k.replace("_packets", "").replace("_", " "), v) for k, v in self.nat.items()]
+            for i in range(0, len(items), 3):
+                w("  " + "".join(f"{k:<20}{v:>12,}    " for k, v in items[i : i + 3]).rstrip() + "\n")
         for ev in self.events:
             w(f"event        t={ev['at']:.3f}s {ev['firewall']} -> {ev['state']}\n")
         if self.stage_seconds:
