@@ -83,8 +83,8 @@ def _add_demo(sub) -> None:
                                    "topology (examples/topology.yaml, with its scripted firewall failure) and write "
                                    "every output into a folder.")
     p.add_argument("--out", default="gwlb-fast-demo", help="output folder (default ./gwlb-fast-demo)")
-    p.add_argument("--flows", type=_positive, default=2000, help="flows to synthesize (default 2000)")
-    p.add_argument("--packets", type=_positive, default=200_000, help="packets to synthesize (default 200000)")
+    p.add_argument("--flows", type=_positive, default=1000, help="flows to synthesize (default 1000)")
+    p.add_argument("--packets", type=_positive, default=100_000, help="packets to synthesize (default 100000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress line")
