@@ -629,3 +629,17 @@ def test_shipped_example_is_clean_and_loads():
     from gwlb_fast.check import check_topology
 
     assert check_topology(load_topology(EXAMPLE_PATH)) == []
+
+
+def test_design_section_8_call(tmp_path):
+    """The library entry point exactly as DESIGN.md section 8 writes it: taps and flow log without extra setup."""
+    b = synth.generate(flows=40, packets=2000, seed=11)
+    write_pcap(tmp_path / "in.pcap", b)
+    summary = gf.Pipeline.from_yaml(EXAMPLE_PATH).run(str(tmp_path / "in.pcap"), str(tmp_path / "out.pcap"),
+                                                      taps=str(tmp_path / "taps"), flow_log=str(tmp_path / "f.jsonl"))
+    assert summary.packets_in == 2000
+    assert summary.packets_out + summary.dropped == 2000
+    taps = {p.stem: p.stat().st_size for p in (tmp_path / "taps").glob("*.pcap")}
+    assert set(taps) == set(TAP_LINKS)
+    assert taps["gwlb-to-fw"] > 24 and taps["fw-to-gwlb"] > 24
+    assert (tmp_path / "f.jsonl").read_text().count("\n") > 0

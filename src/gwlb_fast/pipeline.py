@@ -153,6 +153,13 @@ class Pipeline:
         """Load a topology file (DESIGN.md section 6) and build the pipeline."""
         return cls(load_topology(path), **kw)
 
+    def record_taps(self, on: bool = True) -> None:
+        """Keep (or stop keeping) every link's packets in ``ChunkResult.taps``: the firewalls then build their
+        echoed Geneve frames, which the path does not need otherwise."""
+        self.keep_taps = bool(on)
+        for insp in self.gwlbs.values():
+            insp.keep_taps = self.keep_taps
+
     # ------------------------------------------------------------------ health / what-if
     def set_health(self, firewall: str, state: str, now_ns: int = 0) -> None:
         """Change a firewall's health in every GWLB that has it (``healthy``, ``unhealthy``, ``draining``).
@@ -344,7 +351,7 @@ class Pipeline:
             (and the outputs were written); with False the problem is only reported in the summary.
         """
         if taps is not None and not self.keep_taps:
-            raise ValueError("Pipeline.run: build the pipeline with taps=True to write tap files")
+            self.record_taps(True)
         evs = self._events(events)
         t_start = time.perf_counter()
         writers: dict[str, PcapWriter] = {}
