@@ -388,6 +388,19 @@ def _proto(ctx, v, path) -> int:
     ctx.fail(path, f"unknown protocol {v!r} (expected tcp, udp or icmp)")
 
 
+def _idle_timeout(ctx, it, path, tcp: float, other: float) -> tuple[float, float]:
+    """``idle_timeout``: one number of seconds for every protocol, or ``{tcp: s, other: s}`` (either may be left out)."""
+    if isinstance(it, (int, float)) and not isinstance(it, bool):
+        tcp = other = _num(ctx, it, path, 1e-9)
+        return tcp, other
+    _mapping(ctx, it, path, ("tcp", "other"))
+    if "tcp" in it:
+        tcp = _num(ctx, it["tcp"], _join(path, "tcp"), 1e-9)
+    if "other" in it:
+        other = _num(ctx, it["other"], _join(path, "other"), 1e-9)
+    return tcp, other
+
+
 def _overlap(a_net, a_len, b_net, b_len) -> bool:
     plen = min(a_len, b_len)
     return _in_prefix(a_net, b_net & _mask(plen), plen) and _in_prefix(b_net, a_net & _mask(plen), plen)
@@ -555,16 +568,8 @@ def _gwlbs(ctx, raw) -> dict[str, Gwlb]:
         if "failover" in g:
             gw.failover = _choice(ctx, g["failover"], _join(p, "failover"), FAILOVER)
         if "idle_timeout" in g:
-            it = g["idle_timeout"]
-            ip_ = _join(p, "idle_timeout")
-            if isinstance(it, (int, float)) and not isinstance(it, bool):
-                gw.idle_timeout_tcp = gw.idle_timeout_other = _num(ctx, it, ip_, 1e-9)
-            else:
-                _mapping(ctx, it, ip_, ("tcp", "other"))
-                if "tcp" in it:
-                    gw.idle_timeout_tcp = _num(ctx, it["tcp"], _join(ip_, "tcp"), 1e-9)
-                if "other" in it:
-                    gw.idle_timeout_other = _num(ctx, it["other"], _join(ip_, "other"), 1e-9)
+            gw.idle_timeout_tcp, gw.idle_timeout_other = _idle_timeout(
+                ctx, g["idle_timeout"], _join(p, "idle_timeout"), gw.idle_timeout_tcp, gw.idle_timeout_other)
         if "draining_timeout" in g:
             gw.draining_timeout = _num(ctx, g["draining_timeout"], _join(p, "draining_timeout"))
         if "flow_capacity" in g:
@@ -680,16 +685,8 @@ def _nats(ctx, raw, vpcs) -> dict[str, NatGateway]:
                 seen[(proto, port)] = i
                 nat.dnat.append(DnatRule(proto, port, to, to_ip, to_port, rp))
         if "idle_timeout" in n:
-            it = n["idle_timeout"]
-            ip_ = _join(p, "idle_timeout")
-            if isinstance(it, (int, float)) and not isinstance(it, bool):
-                nat.idle_timeout_tcp = nat.idle_timeout_other = _num(ctx, it, ip_, 1e-9)
-            else:
-                _mapping(ctx, it, ip_, ("tcp", "other"))
-                if "tcp" in it:
-                    nat.idle_timeout_tcp = _num(ctx, it["tcp"], _join(ip_, "tcp"), 1e-9)
-                if "other" in it:
-                    nat.idle_timeout_other = _num(ctx, it["other"], _join(ip_, "other"), 1e-9)
+            nat.idle_timeout_tcp, nat.idle_timeout_other = _idle_timeout(
+                ctx, n["idle_timeout"], _join(p, "idle_timeout"), nat.idle_timeout_tcp, nat.idle_timeout_other)
         if "capacity" in n:
             nat.capacity = _int(ctx, n["capacity"], _join(p, "capacity"), 1, 1 << 26)
         if "vpc" in n:
