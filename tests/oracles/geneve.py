@@ -9,40 +9,9 @@ import struct
 
 from gwlb_fast.status import PktStatus as S
 
+from .link import find_l3
+
 ETHERNET, RAW, SLL, IPV4, SLL2 = 1, 101, 113, 228, 276
-
-
-def find_l3(pkt: bytes, linktype: int):
-    """(status, l3 offset)."""
-    n = len(pkt)
-    if linktype == ETHERNET:
-        if n < 14:
-            return S.TRUNCATED, 0
-        et, pos = struct.unpack_from("!H", pkt, 12)[0], 14
-        while et in (0x8100, 0x88A8, 0x9100):
-            if pos + 4 > n:
-                return S.TRUNCATED, 0
-            et = struct.unpack_from("!H", pkt, pos + 2)[0]
-            pos += 4
-    elif linktype in (RAW, IPV4):
-        if n < 1:
-            return S.TRUNCATED, 0
-        if pkt[0] >> 4 != 4:
-            return (S.BAD_IP_VERSION if linktype == IPV4 else S.NOT_IPV4), 0
-        return S.OK, 0
-    elif linktype == SLL:
-        if n < 16:
-            return S.TRUNCATED, 0
-        et, pos = struct.unpack_from("!H", pkt, 14)[0], 16
-    elif linktype == SLL2:
-        if n < 20:
-            return S.TRUNCATED, 0
-        et, pos = struct.unpack_from("!H", pkt, 0)[0], 20
-    else:
-        return S.NOT_IPV4, 0
-    if et != 0x0800:
-        return S.NOT_IPV4, 0
-    return S.OK, pos
 
 
 def ipv4(pkt: bytes, l3: int):

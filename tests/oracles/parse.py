@@ -3,38 +3,16 @@ import struct
 
 from gwlb_fast.status import PktStatus as S
 
-VLAN = (0x8100, 0x88A8, 0x9100)
+from .link import find_l3
 
 
 def parse(pkt: bytes, linktype: int = 1) -> dict:
     r = {"status": S.OK, "src_ip": 0, "dst_ip": 0, "sport": 0, "dport": 0, "proto": 0, "tcp_flags": 0,
          "l3_off": -1, "l4_off": -1}
     n = len(pkt)
-    if linktype in (101, 228):
-        if n < 1:
-            return {**r, "status": S.TRUNCATED}
-        if pkt[0] >> 4 != 4:
-            return {**r, "status": S.NOT_IPV4 if (linktype == 101 and pkt[0] >> 4 == 6) else S.BAD_IP_VERSION}
-        l3 = 0
-    else:
-        hdr = {1: (14, 12), 113: (16, 14), 276: (20, 0)}.get(linktype)
-        if hdr is None:
-            return {**r, "status": S.NOT_IPV4}
-        if n < hdr[0]:
-            return {**r, "status": S.TRUNCATED}
-        et = struct.unpack_from("!H", pkt, hdr[1])[0]
-        l3 = hdr[0]
-        tags = 0
-        while et in VLAN:
-            tags += 1
-            if tags > 8:
-                return {**r, "status": S.NOT_IPV4}
-            if l3 + 4 > n:
-                return {**r, "status": S.TRUNCATED}
-            et = struct.unpack_from("!H", pkt, l3 + 2)[0]
-            l3 += 4
-        if et != 0x0800:
-            return {**r, "status": S.NOT_IPV4}
+    st, l3 = find_l3(pkt, linktype)
+    if st != S.OK:
+        return {**r, "status": st}
     r["l3_off"] = l3
     if l3 + 20 > n:
         return {**r, "status": S.TRUNCATED}

@@ -25,8 +25,9 @@ from gwlb_fast._kernels._bytes cimport load_be16, load_be32, load_be64, store_be
 from gwlb_fast._kernels._status cimport (
     ST_BAD_IHL, ST_BAD_IP_LEN, ST_BAD_IP_VERSION, ST_FRAGMENT, ST_GENEVE_BAD_PROTO, ST_GENEVE_BAD_TLV,
     ST_GENEVE_BAD_VERSION, ST_GENEVE_CRITICAL, ST_GENEVE_INNER_BAD, ST_GENEVE_OPT_OVERRUN, ST_GENEVE_TRUNCATED,
-    ST_IP_TRUNCATED, ST_L4_TRUNCATED, ST_NOT_GENEVE, ST_NOT_IPV4, ST_OK, ST_TOO_BIG, ST_TRUNCATED,
+    ST_IP_TRUNCATED, ST_L4_TRUNCATED, ST_NOT_GENEVE, ST_OK, ST_TOO_BIG, ST_TRUNCATED,
 )
+from gwlb_fast._kernels._link cimport find_l3
 from gwlb_fast._kernels._hash cimport fmix32 as _fmix32, fmix64 as _fmix64, hash5
 
 GENEVE_PORT = 6081
@@ -58,45 +59,6 @@ cdef enum:
     _HDR = 82
     _OPTS = 32
     _PORT = 6081
-
-
-cdef inline int _find_l3(const uint8_t* p, Py_ssize_t caplen, uint16_t linktype, Py_ssize_t* l3) noexcept nogil:
-    """Locate the IPv4 header after the link layer (Ethernet with any number of VLAN tags, SLL, SLL2, raw)."""
-    cdef Py_ssize_t pos
-    cdef uint16_t et
-    if linktype == _LT_ETHERNET:
-        if caplen < 14:
-            return ST_TRUNCATED
-        et = load_be16(p + 12)
-        pos = 14
-        while et == 0x8100 or et == 0x88A8 or et == 0x9100:
-            if pos + 4 > caplen:
-                return ST_TRUNCATED
-            et = load_be16(p + pos + 2)
-            pos += 4
-    elif linktype == _LT_RAW or linktype == _LT_IPV4:
-        if caplen < 1:
-            return ST_TRUNCATED
-        if (p[0] >> 4) != 4:
-            return ST_BAD_IP_VERSION if linktype == _LT_IPV4 else ST_NOT_IPV4
-        l3[0] = 0
-        return ST_OK
-    elif linktype == _LT_SLL:
-        if caplen < 16:
-            return ST_TRUNCATED
-        et = load_be16(p + 14)
-        pos = 16
-    elif linktype == _LT_SLL2:
-        if caplen < 20:
-            return ST_TRUNCATED
-        et = load_be16(p)
-        pos = 20
-    else:
-        return ST_NOT_IPV4
-    if et != 0x0800:
-        return ST_NOT_IPV4
-    l3[0] = pos
-    return ST_OK
 
 
 cdef inline int _ipv4(const uint8_t* p, Py_ssize_t caplen, Py_ssize_t l3, Py_ssize_t* l4,
@@ -233,7 +195,7 @@ def parse_geneve(const uint8_t[::1] data, const int64_t[::1] off, const uint32_t
                 status[i] = ST_TRUNCATED
                 continue
             p = &data[0] + o if size > 0 else NULL
-            st = _find_l3(p, cl, linktype[i], &l3)
+            st = find_l3(p, cl, linktype[i], &l3)
             if st == ST_OK:
                 st = _ipv4(p, cl, l3, &l4, &end)
             if st != ST_OK:
@@ -371,7 +333,7 @@ def plan_encap(const uint8_t[::1] data, const int64_t[::1] off, const uint32_t[:
                 status[i] = ST_TRUNCATED
                 continue
             p = &data[0] + o if size > 0 else NULL
-            st = _find_l3(p, cl, linktype[i], &l3)
+            st = find_l3(p, cl, linktype[i], &l3)
             if st == ST_OK:
                 st = _ipv4(p, cl, l3, &l4, &end)
             if st == ST_OK and l3 + load_be16(p + l3 + 2) > cl:
@@ -610,7 +572,7 @@ def swap_outer(uint8_t[::1] data, const int64_t[::1] off, const uint32_t[::1] ca
             if o < 0 or o > size or cl > size - o:
                 continue
             p = &data[0] + o if size > 0 else NULL
-            if _find_l3(p, cl, linktype[i], &l3) != ST_OK or _ipv4(p, cl, l3, &l4, &end) != ST_OK:
+            if find_l3(p, cl, linktype[i], &l3) != ST_OK or _ipv4(p, cl, l3, &l4, &end) != ST_OK:
                 continue
             if linktype[i] == _LT_ETHERNET:
                 for k in range(6):

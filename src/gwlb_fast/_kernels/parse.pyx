@@ -3,88 +3,21 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t
 from libc.string cimport memcpy
 
 from gwlb_fast._kernels._bytes cimport load_be16, load_be32
+from gwlb_fast._kernels._link cimport find_l3
 from gwlb_fast._kernels._status cimport (
     ST_BAD_IHL, ST_BAD_IP_LEN, ST_BAD_IP_VERSION, ST_BAD_TCP_OFF, ST_FRAGMENT, ST_IP_TRUNCATED, ST_L4_TRUNCATED,
-    ST_NOT_IPV4, ST_OK, ST_TRUNCATED,
+    ST_OK, ST_TRUNCATED,
 )
 
 cdef enum:
-    ETH_HLEN = 14
-    SLL_HLEN = 16
-    SLL2_HLEN = 20
-    MAX_VLAN_TAGS = 8
-    LT_ETHERNET = 1
-    LT_RAW = 101
-    LT_LINUX_SLL = 113
-    LT_IPV4 = 228
-    LT_LINUX_SLL2 = 276
-    ETHERTYPE_IPV4 = 0x0800
-    ETHERTYPE_VLAN = 0x8100
-    ETHERTYPE_QINQ = 0x88A8
-    ETHERTYPE_QINQ_OLD = 0x9100
     IPPROTO_ICMP = 1
     IPPROTO_TCP = 6
     IPPROTO_UDP = 17
 
 
-cdef inline bint _is_vlan(uint16_t et) noexcept nogil:
-    return et == ETHERTYPE_VLAN or et == ETHERTYPE_QINQ or et == ETHERTYPE_QINQ_OLD
-
-
 cdef inline bint _icmp_has_id(uint8_t icmp_type) noexcept nogil:
     # echo (0, 8), timestamp (13, 14), information (15, 16), address mask (17, 18): queries carrying an identifier
     return icmp_type == 0 or icmp_type == 8 or (13 <= icmp_type <= 18)
-
-
-cdef inline Py_ssize_t _find_l3(const uint8_t* p, Py_ssize_t n, uint16_t lt, uint8_t* st) noexcept nogil:
-    """Offset of the IPv4 header inside a frame of n bytes, or -1 with st set."""
-    cdef Py_ssize_t pos
-    cdef uint16_t et
-    cdef int tags = 0
-    if lt == LT_ETHERNET:
-        if n < ETH_HLEN:
-            st[0] = ST_TRUNCATED
-            return -1
-        et = load_be16(p + 12)
-        pos = ETH_HLEN
-    elif lt == LT_LINUX_SLL:
-        if n < SLL_HLEN:
-            st[0] = ST_TRUNCATED
-            return -1
-        et = load_be16(p + 14)
-        pos = SLL_HLEN
-    elif lt == LT_LINUX_SLL2:
-        if n < SLL2_HLEN:
-            st[0] = ST_TRUNCATED
-            return -1
-        et = load_be16(p)
-        pos = SLL2_HLEN
-    elif lt == LT_RAW or lt == LT_IPV4:
-        if n < 1:
-            st[0] = ST_TRUNCATED
-            return -1
-        if (p[0] >> 4) != 4:
-            # LINKTYPE_RAW may carry IPv6: that is non-IPv4 traffic, not a broken packet
-            st[0] = ST_NOT_IPV4 if (lt == LT_RAW and (p[0] >> 4) == 6) else ST_BAD_IP_VERSION
-            return -1
-        return 0
-    else:
-        st[0] = ST_NOT_IPV4
-        return -1
-    while _is_vlan(et):
-        tags += 1
-        if tags > MAX_VLAN_TAGS:
-            st[0] = ST_NOT_IPV4
-            return -1
-        if pos + 4 > n:
-            st[0] = ST_TRUNCATED
-            return -1
-        et = load_be16(p + pos + 2)
-        pos += 4
-    if et != ETHERTYPE_IPV4:
-        st[0] = ST_NOT_IPV4
-        return -1
-    return pos
 
 
 def parse_packets(const uint8_t[::1] data, const int64_t[::1] off, const uint32_t[::1] caplen,
@@ -145,8 +78,8 @@ def parse_packets(const uint8_t[::1] data, const int64_t[::1] off, const uint32_
             else:
                 # an empty arena has no &data[0]; a zero-length packet is then read from a dummy byte (never, n = 0)
                 p = &data[0] + start if datalen > 0 else &empty
-                l3 = _find_l3(p, end - start, linktype[i], &st)
-                if l3 >= 0:
+                st = find_l3(p, end - start, linktype[i], &l3)
+                if st == ST_OK:
                     l3_off[i] = <int32_t>l3
                     if l3 + 20 > end - start:
                         st = ST_TRUNCATED

@@ -11,6 +11,7 @@
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t
 from libc.string cimport memcpy
 
+from gwlb_fast._kernels._link cimport find_l3
 from gwlb_fast._kernels._bytes cimport csum_add, csum_fold, load_be16, load_be32, store_be16, store_be32
 from gwlb_fast._kernels._status cimport ST_BAD_IHL, ST_L4_TRUNCATED, ST_NOT_IPV4, ST_OK, ST_TRUNCATED
 
@@ -36,30 +37,8 @@ cdef enum:
 
 cdef inline Py_ssize_t _outer_l3(const uint8_t* p, Py_ssize_t caplen, uint16_t linktype) noexcept nogil:
     """Offset of the outer IPv4 header, or -1 (link layer cut short, not IPv4)."""
-    cdef Py_ssize_t pos
-    cdef uint16_t et
-    if linktype == _LT_ETHERNET:
-        if caplen < 14:
-            return -1
-        et = load_be16(p + 12)
-        pos = 14
-        while et == 0x8100 or et == 0x88A8 or et == 0x9100:
-            if pos + 4 > caplen:
-                return -1
-            et = load_be16(p + pos + 2)
-            pos += 4
-        return pos if et == 0x0800 else -1
-    if linktype == _LT_RAW or linktype == _LT_IPV4:
-        return 0
-    if linktype == _LT_SLL:
-        if caplen < 16 or load_be16(p + 14) != 0x0800:
-            return -1
-        return 16
-    if linktype == _LT_SLL2:
-        if caplen < 20 or load_be16(p) != 0x0800:
-            return -1
-        return 20
-    return -1
+    cdef Py_ssize_t l3 = -1
+    return l3 if find_l3(p, caplen, linktype, &l3) == ST_OK else -1
 
 
 cdef inline void _swap(uint8_t* a, uint8_t* b, Py_ssize_t n) noexcept nogil:
