@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._kernels.join import first_row_join
 from .batch import PacketBatch
 from .config import Topology, load_events, load_topology
 from .errors import ConfigError, PcapError
@@ -712,21 +713,13 @@ class _Walk:
         if soon.size == 0:
             return
         b = self.batch
-        key_s = _key(b.dst_ip[soon], b.dport[soon], b.proto[soon])
-        order = np.lexsort((soon, key_s))
-        ks, first = key_s[order], soon[order]
-        uniq = np.ones(ks.size, bool)
-        uniq[1:] = ks[1:] != ks[:-1]
-        ks, first = ks[uniq], first[uniq]
-
-        def later(rows: np.ndarray, keys: np.ndarray) -> None:
-            pos = np.minimum(np.searchsorted(ks, keys), ks.size - 1)
-            self.held[rows[(ks[pos] == keys) & (rows >= first[pos])]] = True
-
+        # the first held reply of each private (ip, port, proto); a packet of that key at or after it waits too
         snd = np.flatnonzero(senders)
-        later(snd, _key(b.src_ip[snd], b.sport[snd], b.proto[snd]))
+        first = first_row_join(b.dst_ip, b.dport, b.proto, soon, b.src_ip, b.sport, snd, np.empty(snd.size, np.int64))
+        self.held[snd[(first >= 0) & (snd >= first)]] = True
         rep = np.flatnonzero(self.pending_nat == g)
-        later(rep, _key(b.dst_ip[rep], b.dport[rep], b.proto[rep]))
+        first = first_row_join(b.dst_ip, b.dport, b.proto, soon, b.dst_ip, b.dport, rep, np.empty(rep.size, np.int64))
+        self.held[rep[(first >= 0) & (rep >= first)]] = True
 
     def _release(self) -> None:
         """Start the next phase: held replies are admitted if their mapping now exists, dropped if none can come,
@@ -778,26 +771,14 @@ class _Walk:
         return w
 
 
-def _key(ip: np.ndarray, port: np.ndarray, proto: np.ndarray) -> np.ndarray:
-    """One uint64 per private (ip, port, proto)."""
-    return (ip.astype(np.uint64) << np.uint64(24)) | (port.astype(np.uint64) << np.uint64(8)) | proto.astype(np.uint64)
-
-
 def _sent_earlier(b: PacketBatch, senders: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """For each reply row: did an earlier packet of the chunk leave from its destination (ip, port, proto)?"""
     src = np.flatnonzero(senders)
     if src.size == 0:
         return np.zeros(rows.size, bool)
-    key_s = _key(b.src_ip[src], b.sport[src], b.proto[src])
-    key_r = _key(b.dst_ip[rows], b.dport[rows], b.proto[rows])
-    order = np.lexsort((src, key_s))  # by key, then by row: the first row of each key comes first
-    ks, first_row = key_s[order], src[order]
-    uniq = np.ones(ks.size, bool)
-    uniq[1:] = ks[1:] != ks[:-1]
-    ks, first_row = ks[uniq], first_row[uniq]
-    pos = np.searchsorted(ks, key_r)
-    pos_c = np.minimum(pos, ks.size - 1)
-    return (ks[pos_c] == key_r) & (first_row[pos_c] < rows)
+    rows = rows.astype(np.int64, copy=False)
+    first = first_row_join(b.src_ip, b.sport, b.proto, src, b.dst_ip, b.dport, rows, np.empty(rows.size, np.int64))
+    return (first >= 0) & (first < rows)
 
 
 def _public_form(batch: PacketBatch, public_ip: int, public_port: np.ndarray) -> PacketBatch:
