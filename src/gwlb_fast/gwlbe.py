@@ -137,25 +137,20 @@ class Inspection:
         if self.keep_taps:
             res.to_fw.append(wire)
 
-        gen_parts, gen_src = [], []
-        for k in np.unique(wire_fw).tolist():
+        gen_parts, gen_src, passed = [], [], []
+        # a firewall reads only the frames' bytes and core columns: its share of the frames carries just those, so
+        # that splitting the batch by firewall does not gather every Geneve column
+        frames = PacketBatch(wire.data, wire.off, wire.caplen, wire.wirelen, wire.ts_ns, wire.linktype)
+        for k in np.flatnonzero(np.bincount(wire_fw, minlength=len(self.firewalls))).tolist():
             pick = np.flatnonzero(wire_fw == k)
             rows = sent[pick]
-            out = self.firewalls[k].process(wire[pick], echo=self.keep_taps)
+            out = self.firewalls[k].process(frames[pick], echo=self.keep_taps)
             status[rows] = out.status
             by_fw[rows] = out.status != PktStatus.OK
             if out.sessions.shape[0]:
                 res.sessions.append((k, out.sessions))
             if not self.keep_taps:
-                # no return link to record: the echoed frames (the sent frames with outer addresses swapped) are not
-                # built, and the GWLB checks each passed packet's flow and cookie on the values the echo carries
-                passed = rows[out.status == PktStatus.OK]
-                if passed.size:
-                    chk = batch[passed]
-                    chk.status = np.zeros(passed.size, np.uint8)
-                    self.lb.check_return(chk)
-                    bad = chk.status != PktStatus.OK
-                    status[passed[bad]] = chk.status[bad]
+                passed.append(rows[out.status == PktStatus.OK])
             if len(out.wire) == 0:
                 continue
             if self.keep_taps:
@@ -176,6 +171,17 @@ class Inspection:
             if rst.any():
                 gen_parts.append(inner.filter(rst))
                 gen_src.append(src_rows[rst])
+        if passed:
+            # no return link to record: the echoed frames (the sent frames with outer addresses swapped) were not
+            # built, and the GWLB checks each passed packet's flow and cookie on the values the echo carries (one
+            # check for every firewall's packets: the firewalls do not touch the GWLB's flow table)
+            passed = np.concatenate(passed)
+            if passed.size:
+                chk = batch[passed]
+                chk.status = np.zeros(passed.size, np.uint8)
+                self.lb.check_return(chk)
+                bad = chk.status != PktStatus.OK
+                status[passed[bad]] = chk.status[bad]
         if gen_parts:
             gen = PacketBatch.concat(gen_parts)
             gen.parse()

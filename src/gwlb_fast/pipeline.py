@@ -640,9 +640,9 @@ class _Walk:
                 self._tap_rows("vpc-to-host", host[inside])
             self.delivered[active[kind == K_INTERNET]] = D_INTERNET
             p.stage_seconds["route"] += time.perf_counter() - t0
-            for g in np.unique(target[kind == K_NATGW]).tolist():
+            for g in _present(target[kind == K_NATGW], len(p.nats)):
                 self._nat_out(active[(kind == K_NATGW) & (target == g)], g)
-            for e in np.unique(target[kind == K_GWLBE]).tolist():
+            for e in _present(target[kind == K_GWLBE], len(p.endpoints)):
                 self._inspect(active[(kind == K_GWLBE) & (target == e)], e)
         left = np.flatnonzero((b.status == PktStatus.OK) & (self.delivered == D_NONE) & ~self.held)
         self._drop(left, PktStatus.ROUTE_LOOP, S_ROUTE)
@@ -769,6 +769,11 @@ class _Walk:
             w.inspected[sel, e] = True
         w.run()
         return w
+
+
+def _present(index: np.ndarray, k: int) -> list[int]:
+    """The values in ``index`` (gateway or endpoint indices in ``[0, k)``), ascending: np.unique without its sort."""
+    return np.flatnonzero(np.bincount(index, minlength=k)).tolist() if index.size else []
 
 
 def _sent_earlier(b: PacketBatch, senders: np.ndarray, rows: np.ndarray) -> np.ndarray:
