@@ -151,6 +151,25 @@ def test_encap_headers_share_the_payload():
         assert headers[j].tobytes() + b.data[start[j] : start[j] + ln[j]].tobytes() == wire.packet(j)
 
 
+def test_encap_into_a_reused_arena():
+    mix = synthetic_mix(30, seed=4)
+    b = batch_of([b"\x01" * 12 + b"\x08\x00" + p for p in mix])
+    kw = {"dst": np.arange(30, dtype=np.uint32) + 7, "endpoint_id": 5, "cookie": np.arange(30), "vni": 3}
+    want = gv.encap(b, **kw)
+    big = np.full(want.data.shape[0] + 100, 0xEE, np.uint8)
+    got = gv.encap(b, arena=big, **kw)
+    assert np.shares_memory(got.data, big) and got.data.shape == want.data.shape
+    assert got.packets() == want.packets() and np.array_equal(got.off, want.off)
+    small = np.zeros(10, np.uint8)
+    got = gv.encap(b, arena=small, **kw)  # too small: a fresh arena, the buffer untouched
+    assert not np.shares_memory(got.data, small) and not small.any() and got.packets() == want.packets()
+    ro = big.copy()
+    ro.flags.writeable = False
+    for bad in (ro, big.astype(np.int8), big[::2]):
+        with pytest.raises(ValueError, match="arena"):
+            gv.encap(b, arena=bad, **kw)
+
+
 def test_encap_ethernet_input_with_vlan_carries_ip_part():
     inner = ip_packet(payload=b"abc")
     frame = b"\x01" * 6 + b"\x02" * 6 + b"\x81\x00\x00\x05\x08\x00" + inner + b"\0" * 7  # padded

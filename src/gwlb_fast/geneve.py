@@ -177,7 +177,7 @@ def echo(wire: PacketBatch, option_class: int | None = None, profile: str | Prof
 def encap(batch: PacketBatch, src="10.0.0.10", dst="10.0.1.11", *, endpoint_id=0, attachment_id=0, cookie=0,
           vni=0, option_class: int | None = None, profile: str | Profile = "aws", sport=None, direction=None,
           src_mac=DEFAULT_SRC_MAC, dst_mac=DEFAULT_DST_MAC, ttl: int = 64, max_inner: int | None = None,
-          hash_seed: int = 0, status_out: np.ndarray | None = None) -> PacketBatch:
+          hash_seed: int = 0, status_out: np.ndarray | None = None, arena: np.ndarray | None = None) -> PacketBatch:
     """Wrap every IPv4 packet of ``batch`` in Ethernet + IPv4 + UDP 6081 + Geneve with the GWLB options.
 
     Parameters
@@ -213,6 +213,10 @@ def encap(batch: PacketBatch, src="10.0.0.10", dst="10.0.1.11", *, endpoint_id=0
         Seed of the source-port flow hash.
     status_out : uint8[n], optional
         Receives each input packet's status: OK, or why it was not encapsulated (TOO_BIG, NOT_IPV4, ...).
+    arena : uint8 array, optional
+        A buffer to build the frames in when it is large enough (the result's ``data`` is then a view of its
+        start; otherwise a new arena is allocated). For a caller that is done with the frames before its next
+        call: reusing one buffer spares the page faults of a fresh arena per call.
 
     Returns
     -------
@@ -230,7 +234,10 @@ def encap(batch: PacketBatch, src="10.0.0.10", dst="10.0.1.11", *, endpoint_id=0
     out_off = np.zeros(m, np.int64)
     if m:
         np.cumsum(lens[:-1], out=out_off[1:])
-    out = np.empty(int(total), np.uint8)
+    if arena is not None and (arena.dtype != np.uint8 or arena.ndim != 1 or not arena.flags.c_contiguous
+                              or not arena.flags.writeable):
+        raise ValueError("arena must be a writeable contiguous 1-D uint8 array")
+    out = arena[: int(total)] if arena is not None and arena.shape[0] >= total else np.empty(int(total), np.uint8)
     _k.fill_encap(batch.data, start, ilen, rows, out, out_off, a["macs"], src_a, dst_a, a["sport"], vni_a, ep_a, att_a,
                   ck_a, a["cls"], a["ttl"], a["seed"])
     caplen = lens.astype(np.uint32)

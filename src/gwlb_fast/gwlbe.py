@@ -103,6 +103,8 @@ class Inspection:
         self.fw_ip = np.array([fw.ip for fw in cfg.firewalls.values()], np.uint32)
         self.keep_taps = keep_taps
         self.too_big = 0
+        # the Geneve frames' arena, reused from batch to batch when no tap keeps the frames (see inspect)
+        self._arena = np.zeros(0, np.uint8)
 
     def set_health(self, firewall: str, state: str, now_ns: int) -> None:
         self.lb.set_health(firewall, state, now_ns)
@@ -126,7 +128,11 @@ class Inspection:
         wire = geneve.encap(sub, src=self.address, dst=self.fw_ip[sub.fw_index], endpoint_id=endpoint.id,
                             cookie=sub.flow_cookie, sport=self.lb.udp_sport(sub), option_class=self.option_class,
                             profile=self.profile, max_inner=self.max_inner, status_out=enc_status,
-                            hash_seed=self.lb.seed)
+                            hash_seed=self.lb.seed, arena=None if self.keep_taps else self._arena)
+        if not self.keep_taps and wire.data.shape[0] > self._arena.shape[0]:
+            # without taps nothing outlives this call that points into the frames' arena (the firewalls copy
+            # what they return), so the next batch may build its frames in it
+            self._arena = wire.data
         bad = enc_status != PktStatus.OK
         if bad.any():
             status[go[bad]] = enc_status[bad]
