@@ -643,3 +643,17 @@ def test_design_section_8_call(tmp_path):
     assert set(taps) == set(TAP_LINKS)
     assert taps["gwlb-to-fw"] > 24 and taps["fw-to-gwlb"] > 24
     assert (tmp_path / "f.jsonl").read_text().count("\n") > 0
+
+
+def test_run_reusing_its_arena_writes_what_process_returns(traffic, tmp_path):
+    """``run`` copies each chunk into one reused buffer (a chunk spanning more than MAX_SLICE_SECONDS is split into
+    slices sharing it): the capture it writes is what fresh ``process`` calls return, packet for packet."""
+    batch, _ = traffic
+    write_pcap(tmp_path / "in.pcap", batch)
+    chunk = 7000  # about 7 s of this capture: every chunk is walked in two slices
+    s = Pipeline.from_yaml(EXAMPLE_PATH).run(tmp_path / "in.pcap", tmp_path / "out.pcap", events=[], chunk=chunk)
+    pipe = Pipeline.from_yaml(EXAMPLE_PATH)
+    want = [p for a in range(0, len(batch), chunk) for p in pipe.process(batch[a : a + chunk]).output.packets()]
+    got = [bytes(b) for b in _dpkt_read(tmp_path / "out.pcap")]
+    assert s.packets_out == len(want) > 0
+    assert got == want

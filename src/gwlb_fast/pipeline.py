@@ -187,7 +187,14 @@ class Pipeline:
         (see ``_Walk._hold``), and the slice bound keeps the stages' idle timers (the shortest is the firewall's
         30 s) from running ahead of those replies.
         """
+        return self._process(batch, None)
+
+    def _process(self, batch: PacketBatch, arena: np.ndarray | None) -> ChunkResult:
+        """:meth:`process`, copying the packets into ``arena`` when it is large enough (the caller is done with the
+        result before it passes the same buffer again), else into a fresh arena."""
         n = len(batch)
+        if arena is not None and arena.shape[0] < batch.nbytes:
+            arena = None
         if n > 1:
             ts = batch.ts_ns
             span = MAX_SLICE_SECONDS * 1_000_000_000
@@ -197,22 +204,22 @@ class Pipeline:
                     cuts.append(max(cuts[-1] + 1, int(np.searchsorted(ts, int(ts[cuts[-1]]) + span, "right"))))
                 cuts[-1] = n
                 if len(cuts) > 2:
-                    parts = [self._process_slice(batch[a:b]) for a, b in itertools.pairwise(cuts)]
+                    # each slice copies its packets into its own part of the arena (the results live together)
+                    base = np.zeros(n + 1, np.int64)
+                    np.cumsum(batch.caplen, out=base[1:])
+                    parts = [self._process_slice(batch[a:b], None if arena is None else arena[base[a]:base[b]])
+                             for a, b in itertools.pairwise(cuts)]
                     taps = {k: [x for r in parts for x in r.taps.get(k, [])] for k in parts[0].taps}
                     return ChunkResult(PacketBatch.concat([r.output for r in parts]),
                                        *(np.concatenate([getattr(r, c) for r in parts])
                                          for c in ("status", "stage", "delivered", "fw")),
                                        generated=sum(r.generated for r in parts), taps=taps)
-        return self._process_slice(batch)
+        return self._process_slice(batch, arena)
 
-    def _process_slice(self, batch: PacketBatch) -> ChunkResult:
+    def _process_slice(self, batch: PacketBatch, arena: np.ndarray | None = None) -> ChunkResult:
         t0 = time.perf_counter()
-        work = batch.copy()  # our own arena: NAT rewrites headers in place
+        work = _own_copy(batch, arena)  # our own arena: NAT rewrites headers in place
         self.bytes_in += work.nbytes
-        for name in ("status", "src_ip", "dst_ip", "sport", "dport", "proto", "tcp_flags", "l3_off", "l4_off",
-                     "endpoint_id", "flow_cookie", "fw_index", "vni", "geneve_flags", "opt_len", "attachment_id",
-                     "inner_off"):
-            setattr(work, name, None)
         work.parse()
         n = len(work)
         taps: dict[str, list[PacketBatch]] = {k: [] for k in TAP_LINKS} if self.keep_taps else {}
@@ -365,6 +372,7 @@ class Pipeline:
         size = os.path.getsize(source) if isinstance(source, (str, os.PathLike)) and os.path.isfile(source) else None
         progress = Progress(size, quiet=quiet)
         reader = read_pcap(source, chunk=chunk, parse=False, strict=False)
+        arena = np.zeros(0, np.uint8)
         input_error = None
         try:
             for batch in reader:
@@ -373,7 +381,10 @@ class Pipeline:
                         self.set_health(part["firewall"], part["state"], part["ts_ns"])
                         self.events_done.append({k: part[k] for k in ("at", "firewall", "state")})
                         continue
-                    res = self.process(part)
+                    # the delivered packets are written before the next chunk: its copy reuses this one's arena
+                    if arena.shape[0] < part.nbytes:
+                        arena = np.empty(part.nbytes, np.uint8)
+                    res = self._process(part, arena)
                     t0 = time.perf_counter()
                     if out_w is not None:
                         out_w.write(res.output)
@@ -769,6 +780,22 @@ class _Walk:
             w.inspected[sel, e] = True
         w.run()
         return w
+
+
+def _own_copy(batch: PacketBatch, arena: np.ndarray | None) -> PacketBatch:
+    """The packets of ``batch``, back to back in ``arena`` (a fresh one if None), with copies of the core columns
+    and none of the others."""
+    from ._kernels.parse import gather_packets
+
+    n = len(batch)
+    off = np.zeros(n, np.int64)
+    if n:
+        np.cumsum(batch.caplen[:-1], dtype=np.int64, out=off[1:])
+    total = int(off[-1] + batch.caplen[-1]) if n else 0
+    data = np.empty(total, np.uint8) if arena is None else arena[:total]
+    gather_packets(batch.data, batch.off, batch.caplen, data, off)
+    return PacketBatch(data, off, batch.caplen.copy(), batch.wirelen.copy(), batch.ts_ns.copy(),
+                       batch.linktype.copy())
 
 
 def _present(index: np.ndarray, k: int) -> list[int]:
