@@ -514,6 +514,24 @@ def test_matches_oracle_on_random_session_mixes(batches):
     assert sorted(tuple(int(x) for x in rec) for rec in np.concatenate([out.sessions, one.finish()])) == got
 
 
+@settings(max_examples=40, deadline=None)
+@given(session_mix())
+def test_without_echo_returns_exactly_the_resets(batches):
+    """``echo=False`` builds the same frames as ``echo=True`` minus the echoes, with the same sources, and decides
+    the same."""
+    with_echo, without = make_fw(), make_fw()
+    for pkts in batches:
+        if not pkts:
+            continue
+        a, b = with_echo.process(make_wire(pkts)), without.process(make_wire(pkts), echo=False)
+        assert a.status.tolist() == b.status.tolist() and a.rule.tolist() == b.rule.tolist()
+        rst = np.flatnonzero(a.kind != KIND_ECHO)
+        assert b.source.tolist() == a.source[rst].tolist() and b.kind.tolist() == a.kind[rst].tolist()
+        assert b.wire.packets() == a.wire[rst].packets()
+        for name in ("vni", "endpoint_id", "flow_cookie", "inner_off", "wirelen", "ts_ns"):
+            assert getattr(b.wire, name).tolist() == getattr(a.wire, name)[rst].tolist()
+
+
 # ---------------------------------------------------------------------------------------------------- robustness
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.binary(max_size=120), min_size=1, max_size=8), st.binary(min_size=0, max_size=40))

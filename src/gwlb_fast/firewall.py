@@ -479,13 +479,19 @@ class Firewall:
     def _returns(self, wire: PacketBatch, inner: PacketBatch, out_n, k1, k2, echo: bool = True):
         """Build the frames returned to the GWLB: (batch, source rows, kinds); only the resets without echo."""
         n = len(wire)
-        counts = out_n.astype(np.int64)
+        if echo:
+            rows = np.arange(n, dtype=np.int64)
+        else:
+            # only the rows with a reset among their returns (usually none): the echoes are left out anyway
+            rows = np.flatnonzero(((out_n >= 1) & (k1 != KIND_ECHO)) | ((out_n >= 2) & (k2 != KIND_ECHO)))
+        counts = out_n[rows].astype(np.int64)
         m = int(counts.sum())
-        source = np.repeat(np.arange(n, dtype=np.int64), counts)
-        first = np.zeros(n, np.int64)
-        if n:
+        j = np.repeat(np.arange(rows.shape[0], dtype=np.int64), counts)  # position in rows of each return
+        source = rows[j]
+        first = np.zeros(rows.shape[0], np.int64)
+        if rows.shape[0]:
             np.cumsum(counts[:-1], out=first[1:])
-        second = (np.arange(m, dtype=np.int64) - first[source]) > 0
+        second = (np.arange(m, dtype=np.int64) - first[j]) > 0
         kind = np.where(second, k2[source], k1[source]).astype(np.uint8)
         if not echo:
             keep = kind != KIND_ECHO
