@@ -207,6 +207,25 @@ def test_reused_tuple_gets_new_cookie_and_stale_cookie_is_caught():
     assert g.drops["STALE_COOKIE"] == 3
 
 
+def test_check_return_rows_agrees_with_check_return():
+    g = Gwlb(FWS)
+    src, dst, sp, dp = random_flows(300, seed=3)
+    out = g.process(make_batch(src, dst, sp, dp, ts=S, endpoint=5))
+    ck = out.flow_cookie.copy()
+    ck[::7] ^= np.uint32(1)  # stale cookies
+    back = make_batch(dst, src, dp, sp, ts=2 * S, endpoint=np.where(np.arange(300) % 11 == 0, 6, 5), cookie=ck)
+    back.sport[::13] += np.uint16(1)  # unknown flows
+    rows = np.random.default_rng(0).permutation(300)[:200]
+    before = {k: v.copy() for k, v in back.columns().items()}
+    good = g.check_return_rows(back, rows)
+    assert all(np.array_equal(before[k], v) for k, v in back.columns().items())  # the batch is untouched
+    stale = g.drops["STALE_COOKIE"]
+    want = g.check_return(back[rows])
+    assert good.tolist() == (want.status == 0).tolist() and 0 < stale < 200
+    assert g.drops["STALE_COOKIE"] == 2 * stale
+    assert g.check_return_rows(back, np.zeros(0, np.int64)).shape == (0,)
+
+
 def test_restart_inside_one_batch():
     # a batch spanning more than the idle timeout: packets before the gap keep the old flow's cookie
     g = Gwlb(FWS, idle_timeouts={"tcp": 10, "other": 10})

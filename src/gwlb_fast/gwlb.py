@@ -365,16 +365,35 @@ class Gwlb:
         idx = np.flatnonzero(status == PktStatus.OK)
         if idx.size == 0:
             return batch
+        good, s = self._returning(batch, idx)
+        status[idx[~good]] = PktStatus.STALE_COOKIE
+        fw_col[idx[good]] = self._slot_fw[s[good]]
+        self.drops["STALE_COOKIE"] += int(np.count_nonzero(~good))
+        return batch
+
+    def check_return_rows(self, batch, rows) -> np.ndarray:
+        """:meth:`check_return` of rows ``rows`` of ``batch`` (taken as ``OK``), leaving the batch untouched.
+
+        Returns bool per row: True where the flow is known and the cookie matches; the other rows are counted as
+        ``STALE_COOKIE``. For a caller that checks some rows of a batch without gathering them into a batch.
+        """
+        self._need(batch, "src_ip", "dst_ip", "sport", "dport", "proto", "flow_cookie")
+        rows = np.asarray(rows, np.intp)
+        if rows.size == 0:
+            return np.zeros(0, bool)
+        good, _ = self._returning(batch, rows)
+        self.drops["STALE_COOKIE"] += int(np.count_nonzero(~good))
+        return good
+
+    def _returning(self, batch, idx):
+        """(good, slot) for rows ``idx``: the flow is known, its cookie matches and it has a firewall."""
         a_ip, b_ip, a_pt, b_pt, proto, tag = self._canonical(batch, idx)
         slot = np.empty(idx.size, np.int64)
         self.flows.lookup(a_ip, b_ip, a_pt, b_pt, proto, tag, slot)
         known = slot >= 0
         s = np.where(known, slot, 0)
         good = known & (self._slot_cookie[s] == batch.flow_cookie[idx]) & (self._slot_fw[s] >= 0)
-        status[idx[~good]] = PktStatus.STALE_COOKIE
-        fw_col[idx[good]] = self._slot_fw[s[good]]
-        self.drops["STALE_COOKIE"] += int(np.count_nonzero(~good))
-        return batch
+        return good, s
 
     # ------------------------------------------------------------------ reporting
     def counters(self) -> dict:

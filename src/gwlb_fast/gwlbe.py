@@ -182,12 +182,7 @@ class Inspection:
             # built, and the GWLB checks each passed packet's flow and cookie on the values the echo carries (one
             # check for every firewall's packets: the firewalls do not touch the GWLB's flow table)
             passed = np.concatenate(passed)
-            if passed.size:
-                chk = batch[passed]
-                chk.status = np.zeros(passed.size, np.uint8)
-                self.lb.check_return(chk)
-                bad = chk.status != PktStatus.OK
-                status[passed[bad]] = chk.status[bad]
+            status[passed[~self.lb.check_return_rows(batch, passed)]] = PktStatus.STALE_COOKIE
         if gen_parts:
             gen = PacketBatch.concat(gen_parts)
             gen.parse()
