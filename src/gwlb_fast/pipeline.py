@@ -540,11 +540,11 @@ class _Walk:
 
     def _tap(self, link: str, batch: PacketBatch) -> None:
         if self.taps and len(batch):
-            self.taps[link].append(batch.compact())
+            self.taps[link].append(batch.copy())  # a copy: a later stage may rewrite the shared arena
 
     def _tap_rows(self, link: str, rows: np.ndarray) -> None:
         if self.taps and rows.size:
-            self.taps[link].append(self.batch[rows].compact())
+            self.taps[link].append(self.batch[rows].copy())
 
     def _sync(self, rows: np.ndarray, sub: PacketBatch) -> None:
         """Copy the columns a stage rewrote on ``sub`` (rows of our batch) back."""
