@@ -180,6 +180,7 @@ def parse_geneve(const uint8_t[::1] data, const int64_t[::1] off, const uint32_t
         for i in range(n):
             if i + _AHEAD < n and size > 0:
                 GWLB_PREFETCH(&data[0] + off[i + _AHEAD])
+                GWLB_PREFETCH(&data[0] + off[i + _AHEAD] + 64)
             vni[i] = 0
             flags[i] = 0
             opt_len[i] = 0
