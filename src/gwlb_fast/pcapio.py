@@ -99,7 +99,6 @@ _MIN_READ = 64 << 10
 _LINKTYPE_NAMES = "1 (Ethernet), 101 and 228 (raw IPv4), 113 and 276 (Linux cooked)"
 
 _MORE_OK, _MORE_EOF, _MORE_FULL = 0, 1, 2
-_MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux uapi value; older Pythons lack the name
 
 # Packets scanned (and parsed) per kernel call: about 1.5 MB of typical traffic, so that the parse kernel finds the
 # headers that the scanner's prefetches brought into cache. Whole chunks at once run several times slower.
@@ -210,7 +209,6 @@ class PcapReader(Iterator[PacketBatch]):
         self._end = 0  # valid bytes in _buf
         self._eof = False
         self._mapped = False
-        self._mm = None  # the map, while MADV_POPULATE_READ works on it
         self._size_hint: int | None = None
         self._seekable = False
         self._est = 1024.0  # bytes per record, refined after each batch
@@ -283,7 +281,6 @@ class PcapReader(Iterator[PacketBatch]):
                 mm = mmap.mmap(self._f.fileno(), 0, access=mmap.ACCESS_COPY)
                 if hasattr(mmap, "MADV_SEQUENTIAL"):
                     mm.madvise(mmap.MADV_SEQUENTIAL)
-                self._mm = mm
                 self._buf = np.frombuffer(mm, dtype=np.uint8)
                 self._end = self._buf.shape[0]
                 self._eof = True
@@ -442,7 +439,6 @@ class PcapReader(Iterator[PacketBatch]):
         if classic:
             linktype.fill(self.linktype)
         self._origin = self._pos
-        self._populate(chunk)
         n = parsed = 0
         while n < chunk:
             buf = self._buf[: self._end]
@@ -496,20 +492,6 @@ class PcapReader(Iterator[PacketBatch]):
         self.packets += n
         self.bytes += int(cols["caplen"].sum(dtype=np.int64))
         return batch
-
-    def _populate(self, chunk: int) -> None:
-        """Map the pages the next batch will read in one call (MADV_POPULATE_READ, Linux 5.14+) rather than one
-        page fault at a time; a kernel without it keeps faulting them in as the scan goes."""
-        if self._mm is None:
-            return
-        start = self._pos - self._pos % mmap.PAGESIZE
-        length = min(int(self._est * chunk * 1.25) + mmap.PAGESIZE, self._end - start)
-        if length <= 0:
-            return
-        try:
-            self._mm.madvise(_MADV_POPULATE_READ, start, length)
-        except (OSError, ValueError):
-            self._mm = None
 
     def _parse_block(self, cols, a: int, b: int) -> None:
         # the same kernel and columns as PacketBatch.parse(), on packets a..b of the batch being built
