@@ -647,31 +647,6 @@ def test_writer_empty_file_is_valid(tmp_path):
     assert read_pcap(tmp_path / "raw.pcap").linktype == 101
 
 
-def test_writer_gathers_in_runs_byte_identical(monkeypatch):
-    """write() gathers runs of rows of about _GATHER_BYTES: the file is the same as with one gather, including
-    packets larger than a run, snaplen cuts and raw IPv4 converted to Ethernet."""
-    from gwlb_fast import pcapio
-
-    rng = np.random.default_rng(5)
-    pkts = [rng.integers(0, 256, int(s), dtype=np.uint8).tobytes() for s in rng.integers(20, 400, 300)]
-    pkts[7] = bytes(5000)
-    b = PacketBatch.from_packets(pkts, ts_ns=np.arange(300) * 1000, linktype=1)
-    b.linktype[::3] = 228
-
-    def written(gather):
-        monkeypatch.setattr(pcapio, "_GATHER_BYTES", gather)
-        buf = io.BytesIO()
-        with PcapWriter(buf, linktype=1, snaplen=300) as w:
-            w.write(b)
-            w.write(b[5:9])
-        return buf.getvalue()
-
-    one = written(1 << 30)
-    assert len(one) > 24 + 304 * 16
-    for gather in (64, 1000, 4096):
-        assert written(gather) == one
-
-
 def test_writer_timestamps_negative_and_microsecond_truncation(tmp_path):
     b = PacketBatch.from_packets([b"a", b"b", b"c"], ts_ns=np.array([-1, 1_999_999_999, 5_000_000_999]))
     p = tmp_path / "t.pcap"

@@ -52,7 +52,6 @@ import os
 import stat
 import struct
 from collections.abc import Iterable, Iterator
-from itertools import pairwise
 
 import numpy as np
 
@@ -660,9 +659,6 @@ class PcapReader(Iterator[PacketBatch]):
 
 
 # ---------------------------------------------------------------------------------------------------- writing
-_GATHER_BYTES = 1 << 20  # PcapWriter.write gathers about this much at a time (fits a core's L2 cache)
-
-
 class PcapWriter:
     """Stream PacketBatch chunks into a classic pcap file.
 
@@ -726,7 +722,7 @@ class PcapWriter:
         self._header_done = True
 
     def write(self, batch: PacketBatch) -> int:
-        """Append one batch (gathered into a buffer and written about 1 MB at a time). Returns the packets written."""
+        """Append one batch (one gather into one buffer, one write). Returns the packets written."""
         if self._f is None:
             raise ValueError("PcapWriter: write to a closed writer")
         if not isinstance(batch, PacketBatch):
@@ -745,29 +741,14 @@ class PcapWriter:
                 f"PcapWriter: packet {i} has link type {int(batch.linktype[i])}, which a file of link type "
                 f"{self.linktype} cannot hold (open the writer with linktype=1 to convert raw IP and Linux cooked "
                 f"packets to Ethernet)")
-        # gathered and written a run of rows at a time, about _GATHER_BYTES each: the buffer stays in the cache
-        # between the gather and the write's copy (one large buffer would go out to memory and back)
-        if size <= 2 * _GATHER_BYTES:
-            cuts = [0, n]
-        else:
-            approx = np.cumsum(batch.caplen, dtype=np.int64)
-            approx += np.arange(_PCAP_REC_HDR, _PCAP_REC_HDR * (n + 1), _PCAP_REC_HDR, dtype=np.int64)
-            inner = np.searchsorted(approx, np.arange(_GATHER_BYTES, int(approx[-1]), _GATHER_BYTES), side="right")
-            cuts = [0, *inner.tolist(), n]
-        for a, b in pairwise(cuts):
-            if b <= a:
-                continue
-            part = size if b - a == n else _k.pcap_write_size(batch.caplen[a:b], batch.linktype[a:b],
-                                                                self.linktype, self.snaplen)
-            # the gather buffer is private to the writer and fully written before write() returns: reuse it, so
-            # that a stream of batches does not page-fault a fresh buffer each time
-            if self._out.shape[0] < part:
-                self._out = np.empty(part, np.uint8)
-            out = self._out[:part]
-            _k.write_pcap_records(batch.data, batch.off[a:b], batch.caplen[a:b], batch.wirelen[a:b],
-                                  batch.ts_ns[a:b], batch.linktype[a:b], self.linktype, self.nanosecond,
-                                  self.snaplen, out)
-            self._write_all(out)
+        # the gather buffer is private to the writer and fully written before write() returns: reuse it, so
+        # that a stream of batches does not page-fault a fresh buffer each time
+        if self._out.shape[0] < size:
+            self._out = np.empty(size, np.uint8)
+        out = self._out[:size]
+        _k.write_pcap_records(batch.data, batch.off, batch.caplen, batch.wirelen, batch.ts_ns, batch.linktype,
+                              self.linktype, self.nanosecond, self.snaplen, out)
+        self._write_all(out)
         self.packets += n
         self.bytes += size - _PCAP_REC_HDR * n
         return n
