@@ -6,13 +6,13 @@ Rates are classifications per second (Mpps in extra_info); the baselines run on 
 (they are 10^3-10^5 times slower) and their rate is per packet, so the figures compare directly.
 """
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bench.baselines import classify_numpy_linear, classify_python, python_boxes
 from gwlb_fast.policy import Policy, generate_trace
+from tests.shared_data import data_path
 
 SETS = ["acl1_10k", "fw1_10k", "ipc1_10k"]
 N = 65_536
@@ -20,19 +20,8 @@ N_NUMPY = 4_096
 N_PYTHON = 200
 
 
-def _find_classbench() -> Path:
-    if os.environ.get("GWLB_FAST_CLASSBENCH"):
-        return Path(os.environ["GWLB_FAST_CLASSBENCH"])
-    root = Path(__file__).resolve().parents[1]
-    for parent in root.parents:
-        cand = parent / "shared" / "data" / "classbench"
-        if cand.is_dir():
-            return cand
-    return root.parent / "shared" / "data" / "classbench"
-
-
 def _load(name):
-    path = _find_classbench() / "neurocuts" / name
+    path = data_path("classbench", "neurocuts", name)
     if not path.is_file():
         pytest.skip(f"ClassBench data not found at {path}")
     return Policy.from_classbench(path)

@@ -1,7 +1,5 @@
 """The compiled classifier against the linear first-match oracles (ClassBench sets, hypothesis rule sets, edges)."""
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,21 +9,9 @@ from hypothesis import strategies as st
 from gwlb_fast._kernels.classify import ClassifierTree
 from gwlb_fast.policy import _ANY8, _ANY16, _ANY32, Action, Policy, Rule, generate_trace
 from tests.oracles.classify import first_match_all, first_match_numpy
+from tests.shared_data import data_path
 
-
-def _find_classbench() -> Path:
-    """../shared/data/classbench from the repo root (also from a worktree nested deeper), or GWLB_FAST_CLASSBENCH."""
-    if os.environ.get("GWLB_FAST_CLASSBENCH"):
-        return Path(os.environ["GWLB_FAST_CLASSBENCH"])
-    root = Path(__file__).resolve().parents[1]
-    for parent in root.parents:
-        cand = parent / "shared" / "data" / "classbench"
-        if cand.is_dir():
-            return cand
-    return root.parent / "shared" / "data" / "classbench"
-
-
-CLASSBENCH = _find_classbench()
+CLASSBENCH = data_path("classbench")
 NEUROCUTS = ["acl1_1k", "fw1_1k", "ipc1_1k", "acl1_10k", "fw1_10k", "ipc1_10k"]
 EXPECTED_RULES = {"acl1_1k": 942, "fw1_1k": 857, "ipc1_1k": 974, "acl1_10k": 9774, "fw1_10k": 9379,
                   "ipc1_10k": 9518}

@@ -18,18 +18,9 @@ from gwlb_fast._kernels import geneve as kg
 from gwlb_fast.batch import LINKTYPE_ETHERNET, LINKTYPE_IPV4, PacketBatch
 from gwlb_fast.status import PktStatus as S
 from tests.oracles import geneve as oracle
+from tests.shared_data import data_path
 
-
-def _captures() -> Path:
-    # ../shared/data next to the repository (a worktree may sit one level deeper)
-    for up in Path(__file__).resolve().parents[1:4]:
-        cand = up / "shared" / "data" / "captures" / "tcpdump"
-        if cand.is_dir():
-            return cand
-    return Path("/nonexistent")
-
-
-CAPTURES = _captures()
+CAPTURES = data_path("captures", "tcpdump")
 COLS = ("vni", "geneve_flags", "opt_len", "endpoint_id", "attachment_id", "flow_cookie", "inner_off")
 ORACLE_KEYS = {"vni": "vni", "geneve_flags": "flags", "opt_len": "opt_len", "endpoint_id": "endpoint_id",
                    "attachment_id": "attachment_id", "flow_cookie": "flow_cookie", "inner_off": "inner_off"}

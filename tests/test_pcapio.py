@@ -1,7 +1,6 @@
 """pcap/pcapng reading and classic pcap writing: agreement with dpkt, scapy, editcap and tshark; errors; fuzzing."""
 import io
 import math
-import os
 import shutil
 import struct
 import subprocess
@@ -29,6 +28,7 @@ from gwlb_fast.pcapio import (
     write_pcap,
 )
 from tests.oracles import pcap as O
+from tests.shared_data import shared_data
 from tests.strategies import ethernet_frame, ipv4_packet
 
 LINKTYPES = [1, 101, 228, 113, 276]
@@ -37,15 +37,6 @@ HAVE_TSHARK = shutil.which("tshark") is not None
 HAVE_EDITCAP = shutil.which("editcap") is not None
 # a fresh temporary file per hypothesis example (the tmp_path fixture is shared by all examples of a test)
 fast = settings(max_examples=40, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-
-
-def shared_data() -> Path | None:
-    """The shared data folder: $GWLB_FAST_DATA, else ../shared/data beside the repository."""
-    env = os.environ.get("GWLB_FAST_DATA")
-    for p in ([Path(env)] if env else []) + [REPO.parent / "shared" / "data"]:
-        if p.is_dir():
-            return p
-    return None
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
