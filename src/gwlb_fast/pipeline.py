@@ -67,6 +67,7 @@ TAP_LINKS = (
     "internet-to-nat",  # from the Internet, public addresses
     "nat-to-vpc",      # after DNAT / reverse SNAT
     "vpc-to-host",     # delivered to a host in the VPC
+    "health",          # the GWLB's health-check probes to its firewalls and their answers (not Geneve)
 )
 
 
@@ -160,6 +161,9 @@ class Pipeline:
         self.first_ts: int | None = None
         self.last_ts: int | None = None
         self.events_done: list[dict] = []
+        self._timeline = None
+        self._raw_events: list[dict] = []
+        self._probe_lo = 0
         self._ended_sessions: list[tuple[str, int, np.ndarray]] = []
 
     @classmethod
@@ -394,9 +398,15 @@ class Pipeline:
             for batch in reader:
                 for part in self._split_at_events(batch, evs):
                     if isinstance(part, dict):
-                        self.set_health(part["firewall"], part["state"], part["ts_ns"])
-                        self.events_done.append({k: part[k] for k in ("at", "firewall", "state")})
+                        self._apply(part)
                         continue
+                    if self.keep_taps and self._timeline is not None and len(part):
+                        # the health probes the GWLB sent up to this part's last packet
+                        hi = int(part.ts_ns.max()) + 1
+                        probes = self._timeline.probe_packets(self.topo.gwlbs, self._probe_lo, hi)
+                        self._probe_lo = max(self._probe_lo, hi)
+                        if len(probes):
+                            writers["health"].write(probes)
                     # the delivered packets are written before the next chunk: its copy reuses this one's arena
                     if arena.shape[0] < part.nbytes:
                         arena = np.empty(part.nbytes, np.uint8)
@@ -436,6 +446,17 @@ class Pipeline:
             raise reader.error
         return summary
 
+    def replay(self, batches, events=None):
+        """Carry PacketBatch chunks along the path with a what-if script, as :meth:`run` does: yields one
+        :class:`ChunkResult` per piece between two health actions (``events`` as in :meth:`run`)."""
+        evs = self._events(events)
+        for batch in batches:
+            for part in self._split_at_events(batch, evs):
+                if isinstance(part, dict):
+                    self._apply(part)
+                else:
+                    yield self.process(part)
+
     def _collect_sessions(self):
         return self.take_sessions()
 
@@ -448,21 +469,46 @@ class Pipeline:
             evs = events
         out = []
         for e in evs:
-            d = e if isinstance(e, dict) else {"at": e.at, "firewall": e.firewall, "state": e.state}
-            out.append({"at": float(d["at"]), "firewall": d["firewall"], "state": d["state"]})
-        return sorted(out, key=lambda d: d["at"])
+            d = e if isinstance(e, dict) else {"at": e.at, "firewall": e.firewall, "state": e.state,
+                                                "event": e.event, "gwlb": e.gwlb}
+            out.append({"at": float(d["at"]), "firewall": d["firewall"], "state": d.get("state"),
+                        "event": d.get("event"), "gwlb": d.get("gwlb")})
+        self._raw_events = sorted(out, key=lambda d: d["at"])
+        self._timeline = None
+        return []   # expanded into the health timeline at the first packet (see _split_at_events)
+
+    def _apply(self, part: dict) -> None:
+        """Apply one action of the health timeline (the GWLB's view, or the appliance's own state)."""
+        insp = self.gwlbs[part["gwlb"]]
+        if part["kind"] == "alive":
+            insp.set_alive(part["firewall"], part["value"])
+            self.events_done.append({"at": part["at"], "firewall": part["firewall"], "event": part["cause"]})
+            return
+        insp.set_health(part["firewall"], part["value"], part["ts_ns"])
+        rec = {"at": part["at"], "firewall": part["firewall"], "state": part["value"]}
+        if part["cause"] != "event":
+            rec["cause"] = part["cause"]
+        self.events_done.append(rec)
 
     def _split_at_events(self, batch: PacketBatch, evs: list[dict]):
-        """Yield the batch in pieces, with the health events that fall inside it in between."""
+        """Yield the batch in pieces, with the health actions that fall inside it in between."""
         if self.first_ts is None and len(batch):
             self.first_ts = int(batch.ts_ns.min())
+        if self._timeline is None and self.first_ts is not None:
+            from .health import HealthTimeline
+
+            self._timeline = HealthTimeline.build(self.topo.gwlbs, getattr(self, "_raw_events", []), self.first_ts)
+            self._probe_lo = self.first_ts
+            evs.extend({"at": (a.at_ns - self.first_ts) / 1e9, "ts_ns": a.at_ns, "gwlb": a.gwlb,
+                        "firewall": a.firewall, "kind": a.kind, "value": a.value, "cause": a.cause}
+                       for a in self._timeline.actions)
         pending = [e for e in evs if not e.get("_done")]
         if not pending or not len(batch):
             yield batch
             return
         start = 0
         for e in pending:
-            t = self.first_ts + round(e["at"] * 1e9)
+            t = e["ts_ns"]
             cut = int(np.searchsorted(batch.ts_ns, t, side="left"))
             if cut >= len(batch) and int(batch.ts_ns[-1]) < t:
                 break
@@ -470,7 +516,7 @@ class Pipeline:
                 yield batch[start:cut]
                 start = cut
             e["_done"] = True
-            yield {**e, "ts_ns": t}
+            yield e
         if start < len(batch):
             yield batch[start:]
 

@@ -37,3 +37,4 @@ cdef enum PktStatus:
     ST_NAT_NO_MAPPING = 46
     ST_NAT_TABLE_FULL = 47
     ST_NOT_FORWARDED = 48
+    ST_FW_DOWN = 49
