@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 from gwlb_fast import synth
 from gwlb_fast.config import HealthCheck, example_topology_text, topology_from_dict
 from gwlb_fast.health import PROBE_RTT, HealthTimeline, healthy_window, unhealthy_window
-from gwlb_fast.maglev import Maglev
 from gwlb_fast.pcapio import write_pcap
 from gwlb_fast.pipeline import Pipeline
 from gwlb_fast.status import PktStatus
@@ -62,7 +61,7 @@ def test_defaults_give_twenty_seconds():
     assert unhealthy_window(HealthCheck(), "aws") == 20.0
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(profile=st.sampled_from(["alibaba", "aws"]), down=st.floats(0, 30), up_after=st.floats(0.1, 60),
        interval=st.integers(2, 30), u=st.integers(1, 5), h=st.integers(1, 5))
 def test_timeline_against_a_probe_by_probe_oracle(profile, down, up_after, interval, u, h):
@@ -116,7 +115,7 @@ def traffic():
 
 def _replay(topo, batch, chunk=2048):
     pipe = Pipeline(topo)
-    parts = list(pipe.replay((batch[a:a + chunk] for a in range(0, len(batch), chunk))))
+    parts = list(pipe.replay(batch[a:a + chunk] for a in range(0, len(batch), chunk)))
     cat = {k: np.concatenate([getattr(r, k) for r in parts]) for k in ("status", "stage", "delivered", "fw")}
     return pipe, cat
 
@@ -192,7 +191,7 @@ def test_down_then_up_per_profile(traffic, profile, failover):
 
 
 def test_up_before_detection_cancels_it(traffic):
-    batch, gt = traffic
+    batch, _gt = traffic
     topo = _topo("alibaba", "keep", [{"at": 8.0, "firewall": "fw-2", "event": "down"},
                                      {"at": 10.0, "firewall": "fw-2", "event": "up"}])
     pipe, r = _replay(topo, batch)
@@ -207,7 +206,7 @@ def test_up_before_detection_cancels_it(traffic):
 def test_state_event_still_sets_the_view_at_once(traffic):
     batch, gt = traffic
     topo = _topo(events=[{"at": 8.0, "firewall": "fw-2", "state": "unhealthy"}])
-    pipe, r = _replay(topo, batch)
+    _pipe, r = _replay(topo, batch)
     t = (batch.ts_ns - batch.ts_ns[0]) / NS
     first = _first_packets(gt)
     late = np.zeros(len(batch), bool)

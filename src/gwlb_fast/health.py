@@ -182,11 +182,15 @@ class HealthTimeline:
         after the response time; ``unhealthy_threshold`` failures in a row make a healthy firewall unhealthy,
         ``healthy_threshold`` answers in a row make it healthy again."""
         u, h = hc.unhealthy_threshold, hc.healthy_threshold
-        enough = max(u, h) + 1   # past that many probes of one segment the verdict cannot change
+        # within a segment every probe has the same result: past its first few the state cannot change, and only its
+        # last few can have verdicts that come after the next segment's first ones
+        enough = max(u, h) + 1
         verdicts = []
         for seg in segments:
             last = seg.stop if seg.stop < np.iinfo(np.int64).max else seg.first + enough * seg.gap
-            for t in seg.sends(seg.start, last)[:enough].tolist():
+            head = seg.sends(seg.start, min(last, seg.first + enough * seg.gap))
+            tail = seg.sends(max(seg.start, last - enough * seg.gap), last)
+            for t in np.union1d(head, tail).tolist():
                 verdicts.append((t + (rtt if seg.answered else timeout), seg.answered))
         verdicts.sort()
         state, fails, oks = "healthy", 0, 0
