@@ -207,8 +207,9 @@ def _trace(n, seed):
     hosts = rng.choice(np.array(["www.example.com", "host.test", "news.example.org", "bad.test", "plain.net", ""],
                                 object), n)
     hosts = [None if h == "" else h for h in hosts]
-    return dict(src_ip=src, dst_ip=dst, sport=sport, dport=dport, proto=proto, zone_from=zone, zone_to=zone), app, \
-        hosts
+    cols = {"src_ip": src, "dst_ip": dst, "sport": sport, "dport": dport, "proto": proto, "zone_from": zone,
+            "zone_to": zone}
+    return cols, app, hosts
 
 
 def test_panos_xml_gives_the_same_verdicts_as_the_yaml(pair):

@@ -255,10 +255,16 @@ class _Loader:
         self.categories_used: set[str] = set()
         for name, (el, xp) in self.collect("profiles", "url-filtering").items():
             spec = {}
+            taken: set[str] = set()
             for c in el:
                 if c.tag in _URL_ACTIONS:
                     cats = [m.text.strip() for m in c.findall("member") if m.text]
-                    cats = [x for x in cats if x not in sum(spec.values(), [])]
+                    for x in cats:
+                        if x in taken:
+                            self.skip(f"{xp}/{c.tag}/member[text()={_q(x)}]", f"URL-filtering profile {name}: "
+                                      f"category {x!r} already has an action (the first one is kept)")
+                    cats = [x for x in cats if x not in taken]
+                    taken.update(cats)
                     if cats:
                         spec[c.tag] = cats
                         self.categories_used.update(cats)
