@@ -29,11 +29,8 @@ PICKUP = "replay" in TOP_KEYS
 # what waits on another team's item, and why (strict: each turns into a failure once the item lands)
 WAITS = {
     "dns.pcap": "replies only (the queries were before the capture): needs replay pickup (team replay)",
-    "sessionhijacking.pcapng": "two TCP flows begin mid-stream: needs replay pickup (team replay)",
     "tcp_dupack.pcapng": "flow begins mid-stream: needs replay pickup (team replay)",
-    "tcp_retransmissions.pcapng": "retransmissions of a flow that began before the capture: needs pickup",
     "tcp_teardown.pcapng": "a teardown of a flow opened before the capture: needs replay pickup (team replay)",
-    "tcp_zerowindowrecovery.pcapng": "flow begins mid-stream: needs replay pickup (team replay)",
     "icmp_traceroute.pcapng": "ICMP time-exceeded errors must travel with the flow they quote (team frag)",
     "ip_frag_source.pcapng": "non-first IPv4 fragments must follow the first one (team frag)",
 }

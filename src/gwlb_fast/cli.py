@@ -97,12 +97,21 @@ def _cmd_run(args) -> int:
                    args.seed, args.json, args.quiet, drops=args.drops, report=args.report)
 
 
+#: demo --topology NAME -> (shipped example, synth address plan, synth flow mix)
+DEMO_TOPOLOGIES = {"distributed": ("topology.yaml", "DEFAULT_PLAN", "DEFAULT_MIX"),
+                   "centralized": ("centralized.yaml", "CENTRALIZED_PLAN", "CENTRALIZED_MIX")}
+
+
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="run the shipped topology on synthetic traffic, end to end",
                        description="Generate synthetic business-VPC traffic, replay it through the shipped example "
                                    "topology (examples/topology.yaml, with its scripted firewall failure) and write "
                                    "every output into a folder.")
     p.add_argument("--out", default="gwlb-fast-demo", help="output folder (default ./gwlb-fast-demo)")
+    p.add_argument("--topology", choices=DEMO_TOPOLOGIES, default="distributed",
+                   help="distributed: examples/topology.yaml (GWLBe and NAT in the business VPC, default); "
+                        "centralized: examples/centralized.yaml (two spokes, a security VPC, a transit router, "
+                        "east-west and north-south traffic)")
     p.add_argument("--flows", type=_positive, default=1000, help="flows to synthesize (default 1000)")
     p.add_argument("--packets", type=_positive, default=100_000, help="packets to synthesize (default 100000)")
     p.add_argument("--seed", type=int, default=0)
@@ -120,12 +129,14 @@ def _cmd_demo(args) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    batch = synth.generate(flows=args.flows, packets=args.packets, seed=args.seed)
+    example, plan, mix = DEMO_TOPOLOGIES[args.topology]
+    batch = synth.generate(flows=args.flows, packets=args.packets, seed=args.seed, plan=getattr(synth, plan),
+                           mix=getattr(synth, mix))
     capture = out / "input.pcap"
     write_pcap(capture, batch)
     if not args.quiet:
         print(f"synthesized {len(batch):,} packets in {args.flows:,} flows -> {capture}", file=sys.stderr)
-    with as_file(files("gwlb_fast") / "examples" / "topology.yaml") as topo:
+    with as_file(files("gwlb_fast") / "examples" / example) as topo:
         (out / "topology.yaml").write_text(Path(topo).read_text())
         rc = _replay(topo, capture, out / "output.pcap", out / "taps", out / "flows.jsonl", None, 65536,
                      args.seed, args.json, args.quiet, drops=out / "drops.pcapng", report=out / "report.html")

@@ -133,22 +133,16 @@ class Replayer:
     def feed(self, batch: PacketBatch) -> None:
         for part in self.pipe._split_at_events(batch, self.evs):
             if isinstance(part, dict):
-                self.pipe.set_health(part["firewall"], part["state"], part["ts_ns"])
-                self.pipe.events_done.append({k: part[k] for k in ("at", "firewall", "state")})
+                self.pipe._apply(part)
             elif len(part):
                 self.pipe.process(part)
 
     def explain(self, one: PacketBatch, number: int | None = None) -> Explanation:
         """Send the one-packet batch ``one`` through the path (after the events due by its time) and explain it."""
         pipe = self.pipe
-        if pipe.first_ts is None:
-            pipe.first_ts = int(one.ts_ns[0])
-        t = int(one.ts_ns[0])
-        for e in self.evs:  # events due at or before the packet
-            if not e.get("_done") and pipe.first_ts + round(e["at"] * 1e9) <= t:
-                e["_done"] = True
-                pipe.set_health(e["firewall"], e["state"], pipe.first_ts + round(e["at"] * 1e9))
-                pipe.events_done.append({k: e[k] for k in ("at", "firewall", "state")})
+        for part in pipe._split_at_events(one, self.evs):  # the health actions due by the packet's time
+            if isinstance(part, dict):
+                pipe._apply(part)
         probe = one.copy().parse()
         before = _gwlb_state(pipe, probe)
         was_taps = pipe.keep_taps
@@ -372,7 +366,7 @@ def _explain_inspect(pipe, ex, d, info, j, before, frames, rule_names, decap) ->
              maglev_slot=slot, maglev_size=size, slot_owner=lb.names[owner_all], health=health_s)
     ex.hops.append(f"GWLB {insp.name}: {lb.stickiness} flow hash {hv:#018x} -> Maglev slot {slot} of {size}, "
                    f"whose full-fleet owner is {lb.names[owner_all]}; health: {health_s}")
-    evs = [f"t={ev['at']:g}s {ev['firewall']} {ev['state']}" for ev in pipe.events_done]
+    evs = [f"t={ev['at']:g}s {ev['firewall']} {ev.get('state') or ev.get('event')}" for ev in pipe.events_done]
     if evs:
         ex.hops.append("events so far: " + "; ".join(evs))
     # established flow or a new one: the flow table after the packet says which firewall it is pinned to; its

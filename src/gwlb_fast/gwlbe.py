@@ -107,11 +107,18 @@ class Inspection:
         self.fw_ip = np.array([fw.ip for fw in cfg.firewalls.values()], np.uint32)
         self.keep_taps = keep_taps
         self.too_big = 0
+        # the appliances themselves: False while one is down (it forwards nothing, whatever the GWLB thinks)
+        self.alive = np.ones(len(self.firewalls), bool)
+        self.lost_down = np.zeros(len(self.firewalls), np.int64)
         # the Geneve frames' arena, reused from batch to batch when no tap keeps the frames (see inspect)
         self._arena = np.zeros(0, np.uint8)
 
     def set_health(self, firewall: str, state: str, now_ns: int) -> None:
         self.lb.set_health(firewall, state, now_ns)
+
+    def set_alive(self, firewall: str, alive: bool) -> None:
+        """The appliance stops (``False``) or resumes forwarding; the GWLB's view changes only by its health check."""
+        self.alive[self.lb.fw_id(firewall)] = bool(alive)
 
     def inspect(self, batch: PacketBatch, endpoint: Gwlbe) -> InspectionResult:
         """Send every packet of ``batch`` (parsed, status OK, tagged by ``endpoint``) through the GWLB and its
@@ -127,6 +134,14 @@ class Inspection:
                                rule=np.full(n, -1, np.int32), failed_fw=failed)
 
         go = np.flatnonzero(status == PktStatus.OK)
+        if go.size and not self.alive.all():
+            # sent to a firewall that is down: lost there (the GWLB has not noticed, or keeps the flow on it)
+            dead = ~self.alive[fw_index[go]]
+            if dead.any():
+                status[go[dead]] = PktStatus.FW_DOWN
+                by_fw[go[dead]] = True
+                self.lost_down += np.bincount(fw_index[go[dead]], minlength=len(self.firewalls))
+                go = go[~dead]
         if go.size == 0:
             return res
         sub = batch if go.size == n else batch[go]  # nothing below writes to sub: no copy when every row goes
@@ -209,6 +224,7 @@ class Inspection:
     def counters(self) -> dict:
         c = self.lb.counters()
         c["too_big"] = self.too_big
+        c["lost_down"] = {fw.name: int(self.lost_down[k]) for k, fw in enumerate(self.firewalls)}
         c["firewall_stats"] = {fw.name: fw.stats() for fw in self.firewalls}
         return c
 

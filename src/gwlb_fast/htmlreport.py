@@ -139,7 +139,8 @@ class ReportCollector:
 
     def event(self, pipe, ev) -> None:
         self._drain(pipe)
-        self.snapshots.append({"at": float(ev["at"]), "firewall": ev["firewall"], "state": ev["state"],
+        state = ev.get("cause") if ev.get("kind") == "alive" else ev.get("value", ev.get("state"))
+        self.snapshots.append({"at": float(ev["at"]), "firewall": ev["firewall"], "state": str(state),
                                **self._counters(pipe)})
 
     @staticmethod

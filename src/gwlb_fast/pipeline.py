@@ -41,14 +41,16 @@ from .pcapio import PcapWriter, read_pcap
 from .policy import Policy
 from .report import FlowLogWriter, Progress, StageCounters, Summary, ip_strs
 from .status import PktStatus, describe_counts
-from .vpc import VpcRouter
+from .vpc import Lpm, TransitRouter, VpcRouter
 
 STAGES = ("input", "route", "nat", "gwlb", "firewall")
 S_INPUT, S_ROUTE, S_NAT, S_GWLB, S_FIREWALL = range(len(STAGES))
 
 # next-hop kinds as small integers for vectorized dispatch
-K_NONE, K_LOCAL, K_GWLBE, K_NATGW, K_INTERNET, K_BLACKHOLE = range(6)
-_KIND = {"local": K_LOCAL, "gwlbe": K_GWLBE, "natgw": K_NATGW, "internet": K_INTERNET, "blackhole": K_BLACKHOLE}
+K_NONE, K_LOCAL, K_GWLBE, K_NATGW, K_INTERNET, K_BLACKHOLE, K_TR = range(7)
+K_DONE = -1  # already dropped on the way (by a transit router): nothing left to do this hop
+_KIND = {"local": K_LOCAL, "gwlbe": K_GWLBE, "natgw": K_NATGW, "internet": K_INTERNET, "blackhole": K_BLACKHOLE,
+         "tr": K_TR}
 
 # where a delivered packet went
 D_NONE, D_INTERNET, D_HOST = 0, 1, 2
@@ -66,6 +68,7 @@ TAP_LINKS = (
     "internet-to-nat",  # from the Internet, public addresses
     "nat-to-vpc",      # after DNAT / reverse SNAT
     "vpc-to-host",     # delivered to a host in the VPC
+    "health",          # the GWLB's health-check probes to its firewalls and their answers (not Geneve)
 )
 
 
@@ -158,12 +161,23 @@ class Pipeline:
                                   f"(set vpc and subnet)")
             vi = self.vpc_names.index(cfg.vpc)
             self.nat_entry.append((vi, self.routers[vi].subnet_table[self.routers[vi].subnet_id[cfg.subnet]]))
+        # per NAT gateway: the private addresses whose replies it translates back (its VPC's subnets and its SNAT
+        # sources, which a centralized gateway has in other VPCs)
+        self.nat_private = []
+        for name in self.nat_names:
+            cfg = topo.nat_gateways[name]
+            pref = {(s.net, s.plen) for s in topo.vpcs[cfg.vpc].subnets.values()} | set(cfg.snat_sources)
+            self.nat_private.append(Lpm([[(net, plen, 0) for net, plen in sorted(pref)]]))
+        # transit routers (DESIGN.md section 13)
+        self.transit = [TransitRouter(t, self.vpc_names, self.routers) for t in topo.transit_routers.values()]
+        tr_index = {t.name: i for i, t in enumerate(self.transit)}
         # per router: next-hop id -> (kind, target index)
         self._hop_kind, self._hop_target = [], []
         for r in self.routers:
             kinds = np.array([_KIND[h.kind] for h in r.hops] + [K_NONE], np.int8)
             targets = np.array([self.endpoint_index.get(h.name, -1) if h.kind == "gwlbe"
-                                else (self.nat_names.index(h.name) if h.kind == "natgw" else -1)
+                                else (self.nat_names.index(h.name) if h.kind == "natgw"
+                                      else tr_index.get(h.name, -1) if h.kind == "tr" else -1)
                                 for h in r.hops] + [-1], np.int32)
             self._hop_kind.append(kinds)  # index -1 (no route) reads the K_NONE sentinel at the end
             self._hop_target.append(targets)
@@ -179,6 +193,9 @@ class Pipeline:
         self.events_done: list[dict] = []
         # when a list: every step of the route walk is appended to it (``explain`` reads it; see _Walk._trace)
         self.trace: list[tuple[str, dict]] | None = None
+        self._timeline = None
+        self._raw_events: list[dict] = []
+        self._probe_lo = 0
         self._ended_sessions: list[tuple[str, int, np.ndarray]] = []
 
     @classmethod
@@ -336,8 +353,10 @@ class Pipeline:
         cip, sip = sessions["client_ip"], sessions["server_ip"]
         cport, sport, proto = sessions["client_port"], sessions["server_port"], sessions["proto"]
         outbound = np.zeros(k, bool)
+        server_inside = np.zeros(k, bool)
         for r in self.routers:
             outbound |= r.subnet_of(cip) >= 0
+            server_inside |= r.subnet_of(sip) >= 0
         nat_ip = np.zeros(k, np.uint32)
         nat_port = np.full(k, -1, np.int32)
         for g, gw in enumerate(self.nats):
@@ -360,7 +379,8 @@ class Pipeline:
         return {
             "src_ip": ip_strs(cip), "src_port": cport.tolist(), "dst_ip": ip_strs(sip), "dst_port": sport.tolist(),
             "proto": proto.tolist(),
-            "direction": ["outbound" if o else "inbound" for o in outbound.tolist()],
+            "direction": ["inbound" if not o else "east-west" if e else "outbound"
+                          for o, e in zip(outbound.tolist(), server_inside.tolist())],
             "endpoint": [ep_name.get(int(e), f"{int(e):#x}") for e in sessions["endpoint_id"].tolist()],
             "firewall": [fw_name] * k,
             "rule": [rule_names[r] if 0 <= r < len(rule_names) else None for r in sessions["rule"].tolist()],
@@ -427,10 +447,16 @@ class Pipeline:
             for batch in reader:
                 for part in self._split_at_events(batch, evs):
                     if isinstance(part, dict):
-                        self.set_health(part["firewall"], part["state"], part["ts_ns"])
-                        self.events_done.append({k: part[k] for k in ("at", "firewall", "state")})
+                        self._apply(part)
                         _notify(observers, "event", self, part)
                         continue
+                    if self.keep_taps and self._timeline is not None and len(part):
+                        # the health probes the GWLB sent up to this part's last packet
+                        hi = int(part.ts_ns.max()) + 1
+                        probes = self._timeline.probe_packets(self.topo.gwlbs, self._probe_lo, hi)
+                        self._probe_lo = max(self._probe_lo, hi)
+                        if len(probes):
+                            writers["health"].write(probes)
                     # the delivered packets are written before the next chunk: its copy reuses this one's arena
                     if arena.shape[0] < part.nbytes:
                         arena = np.empty(part.nbytes, np.uint8)
@@ -474,6 +500,17 @@ class Pipeline:
             raise reader.error
         return summary
 
+    def replay(self, batches, events=None):
+        """Carry PacketBatch chunks along the path with a what-if script, as :meth:`run` does: yields one
+        :class:`ChunkResult` per piece between two health actions (``events`` as in :meth:`run`)."""
+        evs = self._events(events)
+        for batch in batches:
+            for part in self._split_at_events(batch, evs):
+                if isinstance(part, dict):
+                    self._apply(part)
+                else:
+                    yield self.process(part)
+
     def _collect_sessions(self):
         return self.take_sessions()
 
@@ -486,21 +523,46 @@ class Pipeline:
             evs = events
         out = []
         for e in evs:
-            d = e if isinstance(e, dict) else {"at": e.at, "firewall": e.firewall, "state": e.state}
-            out.append({"at": float(d["at"]), "firewall": d["firewall"], "state": d["state"]})
-        return sorted(out, key=lambda d: d["at"])
+            d = e if isinstance(e, dict) else {"at": e.at, "firewall": e.firewall, "state": e.state,
+                                                "event": e.event, "gwlb": e.gwlb}
+            out.append({"at": float(d["at"]), "firewall": d["firewall"], "state": d.get("state"),
+                        "event": d.get("event"), "gwlb": d.get("gwlb")})
+        self._raw_events = sorted(out, key=lambda d: d["at"])
+        self._timeline = None
+        return []   # expanded into the health timeline at the first packet (see _split_at_events)
+
+    def _apply(self, part: dict) -> None:
+        """Apply one action of the health timeline (the GWLB's view, or the appliance's own state)."""
+        insp = self.gwlbs[part["gwlb"]]
+        if part["kind"] == "alive":
+            insp.set_alive(part["firewall"], part["value"])
+            self.events_done.append({"at": part["at"], "firewall": part["firewall"], "event": part["cause"]})
+            return
+        insp.set_health(part["firewall"], part["value"], part["ts_ns"])
+        rec = {"at": part["at"], "firewall": part["firewall"], "state": part["value"]}
+        if part["cause"] != "event":
+            rec["cause"] = part["cause"]
+        self.events_done.append(rec)
 
     def _split_at_events(self, batch: PacketBatch, evs: list[dict]):
-        """Yield the batch in pieces, with the health events that fall inside it in between."""
+        """Yield the batch in pieces, with the health actions that fall inside it in between."""
         if self.first_ts is None and len(batch):
             self.first_ts = int(batch.ts_ns.min())
+        if self._timeline is None and self.first_ts is not None:
+            from .health import HealthTimeline
+
+            self._timeline = HealthTimeline.build(self.topo.gwlbs, getattr(self, "_raw_events", []), self.first_ts)
+            self._probe_lo = self.first_ts
+            evs.extend({"at": (a.at_ns - self.first_ts) / 1e9, "ts_ns": a.at_ns, "gwlb": a.gwlb,
+                        "firewall": a.firewall, "kind": a.kind, "value": a.value, "cause": a.cause}
+                       for a in self._timeline.actions)
         pending = [e for e in evs if not e.get("_done")]
         if not pending or not len(batch):
             yield batch
             return
         start = 0
         for e in pending:
-            t = self.first_ts + round(e["at"] * 1e9)
+            t = e["ts_ns"]
             cut = int(np.searchsorted(batch.ts_ns, t, side="left"))
             if cut >= len(batch) and int(batch.ts_ns[-1]) < t:
                 break
@@ -508,7 +570,7 @@ class Pipeline:
                 yield batch[start:cut]
                 start = cut
             e["_done"] = True
-            yield {**e, "ts_ns": t}
+            yield e
         if start < len(batch):
             yield batch[start:]
 
@@ -666,8 +728,9 @@ class _Walk:
                 good = rows[sub.status == PktStatus.OK]
                 self.vpc[good], self.table[good] = vi, table
                 self._tap_rows("nat-to-vpc", good)
-            # addressed to a private host of the gateway's VPC: a reply to its SNAT'ed flow as the host sees it
-            priv = ~claimed & (p.routers[vi].subnet_of(b.dst_ip[outside]) >= 0)
+            # addressed to a private host of the gateway's VPC or of its SNAT sources (a centralized gateway
+            # translates other VPCs' flows): a reply to its SNAT'ed flow as the host sees it
+            priv = ~claimed & (p.nat_private[g].lookup(b.dst_ip[outside]) >= 0)
             if priv.any():
                 rows = outside[priv]
                 claimed |= priv
@@ -676,7 +739,7 @@ class _Walk:
                 self._trace("enter-nat", rows, nat=g, form="private", public_port=pport)
                 # no mapping yet: one may be made by an earlier packet of this chunk; the reply waits (with the
                 # rest of its flow) until those packets have been walked, see _hold
-                senders = ok & (self.vpc == vi) & ~self.from_internet
+                senders = ok & (self.vpc >= 0) & ~self.from_internet
                 soon = ~known & _sent_earlier(b, senders, rows)
                 self.pending_nat[rows[soon]] = g
                 self._drop(rows[~known & ~soon], PktStatus.NAT_NO_MAPPING, S_NAT)
@@ -706,19 +769,26 @@ class _Walk:
             if active.size == 0:
                 break
             t0 = time.perf_counter()
-            kind = np.empty(active.size, np.int8)
-            target = np.empty(active.size, np.int32)
-            for vi, r in enumerate(p.routers):
-                sel = self.vpc[active] == vi
-                if not sel.any():
-                    continue
-                rows = active[sel]
-                hop = r.next_hop(np.ascontiguousarray(self.table[rows]), b.dst_ip[rows])
-                if p.trace is not None:
-                    tab = np.ascontiguousarray(self.table[rows])
-                    self._trace("route", rows, vpc=vi, table=tab, route=r.route_index(tab, b.dst_ip[rows]), hop=hop)
-                kind[sel] = p._hop_kind[vi][hop]
-                target[sel] = p._hop_target[vi][hop]
+            kind, target = self._lookup(active)
+            if p.transit:
+                # transit routers only route: a packet sent to one goes on, in this same hop, through the tables of
+                # the VPC it enters, until it reaches a stage (or its end). So every packet meets the stages after
+                # the same number of stages whatever tables and routers lie between (a request that crosses a
+                # router and its reply that does not reach the firewall in one call, in capture order)
+                for _ in range(MAX_ROUTE_HOPS):
+                    via = kind == K_TR
+                    if not via.any():
+                        break
+                    pos = np.flatnonzero(via)
+                    for t in _present(target[pos], len(p.transit)):
+                        sel = pos[target[pos] == t]
+                        self._transit(active[sel], p.transit[t])
+                    moved = pos[self.table[active[pos]] >= 0]
+                    kind[pos] = K_DONE  # dropped by the router (status set) unless looked up again below
+                    kind[moved], target[moved] = self._lookup(active[moved])
+                stuck = kind == K_TR  # still between routers after MAX_ROUTE_HOPS of them: a loop
+                self._drop(active[stuck], PktStatus.ROUTE_LOOP, S_ROUTE)
+                kind[stuck] = K_DONE
             self.table[active] = -1  # each packet moves on from the table it was at
             self._drop(active[kind == K_NONE], PktStatus.NO_ROUTE, S_ROUTE)
             self._drop(active[kind == K_BLACKHOLE], PktStatus.BLACKHOLE, S_ROUTE)
@@ -741,6 +811,35 @@ class _Walk:
                 self._inspect(active[(kind == K_GWLBE) & (target == e)], e)
         left = np.flatnonzero((b.status == PktStatus.OK) & (self.delivered == D_NONE) & ~self.held)
         self._drop(left, PktStatus.ROUTE_LOOP, S_ROUTE)
+
+    def _lookup(self, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Next-hop kind and target of each row of ``active`` in the route table it is at."""
+        b, p = self.batch, self.p
+        kind = np.empty(active.size, np.int8)
+        target = np.empty(active.size, np.int32)
+        for vi, r in enumerate(p.routers):
+            sel = self.vpc[active] == vi
+            if not sel.any():
+                continue
+            rows = active[sel]
+            hop = r.next_hop(np.ascontiguousarray(self.table[rows]), b.dst_ip[rows])
+            if p.trace is not None:
+                tab = np.ascontiguousarray(self.table[rows])
+                self._trace("route", rows, vpc=vi, table=tab, route=r.route_index(tab, b.dst_ip[rows]), hop=hop)
+            kind[sel] = p._hop_kind[vi][hop]
+            target[sel] = p._hop_target[vi][hop]
+        return kind, target
+
+    def _transit(self, rows: np.ndarray, tr: TransitRouter) -> None:
+        """Packets a VPC sent to transit router ``tr``: looked up in the table of their VPC's attachment, then handed
+        to the attachment's VPC at its subnet's route table (or dropped: blackhole, no route)."""
+        b = self.batch
+        vpc, table, code = tr.forward(self.vpc[rows], b.dst_ip[rows])
+        self._drop(rows[code == PktStatus.NO_ROUTE], PktStatus.NO_ROUTE, S_ROUTE)
+        self._drop(rows[code == PktStatus.BLACKHOLE], PktStatus.BLACKHOLE, S_ROUTE)
+        go = code == PktStatus.OK
+        self.vpc[rows[go]] = vpc[go]
+        self.table[rows] = table  # -1 where the router dropped it
 
     def _nat_out(self, rows: np.ndarray, g: int) -> None:
         t0 = time.perf_counter()
@@ -841,10 +940,9 @@ class _Walk:
             rows = np.flatnonzero(held & (self.pending_nat == g) & ok)
             if rows.size == 0:
                 continue
-            vi = p.nat_entry[g][0]
             pport = _public_port(gw, b.dst_ip[rows], b.dport[rows], b.proto[rows])
             known = pport >= 0
-            senders = held & ok & (self.vpc == vi) & ~self.from_internet & (self.pending_nat < 0)
+            senders = held & ok & (self.vpc >= 0) & ~self.from_internet & (self.pending_nat < 0)
             soon = ~known & _sent_earlier(b, senders, rows) if may_wait else np.zeros(rows.size, bool)
             self._drop(rows[~known & ~soon], PktStatus.NAT_NO_MAPPING, S_NAT)
             self.pending_nat[rows[known]] = -1

@@ -114,7 +114,9 @@ class Summary:
             for i in range(0, len(items), 3):
                 w("  " + "".join(f"{k:<20}{v:>12,}    " for k, v in items[i : i + 3]).rstrip() + "\n")
         for ev in self.events:
-            w(f"event        t={ev['at']:.3f}s {ev['firewall']} -> {ev['state']}\n")
+            what = ev.get("state") or ev.get("event")
+            cause = f" ({ev['cause']})" if ev.get("cause") else ""
+            w(f"event        t={ev['at']:.3f}s {ev['firewall']} -> {what}{cause}\n")
         if self.stage_seconds:
             w("time per stage  " + "  ".join(f"{k} {v:.3f}s" for k, v in self.stage_seconds.items()) + "\n")
         w(f"elapsed      {self.seconds:.3f} s  ({self.mpps:.2f} Mpps)\n")
