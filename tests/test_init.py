@@ -169,7 +169,7 @@ def test_never_overwrites(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "already exists" in err and out.read_text() == "mine\n"
     assert main(["init", str(cap), "-o", str(cap), "--force", "--quiet"]) == 2
-    assert "is the capture" in capsys.readouterr().err and cap.read_bytes() == before
+    assert "refusing to overwrite" in capsys.readouterr().err and cap.read_bytes() == before
     assert main(["init", str(cap), "-o", str(out), "--force"]) == 0
     text = capsys.readouterr().out
     assert "wrote" in text and len(text.splitlines()) <= 6

@@ -11,7 +11,6 @@ blocks are assembled batched: a block's fixed fields are scattered as uint32 wor
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -81,13 +80,15 @@ class CommentedPcapngWriter:
 
     ``write(batch, comment_id, comments)`` writes ``batch``'s packets; packet i gets ``comments[comment_id[i]]``.
     One Interface Description Block per link type, written when the type first appears. The file appears under its
-    name only when complete (written as ``.NAME.part`` beside it, renamed by :meth:`close`).
+    name only when complete (``outfiles.OutputFile``: a temporary name beside it, renamed by :meth:`close`).
     """
 
     def __init__(self, path):
+        from .outfiles import OutputFile
+
         self.path = Path(path)
-        self._tmp = self.path.with_name(f".{self.path.name}.part")
-        self._fh = open(self._tmp, "wb")  # noqa: SIM115 (closed by close())
+        self._out = OutputFile(self.path)
+        self._fh = self._out.file
         self._fh.write(_shb())
         self._iface: dict[int, int] = {}
         self.packets = 0
@@ -143,15 +144,10 @@ class CommentedPcapngWriter:
         self.packets += n
 
     def close(self) -> None:
-        if self._fh.closed:
-            return
-        self._fh.close()
-        os.replace(self._tmp, self.path)
+        self._out.commit()
 
     def abort(self) -> None:
-        if not self._fh.closed:
-            self._fh.close()
-        self._tmp.unlink(missing_ok=True)
+        self._out.discard()
 
 
 class DropsWriter:
@@ -165,9 +161,9 @@ class DropsWriter:
         path = Path(path)
         if path.suffix.lower() != ".pcapng":
             raise ConfigError(f"{path}: the drops file must end in .pcapng (its packets carry comments)")
-        for i in inputs:
-            if i is not None and Path(i).exists() and path.exists() and os.path.samefile(path, i):
-                raise ConfigError(f"{path}: is an input of this run; refusing to overwrite it")
+        from .outfiles import refuse_overlap
+
+        refuse_overlap(inputs, [path])
         self.path = path
         self._w: CommentedPcapngWriter | None = None
         self._ids: dict[tuple, int] = {}

@@ -13,7 +13,6 @@ from __future__ import annotations
 import html
 import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -67,9 +66,9 @@ class ReportCollector:
         path = Path(path)
         if path.suffix.lower() not in (".html", ".htm"):
             raise ConfigError(f"{path}: the report must end in .html")
-        for i in inputs:
-            if i is not None and Path(i).exists() and path.exists() and os.path.samefile(path, i):
-                raise ConfigError(f"{path}: is an input of this run; refusing to overwrite it")
+        from .outfiles import refuse_overlap
+
+        refuse_overlap(inputs, [path])
         self.path = path
         self.title = title
         self.data: dict = {}
@@ -181,9 +180,10 @@ class ReportCollector:
         end = self._counters(pipe)
         self.data = self._numbers(pipe, summary, end)
         page = render_page(self.title, self.data, self._charts(pipe, summary))
-        tmp = self.path.with_name(f".{self.path.name}.part")
-        tmp.write_text(page, encoding="utf-8")
-        os.replace(tmp, self.path)
+        from .outfiles import OutputFile
+
+        with OutputFile(self.path, text=True) as f:
+            f.file.write(page)
 
     def _series(self, bins: TimeBins, n: int) -> list[list[float]]:
         return bins.counts[:n].T.tolist()

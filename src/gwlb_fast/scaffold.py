@@ -338,16 +338,15 @@ def render(plan: Plan, capture: str) -> str:
 def write_new(path: Path, text: str, force: bool, inputs: list[Path]) -> None:
     """Write ``text`` to ``path`` through a temporary name; never over an input, nor an existing file unless
     ``force``."""
-    for i in inputs:
-        if path.exists() and os.path.samefile(path, i) or path.resolve() == i.resolve():
-            raise ConfigError(f"{path}: is the capture; refusing to overwrite it")
+    from .outfiles import OutputFile, refuse_overlap
+
+    refuse_overlap(inputs, [path])
     if path.exists() and not force:
         raise ConfigError(f"{path}: already exists (use --force to replace it)")
     if path.is_dir():
         raise ConfigError(f"{path}: is a directory")
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with OutputFile(path, text=True) as f:
+        f.file.write(text)
 
 
 def describe(plan: Plan, out: Path, capture="CAPTURE") -> str:
@@ -376,8 +375,9 @@ def init(capture, output="topology.yaml", firewalls: int = 2, profile: str = "aw
     if not cap.exists():
         raise FileNotFoundError(2, "no such file", str(cap))
     out = Path(output)
-    if out.exists() and os.path.samefile(out, cap):
-        raise ConfigError(f"{out}: is the capture; refusing to overwrite it")
+    from .outfiles import refuse_overlap
+
+    refuse_overlap([cap], [out])
     if out.exists() and not force:
         raise ConfigError(f"{out}: already exists (use --force to replace it)")
     plan = plan_topology(scan_capture(cap, quiet=quiet), firewalls=firewalls, profile=profile)
