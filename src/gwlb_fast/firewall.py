@@ -34,6 +34,7 @@ from . import geneve
 from ._kernels import session as _s
 from ._kernels import tcpreset as _r
 from ._kernels.flowtable import END_EVICTED, FlowTable, canonical_5tuple
+from ._kernels.parse import icmp_errors
 from .batch import PacketBatch
 from .errors import ConfigError
 from .policy import ZONE_UNKNOWN, Action, Classifier, Policy
@@ -51,6 +52,7 @@ __all__ = [
 ]
 
 NS = 1_000_000_000
+_RELATED = 255  # placeholder status of related ICMP errors while the session kernel runs (never a PktStatus)
 
 KIND_ECHO = _r.KIND_ECHO
 KIND_RST_TO_SENDER = _r.KIND_RST_TO_SENDER
@@ -277,6 +279,7 @@ class Firewall:
         b_port = np.empty(n, np.uint16)
         rev = np.empty(n, np.uint8)
         canonical_5tuple(inner.src_ip, inner.dst_ip, inner.sport, inner.dport, a_ip, b_ip, a_port, b_port, rev)
+        related, related_slot = self._related_icmp_errors(inner, status, a_ip, b_ip, a_port, b_port, ep)
         ok = np.flatnonzero(status == PktStatus.OK)
         slot = np.full(n, -1, np.int64)
         is_new = np.zeros(n, np.uint8)
@@ -335,6 +338,11 @@ class Firewall:
             self._classify(cand, inner, zone, rule, action)
             start = stop
         logs = [ended[:ne]]
+        if related is not None:  # related ICMP errors pass back to the GWLB, echoed, under their session's rule
+            status[related] = PktStatus.OK
+            out_n[related] = 1
+            k1[related] = KIND_ECHO
+            out_rule[related] = self.sessions[related_slot, _s.F_RULE]
 
         # closed / denied sessions get their short timeout in the flow table, sessions reopened inside the batch
         # get the protocol default back; slots that never became a session are freed
@@ -373,6 +381,24 @@ class Firewall:
         if self.keep_log and sessions.shape[0]:
             self._log.append(sessions)
         return FirewallOutput(out, source, kind, status, out_rule, counts, sessions)
+
+    def _related_icmp_errors(self, inner, status, a_ip, b_ip, a_port, b_port, ep):
+        """ICMP errors (their parse columns hold the flow they quote) belong to that flow's session: with an open
+        session they pass as related traffic, without one they are dropped (``ICMP_NO_SESSION``); they never start
+        or change a session. Returns the related rows (their status set to a placeholder that keeps them out of
+        the session machinery until the caller restores it) and their session slots, or (None, None)."""
+        n = len(inner)
+        err = np.empty(n, np.uint8)
+        if n == 0 or icmp_errors(inner.data, inner.off, inner.caplen, inner.l3_off, inner.l4_off, status, err) == 0:
+            return None, None
+        e = np.flatnonzero(err)
+        slot = np.empty(e.size, np.int64)
+        self.table.lookup(a_ip[e], b_ip[e], a_port[e], b_port[e], inner.proto[e], ep[e], slot)
+        live = slot >= 0
+        live[live] = self.sessions[slot[live], _s.F_STATE] == _s.S_OPEN
+        status[e[~live]] = PktStatus.ICMP_NO_SESSION
+        status[e[live]] = _RELATED
+        return e[live], slot[live]
 
     # ------------------------------------------------------------------ end of run
     def finish(self, now_ns: int | None = None) -> np.ndarray:

@@ -65,5 +65,19 @@ def parse(pkt: bytes, linktype: int = 1) -> dict:
                     st = first(S.L4_TRUNCATED)
                 else:
                     r["sport"] = r["dport"] = struct.unpack_from("!H", pkt, l4 + 4)[0]
+            elif t in (3, 4, 5, 11, 12) and l4 + 28 <= lim and pkt[l4 + 8] >> 4 == 4 and pkt[l4 + 8] & 15 >= 5 \
+                    and l4 + 8 + (pkt[l4 + 8] & 15) * 4 <= lim:
+                # an ICMP error: the quoted packet's flow, in the direction the error travels
+                q = l4 + 8
+                ql4 = q + (pkt[q] & 15) * 4
+                r["dst_ip"], r["src_ip"] = struct.unpack_from("!II", pkt, q + 12)
+                r["proto"] = qp = pkt[q + 9]
+                r["tcp_flags"] = 0
+                if struct.unpack_from("!H", pkt, q + 6)[0] & 0x1FFF == 0:
+                    if qp in (6, 17) and ql4 + 4 <= lim:
+                        r["dport"], r["sport"] = struct.unpack_from("!HH", pkt, ql4)
+                    elif qp == 1 and ql4 + 8 <= lim and (pkt[ql4] in (0, 8) or 13 <= pkt[ql4] <= 18):
+                        r["tcp_flags"] = pkt[ql4]
+                        r["sport"] = r["dport"] = struct.unpack_from("!H", pkt, ql4 + 4)[0]
     r["status"] = st
     return r

@@ -332,6 +332,75 @@ cdef inline uint16_t _upd32(uint16_t c, uint32_t old, uint32_t new) noexcept nog
     return csum_update16(c, <uint16_t>(old & 0xFFFF), <uint16_t>(new & 0xFFFF))
 
 
+cdef inline bint _icmp_is_error(uint8_t t) noexcept nogil:
+    return t == 3 or t == 4 or t == 5 or t == 11 or t == 12
+
+
+cdef inline uint16_t _put16(uint8_t* p, uint16_t v, uint16_t icmp_c) noexcept nogil:
+    """Store a 16-bit word of the ICMP payload and return the ICMP checksum updated for it (RFC 1624)."""
+    cdef uint16_t old = load_be16(p)
+    store_be16(p, v)
+    return csum_update16(icmp_c, old, v)
+
+
+cdef int _icmp_error_rewrite(uint8_t* pkt, Py_ssize_t clen, Py_ssize_t l3, Py_ssize_t l4, int side,
+                             uint32_t nip, uint16_t nport, uint32_t* old_ip, uint16_t* old_port) noexcept nogil:
+    """Translate an ICMP error in place as its flow's packets are translated (RFC 5508 section 4).
+
+    The error travels back to the quoted packet's sender, so the flow's side ``side`` (0 source, 1 destination,
+    in the error's direction) is the quoted packet's destination (0) or source (1): that address and port are
+    rewritten in the quoted header, with the quoted IPv4 checksum and the quoted TCP/UDP/ICMP checksum (where
+    captured) updated; the outer address on that side is rewritten too when it is the same host (a router's
+    own address is left). The ICMP checksum covers the quoted bytes, so it follows every word that changed.
+    Returns 0, or 1 when the quoted header is not captured far enough.
+    """
+    cdef Py_ssize_t q = l4 + 8, ql4, qa, qp, qc
+    cdef uint32_t oa, a
+    cdef uint16_t c, qsum, old
+    cdef uint8_t qproto
+    if (pkt[q] >> 4) != 4 or (pkt[q] & 0x0F) < 5 or q + (pkt[q] & 0x0F) * 4 > clen:
+        return 1
+    ql4 = q + (pkt[q] & 0x0F) * 4
+    qproto = pkt[q + 9]
+    qa = q + 16 - 4 * side       # side 0: the quoted destination; side 1: the quoted source
+    if qproto == IPPROTO_ICMP:
+        qp = ql4 + 4             # the query identifier
+        qc = ql4 + 2
+    else:
+        qp = ql4 + 2 - 2 * side  # side 0: the quoted destination port; side 1: the quoted source port
+        qc = ql4 + 16 if qproto == IPPROTO_TCP else ql4 + 6
+    if (load_be16(pkt + q + 6) & 0x1FFF) != 0 or (qproto != IPPROTO_TCP and qproto != IPPROTO_UDP
+                                                  and qproto != IPPROTO_ICMP) or qp + 2 > clen:
+        return 1
+    oa = load_be32(pkt + qa)
+    old_ip[0] = oa
+    old_port[0] = load_be16(pkt + qp)
+    # the outer header: the same host's address on that side
+    a = load_be32(pkt + l3 + 12 + 4 * side)
+    if a == oa:
+        store_be16(pkt + l3 + 10, _upd32(load_be16(pkt + l3 + 10), oa, nip))
+        store_be32(pkt + l3 + 12 + 4 * side, nip)
+    c = load_be16(pkt + l4 + 2)
+    # the quoted IPv4 header: address and its header checksum
+    qsum = _upd32(load_be16(pkt + q + 10), oa, nip)
+    c = _put16(pkt + qa, <uint16_t>(nip >> 16), c)
+    c = _put16(pkt + qa + 2, <uint16_t>(nip & 0xFFFF), c)
+    c = _put16(pkt + q + 10, qsum, c)
+    # the quoted transport checksum (pseudo-header address and port; ICMP: the identifier only), when captured
+    if qc + 2 <= clen:
+        old = load_be16(pkt + qc)
+        if qproto == IPPROTO_ICMP:
+            c = _put16(pkt + qc, csum_update16(old, old_port[0], nport), c)
+        elif qproto == IPPROTO_TCP or old != 0:
+            qsum = csum_update16(_upd32(old, oa, nip), old_port[0], nport)
+            if qproto == IPPROTO_UDP and qsum == 0:
+                qsum = 0xFFFF
+            c = _put16(pkt + qc, qsum, c)
+    c = _put16(pkt + qp, nport, c)
+    store_be16(pkt + l4 + 2, c)
+    return 0
+
+
 def nat_rewrite(uint8_t[::1] data, const int64_t[::1] off, const uint32_t[::1] caplen,
                 const int32_t[::1] l3_off, const int32_t[::1] l4_off, const uint8_t[::1] proto, int side,
                 const uint32_t[::1] new_ip, const int32_t[::1] new_port, uint8_t[::1] status,
@@ -376,7 +445,9 @@ def nat_rewrite(uint8_t[::1] data, const int64_t[::1] off, const uint32_t[::1] c
     Notes
     -----
     Status codes set: TRUNCATED (packet outside the arena or IPv4 header not captured), L4_TRUNCATED (checksum or
-    port field not captured).
+    port field not captured). An ICMP error (its columns are the flow it quotes, see ``parse_packets``) is
+    translated in its quoted header and, for the same host, its outer header, with every checksum updated
+    (RFC 5508 section 4).
     """
     cdef Py_ssize_t n = off.shape[0], i, start, clen, l3, l4, done = 0, datalen = data.shape[0]
     cdef uint8_t* pkt
@@ -411,38 +482,47 @@ def nat_rewrite(uint8_t[::1] data, const int64_t[::1] off, const uint32_t[::1] c
             if start < 0 or start + clen > datalen or l3 < 0 or l3 + 20 > clen:
                 status[i] = ST_TRUNCATED
                 continue
-            if proto[i] == IPPROTO_TCP:
-                pf = l4 + 2 * side
-                cf = l4 + 16
-            elif proto[i] == IPPROTO_UDP:
-                pf = l4 + 2 * side
-                cf = l4 + 6
-            elif proto[i] == IPPROTO_ICMP:
-                pf = l4 + 4
-                cf = l4 + 2
-            else:
-                status[i] = ST_NOT_FORWARDED
-                continue
-            if l4 < l3 + 20 or pf + 2 > clen or cf + 2 > clen:
-                status[i] = ST_L4_TRUNCATED
-                continue
             pkt = &data[start]
-            nip = new_ip[i]
-            nport = <uint16_t>new_port[i]
-            old_ip = load_be32(pkt + l3 + 12 + 4 * side)
-            old_port = load_be16(pkt + pf)
-            # IPv4 header checksum (RFC 791 3.1) covers the address
-            store_be16(pkt + l3 + 10, _upd32(load_be16(pkt + l3 + 10), old_ip, nip))
-            store_be32(pkt + l3 + 12 + 4 * side, nip)
-            c = load_be16(pkt + cf)
-            if proto[i] == IPPROTO_ICMP:
-                store_be16(pkt + cf, csum_update16(c, old_port, nport))
-            elif proto[i] == IPPROTO_TCP or c != 0:
-                c = csum_update16(_upd32(c, old_ip, nip), old_port, nport)
-                if proto[i] == IPPROTO_UDP and c == 0:
-                    c = 0xFFFF
-                store_be16(pkt + cf, c)
-            store_be16(pkt + pf, nport)
+            if pkt[l3 + 9] == IPPROTO_ICMP and l4 >= l3 + 20 and l4 + 28 <= clen and _icmp_is_error(pkt[l4]):
+                # an ICMP error of a translated flow (RFC 5508 section 4): its columns are the quoted flow's
+                if _icmp_error_rewrite(pkt, clen, l3, l4, side, new_ip[i], <uint16_t>new_port[i], &old_ip,
+                                       &old_port) != 0:
+                    status[i] = ST_L4_TRUNCATED
+                    continue
+                nip = new_ip[i]
+                nport = <uint16_t>new_port[i]
+            else:
+                if proto[i] == IPPROTO_TCP:
+                    pf = l4 + 2 * side
+                    cf = l4 + 16
+                elif proto[i] == IPPROTO_UDP:
+                    pf = l4 + 2 * side
+                    cf = l4 + 6
+                elif proto[i] == IPPROTO_ICMP:
+                    pf = l4 + 4
+                    cf = l4 + 2
+                else:
+                    status[i] = ST_NOT_FORWARDED
+                    continue
+                if l4 < l3 + 20 or pf + 2 > clen or cf + 2 > clen:
+                    status[i] = ST_L4_TRUNCATED
+                    continue
+                nip = new_ip[i]
+                nport = <uint16_t>new_port[i]
+                old_ip = load_be32(pkt + l3 + 12 + 4 * side)
+                old_port = load_be16(pkt + pf)
+                # IPv4 header checksum (RFC 791 3.1) covers the address
+                store_be16(pkt + l3 + 10, _upd32(load_be16(pkt + l3 + 10), old_ip, nip))
+                store_be32(pkt + l3 + 12 + 4 * side, nip)
+                c = load_be16(pkt + cf)
+                if proto[i] == IPPROTO_ICMP:
+                    store_be16(pkt + cf, csum_update16(c, old_port, nport))
+                elif proto[i] == IPPROTO_TCP or c != 0:
+                    c = csum_update16(_upd32(c, old_ip, nip), old_port, nport)
+                    if proto[i] == IPPROTO_UDP and c == 0:
+                        c = 0xFFFF
+                    store_be16(pkt + cf, c)
+                store_be16(pkt + pf, nport)
             ip_col[i] = nip
             port_col[i] = nport
             if proto[i] == IPPROTO_ICMP:

@@ -34,6 +34,12 @@ cdef inline bint _icmp_has_id(uint8_t icmp_type) noexcept nogil:
     return icmp_type == 0 or icmp_type == 8 or (13 <= icmp_type <= 18)
 
 
+cdef inline bint _icmp_is_error(uint8_t icmp_type) noexcept nogil:
+    # destination unreachable, source quench, redirect, time exceeded, parameter problem (RFC 792): they quote
+    # the IP header and first 8 bytes of the packet that caused them
+    return icmp_type == 3 or icmp_type == 4 or icmp_type == 5 or icmp_type == 11 or icmp_type == 12
+
+
 def parse_packets(const uint8_t[::1] data, const int64_t[::1] off, const uint32_t[::1] caplen,
                   const uint16_t[::1] linktype, uint8_t[::1] status, uint32_t[::1] src_ip, uint32_t[::1] dst_ip,
                   uint16_t[::1] sport, uint16_t[::1] dport, uint8_t[::1] proto, uint8_t[::1] tcp_flags,
@@ -51,8 +57,13 @@ def parse_packets(const uint8_t[::1] data, const int64_t[::1] off, const uint32_
     status, src_ip, dst_ip, sport, dport, proto, tcp_flags, l3_off, l4_off : outputs, length n
         Addresses and ports in host order. ``tcp_flags`` holds the TCP flags byte for TCP and the ICMP type for
         ICMP. ICMP queries (echo, timestamp, information, mask) put their identifier in both ``sport`` and
-        ``dport``, as connection trackers do, so a request and its reply form one flow. ``l3_off``/``l4_off`` are
-        offsets from the packet's start, -1 where absent.
+        ``dport``, as connection trackers do, so a request and its reply form one flow. An ICMP error (types 3, 4,
+        5, 11, 12) whose quoted IPv4 header is captured whole holds the 5-tuple of the flow it belongs to, in the
+        direction it travels: source = the quoted destination, destination = the quoted source, the quoted ports
+        swapped (0 when not captured or the quoted packet is a later fragment), ``proto`` the quoted protocol and
+        ``tcp_flags`` 0 (the quoted ICMP type for a quoted ICMP query, whose identifier is then both ports);
+        ``icmp_errors`` tells such packets apart. ``l3_off``/``l4_off`` are offsets from the packet's start (the
+        outer headers), -1 where absent.
 
     Notes
     -----
@@ -71,7 +82,7 @@ def parse_packets(const uint8_t[::1] data, const int64_t[::1] off, const uint32_
                       ("tcp_flags", tcp_flags), ("l3_off", l3_off), ("l4_off", l4_off)):
         if col.shape[0] != n:
             raise ValueError(f"parse_packets: {name} has length {col.shape[0]}, expected {n}")
-    cdef Py_ssize_t i, start, end, l3, l4, ihl, tot, lim, datalen = data.shape[0]
+    cdef Py_ssize_t i, start, end, l3, l4, ihl, tot, lim, q, ql4, datalen = data.shape[0]
     cdef const uint8_t* p
     cdef const uint8_t* ip
     cdef uint8_t st, pr, fl, doff
@@ -160,11 +171,55 @@ def parse_packets(const uint8_t[::1] data, const int64_t[::1] off, const uint32_
                                         else:
                                             sp = load_be16(p + l4 + 4)
                                             dp = sp
+                                    elif _icmp_is_error(fl) and l4 + 28 <= lim and (p[l4 + 8] >> 4) == 4 \
+                                            and (p[l4 + 8] & 0x0F) >= 5 and l4 + 8 + (p[l4 + 8] & 0x0F) * 4 <= lim:
+                                        # an error belongs to the flow of the packet it quotes: the columns hold
+                                        # that flow's 5-tuple in the direction the error travels (back to the
+                                        # quoted packet's sender)
+                                        q = l4 + 8
+                                        ql4 = q + (p[q] & 0x0F) * 4
+                                        src_ip[i] = load_be32(p + q + 16)
+                                        dst_ip[i] = load_be32(p + q + 12)
+                                        pr = p[q + 9]
+                                        fl = 0
+                                        if (load_be16(p + q + 6) & 0x1FFF) == 0:
+                                            if (pr == IPPROTO_TCP or pr == IPPROTO_UDP) and ql4 + 4 <= lim:
+                                                sp = load_be16(p + ql4 + 2)
+                                                dp = load_be16(p + ql4)
+                                            elif pr == IPPROTO_ICMP and ql4 + 8 <= lim and _icmp_has_id(p[ql4]):
+                                                fl = p[ql4]
+                                                sp = load_be16(p + ql4 + 4)
+                                                dp = sp
             status[i] = st
             sport[i] = sp
             dport[i] = dp
             proto[i] = pr
             tcp_flags[i] = fl
+
+
+def icmp_errors(const uint8_t[::1] data, const int64_t[::1] off, const uint32_t[::1] caplen,
+                const int32_t[::1] l3_off, const int32_t[::1] l4_off, const uint8_t[::1] status, uint8_t[::1] out):
+    """Mark the OK packets that are ICMP errors (types 3, 4, 5, 11, 12): ``out[i]`` = 1, else 0.
+
+    Their parse columns hold the flow they quote (see ``parse_packets``). Returns the number marked.
+    """
+    cdef Py_ssize_t n = off.shape[0], i, l3, l4, datalen = data.shape[0], k = 0
+    for name, m in (("caplen", caplen.shape[0]), ("l3_off", l3_off.shape[0]), ("l4_off", l4_off.shape[0]),
+                    ("status", status.shape[0]), ("out", out.shape[0])):
+        if m != n:
+            raise ValueError(f"icmp_errors: {name} has length {m}, expected {n}")
+    with nogil:
+        for i in range(n):
+            out[i] = 0
+            l3 = l3_off[i]
+            l4 = l4_off[i]
+            if status[i] != ST_OK or l3 < 0 or l4 < l3 + 20 or off[i] < 0 or l4 + 1 > <Py_ssize_t>caplen[i] \
+                    or off[i] + caplen[i] > datalen:
+                continue
+            if data[off[i] + l3 + 9] == IPPROTO_ICMP and _icmp_is_error(data[off[i] + l4]):
+                out[i] = 1
+                k += 1
+    return k
 
 
 def fill_ip_checksums(uint8_t[::1] data, const int64_t[::1] off, const uint32_t[::1] caplen,
