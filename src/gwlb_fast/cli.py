@@ -40,6 +40,9 @@ def _add_run(sub) -> None:
     p.add_argument("--events", metavar="FILE", help="what-if health changes (YAML list of {at, firewall, state})")
     p.add_argument("--chunk", type=_positive, default=65536, help="packets per batch (default 65536)")
     p.add_argument("--seed", type=int, default=0, help="seed of flow hashing and cookies (default 0)")
+    p.add_argument("--pickup", action="store_true", default=None,
+                   help="take flows that began before the capture as established at every stage (as the "
+                        "topology's replay: {pickup: true})")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.set_defaults(func=_cmd_run)
@@ -55,14 +58,14 @@ def _positive(text: str) -> int:
     return v
 
 
-def _replay(topology, capture, output, taps, flow_log, events, chunk, seed, as_json, quiet) -> int:
+def _replay(topology, capture, output, taps, flow_log, events, chunk, seed, as_json, quiet, pickup=None) -> int:
     from pathlib import Path
 
     from .pipeline import Pipeline
 
     if not Path(capture).exists():
         raise FileNotFoundError(2, "no such file", str(capture))
-    pipe = Pipeline.from_yaml(topology, taps=taps is not None, seed=seed)
+    pipe = Pipeline.from_yaml(topology, taps=taps is not None, seed=seed, pickup=pickup)
     summary = pipe.run(capture, output, taps=taps, flow_log=flow_log, events=events, chunk=chunk, quiet=quiet,
                        strict=False)
     print(summary.to_json() if as_json else summary, end="\n" if as_json else "")
@@ -74,7 +77,7 @@ def _replay(topology, capture, output, taps, flow_log, events, chunk, seed, as_j
 
 def _cmd_run(args) -> int:
     return _replay(args.topology, args.input, args.output, args.taps, args.flow_log, args.events, args.chunk,
-                   args.seed, args.json, args.quiet)
+                   args.seed, args.json, args.quiet, args.pickup)
 
 
 def _add_demo(sub) -> None:

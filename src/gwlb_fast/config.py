@@ -38,6 +38,7 @@ __all__ = [
     "Gwlb",
     "HealthCheck",
     "NatGateway",
+    "ReplaySettings",
     "Route",
     "RouteTable",
     "Subnet",
@@ -230,6 +231,14 @@ class Event:
     key: str = ""
 
 
+@dataclass(frozen=True)
+class ReplaySettings:
+    """``replay:``: how a capture is replayed. ``pickup``: flows that began before the capture are taken as
+    established at every stage (DESIGN.md section 10)."""
+
+    pickup: bool = False
+
+
 @dataclass
 class Topology:
     vpcs: dict[str, Vpc]
@@ -240,6 +249,7 @@ class Topology:
     security_policy_path: str = "security_policy"
     events: list[Event] = field(default_factory=list)
     source: str = "<topology>"
+    replay: ReplaySettings = field(default_factory=ReplaySettings)
 
     def gwlb_of_firewall(self, fw: str) -> list[str]:
         return [g.name for g in self.gwlbs.values() if fw in g.firewalls]
@@ -452,7 +462,7 @@ def example_topology_text() -> str:
     return files("gwlb_fast").joinpath("examples", "topology.yaml").read_text()
 
 
-TOP_KEYS = ("vpcs", "endpoints", "gwlb", "nat_gateways", "security_policy", "events")
+TOP_KEYS = ("vpcs", "endpoints", "gwlb", "nat_gateways", "security_policy", "events", "replay")
 
 
 def topology_from_dict(data, source: str = "<topology>") -> Topology:
@@ -474,7 +484,18 @@ def topology_from_dict(data, source: str = "<topology>") -> Topology:
     if policy is not None and not isinstance(policy, (dict, str)):
         ctx.fail("security_policy", f"must be a mapping (or a policy file name), got {_type_name(policy)}")
     events = events_from_list(data.get("events") or [], source, gwlbs, "events")
-    return Topology(vpcs, endpoints, gwlbs, nats, policy, "security_policy", events, source)
+    replay = _replay(ctx, data.get("replay"))
+    return Topology(vpcs, endpoints, gwlbs, nats, policy, "security_policy", events, source, replay)
+
+
+def _replay(ctx, raw) -> ReplaySettings:
+    if raw is None:
+        return ReplaySettings()
+    _mapping(ctx, raw, "replay", ("pickup",))
+    pickup = raw.get("pickup", False)
+    if not isinstance(pickup, bool):
+        ctx.fail("replay.pickup", f"must be true or false, got {pickup!r}")
+    return ReplaySettings(pickup=pickup)
 
 
 def _vpcs(ctx, raw) -> dict[str, Vpc]:

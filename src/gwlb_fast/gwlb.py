@@ -206,6 +206,7 @@ class Gwlb:
         status = batch.status
         idx = np.flatnonzero(status == PktStatus.OK)
         fw_col[:] = -1
+        self.last_cut = None
         if idx.size == 0:
             return batch
         m = idx.shape[0]
@@ -265,6 +266,7 @@ class Gwlb:
         if failed.any():
             fpos = np.flatnonzero(failed)
             fslots = slot[fpos]
+            cut_fw = fw[fpos].copy()
             if self.failover == "keep":
                 st[fpos] = PktStatus.FW_FAILED
                 fw[fpos] = -1
@@ -284,6 +286,8 @@ class Gwlb:
                 moved = repick[first] >= 0
                 self.flows_rebalanced += int(moved.sum())
                 self.flows_per_fw += np.bincount(repick[first][moved], minlength=k)
+            rows = np.arange(len(batch))[idx][fpos]
+            self.last_cut = (rows, cut_fw, fw[fpos] >= 0)
         if new_pos.size:
             self._slot_lost[slot[new_pos]] = 0  # after the accounting above, which saw the slots' earlier flows
         # packets left without a firewall (no firewall accepts new flows): drop, and forget their flows so that
@@ -306,6 +310,11 @@ class Gwlb:
         for name in ("NO_HEALTHY_FW", "FW_FAILED", "FLOW_TABLE_FULL"):
             self.drops[name] += int(np.count_nonzero(st == PktStatus[name]))
         return batch
+
+    #: after :meth:`process`: None, or ``(rows, firewall, moved)`` for the packets of established flows whose
+    #: firewall could no longer serve them: batch rows, the firewall the flow was on, and whether the flow moved to
+    #: another one (``failover: rebalance``) rather than being cut (``FW_FAILED``)
+    last_cut = None
 
     def _per_packet_incarnation(self, slot, new_pos, choice, cookie, old_fw, old_cookie):
         """fw and cookie per packet when a slot may hold more than one flow within the batch: each packet gets the

@@ -49,6 +49,11 @@ class PktStatus(IntEnum):
     NAT_NO_MAPPING = 46    # inbound to the public address with no DNAT rule or translation
     NAT_TABLE_FULL = 47    # translation table full
     NOT_FORWARDED = 48     # protocol the modelled path does not forward (e.g. non-IPv4)
+    # --- addresses a VPC router treats specially (never routed to a NAT gateway or the Internet) -------------
+    BROADCAST = 56         # to 255.255.255.255 or to a subnet's broadcast address (a VPC forwards no broadcast)
+    MULTICAST = 57         # to 224.0.0.0/4 (no multicast domain is modelled)
+    MARTIAN = 58           # 0.0.0.0/8 or 127.0.0.0/8 on either side, or from a broadcast or multicast source
+    LINK_LOCAL = 59        # 169.254.0.0/16 on either side: served by the host (metadata, DNS), never routed
 
 
 N_STATUS = 64

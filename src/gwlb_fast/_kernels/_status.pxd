@@ -37,3 +37,7 @@ cdef enum PktStatus:
     ST_NAT_NO_MAPPING = 46
     ST_NAT_TABLE_FULL = 47
     ST_NOT_FORWARDED = 48
+    ST_BROADCAST = 56
+    ST_MULTICAST = 57
+    ST_MARTIAN = 58
+    ST_LINK_LOCAL = 59
