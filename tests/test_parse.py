@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gwlb_fast import PacketBatch, PktStatus
-from gwlb_fast._kernels.parse import gather_packets, parse_packets
+from gwlb_fast._kernels.parse import fill_ip_checksums, gather_packets, parse_packets
 from tests.oracles.parse import parse as oracle
 from tests.strategies import ethernet_frame, ipv4_packet, mutated
 
@@ -142,3 +142,75 @@ def test_gather_checks_bounds():
     with pytest.raises(ValueError, match="outside"):
         gather_packets(np.zeros(4, np.uint8), np.array([2], np.int64), np.array([4], np.uint32),
                        np.zeros(8, np.uint8), np.array([0], np.int64))
+
+
+# ---------------------------------------------------------------------------------------- IPv4 header checksum
+def _tcp_frame(payload=b"", **ip_kw):
+    ip = dpkt.ip.IP(src=socket.inet_aton("10.1.1.5"), dst=socket.inet_aton("93.184.216.34"), p=6, **ip_kw,
+                    data=dpkt.tcp.TCP(sport=40000, dport=443, flags=dpkt.tcp.TH_ACK, data=payload))
+    return bytes(dpkt.ethernet.Ethernet(type=0x0800, data=ip))
+
+
+def _with_ip_csum(frame: bytes, csum: int) -> bytes:
+    return frame[:24] + struct.pack("!H", csum) + frame[26:]
+
+
+def test_bad_ip_header_checksum_is_flagged_with_its_columns():
+    good = _tcp_frame()
+    csum = struct.unpack_from("!H", good, 24)[0]
+    bad = _with_ip_csum(good, csum ^ 0x0101)
+    rows = parsed_rows([good, bad])
+    assert rows[0]["status"] == PktStatus.OK
+    assert rows[1]["status"] == PktStatus.BAD_IP_CSUM
+    assert {k: rows[1][k] for k in ("src_ip", "sport", "dport")} == {"src_ip": 0x0A010105, "sport": 40000,
+                                                                      "dport": 443}
+
+
+def test_zero_ip_checksum_is_offload_and_filled():
+    good = _tcp_frame(payload=b"x" * 10)
+    zero = _with_ip_csum(good, 0)
+    b = PacketBatch.from_packets([zero, good]).parse()
+    assert list(b.status) == [PktStatus.OK, PktStatus.OK]
+    assert fill_ip_checksums(b.data, b.off, b.caplen, b.l3_off, b.status) == 1
+    assert b.packet(0) == good and b.packet(1) == good  # dpkt's checksum; the good one untouched
+
+
+@given(st.lists(ipv4_packet(), min_size=1, max_size=10))
+def test_fill_ip_checksums_matches_dpkt(packets):
+    zeroed = [p[:10] + b"\0\0" + p[12:] for p in packets]
+    b = PacketBatch.from_packets(zeroed, linktype=228).parse()
+    fill_ip_checksums(b.data, b.off, b.caplen, b.l3_off, b.status)
+    for i, (orig, st_) in enumerate(zip(packets, b.status)):
+        if st_ in (PktStatus.OK, PktStatus.FRAGMENT):
+            assert b.packet(i) == orig  # dpkt computed the original checksum
+    assert set(np.unique(b.status)) <= {int(PktStatus.OK), int(PktStatus.FRAGMENT), int(PktStatus.L4_TRUNCATED),
+                                        int(PktStatus.BAD_TCP_OFF)}
+
+
+@given(st.lists(st.binary(max_size=80), max_size=30), st.sampled_from([1, 228]))
+def test_fill_ip_checksums_raw_bytes_fuzz(blobs, linktype):
+    b = PacketBatch.from_packets(blobs, linktype=linktype).parse()
+    before = b.data.copy()
+    fill_ip_checksums(b.data, b.off, b.caplen, b.l3_off, b.status)
+    changed = np.flatnonzero(b.data != before)
+    for pos in changed.tolist():  # only checksum bytes of OK (or FRAGMENT) rows
+        i = int(np.searchsorted(b.off, pos, side="right")) - 1
+        assert b.status[i] in (PktStatus.OK, PktStatus.FRAGMENT) and pos - b.off[i] - b.l3_off[i] in (10, 11)
+    # every OK header now carries a checksum that verifies: read again, none is BAD_IP_CSUM
+    again = PacketBatch(b.data.copy(), b.off, b.caplen, linktype=linktype).parse()
+    assert np.array_equal(again.status, b.status)
+
+
+def test_fill_ip_checksums_checks_lengths():
+    with pytest.raises(ValueError, match="status"):
+        fill_ip_checksums(np.zeros(4, np.uint8), np.zeros(1, np.int64), np.zeros(1, np.uint32),
+                          np.zeros(1, np.int32), np.zeros(2, np.uint8))
+
+
+# ---------------------------------------------------------------------------------------- snapped packets
+def test_snapped_packet_with_whole_l4_header_is_ok():
+    frame = _tcp_frame(payload=b"y" * 200)
+    rows = parsed_rows([frame[:60], frame[:54], frame[:40]])
+    assert rows[0]["status"] == PktStatus.OK and (rows[0]["sport"], rows[0]["dport"]) == (40000, 443)
+    assert rows[1]["status"] == PktStatus.OK  # exactly the 20-byte TCP header
+    assert rows[2]["status"] == PktStatus.L4_TRUNCATED

@@ -28,6 +28,8 @@ from gwlb_fast.pcapio import read_pcap, write_pcap
 from gwlb_fast.pipeline import STAGES, TAP_LINKS, Pipeline
 from gwlb_fast.status import PktStatus
 from gwlb_fast.synth import CATEGORIES, Direction
+from tests.shared_data import data_path
+from tests.topologies import capture_topology
 
 EXAMPLE_PATH = str(importlib.resources.files("gwlb_fast") / "examples" / "topology.yaml")
 EXAMPLE = yaml.safe_load(example_topology_text())
@@ -657,3 +659,51 @@ def test_run_reusing_its_arena_writes_what_process_returns(traffic, tmp_path):
     got = [bytes(b) for b in _dpkt_read(tmp_path / "out.pcap")]
     assert s.packets_out == len(want) > 0
     assert got == want
+
+
+# ---------------------------------------------------------------------------------- real captures: snaplen, checksums
+REAL = data_path("captures", "real")
+
+
+def _real(name):
+    p = REAL / name
+    if not p.exists():
+        pytest.skip(f"{p} not present")
+    return p
+
+
+@pytest.mark.skipif(shutil.which("editcap") is None, reason="editcap not installed")
+def test_snapped_capture_is_processed_and_keeps_wire_lengths(tmp_path):
+    """``editcap -s 60``: every packet cut, L4 headers whole; each is processed (counted truncated), and the
+    output keeps the original length on the wire."""
+    src = _real("http_google.pcapng")
+    cut = tmp_path / "cut.pcapng"
+    subprocess.run(["editcap", "-s", "60", str(src), str(cut)], check=True, capture_output=True)
+    full = next(iter(read_pcap(src, chunk=1 << 20)))
+    cidrs = ("172.16.0.0/16", "172.16.16.0/24", "172.16.250.0/24", "172.16.251.0/24")
+    ref_sum = Pipeline(capture_topology(*cidrs)).run(str(src), str(tmp_path / "ref.pcap"))
+    summ = Pipeline(capture_topology(*cidrs)).run(str(cut), str(tmp_path / "out.pcap"))
+    snapped = int(np.count_nonzero(full.caplen > 60))
+    assert snapped > 0 and summ.truncated == snapped
+    assert "IP_TRUNCATED" not in str(summ.drops)
+    assert summ.packets_out == ref_sum.packets_out and summ.drops == ref_sum.drops
+    out = next(iter(read_pcap(tmp_path / "out.pcap", chunk=1 << 20)))
+    ref_out = next(iter(read_pcap(tmp_path / "ref.pcap", chunk=1 << 20)))
+    assert np.array_equal(out.wirelen, ref_out.wirelen)  # lengths on the wire as without the snaplen
+    assert np.all(out.caplen <= 60) and np.any(out.wirelen > out.caplen)
+    # the captured bytes are the full run's bytes, cut (NAT rewrites are incremental, so they agree)
+    assert all(out.packet(i) == ref_out.packet(i)[:60] for i in range(len(out)))
+
+
+def test_bad_ip_header_checksum_is_dropped_and_counted(tmp_path):
+    pipe = Pipeline(_topology())
+    good = synth.generate(flows=4, packets=40, seed=3)
+    raw = good.data.copy()
+    bad_rows = np.arange(0, len(good), 7)
+    for i in bad_rows.tolist():  # flip a bit of the header checksum of every 7th packet
+        raw[int(good.off[i]) + 14 + 10] ^= 0x40
+    batch = gf.PacketBatch(raw, good.off, good.caplen, good.wirelen, good.ts_ns, good.linktype)
+    res = pipe.process(batch)
+    assert np.all(res.status[bad_rows] == PktStatus.BAD_IP_CSUM)
+    assert np.all(res.stage[bad_rows] == S["input"])
+    assert pipe.summary().drops["input"]["BAD_IP_CSUM"] == bad_rows.size

@@ -1,11 +1,18 @@
 """Policy loading: YAML (DESIGN.md section 6) and ClassBench files, every error naming file, rule and field."""
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gwlb_fast.errors import ConfigError, GwlbError
-from gwlb_fast.policy import _ANY8, _ANY16, _ANY32, Action, Policy
+from gwlb_fast.inspect.applications import APP_ID, APP_PENDING, APPLICATIONS
+from gwlb_fast.inspect.profiles import ThreatAction, UrlAction
+from gwlb_fast.inspect.urlcat import UrlCategories
+from gwlb_fast.policy import _ANY8, _ANY16, _ANY32, Action, Policy, Rule, _app_default_pairs
+from tests.oracles.policy import first_match as content_first_match
 
 DESIGN_TOPOLOGY = textwrap.dedent("""
     vpcs:
@@ -232,3 +239,198 @@ def test_classbench_errors_name_line_and_field(tmp_path, line, field):
         Policy.from_classbench(p)
     msg = str(ei.value)
     assert msg.startswith(f"{p}: line 5 (rule 3): ") and field in msg, msg
+
+
+# --------------------------------------------------------------------------- content fields (issue 11)
+
+
+CONTENT = {"security_policy": {
+    "url_categories": {"blocked": ["*.example.com", "host.test"], "corp": ["corp.example.com"]},
+    "profiles": {"ips": {"threat": {"action": "default"}}, "strict": {"threat": {"action": "reset-both"}},
+                 "web": {"url_filtering": {"block": ["blocked"], "continue": ["corp"], "alert": ["any"]}},
+                 "grp": {"group": ["ips", "web"]}},
+    "rules": [
+        {"name": "no-blocked", "application": ["web-browsing", "ssl"], "service": "application-default",
+         "category": ["blocked"], "profile": ["grp"], "action": "reset-both"},
+        {"name": "web", "application": ["web-browsing", "ssl"], "service": "application-default",
+         "profile": ["grp"], "action": "allow"},
+        {"name": "dns", "application": ["dns"], "action": "allow", "profile": ["ips", "strict"]},
+        {"name": "alt-web", "service": ["tcp/8080", "8443"], "action": "allow"},
+        {"name": "block-rest", "action": "deny"}]}}
+
+
+def _cols(dport, proto):
+    n = len(dport)
+    return {"src_ip": np.full(n, 0x0A010105, np.uint32), "dst_ip": np.full(n, 0x5DB8D822, np.uint32),
+            "sport": np.full(n, 40000, np.uint16), "dport": np.array(dport, np.uint16),
+            "proto": np.array(proto, np.uint8)}
+
+
+def test_provisional_then_final_lookup():
+    pol = Policy.from_yaml(CONTENT)
+    clf = pol.compile()
+    assert pol.url_categories.names == ["blocked", "corp", "unknown"]
+    cols = _cols([443, 443, 80, 53, 22, 443, 8080, 8443, 8443], [6, 6, 6, 17, 6, 17, 6, 17, 6])
+    # First packets: applications pending, no URL: the first rule that may match takes the session.
+    assert clf.classify(**cols).tolist() == [0, 0, 0, 2, 2, 2, 2, 2, 2]
+    assert clf.classify(**cols, app=np.full(9, APP_PENDING)).tolist() == [0, 0, 0, 2, 2, 2, 2, 2, 2]
+    ssl, http, dns, ssh, quic = (APP_ID[a] for a in ("ssl", "web-browsing", "dns", "ssh", "quic"))
+    app = np.array([ssl, ssl, http, dns, ssh, quic, http, dns, ssl])
+    _, cats = pol.url_categories.categorize(["www.example.com", "news.net", "host.test", None, None, None, None,
+                                              None, "corp.example.com"])
+    got = clf.classify(**cols, app=app, category=cats)
+    # ssl to a blocked host; ssl elsewhere; http to host.test (blocked); dns; ssh: only the catch-all;
+    # quic on udp/443: not web-browsing/ssl; http on 8080: alt-web by port; dns on udp/8443 (service 8443 is tcp
+    # and udp); ssl on 8443: not a default port of ssl -> alt-web.
+    assert got.tolist() == [0, 1, 0, 2, 4, 4, 3, 2, 3]
+    # No URL known once the application is final: a rule with a category list no longer matches.
+    assert clf.classify(**cols, app=app).tolist() == [1, 1, 1, 2, 4, 4, 3, 2, 3]
+
+
+def test_url_and_threat_actions_most_severe_wins():
+    pol = Policy.from_yaml(CONTENT)
+    _, cats = pol.url_categories.categorize(["corp.example.com", "corp.example.com", "other.org", None, "x.example.com"])
+    # corp.example.com is both blocked (*.example.com) and corp: block beats continue.
+    assert cats[0].tolist()[:2] == [0, 1]
+    rule = np.array([1, 2, 1, 1, 4])
+    got = pol.url_action(rule, cats)
+    assert got.tolist() == [UrlAction.BLOCK, UrlAction.NONE, UrlAction.ALERT, UrlAction.NONE, UrlAction.NONE]
+    # Only corp: continue.  Default rule (len(rules)) and -1: no profile.
+    assert pol.url_action(np.array([1, 5, -1]), np.array([1, 1, 1])).tolist() == [UrlAction.CONTINUE, 0, 0]
+    sig = np.array([0, 1, 2, 0, 2])  # alert, drop, reject
+    rule = np.array([0, 2, 0, 4, 2])
+    # grp -> ips (default): the signature's own action; dns -> ips + strict: reset-both unless the signature is
+    # more severe (drop); no profile: none.
+    assert pol.threat_action(rule, sig).tolist() == [ThreatAction.ALERT, ThreatAction.DROP, ThreatAction.RESET_CLIENT,
+                                                     ThreatAction.NONE, ThreatAction.RESET_BOTH]
+    with pytest.raises(ValueError, match="rule_index"):
+        pol.url_action(np.array([9]), np.array([0]))
+    with pytest.raises(ValueError, match="category"):
+        pol.url_action(np.array([0]), np.array([7]))
+
+
+_APPS = [APP_PENDING, APP_ID["web-browsing"], APP_ID["ssl"], APP_ID["dns"], APP_ID["ssh"], APP_ID["unknown-tcp"],
+         APP_ID["incomplete"], APP_ID["quic"]]
+_DPORTS = [22, 53, 80, 443, 8080]
+
+
+@st.composite
+def _content_rule(draw, ncat):
+    apps = draw(st.one_of(st.none(), st.lists(st.sampled_from(_APPS[1:]), min_size=1, max_size=3)))
+    apps = None if apps is None else tuple(sorted(set(apps)))
+    service = draw(st.sampled_from(["any", "application-default", "ports"]))
+    l4 = None
+    if service == "ports":
+        ports = draw(st.lists(st.sampled_from(_DPORTS), min_size=1, max_size=3))
+        l4 = tuple(sorted({(pr, (p, p)) for p in ports for pr in draw(st.sampled_from([((6, 6),), ((17, 17),),
+                                                                                    ((6, 6), (17, 17))]))}))
+    elif service == "application-default" and apps is not None:
+        l4 = _app_default_pairs(apps)
+    cat = draw(st.one_of(st.none(), st.lists(st.integers(0, ncat - 1), min_size=1, max_size=2)))
+    dport = draw(st.sampled_from([_ANY16, ((53, 53),), ((80, 443),)])) if service == "any" else _ANY16
+    return Rule("r", _ANY32, draw(st.sampled_from([_ANY32, ((0, 0x7FFFFFFF),)])), _ANY16, dport,
+                draw(st.sampled_from([_ANY8, ((6, 6),), ((17, 17),)])), _ANY8, _ANY8, Action.ALLOW,
+                application=apps, service=service, l4=l4, category=None if cat is None else tuple(sorted(set(cat))))
+
+
+@settings(max_examples=80)
+@given(data=st.data(), ncat=st.integers(1, 70))
+def test_hypothesis_content_rules_match_oracle(data, ncat):
+    rules = data.draw(st.lists(_content_rule(ncat), min_size=0, max_size=25))
+    rules = [r._replace(name=f"r{i}") for i, r in enumerate(rules)]
+    cats = UrlCategories({f"c{i}": [f"h{i}.test"] for i in range(ncat - 1)})
+    assert len(cats) == ncat
+    pol = Policy(rules, url_categories=cats)
+    clf = pol.compile(binth=data.draw(st.sampled_from([1, 2, 8])), partition=data.draw(st.booleans()))
+    n = 200
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    cols = {"src_ip": rng.integers(0, 2**32, n, dtype=np.uint32),
+            "dst_ip": rng.choice(np.array([1, 0x80000000], np.uint32), n),
+            "sport": rng.integers(0, 2**16, n, dtype=np.uint16),
+            "dport": rng.choice(np.array(_DPORTS, np.uint16), n),
+            "proto": rng.choice(np.array([6, 17], np.uint8), n)}
+    app = rng.choice(np.array(_APPS + [len(APPLICATIONS) + 3], np.uint16), n)
+    k = data.draw(st.integers(1, 3))
+    cat = rng.integers(-1, ncat, (n, k)).astype(np.int32)
+    cat[rng.random(n) < 0.3] = -1
+    got = clf.classify(**cols, app=app, category=cat)
+    want = [content_first_match(rules, *(int(cols[c][i]) for c in ("src_ip", "dst_ip", "sport", "dport", "proto")),
+                                app=int(app[i]), cats=[int(c) for c in cat[i]]) for i in range(n)]
+    assert got.tolist() == want
+    # app=None / category=None: every application pending, no URL known.
+    got_none = clf.classify(**cols)
+    want_none = [content_first_match(rules, *(int(cols[c][i]) for c in ("src_ip", "dst_ip", "sport", "dport",
+                                                                          "proto"))) for i in range(n)]
+    assert got_none.tolist() == want_none
+    np.testing.assert_array_equal(clf.classify(**cols, app=np.full(n, APP_PENDING)), got_none)
+
+
+def test_policy_without_content_rules_builds_the_same_tree():
+    pol = Policy.from_yaml({"security_policy": {"rules": [
+        {"name": "a", "protocol": "tcp", "port": [80, 443], "action": "allow"}, {"name": "b", "action": "deny"}]}})
+    assert pol._constraint_tables() == {}
+    cols = _cols([80, 22], [6, 6])
+    app = np.array([APP_ID["ssh"], APP_ID["ssh"]])
+    assert pol.compile().classify(**cols, app=app, category=np.array([0, -1])).tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("rule, field, problem", [
+    ({"application": ["nope"], "action": "allow"}, "application", "unknown application 'nope'"),
+    ({"application": ["pending"], "action": "allow"}, "application", "unknown application 'pending'"),
+    ({"application": [], "action": "allow"}, "application", "empty list"),
+    ({"service": "tcp/x", "action": "allow"}, "service", "bad port"),
+    ({"service": "icmp/3", "action": "allow"}, "service", "protocol tcp or udp"),
+    ({"service": ["any", 80], "action": "allow"}, "service", "cannot be mixed"),
+    ({"service": [80], "port": 80, "action": "allow"}, "service", "either as 'port' or as 'service'"),
+    ({"category": ["nope"], "action": "allow"}, "category", "unknown URL category 'nope'"),
+    ({"profile": ["nope"], "action": "allow"}, "profile", "unknown security profile or group 'nope'"),
+])
+def test_content_field_errors(rule, field, problem):
+    data = {"security_policy": {"url_categories": {"blocked": ["x.test"]}, "rules": [dict(rule, name="r")]}}
+    with pytest.raises(ConfigError) as exc:
+        Policy.from_yaml(data, name="topo.yaml")
+    msg = str(exc.value)
+    assert msg.startswith(f"topo.yaml: security_policy.rules[0] (r): {field}: "), msg
+    assert problem in msg, msg
+
+
+@pytest.mark.parametrize("policy, where, problem", [
+    ({"profiles": {"p": {"threat": {"action": "explode"}}}}, "profiles.p.threat.action", "unknown action"),
+    ({"profiles": {"p": {"url_filtering": {"block": ["nope"]}}}}, "profiles.p.url_filtering.block",
+     "unknown URL category 'nope'"),
+    ({"profiles": {"p": {"url_filtering": {"block": ["any"], "alert": ["any"]}}}}, "profiles.p.url_filtering.alert",
+     "already has action"),
+    ({"profiles": {"p": {"url_filtering": {"smash": ["any"]}}}}, "profiles.p.url_filtering.smash", "unknown action"),
+    ({"profiles": {"g": {"group": ["nope"]}}}, "profiles.g.group", "unknown profile 'nope'"),
+    ({"profiles": {"p": {"colour": "red"}}}, "profiles.p", "expected one of"),
+    ({"url_categories": {"c": ["exa*mple.com"]}}, "url_categories.c", "only character of its token"),
+    ({"url_categories": {"c": ["example.com/^"]}}, "url_categories.c", "'^' cannot be used after a '/'"),
+    ({"url_categories": {"c": []}}, "url_categories.c", "non-empty list"),
+    ({"signatures": [5]}, "signatures[0]", "expected a file name"),
+    ({"tcp_reject_non_syn": "yes"}, "tcp_reject_non_syn", "true or false"),
+    ({"panos": "x.xml", "rules": []}, "rules", "not allowed with 'panos'"),
+])
+def test_content_key_errors(policy, where, problem):
+    with pytest.raises(ConfigError) as exc:
+        Policy.from_yaml({"security_policy": dict(policy, **({} if "rules" in policy else {"rules": []}))},
+                         name="topo.yaml")
+    msg = str(exc.value)
+    assert msg.startswith(f"topo.yaml: security_policy.{where}: "), msg
+    assert problem in msg, msg
+
+
+def test_signature_files_and_database_relative_to_the_topology(tmp_path):
+    (tmp_path / "cats.csv").write_text("domain,category\nexample.org,news\nads.example.org,ads\n")
+    topo = _write(tmp_path, """
+        security_policy:
+          signatures: [threats.rules, /abs/other.rules]
+          url_database: cats.csv
+          rules:
+            - {name: r, category: [news], action: allow}
+        """, "topology.yaml")
+    pol = Policy.from_yaml(topo)
+    assert pol.signature_files == [tmp_path / "threats.rules", Path("/abs/other.rules")]
+    assert pol.url_categories.names == ["news", "ads", "unknown"]
+    prim, _ = pol.url_categories.categorize(["www.example.org", "x.ads.example.org", "elsewhere.net"])
+    assert prim.tolist() == [0, 1, 2]
+    assert pol.rules[0].category == (0,)

@@ -241,8 +241,11 @@ def encap(batch: PacketBatch, src="10.0.0.10", dst="10.0.1.11", *, endpoint_id=0
     _k.fill_encap(batch.data, start, ilen, rows, out, out_off, a["macs"], src_a, dst_a, a["sport"], vni_a, ep_a, att_a,
                   ck_a, a["cls"], a["ttl"], a["seed"])
     caplen = lens.astype(np.uint32)
+    # a snapped inner packet is carried as captured: the frame's length on the wire adds the bytes not captured
+    snapped = batch.wirelen[rows].astype(np.int64) - batch.caplen[rows]
+    wirelen = (lens + np.maximum(snapped, 0)).astype(np.uint32)
     return PacketBatch(
-        out, out_off, caplen, caplen.copy(), batch.ts_ns[rows], LINKTYPE_ETHERNET,
+        out, out_off, caplen, wirelen, batch.ts_ns[rows], LINKTYPE_ETHERNET,
         status=np.zeros(m, np.uint8),
         src_ip=_gather(src_a, rows), dst_ip=_gather(dst_a, rows), proto=np.full(m, 17, np.uint8),
         dport=np.full(m, GENEVE_PORT, np.uint16),

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ._kernels.join import first_row_join
+from ._kernels.parse import fill_ip_checksums
 from ._kernels.special import mark_special
 from .batch import PacketBatch
 from .config import Topology, load_events, load_topology
@@ -155,6 +156,8 @@ class Pipeline:
         self.stage_seconds = {s: 0.0 for s in ("parse", "route", "nat", "inspect", "output")}
         self.packets_in = self.bytes_in = self.packets_out = self.bytes_out = 0
         self.generated = 0
+        self.truncated = 0
+        self.ip_csum_filled = 0
         self.first_ts: int | None = None
         self.last_ts: int | None = None
         self.events_done: list[dict] = []
@@ -236,6 +239,8 @@ class Pipeline:
         work = _own_copy(batch, arena)  # our own arena: NAT rewrites headers in place
         self.bytes_in += work.nbytes
         work.parse()
+        # captured on the sending host before its NIC filled the IPv4 header checksum (offload): filled here
+        self.ip_csum_filled += fill_ip_checksums(work.data, work.off, work.caplen, work.l3_off, work.status)
         n = len(work)
         taps: dict[str, list[PacketBatch]] = {k: [] for k in TAP_LINKS} if self.keep_taps else {}
         if n:
@@ -243,6 +248,8 @@ class Pipeline:
             self.first_ts = ts0 if self.first_ts is None else min(self.first_ts, ts0)
             self.last_ts = ts1 if self.last_ts is None else max(self.last_ts, ts1)
         st = work.status
+        # cut by a snaplen but with whole L4 headers: processed as captured (their wire length is kept), counted
+        self.truncated += int(np.count_nonzero((st == PktStatus.OK) & (work.wirelen > work.caplen)))
         stage = np.full(n, 255, np.uint8)
         stage[st != PktStatus.OK] = S_INPUT
         self.stage_seconds["parse"] += time.perf_counter() - t0
@@ -552,6 +559,8 @@ class Pipeline:
         s.packets_out = self.packets_out
         s.bytes_out = self.bytes_out
         s.generated = self.generated
+        s.truncated = self.truncated
+        s.ip_checksums_filled = self.ip_csum_filled
         s.seconds = seconds
         if self.first_ts is not None and self.last_ts is not None:
             s.capture_seconds = (self.last_ts - self.first_ts) / 1e9

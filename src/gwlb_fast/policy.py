@@ -21,8 +21,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._kernels.classify import DOMAIN_HI, NDIMS, ZONE_UNKNOWN, ClassifierTree
+from ._kernels.classify import DOMAIN_HI, F_APP, F_APPDEF, F_CAT, NDIMS, ZONE_UNKNOWN, ClassifierTree
 from .errors import ConfigError
+from .inspect.applications import APP_ID, APP_PENDING, APPLICATIONS, DEFAULT_PORTS
 
 __all__ = ["ZONE_UNKNOWN", "Action", "Classifier", "Policy", "Rule", "generate_trace", "partition_boxes"]
 
@@ -41,8 +42,9 @@ class Action(IntEnum):
 _ACTION_BY_NAME = {a.name.lower().replace("_", "-"): a for a in Action}
 _PROTO_BY_NAME = {"tcp": 6, "udp": 17, "icmp": 1}
 _RULE_KEYS = {"name", "description", "source", "destination", "protocol", "port", "source_port", "from", "to",
-              "action"}
-_POLICY_KEYS = {"zones", "rules", "default", "tcp_reject_non_syn"}
+              "action", "application", "service", "category", "profile"}
+_POLICY_KEYS = {"zones", "rules", "default", "panos", "tcp_reject_non_syn", "signatures", "url_categories",
+                "url_database", "profiles"}
 _ANY32 = ((0, 0xFFFFFFFF),)
 _ANY16 = ((0, 0xFFFF),)
 _ANY8 = ((0, 0xFF),)
@@ -63,16 +65,42 @@ class Rule(NamedTuple):
     zone_from: tuple[Range, ...]
     zone_to: tuple[Range, ...]
     action: Action
+    #: Application ids the rule accepts (``gwlb_fast.inspect.applications``); None = any.
+    application: tuple[int, ...] | None = None
+    #: ``any``, ``application-default`` or ``ports`` (then ``l4`` holds them).
+    service: str = "any"
+    #: (protocol range, destination port range) pairs that replace the cross product ``proto x dport`` in the boxes:
+    #: a ``service`` port list, or the default ports of the rule's applications for ``application-default``.
+    l4: tuple[tuple[Range, Range], ...] | None = None
+    #: URL category ids (``Policy.url_categories.names``); None = any.
+    category: tuple[int, ...] | None = None
+    #: Names of the security profiles / profile groups attached (``Policy.profiles``).
+    profile: tuple[str, ...] = ()
 
     def fields(self) -> tuple[tuple[Range, ...], ...]:
-        """The seven range lists in the classifier's dimension order."""
+        """The seven range lists in the classifier's dimension order (``proto`` / ``dport`` ignore ``l4``)."""
         return (self.src, self.dst, self.sport, self.dport, self.proto, self.zone_from, self.zone_to)
 
+    def l4_pairs(self) -> tuple[tuple[Range, Range], ...]:
+        """The (protocol range, destination port range) pairs the rule matches: ``proto x dport``, or ``l4`` cut
+        to the rule's protocols."""
+        if self.l4 is None:
+            return tuple(itertools.product(self.proto, self.dport))
+        out = []
+        for (plo, phi), dr in self.l4:
+            for qlo, qhi in self.proto:
+                lo, hi = max(plo, qlo), min(phi, qhi)
+                if lo <= hi:
+                    out.append(((lo, hi), dr))
+        return tuple(out)
+
+    def constrained(self) -> bool:
+        """True when the rule has a content match (application, application-default service, URL category)."""
+        return self.application is not None or self.service == "application-default" or self.category is not None
+
     def n_boxes(self) -> int:
-        n = 1
-        for f in self.fields():
-            n *= len(f)
-        return n
+        return len(self.src) * len(self.dst) * len(self.sport) * len(self.l4_pairs()) * len(self.zone_from) * len(
+            self.zone_to)
 
 
 class _RuleError(Exception):
@@ -217,6 +245,110 @@ def _parse_action(field, value) -> Action:
     return _ACTION_BY_NAME[value.strip().lower()]
 
 
+def _names(field, value) -> list[str] | None:
+    """A name list (``[a, b]`` or ``a``); None for ``any`` / absent."""
+    if value is None:
+        return None
+    items = _as_list(value)
+    if not items:
+        raise _RuleError(field, "empty list (leave the field out, or 'any', to match everything)")
+    out = []
+    for item in items:
+        if not isinstance(item, str) or not item.strip():
+            raise _RuleError(field, f"bad name {item!r}")
+        if item.strip().lower() == "any":
+            return None
+        out.append(item.strip())
+    return out
+
+
+def _parse_application(value) -> tuple[int, ...] | None:
+    names = _names("application", value)
+    if names is None:
+        return None
+    ids = set()
+    for name in names:
+        if name not in APP_ID or APP_ID[name] == APP_PENDING:
+            raise _RuleError("application", f"unknown application {name!r} (one of "
+                                            f"{', '.join(a for a in APPLICATIONS if APP_ID[a] != APP_PENDING)})")
+        ids.add(APP_ID[name])
+    return tuple(sorted(ids))
+
+
+def _app_default_pairs(apps) -> tuple[tuple[Range, Range], ...]:
+    pairs = set()
+    for a in apps:
+        for proto, port in DEFAULT_PORTS.get(APPLICATIONS[a], ()):
+            pairs.add(((proto, proto), (port, port)))
+    return tuple(sorted(pairs))
+
+
+def _parse_service(value, application):
+    """``(service, l4)`` from a rule's ``service:`` (any, application-default, or ports: 80, "8000-8080", "tcp/80",
+    "udp/53", a bare port meaning TCP and UDP)."""
+    if value is None:
+        return "any", None
+    if isinstance(value, str) and value.strip().lower() in ("any", "application-default"):
+        kind = value.strip().lower()
+        if kind == "any":
+            return "any", None
+        return kind, (_app_default_pairs(application) if application is not None else None)
+    pairs = []
+    for item in _as_list(value):
+        text = str(item).strip().lower() if isinstance(item, (str, int)) and not isinstance(item, bool) else None
+        if text is None:
+            raise _RuleError("service", f"bad service {item!r} (any, application-default, or ports: 80, "
+                                        "'8000-8080', 'tcp/80', 'udp/53')")
+        if text in ("any", "application-default"):
+            raise _RuleError("service", f"{text!r} cannot be mixed with ports")
+        proto, sep, ports = text.partition("/")
+        if not sep:
+            protos, ports = ((6, 6), (17, 17)), proto
+        elif proto in ("tcp", "udp"):
+            protos = ((_PROTO_BY_NAME[proto],) * 2,)
+        else:
+            raise _RuleError("service", f"bad service {item!r} (protocol tcp or udp before '/')")
+        for dr in _parse_ports("service", ports):
+            for pr in protos:
+                pairs.append((pr, dr))
+    if not pairs:
+        raise _RuleError("service", "empty list (any, application-default, or ports)")
+    return "ports", tuple(sorted(set(pairs)))
+
+
+class _Names:
+    """What rule fields may refer to: zones, URL categories, profiles."""
+
+    def __init__(self, zone_index, category_index=None, profiles=()):
+        self.zone_index = zone_index
+        self.category_index = category_index or {}
+        self.profiles = set(profiles)
+
+
+def _parse_category(value, names: _Names) -> tuple[int, ...] | None:
+    items = _names("category", value)
+    if items is None:
+        return None
+    ids = set()
+    for name in items:
+        if name not in names.category_index:
+            known = ", ".join(sorted(names.category_index)) or "none defined"
+            raise _RuleError("category", f"unknown URL category {name!r} (categories: {known})")
+        ids.add(names.category_index[name])
+    return tuple(sorted(ids))
+
+
+def _parse_profile(value, names: _Names) -> tuple[str, ...]:
+    items = _names("profile", value)
+    if items is None:
+        return ()
+    for name in items:
+        if name not in names.profiles:
+            known = ", ".join(sorted(names.profiles)) or "none defined"
+            raise _RuleError("profile", f"unknown security profile or group {name!r} (profiles: {known})")
+    return tuple(dict.fromkeys(items))
+
+
 def _parse_rule(i, raw, zone_index) -> Rule:
     if not isinstance(raw, Mapping):
         raise _RuleError("rule", f"expected a mapping, got {type(raw).__name__}")
@@ -228,11 +360,16 @@ def _parse_rule(i, raw, zone_index) -> Rule:
         raise _RuleError("name", f"bad name {name!r}")
     if "action" not in raw:
         raise _RuleError("action", "missing (one of " + ", ".join(_ACTION_BY_NAME) + ")")
+    names = zone_index if isinstance(zone_index, _Names) else _Names(zone_index)
     proto = _parse_proto(raw.get("protocol"))
     sport = _parse_ports("source_port", raw.get("source_port"))
     dport = _parse_ports("port", raw.get("port"))
     if proto == ((1, 1),) and (sport != _ANY16 or dport != _ANY16):
         raise _RuleError("port" if dport != _ANY16 else "source_port", "ports need protocol tcp, udp or a number")
+    application = _parse_application(raw.get("application"))
+    service, l4 = _parse_service(raw.get("service"), application)
+    if service != "any" and dport != _ANY16:
+        raise _RuleError("service", "give the destination ports either as 'port' or as 'service', not both")
     return Rule(
         name=name,
         src=_parse_addr("source", raw.get("source")),
@@ -240,9 +377,14 @@ def _parse_rule(i, raw, zone_index) -> Rule:
         sport=sport,
         dport=dport,
         proto=proto,
-        zone_from=_parse_zones("from", raw.get("from"), zone_index),
-        zone_to=_parse_zones("to", raw.get("to"), zone_index),
+        zone_from=_parse_zones("from", raw.get("from"), names.zone_index),
+        zone_to=_parse_zones("to", raw.get("to"), names.zone_index),
         action=_parse_action("action", raw.get("action")),
+        application=application,
+        service=service,
+        l4=l4,
+        category=_parse_category(raw.get("category"), names),
+        profile=_parse_profile(raw.get("profile"), names),
     )
 
 
@@ -275,10 +417,24 @@ class Policy:
         Where the policy came from (file name), used in error messages.
     """
 
-    def __init__(self, rules, default=Action.DENY, zones=None, source="<policy>", tcp_reject_non_syn=True):
+    def __init__(self, rules, default=Action.DENY, zones=None, source="<policy>", *, url_categories=None,
+                 profiles=None, signature_files=(), tcp_reject_non_syn=True, unsupported=()):
+        from .inspect.profiles import Profiles
+        from .inspect.urlcat import UrlCategories
+
         self.source = str(source)
-        #: VM-Series ``tcp_reject_non_syn``: a TCP session must start with a SYN (False: any first packet)
+        #: Custom URL categories and the optional category database (``categorize``); an empty set by default.
+        self.url_categories: UrlCategories = url_categories if url_categories is not None else UrlCategories()
+        #: Security profiles and profile groups, resolved per rule (``url_action``, ``threat_action``).
+        self.profiles: Profiles = profiles if profiles is not None else Profiles({}, len(self.url_categories))
+        if self.profiles.n_categories != len(self.url_categories):
+            raise ConfigError(f"{self.source}: profiles were built for {self.profiles.n_categories} URL categories, "
+                              f"the policy has {len(self.url_categories)}")
+        #: Signature files (``security_policy.signatures``), resolved relative to the file that names them.
+        self.signature_files: list[Path] = [Path(p) for p in signature_files]
         self.tcp_reject_non_syn = bool(tcp_reject_non_syn)
+        #: Elements of an imported configuration that are not modelled: (XPath, what) pairs (``from_panos``).
+        self.unsupported: list[tuple[str, str]] = list(unsupported)
         self.rules: list[Rule] = list(rules)
         self.default_action = _coerce_action(default)
         self.zones: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in (zones or {}).items()}
@@ -289,6 +445,23 @@ class Policy:
                 self.endpoint_zone[ep] = z
         self.rule_names = [r.name for r in self.rules]
         self.actions = np.fromiter((int(r.action) for r in self.rules), dtype=np.int8, count=len(self.rules))
+        for i, r in enumerate(self.rules):
+            for c in r.category or ():
+                if not 0 <= c < self.n_categories:
+                    raise ConfigError(f"{self.source}: rule {i} ({r.name}): category id {c} is not a URL category "
+                                      f"of the policy ({self.n_categories} defined)")
+            for name in r.profile:
+                if name not in self.profiles:
+                    raise ConfigError(f"{self.source}: rule {i} ({r.name}): unknown security profile {name!r}")
+        self.profiles.bind([r.profile for r in self.rules])
+
+    def url_action(self, rule_index, category_ids) -> np.ndarray:
+        """URL-filtering action (``UrlAction``, uint8) of each session: see ``Profiles.url_action``."""
+        return self.profiles.url_action(rule_index, category_ids)
+
+    def threat_action(self, rule_index, signature_action) -> np.ndarray:
+        """Threat-prevention action (``ThreatAction``, uint8) of each alert: see ``Profiles.threat_action``."""
+        return self.profiles.threat_action(rule_index, signature_action)
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -358,9 +531,43 @@ class Policy:
                               f"(allowed: {', '.join(sorted(_POLICY_KEYS))})")
         zones = cls._parse_zone_map(src_name, key, data.get("zones"))
         zone_index = {z: i for i, z in enumerate(zones)}
-        reject = data.get("tcp_reject_non_syn", True)
-        if not isinstance(reject, bool):
-            raise ConfigError(f"{src_name}: {key}.tcp_reject_non_syn: must be true or false, got {reject!r}")
+        extra = cls._parse_content_keys(src_name, key, data, base)
+        if "panos" in data:
+            both = sorted(k for k in ("rules", "profiles", "url_categories", "default") if k in data)
+            if both:
+                raise ConfigError(f"{src_name}: {key}.{both[0]}: not allowed with 'panos' (the PAN-OS "
+                                  "configuration holds the rules, profiles and URL categories)")
+            panos = data["panos"]
+            opts = {}
+            if isinstance(panos, Mapping):
+                bad = set(panos) - {"file", "device_group", "vsys"}
+                if bad or "file" not in panos:
+                    raise ConfigError(f"{src_name}: {key}.panos: expected a file name or "
+                                      "{file: FILE.xml, device_group: NAME, vsys: NAME}")
+                opts = {k: str(panos[k]) for k in ("device_group", "vsys") if panos.get(k) is not None}
+                panos = panos["file"]
+            if not isinstance(panos, (str, os.PathLike)) or not str(panos):
+                raise ConfigError(f"{src_name}: {key}.panos: expected a file name, got {panos!r}")
+            path = Path(panos)
+            if base is not None and not path.is_absolute():
+                path = base / path
+            return cls.from_panos(path, zones=zones, url_database=extra["url_database"],
+                                  signature_files=extra["signature_files"],
+                                  tcp_reject_non_syn=extra["tcp_reject_non_syn"], **opts)
+        from .inspect.profiles import Profiles
+        from .inspect.urlcat import UrlCategories
+
+        try:
+            urlcats = UrlCategories.from_config(data.get("url_categories"), extra["url_database"])
+        except ConfigError as exc:
+            raise ConfigError(f"{src_name}: {key}.{exc}") from None
+        try:
+            profiles = Profiles.from_config(data.get("profiles"), urlcats)
+        except ConfigError as exc:
+            raise ConfigError(f"{src_name}: {key}.profiles{exc}") from None
+        names = _Names(zone_index, urlcats.index, profiles.names)
+        content = {"url_categories": urlcats, "profiles": profiles, "signature_files": extra["signature_files"],
+                   "tcp_reject_non_syn": extra["tcp_reject_non_syn"]}
         default = Action.DENY
         if "default" in data:
             try:
@@ -374,7 +581,7 @@ class Policy:
             if base is not None and not cb.is_absolute():
                 cb = base / cb
             pol = cls.from_classbench(cb, default=default)
-            return cls(pol.rules, default, zones, source=src_name, tcp_reject_non_syn=reject)
+            return cls(pol.rules, default, zones, source=src_name, **content)
         if raw_rules is None:
             raw_rules = []
         if not isinstance(raw_rules, list):
@@ -385,14 +592,60 @@ class Policy:
             rname = raw.get("name") if isinstance(raw, Mapping) else None
             rname = rname if isinstance(rname, str) and rname else f"rule-{i}"
             try:
-                rule = _parse_rule(i, raw, zone_index)
+                rule = _parse_rule(i, raw, names)
             except _RuleError as exc:
                 raise ConfigError(f"{src_name}: {key}.rules[{i}] ({rname}): {exc.field}: {exc.problem}") from None
             if rule.name in seen:
                 raise ConfigError(f"{src_name}: {key}.rules[{i}] ({rule.name}): name: duplicate of rules[{seen[rule.name]}]")
             seen[rule.name] = i
             rules.append(rule)
-        return cls(rules, default, zones, source=src_name, tcp_reject_non_syn=reject)
+        return cls(rules, default, zones, source=src_name, **content)
+
+    @classmethod
+    def from_panos(cls, path, zones=None, url_database=None, signature_files=(), tcp_reject_non_syn=True,
+                   device_group=None, vsys=None) -> Policy:
+        """Load the policy from a PAN-OS firewall or Panorama XML configuration export.
+
+        Security rules, address / service / application groups, custom URL categories, URL-filtering and threat
+        profiles, profile groups (see ``gwlb_fast.inspect.panos``); ``zones`` maps the configuration's zones to GWLB
+        endpoint names.  Elements not modelled are listed in ``policy.unsupported`` as (XPath, what).
+
+        Raises
+        ------
+        ConfigError
+            A file that cannot be read or parsed, an ambiguous device group / vsys, a zone mapping naming a zone the
+            configuration lacks.
+        """
+        from .inspect.panos import load_panos
+
+        if zones is not None and not isinstance(zones, Mapping):
+            raise ConfigError(f"{path}: zones: expected a mapping zone -> [endpoint names]")
+        return load_panos(path, zones=zones, url_database=url_database, signature_files=signature_files,
+                          tcp_reject_non_syn=tcp_reject_non_syn, device_group=device_group, vsys=vsys)
+
+    @staticmethod
+    def _parse_content_keys(src_name, key, data, base) -> dict:
+        """``signatures``, ``url_database`` (paths relative to the policy's file) and ``tcp_reject_non_syn``."""
+        def rel(p):
+            p = Path(p)
+            return base / p if base is not None and not p.is_absolute() else p
+
+        sigs = data.get("signatures")
+        files = []
+        if sigs is not None:
+            for i, item in enumerate(_as_list(sigs)):
+                if not isinstance(item, (str, os.PathLike)) or not str(item):
+                    raise ConfigError(f"{src_name}: {key}.signatures[{i}]: expected a file name, got {item!r}")
+                files.append(rel(item))
+        db = data.get("url_database")
+        if db is not None:
+            if not isinstance(db, (str, os.PathLike)) or not str(db):
+                raise ConfigError(f"{src_name}: {key}.url_database: expected a file name, got {db!r}")
+            db = rel(db)
+        rej = data.get("tcp_reject_non_syn", True)
+        if not isinstance(rej, bool):
+            raise ConfigError(f"{src_name}: {key}.tcp_reject_non_syn: expected true or false, got {rej!r}")
+        return {"signature_files": files, "url_database": db, "tcp_reject_non_syn": rej}
 
     @staticmethod
     def _parse_zone_map(src_name, key, raw) -> dict[str, tuple[str, ...]]:
@@ -481,10 +734,10 @@ class Policy:
         his: list[tuple[int, ...]] = []
         rule: list[int] = []
         for i, r in enumerate(self.rules):
-            fields = r.fields()
-            for combo in itertools.product(*fields):
-                los.append(tuple(c[0] for c in combo))
-                his.append(tuple(c[1] for c in combo))
+            for s, d, sp, (pr, dp), zf, zt in itertools.product(r.src, r.dst, r.sport, r.l4_pairs(), r.zone_from,
+                                                                 r.zone_to):
+                los.append((s[0], d[0], sp[0], dp[0], pr[0], zf[0], zt[0]))
+                his.append((s[1], d[1], sp[1], dp[1], pr[1], zf[1], zt[1]))
                 rule.append(i)
         if not rule:
             return (np.empty((0, NDIMS), dtype=np.uint32), np.empty((0, NDIMS), dtype=np.uint32),
@@ -507,8 +760,44 @@ class Policy:
         t0 = time.perf_counter()
         lo, hi, rule = self.boxes()
         group = partition_boxes(lo, hi) if partition else None
-        tree = ClassifierTree(lo, hi, rule, group, binth, max_leaf_entries)
+        tree = ClassifierTree(lo, hi, rule, group, binth, max_leaf_entries, **self._constraint_tables())
         return Classifier(self, tree, time.perf_counter() - t0, len(rule))
+
+    @property
+    def n_categories(self) -> int:
+        """Number of URL category ids (``url_categories.names``; 0 without URL categories)."""
+        return len(self.url_categories.names) if self.url_categories is not None else 0
+
+    def _constraint_tables(self) -> dict:
+        """The per-rule content constraints of ``ClassifierTree`` (empty when no rule has one)."""
+        if not any(r.constrained() for r in self.rules):
+            return {}
+        n = len(self.rules)
+        napps = len(APPLICATIONS)
+        app_words = (napps + 63) // 64
+        cat_words = max(1, (self.n_categories + 63) // 64)
+        flags = np.zeros(n, np.uint8)
+        app_bits = np.zeros((n, app_words), np.uint64)
+        cat_bits = np.zeros((n, cat_words), np.uint64)
+        for i, r in enumerate(self.rules):
+            if r.application is not None:
+                flags[i] |= F_APP
+                for a in r.application:
+                    app_bits[i, a >> 6] |= np.uint64(1 << (a & 63))
+            if r.service == "application-default":
+                flags[i] |= F_APPDEF
+            if r.category is not None:
+                flags[i] |= F_CAT
+                for c in r.category:
+                    cat_bits[i, c >> 6] |= np.uint64(1 << (c & 63))
+        start = [0]
+        keys: list[int] = []
+        for name in APPLICATIONS:
+            keys.extend((proto << 16) | port for proto, port in DEFAULT_PORTS.get(name, ()))
+            start.append(len(keys))
+        return {"rule_flags": flags, "app_bits": app_bits, "cat_bits": cat_bits,
+                "appdef_start": np.array(start, np.int32), "appdef_key": np.array(keys, np.uint32),
+                "app_pending": APP_PENDING}
 
     def action_of(self, rule_index: np.ndarray) -> np.ndarray:
         """``Action`` code (int8) for each classification result, the default action where it is -1."""
@@ -641,8 +930,21 @@ class Classifier:
                 f"{self.n_leaf_entries} leaf entries, {self.n_groups} groups, depth {self.depth}, {self.memory_bytes / 1e6:.2f} MB, "
                 f"built in {self.build_seconds * 1e3:.1f} ms)")
 
-    def classify(self, src_ip, dst_ip, sport, dport, proto, zone_from=None, zone_to=None, out=None) -> np.ndarray:
+    def classify(self, src_ip, dst_ip, sport, dport, proto, zone_from=None, zone_to=None, *, app=None,
+                 category=None, out=None) -> np.ndarray:
         """Index of the first matching rule for every packet, -1 where none matches.
+
+        Content fields follow PAN-OS's lookups of a session.  While the application is not identified yet
+        (``app`` is ``APP_PENDING``, or ``app`` is None), a rule's ``application`` list, its
+        ``service: application-default`` (beyond the default ports of the rule's applications, which bound its
+        destination ports) and its ``category`` list all count as matching: that is the provisional lookup of a
+        session's first packet, which PAN-OS allows on the first such rule.  Once ``app`` holds the identified
+        application, the lookup is final: the application must be in the rule's list, the destination port one of
+        its default ports for ``application-default``, and for a rule with a ``category`` list one of the session's
+        URL categories (``category``) must be in it; with no URL known (-1) such a rule does not match.  The
+        caller looks the policy up again with the application once it is known and on every application shift.
+        ``incomplete`` and ``insufficient-data`` are application ids like the others (they match only rules that
+        name them or have no application list); PAN-OS keeps the provisional verdict for such sessions.
 
         Parameters
         ----------
@@ -655,6 +957,12 @@ class Classifier:
         zone_from, zone_to : uint8[n], optional
             Zone index (``policy.zone_names``) of the packet's ingress / egress; None means unknown
             (``ZONE_UNKNOWN``): then only rules without a ``from`` / ``to`` restriction can match.
+        app : integer array [n], optional
+            Application id of each packet's session (``gwlb_fast.inspect.applications``); None = all pending.
+        category : integer array [n] or [n, k], optional
+            URL category id(s) of each packet's session (``policy.url_categories.names``), -1 = none: a URL belongs
+            to several categories (a row of ``categorize``'s matches), a rule matches if any of them is in its list.
+            None = no URL known.
         out : int32[n], optional
             Output column to fill (allocated when None).
 
@@ -679,7 +987,11 @@ class Classifier:
             col = _column(name, arr, dtype, n)
             cols.append(col if col.ndim == 1 else np.full(1 if n is None else n, col, dtype))
         if n is None and out is None:
-            return int(self.classify(*cols)[0])
+            one = {k: None if v is None else np.atleast_1d(np.asarray(v)) for k, v in (("app", app),
+                                                                                    ("category", category))}
+            if one["category"] is not None and one["category"].ndim == 1 and np.ndim(category) == 1:
+                one["category"] = one["category"][None, :]  # the categories of the one row
+            return int(self.classify(*cols, **one)[0])
         if out is None:
             out = np.empty(cols[0].shape[0], dtype=np.int32)
         else:
@@ -688,7 +1000,31 @@ class Classifier:
                                  f"{getattr(out, 'dtype', type(out).__name__)} with shape {np.shape(out)}")
             if not out.flags.writeable or not out.flags.c_contiguous:
                 raise ValueError("out must be a writeable, contiguous int32 array")
-        self._tree.lookup(*cols, out)
+        nrow = cols[0].shape[0]
+        app_col = cat_col = None
+        if app is not None:
+            app_col = np.asarray(app)
+            if app_col.ndim != 1 or app_col.shape[0] != nrow or app_col.dtype.kind not in "iu":
+                raise ValueError(f"app must be a 1-D integer array of length {nrow}, got {app_col.dtype} with shape "
+                                 f"{app_col.shape}")
+            if app_col.dtype != np.uint16:
+                if nrow and (app_col.min() < 0 or app_col.max() > 0xFFFF):
+                    raise ValueError("app ids must be in 0..65535")
+                app_col = app_col.astype(np.uint16)
+            app_col = np.ascontiguousarray(app_col)
+        if category is not None:
+            cat_col = np.asarray(category)
+            if cat_col.ndim == 1:
+                cat_col = cat_col[:, None]
+            if cat_col.ndim != 2 or cat_col.shape[0] != nrow or cat_col.dtype.kind not in "iu":
+                raise ValueError(f"category must be an integer array [n] or [n, k] with n = {nrow}, got "
+                                 f"{cat_col.dtype} with shape {np.shape(category)}")
+            if cat_col.dtype != np.int32:
+                if cat_col.size and (cat_col.min() < -1 or cat_col.max() > 0x7FFFFFFF):
+                    raise ValueError("category ids must be -1 (none) or non-negative int32")
+                cat_col = cat_col.astype(np.int32)
+            cat_col = np.ascontiguousarray(cat_col)
+        self._tree.lookup(*cols, out, app_col, cat_col)
         return out
 
 

@@ -57,6 +57,8 @@ class Summary:
     packets_out: int = 0
     bytes_out: int = 0
     generated: int = 0
+    truncated: int = 0  # packets cut by a snaplen, processed as captured (not drops)
+    ip_checksums_filled: int = 0  # IPv4 header checksums left to the NIC (0 in a sender-side capture), filled
     seconds: float = 0.0
     capture_seconds: float = 0.0
     drops: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -93,6 +95,8 @@ class Summary:
         w(f"packets out  {self.packets_out:>12,}   bytes out  {self.bytes_out:>15,}\n")
         if self.generated:
             w(f"generated    {self.generated:>12,}   (TCP resets sent by firewalls)\n")
+        if self.truncated:
+            w(f"truncated    {self.truncated:>12,}   (cut by the capture's snaplen, processed as captured)\n")
         w(f"dropped      {self.dropped:>12,}\n")
         for stage, reasons in self.drops.items():
             for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]):

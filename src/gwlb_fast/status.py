@@ -18,10 +18,11 @@ class PktStatus(IntEnum):
     BAD_IP_VERSION = 3     # raw-IP link type whose first nibble is not 4
     BAD_IHL = 4            # IHL < 5, or header longer than the captured bytes
     BAD_IP_LEN = 5         # IPv4 total length below the header length
-    IP_TRUNCATED = 6       # IPv4 total length beyond the captured bytes (snapped capture)
-    FRAGMENT = 7           # non-first IPv4 fragment: no L4 header, ports 0
+    IP_TRUNCATED = 6       # IPv4 total length beyond the captured bytes and no whole L4 header to go on (encap)
+    FRAGMENT = 7           # non-first IPv4 fragment: no L4 header, ports 0 (the fragment tracker fills them)
     L4_TRUNCATED = 8       # TCP/UDP/ICMP header cut short
     BAD_TCP_OFF = 9        # TCP data offset < 5 or past the IP payload
+    BAD_IP_CSUM = 10       # IPv4 header checksum does not verify (RFC 791 section 3.1): dropped, as hosts do
     # --- what the Geneve decoder finds (RFC 8926) ----------------------------------------------------------
     NOT_GENEVE = 16        # not IPv4/UDP to port 6081
     GENEVE_TRUNCATED = 17  # shorter than the 8-byte Geneve base header
@@ -49,11 +50,16 @@ class PktStatus(IntEnum):
     NAT_NO_MAPPING = 46    # inbound to the public address with no DNAT rule or translation
     NAT_TABLE_FULL = 47    # translation table full
     NOT_FORWARDED = 48     # protocol the modelled path does not forward (e.g. non-IPv4)
+    # --- fragments and ICMP errors (their own block, clear of the codes above) --------------------------------
+    FRAG_NO_FIRST = 56     # non-first fragment whose first fragment did not come within the hold window
+    FRAG_OVERLAP = 57      # fragment overlapping bytes already seen of its datagram
+    FRAG_TABLE_FULL = 58   # no room left in the fragment table (or in its hold count)
+    ICMP_NO_SESSION = 59   # ICMP error quoting a packet of no known flow/session (nothing to be related to)
     # --- addresses a VPC router treats specially (never routed to a NAT gateway or the Internet) -------------
-    BROADCAST = 56         # to 255.255.255.255 or to a subnet's broadcast address (a VPC forwards no broadcast)
-    MULTICAST = 57         # to 224.0.0.0/4 (no multicast domain is modelled)
-    MARTIAN = 58           # 0.0.0.0/8 or 127.0.0.0/8 on either side, or from a broadcast or multicast source
-    LINK_LOCAL = 59        # 169.254.0.0/16 on either side: served by the host (metadata, DNS), never routed
+    BROADCAST = 60         # to 255.255.255.255 or to a subnet's broadcast address (a VPC forwards no broadcast)
+    MULTICAST = 61         # to 224.0.0.0/4 (no multicast domain is modelled)
+    MARTIAN = 62           # 0.0.0.0/8 or 127.0.0.0/8 on either side, or from a broadcast or multicast source
+    LINK_LOCAL = 63        # 169.254.0.0/16 on either side: served by the host (metadata, DNS), never routed
 
 
 N_STATUS = 64

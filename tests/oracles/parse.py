@@ -27,9 +27,12 @@ def parse(pkt: bytes, linktype: int = 1) -> dict:
     r["src_ip"], r["dst_ip"] = struct.unpack_from("!II", pkt, l3 + 12)
     r["proto"] = proto = pkt[l3 + 9]
     st = S.OK
-    lim = l3 + tot
-    if lim > n:
-        st, lim = S.IP_TRUNCATED, n
+    words = sum(struct.unpack_from(f"!{ihl // 2}H", pkt, l3))
+    while words >> 16:
+        words = (words & 0xFFFF) + (words >> 16)
+    if words != 0xFFFF and struct.unpack_from("!H", pkt, l3 + 10)[0] != 0:  # 0: left to the NIC (offload)
+        st = S.BAD_IP_CSUM
+    lim = min(l3 + tot, n)  # a snapped packet: parsed as far as it was captured
     l4 = r["l4_off"] = l3 + ihl
     frag = struct.unpack_from("!H", pkt, l3 + 6)[0] & 0x1FFF
 

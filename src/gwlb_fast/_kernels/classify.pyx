@@ -32,8 +32,21 @@ an earlier rule; leaf scans stop at the first box whose rule cannot beat the ans
 
 Lookup walks BLOCK packets through a tree level by level for the tree's depth (leaves step to themselves), so the walk
 has no data-dependent branch and BLOCK independent loads are in flight.
+
+Content dimensions (App-ID application, URL categories, ``service: application-default``) are not cut by the tree:
+they are per-rule *constraints* checked in the leaf scan, only when the lookup is given an ``app`` or ``category``
+column (otherwise every constraint counts as met, which is the provisional lookup of a session whose application is
+not known yet).  A box whose rule has a constraint never shadows later boxes at build time, since it may fail the
+constraint at lookup.  A rule with constraints (``rule_flags[r] != 0``) matches a packet when:
+
+- ``F_APP``: the application is ``app_pending`` (not identified yet: possible match) or bit ``app`` of
+  ``app_bits[r]`` is set;
+- ``F_APPDEF`` (service application-default): the application is pending, or (protocol << 16 | destination port) is
+  one of that application's default ports (``appdef_key[appdef_start[app]:appdef_start[app + 1]]``);
+- ``F_CAT``: one of the packet's categories (a row of ``category``, -1 = none) has its bit set in ``cat_bits[r]``;
+  with no category at all (no URL known) only while the application is pending.
 """
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, qsort, realloc
 from libc.string cimport memcpy
 
@@ -46,6 +59,9 @@ cdef enum:
 cdef uint32_t[NDIM] _DOMAIN_HI = [0xFFFFFFFF, 0xFFFFFFFF, 0xFFFF, 0xFFFF, 0xFF, 0xFF, 0xFF]
 
 NDIMS = NDIM
+F_APP = 1
+F_APPDEF = 2
+F_CAT = 4
 DOMAIN_HI = (0xFFFFFFFF, 0xFFFFFFFF, 0xFFFF, 0xFFFF, 0xFF, 0xFF, 0xFF)
 ZONE_UNKNOWN = 255
 
@@ -92,6 +108,70 @@ cdef inline bint _contains(const Box* b, const uint32_t* pt) noexcept nogil:
             and b.lo[6] <= pt[6] and pt[6] <= b.hi[6])
 
 
+cdef struct Ctx:
+    # Per-rule content constraints (see the module docstring) and one packet's content values.
+    const uint8_t* flags
+    const uint64_t* app_bits
+    const uint64_t* cat_bits
+    const int32_t* appdef_start
+    const uint32_t* appdef_key
+    Py_ssize_t n_rules
+    Py_ssize_t app_words
+    Py_ssize_t cat_words
+    Py_ssize_t n_apps
+    uint32_t app_pending
+    uint32_t app
+    const int32_t* cats
+    Py_ssize_t ncat
+
+
+cdef inline bint _rule_ok(const Ctx* c, int32_t r, const uint32_t* pt) noexcept nogil:
+    cdef uint8_t f
+    cdef uint32_t a = c.app, key
+    cdef bint pending = a == c.app_pending, known = False
+    cdef Py_ssize_t k
+    cdef int32_t v
+    if r >= c.n_rules:
+        return True
+    f = c.flags[r]
+    if f == 0:
+        return True
+    if f & 1 and not pending:
+        if a >= <uint32_t>(c.app_words * 64) or not (c.app_bits[r * c.app_words + (a >> 6)] >> (a & 63)) & 1:
+            return False
+    if f & 2 and not pending:
+        if a >= <uint32_t>c.n_apps:
+            return False
+        key = (pt[4] << 16) | pt[3]
+        k = c.appdef_start[a]
+        while k < c.appdef_start[a + 1] and c.appdef_key[k] != key:
+            k += 1
+        if k == c.appdef_start[a + 1]:
+            return False
+    if f & 4:
+        for k in range(c.ncat):
+            v = c.cats[k]
+            if v < 0:
+                continue
+            known = True
+            if v < c.cat_words * 64 and (c.cat_bits[r * c.cat_words + (v >> 6)] >> (v & 63)) & 1:
+                return True
+        return pending and not known
+    return True
+
+
+cdef inline int32_t _scan_leaf_ctx(const Node* nd, const Box* leaf, const uint32_t* pt, int32_t best,
+                                   const Ctx* c) noexcept nogil:
+    """_scan_leaf with the rules' content constraints checked."""
+    cdef int32_t k = nd.lstart
+    cdef int32_t end = nd.lstart + nd.lcount
+    while k < end and leaf[k].rule < best:
+        if _contains(&leaf[k], pt) and _rule_ok(c, leaf[k].rule, pt):
+            return leaf[k].rule
+        k += 1
+    return best
+
+
 cdef inline int32_t _scan_leaf(const Node* nd, const Box* leaf, const uint32_t* pt, int32_t best) noexcept nogil:
     """First rule < best among the leaf's boxes containing pt, else best."""
     cdef int32_t k = nd.lstart
@@ -120,6 +200,18 @@ cdef class ClassifierTree:
         Leaf size threshold (boxes per leaf before a node is split), >= 1.
     max_leaf_entries : int
         Bound on the boxes stored in leaves (replication included); -1 means ``32 * nboxes + 4096``.
+    rule_flags : uint8[n_rules] or None
+        Content constraints of each rule (``F_APP | F_APPDEF | F_CAT``, see the module docstring); None: none.
+    app_bits : uint64[n_rules, app_words] or None
+        Bitmap of the application ids each ``F_APP`` rule accepts.
+    cat_bits : uint64[n_rules, cat_words] or None
+        Bitmap of the URL category ids each ``F_CAT`` rule accepts.
+    appdef_start : int32[n_apps + 1] or None
+        Application id -> slice of ``appdef_key`` holding its default ports.
+    appdef_key : uint32[m] or None
+        ``protocol << 16 | port`` of each application's default ports.
+    app_pending : int
+        The application id meaning "not identified yet".
     """
 
     cdef Node* nodes
@@ -139,6 +231,14 @@ cdef class ClassifierTree:
     cdef int cur_depth
     cdef int binth
     cdef bint over_budget_
+    cdef uint8_t* rflags
+    cdef uint64_t* app_bits
+    cdef uint64_t* cat_bits
+    cdef int32_t* appdef_start
+    cdef uint32_t* appdef_key
+    cdef Py_ssize_t n_rules, app_words, cat_words, n_apps
+    cdef bint has_constraints
+    cdef uint32_t app_pending_
 
     def __cinit__(self):
         self.nodes = NULL
@@ -152,6 +252,13 @@ cdef class ClassifierTree:
         self.n_nodes_ = self.cap_nodes = self.n_leaf_ = self.cap_leaf = self.nboxes = self.ngroups = 0
         self.depth_ = 0
         self.over_budget_ = False
+        self.rflags = NULL
+        self.app_bits = NULL
+        self.cat_bits = NULL
+        self.appdef_start = NULL
+        self.appdef_key = NULL
+        self.n_rules = self.app_words = self.cat_words = self.n_apps = 0
+        self.has_constraints = False
 
     def __dealloc__(self):
         free(self.nodes)
@@ -162,10 +269,17 @@ cdef class ClassifierTree:
         free(self.roots)
         free(self.group_min)
         free(self.group_depth)
+        free(self.rflags)
+        free(self.app_bits)
+        free(self.cat_bits)
+        free(self.appdef_start)
+        free(self.appdef_key)
 
     def __init__(self, const uint32_t[:, ::1] lo not None, const uint32_t[:, ::1] hi not None,
                  const int32_t[::1] rule not None, const int32_t[::1] group=None, int binth=8,
-                 Py_ssize_t max_leaf_entries=-1):
+                 Py_ssize_t max_leaf_entries=-1, const uint8_t[::1] rule_flags=None,
+                 const uint64_t[:, ::1] app_bits=None, const uint64_t[:, ::1] cat_bits=None,
+                 const int32_t[::1] appdef_start=None, const uint32_t[::1] appdef_key=None, uint32_t app_pending=0):
         cdef Py_ssize_t n = lo.shape[0], k, d, g, m, ng = 1
         cdef int32_t* idx
         cdef uint32_t rlo[NDIM]
@@ -191,6 +305,8 @@ cdef class ClassifierTree:
                     raise ValueError(f"group[{k}] = {group[k]} out of range 0..63")
                 if group[k] + 1 > ng:
                     ng = group[k] + 1
+        if rule_flags is not None:
+            self._set_constraints(rule_flags, app_bits, cat_bits, appdef_start, appdef_key, app_pending, rule)
         self.binth = binth
         self.nboxes = n
         # Memory bound: past this many leaf entries, nodes stop splitting (larger leaves, same answers).
@@ -247,6 +363,64 @@ cdef class ClassifierTree:
         if self.n_nodes_ < self.cap_nodes:
             self.nodes = <Node*>realloc(self.nodes, self.n_nodes_ * sizeof(Node))
             self.cap_nodes = self.n_nodes_
+
+    cdef _set_constraints(self, const uint8_t[::1] rule_flags, const uint64_t[:, ::1] app_bits,
+                          const uint64_t[:, ::1] cat_bits, const int32_t[::1] appdef_start,
+                          const uint32_t[::1] appdef_key, uint32_t app_pending, const int32_t[::1] rule):
+        cdef Py_ssize_t nr = rule_flags.shape[0], k, na = 0, nk = 0
+        cdef Py_ssize_t aw = app_bits.shape[1] if app_bits is not None else 0
+        cdef Py_ssize_t cw = cat_bits.shape[1] if cat_bits is not None else 0
+        if rule.shape[0] > 0 and rule[rule.shape[0] - 1] >= nr:
+            raise ValueError(f"rule_flags has {nr} entries, but box rules go up to {rule[rule.shape[0] - 1]}")
+        if app_bits is not None and app_bits.shape[0] != nr:
+            raise ValueError(f"app_bits has {app_bits.shape[0]} rows, expected {nr}")
+        if cat_bits is not None and cat_bits.shape[0] != nr:
+            raise ValueError(f"cat_bits has {cat_bits.shape[0]} rows, expected {nr}")
+        if (appdef_start is None) != (appdef_key is None):
+            raise ValueError("appdef_start and appdef_key go together")
+        if appdef_start is not None:
+            na = appdef_start.shape[0] - 1
+            nk = appdef_key.shape[0]
+            if na < 0 or appdef_start[0] != 0 or appdef_start[na] != nk:
+                raise ValueError("appdef_start must start at 0 and end at len(appdef_key)")
+            for k in range(na):
+                if appdef_start[k] > appdef_start[k + 1]:
+                    raise ValueError(f"appdef_start must be non-decreasing (entry {k})")
+        for k in range(nr):
+            if rule_flags[k] & ~7:
+                raise ValueError(f"rule_flags[{k}] = {rule_flags[k]}: unknown flag")
+            if rule_flags[k] & 1 and aw == 0:
+                raise ValueError(f"rule {k} has F_APP but app_bits is missing")
+            if rule_flags[k] & 4 and cw == 0:
+                raise ValueError(f"rule {k} has F_CAT but cat_bits is missing")
+            if rule_flags[k] & 2 and na == 0:
+                raise ValueError(f"rule {k} has F_APPDEF but appdef_start is missing")
+            if rule_flags[k]:
+                self.has_constraints = True
+        self.rflags = <uint8_t*>malloc(max(nr, 1))
+        self.app_bits = <uint64_t*>malloc(max(nr * aw, 1) * sizeof(uint64_t))
+        self.cat_bits = <uint64_t*>malloc(max(nr * cw, 1) * sizeof(uint64_t))
+        self.appdef_start = <int32_t*>malloc((na + 1) * sizeof(int32_t))
+        self.appdef_key = <uint32_t*>malloc(max(nk, 1) * sizeof(uint32_t))
+        if (self.rflags == NULL or self.app_bits == NULL or self.cat_bits == NULL or self.appdef_start == NULL
+                or self.appdef_key == NULL):
+            raise MemoryError()
+        for k in range(nr):
+            self.rflags[k] = rule_flags[k]
+        if aw:
+            memcpy(self.app_bits, &app_bits[0, 0], nr * aw * sizeof(uint64_t))
+        if cw:
+            memcpy(self.cat_bits, &cat_bits[0, 0], nr * cw * sizeof(uint64_t))
+        self.appdef_start[0] = 0
+        for k in range(na):
+            self.appdef_start[k + 1] = appdef_start[k + 1]
+        for k in range(nk):
+            self.appdef_key[k] = appdef_key[k]
+        self.n_rules = nr
+        self.app_words = aw
+        self.cat_words = cw
+        self.n_apps = na
+        self.app_pending_ = app_pending
 
     cdef void _sort_groups(self) noexcept:
         cdef Py_ssize_t i, j
@@ -319,6 +493,8 @@ cdef class ClassifierTree:
         # Boxes after the first one covering the whole region are shadowed there.
         for k in range(n):
             b = &self.boxes[idx[k]]
+            if self.rflags != NULL and self.rflags[b.rule]:
+                continue  # a constrained rule may fail its constraint at lookup: it shadows nothing
             cover = True
             for d in range(NDIM):
                 if b.lo[d] > rlo[d] or b.hi[d] < rhi[d]:
@@ -436,12 +612,13 @@ cdef class ClassifierTree:
     @property
     def memory_bytes(self):
         """Bytes held by the compiled structure (nodes + leaf boxes + group table)."""
-        return self.n_nodes_ * sizeof(Node) + self.n_leaf_ * sizeof(Box) + self.ngroups * 3 * sizeof(int32_t)
+        return (self.n_nodes_ * sizeof(Node) + self.n_leaf_ * sizeof(Box) + self.ngroups * 3 * sizeof(int32_t)
+                + (self.n_rules + 8 * self.n_rules * (self.app_words + self.cat_words) if self.rflags != NULL else 0))
 
     def lookup(self, const uint32_t[::1] src_ip not None, const uint32_t[::1] dst_ip not None,
                const uint16_t[::1] sport not None, const uint16_t[::1] dport not None,
                const uint8_t[::1] proto not None, const uint8_t[::1] zone_from, const uint8_t[::1] zone_to,
-               int32_t[::1] out not None):
+               int32_t[::1] out not None, const uint16_t[::1] app=None, const int32_t[:, ::1] category=None):
         """Write the index of the first matching rule of every packet into ``out`` (-1 when no rule matches).
 
         Parameters
@@ -457,6 +634,11 @@ cdef class ClassifierTree:
             only rules without a zone restriction.
         out : int32[n]
             Output column.
+        app : uint16[n] or None
+            Application id of each packet's session; None: every packet's application is pending.
+        category : int32[n, k] or None
+            URL category ids of each packet's session (-1 = none: a row of -1 means no URL known); None: no URL
+            known anywhere.
 
         Returns
         -------
@@ -480,6 +662,13 @@ cdef class ClassifierTree:
         cdef const int32_t* gdepth = self.group_depth
         cdef Py_ssize_t ng = self.ngroups
         cdef int32_t root, depth, gm
+        cdef Ctx ctx
+        cdef Ctx* cx = &ctx
+        cdef bint use_ctx
+        cdef Py_ssize_t ncat = 0
+        cdef int32_t no_cat = -1
+        cdef const int32_t* catp = &no_cat
+        cdef const uint16_t* appp = NULL
         if dst_ip.shape[0] != n:
             raise ValueError(f"dst_ip has length {dst_ip.shape[0]}, expected {n} (length of src_ip)")
         if sport.shape[0] != n:
@@ -496,6 +685,31 @@ cdef class ClassifierTree:
             raise ValueError(f"zone_to has length {zone_to.shape[0]}, expected {n}")
         if nodes == NULL:
             raise ValueError("classifier is not built")
+        if app is not None and app.shape[0] != n:
+            raise ValueError(f"app has length {app.shape[0]}, expected {n}")
+        if category is not None and category.shape[0] != n:
+            raise ValueError(f"category has {category.shape[0]} rows, expected {n}")
+        # Without content columns every constraint is met (pending application, no URL): the plain leaf scan.
+        use_ctx = self.has_constraints and (app is not None or category is not None)
+        ctx.flags = self.rflags
+        ctx.app_bits = self.app_bits
+        ctx.cat_bits = self.cat_bits
+        ctx.appdef_start = self.appdef_start
+        ctx.appdef_key = self.appdef_key
+        ctx.n_rules = self.n_rules
+        ctx.app_words = self.app_words
+        ctx.cat_words = self.cat_words
+        ctx.n_apps = self.n_apps
+        ctx.app_pending = self.app_pending_
+        ctx.app = self.app_pending_
+        ctx.cats = catp
+        ctx.ncat = 1
+        if app is not None and n > 0:
+            appp = &app[0]
+        if category is not None and n > 0 and category.shape[1] > 0:
+            ncat = category.shape[1]
+            catp = &category[0, 0]
+            ctx.ncat = ncat
         with nogil:
             # Packets go through the trees BLOCK at a time, level by level for a fixed number of levels (leaves
             # step to themselves): no data-dependent branch in the walk, and BLOCK independent loads in flight.
@@ -528,9 +742,19 @@ cdef class ClassifierTree:
                         for j in range(m):
                             nd = nodes + cur[j]
                             cur[j] = nd.child + <int32_t>(pts[j][nd.dim] > nd.split)
-                    for j in range(m):
-                        if gm < best[j]:
-                            best[j] = _scan_leaf(nodes + cur[j], leaf, pts[j], best[j])
+                    if use_ctx:
+                        for j in range(m):
+                            if gm < best[j]:
+                                i = base + j
+                                if appp != NULL:
+                                    cx.app = appp[i]
+                                if ncat > 0:
+                                    cx.cats = catp + i * ncat
+                                best[j] = _scan_leaf_ctx(nodes + cur[j], leaf, pts[j], best[j], cx)
+                    else:
+                        for j in range(m):
+                            if gm < best[j]:
+                                best[j] = _scan_leaf(nodes + cur[j], leaf, pts[j], best[j])
                 for j in range(m):
                     out[base + j] = best[j] if best[j] != 0x7FFFFFFF else -1
                 base += m

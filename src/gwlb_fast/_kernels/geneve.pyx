@@ -25,7 +25,7 @@ from gwlb_fast._kernels._bytes cimport load_be16, load_be32, load_be64, store_be
 from gwlb_fast._kernels._status cimport (
     ST_BAD_IHL, ST_BAD_IP_LEN, ST_BAD_IP_VERSION, ST_FRAGMENT, ST_GENEVE_BAD_PROTO, ST_GENEVE_BAD_TLV,
     ST_GENEVE_BAD_VERSION, ST_GENEVE_CRITICAL, ST_GENEVE_INNER_BAD, ST_GENEVE_OPT_OVERRUN, ST_GENEVE_TRUNCATED,
-    ST_IP_TRUNCATED, ST_L4_TRUNCATED, ST_NOT_GENEVE, ST_OK, ST_TOO_BIG, ST_TRUNCATED,
+    ST_L4_TRUNCATED, ST_NOT_GENEVE, ST_OK, ST_TOO_BIG, ST_TRUNCATED,
 )
 from gwlb_fast._kernels._link cimport find_l3
 from gwlb_fast._kernels._hash cimport fmix32 as _fmix32, fmix64 as _fmix64, hash5
@@ -308,8 +308,9 @@ def plan_encap(const uint8_t[::1] data, const int64_t[::1] off, const uint32_t[:
 
     Notes
     -----
-    Status codes: TRUNCATED, NOT_IPV4, BAD_IP_VERSION, BAD_IHL, BAD_IP_LEN, IP_TRUNCATED (the capture holds less
-    than the IPv4 total length: a snapped packet cannot be carried whole), TOO_BIG (inner packet > max_inner).
+    Status codes: TRUNCATED, NOT_IPV4, BAD_IP_VERSION, BAD_IHL, BAD_IP_LEN, TOO_BIG (IPv4 total length >
+    max_inner). A packet cut by a snaplen is carried as far as it was captured (``inner_len`` is then less than
+    its IPv4 total length, which ``fill_encap`` writes into the outer lengths).
     """
     cdef Py_ssize_t n = off.shape[0]
     cdef Py_ssize_t size = data.shape[0]
@@ -337,9 +338,9 @@ def plan_encap(const uint8_t[::1] data, const int64_t[::1] off, const uint32_t[:
             st = find_l3(p, cl, linktype[i], &l3)
             if st == ST_OK:
                 st = _ipv4(p, cl, l3, &l4, &end)
-            if st == ST_OK and l3 + load_be16(p + l3 + 2) > cl:
-                st = ST_IP_TRUNCATED
-            if st == ST_OK and (end - l3 > max_inner or end - l3 > 65535 - (_HDR - 14)):
+            # a snapped packet (total length beyond the capture) is carried as captured; the outer lengths say
+            # its length on the wire (fill_encap), so the size limit applies to that
+            if st == ST_OK and (load_be16(p + l3 + 2) > max_inner or load_be16(p + l3 + 2) > 65535 - (_HDR - 14)):
                 st = ST_TOO_BIG
             status[i] = st
             if st == ST_OK:
@@ -399,7 +400,7 @@ def fill_encap(const uint8_t[::1] data, const int64_t[::1] inner_start, const ui
     cdef Py_ssize_t n = inner_start.shape[0]
     cdef Py_ssize_t size = data.shape[0]
     cdef Py_ssize_t osize = out.shape[0]
-    cdef Py_ssize_t j, r, ilen
+    cdef Py_ssize_t j, r, ilen, wl
     cdef Py_ssize_t s_src, s_dst, s_vni, s_ep, s_att, s_ck, s_sp
     cdef bint hash_port
     cdef uint8_t tmpl[_HDR]
@@ -475,7 +476,9 @@ def fill_encap(const uint8_t[::1] data, const int64_t[::1] inner_start, const ui
             memcpy(q, tmpl, _HDR)
             if copy_inner:
                 memcpy(q + _HDR, ip, ilen)
-            tot = <uint16_t>(ilen + _HDR - 14)
+            # outer lengths as on the wire: a snapped inner packet's own total length, not the captured bytes
+            wl = load_be16(ip + 2) if ilen >= 4 else ilen
+            tot = <uint16_t>((wl if wl > ilen else ilen) + _HDR - 14)
             a = src[r * s_src]
             b = dst[r * s_dst]
             store_be16(q + 16, tot)

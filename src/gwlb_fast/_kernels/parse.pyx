@@ -2,10 +2,10 @@
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t
 from libc.string cimport memcpy
 
-from gwlb_fast._kernels._bytes cimport load_be16, load_be32
+from gwlb_fast._kernels._bytes cimport csum_add, csum_fold, load_be16, load_be32
 from gwlb_fast._kernels._link cimport find_l3
 from gwlb_fast._kernels._status cimport (
-    ST_BAD_IHL, ST_BAD_IP_LEN, ST_BAD_IP_VERSION, ST_BAD_TCP_OFF, ST_FRAGMENT, ST_IP_TRUNCATED, ST_L4_TRUNCATED,
+    ST_BAD_IHL, ST_BAD_IP_CSUM, ST_BAD_IP_LEN, ST_BAD_IP_VERSION, ST_BAD_TCP_OFF, ST_FRAGMENT, ST_L4_TRUNCATED,
     ST_OK, ST_TRUNCATED,
 )
 
@@ -57,9 +57,12 @@ def parse_packets(const uint8_t[::1] data, const int64_t[::1] off, const uint32_
     Notes
     -----
     Status codes (first problem wins): TRUNCATED, NOT_IPV4 (ARP, IPv6, unknown link type; kept and counted),
-    BAD_IP_VERSION, BAD_IHL, BAD_IP_LEN, IP_TRUNCATED (total length beyond the captured bytes: addresses and any
-    fully captured L4 header are still filled), FRAGMENT (non-first fragment: ports 0), L4_TRUNCATED, BAD_TCP_OFF.
-    A packet lying outside the arena is TRUNCATED.
+    BAD_IP_VERSION, BAD_IHL, BAD_IP_LEN, BAD_IP_CSUM (the header checksum is not 0 and does not verify, RFC 791
+    section 3.1: addresses and ports are still filled; 0 is left to the NIC by checksum offload, see
+    ``fill_ip_checksums``), FRAGMENT (non-first fragment: ports 0), L4_TRUNCATED, BAD_TCP_OFF.
+    A packet lying outside the arena is TRUNCATED. A packet cut by a snaplen (IPv4 total length beyond the
+    captured bytes) whose L4 header is whole is OK: the caller tells it by ``caplen < wirelen``; if its L4
+    header is cut too it is L4_TRUNCATED. L4 checksums are never verified (offloaded ones are wrong in captures).
     """
     cdef Py_ssize_t n = off.shape[0]
     cdef str name
@@ -113,11 +116,13 @@ def parse_packets(const uint8_t[::1] data, const int64_t[::1] off, const uint32_
                             src_ip[i] = load_be32(ip + 12)
                             dst_ip[i] = load_be32(ip + 16)
                             pr = ip[9]
-                            if l3 + tot > end - start:
-                                st = ST_IP_TRUNCATED
-                                lim = end - start
-                            else:
-                                lim = l3 + tot
+                            # the header is captured whole (checked above): its checksum is verified, unless it
+                            # is 0, which a capture taken on the sending host shows when the NIC computes it
+                            # (header checksum offload; fill_ip_checksums then does what the NIC would)
+                            if load_be16(ip + 10) != 0 and csum_fold(csum_add(0, ip, ihl)) != 0:
+                                st = ST_BAD_IP_CSUM
+                            # a snapped packet is parsed as far as it was captured
+                            lim = end - start if l3 + tot > end - start else l3 + tot
                             l4 = l3 + ihl
                             l4_off[i] = <int32_t>l4
                             frag = load_be16(ip + 6) & 0x1FFF
@@ -160,6 +165,52 @@ def parse_packets(const uint8_t[::1] data, const int64_t[::1] off, const uint32_
             dport[i] = dp
             proto[i] = pr
             tcp_flags[i] = fl
+
+
+def fill_ip_checksums(uint8_t[::1] data, const int64_t[::1] off, const uint32_t[::1] caplen,
+                      const int32_t[::1] l3_off, const uint8_t[::1] status):
+    """Write the IPv4 header checksum of every OK (or FRAGMENT) packet whose checksum field is 0, in place.
+
+    A capture taken on the sending host holds such packets when the NIC computes the header checksum (offload);
+    the packet on the wire has the right one, and the path's incremental updates (RFC 1624) need it. Other rows
+    and rows whose header is not inside the arena are left alone.
+
+    Parameters
+    ----------
+    data : uint8[::1]
+        Arena, written in place.
+    off : int64[n], caplen : uint32[n], l3_off : int32[n], status : uint8[n]
+        From ``parse_packets``.
+
+    Returns
+    -------
+    int
+        Number of checksums written.
+    """
+    cdef Py_ssize_t n = off.shape[0], i, l3, ihl, datalen = data.shape[0], done = 0
+    cdef uint8_t* ip
+    cdef uint16_t c
+    for name, m in (("caplen", caplen.shape[0]), ("l3_off", l3_off.shape[0]), ("status", status.shape[0])):
+        if m != n:
+            raise ValueError(f"fill_ip_checksums: {name} has length {m}, expected {n}")
+    with nogil:
+        for i in range(n):
+            l3 = l3_off[i]
+            if (status[i] != ST_OK and status[i] != ST_FRAGMENT) or l3 < 0 or off[i] < 0 or l3 + 20 > <Py_ssize_t>caplen[i] \
+                    or off[i] + caplen[i] > datalen:
+                continue
+            ip = &data[0] + off[i] + l3
+            if ip[10] != 0 or ip[11] != 0:
+                continue
+            ihl = (ip[0] & 0x0F) * 4
+            if ihl < 20 or l3 + ihl > <Py_ssize_t>caplen[i]:
+                continue
+            c = csum_fold(csum_add(0, ip, ihl))
+            if c != 0:  # 0: the header's words sum to 0xFFFF, its checksum is the 0 it holds
+                ip[10] = <uint8_t>(c >> 8)
+                ip[11] = <uint8_t>c
+                done += 1
+    return done
 
 
 def gather_packets(const uint8_t[::1] src, const int64_t[::1] src_off, const uint32_t[::1] caplen,
