@@ -36,6 +36,7 @@ from ._kernels.special import mark_special
 from .batch import PacketBatch
 from .config import Topology, load_events, load_topology
 from .errors import ConfigError, PcapError
+from .fragments import K_LATER, FragmentTracker
 from .gwlbe import Gwlbe, Inspection
 from .natgw import NatGateway
 from .outfiles import refuse_overlap
@@ -80,12 +81,15 @@ TAP_LINKS = (
 class ChunkResult:
     """What :meth:`Pipeline.process` did to one chunk.
 
-    ``output`` holds the delivered packets in input order (resets after the packet that caused them); ``status``,
-    ``stage`` and ``delivered`` are per input packet; ``fw`` the firewall that inspected it (-1 none), ``rule``
+    ``output`` holds the delivered packets in input order (resets after the packet that caused them, a fragment
+    that came before its first fragment right after that one); ``status``, ``stage`` and ``delivered`` are per
+    input packet; ``fw`` the firewall that inspected it (-1 none), ``rule``
     the index of the rule of its firewall session (-1 none, ``len(policy.rules)`` the default action), ``failed_fw``
     the firewall of the flow of a packet dropped because that firewall failed (-1 elsewhere).
     ``resets`` holds the firewall resets (TCP RSTs) with their own ``status``, ``stage``, ``delivered`` and
-    ``source`` (input row of the packet that caused each), or None when there were none.
+    ``source`` (input row of the packet that caused each), or None when there were none. A fragment still held
+    for its first fragment has status ``FRAGMENT`` and is neither delivered nor dropped yet (a later chunk's
+    output, or drop, says).
     """
 
     output: PacketBatch
@@ -163,6 +167,7 @@ class Pipeline:
                  for v in topo.vpcs.values() for s in v.subnets.values() if s.plen < 31}
         self._subnet_broadcast = np.array(sorted(bcast), np.uint32)
         # NAT gateways
+        self.frags = FragmentTracker()
         self.nat_names = list(topo.nat_gateways)
         self.nats = [NatGateway(topo.nat_gateways[n]) for n in self.nat_names]
         self.nat_public = np.array([g.public_ip for g in self.nats], np.uint32)
@@ -292,17 +297,29 @@ class Pipeline:
         work.parse()
         # captured on the sending host before its NIC filled the IPv4 header checksum (offload): filled here
         self.ip_csum_filled += fill_ip_checksums(work.data, work.off, work.caplen, work.l3_off, work.status)
+        # cut by a snaplen but with whole L4 headers: processed as captured (their wire length is kept), counted
+        self.truncated += int(np.count_nonzero((work.status == PktStatus.OK) & (work.wirelen > work.caplen)))
+        # fragments held from earlier batches (their first fragment had not come) go in front, see fragments.py
+        held, h_slot, h_gen = self.frags.take_held()
+        h = 0 if held is None else len(held)
+        if h:
+            work = PacketBatch.concat([held, work])
         n = len(work)
+        slot = np.full(n, -1, np.int64)
+        fgen = np.zeros(n, np.int64)
+        slot[:h], fgen[:h] = h_slot, h_gen
+        kind = self.frags.scan(work, h, slot, fgen)
         taps: dict[str, list[PacketBatch]] = {k: [] for k in TAP_LINKS} if self.keep_taps else {}
         if n:
             ts0, ts1 = int(work.ts_ns.min()), int(work.ts_ns.max())
             self.first_ts = ts0 if self.first_ts is None else min(self.first_ts, ts0)
             self.last_ts = ts1 if self.last_ts is None else max(self.last_ts, ts1)
         st = work.status
-        # cut by a snaplen but with whole L4 headers: processed as captured (their wire length is kept), counted
-        self.truncated += int(np.count_nonzero((st == PktStatus.OK) & (work.wirelen > work.caplen)))
         stage = np.full(n, 255, np.uint8)
         stage[st != PktStatus.OK] = S_INPUT
+        frags = bool(kind.any())  # first fragments record their fate for later ones, later ones take it
+        if frags:
+            stage[kind == K_LATER] = 255  # settled after the walk, from their first fragment
         self.stage_seconds["parse"] += time.perf_counter() - t0
 
         # the packets' own addresses and ports, before NAT rewrites them, for the records of dropped flows
@@ -320,22 +337,39 @@ class Pipeline:
             self.no_mapping_without_session += int(np.count_nonzero(~self._has_session(work, nm)))
 
         t0 = time.perf_counter()
-        out_main = work.filter(walk.delivered != D_NONE)
-        parts, order = [out_main], [np.flatnonzero(walk.delivered != D_NONE)]
+        release = None
+        if frags:
+            release = self.frags.settle(work, kind, slot, fgen, stage, walk.fw, walk.delivered, S_INPUT)
+        dl = np.flatnonzero(walk.delivered != D_NONE)
+        out_main = work[dl]
+        # output order: input order, a firewall reset right after its packet, a fragment released by its first
+        # fragment right after that one (keys 2 * row, 2 * row + 1)
+        parts, order = [out_main], [2 * dl]
+        resort = False
+        if release is not None:
+            rel = release[dl]
+            early = rel >= 0
+            if early.any():
+                order[0] = np.where(early, 2 * rel + 1, 2 * dl)
+                resort = True
         if gen is not None:
             parts.append(gen.batch.filter(gen.delivered != D_NONE))
-            order.append(gen.source[gen.delivered != D_NONE])
+            order.append(2 * gen.source[gen.delivered != D_NONE] + 1)
         key = np.concatenate(order)
-        if len(parts) > 1 and key.size:
+        if (len(parts) > 1 or resort) and key.size:
             perm = np.argsort(key, kind="stable")
             out = PacketBatch.concat(parts)[perm]
         else:
             out = parts[0]
-        res = ChunkResult(out, st, stage, walk.delivered, walk.fw, generated=0 if gen is None else len(gen.batch),
-                          taps=taps, rule=walk.rule, failed_fw=walk.failed_fw,
+        res = ChunkResult(out, st[h:], stage[h:], walk.delivered[h:], walk.fw[h:],
+                          generated=0 if gen is None else len(gen.batch),
+                          taps=taps, rule=walk.rule[h:], failed_fw=walk.failed_fw[h:],
                           resets=None if gen is None else Resets(gen.batch, gen.batch.status, gen.stage,
-                                                                 gen.delivered, gen.source))
+                                                                 gen.delivered, gen.source - h))
         self._account(res, gen)
+        if h:  # held fragments of earlier batches dropped now (their packets were counted in then)
+            for s_, name in enumerate(STAGES):
+                self.counters[name].add_drops(st[:h][stage[:h] == s_])
         self.stage_seconds["output"] += time.perf_counter() - t0
         return res
 
@@ -401,7 +435,11 @@ class Pipeline:
 
     # ------------------------------------------------------------------ end of run
     def finish(self) -> list[tuple[str, int, np.ndarray]]:
-        """Close every firewall session (end of run); returns (gwlb, firewall index, sessions) triples."""
+        """Close every firewall session (end of run); returns (gwlb, firewall index, sessions) triples. Fragments
+        still held (their first fragment never came) are dropped (``FRAG_NO_FIRST``)."""
+        held = self.frags.flush()
+        if held is not None:
+            self.counters["input"].add_drops(held.status)
         out = []
         for name, insp in self.gwlbs.items():
             for k, s in insp.finish(self.last_ts):
@@ -620,7 +658,7 @@ class Pipeline:
         finally:
             progress.close()
 
-    def replay(self, batches, events=None):
+    def what_if(self, batches, events=None):
         """Carry PacketBatch chunks along the path with a what-if script, as :meth:`run` does: yields one
         :class:`ChunkResult` per piece between two health actions (``events`` as in :meth:`run`)."""
         evs = self._events(events)
