@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import geneve
+from ._kernels.session import END_FW_FAILED, END_MOVED
 from .batch import PacketBatch
 from .config import Endpoint
 from .config import Gwlb as GwlbConfig
 from .firewall import KIND_ECHO, SESSION_DTYPE, Firewall
 from .gwlb import Gwlb
 from .policy import Classifier, Policy
+from .replay import FlowSides
 from .status import PktStatus
 
 
@@ -51,7 +53,9 @@ class InspectionResult:
 
     ``status`` (per input packet): OK when the packet came back from its firewall, else why it did not (GWLB,
     Geneve or firewall reasons). ``stage`` says which side dropped it (``"gwlb"`` or ``"firewall"``). ``fw_index``
-    is the firewall that took each packet (-1 when none). ``generated`` holds the TCP resets the firewalls sent
+    is the firewall that took each packet (-1 when none), ``rule`` the index of its session's rule (-1 when none,
+    ``len(policy.rules)`` for the default action); ``failed_fw`` the firewall of the flow of each packet dropped
+    with ``FW_FAILED`` (-1 elsewhere). ``generated`` holds the TCP resets the firewalls sent
     (raw IPv4 inner packets, already checked by the GWLB), ``generated_source`` their input row.
     """
 
@@ -60,6 +64,8 @@ class InspectionResult:
     fw_index: np.ndarray
     generated: PacketBatch
     generated_source: np.ndarray
+    rule: np.ndarray | None = None
+    failed_fw: np.ndarray | None = None
     to_fw: list[PacketBatch] = field(default_factory=list)
     from_fw: list[PacketBatch] = field(default_factory=list)
     sessions: list[tuple[int, np.ndarray]] = field(default_factory=list)
@@ -81,11 +87,13 @@ class Inspection:
         Session-table size of each firewall.
     keep_taps : bool
         Keep the Geneve batches sent to and received from the firewalls (for tap files).
+    pickup : FlowSides, optional
+        The firewalls take flows that began before the capture as established (``replay: {pickup: true}``).
     """
 
     def __init__(self, cfg: GwlbConfig, policy: Policy, zone_of_endpoint: dict[int, str],
                  classifier: Classifier | None = None, seed: int = 0, session_capacity: int = 1 << 18,
-                 keep_taps: bool = False):
+                 keep_taps: bool = False, pickup: FlowSides | None = None):
         self.cfg = cfg
         self.name = cfg.name
         self.address = int(cfg.ip)
@@ -98,7 +106,7 @@ class Inspection:
         classifier = policy.compile() if classifier is None else classifier
         self.firewalls = [
             Firewall(name, i, policy, zone_of_endpoint, session_capacity=session_capacity,
-                     option_class=self.option_class, classifier=classifier)
+                     option_class=self.option_class, classifier=classifier, pickup=pickup)
             for i, name in enumerate(cfg.firewall_names)
         ]
         self.fw_ip = np.array([fw.ip for fw in cfg.firewalls.values()], np.uint32)
@@ -123,10 +131,14 @@ class Inspection:
         n = len(batch)
         endpoint.tag(batch)
         self.lb.process(batch)  # fw_index, flow_cookie; status NO_HEALTHY_FW / FW_FAILED / FLOW_TABLE_FULL
+        if self.lb.last_cut is not None:
+            self._mark_cut(batch, *self.lb.last_cut)
         status = batch.status.copy()
+        failed = self.lb.failed_fw if self.lb.failed_fw.shape[0] == n else np.full(n, -1, np.int16)
         by_fw = np.zeros(n, bool)
         fw_index = batch.fw_index.copy()
-        res = InspectionResult(status, by_fw, fw_index, PacketBatch.empty(228), np.zeros(0, np.int64))
+        res = InspectionResult(status, by_fw, fw_index, PacketBatch.empty(228), np.zeros(0, np.int64),
+                               rule=np.full(n, -1, np.int32), failed_fw=failed)
 
         go = np.flatnonzero(status == PktStatus.OK)
         if go.size and not self.alive.all():
@@ -169,6 +181,7 @@ class Inspection:
             out = self.firewalls[k].process(frames[pick], echo=self.keep_taps)
             status[rows] = out.status
             by_fw[rows] = out.status != PktStatus.OK
+            res.rule[rows] = out.rule
             if out.sessions.shape[0]:
                 res.sessions.append((k, out.sessions))
             if not self.keep_taps:
@@ -205,6 +218,17 @@ class Inspection:
             res.generated = gen
             res.generated_source = np.concatenate(gen_src)
         return res
+
+    def _mark_cut(self, batch: PacketBatch, rows: np.ndarray, fw: np.ndarray, moved: np.ndarray) -> None:
+        """Sessions of flows the GWLB cut from a failed firewall end as ``fw-failed``, or ``moved`` when the flow
+        went to another firewall (their records say so when they end on the old firewall)."""
+        for k in np.flatnonzero(np.bincount(fw, minlength=len(self.firewalls))).tolist():
+            on_k = fw == k
+            for reason, sel in ((END_MOVED, on_k & moved), (END_FW_FAILED, on_k & ~moved)):
+                r = rows[sel]
+                if r.size:
+                    self.firewalls[k].mark_ended(batch.src_ip[r], batch.dst_ip[r], batch.sport[r], batch.dport[r],
+                                                 batch.proto[r], batch.endpoint_id[r], reason)
 
     def finish(self, now_ns: int | None = None) -> list[tuple[int, np.ndarray]]:
         """End of run: every firewall closes its sessions; returns (firewall index, sessions) pairs."""
