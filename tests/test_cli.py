@@ -470,3 +470,18 @@ def test_null_loopback_and_ppp_input_replays_like_ethernet(capture, tmp_path, ca
         w = PacketBatch.concat(list(read_pcap(out)))
         assert s["bytes_out"] == int(w.caplen.sum())
     assert runs[0] == runs[1]
+
+
+def test_signature_file_named_by_the_topology_is_an_input(capture, tmp_path, capsys):
+    path, _ = capture
+    rules = tmp_path / "threats.rules"
+    rules.write_text('alert tcp any any -> any 80 (msg:"x"; content:"zzzz"; sid:1;)\n')
+    topo = tmp_path / "topo.yaml"
+    topo.write_text(Path(EXAMPLE).read_text().replace("security_policy:", "security_policy:\n  signatures: "
+                                                                          "[threats.rules]", 1))
+    before = rules.read_bytes()
+    assert main(["run", str(topo), str(path), "--flow-log", str(tmp_path / "x.jsonl"), "-o", str(rules),
+                 "--quiet"]) == 2
+    assert "refusing to overwrite" in _one_line(capsys.readouterr().err)
+    assert rules.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["threats.rules",
+                                                                                          "topo.yaml"]
