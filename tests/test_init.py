@@ -32,7 +32,6 @@ WAITS = {
     "tcp_dupack.pcapng": "flow begins mid-stream: needs replay pickup (team replay)",
     "tcp_teardown.pcapng": "a teardown of a flow opened before the capture: needs replay pickup (team replay)",
     "icmp_traceroute.pcapng": "ICMP time-exceeded errors must travel with the flow they quote (team frag)",
-    "ip_frag_source.pcapng": "non-first IPv4 fragments must follow the first one (team frag)",
 }
 
 
