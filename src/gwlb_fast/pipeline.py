@@ -554,8 +554,10 @@ class Pipeline:
         if flow_log is not None:
             FlowLogWriter.check_path(flow_log)
         inputs = [source, events if isinstance(events, (str, os.PathLike)) else None]
-        if self.topo.source and os.path.isfile(self.topo.source):
-            inputs.append(self.topo.source)
+        # the topology and the files it names (a PAN-OS export, signature files) are inputs too
+        for f in (self.topo.source, getattr(self.policy, "source", None), *getattr(self.policy, "signature_files", ())):
+            if f and os.path.isfile(f):
+                inputs.append(f)
         refuse_overlap(inputs, [output, flow_log, *tap_paths.values()])
         if tap_dir is not None and tap_dir.exists() and not tap_dir.is_dir():
             raise ConfigError(f"{tap_dir}: --taps needs a folder, and this is a file")
