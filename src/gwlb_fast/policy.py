@@ -459,9 +459,9 @@ class Policy:
         """URL-filtering action (``UrlAction``, uint8) of each session: see ``Profiles.url_action``."""
         return self.profiles.url_action(rule_index, category_ids)
 
-    def threat_action(self, rule_index, signature_action) -> np.ndarray:
+    def threat_action(self, rule_index, signature_action, severity=None) -> np.ndarray:
         """Threat-prevention action (``ThreatAction``, uint8) of each alert: see ``Profiles.threat_action``."""
-        return self.profiles.threat_action(rule_index, signature_action)
+        return self.profiles.threat_action(rule_index, signature_action, severity)
 
     def __len__(self) -> int:
         return len(self.rules)
