@@ -387,3 +387,27 @@ def test_check_lists_unsupported_elements_and_the_pipeline_loads_the_export(tmp_
                                      for f in unsup)
     pipe = Pipeline.from_yaml(topo)
     assert pipe.policy.rule_names[0] == "block-bad" and pipe.policy.url_categories.names[-1] == "unknown"
+
+
+def test_the_export_and_the_url_database_are_inputs_no_output_overwrites(tmp_path, capsys):
+    import yaml
+
+    from gwlb_fast.cli import main
+
+    example = Path(__file__).resolve().parents[1] / "src" / "gwlb_fast" / "examples" / "topology.yaml"
+    data = yaml.safe_load(example.read_text())
+    data["security_policy"] = {"panos": "running-config.xml", "zones": {"gwlb": ["gwlbe-a"]},
+                               "url_database": "cats.csv"}
+    (tmp_path / "running-config.xml").write_text(FIREWALL_XML)
+    (tmp_path / "cats.csv").write_text(CATS_CSV)
+    topo = tmp_path / "topology.yaml"
+    topo.write_text(yaml.safe_dump(data))
+    pol = Policy.from_yaml(topo)
+    assert pol.input_files == [tmp_path / "running-config.xml", tmp_path / "cats.csv"]
+    cap = tmp_path / "in.pcap"
+    assert main(["synth", "-o", str(cap), "--flows", "5", "--packets", "50"]) == 0
+    for victim in ("running-config.xml", "cats.csv"):
+        before = (tmp_path / victim).read_bytes()
+        assert main(["run", str(topo), str(cap), "-o", str(tmp_path / victim), "--quiet"]) == 2
+        assert "refusing to overwrite" in capsys.readouterr().err
+        assert (tmp_path / victim).read_bytes() == before

@@ -554,8 +554,8 @@ class Pipeline:
         if flow_log is not None:
             FlowLogWriter.check_path(flow_log)
         inputs = [source, events if isinstance(events, (str, os.PathLike)) else None]
-        # the topology and the files it names (a PAN-OS export, signature files) are inputs too
-        for f in (self.topo.source, getattr(self.policy, "source", None), *getattr(self.policy, "signature_files", ())):
+        # the topology and the files it names (a PAN-OS export, a URL database, signature files) are inputs too
+        for f in (self.topo.source, *getattr(self.policy, "input_files", ())):
             if f and os.path.isfile(f):
                 inputs.append(f)
         refuse_overlap(inputs, [output, flow_log, *tap_paths.values()])
