@@ -341,7 +341,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------ whole captures
     def run(self, source, output=None, *, taps=None, flow_log=None, events=None, chunk: int = 65536,
-            quiet: bool = True, strict: bool = True) -> Summary:
+            quiet: bool = True, strict: bool = True, select=None) -> Summary:
         """Replay a capture (pcap or pcapng path) through the path.
 
         Parameters
@@ -364,6 +364,9 @@ class Pipeline:
         strict : bool
             A damaged capture raises ``PcapError`` after every good packet before the damage went through the path
             (and the outputs were written); with False the problem is only reported in the summary.
+        select : callable, optional
+            ``select(batch) -> batch``: the packets of each chunk read that this pipeline replays (``run --workers``
+            gives each worker its flow shard this way, see :mod:`gwlb_fast.parallel`).
         """
         if taps is not None and not self.keep_taps:
             self.record_taps(True)
@@ -383,6 +386,8 @@ class Pipeline:
         input_error = None
         try:
             for batch in reader:
+                if select is not None:
+                    batch = select(batch)
                 for part in self._split_at_events(batch, evs):
                     if isinstance(part, dict):
                         self.set_health(part["firewall"], part["state"], part["ts_ns"])

@@ -68,6 +68,7 @@ class Summary:
     events: list[dict] = field(default_factory=list)
     input_error: str | None = None
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    workers: int = 1  # flow shards (run --workers): each with 1/workers of every flow table and SNAT port range
 
     @property
     def dropped(self) -> int:
@@ -117,6 +118,9 @@ class Summary:
             w(f"event        t={ev['at']:.3f}s {ev['firewall']} -> {ev['state']}\n")
         if self.stage_seconds:
             w("time per stage  " + "  ".join(f"{k} {v:.3f}s" for k, v in self.stage_seconds.items()) + "\n")
+        if self.workers > 1:
+            w(f"workers      {self.workers:>12}   (flow shards; each holds 1/{self.workers} of every flow table and "
+              f"SNAT port range; time per stage adds theirs)\n")
         w(f"elapsed      {self.seconds:.3f} s  ({self.mpps:.2f} Mpps)\n")
         if self.input_error:
             w(f"input error  {self.input_error}\n")
