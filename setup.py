@@ -20,11 +20,15 @@ directives = {
     "embedsignature": True,
 }
 
+# system libraries a kernel links (Debian packages the README's first command installs)
+LIBRARIES = {"match": ["hs"]}  # Hyperscan: libhyperscan-dev
+
 extensions = [
     Extension(
         "gwlb_fast._kernels." + os.path.splitext(os.path.basename(path))[0],
         [path],
         extra_compile_args=["-O3"] if not DEBUG else ["-O0", "-g"],
+        libraries=LIBRARIES.get(os.path.splitext(os.path.basename(path))[0], []),
     )
     for path in sorted(glob.glob("src/gwlb_fast/_kernels/*.pyx"))
 ]

@@ -50,9 +50,9 @@ BROKEN = {
     "gwlbe-default-back-to-gwlbe": (
         topo_with(gwlbe=[{"dst": "0.0.0.0/0", "via": "gwlbe:gwlbe-a"}, {"dst": "10.1.1.0/24", "via": "local"}]),
         "loop", "vpcs.business.route_tables.gwlbe[0]", "route loop"),
-    "gwlbe-missing-app-local": (
-        topo_with(gwlbe=[{"dst": "0.0.0.0/0", "via": "natgw:nat-a"}]),
-        "loop", "vpcs.business.route_tables.gwlbe[0]", "return traffic"),
+    "gwlbe-default-to-nat-from-nat": (
+        topo_with(nat=[{"dst": "10.1.1.0/24", "via": "natgw:nat-a"}, {"dst": "0.0.0.0/0", "via": "internet"}]),
+        "loop", "vpcs.business.route_tables.nat[0]", "route loop"),
     "nat-return-bypasses-gwlbe": (
         topo_with(nat=[{"dst": "10.1.1.0/24", "via": "local"}, {"dst": "0.0.0.0/0", "via": "internet"}]),
         "asymmetric", "vpcs.business.route_tables.nat", "bypasses the GWLB endpoint 'gwlbe-a'"),
@@ -84,6 +84,15 @@ BROKEN = {
                                                "snat": {"sources": ["10.1.9.0/24"]}}}},
         "nat", "nat_gateways.nat-a.snat.sources", "not an SNAT source"),
 }
+
+
+def test_implicit_local_route_returns_to_the_app_subnet():
+    # without the written app-subnet route the gwlbe table still delivers by the VPC's implicit local route
+    d = topo_with(gwlbe=[{"dst": "0.0.0.0/0", "via": "natgw:nat-a"}])
+    assert findings(d) == []
+    t = topology_from_dict(d, "t.yaml")
+    back = trace_route(t, t.vpcs["business"], "nat", ip_to_int("10.1.1.20"))
+    assert (back.end, back.subnet, back.routes[-1].implicit) == ("subnet", "app", True)
 
 
 @pytest.mark.parametrize("name", list(BROKEN))

@@ -19,7 +19,10 @@ def test_example_loads():
     t = load_topology(example_topology_text())
     v = t.vpcs["business"]
     assert v.cidr == "10.1.0.0/16" and set(v.subnets) == {"app", "gwlbe", "nat"}
-    assert [r.via for r in v.route_tables["gwlbe"].routes] == ["natgw:nat-a", "local"]
+    assert [r.via for r in v.route_tables["gwlbe"].routes if not r.implicit] == ["natgw:nat-a", "local"]
+    # every table holds the VPC's implicit local route
+    assert all([(r.dst, r.kind) for r in t.routes if r.implicit] == [("10.1.0.0/16", "local")]
+               for t in v.route_tables.values())
     assert v.route_tables["app"].routes[0].kind == "gwlbe" and v.route_tables["app"].routes[0].target == "gwlbe-a"
     e = t.endpoints["gwlbe-a"]
     assert e.id == 0x0A1B2C3D4E5F6071 and e.gwlb == "gwlb-1" and e.subnet == "gwlbe"

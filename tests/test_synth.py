@@ -61,9 +61,35 @@ def test_counts_honoured(flows, packets):
 def test_category_counts_follow_mix():
     t = generate_with_truth(1000, 10_000, seed=1)[1]
     counts = dict(zip(CATEGORIES, np.bincount(t.category, minlength=len(CATEGORIES))))
-    assert counts == {c: round(1000 * s) for c, s in synth.DEFAULT_MIX.items()}
+    assert counts == {c: round(1000 * synth.DEFAULT_MIX.get(c, 0)) for c in CATEGORIES}
     t = generate_with_truth(10, 20, seed=1, mix={"udp-dns": 1})[1]
     assert (t.kind == FlowKind.UDP_DNS).all()
+
+
+def test_east_west_flows_follow_the_address_plan():
+    plan = synth.CENTRALIZED_PLAN
+    b, t = generate_with_truth(200, 2000, seed=2, mix=synth.CENTRALIZED_MIX, plan=plan)
+    ew = t.category == CATEGORIES.index("tcp-east-west")
+    assert ew.sum() == round(200 * synth.CENTRALIZED_MIX["tcp-east-west"])
+    ips = lambda names: {int(ipaddress.IPv4Address(a)) for a in names}
+    assert set(t.client_ip[ew].tolist()) <= ips(plan.east_west_clients)
+    assert set(t.server_ip[ew].tolist()) <= ips(plan.east_west_servers)
+    assert (t.server_port[ew] == 443).all() and (t.reply_ip[ew] == t.server_ip[ew]).all()
+    inb = t.inbound
+    assert (t.server_ip[inb] == int(ipaddress.IPv4Address(plan.nat_public_ip))).all()
+    assert (t.reply_ip[inb] == int(ipaddress.IPv4Address(plan.dnat_target[0]))).all()
+    out = ~inb & ~ew
+    assert set(t.client_ip[out].tolist()) <= ips(plan.app_servers)
+    b.parse()
+    # every packet carries its flow's addresses, as dpkt reads them
+    for i in range(0, len(b), 37):
+        f = t.flow[i]
+        ip = dpkt.ethernet.Ethernet(bytes(b.packet(i))).data
+        pair = {int.from_bytes(ip.src, "big"), int.from_bytes(ip.dst, "big")}
+        if ew[f]:
+            assert pair == {int(t.client_ip[f]), int(t.server_ip[f])}
+    with pytest.raises(ValueError, match="east-west"):
+        generate_with_truth(10, 20, mix={"tcp-east-west": 1})
 
 
 def test_empty():

@@ -104,9 +104,12 @@ def test_router_on_example():
     r = routers(topo)["business"]
     ips = np.array([ip_to_int(a) for a in ["10.1.1.5", "8.8.8.8", "10.1.2.9", "10.1.3.1", "10.9.0.1"]], np.uint32)
     assert [r.subnet_names[i] if i >= 0 else None for i in r.subnet_of(ips)] == ["app", None, "gwlbe", "nat", None]
-    assert r.decode(r.next_hop("app", ips)) == [NextHop("gwlbe", "gwlbe-a")] * 5
-    assert r.decode(r.next_hop("gwlbe", ips)) == [NextHop("local", None)] + [NextHop("natgw", "nat-a")] * 4
-    assert r.decode(r.next_hop("nat", ips)) == [NextHop("gwlbe", "gwlbe-a")] + [NextHop("internet", None)] * 4
+    # every table holds the implicit local route for the VPC's 10.1.0.0/16; more specific routes override it
+    loc, ep, nat, inet = NextHop("local", None), NextHop("gwlbe", "gwlbe-a"), NextHop("natgw", "nat-a"), \
+        NextHop("internet", None)
+    assert r.decode(r.next_hop("app", ips)) == [loc, ep, loc, loc, ep]
+    assert r.decode(r.next_hop("gwlbe", ips)) == [loc, nat, loc, loc, nat]
+    assert r.decode(r.next_hop("nat", ips)) == [ep, inet, loc, loc, inet]
     # per-packet tables: each address routed in the table of its own subnet
     src = np.array([ip_to_int("10.1.1.5"), ip_to_int("10.1.3.1"), ip_to_int("10.1.2.1")], np.uint32)
     dst = np.array([ip_to_int("1.1.1.1"), ip_to_int("10.1.1.7"), ip_to_int("10.1.1.7")], np.uint32)

@@ -34,8 +34,10 @@ def _add_run(sub) -> None:
                                    "route tables, GWLB endpoint, GWLB, firewalls, NAT gateway.")
     p.add_argument("topology", help="topology YAML (DESIGN.md section 6)")
     p.add_argument("input", help="capture to replay (pcap or pcapng)")
-    p.add_argument("-o", "--output", help="write the delivered packets here (pcap)")
-    p.add_argument("--taps", metavar="DIR", help="write one pcap per link into DIR (Geneve links as Geneve frames)")
+    p.add_argument("-o", "--output", help="write the delivered packets here (pcapng if the name ends in .pcapng, "
+                                          "else pcap); never an input")
+    p.add_argument("--taps", metavar="DIR", help="write one capture per link into DIR, in the output's format "
+                                                 "(Geneve links as Geneve frames)")
     p.add_argument("--flow-log", metavar="FILE", help="one record per session (.jsonl or .csv)")
     p.add_argument("--events", metavar="FILE", help="what-if health changes (YAML list of {at, firewall, state})")
     p.add_argument("--chunk", type=_positive, default=65536, help="packets per batch (default 65536)")
@@ -111,12 +113,21 @@ def _cmd_run(args) -> int:
     return 0
 
 
+#: demo --topology NAME -> (shipped example, synth address plan, synth flow mix)
+DEMO_TOPOLOGIES = {"distributed": ("topology.yaml", "DEFAULT_PLAN", "DEFAULT_MIX"),
+                   "centralized": ("centralized.yaml", "CENTRALIZED_PLAN", "CENTRALIZED_MIX")}
+
+
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="run the shipped topology on synthetic traffic, end to end",
                        description="Generate synthetic business-VPC traffic, replay it through the shipped example "
                                    "topology (examples/topology.yaml, with its scripted firewall failure) and write "
                                    "every output into a folder.")
     p.add_argument("--out", default="gwlb-fast-demo", help="output folder (default ./gwlb-fast-demo)")
+    p.add_argument("--topology", choices=DEMO_TOPOLOGIES, default="distributed",
+                   help="distributed: examples/topology.yaml (GWLBe and NAT in the business VPC, default); "
+                        "centralized: examples/centralized.yaml (two spokes, a security VPC, a transit router, "
+                        "east-west and north-south traffic)")
     p.add_argument("--flows", type=_positive, default=1000, help="flows to synthesize (default 1000)")
     p.add_argument("--packets", type=_positive, default=100_000, help="packets to synthesize (default 100000)")
     p.add_argument("--seed", type=int, default=0)
@@ -130,17 +141,23 @@ def _cmd_demo(args) -> int:
     from pathlib import Path
 
     from . import synth
+    from .outfiles import OutputFile
     from .pcapio import write_pcap
 
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: --out needs a folder, and this is a file")
     out.mkdir(parents=True, exist_ok=True)
-    batch = synth.generate(flows=args.flows, packets=args.packets, seed=args.seed)
+    example, plan, mix = DEMO_TOPOLOGIES[args.topology]
+    batch = synth.generate(flows=args.flows, packets=args.packets, seed=args.seed, plan=getattr(synth, plan),
+                           mix=getattr(synth, mix))
     capture = out / "input.pcap"
     write_pcap(capture, batch)
     if not args.quiet:
         print(f"synthesized {len(batch):,} packets in {args.flows:,} flows -> {capture}", file=sys.stderr)
-    with as_file(files("gwlb_fast") / "examples" / "topology.yaml") as topo:
-        (out / "topology.yaml").write_text(Path(topo).read_text())
+    with as_file(files("gwlb_fast") / "examples" / example) as topo:
+        with OutputFile(out / "topology.yaml", text=True) as f:
+            f.file.write(Path(topo).read_text())
         rc = _replay(topo, capture, out / "output.pcap", out / "taps", out / "flows.jsonl", None, 65536,
                      args.seed, args.json, args.quiet)
     if not args.quiet:

@@ -24,12 +24,14 @@ import yaml
 from .errors import ConfigError
 
 __all__ = [
+    "EVENT_KINDS",
     "FAILOVER",
     "FW_STATES",
     "GENEVE_PROFILES",
     "NEXT_HOP_KINDS",
     "PROTOCOLS",
     "STICKINESS",
+    "Attachment",
     "DnatRule",
     "Endpoint",
     "Event",
@@ -42,6 +44,7 @@ __all__ = [
     "RouteTable",
     "Subnet",
     "Topology",
+    "TransitRouter",
     "Vpc",
     "events_from_list",
     "example_topology_text",
@@ -52,10 +55,16 @@ __all__ = [
     "topology_from_dict",
 ]
 
-NEXT_HOP_KINDS = ("local", "gwlbe", "natgw", "internet", "blackhole")
+NEXT_HOP_KINDS = ("local", "gwlbe", "natgw", "internet", "blackhole", "tr")
+#: next hops of a transit router's route tables
+TR_NEXT_HOP_KINDS = ("attachment", "blackhole")
 STICKINESS = ("5-tuple", "3-tuple", "2-tuple")
-FAILOVER = ("keep", "rebalance")
+#: ``no_rebalance`` is AWS's name for ``keep`` (target_failover attributes)
+FAILOVER = ("keep", "rebalance", "no_rebalance")
 FW_STATES = ("healthy", "unhealthy", "draining")
+#: what happens to the appliance itself (DESIGN.md section 13): it stops or resumes forwarding and answering health
+#: checks, or it is removed from the GWLB's server group (draining first)
+EVENT_KINDS = ("down", "up", "remove")
 PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1}
 #: per-profile defaults: Geneve option class, largest inner packet forwarded, Tencent's direction bits in the cookie
 GENEVE_PROFILES = {
@@ -85,6 +94,7 @@ class Route:
     kind: str
     target: str | None
     key: str            # key path, for messages
+    implicit: bool = False  # the VPC's own local route, present in every table unless a route for its CIDR is written
 
 
 @dataclass
@@ -130,8 +140,39 @@ class Vpc:
 
 
 @dataclass(frozen=True)
+class Attachment:
+    """A VPC's attachment to a transit router: packets from the router enter the VPC at ``subnet``'s route table;
+    packets the VPC sends to the router (``tr:NAME``) are looked up in the router's table ``route_table``."""
+
+    name: str
+    router: str
+    vpc: str
+    subnet: str
+    route_table: str
+    key: str
+
+
+@dataclass
+class TransitRouter:
+    """A transit router (AWS Transit Gateway, Alibaba Cloud Enterprise Network transit router): attachments, and
+    route tables (each a list of routes with next hop ``attachment`` or ``blackhole``) associated with them."""
+
+    name: str
+    attachments: dict[str, Attachment]
+    route_tables: dict[str, RouteTable]
+    key: str
+
+    def attachment_of_vpc(self, vpc: str) -> Attachment | None:
+        for a in self.attachments.values():
+            if a.vpc == vpc:
+                return a
+        return None
+
+
+@dataclass(frozen=True)
 class Endpoint:
-    """A GWLB endpoint (GWLBe) in a VPC subnet; ``id`` is the 64-bit endpoint id carried in Geneve."""
+    """A GWLB endpoint (GWLBe) in a VPC subnet; ``id`` is the 64-bit endpoint id carried in Geneve, and
+    ``attachment_id`` the 64-bit attachment id (Geneve option type 2, default 0)."""
 
     name: str
     vpc: str
@@ -140,6 +181,7 @@ class Endpoint:
     gwlb: str
     address: str | None
     key: str
+    attachment_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -164,6 +206,7 @@ class HealthCheck:
     port: int = 80
     path: str = "/"
     interval: float = 10.0
+    timeout: float = 5.0
     healthy_threshold: int = 2
     unhealthy_threshold: int = 2
 
@@ -221,13 +264,16 @@ class NatGateway:
 
 @dataclass(frozen=True)
 class Event:
-    """A scripted health change: at ``at`` seconds after the capture's first packet, ``firewall`` becomes ``state``."""
+    """A scripted change at ``at`` seconds after the capture's first packet: either the GWLB's view of ``firewall``
+    becomes ``state`` (set directly), or the appliance itself goes ``down``, comes ``up`` or is removed (``event``,
+    one of EVENT_KINDS; ``state`` is then None and the GWLB learns of it by its health checks)."""
 
     at: float
     firewall: str
-    state: str
+    state: str | None
     gwlb: str | None = None
     key: str = ""
+    event: str | None = None
 
 
 @dataclass
@@ -240,6 +286,7 @@ class Topology:
     security_policy_path: str = "security_policy"
     events: list[Event] = field(default_factory=list)
     source: str = "<topology>"
+    transit_routers: dict[str, TransitRouter] = field(default_factory=dict)
 
     def gwlb_of_firewall(self, fw: str) -> list[str]:
         return [g.name for g in self.gwlbs.values() if fw in g.firewalls]
@@ -452,7 +499,7 @@ def example_topology_text() -> str:
     return files("gwlb_fast").joinpath("examples", "topology.yaml").read_text()
 
 
-TOP_KEYS = ("vpcs", "endpoints", "gwlb", "nat_gateways", "security_policy", "events")
+TOP_KEYS = ("vpcs", "endpoints", "gwlb", "nat_gateways", "security_policy", "events", "transit_routers")
 
 
 def topology_from_dict(data, source: str = "<topology>") -> Topology:
@@ -466,15 +513,16 @@ def topology_from_dict(data, source: str = "<topology>") -> Topology:
     gwlbs = _gwlbs(ctx, data.get("gwlb") or {})
     endpoints = _endpoints(ctx, data.get("endpoints") or {}, vpcs, gwlbs)
     nats = _nats(ctx, data.get("nat_gateways") or {}, vpcs)
-    _routes_targets(ctx, vpcs, endpoints, nats)
+    trs = _transit_routers(ctx, data.get("transit_routers") or {}, vpcs)
+    _routes_targets(ctx, vpcs, endpoints, nats, trs)
     _nat_placement(ctx, vpcs, nats)
     for n in nats.values():
-        _nat_dnat_targets(ctx, vpcs, n)
+        _nat_dnat_targets(ctx, vpcs, n, bool(trs))
     policy = data.get("security_policy")
     if policy is not None and not isinstance(policy, (dict, str)):
         ctx.fail("security_policy", f"must be a mapping (or a policy file name), got {_type_name(policy)}")
     events = events_from_list(data.get("events") or [], source, gwlbs, "events")
-    return Topology(vpcs, endpoints, gwlbs, nats, policy, "security_policy", events, source)
+    return Topology(vpcs, endpoints, gwlbs, nats, policy, "security_policy", events, source, trs)
 
 
 def _vpcs(ctx, raw) -> dict[str, Vpc]:
@@ -510,11 +558,16 @@ def _vpcs(ctx, raw) -> dict[str, Vpc]:
                 ctx.fail(_join(sp, "route_table"), f"unknown route table '{rt}'{_close(rt, tables)}"
                          f" (known: {', '.join(tables) or 'none'})")
             subnets[sname] = Subnet(sname, name, scidr, snet, splen, rt, sp)
+        for t in tables.values():
+            # the implicit local route of AWS and Alibaba VPCs: the VPC's CIDR is local in every table, and a more
+            # specific route overrides it; a route written for the CIDR itself takes its place
+            if not any((r.net, r.plen) == (net, plen) for r in t.routes):
+                t.routes.append(Route(cidr, net, plen, "local", "local", None, f"{t.key}.(local {cidr})", True))
         out[name] = Vpc(name, cidr, net, plen, subnets, tables, p)
     return out
 
 
-def _routes(ctx, raw, path) -> list[Route]:
+def _routes(ctx, raw, path, kinds=NEXT_HOP_KINDS) -> list[Route]:
     _list(ctx, raw, path)
     routes = []
     seen = {}
@@ -524,12 +577,13 @@ def _routes(ctx, raw, path) -> list[Route]:
         dst, net, plen = _cidr(ctx, r["dst"], _join(rp, "dst"))
         via = _str(ctx, r["via"], _join(rp, "via")).strip()
         kind, _, target = via.partition(":")
-        if kind not in NEXT_HOP_KINDS:
-            ctx.fail(_join(rp, "via"), f"unknown next hop {via!r} (expected local, internet, blackhole, "
-                                       f"gwlbe:<endpoint> or natgw:<nat gateway>)")
-        if kind in ("gwlbe", "natgw") and not target:
+        if kind not in kinds:
+            expected = ("local, internet, blackhole, gwlbe:<endpoint>, natgw:<nat gateway> or tr:<transit router>"
+                        if kinds is NEXT_HOP_KINDS else "attachment:<attachment> or blackhole")
+            ctx.fail(_join(rp, "via"), f"unknown next hop {via!r} (expected {expected})")
+        if kind in ("gwlbe", "natgw", "tr", "attachment") and not target:
             ctx.fail(_join(rp, "via"), f"next hop {via!r} needs a name: {kind}:<name>")
-        if kind not in ("gwlbe", "natgw") and target:
+        if kind not in ("gwlbe", "natgw", "tr", "attachment") and target:
             ctx.fail(_join(rp, "via"), f"next hop {via!r}: '{kind}' takes no name")
         if (net, plen) in seen:
             ctx.fail(_join(rp, "dst"), f"duplicate route for {dst} (also at index {seen[(net, plen)]})")
@@ -567,6 +621,8 @@ def _gwlbs(ctx, raw) -> dict[str, Gwlb]:
             gw.stickiness = _choice(ctx, g["stickiness"], _join(p, "stickiness"), STICKINESS)
         if "failover" in g:
             gw.failover = _choice(ctx, g["failover"], _join(p, "failover"), FAILOVER)
+            if gw.failover == "no_rebalance":
+                gw.failover = "keep"
         if "idle_timeout" in g:
             gw.idle_timeout_tcp, gw.idle_timeout_other = _idle_timeout(
                 ctx, g["idle_timeout"], _join(p, "idle_timeout"), gw.idle_timeout_tcp, gw.idle_timeout_other)
@@ -595,7 +651,8 @@ def _geneve(ctx, raw, path) -> GeneveSettings:
 
 
 def _health(ctx, raw, path) -> HealthCheck:
-    _mapping(ctx, raw, path, ("protocol", "port", "path", "interval", "healthy_threshold", "unhealthy_threshold"))
+    _mapping(ctx, raw, path, ("protocol", "port", "path", "interval", "timeout", "healthy_threshold",
+                              "unhealthy_threshold"))
     kw = {}
     if "protocol" in raw:
         kw["protocol"] = _choice(ctx, raw["protocol"], _join(path, "protocol"), ("tcp", "http"))
@@ -605,6 +662,8 @@ def _health(ctx, raw, path) -> HealthCheck:
         kw["path"] = _str(ctx, raw["path"], _join(path, "path"))
     if "interval" in raw:
         kw["interval"] = _num(ctx, raw["interval"], _join(path, "interval"), 1e-9)
+    if "timeout" in raw:
+        kw["timeout"] = _num(ctx, raw["timeout"], _join(path, "timeout"), 1e-9)
     for k in ("healthy_threshold", "unhealthy_threshold"):
         if k in raw:
             kw[k] = _int(ctx, raw[k], _join(path, k), 1, 100)
@@ -617,7 +676,8 @@ def _endpoints(ctx, raw, vpcs, gwlbs) -> dict[str, Endpoint]:
     ids: dict[int, str] = {}
     for name, e in raw.items():
         p = _join("endpoints", name)
-        _mapping(ctx, e, p, ("vpc", "subnet", "id", "gwlb", "address"), required=("vpc", "subnet", "id", "gwlb"))
+        _mapping(ctx, e, p, ("vpc", "subnet", "id", "gwlb", "address", "attachment_id"),
+                 required=("vpc", "subnet", "id", "gwlb"))
         vpc = _str(ctx, e["vpc"], _join(p, "vpc"))
         if vpc not in vpcs:
             ctx.fail(_join(p, "vpc"), f"unknown VPC '{vpc}'{_close(vpc, vpcs)} (known: {', '.join(vpcs)})")
@@ -640,7 +700,10 @@ def _endpoints(ctx, raw, vpcs, gwlbs) -> dict[str, Endpoint]:
             if not sn.contains(a):
                 ctx.fail(_join(p, "address"), f"address {e['address']} is outside its subnet '{subnet}' ({sn.cidr})")
             addr = e["address"].strip()
-        out[name] = Endpoint(name, vpc, subnet, eid, gw, addr, p)
+        att = 0
+        if "attachment_id" in e:
+            att = _int(ctx, e["attachment_id"], _join(p, "attachment_id"), 0, (1 << 64) - 1, "a 64-bit attachment id")
+        out[name] = Endpoint(name, vpc, subnet, eid, gw, addr, p, att)
     return out
 
 
@@ -709,12 +772,61 @@ def _nats(ctx, raw, vpcs) -> dict[str, NatGateway]:
     return out
 
 
-def _routes_targets(ctx, vpcs, endpoints, nats):
+def _transit_routers(ctx, raw, vpcs) -> dict[str, TransitRouter]:
+    _mapping(ctx, raw, "transit_routers")
+    out = {}
+    for name, t in raw.items():
+        p = _join("transit_routers", name)
+        _mapping(ctx, t, p, ("attachments", "route_tables"), required=("attachments", "route_tables"))
+        tables = {}
+        rt_raw = _mapping(ctx, t["route_tables"], _join(p, "route_tables"))
+        for tname, routes in rt_raw.items():
+            tp = _join(_join(p, "route_tables"), tname)
+            tables[tname] = RouteTable(tname, "", _routes(ctx, routes, tp, TR_NEXT_HOP_KINDS), tp)
+        atts: dict[str, Attachment] = {}
+        a_raw = _mapping(ctx, t["attachments"], _join(p, "attachments"))
+        if not a_raw:
+            ctx.fail(_join(p, "attachments"), "at least one attachment is required")
+        for aname, a in a_raw.items():
+            ap = _join(_join(p, "attachments"), aname)
+            _mapping(ctx, a, ap, ("vpc", "subnet", "route_table"), required=("vpc", "subnet", "route_table"))
+            vpc = _str(ctx, a["vpc"], _join(ap, "vpc"))
+            if vpc not in vpcs:
+                ctx.fail(_join(ap, "vpc"), f"unknown VPC '{vpc}'{_close(vpc, vpcs)} (known: {', '.join(vpcs)})")
+            for other in atts.values():
+                if other.vpc == vpc:
+                    ctx.fail(_join(ap, "vpc"), f"VPC '{vpc}' is attached twice (also attachment '{other.name}')")
+            sub = _str(ctx, a["subnet"], _join(ap, "subnet"))
+            if sub not in vpcs[vpc].subnets:
+                ctx.fail(_join(ap, "subnet"), f"unknown subnet '{sub}' in VPC '{vpc}'{_close(sub, vpcs[vpc].subnets)}"
+                                              f" (known: {', '.join(vpcs[vpc].subnets) or 'none'})")
+            rt = _str(ctx, a["route_table"], _join(ap, "route_table"))
+            if rt not in tables:
+                ctx.fail(_join(ap, "route_table"), f"unknown route table '{rt}'{_close(rt, tables)}"
+                                                   f" (known: {', '.join(tables) or 'none'})")
+            atts[aname] = Attachment(aname, name, vpc, sub, rt, ap)
+        for tb in tables.values():
+            for r in tb.routes:
+                if r.kind == "attachment" and r.target not in atts:
+                    ctx.fail(_join(r.key, "via"), f"unknown attachment '{r.target}'{_close(r.target, atts)}"
+                                                  f" (known: {', '.join(atts)})")
+        out[name] = TransitRouter(name, atts, tables, p)
+    return out
+
+
+def _routes_targets(ctx, vpcs, endpoints, nats, trs=None):
+    trs = trs or {}
     for v in vpcs.values():
         for t in v.route_tables.values():
             for r in t.routes:
                 path = _join(r.key, "via")
-                if r.kind == "gwlbe":
+                if r.kind == "tr":
+                    if r.target not in trs:
+                        ctx.fail(path, f"unknown transit router '{r.target}'{_close(r.target, trs)}"
+                                       f" (known: {', '.join(trs) or 'none'})")
+                    if trs[r.target].attachment_of_vpc(v.name) is None:
+                        ctx.fail(path, f"VPC '{v.name}' has no attachment to transit router '{r.target}'")
+                elif r.kind == "gwlbe":
                     if r.target not in endpoints:
                         ctx.fail(path, f"unknown endpoint '{r.target}'{_close(r.target, endpoints)}"
                                        f" (known: {', '.join(endpoints) or 'none'})")
@@ -750,9 +862,11 @@ def _nat_placement(ctx, vpcs, nats):
                 n.subnet = cands[0]
 
 
-def _nat_dnat_targets(ctx, vpcs, n: NatGateway):
+def _nat_dnat_targets(ctx, vpcs, n: NatGateway, transit: bool = False):
     for r in n.dnat:
-        vs = [vpcs[n.vpc]] if n.vpc else list(vpcs.values())
+        # behind a transit router a centralized gateway's targets may lie in any VPC its routes reach (check follows
+        # the routes)
+        vs = [vpcs[n.vpc]] if n.vpc and not transit else list(vpcs.values())
         if not any(v.subnet_for(r.to_ip) for v in vs):
             where = f"VPC '{n.vpc}'" if n.vpc else "any VPC"
             ctx.fail(_join(r.key, "to"), f"DNAT target {r.to} is in no subnet of {where}")
@@ -766,10 +880,14 @@ def events_from_list(raw, source: str, gwlbs: dict[str, Gwlb] | None, path: str 
     out = []
     for i, e in enumerate(raw):
         p = _join(path, i)
-        _mapping(ctx, e, p, ("at", "firewall", "state", "gwlb"), required=("at", "firewall", "state"))
+        _mapping(ctx, e, p, ("at", "firewall", "state", "event", "gwlb"), required=("at", "firewall"))
         at = _num(ctx, e["at"], _join(p, "at"))
         fw = _str(ctx, e["firewall"], _join(p, "firewall"))
-        state = _choice(ctx, e["state"], _join(p, "state"), FW_STATES)
+        if ("state" in e) == ("event" in e):
+            ctx.fail(p, "needs one of 'state' (the GWLB's view: healthy, unhealthy, draining) or 'event' "
+                        "(the appliance: down, up, remove)")
+        state = _choice(ctx, e["state"], _join(p, "state"), FW_STATES) if "state" in e else None
+        kind = _choice(ctx, e["event"], _join(p, "event"), EVENT_KINDS) if "event" in e else None
         gw = None
         if "gwlb" in e:
             gw = _str(ctx, e["gwlb"], _join(p, "gwlb"))
@@ -790,13 +908,13 @@ def events_from_list(raw, source: str, gwlbs: dict[str, Gwlb] | None, path: str 
                     ctx.fail(_join(p, "firewall"), f"firewall '{fw}' is in several GWLBs "
                                                    f"({', '.join(owners)}); add 'gwlb'")
                 gw = owners[0]
-        out.append(Event(at, fw, state, gw, p))
+        out.append(Event(at, fw, state, gw, p, kind))
     out.sort(key=lambda ev: ev.at)
     return out
 
 
 def load_events(path, topology: Topology | None = None) -> list[Event]:
-    """Read a ``--events`` file: a YAML list of ``{at, firewall, state[, gwlb]}`` (as under ``events:``).
+    """Read a ``--events`` file: a YAML list of ``{at, firewall, state | event[, gwlb]}`` (as under ``events:``).
 
     With ``topology`` given, firewall names are checked against it. Returns the events sorted by time.
     """

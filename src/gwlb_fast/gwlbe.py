@@ -33,10 +33,11 @@ class Gwlbe:
     vpc: str
     subnet: str
     gwlb: str
+    attachment_id: int = 0
 
     @classmethod
     def from_config(cls, ep: Endpoint, index: int) -> Gwlbe:
-        return cls(ep.name, index, int(ep.id), ep.vpc, ep.subnet, ep.gwlb)
+        return cls(ep.name, index, int(ep.id), ep.vpc, ep.subnet, ep.gwlb, int(getattr(ep, "attachment_id", 0)))
 
     def tag(self, batch: PacketBatch) -> PacketBatch:
         """Stamp every packet with this endpoint's id (the Geneve endpoint-id option the GWLB will send)."""
@@ -103,11 +104,18 @@ class Inspection:
         self.fw_ip = np.array([fw.ip for fw in cfg.firewalls.values()], np.uint32)
         self.keep_taps = keep_taps
         self.too_big = 0
+        # the appliances themselves: False while one is down (it forwards nothing, whatever the GWLB thinks)
+        self.alive = np.ones(len(self.firewalls), bool)
+        self.lost_down = np.zeros(len(self.firewalls), np.int64)
         # the Geneve frames' arena, reused from batch to batch when no tap keeps the frames (see inspect)
         self._arena = np.zeros(0, np.uint8)
 
     def set_health(self, firewall: str, state: str, now_ns: int) -> None:
         self.lb.set_health(firewall, state, now_ns)
+
+    def set_alive(self, firewall: str, alive: bool) -> None:
+        """The appliance stops (``False``) or resumes forwarding; the GWLB's view changes only by its health check."""
+        self.alive[self.lb.fw_id(firewall)] = bool(alive)
 
     def inspect(self, batch: PacketBatch, endpoint: Gwlbe) -> InspectionResult:
         """Send every packet of ``batch`` (parsed, status OK, tagged by ``endpoint``) through the GWLB and its
@@ -121,12 +129,20 @@ class Inspection:
         res = InspectionResult(status, by_fw, fw_index, PacketBatch.empty(228), np.zeros(0, np.int64))
 
         go = np.flatnonzero(status == PktStatus.OK)
+        if go.size and not self.alive.all():
+            # sent to a firewall that is down: lost there (the GWLB has not noticed, or keeps the flow on it)
+            dead = ~self.alive[fw_index[go]]
+            if dead.any():
+                status[go[dead]] = PktStatus.FW_DOWN
+                by_fw[go[dead]] = True
+                self.lost_down += np.bincount(fw_index[go[dead]], minlength=len(self.firewalls))
+                go = go[~dead]
         if go.size == 0:
             return res
         sub = batch if go.size == n else batch[go]  # nothing below writes to sub: no copy when every row goes
         enc_status = np.empty(go.size, np.uint8)
         wire = geneve.encap(sub, src=self.address, dst=self.fw_ip[sub.fw_index], endpoint_id=endpoint.id,
-                            cookie=sub.flow_cookie, sport=self.lb.udp_sport(sub), option_class=self.option_class,
+                            attachment_id=endpoint.attachment_id, cookie=sub.flow_cookie, sport=self.lb.udp_sport(sub), option_class=self.option_class,
                             profile=self.profile, max_inner=self.max_inner, status_out=enc_status,
                             hash_seed=self.lb.seed, arena=None if self.keep_taps else self._arena)
         if not self.keep_taps and wire.data.shape[0] > self._arena.shape[0]:
@@ -202,6 +218,7 @@ class Inspection:
     def counters(self) -> dict:
         c = self.lb.counters()
         c["too_big"] = self.too_big
+        c["lost_down"] = {fw.name: int(self.lost_down[k]) for k, fw in enumerate(self.firewalls)}
         c["firewall_stats"] = {fw.name: fw.stats() for fw in self.firewalls}
         return c
 

@@ -37,24 +37,28 @@ from .config import Topology, load_events, load_topology
 from .errors import ConfigError, PcapError
 from .gwlbe import Gwlbe, Inspection
 from .natgw import NatGateway
-from .pcapio import PcapWriter, read_pcap
+from .outfiles import refuse_overlap
+from .pcapio import OrderedWriter, PcapWriter, output_format, read_pcap
 from .policy import Policy
 from .report import FlowLogWriter, Progress, StageCounters, Summary, ip_strs
 from .status import PktStatus, describe_counts
-from .vpc import VpcRouter
+from .vpc import Lpm, TransitRouter, VpcRouter
 
 STAGES = ("input", "route", "nat", "gwlb", "firewall")
 S_INPUT, S_ROUTE, S_NAT, S_GWLB, S_FIREWALL = range(len(STAGES))
 
 # next-hop kinds as small integers for vectorized dispatch
-K_NONE, K_LOCAL, K_GWLBE, K_NATGW, K_INTERNET, K_BLACKHOLE = range(6)
-_KIND = {"local": K_LOCAL, "gwlbe": K_GWLBE, "natgw": K_NATGW, "internet": K_INTERNET, "blackhole": K_BLACKHOLE}
+K_NONE, K_LOCAL, K_GWLBE, K_NATGW, K_INTERNET, K_BLACKHOLE, K_TR = range(7)
+K_DONE = -1  # already dropped on the way (by a transit router): nothing left to do this hop
+_KIND = {"local": K_LOCAL, "gwlbe": K_GWLBE, "natgw": K_NATGW, "internet": K_INTERNET, "blackhole": K_BLACKHOLE,
+         "tr": K_TR}
 
 # where a delivered packet went
 D_NONE, D_INTERNET, D_HOST = 0, 1, 2
 
 MAX_ROUTE_HOPS = 8
 MAX_SLICE_SECONDS = 5  # longest time span walked at once (see Pipeline.process)
+REORDER_WINDOW_NS = 2_000_000_000  # out-of-order captures: how far back a later packet may be and still be sorted
 
 TAP_LINKS = (
     "vpc-to-gwlbe",    # packets a route table hands to a GWLB endpoint
@@ -66,6 +70,7 @@ TAP_LINKS = (
     "internet-to-nat",  # from the Internet, public addresses
     "nat-to-vpc",      # after DNAT / reverse SNAT
     "vpc-to-host",     # delivered to a host in the VPC
+    "health",          # the GWLB's health-check probes to its firewalls and their answers (not Geneve)
 )
 
 
@@ -131,12 +136,23 @@ class Pipeline:
                                   f"(set vpc and subnet)")
             vi = self.vpc_names.index(cfg.vpc)
             self.nat_entry.append((vi, self.routers[vi].subnet_table[self.routers[vi].subnet_id[cfg.subnet]]))
+        # per NAT gateway: the private addresses whose replies it translates back (its VPC's subnets and its SNAT
+        # sources, which a centralized gateway has in other VPCs)
+        self.nat_private = []
+        for name in self.nat_names:
+            cfg = topo.nat_gateways[name]
+            pref = {(s.net, s.plen) for s in topo.vpcs[cfg.vpc].subnets.values()} | set(cfg.snat_sources)
+            self.nat_private.append(Lpm([[(net, plen, 0) for net, plen in sorted(pref)]]))
+        # transit routers (DESIGN.md section 13)
+        self.transit = [TransitRouter(t, self.vpc_names, self.routers) for t in topo.transit_routers.values()]
+        tr_index = {t.name: i for i, t in enumerate(self.transit)}
         # per router: next-hop id -> (kind, target index)
         self._hop_kind, self._hop_target = [], []
         for r in self.routers:
             kinds = np.array([_KIND[h.kind] for h in r.hops] + [K_NONE], np.int8)
             targets = np.array([self.endpoint_index.get(h.name, -1) if h.kind == "gwlbe"
-                                else (self.nat_names.index(h.name) if h.kind == "natgw" else -1)
+                                else (self.nat_names.index(h.name) if h.kind == "natgw"
+                                      else tr_index.get(h.name, -1) if h.kind == "tr" else -1)
                                 for h in r.hops] + [-1], np.int32)
             self._hop_kind.append(kinds)  # index -1 (no route) reads the K_NONE sentinel at the end
             self._hop_target.append(targets)
@@ -150,6 +166,9 @@ class Pipeline:
         self.first_ts: int | None = None
         self.last_ts: int | None = None
         self.events_done: list[dict] = []
+        self._timeline = None
+        self._raw_events: list[dict] = []
+        self._probe_lo = 0
         self._ended_sessions: list[tuple[str, int, np.ndarray]] = []
 
     @classmethod
@@ -302,8 +321,10 @@ class Pipeline:
         cip, sip = sessions["client_ip"], sessions["server_ip"]
         cport, sport, proto = sessions["client_port"], sessions["server_port"], sessions["proto"]
         outbound = np.zeros(k, bool)
+        server_inside = np.zeros(k, bool)
         for r in self.routers:
             outbound |= r.subnet_of(cip) >= 0
+            server_inside |= r.subnet_of(sip) >= 0
         nat_ip = np.zeros(k, np.uint32)
         nat_port = np.full(k, -1, np.int32)
         for g, gw in enumerate(self.nats):
@@ -326,7 +347,8 @@ class Pipeline:
         return {
             "src_ip": ip_strs(cip), "src_port": cport.tolist(), "dst_ip": ip_strs(sip), "dst_port": sport.tolist(),
             "proto": proto.tolist(),
-            "direction": ["outbound" if o else "inbound" for o in outbound.tolist()],
+            "direction": ["inbound" if not o else "east-west" if e else "outbound"
+                          for o, e in zip(outbound.tolist(), server_inside.tolist())],
             "endpoint": [ep_name.get(int(e), f"{int(e):#x}") for e in sessions["endpoint_id"].tolist()],
             "firewall": [fw_name] * k,
             "rule": [rule_names[r] if 0 <= r < len(rule_names) else None for r in sessions["rule"].tolist()],
@@ -349,9 +371,15 @@ class Pipeline:
         source : path
             The capture, as seen on the business side.
         output : path, optional
-            Where the delivered packets go (classic pcap, nanosecond timestamps).
+            Where the delivered packets go: pcapng when the name ends in ``.pcapng`` (one interface per link
+            type, nanosecond resolution), else classic pcap (Ethernet, nanosecond timestamps).
         taps : folder, optional
-            One pcap per link (``TAP_LINKS``); the GWLB <-> firewall links as Geneve frames.
+            One capture per link (``TAP_LINKS``), in the output's format; the GWLB <-> firewall links as Geneve
+            frames.
+
+        Every output is written under a temporary name and renamed into place when the run completes (an error
+        leaves no partial file), and each is in time order. An output that is, or resolves to, an input (the
+        capture, the topology, the events file) raises ConfigError before anything is written.
         flow_log : path, optional
             One record per session (``.jsonl`` or ``.csv``).
         events : path or list, optional
@@ -368,69 +396,124 @@ class Pipeline:
             ``select(batch) -> batch``: the packets of each chunk read that this pipeline replays (``run --workers``
             gives each worker its flow shard this way, see :mod:`gwlb_fast.parallel`).
         """
+        evs = self._events(events)
+        # every check before any file is created: a usage error leaves nothing behind, no output is an input
+        fmt = output_format(output) if output is not None else "pcap"
+        tap_dir = Path(taps) if taps is not None else None
+        tap_paths = {k: tap_dir / f"{k}.{fmt}" for k in TAP_LINKS} if tap_dir is not None else {}
+        if flow_log is not None:
+            FlowLogWriter.check_path(flow_log)
+        inputs = [source, events if isinstance(events, (str, os.PathLike)) else None]
+        if self.topo.source and os.path.isfile(self.topo.source):
+            inputs.append(self.topo.source)
+        refuse_overlap(inputs, [output, flow_log, *tap_paths.values()])
+        if tap_dir is not None and tap_dir.exists() and not tap_dir.is_dir():
+            raise ConfigError(f"{tap_dir}: --taps needs a folder, and this is a file")
         if taps is not None and not self.keep_taps:
             self.record_taps(True)
-        evs = self._events(events)
         t_start = time.perf_counter()
-        writers: dict[str, PcapWriter] = {}
-        out_w = PcapWriter(output, linktype=1) if output is not None else None
-        log_w = FlowLogWriter(flow_log) if flow_log is not None else None
-        tap_dir = Path(taps) if taps is not None else None
-        if tap_dir is not None:
-            tap_dir.mkdir(parents=True, exist_ok=True)
-            writers = {k: PcapWriter(tap_dir / f"{k}.pcap", linktype=1) for k in TAP_LINKS}
         size = os.path.getsize(source) if isinstance(source, (str, os.PathLike)) and os.path.isfile(source) else None
-        progress = Progress(size, quiet=quiet)
         reader = read_pcap(source, chunk=chunk, parse=False, strict=False)
+        writers: dict[str, OrderedWriter] = {}
+        out_w = log_w = None
+        done = False
+        try:
+            if output is not None:
+                out_w = OrderedWriter(PcapWriter(output, linktype=1 if fmt == "pcap" else None))
+            if flow_log is not None:
+                log_w = FlowLogWriter(flow_log)
+            if tap_dir is not None:
+                tap_dir.mkdir(parents=True, exist_ok=True)
+                for k, path in tap_paths.items():
+                    writers[k] = OrderedWriter(PcapWriter(path, linktype=1 if fmt == "pcap" else None))
+            self._replay(reader, evs, out_w, writers, log_w, Progress(size, quiet=quiet))
+            if out_w is not None:
+                out_w.close()
+                self.bytes_out = out_w.bytes  # the records as written (Linux cooked input becomes Ethernet)
+            for w in writers.values():
+                w.close()
+            if log_w is not None:
+                log_w.close()
+            done = True
+        finally:
+            if not done:
+                for w in (out_w, log_w, *writers.values()):
+                    if w is not None:
+                        w.abort()
+            reader.close()
+        input_error = str(reader.error) if reader.error is not None else None
+        summary = self.summary(time.perf_counter() - t_start)
+        summary.input_error = input_error
+        summary.input_skipped_bytes = reader.skipped_bytes
+        summary.input_skipped_records = reader.skipped_records
+        summary.out_of_order = sum(w.late for w in (out_w, *writers.values()) if w is not None)
+        if input_error is not None and strict:
+            raise reader.error
+        return summary
+
+    def _replay(self, reader, evs, out_w, writers, log_w, progress) -> None:
+        """The loop of :meth:`run`: chunks through the path, delivered packets and taps to their writers in time
+        order, ended sessions to the flow log."""
         arena = np.zeros(0, np.uint8)
-        input_error = None
+        in_order = True  # the capture's timestamps never went back so far
+        last_in = max_in = None
         try:
             for batch in reader:
                 if select is not None:
                     batch = select(batch)
                 for part in self._split_at_events(batch, evs):
                     if isinstance(part, dict):
-                        self.set_health(part["firewall"], part["state"], part["ts_ns"])
-                        self.events_done.append({k: part[k] for k in ("at", "firewall", "state")})
+                        self._apply(part)
                         continue
+                    if self.keep_taps and self._timeline is not None and len(part):
+                        # the health probes the GWLB sent up to this part's last packet
+                        hi = int(part.ts_ns.max()) + 1
+                        probes = self._timeline.probe_packets(self.topo.gwlbs, self._probe_lo, hi)
+                        self._probe_lo = max(self._probe_lo, hi)
+                        if len(probes):
+                            writers["health"].write(probes)
                     # the delivered packets are written before the next chunk: its copy reuses this one's arena
                     if arena.shape[0] < part.nbytes:
                         arena = np.empty(part.nbytes, np.uint8)
                     res = self._process(part, arena)
                     t0 = time.perf_counter()
+                    ts = part.ts_ns
+                    if len(part):
+                        hi = int(ts.max())
+                        if in_order and ((last_in is not None and int(ts[0]) < last_in)
+                                         or not bool((ts[1:] >= ts[:-1]).all())):
+                            in_order = False
+                        last_in = int(ts[-1])
+                        max_in = hi if max_in is None else max(max_in, hi)
+                    # every packet the path makes carries the timestamp of an input packet: while the capture is
+                    # in time order, nothing later can be earlier than its last packet; otherwise hold a window
+                    mark = last_in if in_order else (None if max_in is None else max_in - REORDER_WINDOW_NS)
                     if out_w is not None:
-                        out_w.write(res.output)
+                        out_w.write(res.output, mark)
                     for link, parts in res.taps.items():
-                        for p in parts:
-                            if len(p):
-                                writers[link].write(p)
+                        writers[link].write(parts, mark)
                     if log_w is not None:
                         for g, k, s in self._collect_sessions():
                             log_w.write(self.flow_records(g, k, s))
                     self.stage_seconds["output"] += time.perf_counter() - t0
                 progress.update(self.packets_in, getattr(reader, "offset", None))
-            if reader.error is not None:
-                input_error = str(reader.error)
             for g, k, s in self.finish():
                 if log_w is not None:
                     log_w.write(self.flow_records(g, k, s))
             self._collect_sessions()
         finally:
             progress.close()
-            if out_w is not None:
-                out_w.close()
-            for w in writers.values():
-                w.close()
-            if log_w is not None:
-                log_w.close()
-            close = getattr(reader, "close", None)
-            if close:
-                close()
-        summary = self.summary(time.perf_counter() - t_start)
-        summary.input_error = input_error
-        if input_error is not None and strict:
-            raise reader.error
-        return summary
+
+    def replay(self, batches, events=None):
+        """Carry PacketBatch chunks along the path with a what-if script, as :meth:`run` does: yields one
+        :class:`ChunkResult` per piece between two health actions (``events`` as in :meth:`run`)."""
+        evs = self._events(events)
+        for batch in batches:
+            for part in self._split_at_events(batch, evs):
+                if isinstance(part, dict):
+                    self._apply(part)
+                else:
+                    yield self.process(part)
 
     def _collect_sessions(self):
         return self.take_sessions()
@@ -444,21 +527,46 @@ class Pipeline:
             evs = events
         out = []
         for e in evs:
-            d = e if isinstance(e, dict) else {"at": e.at, "firewall": e.firewall, "state": e.state}
-            out.append({"at": float(d["at"]), "firewall": d["firewall"], "state": d["state"]})
-        return sorted(out, key=lambda d: d["at"])
+            d = e if isinstance(e, dict) else {"at": e.at, "firewall": e.firewall, "state": e.state,
+                                                "event": e.event, "gwlb": e.gwlb}
+            out.append({"at": float(d["at"]), "firewall": d["firewall"], "state": d.get("state"),
+                        "event": d.get("event"), "gwlb": d.get("gwlb")})
+        self._raw_events = sorted(out, key=lambda d: d["at"])
+        self._timeline = None
+        return []   # expanded into the health timeline at the first packet (see _split_at_events)
+
+    def _apply(self, part: dict) -> None:
+        """Apply one action of the health timeline (the GWLB's view, or the appliance's own state)."""
+        insp = self.gwlbs[part["gwlb"]]
+        if part["kind"] == "alive":
+            insp.set_alive(part["firewall"], part["value"])
+            self.events_done.append({"at": part["at"], "firewall": part["firewall"], "event": part["cause"]})
+            return
+        insp.set_health(part["firewall"], part["value"], part["ts_ns"])
+        rec = {"at": part["at"], "firewall": part["firewall"], "state": part["value"]}
+        if part["cause"] != "event":
+            rec["cause"] = part["cause"]
+        self.events_done.append(rec)
 
     def _split_at_events(self, batch: PacketBatch, evs: list[dict]):
-        """Yield the batch in pieces, with the health events that fall inside it in between."""
+        """Yield the batch in pieces, with the health actions that fall inside it in between."""
         if self.first_ts is None and len(batch):
             self.first_ts = int(batch.ts_ns.min())
+        if self._timeline is None and self.first_ts is not None:
+            from .health import HealthTimeline
+
+            self._timeline = HealthTimeline.build(self.topo.gwlbs, getattr(self, "_raw_events", []), self.first_ts)
+            self._probe_lo = self.first_ts
+            evs.extend({"at": (a.at_ns - self.first_ts) / 1e9, "ts_ns": a.at_ns, "gwlb": a.gwlb,
+                        "firewall": a.firewall, "kind": a.kind, "value": a.value, "cause": a.cause}
+                       for a in self._timeline.actions)
         pending = [e for e in evs if not e.get("_done")]
         if not pending or not len(batch):
             yield batch
             return
         start = 0
         for e in pending:
-            t = self.first_ts + round(e["at"] * 1e9)
+            t = e["ts_ns"]
             cut = int(np.searchsorted(batch.ts_ns, t, side="left"))
             if cut >= len(batch) and int(batch.ts_ns[-1]) < t:
                 break
@@ -466,7 +574,7 @@ class Pipeline:
                 yield batch[start:cut]
                 start = cut
             e["_done"] = True
-            yield {**e, "ts_ns": t}
+            yield e
         if start < len(batch):
             yield batch[start:]
 
@@ -602,8 +710,9 @@ class _Walk:
                 good = rows[sub.status == PktStatus.OK]
                 self.vpc[good], self.table[good] = vi, table
                 self._tap_rows("nat-to-vpc", good)
-            # addressed to a private host of the gateway's VPC: a reply to its SNAT'ed flow as the host sees it
-            priv = ~claimed & (p.routers[vi].subnet_of(b.dst_ip[outside]) >= 0)
+            # addressed to a private host of the gateway's VPC or of its SNAT sources (a centralized gateway
+            # translates other VPCs' flows): a reply to its SNAT'ed flow as the host sees it
+            priv = ~claimed & (p.nat_private[g].lookup(b.dst_ip[outside]) >= 0)
             if priv.any():
                 rows = outside[priv]
                 claimed |= priv
@@ -611,7 +720,7 @@ class _Walk:
                 known = pport >= 0
                 # no mapping yet: one may be made by an earlier packet of this chunk; the reply waits (with the
                 # rest of its flow) until those packets have been walked, see _hold
-                senders = ok & (self.vpc == vi) & ~self.from_internet
+                senders = ok & (self.vpc >= 0) & ~self.from_internet
                 soon = ~known & _sent_earlier(b, senders, rows)
                 self.pending_nat[rows[soon]] = g
                 self._drop(rows[~known & ~soon], PktStatus.NAT_NO_MAPPING, S_NAT)
@@ -641,16 +750,26 @@ class _Walk:
             if active.size == 0:
                 break
             t0 = time.perf_counter()
-            kind = np.empty(active.size, np.int8)
-            target = np.empty(active.size, np.int32)
-            for vi, r in enumerate(p.routers):
-                sel = self.vpc[active] == vi
-                if not sel.any():
-                    continue
-                rows = active[sel]
-                hop = r.next_hop(np.ascontiguousarray(self.table[rows]), b.dst_ip[rows])
-                kind[sel] = p._hop_kind[vi][hop]
-                target[sel] = p._hop_target[vi][hop]
+            kind, target = self._lookup(active)
+            if p.transit:
+                # transit routers only route: a packet sent to one goes on, in this same hop, through the tables of
+                # the VPC it enters, until it reaches a stage (or its end). So every packet meets the stages after
+                # the same number of stages whatever tables and routers lie between (a request that crosses a
+                # router and its reply that does not reach the firewall in one call, in capture order)
+                for _ in range(MAX_ROUTE_HOPS):
+                    via = kind == K_TR
+                    if not via.any():
+                        break
+                    pos = np.flatnonzero(via)
+                    for t in _present(target[pos], len(p.transit)):
+                        sel = pos[target[pos] == t]
+                        self._transit(active[sel], p.transit[t])
+                    moved = pos[self.table[active[pos]] >= 0]
+                    kind[pos] = K_DONE  # dropped by the router (status set) unless looked up again below
+                    kind[moved], target[moved] = self._lookup(active[moved])
+                stuck = kind == K_TR  # still between routers after MAX_ROUTE_HOPS of them: a loop
+                self._drop(active[stuck], PktStatus.ROUTE_LOOP, S_ROUTE)
+                kind[stuck] = K_DONE
             self.table[active] = -1  # each packet moves on from the table it was at
             self._drop(active[kind == K_NONE], PktStatus.NO_ROUTE, S_ROUTE)
             self._drop(active[kind == K_BLACKHOLE], PktStatus.BLACKHOLE, S_ROUTE)
@@ -671,6 +790,32 @@ class _Walk:
                 self._inspect(active[(kind == K_GWLBE) & (target == e)], e)
         left = np.flatnonzero((b.status == PktStatus.OK) & (self.delivered == D_NONE) & ~self.held)
         self._drop(left, PktStatus.ROUTE_LOOP, S_ROUTE)
+
+    def _lookup(self, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Next-hop kind and target of each row of ``active`` in the route table it is at."""
+        b, p = self.batch, self.p
+        kind = np.empty(active.size, np.int8)
+        target = np.empty(active.size, np.int32)
+        for vi, r in enumerate(p.routers):
+            sel = self.vpc[active] == vi
+            if not sel.any():
+                continue
+            rows = active[sel]
+            hop = r.next_hop(np.ascontiguousarray(self.table[rows]), b.dst_ip[rows])
+            kind[sel] = p._hop_kind[vi][hop]
+            target[sel] = p._hop_target[vi][hop]
+        return kind, target
+
+    def _transit(self, rows: np.ndarray, tr: TransitRouter) -> None:
+        """Packets a VPC sent to transit router ``tr``: looked up in the table of their VPC's attachment, then handed
+        to the attachment's VPC at its subnet's route table (or dropped: blackhole, no route)."""
+        b = self.batch
+        vpc, table, code = tr.forward(self.vpc[rows], b.dst_ip[rows])
+        self._drop(rows[code == PktStatus.NO_ROUTE], PktStatus.NO_ROUTE, S_ROUTE)
+        self._drop(rows[code == PktStatus.BLACKHOLE], PktStatus.BLACKHOLE, S_ROUTE)
+        go = code == PktStatus.OK
+        self.vpc[rows[go]] = vpc[go]
+        self.table[rows] = table  # -1 where the router dropped it
 
     def _nat_out(self, rows: np.ndarray, g: int) -> None:
         t0 = time.perf_counter()
@@ -761,10 +906,9 @@ class _Walk:
             rows = np.flatnonzero(held & (self.pending_nat == g) & ok)
             if rows.size == 0:
                 continue
-            vi = p.nat_entry[g][0]
             pport = _public_port(gw, b.dst_ip[rows], b.dport[rows], b.proto[rows])
             known = pport >= 0
-            senders = held & ok & (self.vpc == vi) & ~self.from_internet & (self.pending_nat < 0)
+            senders = held & ok & (self.vpc >= 0) & ~self.from_internet & (self.pending_nat < 0)
             soon = ~known & _sent_earlier(b, senders, rows) if may_wait else np.zeros(rows.size, bool)
             self._drop(rows[~known & ~soon], PktStatus.NAT_NO_MAPPING, S_NAT)
             self.pending_nat[rows[known]] = -1

@@ -521,7 +521,7 @@ class Policy:
                 if base is not None and not path.is_absolute():
                     path = base / path
                 return cls.from_yaml(path, key=key)
-        elif not (isinstance(data, Mapping) and "rules" in data):
+        elif not (isinstance(data, Mapping) and ("rules" in data or "panos" in data)):
             raise ConfigError(f"{src_name}: no security_policy (expected a mapping with 'security_policy' or 'rules')")
         if not isinstance(data, Mapping):
             raise ConfigError(f"{src_name}: {key}: expected a mapping with zones, rules and default")
@@ -538,16 +538,22 @@ class Policy:
                 raise ConfigError(f"{src_name}: {key}.{both[0]}: not allowed with 'panos' (the PAN-OS "
                                   "configuration holds the rules, profiles and URL categories)")
             panos = data["panos"]
+            opts = {}
+            if isinstance(panos, Mapping):
+                bad = set(panos) - {"file", "device_group", "vsys"}
+                if bad or "file" not in panos:
+                    raise ConfigError(f"{src_name}: {key}.panos: expected a file name or "
+                                      "{file: FILE.xml, device_group: NAME, vsys: NAME}")
+                opts = {k: str(panos[k]) for k in ("device_group", "vsys") if panos.get(k) is not None}
+                panos = panos["file"]
             if not isinstance(panos, (str, os.PathLike)) or not str(panos):
                 raise ConfigError(f"{src_name}: {key}.panos: expected a file name, got {panos!r}")
             path = Path(panos)
             if base is not None and not path.is_absolute():
                 path = base / path
-            from .inspect.panos import load_panos
-
-            return load_panos(path, zones=zones, url_database=extra["url_database"],
-                              signature_files=extra["signature_files"],
-                              tcp_reject_non_syn=extra["tcp_reject_non_syn"])
+            return cls.from_panos(path, zones=zones, url_database=extra["url_database"],
+                                  signature_files=extra["signature_files"],
+                                  tcp_reject_non_syn=extra["tcp_reject_non_syn"], **opts)
         from .inspect.profiles import Profiles
         from .inspect.urlcat import UrlCategories
 
@@ -594,6 +600,28 @@ class Policy:
             seen[rule.name] = i
             rules.append(rule)
         return cls(rules, default, zones, source=src_name, **content)
+
+    @classmethod
+    def from_panos(cls, path, zones=None, url_database=None, signature_files=(), tcp_reject_non_syn=True,
+                   device_group=None, vsys=None) -> Policy:
+        """Load the policy from a PAN-OS firewall or Panorama XML configuration export.
+
+        Security rules, address / service / application groups, custom URL categories, URL-filtering and threat
+        profiles, profile groups (see ``gwlb_fast.inspect.panos``); ``zones`` maps the configuration's zones to GWLB
+        endpoint names.  Elements not modelled are listed in ``policy.unsupported`` as (XPath, what).
+
+        Raises
+        ------
+        ConfigError
+            A file that cannot be read or parsed, an ambiguous device group / vsys, a zone mapping naming a zone the
+            configuration lacks.
+        """
+        from .inspect.panos import load_panos
+
+        if zones is not None and not isinstance(zones, Mapping):
+            raise ConfigError(f"{path}: zones: expected a mapping zone -> [endpoint names]")
+        return load_panos(path, zones=zones, url_database=url_database, signature_files=signature_files,
+                          tcp_reject_non_syn=tcp_reject_non_syn, device_group=device_group, vsys=vsys)
 
     @staticmethod
     def _parse_content_keys(src_name, key, data, base) -> dict:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError
+from .outfiles import OutputFile
 from .status import N_STATUS, describe_counts
 
 
@@ -67,6 +68,9 @@ class Summary:
     nat: dict[str, int] = field(default_factory=dict)
     events: list[dict] = field(default_factory=list)
     input_error: str | None = None
+    input_skipped_bytes: int = 0
+    input_skipped_records: int = 0
+    out_of_order: int = 0
     stage_seconds: dict[str, float] = field(default_factory=dict)
     workers: int = 1  # flow shards (run --workers): each with 1/workers of every flow table and SNAT port range
 
@@ -115,13 +119,21 @@ class Summary:
             for i in range(0, len(items), 3):
                 w("  " + "".join(f"{k:<20}{v:>12,}    " for k, v in items[i : i + 3]).rstrip() + "\n")
         for ev in self.events:
-            w(f"event        t={ev['at']:.3f}s {ev['firewall']} -> {ev['state']}\n")
+            what = ev.get("state") or ev.get("event")
+            cause = f" ({ev['cause']})" if ev.get("cause") else ""
+            w(f"event        t={ev['at']:.3f}s {ev['firewall']} -> {what}{cause}\n")
         if self.stage_seconds:
             w("time per stage  " + "  ".join(f"{k} {v:.3f}s" for k, v in self.stage_seconds.items()) + "\n")
         if self.workers > 1:
             w(f"workers      {self.workers:>12}   (flow shards; each holds 1/{self.workers} of every flow table and "
               f"SNAT port range; time per stage adds theirs)\n")
         w(f"elapsed      {self.seconds:.3f} s  ({self.mpps:.2f} Mpps)\n")
+        if self.input_skipped_records:
+            w(f"input skipped {self.input_skipped_bytes:,} bytes at {self.input_skipped_records:,} corrupt "
+              f"record(s) (resynchronised on the next valid record)\n")
+        if self.out_of_order:
+            w(f"out of order {self.out_of_order:,} packets written after a later one (capture disorder beyond "
+              f"the reorder window)\n")
         if self.input_error:
             w(f"input error  {self.input_error}\n")
         return out.getvalue()
@@ -135,14 +147,25 @@ FLOW_LOG_FIELDS = (
 
 
 class FlowLogWriter:
-    """One record per session, to ``.jsonl`` or ``.csv`` (chosen by the file's suffix)."""
+    """One record per session, to ``.jsonl`` or ``.csv`` (chosen by the file's suffix).
+
+    The file is written under a temporary name beside ``path`` and renamed into place by :meth:`close`
+    (:meth:`abort` removes it instead). A bad suffix raises ConfigError before anything is created.
+    """
+
+    @staticmethod
+    def check_path(path) -> str:
+        """The suffix (``.jsonl`` or ``.csv``) of a flow-log path, or ConfigError."""
+        suffix = Path(path).suffix.lower()
+        if suffix not in (".jsonl", ".csv"):
+            raise ConfigError(f"{path}: flow log must end in .jsonl or .csv")
+        return suffix
 
     def __init__(self, path):
         self.path = Path(path)
-        suffix = self.path.suffix.lower()
-        if suffix not in (".jsonl", ".csv"):
-            raise ConfigError(f"{self.path}: flow log must end in .jsonl or .csv")
-        self._fh = open(self.path, "w", newline="")  # noqa: SIM115 (closed by close())
+        suffix = self.check_path(self.path)
+        self._out = OutputFile(self.path, text=True)
+        self._fh = self._out.file
         self._csv = None
         if suffix == ".csv":
             self._csv = csv.writer(self._fh)
@@ -163,13 +186,21 @@ class FlowLogWriter:
         self.records += n
 
     def close(self) -> None:
-        self._fh.close()
+        """Finish the file and rename it into place."""
+        self._out.commit()
+
+    def abort(self) -> None:
+        """Remove the unfinished file; the destination is left as it was."""
+        self._out.discard()
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, *exc):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 class Progress:

@@ -50,6 +50,7 @@ class PktStatus(IntEnum):
     NAT_NO_MAPPING = 46    # inbound to the public address with no DNAT rule or translation
     NAT_TABLE_FULL = 47    # translation table full
     NOT_FORWARDED = 48     # protocol the modelled path does not forward (e.g. non-IPv4)
+    FW_DOWN = 49           # sent to a firewall that is down (before its health check noticed, or kept there)
     # --- fragments and ICMP errors (their own block, clear of the codes above) --------------------------------
     FRAG_NO_FIRST = 56     # non-first fragment whose first fragment did not come within the hold window
     FRAG_OVERLAP = 57      # fragment overlapping bytes already seen of its datagram

@@ -13,7 +13,14 @@ category        kind       what it is                                           
 ``icmp``        ICMP       app server -> Internet host, echo request and reply (ping)                  deny
 ``tcp-denied``  TCP        app server -> Internet host, port 22 or 3389                                deny
 ``udp-denied``  UDP        app server -> public NTP server, port 123                                   deny
+``tcp-east-``   TCP        app server -> a server of another VPC, port 443, through a transit router   allow
+``west``                   (only with an address plan that has east-west servers, share 0 by default)
 ==============  =========  ==========================================================================  ==========
+
+The addresses come from an :class:`AddressPlan`: ``DEFAULT_PLAN`` is the example above; ``CENTRALIZED_PLAN`` is
+``examples/centralized.yaml`` (DESIGN.md section 13): app servers in two spoke VPCs (10.1.1.0/24, 10.2.1.0/24),
+NAT public IP 203.0.113.20, DNAT tcp/443 -> 10.2.1.20:8443 in spoke-b, east-west flows from spoke-a to servers
+10.2.1.30-34:443 in spoke-b.
 
 "example policy" is the ``security_policy`` of DESIGN.md section 6 (web out, DNS out, https in to 10.1.1.20:8443,
 everything else denied); ``GroundTruth.denied`` holds it per flow.
@@ -58,7 +65,7 @@ import numpy as np
 from ._kernels.synth import PAY_COPY, PAY_ID16, PAY_TLS, build_packets
 from .batch import LINKTYPE_ETHERNET, PacketBatch
 
-__all__ = ["CATEGORIES", "DEFAULT_MIX", "Close", "Direction", "FlowKind", "GroundTruth", "add_cli", "format_summary",
+__all__ = ["CATEGORIES", "CENTRALIZED_MIX", "CENTRALIZED_PLAN", "DEFAULT_MIX", "DEFAULT_PLAN", "AddressPlan", "Close", "Direction", "FlowKind", "GroundTruth", "add_cli", "format_summary",
            "generate", "generate_with_truth"]
 
 # --- the example topology (DESIGN.md section 6) -------------------------------------------------------------------
@@ -73,9 +80,33 @@ DNS_RESOLVERS = ("8.8.8.8", "8.8.4.4", "1.1.1.1", "9.9.9.9")
 #: default start of the capture: 2026-01-01T00:00:00Z in ns
 DEFAULT_START_NS = 1_767_225_600 * 1_000_000_000
 
-CATEGORIES = ("tcp-out", "tcp-in", "udp-dns", "icmp", "tcp-denied", "udp-denied")
+CATEGORIES = ("tcp-out", "tcp-in", "udp-dns", "icmp", "tcp-denied", "udp-denied", "tcp-east-west")
 DEFAULT_MIX = {"tcp-out": 0.55, "tcp-in": 0.10, "udp-dns": 0.20, "icmp": 0.05, "tcp-denied": 0.05,
                "udp-denied": 0.05}
+#: north-south and east-west together, for the centralized example
+CENTRALIZED_MIX = {"tcp-out": 0.40, "tcp-in": 0.10, "udp-dns": 0.15, "icmp": 0.05, "tcp-denied": 0.05,
+                   "udp-denied": 0.05, "tcp-east-west": 0.20}
+
+
+@dataclass(frozen=True)
+class AddressPlan:
+    """Where the synthetic hosts live: app servers (clients of outbound flows), the NAT gateway's public IP, the
+    DNAT target, and the clients and servers of east-west flows (empty: no east-west flows)."""
+
+    app_servers: tuple[str, ...] = APP_SERVERS
+    app_gateway: str = APP_GATEWAY
+    nat_public_ip: str = NAT_PUBLIC_IP
+    dnat_target: tuple[str, int] = DNAT_TARGET
+    east_west_clients: tuple[str, ...] = ()
+    east_west_servers: tuple[str, ...] = ()
+
+
+DEFAULT_PLAN = AddressPlan()
+CENTRALIZED_PLAN = AddressPlan(
+    app_servers=tuple(f"10.1.1.{h}" for h in range(10, 40)) + tuple(f"10.2.1.{h}" for h in range(40, 60)),
+    app_gateway="10.1.1.1", nat_public_ip="203.0.113.20", dnat_target=("10.2.1.20", 8443),
+    east_west_clients=tuple(f"10.1.1.{h}" for h in range(10, 40)),
+    east_west_servers=tuple(f"10.2.1.{h}" for h in range(30, 35)))
 
 #: IMIX (IPv4 total lengths and weights) for TCP data packets
 IMIX_SIZES = (64, 576, 1500)
@@ -102,13 +133,13 @@ class Close(IntEnum):
     REFUSED = 3    # SYN answered by RST-ACK
 
 
-_CAT_KIND = np.array([FlowKind.TCP, FlowKind.TCP, FlowKind.UDP_DNS, FlowKind.ICMP, FlowKind.TCP, FlowKind.UDP],
-                     np.uint8)
-_CAT_PROTO = np.array([6, 6, 17, 1, 6, 17], np.uint8)
-_CAT_INBOUND = np.array([False, True, False, False, False, False])
-_CAT_DENIED = np.array([False, False, False, True, True, True])
+_CAT_KIND = np.array([FlowKind.TCP, FlowKind.TCP, FlowKind.UDP_DNS, FlowKind.ICMP, FlowKind.TCP, FlowKind.UDP,
+                      FlowKind.TCP], np.uint8)
+_CAT_PROTO = np.array([6, 6, 17, 1, 6, 17, 6], np.uint8)
+_CAT_INBOUND = np.array([False, True, False, False, False, False, False])
+_CAT_DENIED = np.array([False, False, False, True, True, True, False])
 # relative share of the packets beyond each flow's first two (multiplied by a lognormal draw for TCP)
-_CAT_WEIGHT = np.array([1.0, 1.0, 0.002, 0.1, 0.2, 0.002])
+_CAT_WEIGHT = np.array([1.0, 1.0, 0.002, 0.1, 0.2, 0.002, 1.0])
 
 _TCP_SYN, _TCP_FIN, _TCP_RST, _TCP_PSH, _TCP_ACK = 0x02, 0x01, 0x04, 0x08, 0x10
 # TCP packet roles inside a session
@@ -193,7 +224,8 @@ class GroundTruth:
 
 
 def generate(flows: int = 1000, packets: int = 100_000, seed: int = 0, *, duration: float = 60.0,
-             start_ns: int = DEFAULT_START_NS, mix: dict[str, float] | None = None) -> PacketBatch:
+             start_ns: int = DEFAULT_START_NS, mix: dict[str, float] | None = None,
+             plan: AddressPlan = DEFAULT_PLAN) -> PacketBatch:
     """Synthetic Ethernet traffic as the business VPC sees it (see the module docstring).
 
     Parameters
@@ -211,21 +243,27 @@ def generate(flows: int = 1000, packets: int = 100_000, seed: int = 0, *, durati
     mix : dict, optional
         Share of flows per category (keys from ``CATEGORIES``; missing keys are 0); ``DEFAULT_MIX`` by default.
         The flow counts per category are the shares rounded so that they add up to ``flows``.
+    plan : AddressPlan
+        Where the hosts are (``DEFAULT_PLAN``: the example topology; ``CENTRALIZED_PLAN``: the centralized one).
 
     Returns
     -------
     PacketBatch
         Link type Ethernet, packets in time order; only the core columns are set (call ``parse()``).
     """
-    return generate_with_truth(flows, packets, seed, duration=duration, start_ns=start_ns, mix=mix)[0]
+    return generate_with_truth(flows, packets, seed, duration=duration, start_ns=start_ns, mix=mix, plan=plan)[0]
 
 
 def generate_with_truth(flows: int = 1000, packets: int = 100_000, seed: int = 0, *, duration: float = 60.0,
                         start_ns: int = DEFAULT_START_NS,
-                        mix: dict[str, float] | None = None) -> tuple[PacketBatch, GroundTruth]:
+                        mix: dict[str, float] | None = None,
+                        plan: AddressPlan = DEFAULT_PLAN) -> tuple[PacketBatch, GroundTruth]:
     """``generate`` plus the ``GroundTruth`` describing every flow and labelling every packet."""
     flows, packets = int(flows), int(packets)
     shares = _check_args(flows, packets, duration, mix)
+    if shares[CATEGORIES.index("tcp-east-west")] > 0 and not (plan.east_west_servers and plan.east_west_clients):
+        raise ValueError("synth: tcp-east-west flows need an address plan with east-west clients and servers")
+    nat_public_ip, dnat_target = plan.nat_public_ip, plan.dnat_target
     rng = np.random.default_rng(seed)
     F, P = flows, packets
 
@@ -242,20 +280,28 @@ def generate_with_truth(flows: int = 1000, packets: int = 100_000, seed: int = 0
     if F and P > 2 * F:
         npk += rng.multinomial(P - 2 * F, weight / weight.sum())
 
-    app = np.array([_ip(a) for a in APP_SERVERS], np.uint32)
+    app = np.array([_ip(a) for a in plan.app_servers], np.uint32)
     remote_pool = _public_addresses(rng, min(max(F // 4, 16), 1 << 16))
     client_ip = np.where(inbound, _public_addresses(rng, F), app[rng.integers(0, app.shape[0], F)]).astype(np.uint32)
     server_ip = remote_pool[rng.integers(0, remote_pool.shape[0], F)]
     resolvers = np.array([_ip(a) for a in DNS_RESOLVERS], np.uint32)
     server_ip = np.where(kind == FlowKind.UDP_DNS, resolvers[rng.integers(0, resolvers.shape[0], F)], server_ip)
-    server_ip = np.where(inbound, np.uint32(_ip(NAT_PUBLIC_IP)), server_ip).astype(np.uint32)
+    server_ip = np.where(inbound, np.uint32(_ip(nat_public_ip)), server_ip).astype(np.uint32)
     c = CATEGORIES.index
+    ew = cat == c("tcp-east-west")
+    if ew.any():
+        # drawn only when present, so that a plan without east-west flows gives the same bytes as before
+        ew_c = np.array([_ip(a) for a in plan.east_west_clients], np.uint32)
+        ew_s = np.array([_ip(a) for a in plan.east_west_servers], np.uint32)
+        client_ip[ew] = ew_c[rng.integers(0, ew_c.shape[0], int(ew.sum()))]
+        server_ip[ew] = ew_s[rng.integers(0, ew_s.shape[0], int(ew.sum()))]
     server_port = np.select(
-        [cat == c("tcp-out"), cat == c("tcp-in"), cat == c("udp-dns"), cat == c("tcp-denied"), cat == c("udp-denied")],
-        [np.where(rng.random(F) < 0.7, 443, 80), DNAT_PORT, 53, np.where(rng.random(F) < 0.5, 22, 3389), 123],
+        [cat == c("tcp-out"), cat == c("tcp-in"), cat == c("udp-dns"), cat == c("tcp-denied"), cat == c("udp-denied"),
+         ew],
+        [np.where(rng.random(F) < 0.7, 443, 80), DNAT_PORT, 53, np.where(rng.random(F) < 0.5, 22, 3389), 123, 443],
         0).astype(np.uint16)
-    reply_ip = np.where(inbound, np.uint32(_ip(DNAT_TARGET[0])), server_ip).astype(np.uint32)
-    reply_port = np.where(inbound, np.uint16(DNAT_TARGET[1]), server_port).astype(np.uint16)
+    reply_ip = np.where(inbound, np.uint32(_ip(dnat_target[0])), server_ip).astype(np.uint32)
+    reply_port = np.where(inbound, np.uint16(dnat_target[1]), server_port).astype(np.uint16)
     client_port = _ephemeral_ports(client_ip)
 
     close = np.full(F, Close.NONE, np.uint8)
@@ -377,9 +423,9 @@ def generate_with_truth(flows: int = 1000, packets: int = 100_000, seed: int = 0
     dport = np.where(picmp, (pair[order] + 1) & 0xFFFF, np.where(rev, client_port[fid], server_port[fid]))
     dport = dport.astype(np.uint16)
     flags = np.where(picmp, np.where(rev, 0, 8), tcp_flags[order]).astype(np.uint8)
-    local_ip = np.where(p_in, np.uint32(_ip(DNAT_TARGET[0])), client_ip[fid]).astype(np.uint64)
+    local_ip = np.where(p_in, np.uint32(_ip(dnat_target[0])), client_ip[fid]).astype(np.uint64)
     host_mac = np.uint64(_MAC_BASE) | local_ip
-    router_mac = np.uint64(_MAC_BASE | _ip(APP_GATEWAY))
+    router_mac = np.uint64(_MAC_BASE | _ip(plan.app_gateway))
     mac_src = np.where(local_src, host_mac, router_mac).astype(np.uint64)
     mac_dst = np.where(local_src, router_mac, host_mac).astype(np.uint64)
     ttl = np.where(local_src, 64, remote_ttl[fid]).astype(np.uint8)

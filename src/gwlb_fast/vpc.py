@@ -4,7 +4,14 @@ A :class:`VpcRouter` compiles every route table of one VPC (plus its subnets) in
 ``_kernels/lpm.pyx``; lookups take a ``uint32`` destination column and return, per packet, the index of the
 matching route, its next-hop id, or the subnet an address is in, with ``-1`` for "none", all without per-packet
 Python. Next hops decode to ``(kind, name)``: ``("local", None)``, ``("gwlbe", "gwlbe-a")``, ``("natgw", "nat-a")``,
-``("internet", None)``, ``("blackhole", None)``.
+``("internet", None)``, ``("blackhole", None)``, ``("tr", "tr-1")``.
+
+Every table holds its VPC's implicit local route (``config`` adds it), so an address of the VPC's CIDR that no more
+specific route claims is local, as in AWS and Alibaba VPCs.
+
+A :class:`TransitRouter` compiles a transit router's route tables the same way: a packet a VPC sends to it
+(``tr:NAME``) is looked up in the table associated with that VPC's attachment, and a route to ``attachment:X``
+hands it to X's VPC, where it enters at the route table of X's subnet (DESIGN.md section 13).
 """
 from __future__ import annotations
 
@@ -15,8 +22,10 @@ import numpy as np
 
 from ._kernels.lpm import lpm_lookup
 from .config import Route, Topology, Vpc
+from .config import TransitRouter as TransitRouterConfig
+from .status import PktStatus
 
-__all__ = ["Lpm", "NextHop", "VpcRouter", "routers"]
+__all__ = ["Lpm", "NextHop", "TransitRouter", "VpcRouter", "routers"]
 
 
 class NextHop(NamedTuple):
@@ -188,6 +197,77 @@ class VpcRouter:
 
     def hop_ids_of_kind(self, kind: str) -> np.ndarray:
         return np.array([i for i, h in enumerate(self.hops) if h.kind == kind], np.int32)
+
+
+class TransitRouter:
+    """The compiled route tables of one transit router, for batched forwarding between VPCs.
+
+    Parameters
+    ----------
+    cfg : config.TransitRouter
+    vpc_names : list[str]
+        VPC index -> name, as the pipeline numbers them.
+    vpc_routers : list[VpcRouter]
+        The VPCs' routers in the same order (for the route table of each attachment's subnet).
+
+    Attributes
+    ----------
+    vpc_table : int32[nvpcs]      VPC index -> id of the route table associated with its attachment (-1: none)
+    route_att : int32[nroutes]    route index -> attachment index (-1: blackhole)
+    att_vpc : int16[natt]         attachment index -> VPC index
+    att_table : int32[natt]       attachment index -> route table id (in its VPC) of the attachment's subnet
+    """
+
+    def __init__(self, cfg: TransitRouterConfig, vpc_names: list[str], vpc_routers: list[VpcRouter]):
+        self.cfg = cfg
+        self.name = cfg.name
+        self.table_names = list(cfg.route_tables)
+        table_id = {n: i for i, n in enumerate(self.table_names)}
+        self.att_names = list(cfg.attachments)
+        att_id = {n: i for i, n in enumerate(self.att_names)}
+        self.routes: list[Route] = []
+        route_att = []
+        tables = []
+        for tname in self.table_names:
+            entries = []
+            for r in cfg.route_tables[tname].routes:
+                entries.append((r.net, r.plen, len(self.routes)))
+                self.routes.append(r)
+                route_att.append(att_id[r.target] if r.kind == "attachment" else -1)
+            tables.append(entries)
+        self.route_att = np.array(route_att + [-1], np.int32)  # index -1 (no route) reads the sentinel
+        self._routes = Lpm(tables)
+        self.vpc_table = np.full(len(vpc_names), -1, np.int32)
+        self.att_vpc = np.zeros(len(self.att_names), np.int16)
+        self.att_table = np.zeros(len(self.att_names), np.int32)
+        for i, n in enumerate(self.att_names):
+            a = cfg.attachments[n]
+            vi = vpc_names.index(a.vpc)
+            self.vpc_table[vi] = table_id[a.route_table]
+            self.att_vpc[i] = vi
+            vr = vpc_routers[vi]
+            self.att_table[i] = vr.subnet_table[vr.subnet_id[a.subnet]]
+
+    def forward(self, vpc, dst) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Where each packet that VPC ``vpc`` (int16[n] indices) sends to this router goes.
+
+        Returns ``(vpc, table, status)``: the VPC index and route table id it enters at, and ``OK``, ``NO_ROUTE``
+        (no route in the attachment's table, or the VPC has no attachment) or ``BLACKHOLE``.
+        """
+        vpc = np.asarray(vpc, np.intp)
+        tab = self.vpc_table[vpc]
+        attached = tab >= 0
+        idx = self._routes.lookup(dst, np.where(attached, tab, 0).astype(np.int32))
+        idx[~attached] = -1
+        att = self.route_att[idx]
+        status = np.full(vpc.shape[0], PktStatus.OK, np.uint8)
+        status[idx < 0] = PktStatus.NO_ROUTE
+        status[(idx >= 0) & (att < 0)] = PktStatus.BLACKHOLE
+        ok = status == PktStatus.OK
+        a = np.where(ok, att, 0)
+        out_vpc = np.where(ok, self.att_vpc[a], -1).astype(np.int16)
+        out_table = np.where(ok, self.att_table[a], -1).astype(np.int32)
+        return out_vpc, out_table, status
 
 
 def routers(topo: Topology) -> dict[str, VpcRouter]:

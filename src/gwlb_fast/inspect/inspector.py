@@ -39,7 +39,8 @@ class Inspector:
         Bytes kept of each extracted field (longer values are cut; PAN-OS logs cut URLs too).
     """
 
-    def __init__(self, slots: int, capacity: int = 8192, head_size: int = 4096, field_width: int = 256):
+    def __init__(self, slots: int, capacity: int = 8192, head_size: int = 4096, field_width: int = 256,
+                 signatures=None):
         self.streams = StreamTable(capacity, head_size)
         self.row_of_slot = np.full(int(slots), -1, np.int64)
         cap = self.streams.capacity
@@ -51,6 +52,35 @@ class Inspector:
         self.field_width = int(field_width)
         self.fields = np.zeros((cap, len(FIELDS) * self.field_width), np.uint8)
         self.flen = np.full((cap, len(FIELDS)), -1, np.int32)
+        # the session's 5-tuple in client -> server order (signature headers), its serial number (alerts are
+        # reported once per session and signature) and which directions have been seen (flow:established)
+        self.client_ip = np.zeros(cap, np.uint32)
+        self.server_ip = np.zeros(cap, np.uint32)
+        self.client_port = np.zeros(cap, np.uint16)
+        self.server_port = np.zeros(cap, np.uint16)
+        self.serial = np.zeros(cap, np.int64)
+        self.seen = np.zeros((cap, 2), np.uint8)
+        self._next_serial = 1
+        self.sigs = None
+        if signatures is not None and len(signatures):
+            from .._kernels import match as _m
+            from .signatures import SignatureSet
+
+            self.sigs = signatures if isinstance(signatures, SignatureSet) else SignatureSet(signatures, cap)
+            if self.sigs.n_rows < cap:
+                raise ValueError(f"Inspector: the signature set has streams for {self.sigs.n_rows} sessions, "
+                                 f"the pool {cap}")
+            self._ring_pid = np.zeros((cap * _m.N_BUFFERS, _m.RING), np.int32)
+            self._ring_end = np.zeros((cap * _m.N_BUFFERS, _m.RING), np.int64)
+            self._ring_n = np.zeros(cap * _m.N_BUFFERS, np.int64)
+            self._ev_cap = 1 << 18
+            self._ev = (np.empty(self._ev_cap, np.int64), np.empty(self._ev_cap, np.uint8),
+                        np.empty(self._ev_cap, np.int32), np.empty(self._ev_cap, np.int64),
+                        np.empty(self._ev_cap, np.int64))
+        self._fired: set[tuple[int, int]] = set()
+        self._blocked: dict[int, int] = {}   # session serial -> packet (run-wide index) a drop/reject fired at
+        self._pkt_base = 0
+        self.alerts_suppressed = 0
 
     # ------------------------------------------------------------------ per batch
     def process(self, batch, slot: np.ndarray, is_new: np.ndarray, direction: np.ndarray) -> dict:
@@ -89,16 +119,34 @@ class Inspector:
             self.done[r] = 0
             self.ended[r] = 0
             self.flen[r] = -1
+            self.seen[r] = 0
+            self.serial[r] = np.arange(self._next_serial, self._next_serial + r.shape[0])
+            self._next_serial += r.shape[0]
+            fi = first[got]
+            d0 = np.asarray(direction)[fi] == 0
+            self.client_ip[r] = np.where(d0, batch.src_ip[fi], batch.dst_ip[fi])
+            self.server_ip[r] = np.where(d0, batch.dst_ip[fi], batch.src_ip[fi])
+            self.client_port[r] = np.where(d0, batch.sport[fi], batch.dport[fi])
+            self.server_port[r] = np.where(d0, batch.dport[fi], batch.sport[fi])
+            if self.sigs is not None:
+                self._reset_match(r)
         row = np.where(slot >= 0, self.row_of_slot[np.maximum(slot, 0)], -1)
         sd = np.where(row >= 0, 2 * row + np.asarray(direction, np.int64), -1)
         out = self.streams.feed(batch, sd)
-        touched = np.unique(row[(row >= 0) & (out["pay"] >= 0)])
+        live = row >= 0
+        self.seen[row[live], np.asarray(direction, np.int64)[live]] = 1
+        touched = np.unique(row[live & (out["pay"] >= 0)])
         pending = touched[(self.app[touched] == APP_PENDING) | (self.done[touched] == 0)]
         before = self.app[pending].copy()
+        done_before = self.done[pending].copy()
         if pending.shape[0]:
             self._identify(pending)
         changed = pending[self.app[pending] != before]
-        return {"stream": out, "sd": sd, "rows": touched, "changed": self.slot_of_row[changed]}
+        alerts = None
+        if self.sigs is not None:
+            alerts = self._match(batch, sd, out, pending[(self.done[pending] != 0) & (done_before == 0)])
+        self._pkt_base += len(batch)
+        return {"stream": out, "sd": sd, "rows": touched, "changed": self.slot_of_row[changed], "alerts": alerts}
 
     def end(self, slots: np.ndarray) -> dict:
         """Sessions in ``slots`` ended: decide their application (incomplete / insufficient-data / unknown), return
@@ -108,8 +156,18 @@ class Inspector:
         has = rows >= 0
         r = rows[has]
         self.ended[r] = 1
+        done_before = self.done[r].copy()
         self._identify(r)
         res = self.results(slots)
+        res["alerts"] = None
+        if self.sigs is not None and self.sigs.fields is not None:
+            fr = r[(self.done[r] != 0) & (done_before == 0)]
+            hits = np.zeros((0, 4), np.int64)
+            if fr.shape[0]:
+                n_ev = self.sigs.fields.scan_fields(fr, self.fields, self.flen, *self._ev)
+                if n_ev:
+                    hits = self._dedupe(self._verify(n_ev, True))
+            res["alerts"] = hits
         self._free_rows(r)
         return res
 
@@ -138,7 +196,88 @@ class Inspector:
         return self.fields[:, j * fw:(j + 1) * fw], self.flen[:, j]
 
     def stats(self) -> dict:
-        return self.streams.stats()
+        d = self.streams.stats()
+        if self.sigs is not None:
+            d["match_events_dropped"] = int(sum(lit.dropped_events for lit in (self.sigs.stream, self.sigs.fields)
+                                                if lit is not None))
+            d["match_stream_restarts"] = int(self.sigs.stream.resets) if self.sigs.stream is not None else 0
+        return d
+
+    # ------------------------------------------------------------------ signatures
+    def _reset_match(self, rows: np.ndarray) -> None:
+        from .._kernels import match as _m
+
+        if self.sigs.stream is not None:
+            self.sigs.stream.reset(np.concatenate([2 * rows, 2 * rows + 1]).astype(np.int64))
+        nb = _m.N_BUFFERS
+        self._ring_n[(rows[:, None] * nb + np.arange(nb)).ravel()] = 0
+
+    def _verify(self, n_ev: int, is_field: bool) -> np.ndarray:
+        from .._kernels import match as _m
+
+        sg = self.sigs
+        ev_row, ev_buf, ev_pid, ev_end, ev_pkt = self._ev
+        start, users = sg.users[is_field]
+        est = ((self.seen[:, 0] != 0) & (self.seen[:, 1] != 0)).astype(np.uint8)
+        out_event = np.empty(max(4 * n_ev, 16), np.int64)
+        out_sig = np.empty(out_event.shape[0], np.int32)
+        k = _m.verify(ev_row, ev_buf, ev_pid, ev_end, n_ev, start, users, **sg.c, **sg.s,
+                      row_client_ip=self.client_ip, row_server_ip=self.server_ip,
+                      row_client_port=self.client_port, row_server_port=self.server_port, row_proto=self.proto,
+                      row_app=self.app, row_est=est, ring_pid=self._ring_pid, ring_end=self._ring_end,
+                      ring_n=self._ring_n, out_event=out_event, out_sig=out_sig)
+        ev = out_event[:k]
+        return np.stack([ev_row[ev], sg.sig_of_entry[out_sig[:k]].astype(np.int64), ev_pkt[ev],
+                         ev_buf[ev].astype(np.int64)], axis=1) if k else np.zeros((0, 4), np.int64)
+
+    def _match(self, batch, sd, out, field_rows) -> np.ndarray:
+        """Alerts of this batch: int64[k, 4] rows (pool row, signature index, packet index or -1, buffer), the
+        first hit of each (session, signature) only."""
+        sg = self.sigs
+        found = []
+        if sg.stream is not None:
+            start = 0
+            n = len(batch)
+            while start < n:
+                n_ev, start = sg.stream.scan_streams(batch.data, sd, out["lo"], out["hi"], out["seg"], out["pay"],
+                                                     batch.proto, self.streams.head, *self._ev, start)
+                if n_ev:
+                    found.append(self._verify(n_ev, False))
+        if sg.fields is not None and field_rows.shape[0]:
+            n_ev = sg.fields.scan_fields(np.asarray(field_rows, np.int64), self.fields, self.flen, *self._ev)
+            if n_ev:
+                hits = self._verify(n_ev, True)
+                # a field is dated by the first client payload packet of its session in this batch (the request
+                # usually is one packet; a later drop in the session must not hide it)
+                first = np.full(self.streams.capacity, -1, np.int64)
+                has = np.flatnonzero((sd >= 0) & ((sd & 1) == 0) & (out["hi"] > out["lo"]))[::-1]
+                first[sd[has] >> 1] = has          # fancy assignment keeps the last write: the earliest packet
+                hits[:, 2] = first[hits[:, 0]]
+                found.append(hits)
+        if not found:
+            return np.zeros((0, 4), np.int64)
+        return self._dedupe(np.concatenate(found))
+
+    def _dedupe(self, hits: np.ndarray) -> np.ndarray:
+        """First hit of each (session, signature); none after a drop or reject signature fired on the session (its
+        packets are dropped from there on, as Suricata and PAN-OS stop inspecting a dropped session)."""
+        keep = []
+        sigs = self.sigs.signatures
+        hits = hits[np.argsort(hits[:, 2], kind="stable")]
+        for i, (r, si, pkt) in enumerate(hits[:, :3].tolist()):  # per alert, not per packet
+            serial = int(self.serial[r])
+            key = (serial, si)
+            when = self._pkt_base + pkt
+            if key in self._fired or self._blocked.get(serial, when) < when:
+                self.alerts_suppressed += 1
+                continue
+            self._fired.add(key)
+            if sigs[si].action != "alert":
+                self._blocked.setdefault(serial, when)
+            keep.append(i)
+        hits = hits[keep]
+        hits[:, 0] = self.slot_of_row[hits[:, 0]]   # report outside slots
+        return hits
 
     # ------------------------------------------------------------------ helpers
     def _identify(self, rows: np.ndarray) -> None:
@@ -148,6 +287,11 @@ class Inspector:
 
     def _free_rows(self, rows: np.ndarray) -> None:
         rows = np.asarray(rows, np.int64)
+        if rows.shape[0] and self._fired:
+            gone = set(self.serial[rows].tolist())
+            self._fired = {k for k in self._fired if k[0] not in gone}
+            for g in gone:
+                self._blocked.pop(g, None)
         if rows.shape[0]:
             self.row_of_slot[self.slot_of_row[rows]] = -1
             self.slot_of_row[rows] = -1
@@ -155,17 +299,19 @@ class Inspector:
 
 
 def inspect_flows(batches, *, capacity: int = 65536, head_size: int = 4096, flow_capacity: int = 1 << 18,
-                  inspector_hook=None) -> list[dict]:
+                  signatures=None, alerts: list | None = None) -> list[dict]:
     """Inspect every TCP/UDP flow of an iterable of parsed batches on its own (no topology, no policy).
 
     Returns one dict per flow: ``proto``, ``client_ip``, ``client_port``, ``server_ip``, ``server_port``,
     ``application`` (name) and the extracted fields (str, or None). ``inspector_hook(inspector, batch, res)`` is
-    called after each batch (the signature matcher hooks in there).
+    ``signatures`` (list of Signature): matched; each alert is appended to ``alerts`` as a dict with ``sid``,
+    ``action``, ``msg`` and the flow's 5-tuple (client -> server).
     """
     table = FlowTable(flow_capacity)
-    insp = Inspector(table.capacity, capacity=capacity, head_size=head_size)
+    insp = Inspector(table.capacity, capacity=capacity, head_size=head_size, signatures=signatures)
     client_rev = np.zeros(table.capacity, np.uint8)
     client = np.zeros((table.capacity, 4), np.int64)
+    flow_proto = np.zeros(table.capacity, np.uint8)
     flows_seen = []
     for batch in batches:
         n = len(batch)
@@ -197,17 +343,18 @@ def inspect_flows(batches, *, capacity: int = 65536, head_size: int = 4096, flow
             c_p = np.where(synack, batch.dport[first], batch.sport[first])
             s_p = np.where(synack, batch.sport[first], batch.dport[first])
             client[fs] = np.stack([c_ip, c_p, s_ip, s_p], axis=1)
+            flow_proto[fs] = batch.proto[first]
             flows_seen.append(np.stack([fs, batch.proto[first].astype(np.int64), c_ip.astype(np.int64),
                                         c_p.astype(np.int64), s_ip.astype(np.int64), s_p.astype(np.int64)], 1))
         direction = rev ^ client_rev[np.maximum(slot, 0)]
         res = insp.process(batch, slot, is_new, direction)
-        if inspector_hook is not None:
-            inspector_hook(insp, batch, res)
+        _collect(alerts, res["alerts"], signatures, client, flow_proto)
     if not flows_seen:
         return []
     seen = np.concatenate(flows_seen)
     # a slot reused by a later flow would need end-of-session handling; standalone runs keep every flow
     res = insp.end(seen[:, 0])
+    _collect(alerts, res["alerts"], signatures, client, flow_proto)
     out = []
     for i, (s, proto, c_ip, c_p, s_ip, s_p) in enumerate(seen.tolist()):
         rec = {"proto": proto, "client_ip": str(ipaddress.IPv4Address(c_ip)), "client_port": c_p,
@@ -218,3 +365,14 @@ def inspect_flows(batches, *, capacity: int = 65536, head_size: int = 4096, flow
             rec[name] = None if v is None else v.decode("latin-1")
         out.append(rec)
     return out
+
+
+def _collect(alerts, hits, signatures, client, flow_proto) -> None:
+    if alerts is None or hits is None:
+        return
+    for s, si, _pkt, _buf in hits.tolist():  # per alert
+        sig = signatures[si]
+        c_ip, c_p, s_ip, s_p = client[s].tolist()
+        alerts.append({"sid": sig.sid, "action": sig.action, "msg": sig.msg, "proto": int(flow_proto[s]),
+                       "client_ip": str(ipaddress.IPv4Address(c_ip)), "client_port": c_p,
+                       "server_ip": str(ipaddress.IPv4Address(s_ip)), "server_port": s_p})

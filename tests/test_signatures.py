@@ -1,0 +1,155 @@
+"""Signature subset: the parser (file:line errors), the Hyperscan-backed matcher across segments, and agreement
+with Suricata on (sid, flow) alert sets over the real captures (skipped without suricata)."""
+import itertools
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from gwlb_fast._kernels.match import Literals
+from hypothesis import given
+from hypothesis import strategies as st
+
+import gwlb_fast as gf
+from gwlb_fast.batch import PacketBatch
+from gwlb_fast.inspect.inspector import inspect_flows
+from gwlb_fast.inspect.payloads import http_request, tls_client_hello
+from gwlb_fast.inspect.signatures import SignatureError, load_rules, parse_rules
+from tests.shared_data import REPO, data_path
+from tests.test_appid import flow_key, frame, tcp_session
+
+RULES = REPO / "tests" / "data" / "agreement.rules"
+
+
+def alerts_of(frames, rules, chunk=None):
+    batch = PacketBatch.from_packets(frames).parse()
+    batches = [batch[i:i + chunk] for i in range(0, len(batch), chunk)] if chunk else [batch]
+    al = []
+    inspect_flows(batches, signatures=parse_rules(rules), alerts=al)
+    return sorted(a["sid"] for a in al)
+
+
+# ---------------------------------------------------------------- parser
+@pytest.mark.parametrize("rule,needle", [
+    ('alert tcp any any -> any any (content:"a"; pcre:"/x/"; sid:1;)', "keyword 'pcre'"),
+    ('pass tcp any any -> any any (content:"a"; sid:1;)', "action 'pass'"),
+    ('alert icmp any any -> any any (content:"a"; sid:1;)', "protocol 'icmp'"),
+    ('alert tcp any any -> any any (content:"a";)', "no sid"),
+    ('alert tcp any any -> any any (sid:1;)', "no content"),
+    ('alert tcp any any -> any any (content:!"a"; sid:1;)', "negated content"),
+    ('alert tcp any any -> any any (content:"|4g|"; sid:1;)', "bad hex"),
+    ('alert tcp any any -> any any (content:"abc"; depth:2; sid:1;)', "depth 2 is shorter"),
+    ('alert tcp $NOPE any -> any any (content:"a"; sid:1;)', "unknown variable $NOPE"),
+    ('alert tcp any any -> any 70000 (content:"a"; sid:1;)', "bad port range"),
+    ('alert tcp any any -> any any (flow:stateless; content:"a"; sid:1;)', "flow:stateless"),
+    ('alert tcp any any -> any any (http.uri; content:"a"; tls.sni; content:"b"; sid:1;)', "one sticky buffer"),
+    ('alert http any any -> any any (http.host; content:"Example"; sid:1;)', "http.host is lowercase"),
+    ('alert tcp any any - any any (content:"a"; sid:1;)', "direction"),
+    ('alert tcp any any -> any any (content:"a"; offset:1; distance:2; sid:1;)', "both absolute"),
+])
+def test_refused_with_file_and_line(rule, needle):
+    text = "# comment\n\n" + rule + "\n"
+    with pytest.raises(SignatureError) as e:
+        parse_rules(text, "threats.rules")
+    assert str(e.value).startswith("threats.rules:3: ") and needle in str(e.value)
+
+
+def test_duplicate_sid_and_continuation_lines(tmp_path):
+    p = tmp_path / "x.rules"
+    p.write_text('alert tcp any any -> any any (msg:"a;b"; \\\n content:"x\\"y"; sid:7;)\n'
+                 'alert tcp any any -> any any (content:"z"; sid:7;)\n')
+    with pytest.raises(SignatureError, match=r"x.rules:3: sid 7 already defined at .*x.rules:1"):
+        load_rules([p])
+    (sig,) = parse_rules('alert tcp any any -> any any (msg:"a;b"; content:"x\\"y|3b|"; sid:7;)')
+    assert sig.msg == "a;b" and sig.contents[0].pattern == b'x"y;'
+
+
+def test_addresses_ports_variables():
+    (sig,) = parse_rules("alert tcp [10.0.0.0/8,!10.1.0.0/16] ![80,443] <> $DNS any (content:\"a\"; sid:1;)",
+                         vars_={"DNS": "[192.0.2.53, 192.0.2.54]"})
+    assert sig.src == [(0x0A000000, 0x0A00FFFF), (0x0A020000, 0x0AFFFFFF)]
+    assert sig.src_ports == [(0, 79), (81, 442), (444, 65535)]
+    assert sig.dst == [(0xC0000235, 0xC0000236)] and sig.bidirectional
+
+
+# ---------------------------------------------------------------- matching
+def test_content_across_segments_and_batches():
+    req = http_request("www.example.com", "/attack/payload.bin")
+    parts = [req[:9], req[9:12], req[12:]]   # "/attack/p" split over three segments
+    rules = ('alert tcp any any -> any any (flow:to_server; content:"/attack/payload"; sid:1;)\n'
+             'alert tcp any any -> any any (content:"GET"; depth:3; content:"payload"; distance:5; within:20; '
+             'sid:2;)\n'
+             'alert tcp any any -> any any (content:"GET"; depth:3; content:"payload"; within:7; sid:3;)\n'
+             'alert tcp any any -> any any (flow:to_client; content:"/attack/"; sid:4;)\n'
+             'alert http any any -> any any (http.uri; content:"/ATTACK/"; nocase; sid:5;)\n'
+             'alert http any any -> any any (http.uri; content:"/ATTACK/"; sid:6;)\n'
+             'alert tcp any any -> any any (content:"attack"; offset:6; sid:7;)\n')
+    for chunk in (None, 1, 2):
+        assert alerts_of(tcp_session(parts, dport=80), rules, chunk) == [1, 2, 5], chunk
+
+
+def test_tls_sni_and_split_client_hello():
+    ch = tls_client_hello("evil.example.net", key_share_len=1216, padding=500)
+    rules = ('alert tls any any -> any any (tls.sni; content:"evil.example"; sid:10;)\n'
+             'alert tls any any -> any any (tls.sni; content:"good"; sid:11;)\n'
+             'alert tcp any any -> any any (content:"evil.example.net"; sid:12;)\n')
+    assert alerts_of(tcp_session([ch[:1460], ch[1460:]]), rules) == [10, 12]
+
+
+def test_drop_stops_later_alerts_of_the_session():
+    rules = ('drop tcp any any -> any any (content:"first"; sid:1;)\n'
+             'alert tcp any any -> any any (content:"second"; sid:2;)\n')
+    assert alerts_of(tcp_session([b"first ", b"second"]), rules) == [1]
+    assert alerts_of(tcp_session([b"second", b"first "]), rules) == [1, 2]
+
+
+@given(st.binary(min_size=1, max_size=300), st.binary(min_size=1, max_size=6), st.lists(st.integers(1, 299),
+                                                                                       max_size=6))
+def test_streaming_literal_matches_equal_bytes_find(data, lit, cuts):
+    """Hyperscan streaming over arbitrary cuts finds exactly the end offsets Python's bytes.find finds."""
+    lits = Literals([lit], [False], 2)
+    frames = [frame(b"", flags=0x02, seq=10)]
+    bounds = sorted({0, len(data), *[c for c in cuts if c < len(data)]})
+    for a, b in itertools.pairwise(bounds):
+        frames.append(frame(data[a:b], seq=11 + a))
+    batch = PacketBatch.from_packets(frames).parse()
+    from gwlb_fast.inspect.stream import StreamTable
+
+    table = StreamTable(capacity=1, head_size=64)
+    out = table.feed(batch, np.zeros(len(batch), np.int64))
+    ev = [np.empty(4096, t) for t in (np.int64, np.uint8, np.int32, np.int64, np.int64)]
+    n, _ = lits.scan_streams(batch.data, np.zeros(len(batch), np.int64), out["lo"], out["hi"], out["seg"],
+                             out["pay"], batch.proto, table.head, *ev)
+    want = [i + len(lit) for i in range(len(data) - len(lit) + 1) if data[i:i + len(lit)] == lit]
+    assert sorted(ev[3][:n].tolist()) == want
+
+
+# ---------------------------------------------------------------- Suricata agreement
+REAL = sorted(p.name for p in data_path("captures", "real").glob("*.pcap*")) \
+    if data_path("captures", "real").is_dir() else []
+
+
+def suricata_alerts(pcap, rules, outdir):
+    subprocess.run(["suricata", "-r", str(pcap), "-S", str(rules), "-l", str(outdir), "-k", "none", "--runmode",
+                    "single"], check=True, capture_output=True, timeout=120)
+    out = set()
+    for ln in (outdir / "eve.json").read_text().splitlines():
+        ev = json.loads(ln)
+        if ev.get("event_type") == "alert" and ":" not in ev["src_ip"]:
+            p = {"TCP": 6, "UDP": 17}.get(ev["proto"], 0)
+            out.add((ev["alert"]["signature_id"],) + flow_key(p, ev["src_ip"], ev["src_port"], ev["dest_ip"],
+                                                               ev["dest_port"]))
+    return out
+
+
+@pytest.mark.skipif(shutil.which("suricata") is None, reason="suricata not installed")
+@pytest.mark.parametrize("name", REAL)
+def test_alerts_agree_with_suricata(name, tmp_path):
+    pcap = data_path("captures", "real", name)
+    theirs = suricata_alerts(pcap, RULES, tmp_path)
+    al = []
+    inspect_flows(gf.read_pcap(pcap), signatures=load_rules([RULES]), alerts=al)
+    ours = {(a["sid"],) + flow_key(a["proto"], a["client_ip"], a["client_port"], a["server_ip"], a["server_port"])
+            for a in al}
+    assert ours == theirs
