@@ -31,9 +31,13 @@ import numpy as np
 from .batch import PacketBatch
 from .config import Topology, load_topology
 from .errors import ConfigError, GwlbError, PcapError
-from .report import Summary
+from .outfiles import refuse_overlap
+from .pcapio import output_format, read_pcap
+from .pipeline import TAP_LINKS
+from .report import FlowLogWriter, Summary
 
 FRAG_TABLE = 1 << 16  # first fragments remembered on the public side (direct-mapped)
+SHARED_TAPS = ("health",)  # taps every shard writes alike (taken from the first)
 
 
 def default_workers() -> int:
@@ -139,6 +143,18 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
     if n < 1:
         raise ValueError(f"run_parallel: workers must be >= 1, got {n}")
     topo = topology if isinstance(topology, Topology) else load_topology(topology)
+    # the checks of Pipeline.run, on the real destinations (the workers write temporary files)
+    fmt = output_format(output) if output is not None else "pcap"
+    tap_paths = {k: Path(taps) / f"{k}.{fmt}" for k in TAP_LINKS} if taps is not None else {}
+    if flow_log is not None:
+        FlowLogWriter.check_path(flow_log)
+    inputs = [source, events if isinstance(events, (str, os.PathLike)) else None]
+    if topo.source and os.path.isfile(topo.source):
+        inputs.append(topo.source)
+    refuse_overlap(inputs, [output, flow_log, *tap_paths.values()])
+    if taps is not None and Path(taps).exists() and not Path(taps).is_dir():
+        raise ConfigError(f"{taps}: --taps needs a folder, and this is a file")
+    read_pcap(source, chunk=1, parse=False).close()  # an unreadable capture fails here, once
     if n > 1:
         for k in range(n):
             shard_topology(topo, k, n)  # configuration problems (too few ports) surface here, once
@@ -181,12 +197,11 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
         if output is not None:
             merge_pcaps([pt["output"] for pt in parts], output)
         if taps is not None:
-            from .pipeline import TAP_LINKS
-
-            tap_dir = Path(taps)
-            tap_dir.mkdir(parents=True, exist_ok=True)
-            for link in TAP_LINKS:
-                merge_pcaps([pt["taps"] / f"{link}.pcap" for pt in parts], tap_dir / f"{link}.pcap")
+            Path(taps).mkdir(parents=True, exist_ok=True)
+            for link, path in tap_paths.items():
+                # the GWLB's health probes do not depend on the packets: every shard writes the same ones
+                shards = parts[:1] if link in SHARED_TAPS else parts
+                merge_pcaps([pt["taps"] / f"{link}.pcap" for pt in shards], path)
         if flow_log is not None:
             merge_flow_logs([pt["flow_log"] for pt in parts], flow_log)
     finally:
@@ -201,8 +216,6 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
 # ---------------------------------------------------------------------------------------------------- merging
 def _whole(path) -> PacketBatch:
     """Every record of a capture the workers wrote, as one batch over a memory map of the file."""
-    from .pcapio import read_pcap
-
     if os.path.getsize(path) == 0:
         return PacketBatch.empty()
     reader = read_pcap(path, chunk=1 << 16, parse=False, use_mmap=True)
@@ -225,12 +238,12 @@ def merge_pcaps(paths, dest, chunk: int = 1 << 16) -> int:
     of ``paths``, then each file's). Returns the packets written."""
     from .pcapio import PcapWriter
 
-    batches = [_whole(p) for p in paths]
+    batches = [_whole(p) for p in paths if os.path.exists(p)]
     ts = np.concatenate([b.ts_ns for b in batches])
     src = np.repeat(np.arange(len(batches), dtype=np.int32), [len(b) for b in batches])
     row = np.concatenate([np.arange(len(b), dtype=np.int64) for b in batches])
     order = np.argsort(ts, kind="stable")
-    with PcapWriter(dest, linktype=1) as w:
+    with PcapWriter(dest, linktype=1 if output_format(dest) == "pcap" else None) as w:
         for a in range(0, order.size, chunk):
             sel = order[a:a + chunk]
             s, r = src[sel], row[sel]
@@ -275,42 +288,42 @@ def merge_flow_logs(paths, dest) -> int:
     return len(rows)
 
 
+# summary fields that describe the capture every worker read whole (the same in each shard): taken once
+_SHARED_FIELDS = ("input_error", "input_skipped_bytes", "input_skipped_records", "events")
+
+
+def _add(acc, v):
+    """Sum numbers, recursively in dicts; anything else keeps the first shard's value."""
+    if isinstance(v, bool) or not isinstance(v, (int, float, dict)):
+        return v if acc is None else acc
+    if isinstance(v, dict):
+        acc = {} if acc is None else acc
+        for k, x in v.items():
+            acc[k] = _add(acc.get(k), x)
+        return acc
+    return v if acc is None else acc + v
+
+
 def merge_summaries(parts: list[dict], seconds: float) -> Summary:
-    """One summary from the shards': counts add up; per-firewall state and the events are the same in every
-    shard; time per stage adds the shards' CPU seconds."""
+    """One summary from the shards' (``Summary.as_dict()``): counts add up, time per stage adds the shards' CPU
+    seconds, what describes the capture itself (read whole by every shard) and per-firewall states are taken once,
+    the capture's span is the longest."""
     s = Summary()
-    for key in ("packets_in", "bytes_in", "packets_out", "bytes_out", "generated", "truncated",
-                "ip_checksums_filled"):
-        setattr(s, key, sum(int(p.get(key, 0)) for p in parts))
+    names = set(s.__dataclass_fields__)
+    for key in names - {"seconds", "workers", "capture_seconds"}:
+        vals = [p[key] for p in parts if key in p]
+        if not vals:
+            continue
+        if key in _SHARED_FIELDS:
+            v = next((x for x in vals if x), vals[0])
+        else:
+            v = None
+            for x in vals:
+                v = _add(v, x)
+        setattr(s, key, round(v, 4) if isinstance(v, float) else v)
+    s.stage_seconds = {k: round(v, 4) for k, v in s.stage_seconds.items()}
     s.capture_seconds = max((p.get("capture_seconds", 0.0) for p in parts), default=0.0)
     s.seconds = seconds
-    drops: dict[str, dict[str, int]] = {}
-    for p in parts:
-        for stage, reasons in p.get("drops", {}).items():
-            d = drops.setdefault(stage, {})
-            for reason, v in reasons.items():
-                d[reason] = d.get(reason, 0) + int(v)
-    s.drops = drops
-    fws: dict[str, dict] = {}
-    for p in parts:
-        for name, c in p.get("firewalls", {}).items():
-            f = fws.setdefault(name, {"flows": 0, "packets": 0, "bytes": 0, "state": c.get("state")})
-            for key in ("flows", "packets", "bytes"):
-                f[key] += int(c.get(key, 0))
-    s.firewalls = fws
-    for attr in ("rules", "nat"):
-        acc: dict[str, int] = {}
-        for p in parts:
-            for key, v in p.get(attr, {}).items():
-                acc[key] = acc.get(key, 0) + int(v)
-        setattr(s, attr, acc)
-    s.events = list(parts[0].get("events", [])) if parts else []
-    s.input_error = next((p["input_error"] for p in parts if p.get("input_error")), None)
-    stage: dict[str, float] = {}
-    for p in parts:
-        for key, v in p.get("stage_seconds", {}).items():
-            stage[key] = round(stage.get(key, 0.0) + float(v), 4)
-    s.stage_seconds = stage
     return s
 
 

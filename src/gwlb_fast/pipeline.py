@@ -426,7 +426,7 @@ class Pipeline:
                 tap_dir.mkdir(parents=True, exist_ok=True)
                 for k, path in tap_paths.items():
                     writers[k] = OrderedWriter(PcapWriter(path, linktype=1 if fmt == "pcap" else None))
-            self._replay(reader, evs, out_w, writers, log_w, Progress(size, quiet=quiet))
+            self._replay(reader, evs, out_w, writers, log_w, Progress(size, quiet=quiet), select)
             if out_w is not None:
                 out_w.close()
                 self.bytes_out = out_w.bytes  # the records as written (Linux cooked input becomes Ethernet)
@@ -451,7 +451,7 @@ class Pipeline:
             raise reader.error
         return summary
 
-    def _replay(self, reader, evs, out_w, writers, log_w, progress) -> None:
+    def _replay(self, reader, evs, out_w, writers, log_w, progress, select=None) -> None:
         """The loop of :meth:`run`: chunks through the path, delivered packets and taps to their writers in time
         order, ended sessions to the flow log."""
         arena = np.zeros(0, np.uint8)
