@@ -35,6 +35,7 @@ from ._kernels.parse import fill_ip_checksums
 from .batch import PacketBatch
 from .config import Topology, load_events, load_topology
 from .errors import ConfigError, PcapError
+from .fragments import K_LATER, FragmentTracker
 from .gwlbe import Gwlbe, Inspection
 from .natgw import NatGateway
 from .outfiles import refuse_overlap
@@ -78,8 +79,15 @@ TAP_LINKS = (
 class ChunkResult:
     """What :meth:`Pipeline.process` did to one chunk.
 
-    ``output`` holds the delivered packets in input order (resets after the packet that caused them); ``status``,
-    ``stage`` and ``delivered`` are per input packet; ``fw`` the firewall that inspected it (-1 none).
+    ``output`` holds the delivered packets in input order (resets after the packet that caused them, a fragment
+    that came before its first fragment right after that one); ``status``, ``stage`` and ``delivered`` are per
+    input packet; ``fw`` the firewall that inspected it (-1 none), ``rule``
+    the index of the rule of its firewall session (-1 none, ``len(policy.rules)`` the default action), ``failed_fw``
+    the firewall of the flow of a packet dropped because that firewall failed (-1 elsewhere).
+    ``resets`` holds the firewall resets (TCP RSTs) with their own ``status``, ``stage``, ``delivered`` and
+    ``source`` (input row of the packet that caused each), or None when there were none. A fragment still held
+    for its first fragment has status ``FRAGMENT`` and is neither delivered nor dropped yet (a later chunk's
+    output, or drop, says).
     """
 
     output: PacketBatch
@@ -89,6 +97,29 @@ class ChunkResult:
     fw: np.ndarray
     generated: int = 0
     taps: dict[str, list[PacketBatch]] = field(default_factory=dict)
+    rule: np.ndarray | None = None
+    resets: Resets | None = None
+    failed_fw: np.ndarray | None = None
+
+
+@dataclass
+class Resets:
+    """The TCP resets firewalls sent while one chunk was walked, and what the path did with them."""
+
+    batch: PacketBatch
+    status: np.ndarray
+    stage: np.ndarray
+    delivered: np.ndarray
+    source: np.ndarray
+
+    @staticmethod
+    def concat(parts: list[Resets | None], bases: list[int]) -> Resets | None:
+        got = [(r, b) for r, b in zip(parts, bases) if r is not None]
+        if not got:
+            return None
+        return Resets(PacketBatch.concat([r.batch for r, _ in got]),
+                      *(np.concatenate([getattr(r, c) for r, _ in got]) for c in ("status", "stage", "delivered")),
+                      np.concatenate([r.source + b for r, b in got]))
 
 
 class Pipeline:
@@ -125,6 +156,7 @@ class Pipeline:
                                        session_capacity=session_capacity, keep_taps=taps)
                       for name, cfg in topo.gwlbs.items()}
         # NAT gateways
+        self.frags = FragmentTracker()
         self.nat_names = list(topo.nat_gateways)
         self.nats = [NatGateway(topo.nat_gateways[n]) for n in self.nat_names]
         self.nat_public = np.array([g.public_ip for g in self.nats], np.uint32)
@@ -166,6 +198,8 @@ class Pipeline:
         self.first_ts: int | None = None
         self.last_ts: int | None = None
         self.events_done: list[dict] = []
+        # when a list: every step of the route walk is appended to it (``explain`` reads it; see _Walk._trace)
+        self.trace: list[tuple[str, dict]] | None = None
         self._timeline = None
         self._raw_events: list[dict] = []
         self._probe_lo = 0
@@ -235,7 +269,10 @@ class Pipeline:
                     return ChunkResult(PacketBatch.concat([r.output for r in parts]),
                                        *(np.concatenate([getattr(r, c) for r in parts])
                                          for c in ("status", "stage", "delivered", "fw")),
-                                       generated=sum(r.generated for r in parts), taps=taps)
+                                       generated=sum(r.generated for r in parts), taps=taps,
+                                       rule=np.concatenate([r.rule for r in parts]),
+                                       failed_fw=np.concatenate([r.failed_fw for r in parts]),
+                                       resets=Resets.concat([r.resets for r in parts], cuts[:-1]))
         return self._process_slice(batch, arena)
 
     def _process_slice(self, batch: PacketBatch, arena: np.ndarray | None = None) -> ChunkResult:
@@ -245,17 +282,29 @@ class Pipeline:
         work.parse()
         # captured on the sending host before its NIC filled the IPv4 header checksum (offload): filled here
         self.ip_csum_filled += fill_ip_checksums(work.data, work.off, work.caplen, work.l3_off, work.status)
+        # cut by a snaplen but with whole L4 headers: processed as captured (their wire length is kept), counted
+        self.truncated += int(np.count_nonzero((work.status == PktStatus.OK) & (work.wirelen > work.caplen)))
+        # fragments held from earlier batches (their first fragment had not come) go in front, see fragments.py
+        held, h_slot, h_gen = self.frags.take_held()
+        h = 0 if held is None else len(held)
+        if h:
+            work = PacketBatch.concat([held, work])
         n = len(work)
+        slot = np.full(n, -1, np.int64)
+        fgen = np.zeros(n, np.int64)
+        slot[:h], fgen[:h] = h_slot, h_gen
+        kind = self.frags.scan(work, h, slot, fgen)
         taps: dict[str, list[PacketBatch]] = {k: [] for k in TAP_LINKS} if self.keep_taps else {}
         if n:
             ts0, ts1 = int(work.ts_ns.min()), int(work.ts_ns.max())
             self.first_ts = ts0 if self.first_ts is None else min(self.first_ts, ts0)
             self.last_ts = ts1 if self.last_ts is None else max(self.last_ts, ts1)
         st = work.status
-        # cut by a snaplen but with whole L4 headers: processed as captured (their wire length is kept), counted
-        self.truncated += int(np.count_nonzero((st == PktStatus.OK) & (work.wirelen > work.caplen)))
         stage = np.full(n, 255, np.uint8)
         stage[st != PktStatus.OK] = S_INPUT
+        frags = bool(kind.any())  # first fragments record their fate for later ones, later ones take it
+        if frags:
+            stage[kind == K_LATER] = 255  # settled after the walk, from their first fragment
         self.stage_seconds["parse"] += time.perf_counter() - t0
 
         walk = _Walk(self, work, taps, stage)
@@ -264,20 +313,39 @@ class Pipeline:
         gen = walk.generated_walk()
 
         t0 = time.perf_counter()
-        out_main = work.filter(walk.delivered != D_NONE)
-        parts, order = [out_main], [np.flatnonzero(walk.delivered != D_NONE)]
+        release = None
+        if frags:
+            release = self.frags.settle(work, kind, slot, fgen, stage, walk.fw, walk.delivered, S_INPUT)
+        dl = np.flatnonzero(walk.delivered != D_NONE)
+        out_main = work[dl]
+        # output order: input order, a firewall reset right after its packet, a fragment released by its first
+        # fragment right after that one (keys 2 * row, 2 * row + 1)
+        parts, order = [out_main], [2 * dl]
+        resort = False
+        if release is not None:
+            rel = release[dl]
+            early = rel >= 0
+            if early.any():
+                order[0] = np.where(early, 2 * rel + 1, 2 * dl)
+                resort = True
         if gen is not None:
             parts.append(gen.batch.filter(gen.delivered != D_NONE))
-            order.append(gen.source[gen.delivered != D_NONE])
+            order.append(2 * gen.source[gen.delivered != D_NONE] + 1)
         key = np.concatenate(order)
-        if len(parts) > 1 and key.size:
+        if (len(parts) > 1 or resort) and key.size:
             perm = np.argsort(key, kind="stable")
             out = PacketBatch.concat(parts)[perm]
         else:
             out = parts[0]
-        res = ChunkResult(out, st, stage, walk.delivered, walk.fw, generated=0 if gen is None else len(gen.batch),
-                          taps=taps)
+        res = ChunkResult(out, st[h:], stage[h:], walk.delivered[h:], walk.fw[h:],
+                          generated=0 if gen is None else len(gen.batch),
+                          taps=taps, rule=walk.rule[h:], failed_fw=walk.failed_fw[h:],
+                          resets=None if gen is None else Resets(gen.batch, gen.batch.status, gen.stage,
+                                                                 gen.delivered, gen.source - h))
         self._account(res, gen)
+        if h:  # held fragments of earlier batches dropped now (their packets were counted in then)
+            for s_, name in enumerate(STAGES):
+                self.counters[name].add_drops(st[:h][stage[:h] == s_])
         self.stage_seconds["output"] += time.perf_counter() - t0
         return res
 
@@ -298,7 +366,11 @@ class Pipeline:
 
     # ------------------------------------------------------------------ end of run
     def finish(self) -> list[tuple[str, int, np.ndarray]]:
-        """Close every firewall session (end of run); returns (gwlb, firewall index, sessions) triples."""
+        """Close every firewall session (end of run); returns (gwlb, firewall index, sessions) triples. Fragments
+        still held (their first fragment never came) are dropped (``FRAG_NO_FIRST``)."""
+        held = self.frags.flush()
+        if held is not None:
+            self.counters["input"].add_drops(held.status)
         out = []
         for name, insp in self.gwlbs.items():
             for k, s in insp.finish(self.last_ts):
@@ -363,7 +435,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------ whole captures
     def run(self, source, output=None, *, taps=None, flow_log=None, events=None, chunk: int = 65536,
-            quiet: bool = True, strict: bool = True, select=None) -> Summary:
+            quiet: bool = True, strict: bool = True, observers=(), select=None) -> Summary:
         """Replay a capture (pcap or pcapng path) through the path.
 
         Parameters
@@ -392,6 +464,13 @@ class Pipeline:
         strict : bool
             A damaged capture raises ``PcapError`` after every good packet before the damage went through the path
             (and the outputs were written); with False the problem is only reported in the summary.
+        observers : sequence
+            Objects told what the run does, in order: ``start(pipeline)``, ``chunk(pipeline, batch, result)`` after
+            each piece of the
+            capture went through (the input packets and their :class:`ChunkResult`), ``event(pipeline, event)`` at
+            each health event, ``sessions(pipeline, gwlb, firewall index, sessions)`` for ended sessions, and
+            ``close(pipeline, summary)`` at the end (each method is optional). The drops file and the HTML report
+            are written by observers.
         select : callable, optional
             ``select(batch) -> batch``: the packets of each chunk read that this pipeline replays (``run --workers``
             gives each worker its flow shard this way, see :mod:`gwlb_fast.parallel`).
@@ -426,7 +505,8 @@ class Pipeline:
                 tap_dir.mkdir(parents=True, exist_ok=True)
                 for k, path in tap_paths.items():
                     writers[k] = OrderedWriter(PcapWriter(path, linktype=1 if fmt == "pcap" else None))
-            self._replay(reader, evs, out_w, writers, log_w, Progress(size, quiet=quiet), select)
+            _notify(observers, "start", self)
+            self._replay(reader, evs, out_w, writers, log_w, Progress(size, quiet=quiet), observers, select)
             if out_w is not None:
                 out_w.close()
                 self.bytes_out = out_w.bytes  # the records as written (Linux cooked input becomes Ethernet)
@@ -447,11 +527,12 @@ class Pipeline:
         summary.input_skipped_bytes = reader.skipped_bytes
         summary.input_skipped_records = reader.skipped_records
         summary.out_of_order = sum(w.late for w in (out_w, *writers.values()) if w is not None)
+        _notify(observers, "close", self, summary)
         if input_error is not None and strict:
             raise reader.error
         return summary
 
-    def _replay(self, reader, evs, out_w, writers, log_w, progress, select=None) -> None:
+    def _replay(self, reader, evs, out_w, writers, log_w, progress, observers=(), select=None) -> None:
         """The loop of :meth:`run`: chunks through the path, delivered packets and taps to their writers in time
         order, ended sessions to the flow log."""
         arena = np.zeros(0, np.uint8)
@@ -464,6 +545,7 @@ class Pipeline:
                 for part in self._split_at_events(batch, evs):
                     if isinstance(part, dict):
                         self._apply(part)
+                        _notify(observers, "event", self, part)
                         continue
                     if self.keep_taps and self._timeline is not None and len(part):
                         # the health probes the GWLB sent up to this part's last packet
@@ -492,19 +574,22 @@ class Pipeline:
                         out_w.write(res.output, mark)
                     for link, parts in res.taps.items():
                         writers[link].write(parts, mark)
-                    if log_w is not None:
+                    _notify(observers, "chunk", self, part, res)
+                    if log_w is not None or observers:
                         for g, k, s in self._collect_sessions():
-                            log_w.write(self.flow_records(g, k, s))
+                            if log_w is not None:
+                                log_w.write(self.flow_records(g, k, s))
+                            _notify(observers, "sessions", self, g, k, s)
                     self.stage_seconds["output"] += time.perf_counter() - t0
                 progress.update(self.packets_in, getattr(reader, "offset", None))
-            for g, k, s in self.finish():
+            for g, k, s in [*self._collect_sessions(), *self.finish()]:
                 if log_w is not None:
                     log_w.write(self.flow_records(g, k, s))
-            self._collect_sessions()
+                _notify(observers, "sessions", self, g, k, s)
         finally:
             progress.close()
 
-    def replay(self, batches, events=None):
+    def what_if(self, batches, events=None):
         """Carry PacketBatch chunks along the path with a what-if script, as :meth:`run` does: yields one
         :class:`ChunkResult` per piece between two health actions (``events`` as in :meth:`run`)."""
         evs = self._events(events)
@@ -618,6 +703,13 @@ class Pipeline:
         return s
 
 
+def _notify(observers, what: str, *args) -> None:
+    for o in observers:
+        f = getattr(o, what, None)
+        if f is not None:
+            f(*args)
+
+
 def _public_port(gw: NatGateway, ip: np.ndarray, port: np.ndarray, proto: np.ndarray) -> np.ndarray:
     """The public port of each private (ip, port, proto)'s live SNAT mapping on ``gw``, -1 where none."""
     m = ip.shape[0]
@@ -652,6 +744,9 @@ class _Walk:
         self.held = np.zeros(n, bool)  # waits for a later phase of the walk (see _hold)
         self.releases = 0
         self.fw = np.full(n, -1, np.int16)
+        self.rule = np.full(n, -1, np.int32)
+        self.failed_fw = np.full(n, -1, np.int16)
+        self.is_resets = source is not None
         self.gen_parts: list[tuple[PacketBatch, np.ndarray, int]] = []
 
     # ---------------------------------------------------------------- helpers
@@ -659,6 +754,7 @@ class _Walk:
         if rows.size:
             self.batch.status[rows] = code
             self.stage[rows] = stage
+            self._trace("drop", rows, status=code, stage=stage)
 
     def _tap(self, link: str, batch: PacketBatch) -> None:
         if self.taps and len(batch):
@@ -667,6 +763,12 @@ class _Walk:
     def _tap_rows(self, link: str, rows: np.ndarray) -> None:
         if self.taps and rows.size:
             self.taps[link].append(self.batch[rows].copy())
+
+    def _trace(self, step: str, rows: np.ndarray, **info) -> None:
+        """Record one step of the walk for the rows ``rows`` when the pipeline traces (``Pipeline.trace``)."""
+        if self.p.trace is not None and rows.size:
+            self.p.trace.append((step, {"walk": "resets" if self.is_resets else "packets",
+                                        "rows": np.array(rows), **info}))
 
     def _sync(self, rows: np.ndarray, sub: PacketBatch) -> None:
         """Copy the columns a stage rewrote on ``sub`` (rows of our batch) back."""
@@ -688,6 +790,7 @@ class _Walk:
             m = ok & (sub >= 0) & (self.vpc < 0)
             self.vpc[m] = vi
             self.table[m] = r.subnet_table[sub[m]]
+            self._trace("enter-subnet", np.flatnonzero(m), vpc=vi, subnet=sub[m])
         outside = np.flatnonzero(ok & (self.vpc < 0))
         p.stage_seconds["route"] += time.perf_counter() - t0
         if outside.size == 0:
@@ -704,7 +807,11 @@ class _Walk:
                 claimed |= pub
                 sub = b[rows]
                 self._tap("internet-to-nat", sub)
+                before = (sub.src_ip.copy(), sub.sport.copy(), sub.dst_ip.copy(), sub.dport.copy())
                 gw.inbound(sub)
+                self._trace("enter-nat", rows, nat=g, form="public", before=before,
+                            after=(sub.src_ip.copy(), sub.sport.copy(), sub.dst_ip.copy(), sub.dport.copy()),
+                            status=sub.status.copy())
                 bad = self._sync(rows, sub)
                 self.stage[rows[bad]] = S_NAT
                 good = rows[sub.status == PktStatus.OK]
@@ -718,6 +825,7 @@ class _Walk:
                 claimed |= priv
                 pport = _public_port(gw, b.dst_ip[rows], b.dport[rows], b.proto[rows])
                 known = pport >= 0
+                self._trace("enter-nat", rows, nat=g, form="private", public_port=pport)
                 # no mapping yet: one may be made by an earlier packet of this chunk; the reply waits (with the
                 # rest of its flow) until those packets have been walked, see _hold
                 senders = ok & (self.vpc >= 0) & ~self.from_internet
@@ -781,8 +889,10 @@ class _Walk:
                     inside[sel] = r.subnet_of(b.dst_ip[host[sel]]) >= 0
                 self._drop(host[~inside], PktStatus.NO_ROUTE, S_ROUTE)
                 self.delivered[host[inside]] = D_HOST
+                self._trace("deliver", host[inside], to="host")
                 self._tap_rows("vpc-to-host", host[inside])
             self.delivered[active[kind == K_INTERNET]] = D_INTERNET
+            self._trace("deliver", active[kind == K_INTERNET], to="internet")
             p.stage_seconds["route"] += time.perf_counter() - t0
             for g in _present(target[kind == K_NATGW], len(p.nats)):
                 self._nat_out(active[(kind == K_NATGW) & (target == g)], g)
@@ -802,6 +912,9 @@ class _Walk:
                 continue
             rows = active[sel]
             hop = r.next_hop(np.ascontiguousarray(self.table[rows]), b.dst_ip[rows])
+            if p.trace is not None:
+                tab = np.ascontiguousarray(self.table[rows])
+                self._trace("route", rows, vpc=vi, table=tab, route=r.route_index(tab, b.dst_ip[rows]), hop=hop)
             kind[sel] = p._hop_kind[vi][hop]
             target[sel] = p._hop_target[vi][hop]
         return kind, target
@@ -826,7 +939,11 @@ class _Walk:
             gw = self.p.nats[g]
             sub = self.batch[rows]
             self._tap("vpc-to-nat", sub)
+            before = (sub.src_ip.copy(), sub.sport.copy(), sub.dst_ip.copy(), sub.dport.copy())
             gw.outbound(sub)
+            self._trace("nat-out", rows, nat=g, before=before,
+                        after=(sub.src_ip.copy(), sub.sport.copy(), sub.dst_ip.copy(), sub.dport.copy()),
+                        status=sub.status.copy())
             bad = self._sync(rows, sub)
             self.stage[rows[bad]] = S_NAT
             good = rows[sub.status == PktStatus.OK]
@@ -851,8 +968,14 @@ class _Walk:
         sub = b[rows]
         self._tap("vpc-to-gwlbe", sub)
         res = insp.inspect(sub, ep)
+        self._trace("inspect", rows, endpoint=e, gwlb=ep.gwlb, fw=res.fw_index.copy(), status=res.status.copy(),
+                    by_firewall=res.by_firewall.copy(), rule=res.rule.copy(), cookie=sub.flow_cookie.copy(),
+                    tuple=(sub.src_ip.copy(), sub.dst_ip.copy(), sub.sport.copy(), sub.dport.copy(),
+                           sub.proto.copy()))
         self.inspected[rows, e] = True
         self.fw[rows] = res.fw_index
+        self.rule[rows] = res.rule
+        self.failed_fw[rows] = res.failed_fw
         bad = res.status != PktStatus.OK
         b.status[rows] = res.status
         self.stage[rows[bad]] = np.where(res.by_firewall[bad], S_FIREWALL, S_GWLB)
