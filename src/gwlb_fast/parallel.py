@@ -107,7 +107,7 @@ def _worker(k: int, n: int, topo: Topology, source, paths: dict, opts: dict, con
         from .pipeline import Pipeline
 
         pipe = Pipeline(shard_topology(topo, k, n), seed=opts["seed"], taps=paths.get("taps") is not None,
-                        session_capacity=max(1, opts["session_capacity"] // n))
+                        session_capacity=max(1, opts["session_capacity"] // n), pickup=opts["pickup"])
         sharder = Sharder(topo, n)
 
         def select(batch: PacketBatch) -> PacketBatch:
@@ -134,7 +134,7 @@ def _worker(k: int, n: int, topo: Topology, source, paths: dict, opts: dict, con
 
 def run_parallel(topology, source, output=None, *, workers: int | None = None, taps=None, flow_log=None,
                  events=None, chunk: int = 65536, seed: int = 0, quiet: bool = True, strict: bool = True,
-                 session_capacity: int = 1 << 18) -> Summary:
+                 session_capacity: int = 1 << 18, pickup: bool | None = None) -> Summary:
     """Replay ``source`` through ``topology`` (a path or a loaded Topology) on ``workers`` processes (default: every
     core), flow-sharded; the outputs and the summary are those of :meth:`Pipeline.run`, merged in time order."""
     import multiprocessing as mp
@@ -170,7 +170,8 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
                           "taps": d / "taps" if taps is not None else None,
                           "flow_log": d / f"flows{Path(flow_log).suffix}" if flow_log is not None else None})
         # each worker reads n chunks at a time and replays its shard of them: about ``chunk`` packets per batch
-        opts = {"seed": seed, "events": events, "chunk": chunk * n, "session_capacity": session_capacity}
+        opts = {"seed": seed, "events": events, "chunk": chunk * n, "session_capacity": session_capacity,
+                "pickup": pickup}
         ctx = mp.get_context("fork")
         procs, conns = [], []
         for k in range(n):
