@@ -43,18 +43,14 @@ pytestmark = pytest.mark.skipif(not CAPTURES, reason="shared captures absent")
 #: drops of IPv4 unicast packets a real deployment shares, per capture: (stage, reason) -> why. Anything not listed
 #: must be delivered.
 DROPS: dict[str, dict[tuple[str, str], str]] = {
-    # ICMP time-exceeded from routers on the way, quoting the probes, captured at the host (private form): an ICMP
-    # error travels with the flow it quotes (RFC 5508); until that covers the private form the NAT gateway knows
-    # no mapping for them (see PENDING)
+    # ICMP time-exceeded from routers on the way, quoting the probes, captured at the host (private form): each
+    # error travels with the flow it quotes (RFC 5508), whose SNAT mapping the probes made: none is dropped
     "icmp_traceroute.pcapng": {},
 }
 
 #: expectations that hold only once another team's part of issue 9 is on main (xfail(strict=True) until then)
 UNICAST_TEST = "test_every_ipv4_unicast_packet_is_delivered_or_dropped_for_a_shared_reason"
-PENDING = {
-    "icmp_traceroute.pcapng": (("ICMP errors addressed to a private host, as it receives them, related to the "
-                                "flow they quote (team frag)"), {UNICAST_TEST}),
-}
+PENDING: dict[str, tuple[str, set[str]]] = {}
 ORDER_PENDING = "outputs and taps strictly in time order (team io)"
 
 
