@@ -37,6 +37,8 @@ def _add_run(sub) -> None:
     p.add_argument("-o", "--output", help="write the delivered packets here (pcap)")
     p.add_argument("--taps", metavar="DIR", help="write one pcap per link into DIR (Geneve links as Geneve frames)")
     p.add_argument("--flow-log", metavar="FILE", help="one record per session (.jsonl or .csv)")
+    p.add_argument("--threat-log", metavar="FILE",
+                   help="one record per signature alert or URL event (.jsonl; PAN-OS threat-log fields)")
     p.add_argument("--events", metavar="FILE", help="what-if health changes (YAML list of {at, firewall, state})")
     p.add_argument("--chunk", type=_positive, default=65536, help="packets per batch (default 65536)")
     p.add_argument("--seed", type=int, default=0, help="seed of flow hashing and cookies (default 0)")
@@ -55,7 +57,7 @@ def _positive(text: str) -> int:
     return v
 
 
-def _replay(topology, capture, output, taps, flow_log, events, chunk, seed, as_json, quiet) -> int:
+def _replay(topology, capture, output, taps, flow_log, events, chunk, seed, as_json, quiet, threat_log=None) -> int:
     from pathlib import Path
 
     from .pipeline import Pipeline
@@ -64,7 +66,7 @@ def _replay(topology, capture, output, taps, flow_log, events, chunk, seed, as_j
         raise FileNotFoundError(2, "no such file", str(capture))
     pipe = Pipeline.from_yaml(topology, taps=taps is not None, seed=seed)
     summary = pipe.run(capture, output, taps=taps, flow_log=flow_log, events=events, chunk=chunk, quiet=quiet,
-                       strict=False)
+                       strict=False, threat_log=threat_log)
     print(summary.to_json() if as_json else summary, end="\n" if as_json else "")
     if summary.input_error:
         print(f"gwlb-fast: {summary.input_error}", file=sys.stderr)
@@ -74,7 +76,7 @@ def _replay(topology, capture, output, taps, flow_log, events, chunk, seed, as_j
 
 def _cmd_run(args) -> int:
     return _replay(args.topology, args.input, args.output, args.taps, args.flow_log, args.events, args.chunk,
-                   args.seed, args.json, args.quiet)
+                   args.seed, args.json, args.quiet, args.threat_log)
 
 
 #: demo --topology NAME -> (shipped example, synth address plan, synth flow mix)

@@ -39,7 +39,7 @@ from .gwlbe import Gwlbe, Inspection
 from .natgw import NatGateway
 from .pcapio import PcapWriter, read_pcap
 from .policy import Policy
-from .report import FlowLogWriter, Progress, StageCounters, Summary, ip_strs
+from .report import FlowLogWriter, Progress, StageCounters, Summary, ThreatLogWriter, ip_strs
 from .status import PktStatus, describe_counts
 from .vpc import Lpm, TransitRouter, VpcRouter
 
@@ -357,11 +357,41 @@ class Pipeline:
             "packets_reply": sessions["packets_s2c"].tolist(), "bytes_reply": sessions["bytes_s2c"].tolist(),
             "first_seen": (sessions["start_ns"] / 1e9).tolist(), "last_seen": (sessions["end_ns"] / 1e9).tolist(),
             "end_reason": [END_REASONS.get(int(r)) for r in sessions["end_reason"].tolist()],
+            **self._inspection_columns(insp.firewalls[fw], sessions),
         }
+
+    @staticmethod
+    def _inspection_columns(firewall, sessions: np.ndarray) -> dict[str, list]:
+        """Flow-log fields of content inspection: application (None when the session was not inspected), host,
+        sni, url, category."""
+        from .inspect.applications import APPLICATIONS
+
+        k = sessions.shape[0]
+        if firewall.inspection is None:
+            return {"application": [None] * k, "host": [None] * k, "sni": [None] * k, "url": [None] * k,
+                    "category": [None] * k}
+        notes = firewall.take_inspected(sessions["inspect_ref"].tolist())
+        return {"application": [APPLICATIONS[a] if a >= 0 else None for a in sessions["application"].tolist()],
+                "host": [n[0] for n in notes], "sni": [n[1] for n in notes], "url": [n[2] for n in notes],
+                "category": [n[3] for n in notes]}
+
+    def firewall_objects(self):
+        """Every Firewall of every GWLB."""
+        for g in self.gwlbs.values():
+            yield from g.firewalls
+
+    def take_threats(self) -> list[dict]:
+        """Threat-log records (signature alerts, URL events) produced since the last call, in time order."""
+        out = []
+        for fw in self.firewall_objects():
+            if fw.inspection is not None:
+                out += fw.inspection.take_threats()
+        out.sort(key=lambda r: r["ts"])
+        return out
 
     # ------------------------------------------------------------------ whole captures
     def run(self, source, output=None, *, taps=None, flow_log=None, events=None, chunk: int = 65536,
-            quiet: bool = True, strict: bool = True) -> Summary:
+            quiet: bool = True, strict: bool = True, threat_log=None) -> Summary:
         """Replay a capture (pcap or pcapng path) through the path.
 
         Parameters
@@ -374,6 +404,8 @@ class Pipeline:
             One pcap per link (``TAP_LINKS``); the GWLB <-> firewall links as Geneve frames.
         flow_log : path, optional
             One record per session (``.jsonl`` or ``.csv``).
+        threat_log : path, optional
+            One record per signature alert or URL event (``.jsonl``; DESIGN.md section 12).
         events : path or list, optional
             What-if health changes (``[{at, firewall, state}]``, seconds after the first packet); the topology's
             own ``events`` apply when this is None.
@@ -392,6 +424,7 @@ class Pipeline:
         writers: dict[str, PcapWriter] = {}
         out_w = PcapWriter(output, linktype=1) if output is not None else None
         log_w = FlowLogWriter(flow_log) if flow_log is not None else None
+        threat_w = ThreatLogWriter(threat_log) if threat_log is not None else None
         tap_dir = Path(taps) if taps is not None else None
         if tap_dir is not None:
             tap_dir.mkdir(parents=True, exist_ok=True)
@@ -428,6 +461,9 @@ class Pipeline:
                     if log_w is not None:
                         for g, k, s in self._collect_sessions():
                             log_w.write(self.flow_records(g, k, s))
+                    threats = self.take_threats()
+                    if threat_w is not None:
+                        threat_w.write(threats)
                     self.stage_seconds["output"] += time.perf_counter() - t0
                 progress.update(self.packets_in, getattr(reader, "offset", None))
             if reader.error is not None:
@@ -436,6 +472,9 @@ class Pipeline:
                 if log_w is not None:
                     log_w.write(self.flow_records(g, k, s))
             self._collect_sessions()
+            threats = self.take_threats()
+            if threat_w is not None:
+                threat_w.write(threats)
         finally:
             progress.close()
             if out_w is not None:
@@ -444,6 +483,8 @@ class Pipeline:
                 w.close()
             if log_w is not None:
                 log_w.close()
+            if threat_w is not None:
+                threat_w.close()
             close = getattr(reader, "close", None)
             if close:
                 close()
@@ -564,7 +605,27 @@ class Pipeline:
         s.nat = nat
         s.events = list(self.events_done)
         s.stage_seconds = {k: round(v, 4) for k, v in self.stage_seconds.items()}
+        s.inspection = self._inspection_summary()
         return s
+
+    def _inspection_summary(self, top: int = 10) -> dict:
+        fws = [fw for fw in self.firewall_objects() if fw.inspection is not None]
+        if not fws:
+            return {}
+        counts: dict[str, int] = {}
+        tops = {"applications": {}, "categories": {}, "threats": {}}
+        for fw in fws:
+            ins = fw.inspection
+            for k, v in ins.stats().items():
+                counts[k] = counts.get(k, 0) + int(v)
+            for key, src in (("applications", ins.top_apps), ("categories", ins.top_categories),
+                             ("threats", ins.top_threats)):
+                for name, n in src.items():
+                    tops[key][name] = tops[key].get(name, 0) + n
+        out = {"counters": counts}
+        for key, d in tops.items():
+            out[key] = sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+        return out
 
 
 def _public_port(gw: NatGateway, ip: np.ndarray, port: np.ndarray, proto: np.ndarray) -> np.ndarray:

@@ -68,6 +68,8 @@ class Summary:
     events: list[dict] = field(default_factory=list)
     input_error: str | None = None
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    #: content inspection (only when the policy inspects): counters, top applications, categories and threats
+    inspection: dict = field(default_factory=dict)
 
     @property
     def dropped(self) -> int:
@@ -117,6 +119,14 @@ class Summary:
             what = ev.get("state") or ev.get("event")
             cause = f" ({ev['cause']})" if ev.get("cause") else ""
             w(f"event        t={ev['at']:.3f}s {ev['firewall']} -> {what}{cause}\n")
+        if self.inspection:
+            ins = self.inspection
+            for title, key in (("top applications (sessions)", "applications"), ("top URL categories (events)",
+                               "categories"), ("top threats (alerts)", "threats")):
+                if ins.get(key):
+                    w(title + "\n")
+                    for name, n in ins[key]:
+                        w(f"  {name:<40} {n:>12,}\n")
         if self.stage_seconds:
             w("time per stage  " + "  ".join(f"{k} {v:.3f}s" for k, v in self.stage_seconds.items()) + "\n")
         w(f"elapsed      {self.seconds:.3f} s  ({self.mpps:.2f} Mpps)\n")
@@ -128,7 +138,7 @@ class Summary:
 FLOW_LOG_FIELDS = (
     "src_ip", "src_port", "dst_ip", "dst_port", "proto", "direction", "endpoint", "firewall", "rule", "action",
     "nat_ip", "nat_port", "packets", "bytes", "packets_reply", "bytes_reply", "first_seen", "last_seen",
-    "end_reason",
+    "end_reason", "application", "host", "sni", "url", "category",
 )
 
 
@@ -168,6 +178,25 @@ class FlowLogWriter:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class ThreatLogWriter:
+    """``run --threat-log``: one JSON record per signature alert or URL event (DESIGN.md section 12)."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        if self.path.suffix.lower() != ".jsonl":
+            raise ConfigError(f"{self.path}: threat log must end in .jsonl")
+        self._fh = open(self.path, "w")  # noqa: SIM115 (closed by close())
+        self.records = 0
+
+    def write(self, records: list[dict]) -> None:
+        if records:
+            self._fh.writelines(json.dumps(r) + "\n" for r in records)
+            self.records += len(records)
+
+    def close(self) -> None:
+        self._fh.close()
 
 
 class Progress:

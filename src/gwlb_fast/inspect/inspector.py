@@ -38,10 +38,15 @@ class Inspector:
         Bytes of each direction kept for App-ID and extraction.
     field_width : int
         Bytes kept of each extracted field (longer values are cut; PAN-OS logs cut URLs too).
+    signatures : list of Signature or SignatureSet, optional
+        Threat signatures matched on the sessions' streams and fields.
+    block_on_drop : bool
+        Report no more hits of a session after a drop / reject signature hit it (standalone use, as an IPS does);
+        a firewall decides that with its profiles instead.
     """
 
     def __init__(self, slots: int, capacity: int = 8192, head_size: int = 4096, field_width: int = 256,
-                 signatures=None):
+                 signatures=None, block_on_drop: bool = True):
         self.streams = StreamTable(capacity, head_size)
         self.row_of_slot = np.full(int(slots), -1, np.int64)
         cap = self.streams.capacity
@@ -84,6 +89,7 @@ class Inspector:
         self._fired: set[tuple[int, int]] = set()
         self._blocked: dict[int, int] = {}   # session serial -> packet (run-wide index) a drop/reject fired at
         self._pkt_base = 0
+        self.block_on_drop = bool(block_on_drop)
         self.alerts_suppressed = 0
 
     # ------------------------------------------------------------------ per batch
@@ -278,7 +284,7 @@ class Inspector:
                 self.alerts_suppressed += 1
                 continue
             self._fired.add(key)
-            if sigs[si].action != "alert":
+            if self.block_on_drop and sigs[si].action != "alert":
                 self._blocked.setdefault(serial, when)
             keep.append(i)
         hits = hits[keep]
