@@ -555,3 +555,30 @@ def dict_lookup_or_insert(table: dict, stats: list, a_ip, b_ip, a_port, b_port, 
             st[3] += nb
         out.append(s)
     return out
+
+
+def compile_python_categorizer(entries: dict, names: list) -> list:
+    """(category id, compiled regex) of every URL-list entry (tests/oracles/urlcat.py's translation)."""
+    from tests.oracles.urlcat import entry_regex
+
+    return [(names.index(c), entry_regex(e)) for c, es in entries.items() for e in es]
+
+
+def categorize_python(compiled: list, database: dict, names: list, hosts) -> list:
+    """Pure-Python URL categorisation: the entries as compiled regexes, the database as a dict of domains; the
+    primary (smallest) category id of each host."""
+    unknown = names.index("unknown")
+    db_ids = {d: [names.index(c) for c in cs] for d, cs in database.items()} if database else {}
+    out = []
+    for h in hosts:
+        h = h.lower()
+        url = h + "/"
+        found = {c for c, rx in compiled if rx.match(url)}
+        labels = h.split(".")
+        for k in range(len(labels)):
+            d = ".".join(labels[k:])
+            if d in db_ids:
+                found.update(db_ids[d])
+                break
+        out.append(min(found) if found else unknown)
+    return out

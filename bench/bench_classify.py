@@ -78,3 +78,44 @@ def test_build(benchmark, name):
     benchmark.extra_info.update(rules=len(pol), memory_MB=round(clf.memory_bytes / 2**20, 3), nodes=clf.n_nodes,
                                 leaf_entries=clf.n_leaf_entries, depth=clf.depth)
     assert clf.build_seconds < 1.0 or os.environ.get("CI")
+
+
+@pytest.fixture(scope="module")
+def content_workload():
+    """acl1_10k with App-ID and URL-category constraints on a third of the rules (application lists, a tenth
+    application-default, a tenth URL categories), and a trace with identified applications and categories."""
+    from gwlb_fast.inspect.applications import APP_ID
+    from gwlb_fast.inspect.urlcat import UrlCategories
+    from gwlb_fast.policy import _app_default_pairs
+
+    base = _load("acl1_10k")
+    rng = np.random.default_rng(3)
+    apps = [APP_ID[a] for a in ("web-browsing", "ssl", "dns", "ssh", "smtp", "quic")]
+    rules = []
+    for r in base.rules:
+        u = rng.random()
+        if u < 0.2:
+            r = r._replace(application=tuple(sorted(set(rng.choice(apps, 2).tolist()))))
+        elif u < 0.3:
+            a = tuple(sorted(set(rng.choice(apps, 2).tolist())))
+            r = r._replace(application=a, service="application-default", l4=_app_default_pairs(a))
+        elif u < 0.4:
+            r = r._replace(category=tuple(sorted(set(rng.integers(0, 40, 2).tolist()))))
+        rules.append(r)
+    cats = UrlCategories({f"c{i}": [f"h{i}.test"] for i in range(40)})
+    pol = Policy(rules, url_categories=cats)
+    trace = generate_trace(pol, N, seed=1)
+    app = rng.choice(np.array(apps, np.uint16), N)
+    category = rng.integers(-1, 40, (N, 2)).astype(np.int32)
+    return pol, pol.compile(), trace, app, category
+
+
+@pytest.mark.parametrize("content", ["none", "app", "app+category"])
+def test_classify_content(benchmark, rate, content_workload, content):
+    """The same constrained policy looked up provisionally (no content columns) and finally (app, categories)."""
+    _, clf, trace, app, category = content_workload
+    benchmark.group = "classify acl1_10k with App-ID / URL-category rules"
+    kw = {} if content == "none" else {"app": app} if content == "app" else {"app": app, "category": category}
+    out = np.empty(N, dtype=np.int32)
+    benchmark(clf.classify, **trace, **kw, out=out)
+    rate(N)

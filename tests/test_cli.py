@@ -3,6 +3,7 @@ import csv
 import importlib.resources
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,12 +11,14 @@ from pathlib import Path
 import pytest
 
 import gwlb_fast
+from gwlb_fast.batch import PacketBatch
 from gwlb_fast.cli import main
 from gwlb_fast.errors import PcapError
 from gwlb_fast.pcapio import read_pcap, write_pcap
 from gwlb_fast.pipeline import TAP_LINKS, Pipeline
 from gwlb_fast.report import FLOW_LOG_FIELDS
 from gwlb_fast.synth import generate_with_truth
+from tests.shared_data import data_path
 
 EXAMPLE = str(importlib.resources.files("gwlb_fast") / "examples" / "topology.yaml")
 DATA = Path(__file__).parent / "data"
@@ -202,3 +205,199 @@ def test_python_dash_m_reports_one_line(capture, tmp_path):
                        capture_output=True, text=True, env=env, timeout=120, check=False)
     assert p.returncode == 1 and p.stdout == ""
     assert _one_line(p.stderr).startswith(f"gwlb-fast: {bad} at byte 0: not a pcap or pcapng file")
+
+
+# ---------------------------------------------------------------------------------------------------- output safety
+LAB = str(DATA / "topology-lab.yaml")
+HAVE_CAPINFOS = shutil.which("capinfos") is not None
+HAVE_TSHARK = shutil.which("tshark") is not None
+
+
+def _snapshot(d: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir()) if p.is_file()}
+
+
+@pytest.mark.parametrize("how", ["same", "dot-slash", "symlink", "hardlink", "taps-dir"])
+@pytest.mark.parametrize("command", ["run", "encap", "decap"])
+def test_output_that_is_the_input_is_refused_and_the_input_intact(capture, tmp_path, capsys, how, command):
+    path, _ = capture
+    src = tmp_path / "v.pcap"
+    src.write_bytes(path.read_bytes())
+    if how == "taps-dir":
+        if command != "run":
+            pytest.skip("only run has taps")
+        src = tmp_path / "vpc-to-gwlbe.pcap"
+        src.write_bytes(path.read_bytes())
+        out_args = ["--taps", str(tmp_path)]
+    else:
+        out = {"same": src, "dot-slash": tmp_path / "." / "v.pcap", "symlink": tmp_path / "link.pcap",
+               "hardlink": tmp_path / "hard.pcap"}[how]
+        if how == "symlink":
+            out.symlink_to(src)
+        elif how == "hardlink":
+            os.link(src, out)
+        out_args = ["-o", str(out)]
+    before = _snapshot(tmp_path)
+    argv = {"run": ["run", EXAMPLE, str(src), "--quiet"],
+            "encap": ["encap", str(src), "--src", "10.0.0.10", "--dst", "10.0.1.11"],
+            "decap": ["decap", str(src)]}[command] + out_args
+    assert main(argv) == 2
+    cap = capsys.readouterr()
+    err = _one_line(cap.err)
+    assert "refusing to overwrite" in err and cap.out == ""
+    assert _snapshot(tmp_path) == before  # nothing written, nothing changed, no temporary file left
+    assert _count(src) == PACKETS
+
+
+def test_topology_and_events_files_are_inputs_too(capture, tmp_path, capsys):
+    path, _ = capture
+    topo = tmp_path / "topo.yaml"
+    topo.write_text(Path(EXAMPLE).read_text())
+    assert main(["run", str(topo), str(path), "--flow-log", str(topo.with_suffix(".csv")), "-o",
+                 str(topo), "--quiet"]) == 2
+    assert "refusing to overwrite" in _one_line(capsys.readouterr().err)
+    assert topo.read_text() == Path(EXAMPLE).read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["topo.yaml"]
+
+
+@pytest.mark.parametrize("extra", [[], ["--taps", "TAPS"]])
+def test_bad_flow_log_suffix_leaves_no_file(capture, tmp_path, capsys, extra):
+    path, _ = capture
+    extra = [str(tmp_path / "taps") if a == "TAPS" else a for a in extra]
+    rc = main(["run", EXAMPLE, str(path), "-o", str(tmp_path / "out.pcap"), "--flow-log", str(tmp_path / "f.txt"),
+               "--quiet", *extra])
+    assert rc == 2 and "flow log must end in" in _one_line(capsys.readouterr().err)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_run_keeps_the_previous_outputs(capture, tmp_path, capsys):
+    """Outputs are renamed into place only when complete: a run that fails half-way leaves the old ones."""
+    path, _ = capture
+    out, log = tmp_path / "out.pcap", tmp_path / "flows.jsonl"
+    out.write_bytes(b"previous run")
+    log.write_text("previous log\n")
+    pipe = Pipeline.from_yaml(EXAMPLE)
+    calls = []
+
+    def boom(*a, **kw):
+        calls.append(1)
+        raise RuntimeError("disk on fire")
+
+    pipe.flow_records = boom  # fails at the first ended session, after output has been written
+    with pytest.raises(RuntimeError):
+        pipe.run(path, out, flow_log=log, chunk=500)
+    assert calls and out.read_bytes() == b"previous run" and log.read_text() == "previous log\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flows.jsonl", "out.pcap"]
+
+
+def test_missing_output_folder_names_the_output(capture, tmp_path, capsys):
+    path, _ = capture
+    out = tmp_path / "nope" / "out.pcap"
+    assert main(["run", EXAMPLE, str(path), "-o", str(out), "--quiet"]) == 1
+    assert _one_line(capsys.readouterr().err) == f"gwlb-fast: {out}: no such file\n"
+
+
+def test_pcapng_output_and_taps_follow_its_format(capture, tmp_path, capsys):
+    path, _ = capture
+    out, taps = tmp_path / "out.pcapng", tmp_path / "taps"
+    assert main(["run", EXAMPLE, str(path), "-o", str(out), "--taps", str(taps), "--json", "--quiet"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert out.read_bytes()[:4] == b"\x0a\x0d\x0d\x0a"
+    assert {p.name for p in taps.iterdir()} == {f"{k}.pcapng" for k in TAP_LINKS}
+    r = read_pcap(out)
+    assert sum(len(b) for b in r) == s["packets_out"] and r.format == "pcapng"
+
+
+def _in_time_order(paths):
+    out = subprocess.run(["capinfos", "-o", "-T", "-r", *map(str, paths)], check=True, capture_output=True,
+                         text=True).stdout
+    return {Path(ln.split("\t")[0]).name: ln.split("\t")[-1] for ln in out.splitlines()}
+
+
+@pytest.mark.skipif(not HAVE_CAPINFOS, reason="capinfos not installed")
+def test_output_and_taps_strictly_in_time_order_on_demo_traffic(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--flows", "300", "--packets", "30000", "--quiet"]) == 0
+    capsys.readouterr()
+    files = [out / "output.pcap", *sorted((out / "taps").iterdir())]
+    order = _in_time_order(files)
+    assert order == {p.name: "True" for p in files}
+    assert all(_count(p) > 0 for p in files)
+
+
+@pytest.mark.skipif(not HAVE_CAPINFOS, reason="capinfos not installed")
+@pytest.mark.parametrize("name", ["http_espn.pcapng", "tcp_ports.pcapng", "synscan.pcapng", "sessionhijacking.pcapng"])
+def test_output_and_taps_strictly_in_time_order_on_real_captures(tmp_path, capsys, name):
+    cap = data_path("captures", "real", name)
+    if not cap.exists():
+        pytest.skip("shared captures absent")
+    out, taps = tmp_path / "out.pcapng", tmp_path / "taps"
+    assert main(["run", LAB, str(cap), "-o", str(out), "--taps", str(taps), "--json", "--quiet"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["packets_out"] > 0
+    files = [out, *sorted(taps.iterdir())]
+    assert _in_time_order(files) == {p.name: "True" for p in files}
+
+
+def _as_linux_cooked(src: Path, dst: Path) -> int:
+    """The Ethernet capture rewritten as Linux cooked v1 (16-byte header, as `tcpdump -i any` writes)."""
+    import struct
+
+    b = PacketBatch.concat(list(read_pcap(src, parse=False)))
+    pkts = [struct.pack("!HHH6sxxH", 0, 1, 6, p[6:12], 0x0800) + p[14:] for p in b.packets()]
+    sll = PacketBatch.from_packets(pkts, ts_ns=b.ts_ns, linktype=113)
+    write_pcap(dst, sll)
+    return len(pkts)
+
+
+def test_bytes_out_is_what_was_written_for_linux_cooked_input(capture, tmp_path, capsys):
+    path, _ = capture
+    sll = tmp_path / "sll.pcap"
+    _as_linux_cooked(path, sll)
+    for name in ("out.pcap", "out.pcapng"):
+        out = tmp_path / name
+        assert main(["run", EXAMPLE, str(sll), "-o", str(out), "--json", "--quiet"]) == 0
+        s = json.loads(capsys.readouterr().out)
+        written = PacketBatch.concat(list(read_pcap(out, parse=False)))
+        assert s["packets_out"] == len(written) > 0
+        assert s["bytes_out"] == int(written.caplen.sum()), name
+        if name == "out.pcap":  # converted to Ethernet: 2 bytes shorter a packet than the cooked ones
+            assert (written.linktype == 1).all()
+        else:
+            assert (written.linktype == 113).all()
+    # classic pcap on disk: record headers + captured bytes
+    size = (tmp_path / "out.pcap").stat().st_size
+    assert size == 24 + 16 * s["packets_out"] + int(PacketBatch.concat(
+        list(read_pcap(tmp_path / "out.pcap", parse=False))).caplen.sum())
+
+
+@pytest.mark.skipif(not HAVE_TSHARK, reason="tshark not installed")
+def test_attachment_id_option_is_carried(tmp_path, capsys):
+    """The lab topology's endpoint sets attachment_id 0x1122334455667788: every Geneve frame to a firewall carries
+    it (option type 2, after the endpoint id), as tshark decodes the options."""
+    cap = data_path("captures", "real", "http_espn.pcapng")
+    if not cap.exists():
+        pytest.skip("shared captures absent")
+    taps = tmp_path / "taps"
+    assert main(["run", LAB, str(cap), "--taps", str(taps), "--quiet"]) == 0
+    capsys.readouterr()
+    out = subprocess.run(["tshark", "-r", str(taps / "gwlb-to-fw.pcap"), "-T", "fields", "-e",
+                          "geneve.option.type", "-e", "geneve.option.unknown.data"], check=True,
+                         capture_output=True, text=True).stdout.splitlines()
+    assert len(out) == _count(taps / "gwlb-to-fw.pcap") > 0
+    for ln in out:
+        types, data = ln.split("\t")
+        assert [int(t, 0) for t in types.split(",")] == [1, 2, 3]
+        assert data.split(",")[:2] == ["0a1b2c3d4e5f6071", "1122334455667788"]
+
+
+def test_attachment_id_key_default_and_bounds(tmp_path):
+    from gwlb_fast.config import load_topology
+    from gwlb_fast.errors import ConfigError
+
+    assert load_topology(EXAMPLE).endpoints["gwlbe-a"].attachment_id == 0
+    assert load_topology(LAB).endpoints["gwlbe-a"].attachment_id == 0x1122334455667788
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(Path(LAB).read_text().replace("attachment_id: 0x1122334455667788", "attachment_id: -1"))
+    with pytest.raises(ConfigError, match="endpoints.gwlbe-a.attachment_id"):
+        load_topology(bad)

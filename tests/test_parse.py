@@ -81,7 +81,33 @@ def test_linux_cooked(packets, linktype):
             "l3_off": len(hdr), "l4_off": oracle(p, 228)["l4_off"] + len(hdr)}
 
 
-@given(st.lists(st.binary(max_size=80), max_size=30), st.sampled_from([1, 101, 113, 228, 276, 999]))
+def _short_link_header(linktype: int, family: int, order: str, hdlc: bool, pfc: bool) -> bytes:
+    """A null/loopback header (address family in the given byte order) or a PPP header (0xff03 optional,
+    protocol one byte with protocol-field compression), written from tcpdump.org/linktypes.html."""
+    if linktype in (0, 108):
+        return struct.pack(order + "I", family)
+    proto = {2: 0x0021, 24: 0x0057}.get(family, family)
+    head = b"\xff\x03" if hdlc else b""
+    return head + (bytes([proto]) if pfc and proto < 0x100 and proto & 1 else struct.pack("!H", proto))
+
+
+@given(st.lists(ipv4_packet(), max_size=5), st.sampled_from([0, 108, 9]), st.sampled_from([2, 24, 30, 7, 0x0281]),
+       st.sampled_from(["<", ">"]), st.booleans(), st.booleans())
+def test_null_loopback_and_ppp(packets, linktype, family, order, hdlc, pfc):
+    hdr = _short_link_header(linktype, family, order, hdlc, pfc)
+    frames = [hdr + p for p in packets]
+    rows = parsed_rows(frames, linktype)
+    ipv4 = family == 2 and (linktype != 108 or order == ">")
+    for p, row in zip(packets, rows):
+        if not ipv4:
+            assert row["status"] == PktStatus.NOT_IPV4
+            continue
+        want = oracle(p, 228)
+        assert row == {k: int(v) for k, v in want.items()} | {"l3_off": len(hdr), "l4_off": want["l4_off"] + len(hdr)}
+    assert_matches_oracle(frames, linktype)
+
+
+@given(st.lists(st.binary(max_size=80), max_size=30), st.sampled_from([0, 1, 9, 101, 108, 113, 228, 276, 999]))
 def test_raw_bytes_fuzz(blobs, linktype):
     b = PacketBatch.from_packets(blobs, linktype=linktype)
     before = b.data.copy()

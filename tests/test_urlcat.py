@@ -105,6 +105,13 @@ def test_arena_input_and_empty_batch():
     data = np.frombuffer(b"www.example.comexample.com", np.uint8)
     prim, allc = cats.categorize((data, np.array([0, 15, 0], np.int64), np.array([15, 11, -1], np.int64)))
     assert prim.tolist() == [0, cats.unknown, -1]
+    mat = np.zeros((3, 16), np.uint8)
+    mat[0, :15] = np.frombuffer(b"www.example.com", np.uint8)
+    mat[2, :11] = np.frombuffer(b"example.com", np.uint8)
+    prim, _ = cats.categorize((mat[:, :16], np.array([15, -1, 11], np.int32)))
+    assert prim.tolist() == [0, -1, cats.unknown]
+    with pytest.raises(ValueError, match="field width"):
+        cats.categorize((mat, np.array([17, 0, 0])))
     prim, allc = cats.categorize([])
     assert prim.shape == (0,) and allc.shape == (0, 1)
     with pytest.raises(ValueError, match="paths"):

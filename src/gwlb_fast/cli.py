@@ -34,8 +34,10 @@ def _add_run(sub) -> None:
                                    "route tables, GWLB endpoint, GWLB, firewalls, NAT gateway.")
     p.add_argument("topology", help="topology YAML (DESIGN.md section 6)")
     p.add_argument("input", help="capture to replay (pcap or pcapng)")
-    p.add_argument("-o", "--output", help="write the delivered packets here (pcap)")
-    p.add_argument("--taps", metavar="DIR", help="write one pcap per link into DIR (Geneve links as Geneve frames)")
+    p.add_argument("-o", "--output", help="write the delivered packets here (pcapng if the name ends in .pcapng, "
+                                          "else pcap); never an input")
+    p.add_argument("--taps", metavar="DIR", help="write one capture per link into DIR, in the output's format "
+                                                 "(Geneve links as Geneve frames)")
     p.add_argument("--flow-log", metavar="FILE", help="one record per session (.jsonl or .csv)")
     p.add_argument("--threat-log", metavar="FILE",
                    help="one record per signature alert or URL event (.jsonl; PAN-OS threat-log fields)")
@@ -107,9 +109,12 @@ def _cmd_demo(args) -> int:
     from pathlib import Path
 
     from . import synth
+    from .outfiles import OutputFile
     from .pcapio import write_pcap
 
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: --out needs a folder, and this is a file")
     out.mkdir(parents=True, exist_ok=True)
     example, plan, mix = DEMO_TOPOLOGIES[args.topology]
     batch = synth.generate(flows=args.flows, packets=args.packets, seed=args.seed, plan=getattr(synth, plan),
@@ -119,7 +124,8 @@ def _cmd_demo(args) -> int:
     if not args.quiet:
         print(f"synthesized {len(batch):,} packets in {args.flows:,} flows -> {capture}", file=sys.stderr)
     with as_file(files("gwlb_fast") / "examples" / example) as topo:
-        (out / "topology.yaml").write_text(Path(topo).read_text())
+        with OutputFile(out / "topology.yaml", text=True) as f:
+            f.file.write(Path(topo).read_text())
         rc = _replay(topo, capture, out / "output.pcap", out / "taps", out / "flows.jsonl", None, 65536,
                      args.seed, args.json, args.quiet)
     if not args.quiet:

@@ -171,7 +171,8 @@ class TransitRouter:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """A GWLB endpoint (GWLBe) in a VPC subnet; ``id`` is the 64-bit endpoint id carried in Geneve."""
+    """A GWLB endpoint (GWLBe) in a VPC subnet; ``id`` is the 64-bit endpoint id carried in Geneve, and
+    ``attachment_id`` the 64-bit attachment id (Geneve option type 2, default 0)."""
 
     name: str
     vpc: str
@@ -180,6 +181,7 @@ class Endpoint:
     gwlb: str
     address: str | None
     key: str
+    attachment_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -674,7 +676,8 @@ def _endpoints(ctx, raw, vpcs, gwlbs) -> dict[str, Endpoint]:
     ids: dict[int, str] = {}
     for name, e in raw.items():
         p = _join("endpoints", name)
-        _mapping(ctx, e, p, ("vpc", "subnet", "id", "gwlb", "address"), required=("vpc", "subnet", "id", "gwlb"))
+        _mapping(ctx, e, p, ("vpc", "subnet", "id", "gwlb", "address", "attachment_id"),
+                 required=("vpc", "subnet", "id", "gwlb"))
         vpc = _str(ctx, e["vpc"], _join(p, "vpc"))
         if vpc not in vpcs:
             ctx.fail(_join(p, "vpc"), f"unknown VPC '{vpc}'{_close(vpc, vpcs)} (known: {', '.join(vpcs)})")
@@ -697,7 +700,10 @@ def _endpoints(ctx, raw, vpcs, gwlbs) -> dict[str, Endpoint]:
             if not sn.contains(a):
                 ctx.fail(_join(p, "address"), f"address {e['address']} is outside its subnet '{subnet}' ({sn.cidr})")
             addr = e["address"].strip()
-        out[name] = Endpoint(name, vpc, subnet, eid, gw, addr, p)
+        att = 0
+        if "attachment_id" in e:
+            att = _int(ctx, e["attachment_id"], _join(p, "attachment_id"), 0, (1 << 64) - 1, "a 64-bit attachment id")
+        out[name] = Endpoint(name, vpc, subnet, eid, gw, addr, p, att)
     return out
 
 

@@ -477,6 +477,9 @@ def _cli_encap(args) -> int:
     }
     if kw["direction"] is not None and not prof.direction_bits:
         raise ConfigError(f"--direction: profile {prof.name} has no direction bits")
+    from .outfiles import refuse_overlap
+
+    refuse_overlap([args.input], [args.output])
     counts = np.zeros(N_STATUS, np.int64)
     total = done = 0
     with PcapWriter(args.output, linktype=LINKTYPE_ETHERNET) as w:
@@ -500,9 +503,13 @@ def _cli_decap(args) -> int:
         raise ConfigError(f"--chunk: must be >= 1, got {args.chunk}")
     cls = _num("--option-class", args.option_class, hi=0xFFFF)
     linktype = {"raw": LINKTYPE_IPV4, "ethernet": LINKTYPE_ETHERNET, "auto": None}[args.linktype]
+    from .outfiles import refuse_overlap
+
+    refuse_overlap([args.input], [args.output])
     counts = np.zeros(N_STATUS, np.int64)
     total = done = 0
     w = None
+    ok = False
     try:
         for wire in read_pcap(args.input, chunk=args.chunk, parse=False):
             inner = decap(wire, option_class=cls, profile=args.profile)
@@ -521,8 +528,12 @@ def _cli_decap(args) -> int:
             done += len(good)
         if w is None:  # nothing decoded: still write a valid (empty) capture
             w = PcapWriter(args.output, linktype=LINKTYPE_IPV4 if linktype is None else linktype)
+        ok = True
     finally:
         if w is not None:
-            w.close()
+            if ok:
+                w.close()
+            else:
+                w.abort()  # an error leaves no partial output
     _print_counts("decap", total, done, counts)
     return 0

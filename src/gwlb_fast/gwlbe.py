@@ -33,10 +33,11 @@ class Gwlbe:
     vpc: str
     subnet: str
     gwlb: str
+    attachment_id: int = 0
 
     @classmethod
     def from_config(cls, ep: Endpoint, index: int) -> Gwlbe:
-        return cls(ep.name, index, int(ep.id), ep.vpc, ep.subnet, ep.gwlb)
+        return cls(ep.name, index, int(ep.id), ep.vpc, ep.subnet, ep.gwlb, int(getattr(ep, "attachment_id", 0)))
 
     def tag(self, batch: PacketBatch) -> PacketBatch:
         """Stamp every packet with this endpoint's id (the Geneve endpoint-id option the GWLB will send)."""
@@ -141,7 +142,7 @@ class Inspection:
         sub = batch if go.size == n else batch[go]  # nothing below writes to sub: no copy when every row goes
         enc_status = np.empty(go.size, np.uint8)
         wire = geneve.encap(sub, src=self.address, dst=self.fw_ip[sub.fw_index], endpoint_id=endpoint.id,
-                            cookie=sub.flow_cookie, sport=self.lb.udp_sport(sub), option_class=self.option_class,
+                            attachment_id=endpoint.attachment_id, cookie=sub.flow_cookie, sport=self.lb.udp_sport(sub), option_class=self.option_class,
                             profile=self.profile, max_inner=self.max_inner, status_out=enc_status,
                             hash_seed=self.lb.seed, arena=None if self.keep_taps else self._arena)
         if not self.keep_taps and wire.data.shape[0] > self._arena.shape[0]:

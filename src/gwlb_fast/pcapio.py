@@ -51,6 +51,7 @@ import mmap
 import os
 import stat
 import struct
+import zlib
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -60,14 +61,17 @@ from ._kernels.parse import parse_packets as _parse_packets
 from .batch import ALL_COLUMNS as _ALL_COLUMNS
 from .batch import LINKTYPE_ETHERNET, SUPPORTED_LINKTYPES, PacketBatch
 from .errors import PcapError
+from .outfiles import OutputFile
 
 __all__ = [
     "CONVERTED_DST_MAC",
     "CONVERTED_SRC_MAC",
     "DEFAULT_SNAPLEN",
     "MAX_CAPLEN",
+    "OrderedWriter",
     "PcapReader",
     "PcapWriter",
+    "output_format",
     "read_pcap",
     "write_pcap",
 ]
@@ -95,9 +99,12 @@ _MAX_INTERFACES = 1 << 16  # interface descriptions per section
 _MAX_BATCH_BYTES = 256 << 20  # a batch is cut short rather than buffering more than this (read mode)
 _MIN_READ = 64 << 10
 
-_LINKTYPE_NAMES = "1 (Ethernet), 101 and 228 (raw IPv4), 113 and 276 (Linux cooked)"
+_LINKTYPE_NAMES = ("0 and 108 (null/loopback), 1 (Ethernet), 9 (PPP), 101 and 228 (raw IPv4), 113 and 276 "
+                   "(Linux cooked)")
 
 _MORE_OK, _MORE_EOF, _MORE_FULL = 0, 1, 2
+_RESYNC_CODES = (_k.SCAN_BAD_CAPLEN, _k.SCAN_BAD_BLOCK_LEN, _k.SCAN_BAD_TRAILER, _k.SCAN_BAD_IFACE,
+                 _k.SCAN_BLOCK_CAPLEN)
 
 # Packets scanned (and parsed) per kernel call: about 1.5 MB of typical traffic, so that the parse kernel finds the
 # headers that the scanner's prefetches brought into cache. Whole chunks at once run several times slower.
@@ -123,7 +130,7 @@ def _alloc_columns(n: int, parse: bool) -> dict[str, np.ndarray]:
 
 
 def read_pcap(source, chunk: int = 65536, parse: bool = True, strict: bool = True, *, use_mmap=None,
-              buffer_size: int | None = None) -> PcapReader:
+              buffer_size: int | None = None, resync: bool = True) -> PcapReader:
     """Stream a pcap or pcapng capture as PacketBatch chunks.
 
     Parameters
@@ -144,6 +151,11 @@ def read_pcap(source, chunk: int = 65536, parse: bool = True, strict: bool = Tru
         None: map regular files opened by path, read anything else. False: always read. True: require a map.
     buffer_size : int or None
         Read mode only: bytes per buffer (default: about two chunks at the capture's average record size).
+    resync : bool
+        On a corrupt record (a caplen beyond ``MAX_CAPLEN``, a pcapng block whose lengths disagree, a packet
+        block naming an interface that does not exist): look for the next plausible record and go on, counting
+        what was skipped in ``reader.skipped_bytes`` and ``reader.skipped_records`` (True); or stop there with
+        the error (False). When no plausible record follows, the reader stops with the error either way.
 
     Returns
     -------
@@ -157,7 +169,8 @@ def read_pcap(source, chunk: int = 65536, parse: bool = True, strict: bool = Tru
     OSError
         The file cannot be opened.
     """
-    return PcapReader(source, chunk=chunk, parse=parse, strict=strict, use_mmap=use_mmap, buffer_size=buffer_size)
+    return PcapReader(source, chunk=chunk, parse=parse, strict=strict, use_mmap=use_mmap, buffer_size=buffer_size,
+                      resync=resync)
 
 
 class PcapReader(Iterator[PacketBatch]):
@@ -179,10 +192,14 @@ class PcapReader(Iterator[PacketBatch]):
         Packets and captured bytes delivered so far.
     error : PcapError or None
         The problem that ended the capture early (set in both modes; with ``strict=True`` it is also raised).
+    skipped_bytes, skipped_records : int
+        Bytes passed over to resynchronise after corrupt records, and how many corrupt records there were.
+    compressed : bool
+        The file is gzip-compressed (read as a stream, decompressed in pieces).
     """
 
     def __init__(self, source, chunk: int = 65536, parse: bool = True, strict: bool = True, *, use_mmap=None,
-                 buffer_size: int | None = None):
+                 buffer_size: int | None = None, resync: bool = True):
         chunk = int(chunk)
         if chunk < 1:
             raise ValueError(f"read_pcap: chunk must be >= 1, got {chunk}")
@@ -213,6 +230,14 @@ class PcapReader(Iterator[PacketBatch]):
         self._est = 1024.0  # bytes per record, refined after each batch
         self._done = False
         self._pending: PcapError | None = None
+        self.resync = bool(resync)
+        self.skipped_bytes = 0
+        self.skipped_records = 0
+        self.compressed = False
+        self._resync_problem: str | None = None  # a corrupt record at _pos: find the next one first
+        self._last_sec: int | None = None
+        self._raw = None  # the compressed file under a gzip stream
+        self._gz_problem: str | None = None
         # pcapng section state
         self._big = False
         self._if_lists: list[list] = [[], [], [], [], [], []]
@@ -234,6 +259,10 @@ class PcapReader(Iterator[PacketBatch]):
             if batch is not None:
                 return batch
         self._done = True
+        if self._gz_problem is not None:
+            # the stream's own damage explains any truncated record that follows from it
+            self._pending = PcapError(self.path, self._base + self._end, self._gz_problem)
+            self._gz_problem = None
         err, self._pending = self._pending, None
         self.close()
         if err is not None:
@@ -252,6 +281,9 @@ class PcapReader(Iterator[PacketBatch]):
         self._done = True
         if self._own and self._f is not None:
             self._f.close()
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
         self._f = None
         self._buf = np.zeros(0, np.uint8)
         self._pos = self._origin = self._end = 0
@@ -273,6 +305,11 @@ class PcapReader(Iterator[PacketBatch]):
             self._own = True
             st = os.fstat(self._f.fileno())
             regular = stat.S_ISREG(st.st_mode)
+            if regular and self._gzip_magic():
+                if use_mmap is True:
+                    raise ValueError(f"read_pcap: {self.path} is gzip-compressed and cannot be memory-mapped")
+                self._open_gzip()
+                return
             if regular:
                 self._size_hint = st.st_size
                 self._seekable = True
@@ -304,9 +341,34 @@ class PcapReader(Iterator[PacketBatch]):
                 self._base = source.tell()
         except (AttributeError, OSError, ValueError):
             self._seekable = False
+        if self._seekable and self._gzip_magic():
+            self._own = False
+            self._open_gzip()
+
+    def _gzip_magic(self) -> bool:
+        """Whether the file starts (at its current position) with the gzip magic 1f 8b; the position is kept."""
+        f = self._f
+        here = f.tell()
+        try:
+            head = f.read(2)
+        finally:
+            f.seek(here)
+        return head == b"\x1f\x8b"
+
+    def _open_gzip(self) -> None:
+        """Read the decompressed stream (gzip members in pieces, never the whole file) instead of the file."""
+        self._raw = self._f if self._own else None
+        self._f = _Gunzip(self._f)
+        self._own = True
+        self._seekable = False
+        self._size_hint = None
+        self._base = 0
+        self.compressed = True
 
     def _read_header(self) -> None:
         self._more(4)
+        if self._gz_problem is not None and self._end < _PCAP_HDR_LEN:
+            raise PcapError(self.path, self._end, self._gz_problem)
         avail = self._end
         if avail < 4:
             what = "empty file" if avail == 0 else f"file ends after {avail} bytes, before the 4-byte magic"
@@ -345,7 +407,8 @@ class PcapReader(Iterator[PacketBatch]):
         self.linktype = linktype
         self.snaplen = snaplen
         self._frac_ns = 1 if self.nanosecond else 1000
-        self._max_caplen = min(snaplen, MAX_CAPLEN) if snaplen else MAX_CAPLEN
+        # tshark reads records up to the format's maximum whatever the header's snaplen says; so does the reader
+        self._max_caplen = MAX_CAPLEN
         self._pos = self._origin = _PCAP_HDR_LEN
 
     # ------------------------------------------------------------------ buffering
@@ -390,12 +453,19 @@ class PcapReader(Iterator[PacketBatch]):
     def _read_some(self) -> None:
         view = memoryview(self._buf)[self._end:]
         f = self._f
-        if hasattr(f, "readinto"):
-            got = f.readinto(view)
-        else:
-            data = f.read(len(view))
-            got = len(data)
-            view[:got] = data
+        try:
+            if hasattr(f, "readinto"):
+                got = f.readinto(view)
+            else:
+                data = f.read(len(view))
+                got = len(data)
+                view[:got] = data
+        except (EOFError, OSError, zlib.error) as e:
+            if not self.compressed:
+                raise
+            # a damaged or cut gzip stream: what was decompressed before is still delivered
+            self._gz_problem = f"gzip stream: {e}"
+            got = 0
         if got is None:  # non-blocking stream with nothing ready: treat as the end
             got = 0
         if got == 0:
@@ -431,6 +501,14 @@ class PcapReader(Iterator[PacketBatch]):
         self._done = True
 
     def _next_batch(self) -> PacketBatch | None:
+        while True:
+            if self._resync_problem is not None and not self._resync():
+                return None
+            batch = self._scan_batch()
+            if batch is not None or self._resync_problem is None:
+                return batch
+
+    def _scan_batch(self) -> PacketBatch | None:
         chunk = self.chunk
         classic = self.format == "pcap"
         cols = _alloc_columns(chunk, self.parse)
@@ -476,6 +554,10 @@ class PcapReader(Iterator[PacketBatch]):
                 if not ok:
                     break
                 continue
+            if self.resync and code in _RESYNC_CODES:
+                # end this batch at the damage; the next one starts at the next plausible record
+                self._resync_problem = self._scan_problem(code, aux)
+                break
             self._scan_error(code, aux)
             break
         if n == 0:
@@ -490,7 +572,42 @@ class PcapReader(Iterator[PacketBatch]):
             setattr(batch, name, cols.get(name))
         self.packets += n
         self.bytes += int(cols["caplen"].sum(dtype=np.int64))
+        self._last_sec = int(cols["ts_ns"][n - 1]) // 1_000_000_000
         return batch
+
+    def _resync(self) -> bool:
+        """Find the next plausible record after the corrupt one at _pos; count the bytes passed over."""
+        problem, self._resync_problem = self._resync_problem, None
+        start = self._base + self._pos
+        classic = self.format == "pcap"
+        q = self._pos + (1 if classic else 4)
+        if classic and self._last_sec is not None:
+            lo, hi = self._last_sec - 86400, self._last_sec + 86400  # within a day of the last good record
+        else:
+            lo, hi = 0, 0xFFFFFFFF
+        frac_limit = 1_000_000_000 if self.nanosecond else 1_000_000
+        while True:
+            self._pos = self._origin = min(q, self._end)  # bytes before q are no longer needed
+            q = self._pos
+            buf = self._buf[: self._end]
+            if classic:
+                found, searched = _k.resync_pcap(buf, q, self._big, frac_limit, MAX_CAPLEN, lo, hi, self._eof)
+            else:
+                found, searched = _k.resync_pcapng(buf, q, self._big, len(self._if_lists[0]), _MAX_PACKET_BLOCK,
+                                                   self._eof)
+            if found >= 0:
+                break
+            if self._eof:
+                self._pos = self._origin = self._end
+                self._fail(start, f"{problem} (no valid record after it)")
+                return False
+            self._pos = self._origin = searched
+            self._more(self._end + max(_MIN_READ, self._end - searched + 1))
+            q = self._pos
+        self.skipped_bytes += self._base + found - start
+        self.skipped_records += 1
+        self._pos = self._origin = found
+        return True
 
     def _parse_block(self, cols, a: int, b: int) -> None:
         # the same kernel and columns as PacketBatch.parse(), on packets a..b of the batch being built
@@ -533,29 +650,26 @@ class PcapReader(Iterator[PacketBatch]):
         return False
 
     def _scan_error(self, code: int, aux: int) -> None:
+        self._fail(self._base + self._pos, self._scan_problem(code, aux))
+
+    def _scan_problem(self, code: int, aux: int) -> str:
         pos = self._pos
-        at = self._base + pos
         if code == _k.SCAN_BAD_CAPLEN:
-            if self.format == "pcap" and self.snaplen and aux > self.snaplen:
-                self._fail(at, f"caplen {aux} exceeds the file's snaplen {self.snaplen}")
-            else:
-                self._fail(at, f"caplen {aux} exceeds the {MAX_CAPLEN}-byte bound")
-            return
+            return f"caplen {aux} exceeds the {MAX_CAPLEN}-byte bound"
         e = ">" if self._big else "<"
         btype, blen = struct.unpack_from(e + "II", self._buf, pos)
         if code == _k.SCAN_BAD_BLOCK_LEN:
-            self._fail(at, f"bad block length {aux} (block type 0x{btype:08x})")
-        elif code == _k.SCAN_BAD_TRAILER:
-            self._fail(at, f"block length {blen} does not match its trailing copy {aux} (block type 0x{btype:08x})")
-        elif code == _k.SCAN_BAD_IFACE:
+            return f"bad block length {aux} (block type 0x{btype:08x})"
+        if code == _k.SCAN_BAD_TRAILER:
+            return f"block length {blen} does not match its trailing copy {aux} (block type 0x{btype:08x})"
+        if code == _k.SCAN_BAD_IFACE:
             m = len(self._if_lists[0])
-            self._fail(at, f"packet block names interface {aux}, but the section describes {m}")
-        elif code == _k.SCAN_BAD_LINKTYPE:
-            self._fail(at, f"link type {aux} not supported (supported: {_LINKTYPE_NAMES})")
-        elif code == _k.SCAN_BLOCK_CAPLEN:
-            self._fail(at, f"caplen {aux} runs past the end of its {blen}-byte block")
-        else:  # pragma: no cover - every kernel code is handled above
-            self._fail(at, f"scan error {code}")
+            return f"packet block names interface {aux}, but the section describes {m}"
+        if code == _k.SCAN_BAD_LINKTYPE:
+            return f"link type {aux} not supported (supported: {_LINKTYPE_NAMES})"
+        if code == _k.SCAN_BLOCK_CAPLEN:
+            return f"caplen {aux} runs past the end of its {blen}-byte block"
+        return f"scan error {code}"  # pragma: no cover - every kernel code is handled above
 
     # ------------------------------------------------------------------ pcapng control blocks
     def _interfaces(self):
@@ -658,42 +772,117 @@ class PcapReader(Iterator[PacketBatch]):
         return True
 
 
+class _Gunzip:
+    """A gzip stream (one or more members, RFC 1952) decompressed piece by piece: ``readinto`` decompresses
+    at most 1 MiB of compressed bytes per call, so memory stays bounded by the caller's buffer, and everything
+    decompressed before a damaged or cut stream is delivered before the error is raised."""
+
+    _PIECE = 1 << 20
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.name = getattr(raw, "name", "<gzip>")
+        self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._pending = b""  # decompressed, not yet handed out
+        self._eof = False
+        self._started = False  # a member has begun (empty input after a member is the normal end)
+        self._problem: str | None = None
+
+    def readinto(self, view) -> int:
+        want = len(view)
+        while len(self._pending) < want and not self._eof:
+            data = self._z.unconsumed_tail or self.raw.read(self._PIECE)
+            if not data:
+                self._eof = True
+                if self._started:  # inside a member
+                    self._problem = "compressed file ended before the end-of-stream marker was reached"
+                break
+            self._started = True
+            out = self._z.decompress(data, max(want - len(self._pending), 1 << 16))
+            self._pending += out
+            if self._z.eof:
+                rest = self._z.unused_data
+                self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                if rest.lstrip(b"\0"):
+                    self._pending += self._z.decompress(rest, 1 << 16)
+                    self._started = True
+                else:
+                    self._started = False
+        got = min(want, len(self._pending))
+        view[:got] = self._pending[:got]
+        self._pending = self._pending[got:]
+        if got == 0 and self._problem is not None:
+            problem, self._problem = self._problem, None
+            raise EOFError(problem)
+        return got
+
+    def close(self) -> None:
+        self._pending = b""
+
+
 # ---------------------------------------------------------------------------------------------------- writing
+def output_format(path, default: str = "pcap") -> str:
+    """``"pcapng"`` when the file name ends in ``.pcapng`` (any case), ``"pcap"`` when it ends in ``.pcap``, else
+    ``default``: the format the writers use for a path."""
+    name = os.fsdecode(os.fspath(path)).lower()
+    if name.endswith(".pcapng"):
+        return "pcapng"
+    if name.endswith(".pcap"):
+        return "pcap"
+    return default
+
+
 class PcapWriter:
-    """Stream PacketBatch chunks into a classic pcap file.
+    """Stream PacketBatch chunks into a classic pcap or a pcapng file.
 
     Parameters
     ----------
     dest : str, os.PathLike or binary file object
+        A path is written under a temporary name in its directory and renamed to it by :meth:`close` (an error,
+        or :meth:`abort`, removes the temporary file and leaves ``dest`` as it was).
     nanosecond : bool
-        Nanosecond timestamps (magic a1b23c4d, default) or microseconds (a1b2c3d4; ns truncated).
+        Classic pcap: nanosecond timestamps (magic a1b23c4d, default) or microseconds (a1b2c3d4; ns truncated).
+        pcapng always has nanosecond interfaces (if_tsresol 9).
     linktype : int or None
-        The file's link type. None: the first non-empty batch decides (its link type if all its packets share
-        one, Ethernet otherwise). Packets of another link type are converted to Ethernet when the file is
-        Ethernet; any other mismatch raises ValueError.
+        Classic pcap: the file's link type. None: the first non-empty batch decides (its link type if all its
+        packets share one, Ethernet otherwise). Packets of another link type are converted to Ethernet when the
+        file is Ethernet; any other mismatch raises ValueError. pcapng: ignored; every link type gets its own
+        interface description block and no packet is converted.
     snaplen : int
-        Written in the header; captures longer than this are cut to it (wirelen kept).
+        Written in the header (classic) or in each interface description (pcapng); captures longer than this are
+        cut to it (wirelen kept).
+    format : str or None
+        ``"pcap"`` or ``"pcapng"``; None: from the file name (``.pcapng`` means pcapng), classic for file objects.
 
     Attributes
     ----------
     packets, bytes : int
-        Packets and captured bytes (after conversion) written so far.
+        Packets and captured bytes (after conversion: the sum of the written records' captured lengths) so far.
     """
 
-    def __init__(self, dest, nanosecond: bool = True, linktype: int | None = None, snaplen: int = DEFAULT_SNAPLEN):
+    def __init__(self, dest, nanosecond: bool = True, linktype: int | None = None, snaplen: int = DEFAULT_SNAPLEN,
+                 format: str | None = None):
         snaplen = int(snaplen)
         if not 14 <= snaplen <= 0x7FFFFFFF:
             raise ValueError(f"PcapWriter: snaplen must be in [14, 2**31), got {snaplen}")
         if linktype is not None and not 0 <= int(linktype) <= 0xFFFF:
             raise ValueError(f"PcapWriter: linktype must be a 16-bit value, got {linktype}")
+        is_path = isinstance(dest, (str, bytes, os.PathLike))
+        if format is None:
+            format = output_format(dest) if is_path else "pcap"
+        if format not in ("pcap", "pcapng"):
+            raise ValueError(f"PcapWriter: format must be 'pcap' or 'pcapng', got {format!r}")
+        self.format = format
         self.nanosecond = bool(nanosecond)
         self.linktype = None if linktype is None else int(linktype)
         self.snaplen = snaplen
         self.packets = 0
         self.bytes = 0
-        if isinstance(dest, (str, bytes, os.PathLike)):
+        self._atomic: OutputFile | None = None
+        if is_path:
             self.path = os.fsdecode(dest)
-            self._f = open(dest, "wb", buffering=0)  # noqa: SIM115 (closed by close())
+            self._atomic = OutputFile(dest)
+            self._f = self._atomic.file
             self._own = True
         else:
             if not hasattr(dest, "write"):
@@ -703,6 +892,8 @@ class PcapWriter:
             self._own = False
         self._header_done = False
         self._out = np.zeros(0, np.uint8)
+        self._if_of_lt: np.ndarray | None = None  # pcapng: interface id per link type (0xFFFFFFFF: none yet)
+        self._n_if = 0
 
     def _write_all(self, buf) -> None:
         view = memoryview(buf).cast("B")
@@ -715,11 +906,32 @@ class PcapWriter:
     def _header(self) -> None:
         if self._header_done:
             return
-        if self.linktype is None:
-            self.linktype = LINKTYPE_ETHERNET
-        magic = MAGIC_NS if self.nanosecond else MAGIC_US
-        self._write_all(struct.pack("<IHHiIII", magic, 2, 4, 0, 0, self.snaplen, self.linktype))
+        if self.format == "pcapng":
+            # section header block: byte-order magic, version 1.0, section length unknown (-1), shb_userappl
+            appl = b"gwlb-fast"
+            opts = struct.pack("<HH", 4, len(appl)) + appl + bytes(-len(appl) % 4) + struct.pack("<HH", 0, 0)
+            blen = 28 + len(opts)
+            self._write_all(struct.pack("<IIIHHq", PCAPNG_SHB, blen, 0x1A2B3C4D, 1, 0, -1) + opts +
+                            struct.pack("<I", blen))
+            self._if_of_lt = np.full(65536, 0xFFFFFFFF, np.uint32)
+        else:
+            if self.linktype is None:
+                self.linktype = LINKTYPE_ETHERNET
+            magic = MAGIC_NS if self.nanosecond else MAGIC_US
+            self._write_all(struct.pack("<IHHiIII", magic, 2, 4, 0, 0, self.snaplen, self.linktype))
         self._header_done = True
+
+    def _interfaces_for(self, linktype: np.ndarray) -> None:
+        """pcapng: an interface description block (if_tsresol 9: nanoseconds) for each new link type."""
+        lut = self._if_of_lt
+        kinds = np.unique(linktype)
+        for lt in kinds[lut[kinds] == 0xFFFFFFFF].tolist():
+            opts = struct.pack("<HHB3x", 9, 1, 9) + struct.pack("<HH", 0, 0)
+            blen = 20 + len(opts)
+            self._write_all(struct.pack("<IIHHI", PCAPNG_IDB, blen, lt, 0, self.snaplen) + opts +
+                            struct.pack("<I", blen))
+            lut[lt] = self._n_if
+            self._n_if += 1
 
     def write(self, batch: PacketBatch) -> int:
         """Append one batch (one gather into one buffer, one write). Returns the packets written."""
@@ -730,22 +942,29 @@ class PcapWriter:
         n = len(batch)
         if n == 0:
             return 0
+        if self.format == "pcapng":
+            self._header()
+            self._interfaces_for(batch.linktype)
+            size = _k.pcapng_write_size(batch.caplen, self.snaplen)
+            out = self._buffer(size)
+            _k.write_pcapng_records(batch.data, batch.off, batch.caplen, batch.wirelen, batch.ts_ns, batch.linktype,
+                                    self._if_of_lt, self.snaplen, out)
+            self._write_all(out)
+            self.packets += n
+            self.bytes += int(np.minimum(batch.caplen, self.snaplen).sum(dtype=np.int64))
+            return n
         if self.linktype is None:
             first = int(batch.linktype[0])
             self.linktype = first if bool((batch.linktype == first).all()) else LINKTYPE_ETHERNET
         self._header()
-        size = _k.pcap_write_size(batch.caplen, batch.linktype, self.linktype, self.snaplen)
+        size = _k.pcap_write_size(batch.data, batch.off, batch.caplen, batch.linktype, self.linktype, self.snaplen)
         if size < 0:
             i = -size - 1
             raise ValueError(
                 f"PcapWriter: packet {i} has link type {int(batch.linktype[i])}, which a file of link type "
-                f"{self.linktype} cannot hold (open the writer with linktype=1 to convert raw IP and Linux cooked "
-                f"packets to Ethernet)")
-        # the gather buffer is private to the writer and fully written before write() returns: reuse it, so
-        # that a stream of batches does not page-fault a fresh buffer each time
-        if self._out.shape[0] < size:
-            self._out = np.empty(size, np.uint8)
-        out = self._out[:size]
+                f"{self.linktype} cannot hold (open the writer with linktype=1 to convert raw IP, Linux cooked, "
+                f"null/loopback and PPP packets to Ethernet)")
+        out = self._buffer(size)
         _k.write_pcap_records(batch.data, batch.off, batch.caplen, batch.wirelen, batch.ts_ns, batch.linktype,
                               self.linktype, self.nanosecond, self.snaplen, out)
         self._write_all(out)
@@ -753,45 +972,69 @@ class PcapWriter:
         self.bytes += size - _PCAP_REC_HDR * n
         return n
 
+    def _buffer(self, size: int) -> np.ndarray:
+        # the gather buffer is private to the writer and fully written before write() returns: reuse it, so
+        # that a stream of batches does not page-fault a fresh buffer each time
+        if self._out.shape[0] < size:
+            self._out = np.empty(size, np.uint8)
+        return self._out[:size]
+
     def close(self) -> None:
-        """Write the header if nothing was written (an empty capture is still a valid file) and close."""
+        """Write the header if nothing was written (an empty capture is still a valid file), close, and (for a
+        path) rename the finished file into place."""
         if self._f is None:
             return
         try:
             self._header()
             if hasattr(self._f, "flush"):
                 self._f.flush()
-        finally:
-            if self._own:
-                self._f.close()
-            self._f = None
-            self._out = np.zeros(0, np.uint8)
+        except BaseException:
+            self.abort()
+            raise
+        self._f = None
+        self._out = np.zeros(0, np.uint8)
+        if self._atomic is not None:
+            self._atomic.commit()
+
+    def abort(self) -> None:
+        """Stop without finishing: a path's temporary file is removed and the destination left as it was (a file
+        object is only left alone)."""
+        self._f = None
+        self._out = np.zeros(0, np.uint8)
+        if self._atomic is not None:
+            self._atomic.discard()
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
     def __repr__(self) -> str:
-        return f"PcapWriter({self.path!r}, linktype={self.linktype}, packets={self.packets})"
+        return f"PcapWriter({self.path!r}, format={self.format!r}, linktype={self.linktype}, packets={self.packets})"
 
 
 def write_pcap(dest, batches: PacketBatch | Iterable[PacketBatch], nanosecond: bool = True,
-               linktype: int | None = None, snaplen: int = DEFAULT_SNAPLEN) -> int:
-    """Write one PacketBatch or an iterable of them to a classic pcap file.
+               linktype: int | None = None, snaplen: int = DEFAULT_SNAPLEN, format: str | None = None) -> int:
+    """Write one PacketBatch or an iterable of them to a classic pcap or a pcapng file.
 
     Parameters
     ----------
     dest : str, os.PathLike or binary file object
+        A path is written under a temporary name and renamed into place when complete.
     batches : PacketBatch or iterable of PacketBatch
     nanosecond : bool
-        Nanosecond timestamps (default) or microseconds.
+        Nanosecond timestamps (default) or microseconds (classic pcap).
     linktype : int or None
-        None: the link type the packets share, or Ethernet (with conversion) when they mix link types. For a
-        list or tuple every batch is looked at first; for other iterables the first non-empty batch decides
-        (see :class:`PcapWriter`).
+        Classic pcap: None means the link type the packets share, or Ethernet (with conversion) when they mix
+        link types. For a list or tuple every batch is looked at first; for other iterables the first non-empty
+        batch decides (see :class:`PcapWriter`).
     snaplen : int
+    format : str or None
+        ``"pcap"``, ``"pcapng"``, or None: from the file name.
 
     Returns
     -------
@@ -804,7 +1047,84 @@ def write_pcap(dest, batches: PacketBatch | Iterable[PacketBatch], nanosecond: b
         kinds = {int(v) for b in batches for v in np.unique(b.linktype)}
         if len(kinds) > 1:
             linktype = LINKTYPE_ETHERNET
-    with PcapWriter(dest, nanosecond=nanosecond, linktype=linktype, snaplen=snaplen) as w:
+    with PcapWriter(dest, nanosecond=nanosecond, linktype=linktype, snaplen=snaplen, format=format) as w:
         for b in batches:
             w.write(b)
     return w.packets
+
+
+class OrderedWriter:
+    """A :class:`PcapWriter` that keeps its file in time order when packets arrive out of order in bounded ways.
+
+    :meth:`write` takes the pieces produced since the last call (for example one tap's parts of one chunk, which
+    the path's stages produce round by round) and a *watermark*: no packet passed later will have an earlier
+    timestamp. The pieces, with what was held back before, are put in time order (stable, so packets with equal
+    timestamps keep their arrival order); those up to the watermark are written and the rest held. The held
+    packets are bounded (``max_held``): beyond it the oldest are written anyway. A packet that arrives with a
+    timestamp earlier than one already written is still written (never dropped) and counted in ``late``.
+
+    Parameters
+    ----------
+    writer : PcapWriter
+    max_held : int
+        Largest number of packets held back.
+
+    Attributes
+    ----------
+    late : int
+        Packets written after a packet with a later timestamp (the file is in strict time order iff 0).
+    """
+
+    def __init__(self, writer: PcapWriter, max_held: int = 1 << 18):
+        self.writer = writer
+        self.max_held = int(max_held)
+        self.late = 0
+        self._held: PacketBatch | None = None
+        self._last: int | None = None  # timestamp of the last packet written
+
+    @property
+    def packets(self) -> int:
+        return self.writer.packets
+
+    @property
+    def bytes(self) -> int:
+        return self.writer.bytes
+
+    def write(self, parts, watermark: int | None = None) -> None:
+        """Write the pieces (a PacketBatch or a list of them) up to ``watermark`` (None: everything) in time order."""
+        if isinstance(parts, PacketBatch):
+            parts = [parts]
+        parts = [p for p in parts if len(p)]
+        if self._held is not None:
+            parts.insert(0, self._held)
+            self._held = None
+        if not parts:
+            return
+        batch = parts[0] if len(parts) == 1 else PacketBatch.concat(parts)
+        ts = batch.ts_ns
+        if ts.shape[0] > 1 and not bool((ts[1:] >= ts[:-1]).all()):
+            batch = batch[np.argsort(ts, kind="stable")]
+            ts = batch.ts_ns
+        cut = ts.shape[0] if watermark is None else int(np.searchsorted(ts, watermark, side="right"))
+        cut = max(cut, ts.shape[0] - self.max_held)
+        if cut < ts.shape[0]:
+            self._held = batch[cut:].copy()  # a copy: the caller reuses the arena of its chunk
+            batch = batch[:cut]
+        if len(batch):
+            if self._last is not None:
+                self.late += int(np.count_nonzero(batch.ts_ns < self._last))
+            self._last = int(batch.ts_ns[-1]) if self._last is None else max(self._last, int(batch.ts_ns[-1]))
+            self.writer.write(batch)
+
+    def close(self) -> None:
+        """Write what is held and close (rename into place) the file."""
+        try:
+            self.write([], None)
+        except BaseException:
+            self.writer.abort()
+            raise
+        self.writer.close()
+
+    def abort(self) -> None:
+        self._held = None
+        self.writer.abort()

@@ -37,7 +37,8 @@ from .config import Topology, load_events, load_topology
 from .errors import ConfigError, PcapError
 from .gwlbe import Gwlbe, Inspection
 from .natgw import NatGateway
-from .pcapio import PcapWriter, read_pcap
+from .outfiles import refuse_overlap
+from .pcapio import OrderedWriter, PcapWriter, output_format, read_pcap
 from .policy import Policy
 from .report import FlowLogWriter, Progress, StageCounters, Summary, ThreatLogWriter, ip_strs
 from .status import PktStatus, describe_counts
@@ -57,6 +58,7 @@ D_NONE, D_INTERNET, D_HOST = 0, 1, 2
 
 MAX_ROUTE_HOPS = 8
 MAX_SLICE_SECONDS = 5  # longest time span walked at once (see Pipeline.process)
+REORDER_WINDOW_NS = 2_000_000_000  # out-of-order captures: how far back a later packet may be and still be sorted
 
 TAP_LINKS = (
     "vpc-to-gwlbe",    # packets a route table hands to a GWLB endpoint
@@ -399,9 +401,15 @@ class Pipeline:
         source : path
             The capture, as seen on the business side.
         output : path, optional
-            Where the delivered packets go (classic pcap, nanosecond timestamps).
+            Where the delivered packets go: pcapng when the name ends in ``.pcapng`` (one interface per link
+            type, nanosecond resolution), else classic pcap (Ethernet, nanosecond timestamps).
         taps : folder, optional
-            One pcap per link (``TAP_LINKS``); the GWLB <-> firewall links as Geneve frames.
+            One capture per link (``TAP_LINKS``), in the output's format; the GWLB <-> firewall links as Geneve
+            frames.
+
+        Every output is written under a temporary name and renamed into place when the run completes (an error
+        leaves no partial file), and each is in time order. An output that is, or resolves to, an input (the
+        capture, the topology, the events file) raises ConfigError before anything is written.
         flow_log : path, optional
             One record per session (``.jsonl`` or ``.csv``).
         threat_log : path, optional
@@ -417,23 +425,73 @@ class Pipeline:
             A damaged capture raises ``PcapError`` after every good packet before the damage went through the path
             (and the outputs were written); with False the problem is only reported in the summary.
         """
+        evs = self._events(events)
+        # every check before any file is created: a usage error leaves nothing behind, no output is an input
+        fmt = output_format(output) if output is not None else "pcap"
+        tap_dir = Path(taps) if taps is not None else None
+        tap_paths = {k: tap_dir / f"{k}.{fmt}" for k in TAP_LINKS} if tap_dir is not None else {}
+        if flow_log is not None:
+            FlowLogWriter.check_path(flow_log)
+        if threat_log is not None:
+            ThreatLogWriter.check_path(threat_log)
+        inputs = [source, events if isinstance(events, (str, os.PathLike)) else None]
+        if self.topo.source and os.path.isfile(self.topo.source):
+            inputs.append(self.topo.source)
+        refuse_overlap(inputs, [output, flow_log, threat_log, *tap_paths.values()])
+        if tap_dir is not None and tap_dir.exists() and not tap_dir.is_dir():
+            raise ConfigError(f"{tap_dir}: --taps needs a folder, and this is a file")
         if taps is not None and not self.keep_taps:
             self.record_taps(True)
-        evs = self._events(events)
         t_start = time.perf_counter()
-        writers: dict[str, PcapWriter] = {}
-        out_w = PcapWriter(output, linktype=1) if output is not None else None
-        log_w = FlowLogWriter(flow_log) if flow_log is not None else None
-        threat_w = ThreatLogWriter(threat_log) if threat_log is not None else None
-        tap_dir = Path(taps) if taps is not None else None
-        if tap_dir is not None:
-            tap_dir.mkdir(parents=True, exist_ok=True)
-            writers = {k: PcapWriter(tap_dir / f"{k}.pcap", linktype=1) for k in TAP_LINKS}
         size = os.path.getsize(source) if isinstance(source, (str, os.PathLike)) and os.path.isfile(source) else None
-        progress = Progress(size, quiet=quiet)
         reader = read_pcap(source, chunk=chunk, parse=False, strict=False)
+        writers: dict[str, OrderedWriter] = {}
+        out_w = log_w = threat_w = None
+        done = False
+        try:
+            if output is not None:
+                out_w = OrderedWriter(PcapWriter(output, linktype=1 if fmt == "pcap" else None))
+            if flow_log is not None:
+                log_w = FlowLogWriter(flow_log)
+            if threat_log is not None:
+                threat_w = ThreatLogWriter(threat_log)
+            if tap_dir is not None:
+                tap_dir.mkdir(parents=True, exist_ok=True)
+                for k, path in tap_paths.items():
+                    writers[k] = OrderedWriter(PcapWriter(path, linktype=1 if fmt == "pcap" else None))
+            self._replay(reader, evs, out_w, writers, log_w, Progress(size, quiet=quiet), threat_w)
+            if out_w is not None:
+                out_w.close()
+                self.bytes_out = out_w.bytes  # the records as written (Linux cooked input becomes Ethernet)
+            for w in writers.values():
+                w.close()
+            if log_w is not None:
+                log_w.close()
+            if threat_w is not None:
+                threat_w.close()
+            done = True
+        finally:
+            if not done:
+                for w in (out_w, log_w, threat_w, *writers.values()):
+                    if w is not None:
+                        w.abort()
+            reader.close()
+        input_error = str(reader.error) if reader.error is not None else None
+        summary = self.summary(time.perf_counter() - t_start)
+        summary.input_error = input_error
+        summary.input_skipped_bytes = reader.skipped_bytes
+        summary.input_skipped_records = reader.skipped_records
+        summary.out_of_order = sum(w.late for w in (out_w, *writers.values()) if w is not None)
+        if input_error is not None and strict:
+            raise reader.error
+        return summary
+
+    def _replay(self, reader, evs, out_w, writers, log_w, progress, threat_w=None) -> None:
+        """The loop of :meth:`run`: chunks through the path, delivered packets and taps to their writers in time
+        order, ended sessions to the flow log, alerts and URL events to the threat log."""
         arena = np.zeros(0, np.uint8)
-        input_error = None
+        in_order = True  # the capture's timestamps never went back so far
+        last_in = max_in = None
         try:
             for batch in reader:
                 for part in self._split_at_events(batch, evs):
@@ -452,12 +510,21 @@ class Pipeline:
                         arena = np.empty(part.nbytes, np.uint8)
                     res = self._process(part, arena)
                     t0 = time.perf_counter()
+                    ts = part.ts_ns
+                    if len(part):
+                        hi = int(ts.max())
+                        if in_order and ((last_in is not None and int(ts[0]) < last_in)
+                                         or not bool((ts[1:] >= ts[:-1]).all())):
+                            in_order = False
+                        last_in = int(ts[-1])
+                        max_in = hi if max_in is None else max(max_in, hi)
+                    # every packet the path makes carries the timestamp of an input packet: while the capture is
+                    # in time order, nothing later can be earlier than its last packet; otherwise hold a window
+                    mark = last_in if in_order else (None if max_in is None else max_in - REORDER_WINDOW_NS)
                     if out_w is not None:
-                        out_w.write(res.output)
+                        out_w.write(res.output, mark)
                     for link, parts in res.taps.items():
-                        for p in parts:
-                            if len(p):
-                                writers[link].write(p)
+                        writers[link].write(parts, mark)
                     if log_w is not None:
                         for g, k, s in self._collect_sessions():
                             log_w.write(self.flow_records(g, k, s))
@@ -466,8 +533,6 @@ class Pipeline:
                         threat_w.write(threats)
                     self.stage_seconds["output"] += time.perf_counter() - t0
                 progress.update(self.packets_in, getattr(reader, "offset", None))
-            if reader.error is not None:
-                input_error = str(reader.error)
             for g, k, s in self.finish():
                 if log_w is not None:
                     log_w.write(self.flow_records(g, k, s))
@@ -477,22 +542,6 @@ class Pipeline:
                 threat_w.write(threats)
         finally:
             progress.close()
-            if out_w is not None:
-                out_w.close()
-            for w in writers.values():
-                w.close()
-            if log_w is not None:
-                log_w.close()
-            if threat_w is not None:
-                threat_w.close()
-            close = getattr(reader, "close", None)
-            if close:
-                close()
-        summary = self.summary(time.perf_counter() - t_start)
-        summary.input_error = input_error
-        if input_error is not None and strict:
-            raise reader.error
-        return summary
 
     def replay(self, batches, events=None):
         """Carry PacketBatch chunks along the path with a what-if script, as :meth:`run` does: yields one

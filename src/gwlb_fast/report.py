@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError
+from .outfiles import OutputFile
 from .status import N_STATUS, describe_counts
 
 
@@ -67,6 +68,9 @@ class Summary:
     nat: dict[str, int] = field(default_factory=dict)
     events: list[dict] = field(default_factory=list)
     input_error: str | None = None
+    input_skipped_bytes: int = 0
+    input_skipped_records: int = 0
+    out_of_order: int = 0
     stage_seconds: dict[str, float] = field(default_factory=dict)
     #: content inspection (only when the policy inspects): counters, top applications, categories and threats
     inspection: dict = field(default_factory=dict)
@@ -130,6 +134,12 @@ class Summary:
         if self.stage_seconds:
             w("time per stage  " + "  ".join(f"{k} {v:.3f}s" for k, v in self.stage_seconds.items()) + "\n")
         w(f"elapsed      {self.seconds:.3f} s  ({self.mpps:.2f} Mpps)\n")
+        if self.input_skipped_records:
+            w(f"input skipped {self.input_skipped_bytes:,} bytes at {self.input_skipped_records:,} corrupt "
+              f"record(s) (resynchronised on the next valid record)\n")
+        if self.out_of_order:
+            w(f"out of order {self.out_of_order:,} packets written after a later one (capture disorder beyond "
+              f"the reorder window)\n")
         if self.input_error:
             w(f"input error  {self.input_error}\n")
         return out.getvalue()
@@ -143,14 +153,25 @@ FLOW_LOG_FIELDS = (
 
 
 class FlowLogWriter:
-    """One record per session, to ``.jsonl`` or ``.csv`` (chosen by the file's suffix)."""
+    """One record per session, to ``.jsonl`` or ``.csv`` (chosen by the file's suffix).
+
+    The file is written under a temporary name beside ``path`` and renamed into place by :meth:`close`
+    (:meth:`abort` removes it instead). A bad suffix raises ConfigError before anything is created.
+    """
+
+    @staticmethod
+    def check_path(path) -> str:
+        """The suffix (``.jsonl`` or ``.csv``) of a flow-log path, or ConfigError."""
+        suffix = Path(path).suffix.lower()
+        if suffix not in (".jsonl", ".csv"):
+            raise ConfigError(f"{path}: flow log must end in .jsonl or .csv")
+        return suffix
 
     def __init__(self, path):
         self.path = Path(path)
-        suffix = self.path.suffix.lower()
-        if suffix not in (".jsonl", ".csv"):
-            raise ConfigError(f"{self.path}: flow log must end in .jsonl or .csv")
-        self._fh = open(self.path, "w", newline="")  # noqa: SIM115 (closed by close())
+        suffix = self.check_path(self.path)
+        self._out = OutputFile(self.path, text=True)
+        self._fh = self._out.file
         self._csv = None
         if suffix == ".csv":
             self._csv = csv.writer(self._fh)
@@ -171,23 +192,37 @@ class FlowLogWriter:
         self.records += n
 
     def close(self) -> None:
-        self._fh.close()
+        """Finish the file and rename it into place."""
+        self._out.commit()
+
+    def abort(self) -> None:
+        """Remove the unfinished file; the destination is left as it was."""
+        self._out.discard()
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, *exc):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 class ThreatLogWriter:
-    """``run --threat-log``: one JSON record per signature alert or URL event (DESIGN.md section 12)."""
+    """``run --threat-log``: one JSON record per signature alert or URL event (DESIGN.md section 12), written under
+    a temporary name and renamed into place by :meth:`close` (:meth:`abort` removes it), as the flow log."""
+
+    @staticmethod
+    def check_path(path) -> None:
+        if Path(path).suffix.lower() != ".jsonl":
+            raise ConfigError(f"{path}: threat log must end in .jsonl")
 
     def __init__(self, path):
         self.path = Path(path)
-        if self.path.suffix.lower() != ".jsonl":
-            raise ConfigError(f"{self.path}: threat log must end in .jsonl")
-        self._fh = open(self.path, "w")  # noqa: SIM115 (closed by close())
+        self.check_path(self.path)
+        self._out = OutputFile(self.path, text=True)
+        self._fh = self._out.file
         self.records = 0
 
     def write(self, records: list[dict]) -> None:
@@ -196,7 +231,10 @@ class ThreatLogWriter:
             self.records += len(records)
 
     def close(self) -> None:
-        self._fh.close()
+        self._out.commit()
+
+    def abort(self) -> None:
+        self._out.discard()
 
 
 class Progress:

@@ -44,7 +44,27 @@ def scan_pcapng(
     ts_ns: np.ndarray,  # int64[>= max_n] out
     linktype: np.ndarray,  # uint16[>= max_n] out
 ) -> tuple[int, int, int, int]: ...  # (n, pos, code, aux)
+def resync_pcap(
+    buf: np.ndarray,  # const uint8[::1]
+    pos: int,
+    big_endian: bool,
+    frac_limit: int,
+    max_caplen: int,
+    sec_lo: int,
+    sec_hi: int,
+    at_eof: bool,
+) -> tuple[int, int]: ...  # (found index or -1, first index not yet ruled out)
+def resync_pcapng(
+    buf: np.ndarray,  # const uint8[::1]
+    pos: int,
+    big_endian: bool,
+    n_interfaces: int,
+    max_block: int,
+    at_eof: bool,
+) -> tuple[int, int]: ...  # (found index or -1, first index not yet ruled out)
 def pcap_write_size(
+    data: np.ndarray,  # const uint8[::1]
+    off: np.ndarray,  # const int64[n]
     caplen: np.ndarray,  # const uint32[n]
     linktype: np.ndarray,  # const uint16[n]
     out_linktype: int,
@@ -61,4 +81,19 @@ def write_pcap_records(
     nanosecond: bool,
     snaplen: int,
     out: np.ndarray,  # uint8[pcap_write_size(...)] out
+) -> int: ...
+def pcapng_write_size(
+    caplen: np.ndarray,  # const uint32[n]
+    snaplen: int,
+) -> int: ...
+def write_pcapng_records(
+    data: np.ndarray,  # const uint8[::1]
+    off: np.ndarray,  # const int64[n]
+    caplen: np.ndarray,  # const uint32[n]
+    wirelen: np.ndarray,  # const uint32[n]
+    ts_ns: np.ndarray,  # const int64[n]
+    linktype: np.ndarray,  # const uint16[n]
+    if_of_linktype: np.ndarray,  # const uint32[65536]
+    snaplen: int,
+    out: np.ndarray,  # uint8[pcapng_write_size(...)] out
 ) -> int: ...

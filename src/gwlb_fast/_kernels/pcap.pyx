@@ -5,9 +5,10 @@
 # bound before anything depends on it, and the first problem stops the scan with a code (the caller turns it
 # into a PcapError naming the file offset, after delivering the packets scanned before it).
 from libc.stdint cimport UINT32_MAX, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 from gwlb_fast._kernels._bytes cimport load_be16, load_be32, load_le16, load_le32, store_be16, store_le32
+from gwlb_fast._kernels._link cimport short_link_header
 
 cdef enum:
     _S_OK = 0             # stopped at max_n packets or exactly at the end of the buffer
@@ -37,8 +38,11 @@ cdef enum:
     BT_OPB = 2            # obsolete Packet Block (pcapng draft); still written by old tools
     BT_SPB = 3
     BT_EPB = 6
+    LT_NULL = 0
     LT_ETHERNET = 1
+    LT_PPP = 9
     LT_RAW = 101
+    LT_LOOP = 108
     LT_LINUX_SLL = 113
     LT_IPV4 = 228
     LT_LINUX_SLL2 = 276
@@ -92,7 +96,8 @@ cdef inline uint16_t _ld16(const uint8_t* p, bint big) noexcept nogil:
 
 
 cdef inline bint _linktype_ok(uint32_t lt) noexcept nogil:
-    return lt == LT_ETHERNET or lt == LT_RAW or lt == LT_LINUX_SLL or lt == LT_IPV4 or lt == LT_LINUX_SLL2
+    return (lt == LT_ETHERNET or lt == LT_RAW or lt == LT_LINUX_SLL or lt == LT_IPV4 or lt == LT_LINUX_SLL2
+            or lt == LT_NULL or lt == LT_LOOP or lt == LT_PPP)
 
 
 cdef inline int64_t _units_to_ns(uint64_t units, int64_t mul, uint64_t div, int32_t shift,
@@ -360,11 +365,123 @@ def scan_pcapng(const uint8_t[::1] buf, Py_ssize_t pos, Py_ssize_t origin, Py_ss
     return n, pos, code, aux
 
 
+# ---------------------------------------------------------------------------------------------------- resync
+# A corrupt record (a caplen beyond the format's maximum, a pcapng block whose lengths disagree, ...) leaves the
+# reader without a record boundary. These kernels look for the next plausible one, so that one damaged record does
+# not cost the rest of the capture: a candidate must look like a record header and be followed by a second one
+# (or end exactly at the end of the file), which a run of packet bytes almost never does twice in a row.
+cdef inline bint _pcap_hdr_ok(const uint8_t* p, bint big, uint32_t frac_limit, uint32_t max_caplen,
+                              int64_t sec_lo, int64_t sec_hi) noexcept nogil:
+    cdef uint32_t sec = _ld32(p, big), frac = _ld32(p + 4, big), cl = _ld32(p + 8, big), wl = _ld32(p + 12, big)
+    # a packet has at least one byte: runs of zeros (padding, zeroed pages) never pass
+    return (frac < frac_limit and cl >= 1 and cl <= max_caplen and wl >= cl and wl <= max_caplen * 4
+            and <int64_t>sec >= sec_lo and <int64_t>sec <= sec_hi)
+
+
+def resync_pcap(const uint8_t[::1] buf, Py_ssize_t pos, bint big_endian, uint32_t frac_limit, uint32_t max_caplen,
+                int64_t sec_lo, int64_t sec_hi, bint at_eof):
+    """Find the next plausible classic record header at or after ``buf[pos]``.
+
+    A candidate at q: frac < frac_limit (1e6 for microseconds, 1e9 for nanoseconds), 1 <= caplen <= max_caplen,
+    caplen <= wirelen <= 4 * max_caplen, sec_lo <= ts_sec <= sec_hi; and the record after it is a candidate too, or
+    the candidate ends exactly at the end of the buffer when ``at_eof``.
+
+    Returns
+    -------
+    (found, searched) : tuple of int
+        ``found``: index of the record, or -1. ``searched``: when nothing was found, the first index not yet ruled
+        out (the caller reads more bytes and calls again from there; at EOF it is the buffer's end).
+    """
+    cdef Py_ssize_t end = buf.shape[0], q, q2
+    cdef uint32_t cl
+    if pos < 0 or pos > end:
+        raise ValueError(f"resync_pcap: pos {pos} outside the buffer of {end} bytes")
+    cdef Py_ssize_t found = -1
+    q = pos
+    with nogil:
+        while q + PCAP_REC_HDR <= end:
+            if _pcap_hdr_ok(&buf[q], big_endian, frac_limit, max_caplen, sec_lo, sec_hi):
+                cl = _ld32(&buf[q + 8], big_endian)
+                q2 = q + PCAP_REC_HDR + cl
+                if q2 == end and at_eof:
+                    found = q
+                    break
+                if q2 + PCAP_REC_HDR <= end:
+                    if _pcap_hdr_ok(&buf[q2], big_endian, frac_limit, max_caplen, sec_lo, sec_hi):
+                        found = q
+                        break
+                elif not at_eof:
+                    break  # the check needs bytes beyond the buffer
+            q += 1
+    if found >= 0:
+        return found, found
+    return -1, (end if at_eof else q)
+
+
+cdef inline bint _known_block(uint32_t btype) noexcept nogil:
+    # pcapng block types: IDB, OPB, SPB, NRB, ISB, EPB, DSB, SHB
+    return (btype == 1 or btype == 2 or btype == 3 or btype == 4 or btype == 5 or btype == 6 or btype == 10
+            or btype == BT_SHB)
+
+
+def resync_pcapng(const uint8_t[::1] buf, Py_ssize_t pos, bint big_endian, uint32_t n_interfaces,
+                  uint32_t max_block, bint at_eof):
+    """Find the next plausible pcapng block at or after ``buf[pos]``, on 4-byte steps from ``pos``.
+
+    A candidate at q: a known block type (a section header block is recognised by its byte-order magic, in either
+    order); for other types, a length that is >= 12, a multiple of 4 and <= max_block, whose trailing copy agrees;
+    for packet blocks, an interface id below ``n_interfaces``.
+
+    Returns
+    -------
+    (found, searched) : tuple of int
+        As for ``resync_pcap``.
+    """
+    cdef Py_ssize_t end = buf.shape[0], q
+    cdef uint32_t btype, blen, ifid
+    if pos < 0 or pos > end:
+        raise ValueError(f"resync_pcapng: pos {pos} outside the buffer of {end} bytes")
+    cdef Py_ssize_t found = -1
+    cdef bint need = False
+    q = pos
+    with nogil:
+        while q + 12 <= end:
+            btype = _ld32(&buf[q], big_endian)
+            if (load_be32(&buf[q]) == BT_SHB
+                    and ((buf[q + 8] == 0x1A and buf[q + 9] == 0x2B and buf[q + 10] == 0x3C and buf[q + 11] == 0x4D)
+                         or (buf[q + 8] == 0x4D and buf[q + 9] == 0x3C and buf[q + 10] == 0x2B
+                             and buf[q + 11] == 0x1A))):
+                found = q
+                break
+            if _known_block(btype) and btype != BT_SHB:
+                blen = _ld32(&buf[q + 4], big_endian)
+                if blen >= 12 and (blen & 3) == 0 and blen <= max_block:
+                    if <Py_ssize_t>blen > end - q:
+                        if not at_eof:
+                            need = True
+                            break
+                    elif _ld32(&buf[q + blen - 4], big_endian) == blen:
+                        if btype == BT_EPB or btype == BT_OPB:
+                            if blen >= 32:
+                                ifid = _ld32(&buf[q + 8], big_endian) if btype == BT_EPB else _ld16(&buf[q + 8],
+                                                                                                   big_endian)
+                                if ifid < n_interfaces:
+                                    found = q
+                                    break
+                        else:
+                            found = q
+                            break
+            q += 4
+    if found >= 0:
+        return found, found
+    return -1, (end if at_eof and not need else q)
+
+
 # ---------------------------------------------------------------------------------------------------- writing
-# Conversion to LINKTYPE_ETHERNET for files whose batches mix link types: raw IP gets a 14-byte Ethernet header
-# with fixed locally administered MACs; Linux cooked (v1/v2) headers are replaced by one (source MAC from the
-# cooked header when it carries a 6-byte address). A cooked packet shorter than its header becomes a bare
-# Ethernet header with ethertype 0.
+# Conversion to LINKTYPE_ETHERNET for classic files whose batches mix link types: raw IP gets a 14-byte Ethernet
+# header with fixed locally administered MACs; Linux cooked (v1/v2), null/loopback and PPP headers are replaced by
+# one (source MAC from a cooked header when it carries a 6-byte address). A packet shorter than its link header
+# becomes a bare Ethernet header with ethertype 0.
 cdef uint8_t[6] CONV_DST_MAC
 cdef uint8_t[6] CONV_SRC_MAC
 CONV_DST_MAC[:] = [0x02, 0, 0, 0, 0, 0x02]
@@ -373,30 +490,46 @@ CONVERTED_DST_MAC = bytes(CONV_DST_MAC[:6])
 CONVERTED_SRC_MAC = bytes(CONV_SRC_MAC[:6])
 
 
-cdef inline int _in_skip(uint16_t lt, uint16_t out_lt, uint32_t cl) noexcept nogil:
-    """Bytes of the packet's own link header dropped when converting, -1 if lt cannot become out_lt.
+cdef inline int _in_skip(const uint8_t* src, uint16_t lt, uint16_t out_lt, uint32_t cl, uint16_t* et) noexcept nogil:
+    """Bytes of the packet's own link header dropped when converting, -1 if lt cannot become out_lt; et[0] gets
+    the ethertype of the Ethernet header that replaces it.
 
     A result r >= 0 with out_lt != lt means: drop r bytes, prepend a 14-byte Ethernet header.
     """
+    cdef Py_ssize_t h
+    et[0] = 0
     if lt == out_lt:
         return 0
     if out_lt != LT_ETHERNET:
         return -1
     if lt == LT_RAW or lt == LT_IPV4:
+        et[0] = 0x86DD if (lt == LT_RAW and cl > 0 and (src[0] >> 4) == 6) else 0x0800
         return 0
     if lt == LT_LINUX_SLL:
-        return SLL_HLEN if cl >= SLL_HLEN else <int>cl
+        if cl >= SLL_HLEN:
+            et[0] = load_be16(src + 14)
+            return SLL_HLEN
+        return <int>cl
     if lt == LT_LINUX_SLL2:
-        return SLL2_HLEN if cl >= SLL2_HLEN else <int>cl
+        if cl >= SLL2_HLEN:
+            et[0] = load_be16(src)
+            return SLL2_HLEN
+        return <int>cl
+    if lt == LT_NULL or lt == LT_LOOP or lt == LT_PPP:
+        h = short_link_header(src, cl, lt, et)
+        return <int>cl if h < 0 else <int>h
     return -1
 
 
-def pcap_write_size(const uint32_t[::1] caplen, const uint16_t[::1] linktype, uint16_t out_linktype,
-                    uint32_t snaplen):
+def pcap_write_size(const uint8_t[::1] data, const int64_t[::1] off, const uint32_t[::1] caplen,
+                    const uint16_t[::1] linktype, uint16_t out_linktype, uint32_t snaplen):
     """Bytes that ``write_pcap_records`` will produce (record headers included).
 
     Parameters
     ----------
+    data : uint8[::1]
+        Arena (a PPP header's length depends on its bytes).
+    off : int64[n]
     caplen : uint32[n]
     linktype : uint16[n]
     out_linktype : uint16
@@ -407,22 +540,31 @@ def pcap_write_size(const uint32_t[::1] caplen, const uint16_t[::1] linktype, ui
     Returns
     -------
     int
-        Total size, or ``-(i + 1)`` when packet ``i`` cannot be converted to ``out_linktype``.
+        Total size, or ``-(i + 1)`` when packet ``i`` cannot be converted to ``out_linktype`` (or lies outside
+        the arena).
     """
-    cdef Py_ssize_t n = caplen.shape[0], i
-    if linktype.shape[0] != n:
-        raise ValueError(f"pcap_write_size: linktype has length {linktype.shape[0]}, expected {n}")
+    cdef Py_ssize_t n = caplen.shape[0], i, dlen = data.shape[0]
+    if linktype.shape[0] != n or off.shape[0] != n:
+        raise ValueError(f"pcap_write_size: off/linktype have lengths {off.shape[0]}/{linktype.shape[0]}, "
+                         f"expected {n}")
     if snaplen < ETH_HLEN:
         raise ValueError(f"pcap_write_size: snaplen must be >= {ETH_HLEN}, got {snaplen}")
     cdef int64_t total = 0, cl
     cdef int skip
+    cdef uint16_t et
     with nogil:
         for i in range(n):
-            skip = _in_skip(linktype[i], out_linktype, caplen[i])
-            if skip < 0:
-                total = -(i + 1)
-                break
-            cl = <int64_t>caplen[i] - skip + (ETH_HLEN if linktype[i] != out_linktype else 0)
+            if linktype[i] == out_linktype:
+                cl = caplen[i]
+            else:
+                if off[i] < 0 or off[i] + <int64_t>caplen[i] > dlen:
+                    total = -(i + 1)
+                    break
+                skip = _in_skip(&data[0] + off[i] if dlen > 0 else NULL, linktype[i], out_linktype, caplen[i], &et)
+                if skip < 0:
+                    total = -(i + 1)
+                    break
+                cl = <int64_t>caplen[i] - skip + ETH_HLEN
             if cl > snaplen:
                 cl = snaplen
             total += PCAP_REC_HDR + cl
@@ -477,14 +619,15 @@ def write_pcap_records(const uint8_t[::1] data, const int64_t[::1] off, const ui
     cdef uint16_t et, lt
     with nogil:
         for i in range(n):
-            skip = _in_skip(linktype[i], out_linktype, caplen[i])
-            if skip < 0:
-                bad = i
-                problem = 1
-                break
             if off[i] < 0 or off[i] + <int64_t>caplen[i] > dlen:
                 bad = i
                 problem = 2
+                break
+            src = &data[0] + off[i] if dlen > 0 else NULL
+            skip = _in_skip(src, linktype[i], out_linktype, caplen[i], &et)
+            if skip < 0:
+                bad = i
+                problem = 1
                 break
             cl = <int64_t>caplen[i] - skip + (ETH_HLEN if linktype[i] != out_linktype else 0)
             if cl > snaplen:
@@ -493,9 +636,9 @@ def write_pcap_records(const uint8_t[::1] data, const int64_t[::1] off, const ui
         if bad < 0 and need == olen:
             for i in range(n):
                 lt = linktype[i]
-                skip = _in_skip(lt, out_linktype, caplen[i])
                 o = off[i]
                 src = &data[0] + o if dlen > 0 else NULL
+                skip = _in_skip(src, lt, out_linktype, caplen[i], &et)
                 q = &out[pos]
                 t = ts_ns[i]
                 sec = t // <int64_t>NS_PER_S
@@ -511,18 +654,14 @@ def write_pcap_records(const uint8_t[::1] data, const int64_t[::1] off, const ui
                     wl = cl
                 pos += PCAP_REC_HDR
                 if lt != out_linktype:
-                    # Ethernet header: fixed MACs, ethertype from the cooked header or the IP version
+                    # Ethernet header: fixed MACs (a cooked header's own source MAC when it has one), the ethertype
+                    # the replaced header named
                     memcpy(&out[pos], CONV_DST_MAC, 6)
                     memcpy(&out[pos + 6], CONV_SRC_MAC, 6)
-                    et = 0
-                    if lt == LT_RAW or lt == LT_IPV4:
-                        et = 0x86DD if (lt == LT_RAW and caplen[i] > 0 and (src[0] >> 4) == 6) else 0x0800
-                    elif lt == LT_LINUX_SLL and skip == SLL_HLEN:
-                        et = load_be16(src + 14)
+                    if lt == LT_LINUX_SLL and skip == SLL_HLEN:
                         if load_be16(src + 4) == 6:
                             memcpy(&out[pos + 6], src + 6, 6)
                     elif lt == LT_LINUX_SLL2 and skip == SLL2_HLEN:
-                        et = load_be16(src)
                         if src[11] == 6:
                             memcpy(&out[pos + 6], src + 12, 6)
                     store_be16(&out[pos + 12], et)
@@ -551,4 +690,105 @@ def write_pcap_records(const uint8_t[::1] data, const int64_t[::1] off, const ui
         raise ValueError(f"write_pcap_records: packet {bad} lies outside the arena")
     if need != olen:
         raise ValueError(f"write_pcap_records: out has {olen} bytes, the records need {need}")
+    return pos
+
+
+# Enhanced Packet Block (pcapng, little-endian section): type 6 u32 | block length u32 | interface id u32 |
+# timestamp high u32 | timestamp low u32 | captured length u32 | original length u32 | data, padded to 4 |
+# block length u32. The writer's interfaces all have if_tsresol 9, so the timestamp is ts_ns itself.
+cdef enum:
+    EPB_FIXED = 32
+
+
+def pcapng_write_size(const uint32_t[::1] caplen, uint32_t snaplen):
+    """Bytes that ``write_pcapng_records`` will produce: one EPB per packet, captures cut to ``snaplen``."""
+    cdef Py_ssize_t n = caplen.shape[0], i
+    cdef int64_t total = 0, cl
+    with nogil:
+        for i in range(n):
+            cl = caplen[i]
+            if cl > snaplen:
+                cl = snaplen
+            total += EPB_FIXED + ((cl + 3) & ~3)
+    return total
+
+
+def write_pcapng_records(const uint8_t[::1] data, const int64_t[::1] off, const uint32_t[::1] caplen,
+                         const uint32_t[::1] wirelen, const int64_t[::1] ts_ns, const uint16_t[::1] linktype,
+                         const uint32_t[::1] if_of_linktype, uint32_t snaplen, uint8_t[::1] out):
+    """Gather little-endian Enhanced Packet Blocks into ``out`` in one pass.
+
+    Parameters
+    ----------
+    data : uint8[::1]
+        Arena; packet i is ``data[off[i]:off[i] + caplen[i]]``.
+    off : int64[n]
+    caplen, wirelen : uint32[n]
+    ts_ns : int64[n]
+        Nanoseconds (the interfaces' if_tsresol is 9), written as a 64-bit count (two's complement if negative).
+    linktype : uint16[n]
+    if_of_linktype : uint32[65536]
+        Interface id of each link type (the caller has written an interface description block for every link
+        type of the batch).
+    snaplen : uint32
+        Captures longer than this are cut to it (original length kept).
+    out : uint8[::1] out
+        Exactly ``pcapng_write_size(caplen, snaplen)`` bytes.
+
+    Returns
+    -------
+    int
+        Bytes written.
+
+    Raises
+    ------
+    ValueError
+        Column lengths differ, a packet lies outside the arena, or ``out`` has the wrong size. Checked before
+        anything is written.
+    """
+    cdef Py_ssize_t n = off.shape[0], i, dlen = data.shape[0], olen = out.shape[0]
+    for name, col in (("caplen", caplen), ("wirelen", wirelen), ("ts_ns", ts_ns), ("linktype", linktype)):
+        if col.shape[0] != n:
+            raise ValueError(f"write_pcapng_records: {name} has length {col.shape[0]}, expected {n}")
+    if if_of_linktype.shape[0] != 65536:
+        raise ValueError(f"write_pcapng_records: if_of_linktype has length {if_of_linktype.shape[0]}, "
+                         f"expected 65536")
+    cdef int64_t need = 0, cl, blen
+    cdef Py_ssize_t bad = -1, pos = 0
+    cdef uint64_t units
+    cdef uint8_t* q
+    with nogil:
+        for i in range(n):
+            if off[i] < 0 or off[i] + <int64_t>caplen[i] > dlen:
+                bad = i
+                break
+            cl = caplen[i]
+            if cl > snaplen:
+                cl = snaplen
+            need += EPB_FIXED + ((cl + 3) & ~3)
+        if bad < 0 and need == olen:
+            for i in range(n):
+                cl = caplen[i]
+                if cl > snaplen:
+                    cl = snaplen
+                blen = EPB_FIXED + ((cl + 3) & ~3)
+                q = &out[pos]
+                units = <uint64_t>ts_ns[i]
+                store_le32(q, BT_EPB)
+                store_le32(q + 4, <uint32_t>blen)
+                store_le32(q + 8, if_of_linktype[linktype[i]])
+                store_le32(q + 12, <uint32_t>(units >> 32))
+                store_le32(q + 16, <uint32_t>units)
+                store_le32(q + 20, <uint32_t>cl)
+                store_le32(q + 24, wirelen[i] if wirelen[i] >= cl else <uint32_t>cl)
+                if cl > 0:
+                    memcpy(q + 28, &data[0] + off[i], <size_t>cl)
+                # padding and the trailing length
+                memset(q + 28 + cl, 0, <size_t>(blen - 4 - 28 - cl))
+                store_le32(q + blen - 4, <uint32_t>blen)
+                pos += blen
+    if bad >= 0:
+        raise ValueError(f"write_pcapng_records: packet {bad} lies outside the arena")
+    if need != olen:
+        raise ValueError(f"write_pcapng_records: out has {olen} bytes, the records need {need}")
     return pos

@@ -255,6 +255,7 @@ def categorize_urls(const uint8_t[::1] host_data not None, const int64_t[::1] ho
                     const int64_t[::1] key_off not None, const int32_t[::1] key_len not None,
                     const uint8_t[::1] key_kind not None, const int32_t[::1] key_cat not None,
                     const int64_t[::1] prog_start not None, const int32_t[::1] prog_cat not None,
+                    const uint64_t[::1] prog_mask not None,
                     const uint8_t[::1] pe_kind not None, const uint8_t[::1] pe_in_host not None,
                     const int64_t[::1] pe_off not None, const int32_t[::1] pe_len not None,
                     const uint8_t[::1] pe_text not None, int32_t unknown_cat,
@@ -271,6 +272,9 @@ def categorize_urls(const uint8_t[::1] host_data not None, const int64_t[::1] ho
     key_hash, key_text, key_off, key_len, key_kind, key_cat : host entries sorted by ``key_hash`` (see module doc).
     prog_start : int64[n_progs + 1]
         Pattern p's elements are ``pe_*[prog_start[p] : prog_start[p + 1]]``; its category is ``prog_cat[p]``.
+    prog_mask : uint64[n_progs]
+        Bit ``fnv(token) & 63`` of every literal token of pattern p: a URL lacking one of them is skipped without
+        running the program (a 64-bit Bloom filter of the URL's tokens).
     pe_kind, pe_in_host, pe_off, pe_len, pe_text : the elements of every pattern (literal text in ``pe_text``).
     unknown_cat : int32
         Category of a URL that matches nothing (-1: none).
@@ -291,7 +295,7 @@ def categorize_urls(const uint8_t[::1] host_data not None, const int64_t[::1] ho
     cdef Py_ssize_t b, lo, q, p
     cdef Url* u
     cdef Prog pg
-    cdef uint64_t h
+    cdef uint64_t h, umask
     cdef int32_t* row
     cdef int32_t cnt
     cdef bint db_done, first_label
@@ -315,6 +319,8 @@ def categorize_urls(const uint8_t[::1] host_data not None, const int64_t[::1] ho
             raise ValueError(f"host entry {q} is malformed")
         if q > 0 and key_hash[q] < key_hash[q - 1]:
             raise ValueError("key_hash must be sorted")
+    if prog_mask.shape[0] != npg:
+        raise ValueError(f"prog_mask has length {prog_mask.shape[0]}, expected {npg}")
     if prog_start.shape[0] != npg + 1 or prog_start[0] != 0 or prog_start[npg] != pe_kind.shape[0]:
         raise ValueError("prog_start must hold n_progs + 1 offsets from 0 to len(pe_kind)")
     for name, arr_n in (("pe_in_host", pe_in_host.shape[0]), ("pe_off", pe_off.shape[0]),
@@ -387,7 +393,13 @@ def categorize_urls(const uint8_t[::1] host_data not None, const int64_t[::1] ho
                     b += 1
                     if b > u.host_len:
                         break
+                umask = 0
+                for q in range(u.nel):
+                    if u.el_kind[q] == T_TOKEN:
+                        umask |= (<uint64_t>1) << (_fnv(&u.buf[u.el_off[q]], u.el_len[q]) & 63)
                 for p in range(npg):
+                    if prog_mask[p] & ~umask:
+                        continue  # a literal token of the pattern is not in the URL
                     if _match(u, 0, &pg, prog_start[p], prog_start[p + 1], 0):
                         if _add(row, &cnt, kmax, prog_cat[p]):
                             f |= 2

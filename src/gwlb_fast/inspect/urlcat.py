@@ -239,6 +239,16 @@ class UrlCategories:
         self._pe_text = np.frombuffer(b"".join(text) or b"\0", np.uint8).copy()
         self._prog_start = np.array(start, np.int64)
         self._prog_cat = np.array(pcat, np.int32)
+        # Bloom bits of each program's literal tokens (the kernel skips URLs that lack one).
+        lit = self._pe_kind == _k.ELEM_LIT
+        lh = np.empty(int(lit.sum()), np.uint64)
+        _k.hash_keys(self._pe_text, np.ascontiguousarray(self._pe_off[lit]),
+                     np.ascontiguousarray(self._pe_len[lit].astype(np.int64)), lh)
+        bits = np.zeros(len(self._pe_kind), np.uint64)
+        bits[lit] = np.left_shift(np.uint64(1), lh & np.uint64(63))
+        prog_of = np.repeat(np.arange(len(progs)), np.diff(self._prog_start))
+        self._prog_mask = np.zeros(len(progs), np.uint64)
+        np.bitwise_or.at(self._prog_mask, prog_of, bits)
         self.n_host_entries = len(keys)
         self.n_programs = len(progs)
 
@@ -255,7 +265,8 @@ class UrlCategories:
 
         Parameters
         ----------
-        hosts : sequence of str / bytes / None, or an arena ``(data uint8[*], off int64[n], length int64[n])``
+        hosts : sequence of str / bytes / None, an arena ``(data uint8[*], off int64[n], length int64[n])``, or
+                fixed-width fields ``(uint8[n, width], length[n])`` (``Inspector.field_view``)
             Hosts (HTTP Host, TLS SNI, DNS name); None or a negative length: no URL (categories -1).
         paths : same forms, optional
             Request paths (default ``/``).
@@ -281,7 +292,7 @@ class UrlCategories:
         count = np.empty(n, np.int32)
         flags = np.empty(n, np.uint8)
         _k.categorize_urls(hd, ho, hl, pd, po, pl, self._key_hash, self._key_text, self._key_off, self._key_len,
-                           self._key_kind, self._key_cat, self._prog_start, self._prog_cat, self._pe_kind,
+                           self._key_kind, self._key_cat, self._prog_start, self._prog_cat, self._prog_mask, self._pe_kind,
                            self._pe_in_host, self._pe_off, self._pe_len, self._pe_text, self.unknown, out, count,
                            flags)
         used = max(1, int(count.max())) if n else 1
@@ -290,7 +301,18 @@ class UrlCategories:
 
 
 def _arena(value, what):
-    """(data, off, length) from an arena tuple or a sequence of str/bytes/None."""
+    """(data, off, length) from an arena tuple, fixed-width fields or a sequence of str/bytes/None."""
+    if isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, np.ndarray) for v in value):
+        mat, length = value
+        if mat.dtype != np.uint8 or mat.ndim != 2 or length.ndim != 1 or length.shape[0] != mat.shape[0]:
+            raise ValueError(f"{what}: expected (uint8[n, width], lengths[n]), got {mat.dtype}{mat.shape} and "
+                             f"{length.dtype}{length.shape}")
+        length = length.astype(np.int64)
+        if length.size and length.max() > mat.shape[1]:
+            raise ValueError(f"{what}: a length exceeds the field width {mat.shape[1]}")
+        data = np.ascontiguousarray(mat).reshape(-1)
+        off = np.arange(mat.shape[0], dtype=np.int64) * mat.shape[1]
+        return (data if data.size else np.zeros(1, np.uint8)), off, length
     if isinstance(value, tuple) and len(value) == 3 and all(isinstance(v, np.ndarray) for v in value):
         data, off, length = value
         if data.dtype != np.uint8 or data.ndim != 1:
