@@ -1,4 +1,5 @@
 import copy
+import importlib.resources
 import json
 
 import pytest
@@ -147,3 +148,105 @@ def test_cli_exit_codes(tmp_path, capsys):
     assert err.startswith(f"gwlb-fast: {badpol}") and "maybe" in err and err.count("\n") == 1
     assert main(["check", str(tmp_path / "missing.yaml")]) == 1
     assert "no such file" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------- transit
+CENTRAL = yaml.safe_load((importlib.resources.files("gwlb_fast") / "examples" / "centralized.yaml").read_text())
+
+
+def central_with(change):
+    d = copy.deepcopy(CENTRAL)
+    change(d)
+    return d
+
+
+def _second_security_vpc(d):
+    """A second inspection VPC (its own endpoint) attached to tr-1, for return paths through another attachment."""
+    d["vpcs"]["security-2"] = {
+        "cidr": "10.101.0.0/16",
+        "subnets": {"tr": {"cidr": "10.101.1.0/24", "route_table": "from-tr"},
+                    "gwlbe": {"cidr": "10.101.2.0/24", "route_table": "gwlbe"}},
+        "route_tables": {"from-tr": [{"dst": "0.0.0.0/0", "via": "gwlbe:gwlbe-d"}],
+                         "gwlbe": [{"dst": "10.0.0.0/8", "via": "tr:tr-1"}]}}
+    d["endpoints"]["gwlbe-d"] = {"vpc": "security-2", "subnet": "gwlbe", "id": 0x0D, "gwlb": "gwlb-1"}
+    d["transit_routers"]["tr-1"]["attachments"]["security-2"] = {"vpc": "security-2", "subnet": "tr",
+                                                                 "route_table": "security"}
+    d["transit_routers"]["tr-1"]["route_tables"]["from-b"] = [{"dst": "0.0.0.0/0", "via": "attachment:security-2"}]
+    d["transit_routers"]["tr-1"]["attachments"]["spoke-b"]["route_table"] = "from-b"
+
+
+def _private_vpc(d):
+    # a VPC with no route to the Internet at all, attached for east-west only: not a finding
+    d["vpcs"]["private"] = {"cidr": "10.3.0.0/16", "subnets": {"db": {"cidr": "10.3.1.0/24", "route_table": "db"},
+                                                               "tr": {"cidr": "10.3.9.0/24", "route_table": "db"}},
+                            "route_tables": {"db": [{"dst": "10.0.0.0/8", "via": "tr:tr-1"}]}}
+    tr = d["transit_routers"]["tr-1"]
+    tr["attachments"]["private"] = {"vpc": "private", "subnet": "tr", "route_table": "spokes"}
+    tr["route_tables"]["security"].append({"dst": "10.3.0.0/16", "via": "attachment:private"})
+
+
+CENTRAL_BROKEN = {
+    # spoke-b's replies come back through another security VPC (another attachment, another endpoint)
+    "return-through-another-attachment": (
+        central_with(_second_security_vpc), "asymmetric", "vpcs.spoke-b.route_tables.app",
+        "crosses endpoint(s) gwlbe-d but the forward path crossed gwlbe-c"),
+    # the security VPC hands spoke-b's traffic back to the router without inspection
+    "return-through-another-endpoint": (
+        central_with(lambda d: (d["endpoints"].__setitem__(
+            "gwlbe-e", {"vpc": "security", "subnet": "gwlbe", "id": 0x0E, "gwlb": "gwlb-1"}),
+            d["vpcs"]["security"]["route_tables"]["from-tr"].insert(
+                0, {"dst": "10.1.0.0/16", "via": "gwlbe:gwlbe-e"}))),
+        "asymmetric", "vpcs.spoke-b.route_tables.app", "crosses endpoint(s) gwlbe-e"),
+    # a spoke route that reaches the other spoke without the security VPC
+    "spoke-bypasses-security": (
+        central_with(lambda d: d["transit_routers"]["tr-1"]["route_tables"]["spokes"].insert(
+            0, {"dst": "10.2.0.0/16", "via": "attachment:spoke-b"})),
+        "bypass", "transit_routers.tr-1.route_tables.spokes[0]", "without crossing a GWLB endpoint"),
+    # the security VPC's table sends the spokes back to the router, whose table sends them to security again
+    "loop-between-route-tables": (
+        central_with(lambda d: d["transit_routers"]["tr-1"]["route_tables"]["security"].__setitem__(
+            0, {"dst": "10.1.0.0/16", "via": "attachment:security"})),
+        "loop", "transit_routers.tr-1.route_tables.security[0]", "route loop"),
+    # the router has no route back to spoke-a (traffic to it dies in the router)
+    "router-black-hole": (
+        central_with(lambda d: d["transit_routers"]["tr-1"]["route_tables"]["security"].pop(0)),
+        "black-hole", "transit_routers.tr-1.route_tables.security", "no route for 10.1.1.1"),
+}
+
+
+@pytest.mark.parametrize("name", list(CENTRAL_BROKEN))
+def test_planted_transit_mistake_is_found(name):
+    d, kind, path, words = CENTRAL_BROKEN[name]
+    fs = findings(d)
+    hits = [f for f in fs if f.kind == kind and f.path == path and words in f.message]
+    assert hits, "\n".join(map(str, fs))
+
+
+def test_centralized_example_is_clean_and_traces_through_the_router():
+    t = topology_from_dict(CENTRAL, "c.yaml")
+    assert check_topology(t) == []
+    ew = trace_route(t, t.vpcs["spoke-a"], "app", ip_to_int("10.2.1.30"))
+    assert (ew.end, ew.vpc, ew.subnet, ew.endpoints) == ("subnet", "spoke-b", "app", ["gwlbe-c"])
+    assert ew.attachments == ["tr-1/security", "tr-1/spoke-b"]
+    out = trace_route(t, t.vpcs["spoke-b"], "app", ip_to_int("8.8.8.8"))
+    assert (out.end, out.endpoints, out.nats) == ("internet", ["gwlbe-c"], ["nat-c"])
+
+
+def test_private_vpc_is_not_a_finding():
+    assert findings(central_with(_private_vpc)) == []
+    # a business VPC with no Internet route at all, alone: no finding either
+    d = copy.deepcopy(EXAMPLE)
+    d["vpcs"]["private"] = {"cidr": "10.9.0.0/16", "subnets": {"db": {"cidr": "10.9.1.0/24", "route_table": "db"}},
+                            "route_tables": {"db": []}}
+    assert findings(d) == []
+
+
+def test_missing_attachment_is_a_configuration_error_naming_it(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    d = copy.deepcopy(CENTRAL)
+    d["transit_routers"]["tr-1"]["route_tables"]["spokes"][0]["via"] = "attachment:securty"
+    bad.write_text(yaml.safe_dump(d))
+    assert main(["check", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"gwlb-fast: {bad}: transit_routers.tr-1.route_tables.spokes[0].via: unknown attachment "
+                          "'securty' (did you mean 'security'?)") and err.count("\n") == 1

@@ -1,5 +1,6 @@
 """PAN-OS / Panorama XML import: same verdicts as the equivalent YAML; what is not modelled is listed by XPath."""
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -356,3 +357,28 @@ def test_zone_mapping_must_name_configured_zones(tmp_path):
         Policy.from_panos(path, zones={"dmz": ["gwlbe-a"]})
     with pytest.raises(ConfigError, match="not allowed with 'panos'"):
         Policy.from_yaml({"security_policy": {"panos": str(path), "rules": []}})
+
+
+def test_check_lists_unsupported_elements_and_the_pipeline_loads_the_export(tmp_path, capsys):
+    import json
+
+    import yaml
+
+    from gwlb_fast.cli import main
+    from gwlb_fast.pipeline import Pipeline
+
+    example = Path(__file__).resolve().parents[1] / "src" / "gwlb_fast" / "examples" / "topology.yaml"
+    data = yaml.safe_load(example.read_text())
+    data["security_policy"] = {"panos": "running-config.xml", "zones": {"gwlb": ["gwlbe-a"]},
+                               "url_database": "cats.csv"}
+    (tmp_path / "running-config.xml").write_text(FIREWALL_XML)
+    (tmp_path / "cats.csv").write_text(CATS_CSV)
+    topo = tmp_path / "topology.yaml"
+    topo.write_text(yaml.safe_dump(data))
+    assert main(["check", str(topo), "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    unsup = [f for f in out["findings"] if f["kind"] == "unsupported"]
+    assert len(unsup) == 12 and all(f["path"].startswith(f"{tmp_path / 'running-config.xml'}:/config/")
+                                     for f in unsup)
+    pipe = Pipeline.from_yaml(topo)
+    assert pipe.policy.rule_names[0] == "block-bad" and pipe.policy.url_categories.names[-1] == "unknown"

@@ -318,3 +318,75 @@ def test_existing_example_runs_unchanged_in_its_vpc():
     # no transit routers: the walk has none to take
     t = load_topology(str(importlib.resources.files("gwlb_fast") / "examples" / "topology.yaml"))
     assert t.transit_routers == {} and Pipeline(t).transit == []
+
+
+def test_demo_runs_the_centralized_example(tmp_path, capsys):
+    from gwlb_fast.cli import main
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--topology", "centralized", "--out", str(out), "--flows", "60", "--packets", "3000",
+                 "--json", "--quiet"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert (out / "topology.yaml").read_text() == Path(CENTRAL_PATH).read_text()
+    assert s["packets_in"] == 3000 and s["packets_out"] > 1000
+    recs = [json.loads(x) for x in (out / "flows.jsonl").read_text().splitlines()]
+    assert {r["direction"] for r in recs} == {"outbound", "inbound", "east-west"}
+    assert (out / "taps" / "health.pcap").stat().st_size > 24
+    with pytest.raises(SystemExit) as e:
+        main(["demo", "--topology", "mesh", "--out", str(out)])
+    assert e.value.code == 2
+
+
+def _mixed_design():
+    """Centralized and distributed together: spoke-c has its own GWLB endpoint (its own zone) and NAT gateway for
+    the Internet, and reaches the other spokes through the transit router and the security VPC."""
+    d = copy.deepcopy(CENTRAL)
+    d["vpcs"]["spoke-c"] = {
+        "cidr": "10.3.0.0/16",
+        "subnets": {"app": {"cidr": "10.3.1.0/24", "route_table": "app"},
+                    "gwlbe": {"cidr": "10.3.2.0/24", "route_table": "gwlbe"},
+                    "nat": {"cidr": "10.3.3.0/24", "route_table": "nat"},
+                    "tr": {"cidr": "10.3.9.0/24", "route_table": "tr"}},
+        "route_tables": {"app": [{"dst": "0.0.0.0/0", "via": "gwlbe:gwlbe-d"}, {"dst": "10.0.0.0/8", "via": "tr:tr-1"}],
+                         "gwlbe": [{"dst": "0.0.0.0/0", "via": "natgw:nat-d"}],
+                         "nat": [{"dst": "10.3.1.0/24", "via": "gwlbe:gwlbe-d"}, {"dst": "0.0.0.0/0", "via": "internet"}],
+                         "tr": []}}
+    d["endpoints"]["gwlbe-d"] = {"vpc": "spoke-c", "subnet": "gwlbe", "id": 0x0D, "gwlb": "gwlb-1"}
+    d["nat_gateways"]["nat-d"] = {"vpc": "spoke-c", "subnet": "nat", "public_ip": "203.0.113.30",
+                                  "snat": {"sources": ["10.3.1.0/24"]}}
+    tr = d["transit_routers"]["tr-1"]
+    tr["attachments"]["spoke-c"] = {"vpc": "spoke-c", "subnet": "tr", "route_table": "spokes"}
+    tr["route_tables"]["security"].append({"dst": "10.3.0.0/16", "via": "attachment:spoke-c"})
+    pol = d["security_policy"]
+    pol["zones"]["spoke-c"] = ["gwlbe-d"]
+    # spoke-c's own Internet traffic is classified in its zone (intrazone at its endpoint's sub-interface)
+    pol["rules"].insert(0, {"name": "spoke-c-web", "from": ["spoke-c"], "to": ["spoke-c"], "protocol": "tcp",
+                            "port": [443], "action": "allow"})
+    pol["rules"].insert(1, {"name": "spoke-c-rest", "from": ["spoke-c"], "to": ["spoke-c"], "action": "deny"})
+    pol["rules"].insert(2, {"name": "allow-a-to-c", "source": ["10.1.0.0/16"], "destination": ["10.3.0.0/16"],
+                            "protocol": "tcp", "port": [443], "action": "allow"})
+    return d
+
+
+def test_centralized_and_distributed_together():
+    d = _mixed_design()
+    t = _topo(d)
+    from gwlb_fast.check import check_topology
+
+    assert check_topology(t) == []
+    pipe = Pipeline(t)
+    frames = [_one_packet("10.3.1.10", "93.184.216.34", 40001, 443),   # spoke-c to the Internet: its own GWLBe
+              _one_packet("10.3.1.10", "93.184.216.34", 40002, 22),    # denied in zone spoke-c
+              _one_packet("10.3.1.10", "10.2.1.30", 40003, 443),       # spoke-c to spoke-b: central inspection
+              _one_packet("10.1.1.10", "10.3.1.10", 40004, 443)]       # spoke-a to spoke-c
+    r = pipe.process(_batch(frames))
+    assert r.status.tolist() == [PktStatus.OK, PktStatus.POLICY_DENY, PktStatus.POLICY_DENY, PktStatus.OK]
+    assert r.delivered.tolist() == [D_INTERNET, 0, 0, D_HOST]
+    # the first left through spoke-c's own NAT gateway
+    assert pipe.nats[pipe.nat_names.index("nat-d")].stats["snat_packets"] == 1
+    # the third: spoke-c's east-west, classified centrally in zone security, where 10.3/16 -> 10.2/16 port 443 is
+    # not allowed (allow-east-west-https is from 10.1/16), so block-east-west denies it
+    hits = sum(f.hits for f in pipe.gwlbs["gwlb-1"].firewalls)
+    names = list(pipe.policy.rule_names) + ["default"]
+    assert {names[i] for i in np.flatnonzero(hits)} == {"spoke-c-web", "spoke-c-rest", "block-east-west",
+                                                        "allow-a-to-c"}

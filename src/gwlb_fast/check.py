@@ -451,11 +451,15 @@ def add_cli(sub) -> None:
 
 def run_check(args) -> int:
     topo = load_topology(args.topology)      # ConfigError -> exit 2 in cli.main
+    unsupported = []
     if isinstance(topo.security_policy, dict):
         from .policy import Policy
 
-        Policy.from_yaml(topo.security_policy, name=topo.source).compile()
-    findings = check_topology(topo)
+        pol = Policy.from_yaml(topo.security_policy, name=topo.source)
+        pol.compile()
+        # What a PAN-OS import could not model, by XPath in the configuration file.
+        unsupported = [Finding("unsupported", f"{pol.source}:{xp}", what) for xp, what in pol.unsupported]
+    findings = check_topology(topo) + unsupported
     if args.json:
         json.dump({"topology": topo.source, "ok": not findings, "findings": [asdict(f) for f in findings]},
                   sys.stdout, indent=2)

@@ -19,9 +19,11 @@ def _build_parser() -> argparse.ArgumentParser:
     # each command module adds its own parser: add_parser(sub) sets func=handler(args) -> int
     _add_run(sub)
     _add_demo(sub)
-    from . import geneve, synth
+    from . import explain, geneve, scaffold, synth
     from .check import add_cli as add_check
 
+    scaffold.add_cli(sub)
+    explain.add_cli(sub)
     add_check(sub)
     synth.add_cli(sub)
     geneve.add_cli(sub)
@@ -42,6 +44,9 @@ def _add_run(sub) -> None:
     p.add_argument("--threat-log", metavar="FILE",
                    help="one record per signature alert or URL event (.jsonl; PAN-OS threat-log fields)")
     p.add_argument("--events", metavar="FILE", help="what-if health changes (YAML list of {at, firewall, state})")
+    p.add_argument("--drops", metavar="FILE.pcapng",
+                   help="every dropped packet, each with a comment: stage, reason, firewall, rule")
+    p.add_argument("--report", metavar="FILE.html", help="one self-contained HTML page with charts of the run")
     p.add_argument("--chunk", type=_positive, default=65536, help="packets per batch (default 65536)")
     p.add_argument("--seed", type=int, default=0, help="seed of flow hashing and cookies (default 0)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -59,17 +64,36 @@ def _positive(text: str) -> int:
     return v
 
 
-def _replay(topology, capture, output, taps, flow_log, events, chunk, seed, as_json, quiet, threat_log=None) -> int:
+def _replay(topology, capture, output, taps, flow_log, events, chunk, seed, as_json, quiet, drops=None,
+            report=None, threat_log=None) -> int:
     from pathlib import Path
 
     from .pipeline import Pipeline
+    from .report import UnmatchedHint
 
     if not Path(capture).exists():
         raise FileNotFoundError(2, "no such file", str(capture))
     pipe = Pipeline.from_yaml(topology, taps=taps is not None, seed=seed)
+    if drops is not None or report is not None:
+        from .outfiles import refuse_overlap
+
+        refuse_overlap([capture, topology, events], [output, flow_log, drops, report, threat_log])
+    hint = UnmatchedHint(capture)
+    observers = [hint]
+    if drops is not None:
+        from .drops import DropsWriter
+
+        observers.append(DropsWriter(drops, inputs=[capture, topology]))
+    if report is not None:
+        from .htmlreport import ReportCollector
+
+        observers.append(ReportCollector(report, inputs=[capture, topology], title=Path(capture).name))
     summary = pipe.run(capture, output, taps=taps, flow_log=flow_log, events=events, chunk=chunk, quiet=quiet,
-                       strict=False, threat_log=threat_log)
+                       strict=False, observers=observers, threat_log=threat_log)
     print(summary.to_json() if as_json else summary, end="\n" if as_json else "")
+    line = hint.line(summary.packets_in)
+    if line is not None:
+        print(f"gwlb-fast: {line}", file=sys.stderr)
     if summary.input_error:
         print(f"gwlb-fast: {summary.input_error}", file=sys.stderr)
         return 1
@@ -78,7 +102,7 @@ def _replay(topology, capture, output, taps, flow_log, events, chunk, seed, as_j
 
 def _cmd_run(args) -> int:
     return _replay(args.topology, args.input, args.output, args.taps, args.flow_log, args.events, args.chunk,
-                   args.seed, args.json, args.quiet, args.threat_log)
+                   args.seed, args.json, args.quiet, drops=args.drops, report=args.report, threat_log=args.threat_log)
 
 
 #: demo --topology NAME -> (shipped example, synth address plan, synth flow mix)
@@ -127,9 +151,10 @@ def _cmd_demo(args) -> int:
         with OutputFile(out / "topology.yaml", text=True) as f:
             f.file.write(Path(topo).read_text())
         rc = _replay(topo, capture, out / "output.pcap", out / "taps", out / "flows.jsonl", None, 65536,
-                     args.seed, args.json, args.quiet)
+                     args.seed, args.json, args.quiet, drops=out / "drops.pcapng", report=out / "report.html")
     if not args.quiet:
-        print(f"outputs in {out}/: output.pcap, taps/*.pcap, flows.jsonl, topology.yaml", file=sys.stderr)
+        print(f"outputs in {out}/: output.pcap, taps/*.pcap, flows.jsonl, drops.pcapng, report.html, "
+              f"topology.yaml", file=sys.stderr)
     return rc
 
 

@@ -245,6 +245,7 @@ class Firewall:
         self.inspection = SessionInspection(self) if needs_inspection(policy) else None
         #: inspect_ref -> (host, sni, url, category) of ended inspected sessions, until the flow log takes them
         self.inspected: dict[int, tuple] = {}
+        self._inspected_prev: dict[int, tuple] = {}
         self._next_ref = 0
 
     def __repr__(self) -> str:
@@ -260,6 +261,8 @@ class Firewall:
         echoed frame is the received frame with its outer addresses swapped. Everything else is the same.
         """
         n = len(wire)
+        if self.inspected or self._inspected_prev:
+            self._inspected_prev, self.inspected = self.inspected, {}
         inner = geneve.decap(wire, option_class=self.option_class)
         gst = inner.status
         inner.status = None
@@ -504,9 +507,11 @@ class Firewall:
                     self._next_ref += 1
                 i += 1
 
-    def take_inspected(self, refs) -> list[tuple]:
-        """(host, sni, url, category) per ``inspect_ref`` (None for -1), removed from :attr:`inspected`."""
-        return [self.inspected.pop(int(r), (None, None, None, None)) if r >= 0 else (None, None, None, None)
+    def inspected_fields(self, refs) -> list[tuple]:
+        """(host, sni, url, category) per ``inspect_ref`` (None for -1) of sessions that ended in this call of
+        :meth:`process` or the one before (the flow log reads them right after each batch)."""
+        none = (None, None, None, None)
+        return [self.inspected.get(int(r)) or self._inspected_prev.get(int(r), none) if r >= 0 else none
                 for r in refs]
 
     @staticmethod

@@ -115,6 +115,11 @@ class Gwlb:
         self.flows_lost = 0  # established flows whose packets met a failed firewall under failover=keep
         self.flows_rebalanced = 0
         self.drops = {"NO_HEALTHY_FW": 0, "FW_FAILED": 0, "FLOW_TABLE_FULL": 0, "STALE_COOKIE": 0}
+        # when a list: each process() call appends (ts, fw, wirelen) of the packets it forwarded and (ts, fw) of the
+        # flows it placed (new and rebalanced), the same rows the counters above count; whoever set it drains it
+        self.activity: list[tuple[np.ndarray, ...]] | None = None
+        # per packet of the last process() call: the firewall of its flow where it was dropped FW_FAILED, else -1
+        self.failed_fw = np.zeros(0, np.int16)
 
     @classmethod
     def from_spec(cls, spec: Mapping, **overrides) -> Gwlb:
@@ -209,6 +214,7 @@ class Gwlb:
         if idx.size == 0:
             return batch
         m = idx.shape[0]
+        self.failed_fw = np.zeros(0, np.int16)
         if m == len(batch):
             idx = slice(None)  # every packet OK: views of the columns instead of gathered copies
         ts = np.ascontiguousarray(batch.ts_ns[idx])
@@ -267,6 +273,9 @@ class Gwlb:
             fslots = slot[fpos]
             if self.failover == "keep":
                 st[fpos] = PktStatus.FW_FAILED
+                failed_fw = np.full(len(batch), -1, np.int16)
+                failed_fw[np.arange(len(batch))[idx][fpos]] = fw[fpos]
+                self.failed_fw = failed_fw
                 fw[fpos] = -1
                 # the flow stays pinned to its firewall (and resumes if it comes back); count each lost flow once
                 # (failed packets belong to a flow older than this batch: new flows never pick a failed firewall)
@@ -284,6 +293,8 @@ class Gwlb:
                 moved = repick[first] >= 0
                 self.flows_rebalanced += int(moved.sum())
                 self.flows_per_fw += np.bincount(repick[first][moved], minlength=k)
+                if self.activity is not None:
+                    self.activity.append((None, None, None, ts[fpos[first][moved]], repick[first][moved]))
         if new_pos.size:
             self._slot_lost[slot[new_pos]] = 0  # after the accounting above, which saw the slots' earlier flows
         # packets left without a firewall (no firewall accepts new flows): drop, and forget their flows so that
@@ -301,6 +312,11 @@ class Gwlb:
         fw_col[idx] = fw
         cookie_col[idx] = pkt_cookie
         ok = st == 0
+        if self.activity is not None:
+            placed = choice >= 0 if choice is not None else None
+            self.activity.append((ts[ok], fw[ok], batch.wirelen[idx][ok],
+                                  ts[new_pos][placed] if placed is not None else ts[:0],
+                                  choice[placed] if placed is not None else fw[:0]))
         self.packets_per_fw += np.bincount(fw[ok], minlength=k)
         self.bytes_per_fw += np.bincount(fw[ok], weights=batch.wirelen[idx][ok], minlength=k).astype(np.int64)
         for name in ("NO_HEALTHY_FW", "FW_FAILED", "FLOW_TABLE_FULL"):

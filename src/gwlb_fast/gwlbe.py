@@ -51,7 +51,9 @@ class InspectionResult:
 
     ``status`` (per input packet): OK when the packet came back from its firewall, else why it did not (GWLB,
     Geneve or firewall reasons). ``stage`` says which side dropped it (``"gwlb"`` or ``"firewall"``). ``fw_index``
-    is the firewall that took each packet (-1 when none). ``generated`` holds the TCP resets the firewalls sent
+    is the firewall that took each packet (-1 when none), ``rule`` the index of its session's rule (-1 when none,
+    ``len(policy.rules)`` for the default action); ``failed_fw`` the firewall of the flow of each packet dropped
+    with ``FW_FAILED`` (-1 elsewhere). ``generated`` holds the TCP resets the firewalls sent
     (raw IPv4 inner packets, already checked by the GWLB), ``generated_source`` their input row.
     """
 
@@ -60,6 +62,8 @@ class InspectionResult:
     fw_index: np.ndarray
     generated: PacketBatch
     generated_source: np.ndarray
+    rule: np.ndarray | None = None
+    failed_fw: np.ndarray | None = None
     to_fw: list[PacketBatch] = field(default_factory=list)
     from_fw: list[PacketBatch] = field(default_factory=list)
     sessions: list[tuple[int, np.ndarray]] = field(default_factory=list)
@@ -124,9 +128,11 @@ class Inspection:
         endpoint.tag(batch)
         self.lb.process(batch)  # fw_index, flow_cookie; status NO_HEALTHY_FW / FW_FAILED / FLOW_TABLE_FULL
         status = batch.status.copy()
+        failed = self.lb.failed_fw if self.lb.failed_fw.shape[0] == n else np.full(n, -1, np.int16)
         by_fw = np.zeros(n, bool)
         fw_index = batch.fw_index.copy()
-        res = InspectionResult(status, by_fw, fw_index, PacketBatch.empty(228), np.zeros(0, np.int64))
+        res = InspectionResult(status, by_fw, fw_index, PacketBatch.empty(228), np.zeros(0, np.int64),
+                               rule=np.full(n, -1, np.int32), failed_fw=failed)
 
         go = np.flatnonzero(status == PktStatus.OK)
         if go.size and not self.alive.all():
@@ -169,6 +175,7 @@ class Inspection:
             out = self.firewalls[k].process(frames[pick], echo=self.keep_taps)
             status[rows] = out.status
             by_fw[rows] = out.status != PktStatus.OK
+            res.rule[rows] = out.rule
             if out.sessions.shape[0]:
                 res.sessions.append((k, out.sessions))
             if not self.keep_taps:

@@ -216,19 +216,21 @@ class HealthTimeline:
 
     # ------------------------------------------------------------------ probe packets
     def probe_packets(self, gwlbs: dict[str, GwlbConfig], lo_ns: int, hi_ns: int) -> PacketBatch:
-        """Every packet of the probes sent in ``[lo_ns, hi_ns)`` (and their answers), in time order."""
+        """Every probe packet (probes, answers, the GWLB's resets) timed in ``[lo_ns, hi_ns)``, in time order: calls
+        over consecutive windows give each packet once, in order across the windows."""
         frames: list[tuple[int, bytes]] = []
         for g, fw in self.segments:
             cfg = gwlbs[g]
             hc = cfg.health_check
             src, dst = cfg.ip, cfg.firewalls[fw].ip
             timeout = round(hc.timeout * _NS)
-            ts, ans = self.probe_times(g, fw, lo_ns, hi_ns)
+            span = max(timeout, 2 * round(PROBE_RTT * _NS) + 2000)   # from a probe's SYN to its last packet
+            ts, ans = self.probe_times(g, fw, lo_ns - span, hi_ns)
             # a few probes per interval and firewall: per-probe Python here is off the packet path
             for t, a in zip(ts.tolist(), ans.tolist()):
                 sport = 32768 + (t // 1000 + dst) % 28232
                 frames += probe_packets(src, dst, sport, hc, t, a, timeout)
-        frames.sort(key=lambda f: f[0])
+        frames = sorted((f for f in frames if lo_ns <= f[0] < hi_ns), key=lambda f: f[0])
         return _batch(frames)
 
 

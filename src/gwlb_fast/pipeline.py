@@ -79,7 +79,11 @@ class ChunkResult:
     """What :meth:`Pipeline.process` did to one chunk.
 
     ``output`` holds the delivered packets in input order (resets after the packet that caused them); ``status``,
-    ``stage`` and ``delivered`` are per input packet; ``fw`` the firewall that inspected it (-1 none).
+    ``stage`` and ``delivered`` are per input packet; ``fw`` the firewall that inspected it (-1 none), ``rule``
+    the index of the rule of its firewall session (-1 none, ``len(policy.rules)`` the default action), ``failed_fw``
+    the firewall of the flow of a packet dropped because that firewall failed (-1 elsewhere).
+    ``resets`` holds the firewall resets (TCP RSTs) with their own ``status``, ``stage``, ``delivered`` and
+    ``source`` (input row of the packet that caused each), or None when there were none.
     """
 
     output: PacketBatch
@@ -89,6 +93,29 @@ class ChunkResult:
     fw: np.ndarray
     generated: int = 0
     taps: dict[str, list[PacketBatch]] = field(default_factory=dict)
+    rule: np.ndarray | None = None
+    resets: Resets | None = None
+    failed_fw: np.ndarray | None = None
+
+
+@dataclass
+class Resets:
+    """The TCP resets firewalls sent while one chunk was walked, and what the path did with them."""
+
+    batch: PacketBatch
+    status: np.ndarray
+    stage: np.ndarray
+    delivered: np.ndarray
+    source: np.ndarray
+
+    @staticmethod
+    def concat(parts: list[Resets | None], bases: list[int]) -> Resets | None:
+        got = [(r, b) for r, b in zip(parts, bases) if r is not None]
+        if not got:
+            return None
+        return Resets(PacketBatch.concat([r.batch for r, _ in got]),
+                      *(np.concatenate([getattr(r, c) for r, _ in got]) for c in ("status", "stage", "delivered")),
+                      np.concatenate([r.source + b for r, b in got]))
 
 
 class Pipeline:
@@ -166,6 +193,8 @@ class Pipeline:
         self.first_ts: int | None = None
         self.last_ts: int | None = None
         self.events_done: list[dict] = []
+        # when a list: every step of the route walk is appended to it (``explain`` reads it; see _Walk._trace)
+        self.trace: list[tuple[str, dict]] | None = None
         self._timeline = None
         self._raw_events: list[dict] = []
         self._probe_lo = 0
@@ -235,7 +264,10 @@ class Pipeline:
                     return ChunkResult(PacketBatch.concat([r.output for r in parts]),
                                        *(np.concatenate([getattr(r, c) for r in parts])
                                          for c in ("status", "stage", "delivered", "fw")),
-                                       generated=sum(r.generated for r in parts), taps=taps)
+                                       generated=sum(r.generated for r in parts), taps=taps,
+                                       rule=np.concatenate([r.rule for r in parts]),
+                                       failed_fw=np.concatenate([r.failed_fw for r in parts]),
+                                       resets=Resets.concat([r.resets for r in parts], cuts[:-1]))
         return self._process_slice(batch, arena)
 
     def _process_slice(self, batch: PacketBatch, arena: np.ndarray | None = None) -> ChunkResult:
@@ -276,7 +308,9 @@ class Pipeline:
         else:
             out = parts[0]
         res = ChunkResult(out, st, stage, walk.delivered, walk.fw, generated=0 if gen is None else len(gen.batch),
-                          taps=taps)
+                          taps=taps, rule=walk.rule, failed_fw=walk.failed_fw,
+                          resets=None if gen is None else Resets(gen.batch, gen.batch.status, gen.stage,
+                                                                 gen.delivered, gen.source))
         self._account(res, gen)
         self.stage_seconds["output"] += time.perf_counter() - t0
         return res
@@ -372,7 +406,7 @@ class Pipeline:
         if firewall.inspection is None:
             return {"application": [None] * k, "host": [None] * k, "sni": [None] * k, "url": [None] * k,
                     "category": [None] * k}
-        notes = firewall.take_inspected(sessions["inspect_ref"].tolist())
+        notes = firewall.inspected_fields(sessions["inspect_ref"].tolist())
         return {"application": [APPLICATIONS[a] if a >= 0 else None for a in sessions["application"].tolist()],
                 "host": [n[0] for n in notes], "sni": [n[1] for n in notes], "url": [n[2] for n in notes],
                 "category": [n[3] for n in notes]}
@@ -393,7 +427,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------ whole captures
     def run(self, source, output=None, *, taps=None, flow_log=None, events=None, chunk: int = 65536,
-            quiet: bool = True, strict: bool = True, threat_log=None) -> Summary:
+            quiet: bool = True, strict: bool = True, observers=(), threat_log=None) -> Summary:
         """Replay a capture (pcap or pcapng path) through the path.
 
         Parameters
@@ -424,6 +458,13 @@ class Pipeline:
         strict : bool
             A damaged capture raises ``PcapError`` after every good packet before the damage went through the path
             (and the outputs were written); with False the problem is only reported in the summary.
+        observers : sequence
+            Objects told what the run does, in order: ``start(pipeline)``, ``chunk(pipeline, batch, result)`` after
+            each piece of the
+            capture went through (the input packets and their :class:`ChunkResult`), ``event(pipeline, event)`` at
+            each health event, ``sessions(pipeline, gwlb, firewall index, sessions)`` for ended sessions, and
+            ``close(pipeline, summary)`` at the end (each method is optional). The drops file and the HTML report
+            are written by observers.
         """
         evs = self._events(events)
         # every check before any file is created: a usage error leaves nothing behind, no output is an input
@@ -459,7 +500,8 @@ class Pipeline:
                 tap_dir.mkdir(parents=True, exist_ok=True)
                 for k, path in tap_paths.items():
                     writers[k] = OrderedWriter(PcapWriter(path, linktype=1 if fmt == "pcap" else None))
-            self._replay(reader, evs, out_w, writers, log_w, Progress(size, quiet=quiet), threat_w)
+            _notify(observers, "start", self)
+            self._replay(reader, evs, out_w, writers, log_w, Progress(size, quiet=quiet), observers, threat_w)
             if out_w is not None:
                 out_w.close()
                 self.bytes_out = out_w.bytes  # the records as written (Linux cooked input becomes Ethernet)
@@ -482,11 +524,12 @@ class Pipeline:
         summary.input_skipped_bytes = reader.skipped_bytes
         summary.input_skipped_records = reader.skipped_records
         summary.out_of_order = sum(w.late for w in (out_w, *writers.values()) if w is not None)
+        _notify(observers, "close", self, summary)
         if input_error is not None and strict:
             raise reader.error
         return summary
 
-    def _replay(self, reader, evs, out_w, writers, log_w, progress, threat_w=None) -> None:
+    def _replay(self, reader, evs, out_w, writers, log_w, progress, observers=(), threat_w=None) -> None:
         """The loop of :meth:`run`: chunks through the path, delivered packets and taps to their writers in time
         order, ended sessions to the flow log, alerts and URL events to the threat log."""
         arena = np.zeros(0, np.uint8)
@@ -497,6 +540,7 @@ class Pipeline:
                 for part in self._split_at_events(batch, evs):
                     if isinstance(part, dict):
                         self._apply(part)
+                        _notify(observers, "event", self, part)
                         continue
                     if self.keep_taps and self._timeline is not None and len(part):
                         # the health probes the GWLB sent up to this part's last packet
@@ -525,25 +569,28 @@ class Pipeline:
                         out_w.write(res.output, mark)
                     for link, parts in res.taps.items():
                         writers[link].write(parts, mark)
-                    if log_w is not None:
+                    _notify(observers, "chunk", self, part, res)
+                    if log_w is not None or observers:
                         for g, k, s in self._collect_sessions():
-                            log_w.write(self.flow_records(g, k, s))
+                            if log_w is not None:
+                                log_w.write(self.flow_records(g, k, s))
+                            _notify(observers, "sessions", self, g, k, s)
                     threats = self.take_threats()
                     if threat_w is not None:
                         threat_w.write(threats)
                     self.stage_seconds["output"] += time.perf_counter() - t0
                 progress.update(self.packets_in, getattr(reader, "offset", None))
-            for g, k, s in self.finish():
+            for g, k, s in [*self._collect_sessions(), *self.finish()]:
                 if log_w is not None:
                     log_w.write(self.flow_records(g, k, s))
-            self._collect_sessions()
+                _notify(observers, "sessions", self, g, k, s)
             threats = self.take_threats()
             if threat_w is not None:
                 threat_w.write(threats)
         finally:
             progress.close()
 
-    def replay(self, batches, events=None):
+    def what_if(self, batches, events=None):
         """Carry PacketBatch chunks along the path with a what-if script, as :meth:`run` does: yields one
         :class:`ChunkResult` per piece between two health actions (``events`` as in :meth:`run`)."""
         evs = self._events(events)
@@ -677,6 +724,13 @@ class Pipeline:
         return out
 
 
+def _notify(observers, what: str, *args) -> None:
+    for o in observers:
+        f = getattr(o, what, None)
+        if f is not None:
+            f(*args)
+
+
 def _public_port(gw: NatGateway, ip: np.ndarray, port: np.ndarray, proto: np.ndarray) -> np.ndarray:
     """The public port of each private (ip, port, proto)'s live SNAT mapping on ``gw``, -1 where none."""
     m = ip.shape[0]
@@ -711,6 +765,9 @@ class _Walk:
         self.held = np.zeros(n, bool)  # waits for a later phase of the walk (see _hold)
         self.releases = 0
         self.fw = np.full(n, -1, np.int16)
+        self.rule = np.full(n, -1, np.int32)
+        self.failed_fw = np.full(n, -1, np.int16)
+        self.is_resets = source is not None
         self.gen_parts: list[tuple[PacketBatch, np.ndarray, int]] = []
 
     # ---------------------------------------------------------------- helpers
@@ -718,6 +775,7 @@ class _Walk:
         if rows.size:
             self.batch.status[rows] = code
             self.stage[rows] = stage
+            self._trace("drop", rows, status=code, stage=stage)
 
     def _tap(self, link: str, batch: PacketBatch) -> None:
         if self.taps and len(batch):
@@ -726,6 +784,12 @@ class _Walk:
     def _tap_rows(self, link: str, rows: np.ndarray) -> None:
         if self.taps and rows.size:
             self.taps[link].append(self.batch[rows].copy())
+
+    def _trace(self, step: str, rows: np.ndarray, **info) -> None:
+        """Record one step of the walk for the rows ``rows`` when the pipeline traces (``Pipeline.trace``)."""
+        if self.p.trace is not None and rows.size:
+            self.p.trace.append((step, {"walk": "resets" if self.is_resets else "packets",
+                                        "rows": np.array(rows), **info}))
 
     def _sync(self, rows: np.ndarray, sub: PacketBatch) -> None:
         """Copy the columns a stage rewrote on ``sub`` (rows of our batch) back."""
@@ -747,6 +811,7 @@ class _Walk:
             m = ok & (sub >= 0) & (self.vpc < 0)
             self.vpc[m] = vi
             self.table[m] = r.subnet_table[sub[m]]
+            self._trace("enter-subnet", np.flatnonzero(m), vpc=vi, subnet=sub[m])
         outside = np.flatnonzero(ok & (self.vpc < 0))
         p.stage_seconds["route"] += time.perf_counter() - t0
         if outside.size == 0:
@@ -763,7 +828,11 @@ class _Walk:
                 claimed |= pub
                 sub = b[rows]
                 self._tap("internet-to-nat", sub)
+                before = (sub.src_ip.copy(), sub.sport.copy(), sub.dst_ip.copy(), sub.dport.copy())
                 gw.inbound(sub)
+                self._trace("enter-nat", rows, nat=g, form="public", before=before,
+                            after=(sub.src_ip.copy(), sub.sport.copy(), sub.dst_ip.copy(), sub.dport.copy()),
+                            status=sub.status.copy())
                 bad = self._sync(rows, sub)
                 self.stage[rows[bad]] = S_NAT
                 good = rows[sub.status == PktStatus.OK]
@@ -777,6 +846,7 @@ class _Walk:
                 claimed |= priv
                 pport = _public_port(gw, b.dst_ip[rows], b.dport[rows], b.proto[rows])
                 known = pport >= 0
+                self._trace("enter-nat", rows, nat=g, form="private", public_port=pport)
                 # no mapping yet: one may be made by an earlier packet of this chunk; the reply waits (with the
                 # rest of its flow) until those packets have been walked, see _hold
                 senders = ok & (self.vpc >= 0) & ~self.from_internet
@@ -840,8 +910,10 @@ class _Walk:
                     inside[sel] = r.subnet_of(b.dst_ip[host[sel]]) >= 0
                 self._drop(host[~inside], PktStatus.NO_ROUTE, S_ROUTE)
                 self.delivered[host[inside]] = D_HOST
+                self._trace("deliver", host[inside], to="host")
                 self._tap_rows("vpc-to-host", host[inside])
             self.delivered[active[kind == K_INTERNET]] = D_INTERNET
+            self._trace("deliver", active[kind == K_INTERNET], to="internet")
             p.stage_seconds["route"] += time.perf_counter() - t0
             for g in _present(target[kind == K_NATGW], len(p.nats)):
                 self._nat_out(active[(kind == K_NATGW) & (target == g)], g)
@@ -861,6 +933,9 @@ class _Walk:
                 continue
             rows = active[sel]
             hop = r.next_hop(np.ascontiguousarray(self.table[rows]), b.dst_ip[rows])
+            if p.trace is not None:
+                tab = np.ascontiguousarray(self.table[rows])
+                self._trace("route", rows, vpc=vi, table=tab, route=r.route_index(tab, b.dst_ip[rows]), hop=hop)
             kind[sel] = p._hop_kind[vi][hop]
             target[sel] = p._hop_target[vi][hop]
         return kind, target
@@ -885,7 +960,11 @@ class _Walk:
             gw = self.p.nats[g]
             sub = self.batch[rows]
             self._tap("vpc-to-nat", sub)
+            before = (sub.src_ip.copy(), sub.sport.copy(), sub.dst_ip.copy(), sub.dport.copy())
             gw.outbound(sub)
+            self._trace("nat-out", rows, nat=g, before=before,
+                        after=(sub.src_ip.copy(), sub.sport.copy(), sub.dst_ip.copy(), sub.dport.copy()),
+                        status=sub.status.copy())
             bad = self._sync(rows, sub)
             self.stage[rows[bad]] = S_NAT
             good = rows[sub.status == PktStatus.OK]
@@ -910,8 +989,14 @@ class _Walk:
         sub = b[rows]
         self._tap("vpc-to-gwlbe", sub)
         res = insp.inspect(sub, ep)
+        self._trace("inspect", rows, endpoint=e, gwlb=ep.gwlb, fw=res.fw_index.copy(), status=res.status.copy(),
+                    by_firewall=res.by_firewall.copy(), rule=res.rule.copy(), cookie=sub.flow_cookie.copy(),
+                    tuple=(sub.src_ip.copy(), sub.dst_ip.copy(), sub.sport.copy(), sub.dport.copy(),
+                           sub.proto.copy()))
         self.inspected[rows, e] = True
         self.fw[rows] = res.fw_index
+        self.rule[rows] = res.rule
+        self.failed_fw[rows] = res.failed_fw
         bad = res.status != PktStatus.OK
         b.status[rows] = res.status
         self.stage[rows[bad]] = np.where(res.by_firewall[bad], S_FIREWALL, S_GWLB)

@@ -521,7 +521,7 @@ class Policy:
                 if base is not None and not path.is_absolute():
                     path = base / path
                 return cls.from_yaml(path, key=key)
-        elif not (isinstance(data, Mapping) and "rules" in data):
+        elif not (isinstance(data, Mapping) and ("rules" in data or "panos" in data)):
             raise ConfigError(f"{src_name}: no security_policy (expected a mapping with 'security_policy' or 'rules')")
         if not isinstance(data, Mapping):
             raise ConfigError(f"{src_name}: {key}: expected a mapping with zones, rules and default")

@@ -268,3 +268,45 @@ class Progress:
         if self.enabled:
             self.stream.write("\r" + " " * 78 + "\r")
             self.stream.flush()
+
+
+class UnmatchedHint:
+    """Pipeline observer: the /24s of the packets that matched no subnet or route (``NO_ROUTE`` at the route stage),
+    counted batched per chunk. :meth:`line` is the one-line hint ``run`` prints when they are more than
+    ``threshold`` of the packets."""
+
+    def __init__(self, capture=None, threshold: float = 0.10):
+        self.capture = capture
+        self.threshold = threshold
+        self.unmatched = 0
+        self._nets: dict[int, int] = {}
+
+    def chunk(self, pipe, batch, res) -> None:
+        from .pipeline import S_ROUTE
+        from .status import PktStatus
+
+        rows = np.flatnonzero((res.stage == S_ROUTE) & (res.status == PktStatus.NO_ROUTE))
+        if rows.size == 0:
+            return
+        self.unmatched += int(rows.size)
+        sub = batch[rows].copy().parse()  # the packets as captured (the walk may have rewritten its copy)
+        addrs = np.concatenate([sub.src_ip, sub.dst_ip])
+        inside = np.zeros(addrs.size, bool)
+        for r in pipe.routers:
+            inside |= r.subnet_of(addrs) >= 0
+        nets, counts = np.unique(addrs[~inside] >> np.uint32(8), return_counts=True)
+        for k, c in zip(nets.tolist(), counts.tolist()):
+            self._nets[k] = self._nets.get(k, 0) + c
+
+    def top(self, k: int = 3) -> list[tuple[str, int]]:
+        items = sorted(self._nets.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+        return [(f"{ip_str(n << 8)}/24", c) for n, c in items]
+
+    def line(self, packets_in: int) -> str | None:
+        if packets_in == 0 or self.unmatched <= self.threshold * packets_in:
+            return None
+        top = ", ".join(f"{n} ({c:,})" for n, c in self.top())
+        cap = self.capture if self.capture is not None else "CAPTURE"
+        return (f"hint: {self.unmatched:,} of {packets_in:,} packets ({100 * self.unmatched / packets_in:.0f}%) "
+                f"match no subnet or route; top unmatched /24s: {top or 'none'}; the topology does not describe "
+                f"this capture: `gwlb-fast init {cap} -o topology.yaml` writes one that does")
