@@ -329,8 +329,6 @@ class Pipeline:
         walk.enter()
         walk.run()
         gen = walk.generated_walk()
-        if before is not None:
-            self._log_drops(work, before, stage, walk.fw)
         nm = np.flatnonzero((stage == S_NAT) & (work.status == PktStatus.NAT_NO_MAPPING))
         if nm.size:
             # replies of denied flows meet no mapping too: only flows no firewall knows may have begun earlier
@@ -340,6 +338,10 @@ class Pipeline:
         release = None
         if frags:
             release = self.frags.settle(work, kind, slot, fgen, stage, walk.fw, walk.delivered, S_INPUT)
+        if before is not None:
+            # later fragments (no ports) belong to their first fragment's flow, which is recorded
+            self._log_drops(work, before, np.where(kind == K_LATER, 255, stage).astype(np.uint8) if frags else stage,
+                            walk.fw, walk.delivered)
         dl = np.flatnonzero(walk.delivered != D_NONE)
         out_main = work[dl]
         # output order: input order, a firewall reset right after its packet, a fragment released by its first
@@ -373,15 +375,18 @@ class Pipeline:
         self.stage_seconds["output"] += time.perf_counter() - t0
         return res
 
-    def _log_drops(self, work: PacketBatch, before, stage: np.ndarray, fw: np.ndarray) -> None:
-        """Hand the drop log the packets dropped without a session (see :class:`~gwlb_fast.report.DropLog`)."""
+    def _log_drops(self, work: PacketBatch, before, stage: np.ndarray, fw: np.ndarray, delivered: np.ndarray) -> None:
+        """Hand the drop log the packets of flows no firewall session records: dropped without a session, or
+        delivered without inspection (inside their subnet, or by a route that bypasses the GWLBe); see
+        :class:`~gwlb_fast.report.DropLog`."""
         st = work.status
-        rows = np.flatnonzero((stage != 255) & (stage != S_INPUT)
-                              & (((fw < 0) & (st != PktStatus.FW_FAILED)) | np.isin(st, _NO_SESSION)))
+        bypass = (delivered != D_NONE) & (fw < 0)
+        rows = np.flatnonzero(((stage != 255) & (stage != S_INPUT)
+                               & (((fw < 0) & (st != PktStatus.FW_FAILED)) | np.isin(st, _NO_SESSION))) | bypass)
         if rows.size == 0:
             return
-        # a packet dropped before any firewall whose flow has a session there (a reply of a denied flow) is in
-        # that session's record
+        # a packet dropped or delivered before any firewall whose flow has a session there (a reply of a denied
+        # flow, the uninspected direction of an asymmetric path) is in that session's record
         early = fw[rows] < 0
         if early.any():
             keep = np.ones(rows.size, bool)
@@ -549,8 +554,10 @@ class Pipeline:
         if flow_log is not None:
             FlowLogWriter.check_path(flow_log)
         inputs = [source, events if isinstance(events, (str, os.PathLike)) else None]
-        if self.topo.source and os.path.isfile(self.topo.source):
-            inputs.append(self.topo.source)
+        # the topology and the files it names (a PAN-OS export, a URL database, signature files) are inputs too
+        for f in (self.topo.source, *getattr(self.policy, "input_files", ())):
+            if f and os.path.isfile(f):
+                inputs.append(f)
         refuse_overlap(inputs, [output, flow_log, *tap_paths.values()])
         if tap_dir is not None and tap_dir.exists() and not tap_dir.is_dir():
             raise ConfigError(f"{tap_dir}: --taps needs a folder, and this is a file")
