@@ -509,7 +509,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------ whole captures
     def run(self, source, output=None, *, taps=None, flow_log=None, events=None, chunk: int = 65536,
-            quiet: bool = True, strict: bool = True, observers=()) -> Summary:
+            quiet: bool = True, strict: bool = True, observers=(), select=None) -> Summary:
         """Replay a capture (pcap or pcapng path) through the path.
 
         Parameters
@@ -545,6 +545,9 @@ class Pipeline:
             each health event, ``sessions(pipeline, gwlb, firewall index, sessions)`` for ended sessions, and
             ``close(pipeline, summary)`` at the end (each method is optional). The drops file and the HTML report
             are written by observers.
+        select : callable, optional
+            ``select(batch) -> batch``: the packets of each chunk read that this pipeline replays (``run --workers``
+            gives each worker its flow shard this way, see :mod:`gwlb_fast.parallel`).
         """
         evs = self._events(events)
         # every check before any file is created: a usage error leaves nothing behind, no output is an input
@@ -580,7 +583,7 @@ class Pipeline:
                 for k, path in tap_paths.items():
                     writers[k] = OrderedWriter(PcapWriter(path, linktype=1 if fmt == "pcap" else None))
             _notify(observers, "start", self)
-            self._replay(reader, evs, out_w, writers, log_w, Progress(size, quiet=quiet), observers)
+            self._replay(reader, evs, out_w, writers, log_w, Progress(size, quiet=quiet), observers, select)
             if out_w is not None:
                 out_w.close()
                 self.bytes_out = out_w.bytes  # the records as written (Linux cooked input becomes Ethernet)
@@ -606,7 +609,7 @@ class Pipeline:
             raise reader.error
         return summary
 
-    def _replay(self, reader, evs, out_w, writers, log_w, progress, observers=()) -> None:
+    def _replay(self, reader, evs, out_w, writers, log_w, progress, observers=(), select=None) -> None:
         """The loop of :meth:`run`: chunks through the path, delivered packets and taps to their writers in time
         order, ended sessions to the flow log."""
         arena = np.zeros(0, np.uint8)
@@ -614,6 +617,8 @@ class Pipeline:
         last_in = max_in = None
         try:
             for batch in reader:
+                if select is not None:
+                    batch = select(batch)
                 for part in self._split_at_events(batch, evs):
                     if isinstance(part, dict):
                         self._apply(part)

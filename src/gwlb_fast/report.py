@@ -74,6 +74,7 @@ class Summary:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     hints: list[str] = field(default_factory=list)
     replay: dict[str, int] = field(default_factory=dict)
+    workers: int = 1  # flow shards (run --workers): each with 1/workers of every flow table and SNAT port range
 
     @property
     def dropped(self) -> int:
@@ -131,6 +132,9 @@ class Summary:
             w(f"event        t={ev['at']:.3f}s {ev['firewall']} -> {what}{cause}\n")
         if self.stage_seconds:
             w("time per stage  " + "  ".join(f"{k} {v:.3f}s" for k, v in self.stage_seconds.items()) + "\n")
+        if self.workers > 1:
+            w(f"workers      {self.workers:>12}   (flow shards; each holds 1/{self.workers} of every flow table and "
+              f"SNAT port range; time per stage adds theirs)\n")
         w(f"elapsed      {self.seconds:.3f} s  ({self.mpps:.2f} Mpps)\n")
         if self.input_skipped_records:
             w(f"input skipped {self.input_skipped_bytes:,} bytes at {self.input_skipped_records:,} corrupt "
