@@ -42,7 +42,7 @@ from .natgw import NatGateway
 from .outfiles import refuse_overlap
 from .pcapio import OrderedWriter, PcapWriter, output_format, read_pcap
 from .policy import Policy
-from .replay import FlowSides
+from .replay import FlowSides, flow_keys
 from .report import DropLog, FlowLogWriter, Progress, StageCounters, Summary, ip_strs
 from .status import PktStatus, describe_counts
 from .vpc import Lpm, TransitRouter, VpcRouter
@@ -404,14 +404,9 @@ class Pipeline:
 
     def _has_session(self, work: PacketBatch, rows: np.ndarray) -> np.ndarray:
         """bool per row: some firewall holds a session of the row's flow (as the row's columns address it)."""
-        from ._kernels.flowtable import canonical_5tuple
-
         k = rows.size
-        a_ip, b_ip = np.empty(k, np.uint32), np.empty(k, np.uint32)
-        a_pt, b_pt = np.empty(k, np.uint16), np.empty(k, np.uint16)
-        rev = np.empty(k, np.uint8)
-        canonical_5tuple(work.src_ip[rows], work.dst_ip[rows], work.sport[rows], work.dport[rows],
-                         a_ip, b_ip, a_pt, b_pt, rev)
+        a_ip, b_ip, a_pt, b_pt, _ = flow_keys(work.src_ip[rows], work.dst_ip[rows], work.sport[rows],
+                                              work.dport[rows])
         proto = work.proto[rows]
         found = np.zeros(k, bool)
         slot = np.empty(k, np.int64)

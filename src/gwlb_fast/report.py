@@ -200,17 +200,13 @@ class DropLog:
     def add(self, src_ip, dst_ip, sport, dport, proto, ts_ns, nbytes, status, fw, sender_is_server=None) -> None:
         """Account packets (columns of equal length, in time order; ``status`` their drop reason, ``OK`` for
         packets delivered without inspection) to their conversations."""
-        from ._kernels.flowtable import END_EVICTED, canonical_5tuple
+        from ._kernels.flowtable import END_EVICTED
+        from .replay import flow_keys
 
         m = src_ip.shape[0]
         if m == 0:
             return
-        a_ip, b_ip = np.empty(m, np.uint32), np.empty(m, np.uint32)
-        a_pt, b_pt = np.empty(m, np.uint16), np.empty(m, np.uint16)
-        rev = np.empty(m, np.uint8)
-        canonical_5tuple(np.ascontiguousarray(src_ip, np.uint32), np.ascontiguousarray(dst_ip, np.uint32),
-                         np.ascontiguousarray(sport, np.uint16), np.ascontiguousarray(dport, np.uint16),
-                         a_ip, b_ip, a_pt, b_pt, rev)
+        a_ip, b_ip, a_pt, b_pt, rev = flow_keys(src_ip, dst_ip, sport, dport)
         ts = np.ascontiguousarray(ts_ns, np.int64)
         self.expire(int(ts.min()))
         slot = np.empty(m, np.int64)
