@@ -98,7 +98,10 @@ def test_implicit_local_route_returns_to_the_app_subnet():
 
 @pytest.mark.parametrize("name", list(BROKEN))
 def test_planted_mistake_is_found(name):
-    d, kind, path, words = BROKEN[name]
+    _assert_found(*BROKEN[name])
+
+
+def _assert_found(d, kind, path, words):
     fs = findings(d)
     hits = [f for f in fs if f.kind == kind and f.path == path and words in f.message]
     assert hits, "\n".join(map(str, fs))
@@ -216,10 +219,7 @@ CENTRAL_BROKEN = {
 
 @pytest.mark.parametrize("name", list(CENTRAL_BROKEN))
 def test_planted_transit_mistake_is_found(name):
-    d, kind, path, words = CENTRAL_BROKEN[name]
-    fs = findings(d)
-    hits = [f for f in fs if f.kind == kind and f.path == path and words in f.message]
-    assert hits, "\n".join(map(str, fs))
+    _assert_found(*CENTRAL_BROKEN[name])
 
 
 def test_centralized_example_is_clean_and_traces_through_the_router():

@@ -117,6 +117,20 @@ def _lookup(vpc: Vpc, table: str, dst: int) -> Route | None:
     return _best(vpc.route_tables[table].routes, dst)
 
 
+def _take(tr: Trace, routes: list[Route], dst: int) -> Route | None:
+    """The route ``dst`` takes among ``routes``, recorded in the trace; None (and the trace's end set) when there is
+    none or it is a blackhole."""
+    r = _best(routes, dst)
+    if r is None:
+        tr.end = "no-route"
+        return None
+    tr.routes.append(r)
+    if r.kind == "blackhole":
+        tr.end = "blackhole"
+        return None
+    return r
+
+
 def trace_route(topo: Topology, vpc: Vpc, table: str, dst: int, max_hops: int = 64) -> Trace:
     """Follow next hops from route table ``table`` of ``vpc`` for destination ``dst`` (host order), through
     transit routers into other VPCs."""
@@ -136,13 +150,8 @@ def trace_route(topo: Topology, vpc: Vpc, table: str, dst: int, max_hops: int = 
     while len(tr.tables) < max_hops:
         if not visit(vpc.name, table, f"{vpc.key}.route_tables.{table}"):
             return tr
-        r = _lookup(vpc, table, dst)
+        r = _take(tr, vpc.route_tables[table].routes, dst)
         if r is None:
-            tr.end = "no-route"
-            return tr
-        tr.routes.append(r)
-        if r.kind == "blackhole":
-            tr.end = "blackhole"
             return tr
         if r.kind == "internet":
             tr.end = "internet"
@@ -167,13 +176,8 @@ def trace_route(topo: Topology, vpc: Vpc, table: str, dst: int, max_hops: int = 
             tname = f"{router.name}:{att.route_table}"
             if not visit(f"({router.name})", tname, f"{router.key}.route_tables.{att.route_table}"):
                 return tr
-            tr_route = _best(router.route_tables[att.route_table].routes, dst)
+            tr_route = _take(tr, router.route_tables[att.route_table].routes, dst)
             if tr_route is None:
-                tr.end = "no-route"
-                return tr
-            tr.routes.append(tr_route)
-            if tr_route.kind == "blackhole":
-                tr.end = "blackhole"
                 return tr
             dest = router.attachments[tr_route.target]
             tr.attachments.append(f"{router.name}/{dest.name}")
