@@ -105,3 +105,63 @@ def test_write_pcap_devnull(benchmark, rate, to_write):
     with open(os.devnull, "wb", buffering=0) as null:
         benchmark(write_pcap, null, batch)
     rate(N, batch.nbytes)
+
+
+@pytest.mark.benchmark(group="pcap-write-200k")
+def test_write_pcapng(benchmark, rate, to_write, tmp_path):
+    """pcapng (one interface, if_tsresol 9, an Enhanced Packet Block per packet), gathered the same way."""
+    batch = to_write[0]
+    benchmark(write_pcap, tmp_path / "out.pcapng", batch)
+    rate(N, batch.nbytes)
+
+
+def _dpkt_write_pcapng(path, packets, ts) -> None:
+    import dpkt
+
+    with open(path, "wb") as f:
+        w = dpkt.pcapng.Writer(f)
+        for buf, t in zip(packets, ts):
+            w.writepkt(buf, ts=t)
+
+
+@pytest.mark.benchmark(group="pcap-write-200k")
+def test_dpkt_write_pcapng(benchmark, rate, to_write, tmp_path):
+    batch, packets, ts = to_write
+    benchmark.pedantic(_dpkt_write_pcapng, args=(tmp_path / "dpkt.pcapng", packets, ts), rounds=3, iterations=1)
+    assert sum(len(b) for b in read_pcap(tmp_path / "dpkt.pcapng", parse=False)) == N
+    rate(N, batch.nbytes)
+
+
+@pytest.fixture(scope="module")
+def gz_capture(capture, tmp_path_factory):
+    import gzip
+
+    path, size, _ = capture
+    gz = tmp_path_factory.mktemp("gz") / "synth.pcap.gz"
+    gz.write_bytes(gzip.compress(path.read_bytes(), compresslevel=6))
+    return gz, size
+
+
+def _zcat(path) -> int:
+    """The decompression ceiling: Python's gzip module reading the whole stream in 1 MiB pieces."""
+    import gzip
+
+    n = 0
+    with gzip.open(path, "rb") as f:
+        while piece := f.read(1 << 20):
+            n += len(piece)
+    return n
+
+
+@pytest.mark.benchmark(group="pcap-read-gzip-200k")
+def test_read_pcap_gzip_parse(benchmark, rate, gz_capture):
+    gz, size = gz_capture
+    assert benchmark(_consume, gz) == N
+    rate(N, size)
+
+
+@pytest.mark.benchmark(group="pcap-read-gzip-200k")
+def test_gzip_decompress_only(benchmark, rate, gz_capture):
+    gz, size = gz_capture
+    assert benchmark(_zcat, gz) == size
+    rate(N, size)

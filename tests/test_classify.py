@@ -286,9 +286,10 @@ def test_non_contiguous_input(small):
 
 
 @pytest.mark.parametrize("col,bad", [
-    ("src_ip", np.zeros(4, np.int64)), ("dst_ip", np.zeros(4, np.uint16)), ("sport", np.zeros(4, np.uint32)),
-    ("dport", np.zeros(3, np.uint16)), ("proto", np.zeros((4, 1), np.uint8)), ("zone_from", np.zeros(4, np.int8)),
-    ("zone_to", np.zeros(5, np.uint8)), ("out", np.zeros(4, np.int64)), ("src_ip", [1, 2, 3, 4]),
+    ("src_ip", np.array([-1, 0, 0, 0], np.int64)), ("dst_ip", np.zeros(4, np.float64)),
+    ("sport", [70000, 0, 0, 0]), ("dport", np.zeros(3, np.uint16)), ("proto", np.zeros((4, 1), np.uint8)),
+    ("zone_from", np.full(4, 256, np.int32)), ("zone_to", np.zeros(5, np.uint8)), ("out", np.zeros(4, np.int64)),
+    ("src_ip", ["a", "b", "c", "d"]), ("proto", 300), ("sport", 1.5),
 ])
 def test_bad_columns_raise_value_error_naming_them(small, col, bad):
     _, clf = small
@@ -296,6 +297,32 @@ def test_bad_columns_raise_value_error_naming_them(small, col, bad):
     cols[col] = bad
     with pytest.raises(ValueError, match=col):
         clf.classify(**cols)
+
+
+@settings(max_examples=60)
+@given(st.lists(st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), st.integers(0, 65535),
+                          st.integers(0, 65535), st.integers(0, 255)), min_size=1, max_size=20),
+       st.sampled_from([np.int64, np.uint64, np.int32, np.uint32]))
+def test_scalars_lists_and_other_integer_arrays_match_exact_columns(small, rows, wide):
+    """Scalars (Python and numpy), lists and integer arrays of any width classify as the exact columns do."""
+    pol, clf = small
+    names = ("src_ip", "dst_ip", "sport", "dport", "proto")
+    dtypes = (np.uint32, np.uint32, np.uint16, np.uint16, np.uint8)
+    exact = {k: np.array([r[i] for r in rows], dtypes[i]) for i, k in enumerate(names)}
+    want = first_match_all(pol.rules, exact)
+    lists = {k: v.tolist() for k, v in exact.items()}
+    np.testing.assert_array_equal(clf.classify(**lists), want)
+    if all(int(v) <= np.iinfo(wide).max for col in exact.values() for v in col):
+        np.testing.assert_array_equal(clf.classify(**{k: v.astype(wide) for k, v in exact.items()}), want)
+    got = [clf.classify(*(int(exact[k][j]) for k in names)) for j in range(len(rows))]
+    assert got == want.tolist() and all(type(g) is int for g in got)
+    got = [clf.classify(*(exact[k][j] for k in names)) for j in range(len(rows))]  # numpy scalars
+    assert got == want.tolist()
+    # a scalar column broadcasts against the others
+    mixed = dict(exact, proto=int(exact["proto"][0]))
+    np.testing.assert_array_equal(clf.classify(**mixed),
+                                  first_match_all(pol.rules, dict(exact, proto=np.full(len(rows), exact["proto"][0],
+                                                                                          np.uint8))))
 
 
 def test_tree_kernel_rejects_bad_boxes():

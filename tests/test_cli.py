@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import gwlb_fast
@@ -401,3 +402,48 @@ def test_attachment_id_key_default_and_bounds(tmp_path):
     bad.write_text(Path(LAB).read_text().replace("attachment_id: 0x1122334455667788", "attachment_id: -1"))
     with pytest.raises(ConfigError, match="endpoints.gwlbe-a.attachment_id"):
         load_topology(bad)
+
+
+def test_corrupt_record_mid_capture_is_skipped_and_counted(capture, tmp_path, capsys):
+    import struct
+
+    path, _ = capture
+    raw = bytearray(path.read_bytes())
+    pos, i = 24, 0
+    while i < PACKETS // 2:  # walk to the middle record
+        pos += 16 + struct.unpack_from("<I", raw, pos + 8)[0]
+        i += 1
+    cl = struct.unpack_from("<I", raw, pos + 8)[0]
+    raw[pos + 8: pos + 12] = struct.pack("<I", 0xDEADBEEF)
+    bad = tmp_path / "bad.pcap"
+    bad.write_bytes(bytes(raw))
+    out = tmp_path / "out.pcap"
+    assert main(["run", EXAMPLE, str(bad), "-o", str(out), "--json", "--quiet"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["packets_in"] == PACKETS - 1 and s["input_error"] is None
+    assert (s["input_skipped_records"], s["input_skipped_bytes"]) == (1, 16 + cl)
+    assert main(["run", EXAMPLE, str(bad), "--quiet"]) == 0
+    assert "input skipped" in capsys.readouterr().out
+
+
+def test_out_of_order_capture_is_written_in_time_order(capture, tmp_path, capsys):
+    """A capture whose packets go back in time by less than the reorder window (as multi-queue captures do)
+    comes out sorted, output and taps."""
+    path, _ = capture
+    b = PacketBatch.concat(list(read_pcap(path, parse=False)))
+    rng = np.random.default_rng(1)
+    perm = np.arange(len(b))
+    for j in rng.integers(0, len(b) - 3, 200):  # swap neighbours
+        perm[j], perm[j + 2] = perm[j + 2], perm[j]
+    shuffled = b[perm]
+    assert not bool((np.diff(shuffled.ts_ns) >= 0).all())
+    src = tmp_path / "shuffled.pcap"
+    write_pcap(src, shuffled)
+    out, taps = tmp_path / "out.pcap", tmp_path / "taps"
+    assert main(["run", EXAMPLE, str(src), "-o", str(out), "--taps", str(taps), "--chunk", "250", "--json",
+                 "--quiet"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["out_of_order"] == 0 and s["packets_out"] > 0
+    for p in [out, *taps.iterdir()]:
+        ts = np.concatenate([x.ts_ns for x in read_pcap(p, parse=False)] or [np.zeros(0, np.int64)])
+        assert bool((np.diff(ts) >= 0).all()), p.name

@@ -634,3 +634,93 @@ def test_full_table_and_eviction_are_counted_and_logged():
     assert (out.status == PktStatus.OK).sum() + (out.status == PktStatus.FLOW_TABLE_FULL).sum() == 16
     assert (out.status == PktStatus.OK).sum() == stats["evicted"]
     assert fw.finish().shape[0] == stats["evicted"]
+
+
+# --------------------------------------------------------------------------- flows that began before the capture
+def _pickup_fw(**kw):
+    from gwlb_fast.replay import FlowSides
+
+    return make_fw(pickup=FlowSides([(0x0A010000, 16)]), **kw)
+
+
+def test_pickup_classifies_a_reply_first_flow_in_its_real_direction():
+    """A flow first seen as the server's ACK (1.2.3.4:443 -> 10.1.1.5:40000) is the client's: allow-web-out
+    (source 10.1.1.0/24, port 443) matches only client to server; the session records 10.1.1.5 as its client."""
+    pkts = [tcp(1 * S, SERVER, CLIENT, 443, 40000, ACK, paylen=100), tcp(2 * S, CLIENT, SERVER, 40000, 443, ACK),
+            tcp(3 * S, SERVER, CLIENT, 443, 40000, ACK | FIN)]
+    plain = make_fw().process(make_wire(pkts))
+    assert plain.status.tolist() == [PktStatus.TCP_NOT_SYN] * 3
+    fw = _pickup_fw(keep_log=True)
+    out = fw.process(make_wire(pkts))
+    assert out.status.tolist() == [PktStatus.OK] * 3
+    assert out.rule.tolist() == [0, 0, 0]  # allow-web-out
+    assert fw.picked_up.tolist() == [1, 1]
+    rec = fw.describe_sessions(fw.finish())[0]
+    assert (rec["client_ip"], rec["client_port"], rec["server_ip"], rec["server_port"]) == \
+        ("10.1.1.5", 40000, "1.2.3.4", 443)
+    assert (rec["packets_c2s"], rec["packets_s2c"]) == (1, 2)
+
+
+def test_pickup_keeps_the_direction_of_a_flow_seen_from_its_client():
+    pkts = [tcp(1 * S, CLIENT, SERVER, 40000, 443, ACK), tcp(2 * S, SERVER, CLIENT, 443, 40000, ACK)]
+    fw = _pickup_fw(keep_log=True)
+    assert fw.process(make_wire(pkts)).status.tolist() == [PktStatus.OK] * 2
+    assert fw.picked_up.tolist() == [1, 0]
+    rec = fw.describe_sessions(fw.finish())[0]
+    assert (rec["client_ip"], rec["packets_c2s"], rec["packets_s2c"]) == ("10.1.1.5", 1, 1)
+
+
+def test_tcp_reject_non_syn_false_accepts_a_non_syn_first_packet_as_sent():
+    """VM-Series's setting alone: the first packet starts the session in its own direction (no flip), so the
+    server's packet first is classified from the server (block-rest), the client's first from the client."""
+    reply_first = [tcp(1 * S, SERVER, CLIENT, 443, 40000, ACK), tcp(2 * S, CLIENT, SERVER, 40000, 443, ACK)]
+    client_first = [tcp(1 * S, CLIENT, SERVER, 40001, 443, ACK), tcp(2 * S, SERVER, CLIENT, 443, 40001, ACK)]
+    for fw in (make_fw(tcp_reject_non_syn=False),
+               make_fw(dict(POLICY, tcp_reject_non_syn=False))):
+        assert fw.accept_non_syn and fw.pickup is None
+        assert fw.process(make_wire(reply_first)).status.tolist() == [PktStatus.POLICY_DENY] * 2
+        assert fw.process(make_wire(client_first)).status.tolist() == [PktStatus.OK] * 2
+        assert fw.picked_up.tolist() == [2, 0]
+    # the default (true, as VM-Series) drops them
+    assert make_fw().process(make_wire(client_first)).status.tolist() == [PktStatus.TCP_NOT_SYN] * 2
+
+
+def test_tcp_reject_non_syn_must_be_a_boolean():
+    with pytest.raises(ConfigError, match="tcp_reject_non_syn"):
+        Policy.from_yaml(dict(POLICY, tcp_reject_non_syn="no"))
+
+
+def test_mark_ended_names_the_end_reason_of_live_sessions_only():
+    pkts = [tcp(1 * S, CLIENT, SERVER, 40000, 443, SYN), tcp(2 * S, SERVER, CLIENT, 443, 40000, SYN | ACK)]
+    fw = make_fw(keep_log=True)
+    fw.process(make_wire(pkts))
+    col = lambda *v: np.array(v)
+    assert fw.mark_ended(col(SERVER), col(CLIENT), col(443), col(40000), col(6), col(EP_A), _s.END_FW_FAILED) == 1
+    # unknown flow, then a session that already has a reason: nothing marked
+    assert fw.mark_ended(col(SERVER), col(CLIENT), col(443), col(40001), col(6), col(EP_A), _s.END_MOVED) == 0
+    assert fw.mark_ended(col(SERVER), col(CLIENT), col(443), col(40000), col(6), col(EP_A), _s.END_MOVED) == 0
+    assert [r["end_reason"] for r in fw.describe_sessions(fw.finish())] == ["fw-failed"]
+
+
+def test_session_update_checks_the_pickup_arguments():
+    fw = make_fw()
+    wire = make_wire([tcp(1 * S, CLIENT, SERVER, 40000, 443, ACK)])
+    inner = geneve.decap(wire)
+    inner.parse()
+    n = 1
+    args = {"slot": np.zeros(n, np.int64), "is_new": np.ones(n, np.uint8), "rev": np.zeros(n, np.uint8),
+                "proto": inner.proto, "tcp_flags": inner.tcp_flags, "ts_ns": inner.ts_ns, "nbytes": inner.wirelen,
+                "src_ip": inner.src_ip, "dst_ip": inner.dst_ip, "sport": inner.sport, "dport": inner.dport,
+                "endpoint": np.full(n, EP_A, np.uint64), "zone": np.zeros(n, np.uint8), "rule": np.zeros(n, np.int32),
+                "action": np.zeros(n, np.uint8), "sess": fw.sessions, "status": np.zeros(n, np.uint8),
+                "out_rule": np.empty(n, np.int32), "out_n": np.empty(n, np.uint8), "out_kind1": np.empty(n, np.uint8),
+                "out_kind2": np.empty(n, np.uint8), "hits": fw.hits, "ended": np.empty((n + 1, _s.NF), np.int64),
+                "ended_slot": np.empty(n + 1, np.int64), "close_timeout_ns": S, "deny_timeout_ns": S}
+    with pytest.raises(ValueError, match="flip"):
+        _s.session_update(**args, flip=np.zeros(2, np.uint8))
+    with pytest.raises(ValueError, match="picked_up"):
+        _s.session_update(**args, picked_up=np.zeros(3, np.int64))
+    picked = np.zeros(2, np.int64)
+    assert _s.session_update(**args, flip=np.ones(n, np.uint8), accept_non_syn=True, picked_up=picked) == (0, 1)
+    assert picked.tolist() == [1, 1] and args["status"].tolist() == [PktStatus.OK]
+    assert fw.sessions[0, _s.F_CLIENT_IP] == SERVER  # flipped: the destination is the client

@@ -47,6 +47,9 @@ def _add_run(sub) -> None:
     p.add_argument("--report", metavar="FILE.html", help="one self-contained HTML page with charts of the run")
     p.add_argument("--chunk", type=_positive, default=65536, help="packets per batch (default 65536)")
     p.add_argument("--seed", type=int, default=0, help="seed of flow hashing and cookies (default 0)")
+    p.add_argument("--pickup", action="store_true", default=None,
+                   help="take flows that began before the capture as established at every stage (as the "
+                        "topology's replay: {pickup: true})")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.set_defaults(func=_cmd_run)
@@ -63,7 +66,7 @@ def _positive(text: str) -> int:
 
 
 def _replay(topology, capture, output, taps, flow_log, events, chunk, seed, as_json, quiet, drops=None,
-            report=None) -> int:
+            report=None, pickup=None) -> int:
     from pathlib import Path
 
     from .pipeline import Pipeline
@@ -71,7 +74,7 @@ def _replay(topology, capture, output, taps, flow_log, events, chunk, seed, as_j
 
     if not Path(capture).exists():
         raise FileNotFoundError(2, "no such file", str(capture))
-    pipe = Pipeline.from_yaml(topology, taps=taps is not None, seed=seed)
+    pipe = Pipeline.from_yaml(topology, taps=taps is not None, seed=seed, pickup=pickup)
     if drops is not None or report is not None:
         from .outfiles import refuse_overlap
 
@@ -100,7 +103,8 @@ def _replay(topology, capture, output, taps, flow_log, events, chunk, seed, as_j
 
 def _cmd_run(args) -> int:
     return _replay(args.topology, args.input, args.output, args.taps, args.flow_log, args.events, args.chunk,
-                   args.seed, args.json, args.quiet, drops=args.drops, report=args.report)
+                   args.seed, args.json, args.quiet, drops=args.drops, report=args.report,
+                   pickup=args.pickup)
 
 
 #: demo --topology NAME -> (shipped example, synth address plan, synth flow mix)

@@ -40,6 +40,7 @@ __all__ = [
     "Gwlb",
     "HealthCheck",
     "NatGateway",
+    "ReplaySettings",
     "Route",
     "RouteTable",
     "Subnet",
@@ -276,6 +277,14 @@ class Event:
     event: str | None = None
 
 
+@dataclass(frozen=True)
+class ReplaySettings:
+    """``replay:``: how a capture is replayed. ``pickup``: flows that began before the capture are taken as
+    established at every stage (DESIGN.md section 10)."""
+
+    pickup: bool = False
+
+
 @dataclass
 class Topology:
     vpcs: dict[str, Vpc]
@@ -287,6 +296,7 @@ class Topology:
     events: list[Event] = field(default_factory=list)
     source: str = "<topology>"
     transit_routers: dict[str, TransitRouter] = field(default_factory=dict)
+    replay: ReplaySettings = field(default_factory=ReplaySettings)
 
     def gwlb_of_firewall(self, fw: str) -> list[str]:
         return [g.name for g in self.gwlbs.values() if fw in g.firewalls]
@@ -499,7 +509,8 @@ def example_topology_text() -> str:
     return files("gwlb_fast").joinpath("examples", "topology.yaml").read_text()
 
 
-TOP_KEYS = ("vpcs", "endpoints", "gwlb", "nat_gateways", "security_policy", "events", "transit_routers")
+TOP_KEYS = ("vpcs", "endpoints", "gwlb", "nat_gateways", "security_policy", "events", "transit_routers",
+            "replay")
 
 
 def topology_from_dict(data, source: str = "<topology>") -> Topology:
@@ -522,7 +533,18 @@ def topology_from_dict(data, source: str = "<topology>") -> Topology:
     if policy is not None and not isinstance(policy, (dict, str)):
         ctx.fail("security_policy", f"must be a mapping (or a policy file name), got {_type_name(policy)}")
     events = events_from_list(data.get("events") or [], source, gwlbs, "events")
-    return Topology(vpcs, endpoints, gwlbs, nats, policy, "security_policy", events, source, trs)
+    replay = _replay(ctx, data.get("replay"))
+    return Topology(vpcs, endpoints, gwlbs, nats, policy, "security_policy", events, source, trs, replay)
+
+
+def _replay(ctx, raw) -> ReplaySettings:
+    if raw is None:
+        return ReplaySettings()
+    _mapping(ctx, raw, "replay", ("pickup",))
+    pickup = raw.get("pickup", False)
+    if not isinstance(pickup, bool):
+        ctx.fail("replay.pickup", f"must be true or false, got {pickup!r}")
+    return ReplaySettings(pickup=pickup)
 
 
 def _vpcs(ctx, raw) -> dict[str, Vpc]:

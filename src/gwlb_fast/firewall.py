@@ -37,6 +37,7 @@ from ._kernels.flowtable import END_EVICTED, FlowTable, canonical_5tuple
 from .batch import PacketBatch
 from .errors import ConfigError
 from .policy import ZONE_UNKNOWN, Action, Classifier, Policy
+from .replay import FlowSides
 from .status import N_STATUS, PktStatus, count_status
 
 __all__ = [
@@ -74,6 +75,8 @@ END_REASONS = {
     _s.END_POLICY_DENY: "policy-deny",
     _s.END_EVICTED: "evicted",
     _s.END_OF_RUN: "end-of-run",
+    _s.END_FW_FAILED: "fw-failed",
+    _s.END_MOVED: "moved",
 }
 
 assert [int(a) for a in Action] == [_s.ACT_ALLOW, _s.ACT_DENY, _s.ACT_DROP, _s.ACT_RESET_CLIENT, _s.ACT_RESET_SERVER,
@@ -163,6 +166,12 @@ class Firewall:
     keep_log : bool
         Also keep every ended session in :attr:`session_log` (for tests and small runs; a pipeline streams
         ``FirewallOutput.sessions`` instead).
+    pickup : FlowSides, optional
+        Take flows that began before the capture as established (``replay: {pickup: true}``): a session may start
+        with any packet, and one whose first packet travels from the server (:class:`~gwlb_fast.replay.FlowSides`
+        decides) is classified and recorded in its real direction.
+    tcp_reject_non_syn : bool, optional
+        VM-Series's setting: a TCP session must start with a SYN (default: the policy's, itself true by default).
 
     Attributes
     ----------
@@ -185,7 +194,8 @@ class Firewall:
     def __init__(self, name: str, index: int, policy: Policy, zone_of_endpoint: dict[int, str], *,
                  session_capacity: int = 1 << 20, tcp_timeout: float = 3600, other_timeout: float = 30,
                  close_timeout: float = 15, deny_timeout: float = 60, option_class: int = 0x0108,
-                 classifier: Classifier | None = None, expire_scan: int | None = None, keep_log: bool = False):
+                 classifier: Classifier | None = None, expire_scan: int | None = None, keep_log: bool = False,
+                 pickup: FlowSides | None = None, tcp_reject_non_syn: bool | None = None):
         if not isinstance(policy, Policy):
             raise TypeError(f"firewall {name}: policy must be a Policy, got {type(policy).__name__}")
         for key, val in (("tcp_timeout", tcp_timeout), ("other_timeout", other_timeout),
@@ -203,6 +213,11 @@ class Firewall:
         self.deny_timeout_ns = int(deny_timeout * NS)
         self.expire_scan = expire_scan
         self.keep_log = keep_log
+        self.pickup = pickup
+        reject = policy.tcp_reject_non_syn if tcp_reject_non_syn is None else bool(tcp_reject_non_syn)
+        self.accept_non_syn = pickup is not None or not reject
+        #: sessions started by a TCP packet that is not a SYN, and sessions started by a packet from the server
+        self.picked_up = np.zeros(2, np.int64)
         self.table = FlowTable(int(session_capacity), tcp_timeout_ns=self.tcp_timeout_ns,
                                other_timeout_ns=self.other_timeout_ns, evict="oldest-idle")
         cap = self.table.capacity
@@ -299,17 +314,18 @@ class Firewall:
         # where that one is a TCP packet without a pure SYN (no session yet), every packet of that entry
         rule = np.full(n, -1, np.int32)
         action = np.zeros(n, np.uint8)
+        flip = np.zeros(n, np.uint8) if self.pickup is not None else None
         first = is_new != 0
         if np.any(first):
             cls = first
             nosyn = first & (inner.proto == 6) & ((inner.tcp_flags & np.uint8(0x16)) != np.uint8(0x02))
-            if np.any(nosyn):
+            if not self.accept_non_syn and np.any(nosyn):
                 marked = slot[nosyn]
                 self._mark[marked] = 1
                 live = slot >= 0
                 cls = first | (live & (self._mark[np.where(live, slot, 0)] != 0))
                 self._mark[marked] = 0
-            self._classify(np.flatnonzero(cls), inner, zone, rule, action)
+            self._classify(np.flatnonzero(cls), inner, zone, rule, action, flip)
 
         # per-packet session state machine, in order
         out_rule = np.empty(n, np.int32)
@@ -323,7 +339,8 @@ class Firewall:
             ne, stop = _s.session_update(slot, is_new, rev, inner.proto, inner.tcp_flags, inner.ts_ns, inner.wirelen,
                                          inner.src_ip, inner.dst_ip, inner.sport, inner.dport, ep, zone, rule,
                                          action, self.sessions, status, out_rule, out_n, k1, k2, self.hits, ended,
-                                         ended_slot, self.close_timeout_ns, self.deny_timeout_ns, start, ne)
+                                         ended_slot, self.close_timeout_ns, self.deny_timeout_ns, start, ne,
+                                         flip, self.accept_non_syn, self.picked_up)
             if stop >= n:
                 break
             # a closed/denied session timed out inside the batch and its slot starts anew at row `stop`: classify
@@ -332,7 +349,7 @@ class Firewall:
             rs = slot[rest]
             cand = rest[(rs >= 0) & (rule[rest] < 0) & (status[rest] == PktStatus.OK)]
             cand = cand[self.sessions[slot[cand], _s.F_STATE] != _s.S_OPEN]
-            self._classify(cand, inner, zone, rule, action)
+            self._classify(cand, inner, zone, rule, action, flip)
             start = stop
         logs = [ended[:ne]]
 
@@ -373,6 +390,29 @@ class Firewall:
         if self.keep_log and sessions.shape[0]:
             self._log.append(sessions)
         return FirewallOutput(out, source, kind, status, out_rule, counts, sessions)
+
+    def mark_ended(self, src_ip, dst_ip, sport, dport, proto, endpoint_id, reason: int) -> int:
+        """Give the live sessions of these packets' flows the end reason ``reason`` (``END_FW_FAILED``: the GWLB
+        found this firewall failed; ``END_MOVED``: it moved the flow to another firewall), unless they already have
+        one; the session ends as usual (idle timeout, end of run) and its record names this reason. Returns the
+        number of sessions marked."""
+        m = np.asarray(src_ip).shape[0]
+        if m == 0:
+            return 0
+        a_ip, b_ip = np.empty(m, np.uint32), np.empty(m, np.uint32)
+        a_pt, b_pt = np.empty(m, np.uint16), np.empty(m, np.uint16)
+        rev = np.empty(m, np.uint8)
+        canonical_5tuple(np.ascontiguousarray(src_ip, np.uint32), np.ascontiguousarray(dst_ip, np.uint32),
+                         np.ascontiguousarray(sport, np.uint16), np.ascontiguousarray(dport, np.uint16),
+                         a_ip, b_ip, a_pt, b_pt, rev)
+        slot = np.empty(m, np.int64)
+        self.table.lookup(a_ip, b_ip, a_pt, b_pt, np.ascontiguousarray(proto, np.uint8),
+                          np.ascontiguousarray(endpoint_id, np.uint64), slot)
+        slot = np.unique(slot[slot >= 0])
+        rows = self.sessions[slot]
+        hit = slot[(rows[:, _s.F_STATE] != _s.S_EMPTY) & (rows[:, _s.F_REASON] == 0)]
+        self.sessions[hit, _s.F_REASON] = int(reason)
+        return int(hit.size)
 
     # ------------------------------------------------------------------ end of run
     def finish(self, now_ns: int | None = None) -> np.ndarray:
@@ -444,11 +484,21 @@ class Firewall:
         return out
 
     # ------------------------------------------------------------------ helpers
-    def _classify(self, rows, inner, zone, rule, action) -> None:
-        """Classify ``rows`` (zone from = zone to = the endpoint's zone); fill ``rule`` and ``action`` there."""
+    def _classify(self, rows, inner, zone, rule, action, flip=None) -> None:
+        """Classify ``rows`` (zone from = zone to = the endpoint's zone); fill ``rule`` and ``action`` there.
+
+        With ``flip`` (pickup), the rows whose packet travels from the server (``self.pickup``) are marked there
+        and classified in the flow's real direction, client to server."""
         z = zone[rows]
-        r = self.classifier.classify(inner.src_ip[rows], inner.dst_ip[rows], inner.sport[rows], inner.dport[rows],
-                                     inner.proto[rows], z, z)
+        src, dst = inner.src_ip[rows], inner.dst_ip[rows]
+        sp, dp = inner.sport[rows], inner.dport[rows]
+        if flip is not None and rows.size:
+            f = self.pickup.sender_is_server(src, dst, sp, dp, inner.proto[rows], inner.tcp_flags[rows])
+            flip[rows] = f
+            if f.any():
+                src, dst = np.where(f, dst, src), np.where(f, src, dst)
+                sp, dp = np.where(f, dp, sp), np.where(f, sp, dp)
+        r = self.classifier.classify(src, dst, sp, dp, inner.proto[rows], z, z)
         r[r < 0] = self.default_rule
         rule[rows] = r
         action[rows] = self._actions[r]

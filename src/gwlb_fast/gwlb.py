@@ -211,6 +211,7 @@ class Gwlb:
         status = batch.status
         idx = np.flatnonzero(status == PktStatus.OK)
         fw_col[:] = -1
+        self.last_cut = None
         if idx.size == 0:
             return batch
         m = idx.shape[0]
@@ -271,6 +272,7 @@ class Gwlb:
         if failed.any():
             fpos = np.flatnonzero(failed)
             fslots = slot[fpos]
+            cut_fw = fw[fpos].copy()
             if self.failover == "keep":
                 st[fpos] = PktStatus.FW_FAILED
                 failed_fw = np.full(len(batch), -1, np.int16)
@@ -295,6 +297,8 @@ class Gwlb:
                 self.flows_per_fw += np.bincount(repick[first][moved], minlength=k)
                 if self.activity is not None:
                     self.activity.append((None, None, None, ts[fpos[first][moved]], repick[first][moved]))
+            rows = np.arange(len(batch))[idx][fpos]
+            self.last_cut = (rows, cut_fw, fw[fpos] >= 0)
         if new_pos.size:
             self._slot_lost[slot[new_pos]] = 0  # after the accounting above, which saw the slots' earlier flows
         # packets left without a firewall (no firewall accepts new flows): drop, and forget their flows so that
@@ -322,6 +326,11 @@ class Gwlb:
         for name in ("NO_HEALTHY_FW", "FW_FAILED", "FLOW_TABLE_FULL"):
             self.drops[name] += int(np.count_nonzero(st == PktStatus[name]))
         return batch
+
+    #: after :meth:`process`: None, or ``(rows, firewall, moved)`` for the packets of established flows whose
+    #: firewall could no longer serve them: batch rows, the firewall the flow was on, and whether the flow moved to
+    #: another one (``failover: rebalance``) rather than being cut (``FW_FAILED``)
+    last_cut = None
 
     def _per_packet_incarnation(self, slot, new_pos, choice, cookie, old_fw, old_cookie):
         """fw and cookie per packet when a slot may hold more than one flow within the batch: each packet gets the

@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import geneve
+from ._kernels.session import END_FW_FAILED, END_MOVED
 from .batch import PacketBatch
 from .config import Endpoint
 from .config import Gwlb as GwlbConfig
 from .firewall import KIND_ECHO, SESSION_DTYPE, Firewall
 from .gwlb import Gwlb
 from .policy import Classifier, Policy
+from .replay import FlowSides
 from .status import PktStatus
 
 
@@ -85,11 +87,13 @@ class Inspection:
         Session-table size of each firewall.
     keep_taps : bool
         Keep the Geneve batches sent to and received from the firewalls (for tap files).
+    pickup : FlowSides, optional
+        The firewalls take flows that began before the capture as established (``replay: {pickup: true}``).
     """
 
     def __init__(self, cfg: GwlbConfig, policy: Policy, zone_of_endpoint: dict[int, str],
                  classifier: Classifier | None = None, seed: int = 0, session_capacity: int = 1 << 18,
-                 keep_taps: bool = False):
+                 keep_taps: bool = False, pickup: FlowSides | None = None):
         self.cfg = cfg
         self.name = cfg.name
         self.address = int(cfg.ip)
@@ -102,7 +106,7 @@ class Inspection:
         classifier = policy.compile() if classifier is None else classifier
         self.firewalls = [
             Firewall(name, i, policy, zone_of_endpoint, session_capacity=session_capacity,
-                     option_class=self.option_class, classifier=classifier)
+                     option_class=self.option_class, classifier=classifier, pickup=pickup)
             for i, name in enumerate(cfg.firewall_names)
         ]
         self.fw_ip = np.array([fw.ip for fw in cfg.firewalls.values()], np.uint32)
@@ -127,6 +131,8 @@ class Inspection:
         n = len(batch)
         endpoint.tag(batch)
         self.lb.process(batch)  # fw_index, flow_cookie; status NO_HEALTHY_FW / FW_FAILED / FLOW_TABLE_FULL
+        if self.lb.last_cut is not None:
+            self._mark_cut(batch, *self.lb.last_cut)
         status = batch.status.copy()
         failed = self.lb.failed_fw if self.lb.failed_fw.shape[0] == n else np.full(n, -1, np.int16)
         by_fw = np.zeros(n, bool)
@@ -212,6 +218,17 @@ class Inspection:
             res.generated = gen
             res.generated_source = np.concatenate(gen_src)
         return res
+
+    def _mark_cut(self, batch: PacketBatch, rows: np.ndarray, fw: np.ndarray, moved: np.ndarray) -> None:
+        """Sessions of flows the GWLB cut from a failed firewall end as ``fw-failed``, or ``moved`` when the flow
+        went to another firewall (their records say so when they end on the old firewall)."""
+        for k in np.flatnonzero(np.bincount(fw, minlength=len(self.firewalls))).tolist():
+            on_k = fw == k
+            for reason, sel in ((END_MOVED, on_k & moved), (END_FW_FAILED, on_k & ~moved)):
+                r = rows[sel]
+                if r.size:
+                    self.firewalls[k].mark_ended(batch.src_ip[r], batch.dst_ip[r], batch.sport[r], batch.dport[r],
+                                                 batch.proto[r], batch.endpoint_id[r], reason)
 
     def finish(self, now_ns: int | None = None) -> list[tuple[int, np.ndarray]]:
         """End of run: every firewall closes its sessions; returns (firewall index, sessions) pairs."""

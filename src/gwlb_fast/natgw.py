@@ -127,7 +127,8 @@ class NatGateway:
         self.counts = np.zeros(N_STATUS, np.int64)
         self.stats = {"snat_packets": 0, "snat_reply_packets": 0, "dnat_packets": 0, "dnat_reply_packets": 0,
                       "mappings_created": 0, "mappings_expired": 0, "port_exhausted_packets": 0,
-                      "table_full_packets": 0, "no_mapping_packets": 0}
+                      "table_full_packets": 0, "no_mapping_packets": 0, "mappings_picked_up": 0,
+                      "server_side_packets": 0}
         self.last = NatRecord.empty(0)
 
     # ------------------------------------------------------------------ helpers
@@ -294,6 +295,63 @@ class NatGateway:
         self.stats["dnat_packets"] += int(kinds[NAT_DNAT])
         self._count(st, was_ok)
         return batch
+
+    # ------------------------------------------------------------------ captures taken elsewhere
+    def dnat_rule_of_target(self, ip: np.ndarray, port: np.ndarray, proto: np.ndarray) -> np.ndarray:
+        """int32[n]: the DNAT rule whose private target is each ``(ip, port, proto)``, -1 where none (rules are
+        few: one vectorized compare per rule)."""
+        out = np.full(np.asarray(ip).shape[0], -1, np.int32)
+        for i in range(self._dnat_proto.shape[0] - 1, -1, -1):  # the first rule wins
+            hit = (ip == self._dnat_to_ip[i]) & (port == self._dnat_to_port[i]) & (proto == self._dnat_proto[i])
+            out[hit] = i
+        return out
+
+    def pickup(self, priv_ip: np.ndarray, priv_port: np.ndarray, proto: np.ndarray, ts_ns: np.ndarray,
+               nbytes: np.ndarray, icmp_type: np.ndarray | None = None) -> np.ndarray:
+        """SNAT mappings for flows that began before the capture, made from their replies as the private host
+        receives them (``replay: {pickup: true}``): each private ``(ip, port, proto)`` that an SNAT source owns gets
+        its mapping (an existing one, or a new one with the next free port, as its first outbound packet would
+        have). ICMP: only query replies (``icmp_type``, the parsed ``tcp_flags`` column, 0, 14, 16 or 18; an error
+        message quotes its flow and makes no mapping). Returns int32[n]: the public port, -1 where none (not an
+        SNAT source, not TCP/UDP/ICMP query reply, no port or table space left)."""
+        m = np.asarray(priv_ip).shape[0]
+        out = np.full(m, -1, np.int32)
+        if m == 0:
+            return out
+        priv_ip = np.ascontiguousarray(priv_ip, np.uint32)
+        proto = np.ascontiguousarray(proto, np.uint8)
+        src = np.zeros(m, bool)
+        for net, mask in zip(self._snat_net.tolist(), self._snat_mask.tolist()):
+            src |= (priv_ip & np.uint32(mask)) == np.uint32(net)
+        icmp_reply = proto == 1
+        if icmp_type is not None:
+            icmp_reply &= np.isin(icmp_type, (0, 14, 16, 18))
+        else:
+            icmp_reply[:] = False
+        sel = np.flatnonzero(src & ((proto == 6) | (proto == 17) | icmp_reply))
+        if sel.size == 0:
+            return out
+        ts = np.ascontiguousarray(ts_ns[sel], np.int64)
+        self.expire(int(ts.min()))
+        k = sel.size
+        slot = np.empty(k, np.int64)
+        is_new = np.empty(k, np.uint8)
+        self.table.lookup_or_insert(priv_ip[sel], np.zeros(k, np.uint32),
+                                    np.ascontiguousarray(priv_port[sel], np.uint16), np.zeros(k, np.uint16),
+                                    proto[sel], None, ts, np.ascontiguousarray(nbytes[sel], np.uint32), slot, is_new)
+        self.table.take_ended()
+        port = np.empty(k, np.int32)
+        nat_alloc_ports(slot, is_new, proto[sel], self.slot_port, self.ring, self.head, self.count, self.owner, port)
+        made = int(np.count_nonzero((is_new == IS_NEW) & (port >= 0)))
+        self.stats["mappings_created"] += made
+        self.stats["mappings_picked_up"] += made
+        lost = (slot >= 0) & (port < 0)
+        if lost.any():
+            gone = np.unique(slot[lost])
+            self.table.delete(gone)
+            self.slot_port[gone] = -1
+        out[sel] = port
+        return out
 
     # ------------------------------------------------------------------ reporting
     @property

@@ -773,9 +773,9 @@ class PcapReader(Iterator[PacketBatch]):
 
 
 class _Gunzip:
-    """A gzip stream (one or more members, RFC 1952) decompressed piece by piece: ``readinto`` decompresses
-    at most 1 MiB of compressed bytes per call, so memory stays bounded by the caller's buffer, and everything
-    decompressed before a damaged or cut stream is delivered before the error is raised."""
+    """A gzip stream (one or more members, RFC 1952) decompressed piece by piece straight into the reader's
+    buffer: ``readinto`` reads at most 1 MiB of compressed bytes at a time, so memory stays bounded by that
+    buffer, and everything decompressed before a damaged or cut stream is delivered before the error is raised."""
 
     _PIECE = 1 << 20
 
@@ -783,41 +783,42 @@ class _Gunzip:
         self.raw = raw
         self.name = getattr(raw, "name", "<gzip>")
         self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        self._pending = b""  # decompressed, not yet handed out
+        self._carry = b""  # compressed bytes of the next member, read with the end of the previous one
         self._eof = False
-        self._started = False  # a member has begun (empty input after a member is the normal end)
+        self._started = False  # inside a member (the input ending there is an error)
         self._problem: str | None = None
 
     def readinto(self, view) -> int:
         want = len(view)
-        while len(self._pending) < want and not self._eof:
-            data = self._z.unconsumed_tail or self.raw.read(self._PIECE)
+        got = 0
+        while got < want and not self._eof:
+            data = self._z.unconsumed_tail
+            if not data:
+                data, self._carry = self._carry, b""
+            if not data:
+                data = self.raw.read(self._PIECE)
             if not data:
                 self._eof = True
-                if self._started:  # inside a member
+                if self._started:
                     self._problem = "compressed file ended before the end-of-stream marker was reached"
                 break
             self._started = True
-            out = self._z.decompress(data, max(want - len(self._pending), 1 << 16))
-            self._pending += out
+            out = self._z.decompress(data, want - got)
+            view[got: got + len(out)] = out
+            got += len(out)
             if self._z.eof:
                 rest = self._z.unused_data
                 self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                if rest.lstrip(b"\0"):
-                    self._pending += self._z.decompress(rest, 1 << 16)
-                    self._started = True
-                else:
-                    self._started = False
-        got = min(want, len(self._pending))
-        view[:got] = self._pending[:got]
-        self._pending = self._pending[got:]
+                self._started = False
+                if rest.lstrip(b"\0"):  # another member follows (trailing zeros are padding)
+                    self._carry = rest
         if got == 0 and self._problem is not None:
             problem, self._problem = self._problem, None
             raise EOFError(problem)
         return got
 
     def close(self) -> None:
-        self._pending = b""
+        self._carry = b""
 
 
 # ---------------------------------------------------------------------------------------------------- writing

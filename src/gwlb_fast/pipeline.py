@@ -32,15 +32,18 @@ import numpy as np
 
 from ._kernels.join import first_row_join
 from ._kernels.parse import fill_ip_checksums
+from ._kernels.special import mark_special
 from .batch import PacketBatch
 from .config import Topology, load_events, load_topology
 from .errors import ConfigError, PcapError
+from .fragments import K_LATER, FragmentTracker
 from .gwlbe import Gwlbe, Inspection
 from .natgw import NatGateway
 from .outfiles import refuse_overlap
 from .pcapio import OrderedWriter, PcapWriter, output_format, read_pcap
 from .policy import Policy
-from .report import FlowLogWriter, Progress, StageCounters, Summary, ip_strs
+from .replay import FlowSides
+from .report import DropLog, FlowLogWriter, Progress, StageCounters, Summary, ip_strs
 from .status import PktStatus, describe_counts
 from .vpc import Lpm, TransitRouter, VpcRouter
 
@@ -78,12 +81,15 @@ TAP_LINKS = (
 class ChunkResult:
     """What :meth:`Pipeline.process` did to one chunk.
 
-    ``output`` holds the delivered packets in input order (resets after the packet that caused them); ``status``,
-    ``stage`` and ``delivered`` are per input packet; ``fw`` the firewall that inspected it (-1 none), ``rule``
+    ``output`` holds the delivered packets in input order (resets after the packet that caused them, a fragment
+    that came before its first fragment right after that one); ``status``, ``stage`` and ``delivered`` are per
+    input packet; ``fw`` the firewall that inspected it (-1 none), ``rule``
     the index of the rule of its firewall session (-1 none, ``len(policy.rules)`` the default action), ``failed_fw``
     the firewall of the flow of a packet dropped because that firewall failed (-1 elsewhere).
     ``resets`` holds the firewall resets (TCP RSTs) with their own ``status``, ``stage``, ``delivered`` and
-    ``source`` (input row of the packet that caused each), or None when there were none.
+    ``source`` (input row of the packet that caused each), or None when there were none. A fragment still held
+    for its first fragment has status ``FRAGMENT`` and is neither delivered nor dropped yet (a later chunk's
+    output, or drop, says).
     """
 
     output: PacketBatch
@@ -126,8 +132,12 @@ class Pipeline:
     """
 
     def __init__(self, topo: Topology, policy: Policy | None = None, *, seed: int = 0,
-                 session_capacity: int = 1 << 18, taps: bool = False):
+                 session_capacity: int = 1 << 18, taps: bool = False, pickup: bool | None = None):
         self.topo = topo
+        #: flows that began before the capture are taken as established (``replay: {pickup: true}``, or the
+        #: ``pickup`` argument, which wins when given)
+        self.pickup = topo.replay.pickup if pickup is None else bool(pickup)
+        self.sides = FlowSides.from_topology(topo)
         if policy is None:
             if topo.security_policy is None:
                 raise ConfigError(f"{topo.source}: security_policy: missing (every firewall needs a policy)")
@@ -149,9 +159,15 @@ class Pipeline:
             zone_of_endpoint.setdefault(e.id, policy.zone_names[0] if policy.zone_names else "default")
         classifier = policy.compile()
         self.gwlbs = {name: Inspection(cfg, policy, zone_of_endpoint, classifier=classifier, seed=seed,
-                                       session_capacity=session_capacity, keep_taps=taps)
+                                       session_capacity=session_capacity, keep_taps=taps,
+                                       pickup=self.sides if self.pickup else None)
                       for name, cfg in topo.gwlbs.items()}
+        # the broadcast address of every subnet (a /31 or /32 has none), for the special-address check
+        bcast = {s.net | (~((0xFFFFFFFF << (32 - s.plen)) & 0xFFFFFFFF) & 0xFFFFFFFF)
+                 for v in topo.vpcs.values() for s in v.subnets.values() if s.plen < 31}
+        self._subnet_broadcast = np.array(sorted(bcast), np.uint32)
         # NAT gateways
+        self.frags = FragmentTracker()
         self.nat_names = list(topo.nat_gateways)
         self.nats = [NatGateway(topo.nat_gateways[n]) for n in self.nat_names]
         self.nat_public = np.array([g.public_ip for g in self.nats], np.uint32)
@@ -199,6 +215,10 @@ class Pipeline:
         self._raw_events: list[dict] = []
         self._probe_lo = 0
         self._ended_sessions: list[tuple[str, int, np.ndarray]] = []
+        self.local_packets = 0  # delivered inside their own subnet, without a route table
+        self.no_mapping_without_session = 0  # NAT_NO_MAPPING drops of flows no firewall knows (for the hint)
+        #: flows dropped without a session, for the flow log (set by ``run`` when it writes one)
+        self.drop_log: DropLog | None = None
 
     @classmethod
     def from_yaml(cls, path, **kw) -> Pipeline:
@@ -277,43 +297,126 @@ class Pipeline:
         work.parse()
         # captured on the sending host before its NIC filled the IPv4 header checksum (offload): filled here
         self.ip_csum_filled += fill_ip_checksums(work.data, work.off, work.caplen, work.l3_off, work.status)
+        # cut by a snaplen but with whole L4 headers: processed as captured (their wire length is kept), counted
+        self.truncated += int(np.count_nonzero((work.status == PktStatus.OK) & (work.wirelen > work.caplen)))
+        # fragments held from earlier batches (their first fragment had not come) go in front, see fragments.py
+        held, h_slot, h_gen = self.frags.take_held()
+        h = 0 if held is None else len(held)
+        if h:
+            work = PacketBatch.concat([held, work])
         n = len(work)
+        slot = np.full(n, -1, np.int64)
+        fgen = np.zeros(n, np.int64)
+        slot[:h], fgen[:h] = h_slot, h_gen
+        kind = self.frags.scan(work, h, slot, fgen)
         taps: dict[str, list[PacketBatch]] = {k: [] for k in TAP_LINKS} if self.keep_taps else {}
         if n:
             ts0, ts1 = int(work.ts_ns.min()), int(work.ts_ns.max())
             self.first_ts = ts0 if self.first_ts is None else min(self.first_ts, ts0)
             self.last_ts = ts1 if self.last_ts is None else max(self.last_ts, ts1)
         st = work.status
-        # cut by a snaplen but with whole L4 headers: processed as captured (their wire length is kept), counted
-        self.truncated += int(np.count_nonzero((st == PktStatus.OK) & (work.wirelen > work.caplen)))
         stage = np.full(n, 255, np.uint8)
         stage[st != PktStatus.OK] = S_INPUT
+        frags = bool(kind.any())  # first fragments record their fate for later ones, later ones take it
+        if frags:
+            stage[kind == K_LATER] = 255  # settled after the walk, from their first fragment
         self.stage_seconds["parse"] += time.perf_counter() - t0
 
+        # the packets' own addresses and ports, before NAT rewrites them, for the records of dropped flows
+        before = (None if self.drop_log is None or not n
+                  else (work.src_ip.copy(), work.dst_ip.copy(), work.sport.copy(), work.dport.copy()))
         walk = _Walk(self, work, taps, stage)
         walk.enter()
         walk.run()
         gen = walk.generated_walk()
+        if before is not None:
+            self._log_drops(work, before, stage, walk.fw)
+        nm = np.flatnonzero((stage == S_NAT) & (work.status == PktStatus.NAT_NO_MAPPING))
+        if nm.size:
+            # replies of denied flows meet no mapping too: only flows no firewall knows may have begun earlier
+            self.no_mapping_without_session += int(np.count_nonzero(~self._has_session(work, nm)))
 
         t0 = time.perf_counter()
-        out_main = work.filter(walk.delivered != D_NONE)
-        parts, order = [out_main], [np.flatnonzero(walk.delivered != D_NONE)]
+        release = None
+        if frags:
+            release = self.frags.settle(work, kind, slot, fgen, stage, walk.fw, walk.delivered, S_INPUT)
+        dl = np.flatnonzero(walk.delivered != D_NONE)
+        out_main = work[dl]
+        # output order: input order, a firewall reset right after its packet, a fragment released by its first
+        # fragment right after that one (keys 2 * row, 2 * row + 1)
+        parts, order = [out_main], [2 * dl]
+        resort = False
+        if release is not None:
+            rel = release[dl]
+            early = rel >= 0
+            if early.any():
+                order[0] = np.where(early, 2 * rel + 1, 2 * dl)
+                resort = True
         if gen is not None:
             parts.append(gen.batch.filter(gen.delivered != D_NONE))
-            order.append(gen.source[gen.delivered != D_NONE])
+            order.append(2 * gen.source[gen.delivered != D_NONE] + 1)
         key = np.concatenate(order)
-        if len(parts) > 1 and key.size:
+        if (len(parts) > 1 or resort) and key.size:
             perm = np.argsort(key, kind="stable")
             out = PacketBatch.concat(parts)[perm]
         else:
             out = parts[0]
-        res = ChunkResult(out, st, stage, walk.delivered, walk.fw, generated=0 if gen is None else len(gen.batch),
-                          taps=taps, rule=walk.rule, failed_fw=walk.failed_fw,
+        res = ChunkResult(out, st[h:], stage[h:], walk.delivered[h:], walk.fw[h:],
+                          generated=0 if gen is None else len(gen.batch),
+                          taps=taps, rule=walk.rule[h:], failed_fw=walk.failed_fw[h:],
                           resets=None if gen is None else Resets(gen.batch, gen.batch.status, gen.stage,
-                                                                 gen.delivered, gen.source))
+                                                                 gen.delivered, gen.source - h))
         self._account(res, gen)
+        if h:  # held fragments of earlier batches dropped now (their packets were counted in then)
+            for s_, name in enumerate(STAGES):
+                self.counters[name].add_drops(st[:h][stage[:h] == s_])
         self.stage_seconds["output"] += time.perf_counter() - t0
         return res
+
+    def _log_drops(self, work: PacketBatch, before, stage: np.ndarray, fw: np.ndarray) -> None:
+        """Hand the drop log the packets dropped without a session (see :class:`~gwlb_fast.report.DropLog`)."""
+        st = work.status
+        rows = np.flatnonzero((stage != 255) & (stage != S_INPUT)
+                              & (((fw < 0) & (st != PktStatus.FW_FAILED)) | np.isin(st, _NO_SESSION)))
+        if rows.size == 0:
+            return
+        # a packet dropped before any firewall whose flow has a session there (a reply of a denied flow) is in
+        # that session's record
+        early = fw[rows] < 0
+        if early.any():
+            keep = np.ones(rows.size, bool)
+            keep[early] = ~self._has_session(work, rows[early])
+            rows = rows[keep]
+            if rows.size == 0:
+                return
+        src, dst, sp, dp = (c[rows] for c in before)
+        proto = work.proto[rows]
+        flip = None
+        if self.pickup:
+            flip = self.sides.sender_is_server(src, dst, sp, dp, proto, work.tcp_flags[rows])
+        self.drop_log.add(src, dst, sp, dp, proto, work.ts_ns[rows], work.wirelen[rows], st[rows], fw[rows],
+                          flip)
+
+    def _has_session(self, work: PacketBatch, rows: np.ndarray) -> np.ndarray:
+        """bool per row: some firewall holds a session of the row's flow (as the row's columns address it)."""
+        from ._kernels.flowtable import canonical_5tuple
+
+        k = rows.size
+        a_ip, b_ip = np.empty(k, np.uint32), np.empty(k, np.uint32)
+        a_pt, b_pt = np.empty(k, np.uint16), np.empty(k, np.uint16)
+        rev = np.empty(k, np.uint8)
+        canonical_5tuple(work.src_ip[rows], work.dst_ip[rows], work.sport[rows], work.dport[rows],
+                         a_ip, b_ip, a_pt, b_pt, rev)
+        proto = work.proto[rows]
+        found = np.zeros(k, bool)
+        slot = np.empty(k, np.int64)
+        for e in self.endpoints:
+            tag = np.full(k, e.id, np.uint64)
+            for insp in self.gwlbs.values():
+                for fw in insp.firewalls:
+                    fw.table.lookup(a_ip, b_ip, a_pt, b_pt, proto, tag, slot)
+                    found |= slot >= 0
+        return found
 
     def _account(self, res: ChunkResult, gen) -> None:
         n = res.status.shape[0]
@@ -332,7 +435,11 @@ class Pipeline:
 
     # ------------------------------------------------------------------ end of run
     def finish(self) -> list[tuple[str, int, np.ndarray]]:
-        """Close every firewall session (end of run); returns (gwlb, firewall index, sessions) triples."""
+        """Close every firewall session (end of run); returns (gwlb, firewall index, sessions) triples. Fragments
+        still held (their first fragment never came) are dropped (``FRAG_NO_FIRST``)."""
+        held = self.frags.flush()
+        if held is not None:
+            self.counters["input"].add_drops(held.status)
         out = []
         for name, insp in self.gwlbs.items():
             for k, s in insp.finish(self.last_ts):
@@ -460,6 +567,7 @@ class Pipeline:
                 out_w = OrderedWriter(PcapWriter(output, linktype=1 if fmt == "pcap" else None))
             if flow_log is not None:
                 log_w = FlowLogWriter(flow_log)
+                self.drop_log = DropLog(self._direction_of, self._drop_firewall_names())
             if tap_dir is not None:
                 tap_dir.mkdir(parents=True, exist_ok=True)
                 for k, path in tap_paths.items():
@@ -537,12 +645,16 @@ class Pipeline:
                             if log_w is not None:
                                 log_w.write(self.flow_records(g, k, s))
                             _notify(observers, "sessions", self, g, k, s)
+                    if log_w is not None:
+                        log_w.write(self.drop_log.take(int(part.ts_ns.max()) if len(part) else None))
                     self.stage_seconds["output"] += time.perf_counter() - t0
                 progress.update(self.packets_in, getattr(reader, "offset", None))
             for g, k, s in [*self._collect_sessions(), *self.finish()]:
                 if log_w is not None:
                     log_w.write(self.flow_records(g, k, s))
                 _notify(observers, "sessions", self, g, k, s)
+            if log_w is not None:
+                log_w.write(self.drop_log.finish())
         finally:
             progress.close()
 
@@ -559,6 +671,19 @@ class Pipeline:
 
     def _collect_sessions(self):
         return self.take_sessions()
+
+    def _direction_of(self, client_ip: np.ndarray) -> np.ndarray:
+        """bool[k]: True where a flow's client is inside a VPC subnet (outbound), as the flow log says."""
+        out = np.zeros(client_ip.shape[0], bool)
+        for r in self.routers:
+            out |= r.subnet_of(client_ip) >= 0
+        return out
+
+    def _drop_firewall_names(self) -> list[str] | None:
+        """Firewall index -> name for drop records (one GWLB: its fleet; several: indices are ambiguous)."""
+        if len(self.gwlbs) == 1:
+            return list(next(iter(self.gwlbs.values())).cfg.firewall_names)
+        return None
 
     def _events(self, events) -> list[dict]:
         if events is None:
@@ -655,9 +780,39 @@ class Pipeline:
                           ("no_mapping_packets", PktStatus.NAT_NO_MAPPING)):
             nat[key] = int(nat_drops[code])
         s.nat = nat
+        picked = np.zeros(2, np.int64)
+        for insp in self.gwlbs.values():
+            for fw in insp.firewalls:
+                picked += fw.picked_up
+        s.replay = {"pickup": self.pickup, "local_packets": self.local_packets,
+                    "sessions_picked_up": int(picked[0]), "sessions_reversed": int(picked[1]),
+                    "mappings_picked_up": nat.get("mappings_picked_up", 0),
+                    "server_side_packets": nat.get("server_side_packets", 0)}
         s.events = list(self.events_done)
         s.stage_seconds = {k: round(v, 4) for k, v in self.stage_seconds.items()}
+        s.hints = self._hints()
         return s
+
+    def _hints(self) -> list[str]:
+        """One line naming the setting that would keep the packets of flows that began before the capture, when
+        they are more than 1% of the packets (TCP_NOT_SYN at a firewall, NAT_NO_MAPPING at a NAT gateway)."""
+        if not self.packets_in:
+            return []
+        not_syn = int(self.counters["firewall"].drops[PktStatus.TCP_NOT_SYN])
+        no_map = self.no_mapping_without_session
+        share = (not_syn + no_map) / self.packets_in
+        if share <= 0.01:
+            return []
+        what = " and ".join(f"{k:,} {name}" for k, name in ((not_syn, "TCP_NOT_SYN"), (no_map, "NAT_NO_MAPPING"))
+                            if k)
+        if not self.pickup:
+            return [(f"hint: {what} drops ({share:.1%} of the packets) look like flows that began before the capture: "
+                    f"set replay: {{pickup: true}} in the topology (or run --pickup) to take them as established")]
+        if not_syn and self.policy.tcp_reject_non_syn:
+            return [(f"hint: {what} drops ({share:.1%} of the packets): security_policy.tcp_reject_non_syn: false "
+                    f"lets the firewalls accept a TCP session's non-SYN first packet (e.g. flows moved by a "
+                    f"failover)")]
+        return []
 
 
 def _notify(observers, what: str, *args) -> None:
@@ -741,6 +896,11 @@ class _Walk:
         """Where each packet enters: its subnet's route table, or the NAT gateway it came to from the Internet."""
         t0 = time.perf_counter()
         b, p = self.batch, self.p
+        if len(b) and mark_special(b.status, b.src_ip, b.dst_ip, p._subnet_broadcast):
+            self.stage[(b.status >= PktStatus.BROADCAST) & (b.status <= PktStatus.LINK_LOCAL)] = S_ROUTE
+            if p.trace is not None:
+                for code in (PktStatus.BROADCAST, PktStatus.MULTICAST, PktStatus.MARTIAN, PktStatus.LINK_LOCAL):
+                    self._trace("drop", np.flatnonzero(b.status == code), status=int(code), stage=S_ROUTE)
         ok = b.status == PktStatus.OK
         for vi, r in enumerate(p.routers):
             sub = r.subnet_of(b.src_ip)
@@ -748,6 +908,14 @@ class _Walk:
             self.vpc[m] = vi
             self.table[m] = r.subnet_table[sub[m]]
             self._trace("enter-subnet", np.flatnonzero(m), vpc=vi, subnet=sub[m])
+            # between two hosts of one subnet: delivered by the VPC itself, never through a route table
+            same = np.flatnonzero(m & (r.subnet_of(b.dst_ip) == sub))
+            if same.size:
+                self.table[same] = -1
+                self.delivered[same] = D_HOST
+                self._tap_rows("vpc-to-host", same)
+                self._trace("deliver", same, to="host", local=True)
+                p.local_packets += int(same.size)
         outside = np.flatnonzero(ok & (self.vpc < 0))
         p.stage_seconds["route"] += time.perf_counter() - t0
         if outside.size == 0:
@@ -775,8 +943,28 @@ class _Walk:
                 self.vpc[good], self.table[good] = vi, table
                 self._tap_rows("nat-to-vpc", good)
             # addressed to a private host of the gateway's VPC or of its SNAT sources (a centralized gateway
-            # translates other VPCs' flows): a reply to its SNAT'ed flow as the host sees it
+            # translates other VPCs' flows): to a DNAT target, as the server sees it after the translation (a
+            # capture taken at the server): put back in its public form and translated again
             priv = ~claimed & (p.nat_private[g].lookup(b.dst_ip[outside]) >= 0)
+            if priv.any() and gw.cfg.dnat:
+                cand = outside[priv]
+                rule = gw.dnat_rule_of_target(b.dst_ip[cand], b.dport[cand], b.proto[cand])
+                srv = rule >= 0
+                if srv.any():
+                    rows = cand[srv]
+                    claimed[np.flatnonzero(priv)[srv]] = True
+                    priv &= ~claimed
+                    sub = b[rows]
+                    _to_public(sub, gw.public_ip, gw._dnat_port[rule[srv]])
+                    self._tap("internet-to-nat", sub)
+                    gw.inbound(sub)
+                    bad = self._sync(rows, sub)
+                    self.stage[rows[bad]] = S_NAT
+                    good = rows[sub.status == PktStatus.OK]
+                    self.vpc[good], self.table[good] = vi, table
+                    self._tap_rows("nat-to-vpc", good)
+                    gw.stats["server_side_packets"] += int(rows.size)
+            # otherwise a reply to the host's SNAT'ed flow as the host sees it
             if priv.any():
                 rows = outside[priv]
                 claimed |= priv
@@ -787,6 +975,15 @@ class _Walk:
                 # rest of its flow) until those packets have been walked, see _hold
                 senders = ok & (self.vpc >= 0) & ~self.from_internet
                 soon = ~known & _sent_earlier(b, senders, rows)
+                if p.pickup and not (known | soon).all():
+                    # a flow that began before the capture: its mapping was made by packets we never saw (a flow
+                    # a firewall knows did not: e.g. one it denied)
+                    miss = np.flatnonzero(~known & ~soon)
+                    miss = miss[~p._has_session(b, rows[miss])]
+                    mr = rows[miss]
+                    pport[miss] = gw.pickup(b.dst_ip[mr], b.dport[mr], b.proto[mr], b.ts_ns[mr], b.wirelen[mr],
+                                            b.tcp_flags[mr])
+                    known = pport >= 0
                 self.pending_nat[rows[soon]] = g
                 self._drop(rows[~known & ~soon], PktStatus.NAT_NO_MAPPING, S_NAT)
                 go = rows[known | soon]
@@ -1036,6 +1233,10 @@ def _own_copy(batch: PacketBatch, arena: np.ndarray | None) -> PacketBatch:
                        batch.linktype.copy())
 
 
+#: firewall drops that leave no session behind (the drop log records their flows)
+_NO_SESSION = np.array([PktStatus.TCP_NOT_SYN, PktStatus.UNKNOWN_ENDPOINT, PktStatus.FLOW_TABLE_FULL], np.uint8)
+
+
 def _present(index: np.ndarray, k: int) -> list[int]:
     """The values in ``index`` (gateway or endpoint indices in ``[0, k)``), ascending: np.unique without its sort."""
     return np.flatnonzero(np.bincount(index, minlength=k)).tolist() if index.size else []
@@ -1049,6 +1250,22 @@ def _sent_earlier(b: PacketBatch, senders: np.ndarray, rows: np.ndarray) -> np.n
     rows = rows.astype(np.int64, copy=False)
     first = first_row_join(b.src_ip, b.sport, b.proto, src, b.dst_ip, b.dport, rows, np.empty(rows.size, np.int64))
     return (first >= 0) & (first < rows)
+
+
+def _to_public(batch: PacketBatch, public_ip: int, public_port: np.ndarray) -> None:
+    """Rewrite packets to a DNAT target back to the public address and port they reached the gateway on, in place
+    (their arena and columns)."""
+    from ._kernels.nat import NAT_DNAT, nat_rewrite
+    from .natgw import NatRecord
+
+    n = len(batch)
+    for name in ("status", "dst_ip", "dport", "sport"):
+        col = getattr(batch, name)
+        if not col.flags.writeable or not col.flags.c_contiguous:
+            setattr(batch, name, np.ascontiguousarray(col).copy())
+    nat_rewrite(batch.data, batch.off, batch.caplen, batch.l3_off, batch.l4_off, batch.proto, 1,
+                np.full(n, public_ip, np.uint32), np.ascontiguousarray(public_port, np.int32), batch.status,
+                batch.dst_ip, batch.dport, batch.sport, np.full(n, NAT_DNAT, np.uint8), *NatRecord.empty(n).as_args())
 
 
 def _public_form(batch: PacketBatch, public_ip: int, public_port: np.ndarray) -> PacketBatch:

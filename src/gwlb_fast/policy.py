@@ -859,15 +859,30 @@ _INT32 = np.dtype(np.int32)
 
 
 def _column(name, arr, dtype, n):
-    # ValueError for every bad column (kernel convention), a non-array included.
-    if type(arr) is not np.ndarray and not isinstance(arr, np.ndarray):
-        raise ValueError(
-            f"{name} must be a numpy array of {dtype}, got {type(arr).__name__}")
-    if arr.dtype != dtype or arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D {dtype}, got {arr.dtype} with shape {arr.shape}")
-    if n is not None and arr.shape[0] != n:
-        raise ValueError(f"{name} has length {arr.shape[0]}, expected {n}")
-    return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
+    """``arr`` as a contiguous 1-D column of ``dtype``: exact columns pass as they are; other integer arrays, lists
+    and scalars (Python or numpy) are converted when every value fits the field (a 0-d result is broadcast by the
+    caller). ValueError, naming the column, for anything else (kernel convention)."""
+    if isinstance(arr, np.ndarray) and arr.dtype == dtype and arr.ndim == 1:
+        if n is not None and arr.shape[0] != n:
+            raise ValueError(f"{name} has length {arr.shape[0]}, expected {n}")
+        return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
+    try:
+        a = np.asarray(arr)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be integers (a scalar, a list or a 1-D integer array), "
+                         f"got {type(arr).__name__}") from None
+    if a.dtype.kind not in "iu" or a.ndim > 1:
+        raise ValueError(f"{name} must be integers (a scalar, a list or a 1-D integer array), got "
+                         f"{type(arr).__name__} of {a.dtype} with shape {a.shape}")
+    if a.size:
+        lo, hi = int(a.min()), int(a.max())
+        top = int(np.iinfo(dtype).max)
+        if lo < 0 or hi > top:
+            raise ValueError(f"{name}: value {lo if lo < 0 else hi} does not fit {dtype} (0..{top})")
+    if a.ndim == 1 and n is not None and a.shape[0] != n:
+        raise ValueError(f"{name} has length {a.shape[0]}, expected {n}")
+    a = a.astype(dtype, copy=False)
+    return np.ascontiguousarray(a) if a.ndim else a  # ascontiguousarray makes a 0-d value 1-d
 
 
 class Classifier:
@@ -937,6 +952,8 @@ class Classifier:
             Host byte order.
         sport, dport : uint16[n]
         proto : uint8[n]
+            Each column may also be any integer array, a list or a scalar (Python or numpy) whose values fit the
+            field; scalars apply to every row.
         zone_from, zone_to : uint8[n], optional
             Zone index (``policy.zone_names``) of the packet's ingress / egress; None means unknown
             (``ZONE_UNKNOWN``): then only rules without a ``from`` / ``to`` restriction can match.
@@ -951,24 +968,36 @@ class Classifier:
 
         Returns
         -------
-        int32[n]
+        int32[n], or an int when every column is a scalar (and ``out`` is None)
 
         Raises
         ------
         ValueError
-            Naming the column with the wrong dtype, dimension or length.
+            Naming the column that is not integers, has a value outside its field, more than one dimension or
+            the wrong length.
         """
-        n = src_ip.shape[0] if isinstance(src_ip, np.ndarray) else None
+        given = (src_ip, dst_ip, sport, dport, proto, zone_from, zone_to)
+        # the batch length: the first column given as a sequence (scalars broadcast to it); all scalars -> one row
+        n = next((len(a) for a in given if a is not None and np.ndim(a) == 1), None)
         cols = []
-        for (name, dtype), arr in zip(_COLS, (src_ip, dst_ip, sport, dport, proto, zone_from, zone_to)):
+        for (name, dtype), arr in zip(_COLS, given):
             if arr is None and name.startswith("zone"):
                 cols.append(None)
                 continue
-            cols.append(_column(name, arr, dtype, n))
+            col = _column(name, arr, dtype, n)
+            cols.append(col if col.ndim == 1 else np.full(1 if n is None else n, col, dtype))
+        if n is None and out is None:
+            one = {k: None if v is None else np.atleast_1d(np.asarray(v)) for k, v in (("app", app),
+                                                                                    ("category", category))}
+            if one["category"] is not None and one["category"].ndim == 1 and np.ndim(category) == 1:
+                one["category"] = one["category"][None, :]  # the categories of the one row
+            return int(self.classify(*cols, **one)[0])
         if out is None:
             out = np.empty(cols[0].shape[0], dtype=np.int32)
         else:
-            _column("out", out, _INT32, cols[0].shape[0])
+            if not isinstance(out, np.ndarray) or out.dtype != _INT32 or out.shape != (cols[0].shape[0],):
+                raise ValueError(f"out must be a 1-D int32 array of length {cols[0].shape[0]}, got "
+                                 f"{getattr(out, 'dtype', type(out).__name__)} with shape {np.shape(out)}")
             if not out.flags.writeable or not out.flags.c_contiguous:
                 raise ValueError("out must be a writeable, contiguous int32 array")
         nrow = cols[0].shape[0]

@@ -72,6 +72,8 @@ class Summary:
     input_skipped_records: int = 0
     out_of_order: int = 0
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    hints: list[str] = field(default_factory=list)
+    replay: dict[str, int] = field(default_factory=dict)
 
     @property
     def dropped(self) -> int:
@@ -117,6 +119,12 @@ class Summary:
             items = [(k.replace("_packets", "").replace("_", " "), v) for k, v in self.nat.items()]
             for i in range(0, len(items), 3):
                 w("  " + "".join(f"{k:<20}{v:>12,}    " for k, v in items[i : i + 3]).rstrip() + "\n")
+        shown = {k: v for k, v in self.replay.items() if k != "pickup" and v}
+        if shown or self.replay.get("pickup"):
+            w("replay" + ("       pickup on" if self.replay.get("pickup") else "") + "\n")
+            items = [(k.replace("_packets", "").replace("_", " "), v) for k, v in shown.items()]
+            for i in range(0, len(items), 3):
+                w("  " + "".join(f"{k:<20}{v:>12,}    " for k, v in items[i : i + 3]).rstrip() + "\n")
         for ev in self.events:
             what = ev.get("state") or ev.get("event")
             cause = f" ({ev['cause']})" if ev.get("cause") else ""
@@ -132,6 +140,8 @@ class Summary:
               f"the reorder window)\n")
         if self.input_error:
             w(f"input error  {self.input_error}\n")
+        for line in self.hints:
+            w(line + "\n")
         return out.getvalue()
 
 
@@ -140,6 +150,138 @@ FLOW_LOG_FIELDS = (
     "nat_ip", "nat_port", "packets", "bytes", "packets_reply", "bytes_reply", "first_seen", "last_seen",
     "end_reason",
 )
+
+
+class DropLog:
+    """Flow-log records of the flows dropped without a session (DESIGN.md section 10: a record for every flow).
+
+    Dropped packets are aggregated per conversation (canonical 5-tuple) in a bounded
+    :class:`~gwlb_fast._kernels.flowtable.FlowTable`, batch by batch: the client is the sender of the conversation's
+    first dropped packet (with pickup, the side :class:`~gwlb_fast.replay.FlowSides` names), packets and bytes are
+    counted per direction, and the record's end reason names the first packet's drop (``tcp-not-syn``,
+    ``no-route``, ``nat-no-mapping``, ...). A record is written when its conversation idles out (the GWLB's
+    timeouts, 350 s for TCP and 120 s for others), when the table needs its slot, or at the end of the run.
+
+    Parameters
+    ----------
+    direction_of : callable
+        ``bool[k]`` per client address: True for outbound (client inside a VPC).
+    firewall_names : list of str, optional
+        Firewall index -> name for drops at a firewall (``TCP_NOT_SYN``).
+    capacity : int
+        Conversations held at once.
+    """
+
+    def __init__(self, direction_of, firewall_names=None, capacity: int = 1 << 16):
+        from ._kernels.flowtable import FlowTable
+
+        self._direction_of = direction_of
+        self._fw_names = firewall_names
+        self.table = FlowTable(capacity, evict="oldest-idle")
+        cap = self.table.capacity
+        self.client_rev = np.zeros(cap, np.uint8)
+        self.reason = np.zeros(cap, np.uint8)
+        self.fw = np.full(cap, -1, np.int16)
+        self.packets = np.zeros((cap, 2), np.int64)  # [slot, 0] client to server, [slot, 1] back
+        self.bytes = np.zeros((cap, 2), np.int64)
+        self.now_ns: int | None = None
+        self._pending: list[dict[str, list]] = []
+
+    def add(self, src_ip, dst_ip, sport, dport, proto, ts_ns, nbytes, status, fw, sender_is_server=None) -> None:
+        """Account dropped packets (columns of equal length, in time order) to their conversations."""
+        from ._kernels.flowtable import canonical_5tuple
+
+        m = src_ip.shape[0]
+        if m == 0:
+            return
+        a_ip, b_ip = np.empty(m, np.uint32), np.empty(m, np.uint32)
+        a_pt, b_pt = np.empty(m, np.uint16), np.empty(m, np.uint16)
+        rev = np.empty(m, np.uint8)
+        canonical_5tuple(np.ascontiguousarray(src_ip, np.uint32), np.ascontiguousarray(dst_ip, np.uint32),
+                         np.ascontiguousarray(sport, np.uint16), np.ascontiguousarray(dport, np.uint16),
+                         a_ip, b_ip, a_pt, b_pt, rev)
+        ts = np.ascontiguousarray(ts_ns, np.int64)
+        self.expire(int(ts.min()))
+        slot = np.empty(m, np.int64)
+        is_new = np.empty(m, np.uint8)
+        self.table.lookup_or_insert(a_ip, b_ip, a_pt, b_pt, np.ascontiguousarray(proto, np.uint8), None, ts,
+                                    np.ascontiguousarray(nbytes, np.uint32), slot, is_new)
+        ended, recs, _ = self.table.take_ended()
+        if ended.size:
+            self._emit(ended, recs)
+        live = slot >= 0
+        start = np.flatnonzero(live & (is_new != 0))
+        if start.size:
+            # the first packet of each new conversation sets its client, reason and firewall (a slot restarted
+            # twice in one call keeps its last start: later rows come last in the fancy assignment)
+            s0 = slot[start]
+            first_rev = rev[start]
+            if sender_is_server is not None:
+                first_rev = first_rev ^ np.asarray(sender_is_server, bool)[start].astype(np.uint8)
+            self.client_rev[s0] = first_rev
+            self.reason[s0] = np.asarray(status)[start]
+            self.fw[s0] = np.asarray(fw)[start]
+            self.packets[s0] = 0
+            self.bytes[s0] = 0
+        sl = slot[live]
+        back = (rev[live] != self.client_rev[sl]).astype(np.intp)
+        np.add.at(self.packets, (sl, back), 1)
+        np.add.at(self.bytes, (sl, back), np.asarray(nbytes, np.int64)[live])
+        self.now_ns = int(ts.max()) if self.now_ns is None else max(self.now_ns, int(ts.max()))
+
+    def expire(self, now_ns: int, full: bool = False) -> None:
+        slots, recs = self.table.expire_all(now_ns) if full else self.table.expire(now_ns, 4096)
+        if slots.size:
+            self._emit(slots, recs)
+
+    def take(self, now_ns: int | None = None) -> dict[str, list]:
+        """Records of the conversations that ended so far (flow-log columns, FLOW_LOG_FIELDS)."""
+        if now_ns is not None:
+            self.expire(now_ns)
+        return self._columns()
+
+    def finish(self) -> dict[str, list]:
+        """End of run: every conversation still held ends (idle ones as they would have, the rest now)."""
+        if self.now_ns is not None:
+            self.expire(self.now_ns, full=True)
+        slots, recs = self.table.drain()
+        if slots.size:
+            self._emit(slots, recs)
+        return self._columns()
+
+    def _emit(self, slots: np.ndarray, recs: np.ndarray) -> None:
+        from .status import PktStatus
+
+        k = slots.shape[0]
+        c_rev = self.client_rev[slots].astype(bool)
+        cip = np.where(c_rev, recs["b_ip"], recs["a_ip"])
+        sip = np.where(c_rev, recs["a_ip"], recs["b_ip"])
+        cport = np.where(c_rev, recs["b_port"], recs["a_port"])
+        sport = np.where(c_rev, recs["a_port"], recs["b_port"])
+        outbound = self._direction_of(cip)
+        names = {int(c): PktStatus(int(c)).name.lower().replace("_", "-") if int(c) in PktStatus._value2member_map_
+                 else f"status-{int(c)}" for c in np.unique(self.reason[slots]).tolist()}
+        fw = self.fw[slots].tolist()
+        fw_names = self._fw_names
+        self._pending.append({
+            "src_ip": ip_strs(cip), "src_port": cport.tolist(), "dst_ip": ip_strs(sip), "dst_port": sport.tolist(),
+            "proto": recs["proto"].tolist(),
+            "direction": ["outbound" if o else "inbound" for o in outbound.tolist()],
+            "endpoint": [None] * k,
+            "firewall": [fw_names[f] if fw_names is not None and 0 <= f < len(fw_names) else None for f in fw],
+            "rule": [None] * k, "action": ["drop"] * k, "nat_ip": [None] * k, "nat_port": [None] * k,
+            "packets": self.packets[slots, 0].tolist(), "bytes": self.bytes[slots, 0].tolist(),
+            "packets_reply": self.packets[slots, 1].tolist(), "bytes_reply": self.bytes[slots, 1].tolist(),
+            "first_seen": (recs["first_seen"] / 1e9).tolist(), "last_seen": (recs["last_seen"] / 1e9).tolist(),
+            "end_reason": [names[int(c)] for c in self.reason[slots].tolist()],
+        })
+
+    def _columns(self) -> dict[str, list]:
+        if not self._pending:
+            return {}
+        out = {f: [v for p in self._pending for v in p[f]] for f in FLOW_LOG_FIELDS}
+        self._pending = []
+        return out
 
 
 class FlowLogWriter:

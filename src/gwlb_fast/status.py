@@ -56,6 +56,11 @@ class PktStatus(IntEnum):
     FRAG_OVERLAP = 57      # fragment overlapping bytes already seen of its datagram
     FRAG_TABLE_FULL = 58   # no room left in the fragment table (or in its hold count)
     ICMP_NO_SESSION = 59   # ICMP error quoting a packet of no known flow/session (nothing to be related to)
+    # --- addresses a VPC router treats specially (never routed to a NAT gateway or the Internet) -------------
+    BROADCAST = 60         # to 255.255.255.255 or to a subnet's broadcast address (a VPC forwards no broadcast)
+    MULTICAST = 61         # to 224.0.0.0/4 (no multicast domain is modelled)
+    MARTIAN = 62           # 0.0.0.0/8 or 127.0.0.0/8 on either side, or from a broadcast or multicast source
+    LINK_LOCAL = 63        # 169.254.0.0/16 on either side: served by the host (metadata, DNS), never routed
 
 
 N_STATUS = 64

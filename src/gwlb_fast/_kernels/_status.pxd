@@ -43,3 +43,7 @@ cdef enum PktStatus:
     ST_FRAG_OVERLAP = 57
     ST_FRAG_TABLE_FULL = 58
     ST_ICMP_NO_SESSION = 59
+    ST_BROADCAST = 60
+    ST_MULTICAST = 61
+    ST_MARTIAN = 62
+    ST_LINK_LOCAL = 63

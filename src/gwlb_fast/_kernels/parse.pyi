@@ -15,6 +15,13 @@ def parse_packets(
     l3_off: np.ndarray,  # int32[n] out
     l4_off: np.ndarray,  # int32[n] out
 ) -> None: ...
+def fill_ip_checksums(
+    data: np.ndarray,  # uint8[::1], in/out
+    off: np.ndarray,  # int64[n]
+    caplen: np.ndarray,  # uint32[n]
+    l3_off: np.ndarray,  # int32[n]
+    status: np.ndarray,  # uint8[n]
+) -> int: ...
 def gather_packets(
     src: np.ndarray,  # const uint8[::1]
     src_off: np.ndarray,  # const int64[n]

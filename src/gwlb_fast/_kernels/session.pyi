@@ -47,6 +47,12 @@ END_TCP_RST_FROM_SERVER: int
 END_POLICY_DENY: int
 END_EVICTED: int
 END_OF_RUN: int
+END_FW_FAILED: int
+END_MOVED: int
+
+# pickup counters: indices into session_update's picked_up
+PICKUP_NON_SYN: int
+PICKUP_REVERSED: int
 
 # kinds of returned frames (same values as tcpreset.KIND_*)
 OUT_ECHO: int
@@ -82,6 +88,9 @@ def session_update(
     deny_timeout_ns: int,
     start: int = 0,
     n_ended: int = 0,
+    flip: np.ndarray | None = None,  # const uint8[n]: 1 = a session started here has the destination as client
+    accept_non_syn: bool = False,  # a TCP session may start without a SYN
+    picked_up: np.ndarray | None = None,  # int64[2] in/out: sessions started without SYN / reversed
 ) -> tuple[int, int]:
     """Apply packets start.. to their sessions in batch order; returns (rows filled in ended, stop row): the pass
     stops (stop < n) at a row that would start a session but has rule -1; classify it and call again from there."""

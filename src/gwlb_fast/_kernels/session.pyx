@@ -58,6 +58,12 @@ END_TCP_RST_FROM_SERVER = 4
 END_POLICY_DENY = 5
 END_EVICTED = 6
 END_OF_RUN = 7
+END_FW_FAILED = 8  # set by the firewall stage: the GWLB found the firewall failed (failover: keep)
+END_MOVED = 9      # set by the firewall stage: the GWLB moved the flow to another firewall (failover: rebalance)
+
+# pickup counters (``picked_up``)
+PICKUP_NON_SYN = 0   # sessions started by a TCP packet that is not a SYN
+PICKUP_REVERSED = 1  # sessions whose first packet travels from the server (``flip``)
 
 # output kinds (same values as tcpreset.KIND_*)
 OUT_ECHO = 0
@@ -120,7 +126,8 @@ def session_update(const int64_t[::1] slot, const uint8_t[::1] is_new, const uin
                    int64_t[:, ::1] sess, uint8_t[::1] status, int32_t[::1] out_rule, uint8_t[::1] out_n,
                    uint8_t[::1] out_kind1, uint8_t[::1] out_kind2, int64_t[::1] hits, int64_t[:, ::1] ended,
                    int64_t[::1] ended_slot, int64_t close_timeout_ns, int64_t deny_timeout_ns,
-                   Py_ssize_t start=0, Py_ssize_t n_ended=0):
+                   Py_ssize_t start=0, Py_ssize_t n_ended=0, const uint8_t[::1] flip=None,
+                   bint accept_non_syn=False, int64_t[::1] picked_up=None):
     """Apply the packets ``start, start+1, ...`` to their sessions in batch order.
 
     Parameters
@@ -168,6 +175,15 @@ def session_update(const int64_t[::1] slot, const uint8_t[::1] is_new, const uin
         First row to process (rows before it are left as they are).
     n_ended : int
         Rows of ``ended`` already filled by earlier calls for this batch.
+    flip : uint8[n], optional
+        1 where a packet that starts a session travels from the server to the client (a flow picked up mid-stream
+        in its reply direction): the session's client is then the packet's destination. None: all 0.
+    accept_non_syn : bool
+        A TCP session may start with a packet that is not a SYN (VM-Series ``tcp_reject_non_syn: false``, or a
+        flow picked up mid-stream); by default such a packet is ``ST_TCP_NOT_SYN``.
+    picked_up : int64[2], optional
+        In/out: sessions started by a non-SYN TCP packet (``PICKUP_NON_SYN``) and by a packet with ``flip``
+        (``PICKUP_REVERSED``).
 
     Returns
     -------
@@ -186,7 +202,12 @@ def session_update(const int64_t[::1] slot, const uint8_t[::1] is_new, const uin
     cdef Py_ssize_t n = slot.shape[0], cap = sess.shape[0], nh = hits.shape[0]
     cdef Py_ssize_t i, f, ne = n_ended, stop = n
     cdef int64_t s, st, r, a
-    cdef uint8_t fl, pr, from_client, to_client_kind, to_server_kind
+    cdef uint8_t fl, pr, from_client, to_client_kind, to_server_kind, fp
+    cdef bint has_flip = flip is not None, count_pickup = picked_up is not None
+    if has_flip and flip.shape[0] != n:
+        raise ValueError(f"flip: expected length {n}, got {flip.shape[0]}")
+    if count_pickup and picked_up.shape[0] != 2:
+        raise ValueError(f"picked_up: expected int64[2], got length {picked_up.shape[0]}")
     cdef int64_t* row
     cdef int64_t* erow
     for name, ln in (("is_new", is_new.shape[0]), ("rev", rev.shape[0]), ("proto", proto.shape[0]),
@@ -250,7 +271,7 @@ def session_update(const int64_t[::1] slot, const uint8_t[::1] is_new, const uin
                     ne += 1
                     row[_F_STATE] = _S_EMPTY
             if row[_F_STATE] == _S_EMPTY:
-                if pr == 6 and (fl & (_SYN | _ACK | _RST)) != _SYN:
+                if pr == 6 and (fl & (_SYN | _ACK | _RST)) != _SYN and not accept_non_syn:
                     status[i] = ST_TCP_NOT_SYN
                     continue
                 r = rule[i]
@@ -258,7 +279,12 @@ def session_update(const int64_t[::1] slot, const uint8_t[::1] is_new, const uin
                     stop = i
                     break
                 a = action[i]
-                row[_F_CLIENT_REV] = rev[i]
+                fp = flip[i] if has_flip else 0
+                if count_pickup:
+                    if pr == 6 and (fl & (_SYN | _ACK | _RST)) != _SYN:
+                        picked_up[0] += 1
+                    if fp:
+                        picked_up[1] += 1
                 row[_F_RULE] = r
                 row[_F_ACTION] = a
                 row[_F_PKTS_C2S] = 0
@@ -269,10 +295,18 @@ def session_update(const int64_t[::1] slot, const uint8_t[::1] is_new, const uin
                 row[_F_LAST] = ts_ns[i]
                 row[_F_FINS] = 0
                 row[_F_REASON] = 0
-                row[_F_CLIENT_IP] = src_ip[i]
-                row[_F_SERVER_IP] = dst_ip[i]
-                row[_F_CLIENT_PORT] = sport[i]
-                row[_F_SERVER_PORT] = dport[i]
+                if fp:
+                    row[_F_CLIENT_REV] = 1 - rev[i]
+                    row[_F_CLIENT_IP] = dst_ip[i]
+                    row[_F_SERVER_IP] = src_ip[i]
+                    row[_F_CLIENT_PORT] = dport[i]
+                    row[_F_SERVER_PORT] = sport[i]
+                else:
+                    row[_F_CLIENT_REV] = rev[i]
+                    row[_F_CLIENT_IP] = src_ip[i]
+                    row[_F_SERVER_IP] = dst_ip[i]
+                    row[_F_CLIENT_PORT] = sport[i]
+                    row[_F_SERVER_PORT] = dport[i]
                 row[_F_PROTO] = pr
                 row[_F_ENDPOINT] = <int64_t>endpoint[i]
                 row[_F_ZONE] = zone[i]

@@ -1,0 +1,349 @@
+"""IPv4 fragments: the tracker kernel against its oracle (and raw bytes), and fragments along the whole path."""
+import collections
+import shutil
+import socket
+import struct
+import subprocess
+
+import dpkt
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import gwlb_fast as gf
+from gwlb_fast import synth
+from gwlb_fast._kernels import frag as fk
+from gwlb_fast.config import topology_from_dict
+from gwlb_fast.fragments import FragmentTracker
+from gwlb_fast.pcapio import read_pcap, write_pcap
+from gwlb_fast.pipeline import STAGES, Pipeline
+from gwlb_fast.status import PktStatus
+from tests.oracles import frag as oracle
+from tests.shared_data import data_path
+from tests.strategies import ipv4_packet
+from tests.topologies import EXAMPLE, capture_topology
+
+S_INPUT = STAGES.index("input")
+has_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
+ETH = b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00"
+
+
+def _ip(s):
+    return int.from_bytes(socket.inet_aton(s), "big")
+
+
+def fragment(frame: bytes, sizes) -> list[bytes]:
+    """Cut an Ethernet frame's IPv4 datagram into fragments whose payloads have the given sizes (multiples of 8
+    but the last; the rest of the payload goes into the last fragment). dpkt writes the headers' checksums."""
+    eth = dpkt.ethernet.Ethernet(frame)
+    ip = eth.data
+    payload = bytes(ip.data) if not isinstance(ip.data, bytes) else ip.data
+    cuts, pos = [], 0
+    for size in sizes:
+        if pos + size >= len(payload):
+            break
+        cuts.append((pos, pos + size))
+        pos += size
+    cuts.append((pos, len(payload)))
+    out = []
+    for k, (a, b) in enumerate(cuts):
+        f = bytearray(bytes(dpkt.ip.IP(src=ip.src, dst=ip.dst, p=ip.p, id=ip.id, ttl=ip.ttl, data=payload[a:b])))
+        struct.pack_into("!H", f, 6, (a // 8) | (0x2000 if k < len(cuts) - 1 else 0))
+        struct.pack_into("!H", f, 10, 0)
+        struct.pack_into("!H", f, 10, dpkt.in_cksum(bytes(f[:20])))
+        out.append(bytes(eth)[:14] + bytes(f))
+    return out
+
+
+def udp_frame(src, dst, sport, dport, payload, ip_id=7):
+    ip = dpkt.ip.IP(src=socket.inet_aton(src), dst=socket.inet_aton(dst), p=17, id=ip_id, ttl=64,
+                    data=dpkt.udp.UDP(sport=sport, dport=dport, data=payload))
+    ip.data.ulen = 8 + len(payload)
+    return ETH + bytes(ip)
+
+
+# ------------------------------------------------------------------------------------------- the kernel vs oracle
+def _run_kernel(packets, ts, fates, hold_ns=10**9, capacity=1024, now=None):
+    b = gf.PacketBatch.from_packets(packets, ts_ns=ts).parse()
+    parsed = b.status.copy()
+    n = len(b)
+    tr = FragmentTracker(capacity=capacity, hold_seconds=hold_ns / 1e9)
+    slot, gen = np.full(n, -1, np.int64), np.zeros(n, np.int64)
+    kind = tr.scan(b, 0, slot, gen)
+    scanned = b.status.copy()
+    stage = np.where(b.status != PktStatus.OK, S_INPUT, 255).astype(np.uint8)
+    stage[kind == fk.K_LATER] = 255
+    fw = np.full(n, -1, np.int16)
+    delivered = np.zeros(n, np.uint8)
+    for i, f in fates.items():  # what the walk did to each first fragment
+        if kind[i] == fk.K_FIRST:
+            b.status[i], stage[i], fw[i], delivered[i], b.src_ip[i], b.dst_ip[i] = f
+    release = np.zeros(n, np.int64)
+    fk.frag_settle(b.data, b.off, b.caplen, b.l3_off, kind, slot, gen, b.status, stage, fw, delivered, b.src_ip,
+                   b.dst_ip, b.ts_ns, tr.tab, int(b.ts_ns.max()) if now is None else now, tr.hold_ns, S_INPUT,
+                   release)
+    return b, parsed, kind, scanned, stage, fw, delivered, release
+
+
+@st.composite
+def fragmented_traffic(draw):
+    """A few UDP/ICMP datagrams cut into fragments (sometimes with a duplicate or an overlapping piece, sometimes
+    missing their first fragment), all in one shuffled list, plus a fate for each first fragment."""
+    packets = []
+    for d in range(draw(st.integers(1, 4))):
+        frame = udp_frame("10.1.1.5", "198.51.100.9", 1000 + d, 53, bytes(draw(st.integers(1, 400))), ip_id=d)
+        pieces = fragment(frame, [8 * draw(st.integers(1, 8)) for _ in range(6)])
+        if draw(st.booleans()) and len(pieces) > 1:
+            pieces = pieces[1:]  # the first fragment never comes
+        if draw(st.integers(0, 4)) == 0:
+            pieces.append(draw(st.sampled_from(pieces)))  # a duplicate: overlaps
+        packets += pieces
+    packets += [udp_frame("10.1.1.6", "198.51.100.9", 5, 6, b"whole")]
+    order = draw(st.permutations(range(len(packets))))
+    packets = [packets[i] for i in order]
+    fates = {}
+    for i in range(len(packets)):  # (status, stage, firewall, delivered, src, dst) after the walk
+        if draw(st.booleans()):
+            fates[i] = (PktStatus.OK, 255, draw(st.integers(0, 2)), 1, _ip("203.0.113.10"), _ip("198.51.100.9"))
+        else:
+            fates[i] = (PktStatus.POLICY_DENY, 4, draw(st.integers(0, 2)), 0, _ip("10.1.1.5"), _ip("198.51.100.9"))
+    return packets, fates
+
+
+@given(fragmented_traffic())
+@settings(max_examples=150)
+def test_kernel_matches_oracle(case):
+    packets, fates = case
+    assert all(dpkt.in_cksum(p[14:34]) == 0 for p in packets)
+    ts = list(range(1000, 1000 + len(packets)))
+    b, parsed, kind, scanned, stage, fw, delivered, release = _run_kernel(packets, ts, fates)
+    l3s = [14] * len(packets)
+    okind, entries, ostatus = oracle.scan(packets, l3s, list(parsed), ts, 10**9)
+    assert list(kind) == okind
+    assert list(scanned) == [int(s) for s in ostatus]
+    want = oracle.settle(okind, entries, {i: fates[i] for i in range(len(packets)) if okind[i] == fk.K_FIRST},
+                         ts, max(ts), 10**9, S_INPUT)
+    for i, w in enumerate(want):
+        if w is None:
+            continue
+        status, stg, dlv, f, src, dst, rel, t = w
+        assert (b.status[i], stage[i], release[i], b.ts_ns[i]) == (status, stg, rel, t), i
+        if dlv is not None:
+            assert (delivered[i], fw[i]) == (dlv, f)
+        if src is not None:
+            assert (b.src_ip[i], b.dst_ip[i]) == (src, dst)
+            ip = dpkt.ip.IP(b.packet(i)[14:])  # the header was rewritten with a checksum that still verifies
+            assert ip.src == socket.inet_aton("203.0.113.10")
+            raw = bytes(ip)
+            ip.sum = 0
+            assert bytes(ip) == raw
+
+
+@given(st.lists(st.one_of(ipv4_packet(), st.binary(max_size=60)), max_size=30), st.sampled_from([1, 228]))
+def test_kernel_raw_bytes_fuzz(blobs, linktype):
+    b = gf.PacketBatch.from_packets(blobs, linktype=linktype).parse()
+    before = b.data.copy()
+    n = len(b)
+    tr = FragmentTracker(capacity=8, hold_seconds=1.0, max_held=4)
+    slot, gen = np.full(n, -1, np.int64), np.zeros(n, np.int64)
+    kind = tr.scan(b, 0, slot, gen)
+    assert np.array_equal(b.data, before)
+    assert set(np.unique(b.status)) <= {int(s) for s in PktStatus}
+    stage = np.full(n, 255, np.uint8)
+    tr.settle(b, kind, slot, gen, stage, np.zeros(n, np.int16), np.ones(n, np.uint8), S_INPUT)
+    changed = np.flatnonzero(b.data != before)  # only address and checksum bytes of later fragments
+    for pos in changed.tolist():
+        i = int(np.searchsorted(b.off, pos, side="right")) - 1
+        assert kind[i] == fk.K_LATER and 10 <= pos - b.off[i] - b.l3_off[i] < 20
+    assert tr.n_held <= 4
+
+
+def test_kernel_argument_checks():
+    b = gf.PacketBatch.from_packets([udp_frame("10.0.0.1", "10.0.0.2", 1, 2, b"x")]).parse()
+    kind, slot, gen = np.zeros(1, np.uint8), np.zeros(1, np.int64), np.zeros(1, np.int64)
+    with pytest.raises(ValueError, match="multiple"):
+        fk.frag_scan(b.data, b.off, b.caplen, b.l3_off, b.status, b.src_ip, b.dst_ip, b.proto, b.ts_ns,
+                     np.zeros((3, fk.NF), np.int64), np.zeros((3, 2 * fk.MAX_RANGES), np.int32), 1, 0, kind, slot,
+                     gen)
+    with pytest.raises(ValueError, match="kind"):
+        fk.frag_scan(b.data, b.off, b.caplen, b.l3_off, b.status, b.src_ip, b.dst_ip, b.proto, b.ts_ns,
+                     np.zeros((4, fk.NF), np.int64), np.zeros((4, 2 * fk.MAX_RANGES), np.int32), 1, 0,
+                     np.zeros(2, np.uint8), slot, gen)
+
+
+def test_table_full_and_hold_expiry():
+    frames = [fragment(udp_frame("10.1.1.5", "198.51.100.9", 1, 2, bytes(64), ip_id=i), [16])[1] for i in range(9)]
+    b, *_ = _run_kernel(frames, list(range(9)), {}, capacity=4)
+    # 4 rows hold 4 datagrams at most (one bucket may fill before the table does): the rest are refused
+    assert np.count_nonzero(b.status == PktStatus.FRAGMENT) <= 4
+    assert np.count_nonzero(b.status == PktStatus.FRAG_TABLE_FULL) >= 5
+    # past the hold window, a fragment still waiting for its first fragment is dropped
+    late = fragment(udp_frame("10.1.1.5", "198.51.100.9", 1, 2, bytes(64)), [16])[1:]
+    b, *_, release = _run_kernel(late, [0], {}, hold_ns=1000, now=5000)
+    assert b.status[0] == PktStatus.FRAG_NO_FIRST and release[0] == fk.R_DROPPED
+
+
+# ------------------------------------------------------------------------------------------------ along the path
+def _example():
+    d = {**EXAMPLE, "events": []}
+    return topology_from_dict(d, "example.yaml")
+
+
+def _fragment_batch(batch, rng, max_frags=5):
+    """Each UDP packet of ``batch`` with a payload of more than 16 bytes cut into fragments (random sizes, random
+    order among themselves, same timestamp). Returns the new batch and the source row of each packet."""
+    out, src, ts = [], [], []
+    for i in range(len(batch)):
+        pkt = batch.packet(i)
+        ip = dpkt.ethernet.Ethernet(pkt).data
+        if isinstance(ip, dpkt.ip.IP) and ip.p == 17 and len(ip.data) > 24 and rng.random() < 0.7:
+            pieces = fragment(pkt, [8 * int(rng.integers(1, 4)) for _ in range(max_frags - 1)])
+            order = rng.permutation(len(pieces))
+            pieces = [pieces[k] for k in order]
+        else:
+            pieces = [pkt]
+        out += pieces
+        src += [i] * len(pieces)
+        ts += [int(batch.ts_ns[i])] * len(pieces)
+    return gf.PacketBatch.from_packets(out, ts_ns=np.array(ts, np.int64)), np.array(src)
+
+
+def _reassemble(frames):
+    """The IPv4 payload and the (src, dst) of fragments (Ethernet frames) of one datagram."""
+    parts = sorted((dpkt.ethernet.Ethernet(f).data for f in frames), key=lambda ip: ip.offset)
+    return parts[0].src, parts[0].dst, b"".join(bytes(p.data) if not isinstance(p.data, bytes) else p.data
+                                                  for p in parts)
+
+
+@given(st.integers(0, 2**32 - 1), st.sampled_from([7, 64, 4096]))
+@settings(max_examples=12, deadline=None)
+def test_fragmented_capture_has_the_fates_of_the_whole_one(seed, chunk):
+    """Random fragmentation of synthetic traffic (SNAT'ed DNS, DNAT'ed and denied flows...): every datagram's
+    fragments share the fate the unfragmented packet has (delivered or dropped at the same stage for the same
+    reason, same firewall), and the delivered fragments reassemble to the unfragmented output packet (NAT
+    translation and checksums included)."""
+    rng = np.random.default_rng(seed)
+    whole = synth.generate(flows=30, packets=200, seed=seed % 1000, duration=2.0)
+    cut, src = _fragment_batch(whole, rng)
+    ref = Pipeline(_example()).process(whole)
+    pipe = Pipeline(_example())
+    res = [pipe.process(cut[a:a + chunk]) for a in range(0, len(cut), chunk)]
+    status = np.concatenate([r.status for r in res])
+    stage = np.concatenate([r.stage for r in res])
+    fw = np.concatenate([r.fw for r in res])
+    out = gf.PacketBatch.concat([r.output for r in res])
+    # a fragment held at the end of its chunk (its first fragment in a later one) is settled there: its fate shows
+    # in that chunk's output or in the drop counters, checked below
+    known = status != PktStatus.FRAGMENT
+    assert np.array_equal(status[known], ref.status[src][known])
+    assert np.array_equal(stage[known], ref.stage[src][known])
+    assert np.array_equal(fw[known], ref.fw[src][known])
+    pipe.finish()
+    want_drops = collections.Counter()
+    for st_, sg in zip(ref.status[src].tolist(), ref.stage[src].tolist()):
+        if sg != 255:
+            want_drops[(STAGES[sg], PktStatus(st_).name)] += 1
+    got_drops = collections.Counter({(sg, r): c for sg, d in pipe.summary().drops.items() for r, c in d.items()})
+    assert got_drops == want_drops
+    # delivered: each datagram's fragments reassemble to the packet the whole capture delivered
+    ref_out = {}
+    ref_rows = np.flatnonzero(ref.delivered)
+    for k, i in enumerate(ref_rows.tolist()):
+        ip = dpkt.ethernet.Ethernet(ref.output.packet(k)).data
+        ref_out[i] = (ip.src, ip.dst, bytes(ip.data))
+    got = {}
+    out_frames = out.packets()
+    assert len(out_frames) == int(np.count_nonzero(ref.delivered[src]))
+    # map each output frame back to its datagram by (addresses, IP id, protocol) in output order
+    groups = {}
+    for f in out_frames:
+        ip = dpkt.ethernet.Ethernet(f).data
+        groups.setdefault((ip.src, ip.dst, ip.p, ip.id), []).append(f)
+    for frames in groups.values():
+        s, d, payload = _reassemble(frames)
+        got.setdefault((s, d, payload), 0)
+        got[(s, d, payload)] += 1
+    want = {}
+    for v in ref_out.values():
+        want[v] = want.get(v, 0) + 1
+    assert got == want
+    assert pipe.summary().packets_out == len(out_frames)
+
+
+def _pipe_run(topo, frames, tmp_path, name="in.pcap", ts=None):
+    src = tmp_path / name
+    write_pcap(src, gf.PacketBatch.from_packets(frames, ts_ns=ts))
+    pipe = Pipeline(topo)
+    summary = pipe.run(str(src), str(tmp_path / "out.pcap"))
+    return pipe, summary, next(iter(read_pcap(tmp_path / "out.pcap", chunk=1 << 16)), None)
+
+
+def _tshark_fields(path, *fields, prefs=()):
+    args = ["tshark", "-r", str(path), "-T", "fields"]
+    for p in prefs:
+        args += ["-o", p]
+    for f in fields:
+        args += ["-e", f]
+    out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=120).stdout
+    return [line.split("\t") for line in out.splitlines()]
+
+
+CHECKSUMS = ("ip.check_checksum:TRUE", "udp.check_checksum:TRUE", "tcp.check_checksum:TRUE")
+
+
+@has_tshark
+def test_fragments_through_dnat_reassemble_in_tshark(tmp_path):
+    """An inbound UDP datagram to a DNAT port, in three fragments, the first one last: every fragment reaches the
+    server, rewritten; tshark reassembles the output and finds the UDP checksum right."""
+    topo = capture_topology("10.1.0.0/16", "10.1.1.0/24", "10.1.2.0/24", "10.1.3.0/24",
+                            dnat=[{"proto": "udp", "port": 5000, "to": "10.1.1.20:5001"}])
+    frame = udp_frame("198.51.100.7", "203.0.113.10", 40000, 5000, bytes(range(256)) * 12, ip_id=0x4242)
+    pieces = fragment(frame, [1480, 1480])
+    assert len(pieces) == 3
+    _, summary, _ = _pipe_run(topo, [pieces[1], pieces[2], pieces[0]], tmp_path,
+                                   ts=np.array([0, 1000, 2000], np.int64))
+    assert summary.packets_out == 3 and summary.dropped == 0
+    rows = _tshark_fields(tmp_path / "out.pcap", "ip.src", "ip.dst", "ip.checksum.status", "udp.dstport",
+                          "udp.checksum.status", "ip.frag_offset", prefs=CHECKSUMS)
+    assert [r[1] for r in rows] == ["10.1.1.20"] * 3 and all(r[2] == "1" for r in rows)
+    assert [r[5] for r in rows] == ["0", "185", "370"]  # the held ones follow their first fragment out
+    reassembled = [r for r in rows if r[3]]
+    assert reassembled and reassembled[0][3] == "5001" and reassembled[0][4] == "1"  # UDP checksum good
+
+
+REAL = data_path("captures", "real")
+
+
+@has_tshark
+def test_real_fragments_through_snat(tmp_path):
+    """ip_frag_source.pcapng: an ICMP echo of 3 fragments from 10.10.0.3 (IPv4 checksums left to the NIC) and
+    its 3-fragment reply. All six go through SNAT and back; tshark reassembles both and every checksum is right."""
+    src = REAL / "ip_frag_source.pcapng"
+    if not src.exists():
+        pytest.skip("real captures not present")
+    topo = capture_topology("10.10.0.0/16", "10.10.0.0/24", "10.10.250.0/24", "10.10.251.0/24")
+    summary = Pipeline(topo).run(str(src), str(tmp_path / "out.pcap"))
+    assert (summary.packets_in, summary.packets_out, summary.dropped) == (6, 6, 0)
+    assert summary.ip_checksums_filled == 3
+    rows = _tshark_fields(tmp_path / "out.pcap", "ip.src", "ip.dst", "ip.checksum.status", "icmp.type",
+                          "icmp.checksum.status", prefs=CHECKSUMS)
+    assert [r[0] for r in rows].count("203.0.113.10") == 3 and [r[1] for r in rows].count("10.10.0.3") == 3
+    assert all(r[2] == "1" for r in rows)
+    assert sorted((r[3], r[4]) for r in rows if r[3]) == [("0", "1"), ("8", "1")]
+
+
+def test_fragments_of_a_denied_flow_are_dropped_like_it(tmp_path):
+    """The first fragment decides: UDP to a port the policy denies, fragments before and after it, all dropped
+    at the firewall with the same reason; a datagram whose first fragment never comes is held, then dropped
+    (FRAG_NO_FIRST) when the run ends; an overlapping fragment is dropped (FRAG_OVERLAP)."""
+    denied = fragment(udp_frame("10.1.1.5", "198.51.100.9", 4000, 9999, bytes(3000), ip_id=1), [1480, 1480])
+    orphan = fragment(udp_frame("10.1.1.5", "198.51.100.9", 4001, 53, bytes(3000), ip_id=2), [1480, 1480])[1:]
+    dns = fragment(udp_frame("10.1.1.5", "198.51.100.9", 4002, 53, bytes(3000), ip_id=3), [1480, 1480])
+    over = dns[1]  # the same fragment again: overlaps
+    frames = [denied[2], denied[0], denied[1], orphan[0], dns[0], dns[1], over, dns[2], orphan[1]]
+    pipe, summary, out = _pipe_run(_example(), frames, tmp_path, ts=np.arange(len(frames), dtype=np.int64) * 1000)
+    assert summary.drops["firewall"] == {"POLICY_DENY": 3}
+    assert summary.drops["input"] == {"FRAG_NO_FIRST": 2, "FRAG_OVERLAP": 1}
+    assert summary.packets_out == 3 and out is not None and len(out) == 3
+    assert pipe.frags.stats["later_fragments"] == 6 and pipe.frags.stats["first_fragments"] == 2
