@@ -447,3 +447,41 @@ def test_out_of_order_capture_is_written_in_time_order(capture, tmp_path, capsys
     for p in [out, *taps.iterdir()]:
         ts = np.concatenate([x.ts_ns for x in read_pcap(p, parse=False)] or [np.zeros(0, np.int64)])
         assert bool((np.diff(ts) >= 0).all()), p.name
+
+
+@pytest.mark.parametrize("linktype", [0, 108, 9])
+def test_null_loopback_and_ppp_input_replays_like_ethernet(capture, tmp_path, capsys, linktype):
+    import struct
+
+    path, _ = capture
+    b = PacketBatch.concat(list(read_pcap(path, parse=False)))
+    head = {0: struct.pack("<I", 2), 108: struct.pack(">I", 2), 9: b"\xff\x03\x00\x21"}[linktype]
+    other = PacketBatch.from_packets([head + p[14:] for p in b.packets()], ts_ns=b.ts_ns, linktype=linktype)
+    src = tmp_path / f"lt{linktype}.pcap"
+    write_pcap(src, other)
+    runs = []
+    for cap in (path, src):
+        out = tmp_path / f"out-{cap.stem}.pcapng"
+        assert main(["run", EXAMPLE, str(cap), "-o", str(out), "--json", "--quiet"]) == 0
+        s = json.loads(capsys.readouterr().out)
+        # the same path, packet for packet (the firewalls' byte counts include each frame's link header)
+        fws = {k: {c: v for c, v in f.items() if c != "bytes"} for k, f in s["firewalls"].items()}
+        runs.append((s["packets_out"], s["drops"], fws, s["rules"], s["nat"]))
+        w = PacketBatch.concat(list(read_pcap(out)))
+        assert s["bytes_out"] == int(w.caplen.sum())
+    assert runs[0] == runs[1]
+
+
+def test_signature_file_named_by_the_topology_is_an_input(capture, tmp_path, capsys):
+    path, _ = capture
+    rules = tmp_path / "threats.rules"
+    rules.write_text('alert tcp any any -> any 80 (msg:"x"; content:"zzzz"; sid:1;)\n')
+    topo = tmp_path / "topo.yaml"
+    topo.write_text(Path(EXAMPLE).read_text().replace("security_policy:", "security_policy:\n  signatures: "
+                                                                          "[threats.rules]", 1))
+    before = rules.read_bytes()
+    assert main(["run", str(topo), str(path), "--flow-log", str(tmp_path / "x.jsonl"), "-o", str(rules),
+                 "--quiet"]) == 2
+    assert "refusing to overwrite" in _one_line(capsys.readouterr().err)
+    assert rules.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["threats.rules",
+                                                                                          "topo.yaml"]

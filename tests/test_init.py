@@ -28,11 +28,7 @@ PICKUP = "replay" in TOP_KEYS
 
 # what waits on another team's item, and why (strict: each turns into a failure once the item lands)
 WAITS = {
-    "dns.pcap": "replies only (the queries were before the capture): needs replay pickup (team replay)",
-    "tcp_dupack.pcapng": "flow begins mid-stream: needs replay pickup (team replay)",
-    "tcp_teardown.pcapng": "a teardown of a flow opened before the capture: needs replay pickup (team replay)",
     "icmp_traceroute.pcapng": "ICMP time-exceeded errors must travel with the flow they quote (team frag)",
-    "ip_frag_source.pcapng": "non-first IPv4 fragments must follow the first one (team frag)",
 }
 
 
@@ -151,6 +147,7 @@ def test_plan_follows_the_capture(tmp_path_factory, flows):
     assert got_dnat == want_dnat
     # pickup: some TCP flow's first packet is no SYN
     assert plan.pickup == any(proto == 6 and not syn for _, _, proto, *_rest, syn in flows)
+    assert ("\nreplay: {pickup: true}" in out.read_text()) == (plan.pickup and PICKUP)
     # the NAT gateways' public IPs are not in the capture
     used = {f[0] for f in flows} | {f[1] for f in flows}
     assert all(n.public_ip not in used for n in topo.nat_gateways.values())
@@ -191,3 +188,6 @@ def test_server_side_capture_gets_dnat(tmp_path):
     assert [(r.proto, r.port, str(ipaddress.IPv4Address(r.to_ip)), r.to_port) for r in nat.dnat] == \
         [(6, 443, "10.9.9.20", 443)]
     assert struct.pack("!I", nat.public_ip_int) not in cap.read_bytes()
+    # replayed in its public form through the DNAT rule: every packet delivered
+    summary = Pipeline.from_yaml(tmp_path / "t.yaml").run(cap)
+    assert summary.packets_out == 3 and summary.dropped == 0, summary.drops

@@ -54,8 +54,11 @@ FIREWALL_XML = """<?xml version="1.0"?>
               </entry>
             </url-filtering>
             <vulnerability>
-              <entry name="strict-vuln"><rules><entry name="all"><action><reset-both/></action>
-                <severity><member>any</member></severity><threat-name>any</threat-name></entry></rules></entry>
+              <entry name="strict-vuln"><rules>
+                <entry name="severe"><action><reset-both/></action><severity><member>critical</member>
+                  <member>high</member></severity><threat-name>any</threat-name><host>any</host></entry>
+                <entry name="rest"><action><alert/></action><severity><member>any</member></severity></entry>
+              </rules></entry>
             </vulnerability>
             <spyware>
               <entry name="default-spy"><rules><entry name="all"><action><default/></action>
@@ -160,7 +163,7 @@ security_policy:
   url_categories: {blocked-sites: ["*.example.com", "host.test"]}
   profiles:
     web-filter: {url_filtering: {alert: [news], block: [blocked-sites, malware]}}
-    strict-vuln: {threat: {action: reset-both}}
+    strict-vuln: {threat: {action: alert, severity: {critical: reset-both, high: reset-both}}}
     default-spy: {threat: {action: default}}
     std: {group: [web-filter, default-spy]}
   rules:
@@ -232,7 +235,9 @@ def test_panos_xml_gives_the_same_verdicts_as_the_yaml(pair):
         np.testing.assert_array_equal(xml_pol.action_of(xr), yaml_pol.action_of(yr))
         np.testing.assert_array_equal(xml_pol.url_action(xr, xcat), yaml_pol.url_action(yr, ycat))
         sig = np.arange(len(xr)) % 3
+        sev = np.arange(len(xr)) % 6
         np.testing.assert_array_equal(xml_pol.threat_action(xr, sig), yaml_pol.threat_action(yr, sig))
+        np.testing.assert_array_equal(xml_pol.threat_action(xr, sig, sev), yaml_pol.threat_action(yr, sig, sev))
     # The trace reaches every rule (deny-rest catches the rest).
     r = xc.classify(**cols, app=app, category=xcat)
     assert set(r.tolist()) == set(range(len(xml_pol.rules)))
@@ -382,3 +387,27 @@ def test_check_lists_unsupported_elements_and_the_pipeline_loads_the_export(tmp_
                                      for f in unsup)
     pipe = Pipeline.from_yaml(topo)
     assert pipe.policy.rule_names[0] == "block-bad" and pipe.policy.url_categories.names[-1] == "unknown"
+
+
+def test_the_export_and_the_url_database_are_inputs_no_output_overwrites(tmp_path, capsys):
+    import yaml
+
+    from gwlb_fast.cli import main
+
+    example = Path(__file__).resolve().parents[1] / "src" / "gwlb_fast" / "examples" / "topology.yaml"
+    data = yaml.safe_load(example.read_text())
+    data["security_policy"] = {"panos": "running-config.xml", "zones": {"gwlb": ["gwlbe-a"]},
+                               "url_database": "cats.csv"}
+    (tmp_path / "running-config.xml").write_text(FIREWALL_XML)
+    (tmp_path / "cats.csv").write_text(CATS_CSV)
+    topo = tmp_path / "topology.yaml"
+    topo.write_text(yaml.safe_dump(data))
+    pol = Policy.from_yaml(topo)
+    assert pol.input_files == [tmp_path / "running-config.xml", tmp_path / "cats.csv"]
+    cap = tmp_path / "in.pcap"
+    assert main(["synth", "-o", str(cap), "--flows", "5", "--packets", "50"]) == 0
+    for victim in ("running-config.xml", "cats.csv"):
+        before = (tmp_path / victim).read_bytes()
+        assert main(["run", str(topo), str(cap), "-o", str(tmp_path / victim), "--quiet"]) == 2
+        assert "refusing to overwrite" in capsys.readouterr().err
+        assert (tmp_path / victim).read_bytes() == before

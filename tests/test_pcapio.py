@@ -1184,3 +1184,19 @@ def test_null_loopback_and_ppp_captures(tmp_path, linktype):
     c = PacketBatch.concat(list(read_pcap(conv)))
     assert (c.linktype == 1).all() and (c.status == 0).all() and c.src_ip.tolist() == b.src_ip.tolist()
     assert all(x[12:14] == b"\x08\x00" and x[14:] == y[4:] for x, y in zip(c.packets(), pkts))
+
+
+@fast
+@given(st.lists(batches(linktypes=(1, 113, 228, 0, 9)), min_size=1, max_size=3), st.sampled_from([64, 262144]))
+def test_pcapng_write_reads_back_identically(files, bs, snaplen):
+    path = files(b"", ".pcapng")
+    assert write_pcap(path, bs, snaplen=snaplen) == sum(len(b) for b in bs)
+    whole = PacketBatch.concat(bs)
+    rows, err, _ = read_all(path)
+    assert err is None and len(rows) == len(whole)
+    for i, r in enumerate(rows):
+        data = whole.packet(i)[:snaplen]
+        assert r == (data, len(data), max(int(whole.wirelen[i]), len(data)), int(whole.ts_ns[i]),
+                     int(whole.linktype[i]))
+    with RawPcapNgReader(str(path)) as rr:
+        assert [d for d, _ in rr] == [r[0] for r in rows]

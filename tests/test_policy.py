@@ -305,6 +305,16 @@ def test_url_and_threat_actions_most_severe_wins():
                                                      ThreatAction.NONE, ThreatAction.RESET_BOTH]
     with pytest.raises(ValueError, match="rule_index"):
         pol.url_action(np.array([9]), np.array([0]))
+    # Per-severity actions: critical signatures are blocked at the source, informational ones not acted on.
+    sev_pol = Policy.from_yaml({"security_policy": {
+        "profiles": {"v": {"threat": {"action": "alert", "severity": {"critical": "block-ip",
+                                                                      "informational": "allow"}}}},
+        "rules": [{"name": "r", "profile": ["v"], "action": "allow"}]}})
+    got = sev_pol.threat_action(np.zeros(4, int), np.array([0, 0, 1, 0]), np.array([4, 0, 0, 5]))
+    assert got.tolist() == [ThreatAction.BLOCK_IP, ThreatAction.NONE, ThreatAction.NONE, ThreatAction.ALERT]
+    with pytest.raises(ConfigError, match="severity.severe: unknown severity"):
+        Policy.from_yaml({"security_policy": {"profiles": {"v": {"threat": {"severity": {"severe": "drop"}}}},
+                                              "rules": []}})
     with pytest.raises(ValueError, match="category"):
         pol.url_action(np.array([0]), np.array([7]))
 

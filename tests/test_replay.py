@@ -165,9 +165,14 @@ def test_traffic_inside_one_subnet_is_delivered_locally(tmp_path):
     a, b = "10.1.1.5", "10.1.1.6"
     frames = [frame(a, b, 1, 7, 7, icmp_type=8), frame(b, a, 1, 7, 7, icmp_type=0),
               frame(a, b, 6, 40000, 22, SYN), frame(b, a, 6, 22, 40000, SYN | ACK)]
-    summary, _, taps = run(tmp_path, frames)
+    summary, log, taps = run(tmp_path, frames)
     assert summary.packets_out == 4 and summary.dropped == 0
     assert summary.replay["local_packets"] == 4
+    # no firewall session records them: each conversation has its own record, forwarded without inspection
+    assert sorted((r["src_ip"], r["dst_ip"], r["proto"], r["action"], r["end_reason"], r["packets"],
+                   r["packets_reply"], r["firewall"]) for r in log) == [
+        ("10.1.1.5", "10.1.1.6", 1, "forward", "end-of-run", 1, 1, None),
+        ("10.1.1.5", "10.1.1.6", 6, "forward", "end-of-run", 1, 1, None)]
     assert len(tap(taps, "vpc-to-host")) == 4
     assert len(tap(taps, "vpc-to-gwlbe")) == 0
     out = gf.PacketBatch.concat(list(read_pcap(tmp_path / "out.pcap")))

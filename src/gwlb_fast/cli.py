@@ -52,6 +52,9 @@ def _add_run(sub) -> None:
                         "topology's replay: {pickup: true})")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.add_argument("--workers", type=_positive, default=None, metavar="N",
+                   help="flow-sharded processes (default: every core, or 1 for a capture under 64 MB); each shard "
+                        "holds 1/N of every flow table and SNAT port range")
     p.set_defaults(func=_cmd_run)
 
 
@@ -101,10 +104,41 @@ def _replay(topology, capture, output, taps, flow_log, events, chunk, seed, as_j
     return 0
 
 
+# the options `run --workers` merges (any other option given needs one worker)
+_PARALLEL_OPTIONS = {"command", "func", "topology", "input", "output", "taps", "flow_log", "events", "chunk", "seed",
+                     "json", "quiet", "workers", "pickup"}
+AUTO_WORKERS_MIN_BYTES = 64 << 20  # smaller captures take less time than starting workers saves
+
+
 def _cmd_run(args) -> int:
-    return _replay(args.topology, args.input, args.output, args.taps, args.flow_log, args.events, args.chunk,
-                   args.seed, args.json, args.quiet, drops=args.drops, report=args.report,
-                   pickup=args.pickup)
+    from pathlib import Path
+
+    n = args.workers
+    others = sorted(k for k, v in vars(args).items() if k not in _PARALLEL_OPTIONS and v not in (None, False))
+    if n is None:
+        from .parallel import default_workers
+
+        big = Path(args.input).is_file() and Path(args.input).stat().st_size >= AUTO_WORKERS_MIN_BYTES
+        n = default_workers() if big and not others else 1
+    if n > 1 and others:
+        opts = ", ".join("--" + k.replace("_", "-") for k in others)
+        raise ConfigError(f"{args.input}: {opts} needs --workers 1")
+    if n == 1:
+        return _replay(args.topology, args.input, args.output, args.taps, args.flow_log, args.events, args.chunk,
+                       args.seed, args.json, args.quiet, drops=args.drops, report=args.report,
+                       pickup=args.pickup)
+    from .parallel import run_parallel
+
+    if not Path(args.input).exists():
+        raise FileNotFoundError(2, "no such file", str(args.input))
+    summary = run_parallel(args.topology, args.input, args.output, workers=n, taps=args.taps,
+                           flow_log=args.flow_log, events=args.events, chunk=args.chunk, seed=args.seed,
+                           quiet=args.quiet, strict=False, pickup=args.pickup)
+    print(summary.to_json() if args.json else summary, end="\n" if args.json else "")
+    if summary.input_error:
+        print(f"gwlb-fast: {summary.input_error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 #: demo --topology NAME -> (shipped example, synth address plan, synth flow mix)

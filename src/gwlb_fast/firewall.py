@@ -37,7 +37,7 @@ from ._kernels.flowtable import END_EVICTED, FlowTable, canonical_5tuple
 from .batch import PacketBatch
 from .errors import ConfigError
 from .policy import ZONE_UNKNOWN, Action, Classifier, Policy
-from .replay import FlowSides
+from .replay import FlowSides, flow_keys
 from .status import N_STATUS, PktStatus, count_status
 
 __all__ = [
@@ -399,12 +399,7 @@ class Firewall:
         m = np.asarray(src_ip).shape[0]
         if m == 0:
             return 0
-        a_ip, b_ip = np.empty(m, np.uint32), np.empty(m, np.uint32)
-        a_pt, b_pt = np.empty(m, np.uint16), np.empty(m, np.uint16)
-        rev = np.empty(m, np.uint8)
-        canonical_5tuple(np.ascontiguousarray(src_ip, np.uint32), np.ascontiguousarray(dst_ip, np.uint32),
-                         np.ascontiguousarray(sport, np.uint16), np.ascontiguousarray(dport, np.uint16),
-                         a_ip, b_ip, a_pt, b_pt, rev)
+        a_ip, b_ip, a_pt, b_pt, _ = flow_keys(src_ip, dst_ip, sport, dport)
         slot = np.empty(m, np.int64)
         self.table.lookup(a_ip, b_ip, a_pt, b_pt, np.ascontiguousarray(proto, np.uint8),
                           np.ascontiguousarray(endpoint_id, np.uint64), slot)

@@ -42,7 +42,7 @@ from .natgw import NatGateway
 from .outfiles import refuse_overlap
 from .pcapio import OrderedWriter, PcapWriter, output_format, read_pcap
 from .policy import Policy
-from .replay import FlowSides
+from .replay import FlowSides, flow_keys
 from .report import DropLog, FlowLogWriter, Progress, StageCounters, Summary, ip_strs
 from .status import PktStatus, describe_counts
 from .vpc import Lpm, TransitRouter, VpcRouter
@@ -329,8 +329,6 @@ class Pipeline:
         walk.enter()
         walk.run()
         gen = walk.generated_walk()
-        if before is not None:
-            self._log_drops(work, before, stage, walk.fw)
         nm = np.flatnonzero((stage == S_NAT) & (work.status == PktStatus.NAT_NO_MAPPING))
         if nm.size:
             # replies of denied flows meet no mapping too: only flows no firewall knows may have begun earlier
@@ -340,6 +338,10 @@ class Pipeline:
         release = None
         if frags:
             release = self.frags.settle(work, kind, slot, fgen, stage, walk.fw, walk.delivered, S_INPUT)
+        if before is not None:
+            # later fragments (no ports) belong to their first fragment's flow, which is recorded
+            self._log_drops(work, before, np.where(kind == K_LATER, 255, stage).astype(np.uint8) if frags else stage,
+                            walk.fw, walk.delivered)
         dl = np.flatnonzero(walk.delivered != D_NONE)
         out_main = work[dl]
         # output order: input order, a firewall reset right after its packet, a fragment released by its first
@@ -373,15 +375,18 @@ class Pipeline:
         self.stage_seconds["output"] += time.perf_counter() - t0
         return res
 
-    def _log_drops(self, work: PacketBatch, before, stage: np.ndarray, fw: np.ndarray) -> None:
-        """Hand the drop log the packets dropped without a session (see :class:`~gwlb_fast.report.DropLog`)."""
+    def _log_drops(self, work: PacketBatch, before, stage: np.ndarray, fw: np.ndarray, delivered: np.ndarray) -> None:
+        """Hand the drop log the packets of flows no firewall session records: dropped without a session, or
+        delivered without inspection (inside their subnet, or by a route that bypasses the GWLBe); see
+        :class:`~gwlb_fast.report.DropLog`."""
         st = work.status
-        rows = np.flatnonzero((stage != 255) & (stage != S_INPUT)
-                              & (((fw < 0) & (st != PktStatus.FW_FAILED)) | np.isin(st, _NO_SESSION)))
+        bypass = (delivered != D_NONE) & (fw < 0)
+        rows = np.flatnonzero(((stage != 255) & (stage != S_INPUT)
+                               & (((fw < 0) & (st != PktStatus.FW_FAILED)) | np.isin(st, _NO_SESSION))) | bypass)
         if rows.size == 0:
             return
-        # a packet dropped before any firewall whose flow has a session there (a reply of a denied flow) is in
-        # that session's record
+        # a packet dropped or delivered before any firewall whose flow has a session there (a reply of a denied
+        # flow, the uninspected direction of an asymmetric path) is in that session's record
         early = fw[rows] < 0
         if early.any():
             keep = np.ones(rows.size, bool)
@@ -399,14 +404,9 @@ class Pipeline:
 
     def _has_session(self, work: PacketBatch, rows: np.ndarray) -> np.ndarray:
         """bool per row: some firewall holds a session of the row's flow (as the row's columns address it)."""
-        from ._kernels.flowtable import canonical_5tuple
-
         k = rows.size
-        a_ip, b_ip = np.empty(k, np.uint32), np.empty(k, np.uint32)
-        a_pt, b_pt = np.empty(k, np.uint16), np.empty(k, np.uint16)
-        rev = np.empty(k, np.uint8)
-        canonical_5tuple(work.src_ip[rows], work.dst_ip[rows], work.sport[rows], work.dport[rows],
-                         a_ip, b_ip, a_pt, b_pt, rev)
+        a_ip, b_ip, a_pt, b_pt, _ = flow_keys(work.src_ip[rows], work.dst_ip[rows], work.sport[rows],
+                                              work.dport[rows])
         proto = work.proto[rows]
         found = np.zeros(k, bool)
         slot = np.empty(k, np.int64)
@@ -504,7 +504,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------ whole captures
     def run(self, source, output=None, *, taps=None, flow_log=None, events=None, chunk: int = 65536,
-            quiet: bool = True, strict: bool = True, observers=()) -> Summary:
+            quiet: bool = True, strict: bool = True, observers=(), select=None) -> Summary:
         """Replay a capture (pcap or pcapng path) through the path.
 
         Parameters
@@ -540,6 +540,9 @@ class Pipeline:
             each health event, ``sessions(pipeline, gwlb, firewall index, sessions)`` for ended sessions, and
             ``close(pipeline, summary)`` at the end (each method is optional). The drops file and the HTML report
             are written by observers.
+        select : callable, optional
+            ``select(batch) -> batch``: the packets of each chunk read that this pipeline replays (``run --workers``
+            gives each worker its flow shard this way, see :mod:`gwlb_fast.parallel`).
         """
         evs = self._events(events)
         # every check before any file is created: a usage error leaves nothing behind, no output is an input
@@ -549,8 +552,10 @@ class Pipeline:
         if flow_log is not None:
             FlowLogWriter.check_path(flow_log)
         inputs = [source, events if isinstance(events, (str, os.PathLike)) else None]
-        if self.topo.source and os.path.isfile(self.topo.source):
-            inputs.append(self.topo.source)
+        # the topology and the files it names (a PAN-OS export, a URL database, signature files) are inputs too
+        for f in (self.topo.source, *getattr(self.policy, "input_files", ())):
+            if f and os.path.isfile(f):
+                inputs.append(f)
         refuse_overlap(inputs, [output, flow_log, *tap_paths.values()])
         if tap_dir is not None and tap_dir.exists() and not tap_dir.is_dir():
             raise ConfigError(f"{tap_dir}: --taps needs a folder, and this is a file")
@@ -573,7 +578,7 @@ class Pipeline:
                 for k, path in tap_paths.items():
                     writers[k] = OrderedWriter(PcapWriter(path, linktype=1 if fmt == "pcap" else None))
             _notify(observers, "start", self)
-            self._replay(reader, evs, out_w, writers, log_w, Progress(size, quiet=quiet), observers)
+            self._replay(reader, evs, out_w, writers, log_w, Progress(size, quiet=quiet), observers, select)
             if out_w is not None:
                 out_w.close()
                 self.bytes_out = out_w.bytes  # the records as written (Linux cooked input becomes Ethernet)
@@ -599,7 +604,7 @@ class Pipeline:
             raise reader.error
         return summary
 
-    def _replay(self, reader, evs, out_w, writers, log_w, progress, observers=()) -> None:
+    def _replay(self, reader, evs, out_w, writers, log_w, progress, observers=(), select=None) -> None:
         """The loop of :meth:`run`: chunks through the path, delivered packets and taps to their writers in time
         order, ended sessions to the flow log."""
         arena = np.zeros(0, np.uint8)
@@ -607,6 +612,8 @@ class Pipeline:
         last_in = max_in = None
         try:
             for batch in reader:
+                if select is not None:
+                    batch = select(batch)
                 for part in self._split_at_events(batch, evs):
                     if isinstance(part, dict):
                         self._apply(part)

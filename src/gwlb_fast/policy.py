@@ -455,13 +455,22 @@ class Policy:
                     raise ConfigError(f"{self.source}: rule {i} ({r.name}): unknown security profile {name!r}")
         self.profiles.bind([r.profile for r in self.rules])
 
+    @property
+    def input_files(self) -> list[Path]:
+        """Every file the policy was read from: its source (a YAML or PAN-OS XML file), the URL database and the
+        signature files (an output must never overwrite one)."""
+        files = [Path(self.source)] if self.source and not self.source.startswith("<") else []
+        if self.url_categories.database is not None:
+            files.append(self.url_categories.database)
+        return files + list(self.signature_files)
+
     def url_action(self, rule_index, category_ids) -> np.ndarray:
         """URL-filtering action (``UrlAction``, uint8) of each session: see ``Profiles.url_action``."""
         return self.profiles.url_action(rule_index, category_ids)
 
-    def threat_action(self, rule_index, signature_action) -> np.ndarray:
+    def threat_action(self, rule_index, signature_action, severity=None) -> np.ndarray:
         """Threat-prevention action (``ThreatAction``, uint8) of each alert: see ``Profiles.threat_action``."""
-        return self.profiles.threat_action(rule_index, signature_action)
+        return self.profiles.threat_action(rule_index, signature_action, severity)
 
     def __len__(self) -> int:
         return len(self.rules)

@@ -22,11 +22,26 @@ from collections.abc import Iterable
 
 import numpy as np
 
-__all__ = ["ICMP_REPLY_TYPES", "FlowSides"]
+__all__ = ["ICMP_REPLY_TYPES", "FlowSides", "flow_keys"]
 
 #: ICMP query replies (RFC 792 / 950): echo reply, timestamp reply, information reply, address mask reply
 ICMP_REPLY_TYPES = (0, 14, 16, 18)
 _ICMP_QUERY_TYPES = (8, 13, 15, 17)
+
+
+def flow_keys(src_ip, dst_ip, sport, dport) -> tuple[np.ndarray, ...]:
+    """``(a_ip, b_ip, a_port, b_port, reversed)``: the direction-free key of each packet's flow
+    (:func:`~gwlb_fast._kernels.flowtable.canonical_5tuple`), for the tables keyed by it."""
+    from ._kernels.flowtable import canonical_5tuple
+
+    m = np.asarray(src_ip).shape[0]
+    a_ip, b_ip = np.empty(m, np.uint32), np.empty(m, np.uint32)
+    a_pt, b_pt = np.empty(m, np.uint16), np.empty(m, np.uint16)
+    rev = np.empty(m, np.uint8)
+    canonical_5tuple(np.ascontiguousarray(src_ip, np.uint32), np.ascontiguousarray(dst_ip, np.uint32),
+                     np.ascontiguousarray(sport, np.uint16), np.ascontiguousarray(dport, np.uint16),
+                     a_ip, b_ip, a_pt, b_pt, rev)
+    return a_ip, b_ip, a_pt, b_pt, rev
 
 
 class FlowSides:

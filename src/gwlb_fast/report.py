@@ -74,6 +74,7 @@ class Summary:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     hints: list[str] = field(default_factory=list)
     replay: dict[str, int] = field(default_factory=dict)
+    workers: int = 1  # flow shards (run --workers): each with 1/workers of every flow table and SNAT port range
 
     @property
     def dropped(self) -> int:
@@ -131,6 +132,9 @@ class Summary:
             w(f"event        t={ev['at']:.3f}s {ev['firewall']} -> {what}{cause}\n")
         if self.stage_seconds:
             w("time per stage  " + "  ".join(f"{k} {v:.3f}s" for k, v in self.stage_seconds.items()) + "\n")
+        if self.workers > 1:
+            w(f"workers      {self.workers:>12}   (flow shards; each holds 1/{self.workers} of every flow table and "
+              f"SNAT port range; time per stage adds theirs)\n")
         w(f"elapsed      {self.seconds:.3f} s  ({self.mpps:.2f} Mpps)\n")
         if self.input_skipped_records:
             w(f"input skipped {self.input_skipped_bytes:,} bytes at {self.input_skipped_records:,} corrupt "
@@ -152,14 +156,20 @@ FLOW_LOG_FIELDS = (
 )
 
 
-class DropLog:
-    """Flow-log records of the flows dropped without a session (DESIGN.md section 10: a record for every flow).
+_LOCAL_END = ("aged-out", "evicted", "end-of-run")
 
-    Dropped packets are aggregated per conversation (canonical 5-tuple) in a bounded
+
+class DropLog:
+    """Flow-log records of the flows that no firewall session records (DESIGN.md section 10: a record for every
+    flow): flows dropped without a session, and flows delivered without inspection (inside their subnet, or by a
+    route that bypasses the GWLBe, such as a VPC's implicit local route).
+
+    Their packets are aggregated per conversation (canonical 5-tuple) in a bounded
     :class:`~gwlb_fast._kernels.flowtable.FlowTable`, batch by batch: the client is the sender of the conversation's
-    first dropped packet (with pickup, the side :class:`~gwlb_fast.replay.FlowSides` names), packets and bytes are
-    counted per direction, and the record's end reason names the first packet's drop (``tcp-not-syn``,
-    ``no-route``, ``nat-no-mapping``, ...). A record is written when its conversation idles out (the GWLB's
+    first packet (with pickup, the side :class:`~gwlb_fast.replay.FlowSides` names), packets and bytes are counted
+    per direction. A dropped conversation has action ``drop`` and the end reason of its first packet's drop
+    (``tcp-not-syn``, ``no-route``, ``nat-no-mapping``, ...); a delivered one (status ``OK``) action ``forward`` and
+    ``aged-out``, ``evicted`` or ``end-of-run``. A record is written when its conversation idles out (the GWLB's
     timeouts, 350 s for TCP and 120 s for others), when the table needs its slot, or at the end of the run.
 
     Parameters
@@ -188,27 +198,24 @@ class DropLog:
         self._pending: list[dict[str, list]] = []
 
     def add(self, src_ip, dst_ip, sport, dport, proto, ts_ns, nbytes, status, fw, sender_is_server=None) -> None:
-        """Account dropped packets (columns of equal length, in time order) to their conversations."""
-        from ._kernels.flowtable import canonical_5tuple
+        """Account packets (columns of equal length, in time order; ``status`` their drop reason, ``OK`` for
+        packets delivered without inspection) to their conversations."""
+        from ._kernels.flowtable import END_EVICTED
+        from .replay import flow_keys
 
         m = src_ip.shape[0]
         if m == 0:
             return
-        a_ip, b_ip = np.empty(m, np.uint32), np.empty(m, np.uint32)
-        a_pt, b_pt = np.empty(m, np.uint16), np.empty(m, np.uint16)
-        rev = np.empty(m, np.uint8)
-        canonical_5tuple(np.ascontiguousarray(src_ip, np.uint32), np.ascontiguousarray(dst_ip, np.uint32),
-                         np.ascontiguousarray(sport, np.uint16), np.ascontiguousarray(dport, np.uint16),
-                         a_ip, b_ip, a_pt, b_pt, rev)
+        a_ip, b_ip, a_pt, b_pt, rev = flow_keys(src_ip, dst_ip, sport, dport)
         ts = np.ascontiguousarray(ts_ns, np.int64)
         self.expire(int(ts.min()))
         slot = np.empty(m, np.int64)
         is_new = np.empty(m, np.uint8)
         self.table.lookup_or_insert(a_ip, b_ip, a_pt, b_pt, np.ascontiguousarray(proto, np.uint8), None, ts,
                                     np.ascontiguousarray(nbytes, np.uint32), slot, is_new)
-        ended, recs, _ = self.table.take_ended()
+        ended, recs, why = self.table.take_ended()
         if ended.size:
-            self._emit(ended, recs)
+            self._emit(ended, recs, np.where(why == END_EVICTED, 1, 0))
         live = slot >= 0
         start = np.flatnonzero(live & (is_new != 0))
         if start.size:
@@ -232,7 +239,7 @@ class DropLog:
     def expire(self, now_ns: int, full: bool = False) -> None:
         slots, recs = self.table.expire_all(now_ns) if full else self.table.expire(now_ns, 4096)
         if slots.size:
-            self._emit(slots, recs)
+            self._emit(slots, recs, 0)
 
     def take(self, now_ns: int | None = None) -> dict[str, list]:
         """Records of the conversations that ended so far (flow-log columns, FLOW_LOG_FIELDS)."""
@@ -246,13 +253,18 @@ class DropLog:
             self.expire(self.now_ns, full=True)
         slots, recs = self.table.drain()
         if slots.size:
-            self._emit(slots, recs)
+            self._emit(slots, recs, 2)
         return self._columns()
 
-    def _emit(self, slots: np.ndarray, recs: np.ndarray) -> None:
+    def _emit(self, slots: np.ndarray, recs: np.ndarray, why) -> None:
+        """Records of ended conversations; ``why`` (per slot or one value) says how a local one ended: 0 idle
+        timeout, 1 evicted, 2 end of run."""
         from .status import PktStatus
 
         k = slots.shape[0]
+        reason = self.reason[slots]
+        local = reason == PktStatus.OK
+        ends = np.broadcast_to(np.asarray(why), (k,)).tolist()
         c_rev = self.client_rev[slots].astype(bool)
         cip = np.where(c_rev, recs["b_ip"], recs["a_ip"])
         sip = np.where(c_rev, recs["a_ip"], recs["b_ip"])
@@ -269,11 +281,12 @@ class DropLog:
             "direction": ["outbound" if o else "inbound" for o in outbound.tolist()],
             "endpoint": [None] * k,
             "firewall": [fw_names[f] if fw_names is not None and 0 <= f < len(fw_names) else None for f in fw],
-            "rule": [None] * k, "action": ["drop"] * k, "nat_ip": [None] * k, "nat_port": [None] * k,
+            "rule": [None] * k, "action": ["forward" if x else "drop" for x in local.tolist()],
+            "nat_ip": [None] * k, "nat_port": [None] * k,
             "packets": self.packets[slots, 0].tolist(), "bytes": self.bytes[slots, 0].tolist(),
             "packets_reply": self.packets[slots, 1].tolist(), "bytes_reply": self.bytes[slots, 1].tolist(),
             "first_seen": (recs["first_seen"] / 1e9).tolist(), "last_seen": (recs["last_seen"] / 1e9).tolist(),
-            "end_reason": [names[int(c)] for c in self.reason[slots].tolist()],
+            "end_reason": [_LOCAL_END[e] if c == 0 else names[c] for c, e in zip(reason.tolist(), ends)],
         })
 
     def _columns(self) -> dict[str, list]:

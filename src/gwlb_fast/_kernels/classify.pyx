@@ -713,36 +713,73 @@ cdef class ClassifierTree:
         with nogil:
             # Packets go through the trees BLOCK at a time, level by level for a fixed number of levels (leaves
             # step to themselves): no data-dependent branch in the walk, and BLOCK independent loads in flight.
-            base = 0
-            while base < n:
-                m = n - base if n - base < BLOCK else BLOCK
-                for j in range(m):
-                    i = base + j
-                    pts[j][0] = src_ip[i]
-                    pts[j][1] = dst_ip[i]
-                    pts[j][2] = sport[i]
-                    pts[j][3] = dport[i]
-                    pts[j][4] = proto[i]
-                    pts[j][5] = zone_from[i] if has_zf else ZONE_UNK
-                    pts[j][6] = zone_to[i] if has_zt else ZONE_UNK
-                    best[j] = 0x7FFFFFFF
-                for g in range(ng):
-                    gm = gmin[g]
-                    need = False
+            if not use_ctx:
+                base = 0
+                while base < n:
+                    m = n - base if n - base < BLOCK else BLOCK
                     for j in range(m):
-                        if gm < best[j]:
-                            need = True
-                    if not need:
-                        break  # groups are sorted by their best rule: later ones cannot win either
-                    root = roots[g]
-                    depth = gdepth[g]
-                    for j in range(m):
-                        cur[j] = root
-                    for _lvl in range(depth):
+                        i = base + j
+                        pts[j][0] = src_ip[i]
+                        pts[j][1] = dst_ip[i]
+                        pts[j][2] = sport[i]
+                        pts[j][3] = dport[i]
+                        pts[j][4] = proto[i]
+                        pts[j][5] = zone_from[i] if has_zf else ZONE_UNK
+                        pts[j][6] = zone_to[i] if has_zt else ZONE_UNK
+                        best[j] = 0x7FFFFFFF
+                    for g in range(ng):
+                        gm = gmin[g]
+                        need = False
                         for j in range(m):
-                            nd = nodes + cur[j]
-                            cur[j] = nd.child + <int32_t>(pts[j][nd.dim] > nd.split)
-                    if use_ctx:
+                            if gm < best[j]:
+                                need = True
+                        if not need:
+                            break  # groups are sorted by their best rule: later ones cannot win either
+                        root = roots[g]
+                        depth = gdepth[g]
+                        for j in range(m):
+                            cur[j] = root
+                        for _lvl in range(depth):
+                            for j in range(m):
+                                nd = nodes + cur[j]
+                                cur[j] = nd.child + <int32_t>(pts[j][nd.dim] > nd.split)
+                        for j in range(m):
+                            if gm < best[j]:
+                                best[j] = _scan_leaf(nodes + cur[j], leaf, pts[j], best[j])
+                    for j in range(m):
+                        out[base + j] = best[j] if best[j] != 0x7FFFFFFF else -1
+                    base += m
+            else:
+                # The same walk, the leaf scan checking the rules' content constraints.
+                base = 0
+                while base < n:
+                    m = n - base if n - base < BLOCK else BLOCK
+                    for j in range(m):
+                        i = base + j
+                        pts[j][0] = src_ip[i]
+                        pts[j][1] = dst_ip[i]
+                        pts[j][2] = sport[i]
+                        pts[j][3] = dport[i]
+                        pts[j][4] = proto[i]
+                        pts[j][5] = zone_from[i] if has_zf else ZONE_UNK
+                        pts[j][6] = zone_to[i] if has_zt else ZONE_UNK
+                        best[j] = 0x7FFFFFFF
+                    for g in range(ng):
+                        gm = gmin[g]
+                        need = False
+                        for j in range(m):
+                            if gm < best[j]:
+                                need = True
+                        if not need:
+                            break  # groups are sorted by their best rule: later ones cannot win either
+                        root = roots[g]
+                        depth = gdepth[g]
+                        for j in range(m):
+                            cur[j] = root
+                        for _lvl in range(depth):
+                            for j in range(m):
+                                nd = nodes + cur[j]
+                                cur[j] = nd.child + <int32_t>(pts[j][nd.dim] > nd.split)
                         for j in range(m):
                             if gm < best[j]:
                                 i = base + j
@@ -751,10 +788,6 @@ cdef class ClassifierTree:
                                 if ncat > 0:
                                     cx.cats = catp + i * ncat
                                 best[j] = _scan_leaf_ctx(nodes + cur[j], leaf, pts[j], best[j], cx)
-                    else:
-                        for j in range(m):
-                            if gm < best[j]:
-                                best[j] = _scan_leaf(nodes + cur[j], leaf, pts[j], best[j])
-                for j in range(m):
-                    out[base + j] = best[j] if best[j] != 0x7FFFFFFF else -1
-                base += m
+                    for j in range(m):
+                        out[base + j] = best[j] if best[j] != 0x7FFFFFFF else -1
+                    base += m

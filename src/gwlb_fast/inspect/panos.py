@@ -16,7 +16,8 @@
 - custom URL categories of type URL List; predefined category names become categories that only a
   ``url_database`` fills;
 - URL-filtering profiles (allow / alert / continue / override / block per category), vulnerability and
-  anti-spyware profiles with one action for every severity, profile groups, and rules' ``profile-setting``;
+  anti-spyware profiles (their rules' actions by severity; threat-name filters are not modelled), profile groups,
+  and rules' ``profile-setting``;
 - zones: the VM-Series plugin associates each GWLB endpoint with a sub-interface and its zone; the topology's
   ``zones:`` mapping (zone -> endpoint names) stands in for that association.
 
@@ -39,7 +40,7 @@ __all__ = ["load_panos"]
 
 _PREDEFINED_SERVICES = {"service-http": ["tcp/80", "tcp/8080"], "service-https": ["tcp/443"]}
 _RULE_ACTIONS = {"allow", "deny", "drop", "reset-client", "reset-server", "reset-both"}
-_THREAT_ACTIONS = {"default", "alert", "drop", "reset-client", "reset-server", "reset-both", "block-ip"}
+_THREAT_ACTIONS = {"default", "allow", "alert", "drop", "reset-client", "reset-server", "reset-both", "block-ip"}
 _URL_ACTIONS = ("allow", "alert", "continue", "override", "block")
 _METADATA = {"description", "tag", "log-setting", "log-start", "log-end", "group-tag"}
 _RULE_FIELDS = {"from", "to", "source", "destination", "application", "service", "category", "action",
@@ -274,7 +275,8 @@ class _Loader:
             self.profile_kind[name] = "url-filtering"
         for kind in ("vulnerability", "spyware"):
             for name, (el, xp) in self.collect("profiles", kind).items():
-                actions = []
+                # PAN-OS evaluates the profile's rules top-down: the first rule naming a severity (or any) decides.
+                rules = []
                 for rname, rel, rxp in _Scope(el, xp).entries("rules"):
                     act = rel.find("action")
                     a = act[0].tag if act is not None and len(act) else "default"
@@ -282,25 +284,35 @@ class _Loader:
                         self.skip(f"{rxp}/action/{a}", f"{kind} profile {name}, rule {rname}: action {a} is not "
                                   "modelled (taken as default)")
                         a = "default"
-                    sev = [m.text for m in rel.findall("severity/member")]
-                    if sev and sev != ["any"]:
-                        self.skip(f"{rxp}/severity", f"{kind} profile {name}, rule {rname}: per-severity actions "
-                                  "are not modelled (the rule's action applies to every severity)")
                     tn = (rel.findtext("threat-name") or "any").strip()
                     if tn != "any":
                         self.skip(f"{rxp}/threat-name", f"{kind} profile {name}, rule {rname}: threat-name filters "
-                                  "are not modelled")
-                    actions.append(a)
+                                  "are not modelled; rule left out")
+                        continue
+                    for c in rel:
+                        if c.tag not in ("action", "severity", "threat-name", "category", "packet-capture", "host",
+                                         "cve", "vendor-id", *_METADATA):
+                            self.skip(f"{rxp}/{c.tag}", f"{kind} profile {name}, rule {rname}: <{c.tag}> is not "
+                                      "modelled")
+                    for tag in ("host", "category"):
+                        v = (rel.findtext(tag) or "any").strip()
+                        if v != "any":
+                            self.skip(f"{rxp}/{tag}", f"{kind} profile {name}, rule {rname}: {tag} {v!r} is not "
+                                      "modelled (taken as any)")
+                    sev = [m.text.strip() for m in rel.findall("severity/member") if m.text] or ["any"]
+                    rules.append((sev, a))
                 for c in el:
                     if c.tag not in ("rules", *_METADATA):
                         self.skip(f"{xp}/{c.tag}", f"{kind} profile {name}: <{c.tag}> is not modelled")
-                if len(set(actions)) > 1:
-                    self.skip(f"{xp}/rules", f"{kind} profile {name}: rules with different actions; the first "
-                              f"({actions[0]}) is used")
                 if name in profiles:
                     self.skip(xp, f"{kind} profile {name}: the name is taken by another profile")
                     continue
-                profiles[name] = {"threat": {"action": actions[0] if actions else "default"}}
+                by_sev = {}
+                for level in ("critical", "high", "medium", "low", "informational"):
+                    hit = next((a for sev, a in rules if level in sev or "any" in sev), "allow")
+                    by_sev[level] = hit
+                base = next((a for sev, a in rules if "any" in sev), "allow" if rules else "default")
+                profiles[name] = {"threat": {"action": base, "severity": by_sev}}
                 self.profile_kind[name] = kind
         for kind in ("virus", "file-blocking", "wildfire-analysis", "data-filtering", "dos-protection"):
             for name, (_el, xp) in self.collect("profiles", kind).items():

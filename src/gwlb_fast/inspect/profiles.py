@@ -2,9 +2,11 @@
 
 ``security_policy.profiles`` maps a name to one of:
 
-- ``{threat: {action: A}}``: a vulnerability / anti-spyware style profile; ``A`` is ``default`` (each signature's
-  own action: alert, drop, or reject = reset the sender of the matching packet, taken as the client), ``alert``,
-  ``drop``, ``reset-client``, ``reset-server``, ``reset-both`` or ``block-ip``;
+- ``{threat: {action: A, severity: {critical: A1, high: A2, ...}}}``: a vulnerability / anti-spyware style profile;
+  ``A`` is ``default`` (each signature's own action: alert, drop, or reject = reset the sender of the matching
+  packet, taken as the client), ``allow`` (no action, no log), ``alert``, ``drop``, ``reset-client``,
+  ``reset-server``, ``reset-both`` or ``block-ip``; ``severity`` (optional) gives other actions to signatures of those severities (``critical``,
+  ``high``, ``medium``, ``low``, ``informational``), as a PAN-OS profile's rules by severity do;
 - ``{url_filtering: {ACTION: [categories], ...}}`` with ACTION one of ``allow``, ``alert``, ``continue``,
   ``override``, ``block``; ``any`` in a list is the action of every category not listed (default: allow);
 - ``{group: [profile names]}``: a profile group.
@@ -24,7 +26,7 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["Profiles", "SignatureAction", "ThreatAction", "UrlAction"]
+__all__ = ["SEVERITY_UNKNOWN", "Profiles", "Severity", "SignatureAction", "ThreatAction", "UrlAction"]
 
 
 class UrlAction(IntEnum):
@@ -50,6 +52,20 @@ class ThreatAction(IntEnum):
     BLOCK_IP = 6
 
 
+class Severity(IntEnum):
+    """PAN-OS threat severity (the threat log's ``severity``)."""
+
+    INFORMATIONAL = 0
+    LOW = 1
+    MEDIUM = 2
+    HIGH = 3
+    CRITICAL = 4
+
+
+#: ``severity`` value meaning "not known": the profile's ``action`` applies.
+SEVERITY_UNKNOWN = len(Severity)
+
+
 class SignatureAction(IntEnum):
     """A signature's own action (Suricata rule syntax)."""
 
@@ -62,15 +78,18 @@ _DEFAULT_FOR_SIGNATURE = {SignatureAction.ALERT: ThreatAction.ALERT, SignatureAc
                           SignatureAction.REJECT: ThreatAction.RESET_CLIENT}
 _URL_BY_NAME = {a.name.lower(): a for a in UrlAction if a is not UrlAction.NONE}
 _THREAT_BY_NAME = {a.name.lower().replace("_", "-"): a for a in ThreatAction if a is not ThreatAction.NONE}
+_THREAT_BY_NAME["allow"] = ThreatAction.NONE  # PAN-OS's allow: no action, no log
 
 
 class Profile:
     """One profile: ``kind`` is ``threat``, ``url_filtering`` or ``group``."""
 
-    def __init__(self, name, kind, action=None, url_table=None, members=()):
+    def __init__(self, name, kind, action=None, url_table=None, members=(), by_severity=None):
         self.name = name
         self.kind = kind
         self.action = action            # threat: ThreatAction, or None for default
+        #: threat: action per Severity (None = default), then the one for an unknown severity
+        self.by_severity = list(by_severity) if by_severity is not None else [action] * (SEVERITY_UNKNOWN + 1)
         self.url_table = url_table      # url_filtering: uint8[n_categories]
         self.members = tuple(members)   # group
 
@@ -153,7 +172,7 @@ class Profiles:
         url_combo: dict[tuple, int] = {(): 0}
         thr_combo: dict[tuple, int] = {(): 0}
         url_rows = [np.zeros(nc + 1, np.uint8)]
-        thr_rows = [np.zeros(len(SignatureAction), np.uint8)]
+        thr_rows = [np.zeros((SEVERITY_UNKNOWN + 1, len(SignatureAction)), np.uint8)]
         self._rule_url = np.zeros(n + 1, np.int32)
         self._rule_thr = np.zeros(n + 1, np.int32)
         #: Per rule: names of the URL-filtering / threat profiles in force (groups flattened).
@@ -172,12 +191,12 @@ class Profiles:
                 url_combo[up] = len(url_rows)
                 url_rows.append(row)
             if tp not in thr_combo:
-                row = np.zeros(len(SignatureAction), np.uint8)
+                row = np.zeros((SEVERITY_UNKNOWN + 1, len(SignatureAction)), np.uint8)
                 for name in tp:
-                    act = self.by_name[name].action
-                    for s in SignatureAction:
-                        a = _DEFAULT_FOR_SIGNATURE[s] if act is None else act
-                        row[s] = max(row[s], int(a))
+                    for sev, act in enumerate(self.by_name[name].by_severity):
+                        for s in SignatureAction:
+                            a = _DEFAULT_FOR_SIGNATURE[s] if act is None else act
+                            row[sev, s] = max(row[sev, s], int(a))
                 thr_combo[tp] = len(thr_rows)
                 thr_rows.append(row)
             self._rule_url[i] = url_combo[up]
@@ -219,28 +238,53 @@ class Profiles:
         out = self._url_tab[combo[:, None], c].max(axis=1) if c.shape[1] else np.zeros(c.shape[0], np.uint8)
         return out.astype(np.uint8)
 
-    def threat_action(self, rule_index, signature_action) -> np.ndarray:
+    def threat_action(self, rule_index, signature_action, severity=None) -> np.ndarray:
         """``ThreatAction`` (uint8[n]) of each signature match: the most severe over the rule's threat profiles
-        (``default`` = the signature's own action); ``NONE`` when the rule has no threat profile."""
+        (``default`` = the signature's own action); ``NONE`` when the rule has no threat profile.
+
+        ``severity`` (``Severity`` codes, ``SEVERITY_UNKNOWN`` allowed; None = unknown for all) picks a profile's
+        per-severity action."""
         combo = self._rows(rule_index, self._rule_thr)
         s = np.asarray(signature_action)
         if s.shape != combo.shape or s.dtype.kind not in "iu":
             raise ValueError(f"signature_action must be an integer array of length {combo.shape[0]}")
         if s.size and (s.min() < 0 or s.max() >= len(SignatureAction)):
             raise ValueError("signature_action must hold SignatureAction codes (0 alert, 1 drop, 2 reject)")
-        return self._thr_tab[combo, s.astype(np.int64)].astype(np.uint8)
+        if severity is None:
+            sev = np.full(combo.shape, SEVERITY_UNKNOWN, np.int64)
+        else:
+            sev = np.asarray(severity)
+            if sev.shape != combo.shape or sev.dtype.kind not in "iu":
+                raise ValueError(f"severity must be an integer array of length {combo.shape[0]}")
+            if sev.size and (sev.min() < 0 or sev.max() > SEVERITY_UNKNOWN):
+                raise ValueError(f"severity must hold Severity codes 0..{SEVERITY_UNKNOWN}")
+            sev = sev.astype(np.int64)
+        return self._thr_tab[combo, sev, s.astype(np.int64)].astype(np.uint8)
+
+
+def _threat_act(value, where):
+    act = str(value).strip().lower()
+    if act == "default":
+        return None
+    if act not in _THREAT_BY_NAME:
+        raise ConfigError(f"{where}: unknown action {value!r} (default, {', '.join(_THREAT_BY_NAME)})")
+    return _THREAT_BY_NAME[act]
 
 
 def threat_profile(name, spec, where) -> Profile:
-    if not isinstance(spec, Mapping) or set(spec) - {"action"}:
-        raise ConfigError(f"{where}: expected {{action: default|{'|'.join(_THREAT_BY_NAME)}}}")
-    act = str(spec.get("action", "default")).strip().lower()
-    if act == "default":
-        return Profile(name, "threat", action=None)
-    if act not in _THREAT_BY_NAME:
-        raise ConfigError(f"{where}.action: unknown action {spec.get('action')!r} (default, "
-                          f"{', '.join(_THREAT_BY_NAME)})")
-    return Profile(name, "threat", action=_THREAT_BY_NAME[act])
+    if not isinstance(spec, Mapping) or set(spec) - {"action", "severity"}:
+        raise ConfigError(f"{where}: expected {{action: default|{'|'.join(_THREAT_BY_NAME)}, severity: {{...}}}}")
+    base = _threat_act(spec.get("action", "default"), f"{where}.action")
+    by_sev = [base] * (SEVERITY_UNKNOWN + 1)
+    sev = spec.get("severity") or {}
+    if not isinstance(sev, Mapping):
+        raise ConfigError(f"{where}.severity: expected a mapping severity -> action")
+    names = {s.name.lower(): s for s in Severity}
+    for k, v in sev.items():
+        if str(k).lower() not in names:
+            raise ConfigError(f"{where}.severity.{k}: unknown severity (one of {', '.join(names)})")
+        by_sev[names[str(k).lower()]] = _threat_act(v, f"{where}.severity.{k}")
+    return Profile(name, "threat", action=base, by_severity=by_sev)
 
 
 def url_profile(name, spec, urlcats, where) -> Profile:
