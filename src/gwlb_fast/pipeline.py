@@ -564,6 +564,7 @@ class Pipeline:
         t_start = time.perf_counter()
         size = os.path.getsize(source) if isinstance(source, (str, os.PathLike)) and os.path.isfile(source) else None
         reader = read_pcap(source, chunk=chunk, parse=False, strict=False)
+        reader.release_pages = True  # every chunk is copied into the path's own arena (bounded resident memory)
         writers: dict[str, OrderedWriter] = {}
         out_w = log_w = None
         done = False
