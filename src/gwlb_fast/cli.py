@@ -135,6 +135,13 @@ def _cmd_run(args) -> int:
                            flow_log=args.flow_log, events=args.events, chunk=args.chunk, seed=args.seed,
                            quiet=args.quiet, strict=False, pickup=args.pickup)
     print(summary.to_json() if args.json else summary, end="\n" if args.json else "")
+    from .report import UnmatchedHint
+
+    hint = UnmatchedHint(args.input)
+    hint.from_summary(summary, args.topology, args.input)
+    line = hint.line(summary.packets_in)
+    if line is not None:
+        print(f"gwlb-fast: {line}", file=sys.stderr)
     if summary.input_error:
         print(f"gwlb-fast: {summary.input_error}", file=sys.stderr)
         return 1

@@ -415,6 +415,28 @@ class UnmatchedHint:
         for k, c in zip(nets.tolist(), counts.tolist()):
             self._nets[k] = self._nets.get(k, 0) + c
 
+    def from_summary(self, summary, topology, capture) -> None:
+        """For a run whose packets this observer did not see (``run --workers N``): the unmatched count from the
+        summary and, when it calls for the hint, the /24s of the capture's addresses that lie in no subnet, from one
+        more streamed pass (parse and subnet lookups, batched)."""
+        from .config import load_topology
+        from .pcapio import read_pcap
+        from .vpc import VpcRouter
+
+        self.unmatched = int(summary.drops.get("route", {}).get("NO_ROUTE", 0))
+        if self.line(summary.packets_in) is None:
+            return
+        routers = [VpcRouter(v) for v in load_topology(topology).vpcs.values()]
+        for b in read_pcap(capture, strict=False):
+            ok = b.status == 0
+            addrs = np.concatenate([b.src_ip[ok], b.dst_ip[ok]])
+            inside = np.zeros(addrs.size, bool)
+            for r in routers:
+                inside |= r.subnet_of(addrs) >= 0
+            nets, counts = np.unique(addrs[~inside] >> np.uint32(8), return_counts=True)
+            for k, c in zip(nets.tolist(), counts.tolist()):
+                self._nets[k] = self._nets.get(k, 0) + c
+
     def top(self, k: int = 3) -> list[tuple[str, int]]:
         items = sorted(self._nets.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
         return [(f"{ip_str(n << 8)}/24", c) for n, c in items]
