@@ -2,12 +2,14 @@ import copy
 import importlib.resources
 import json
 
+import numpy as np
 import pytest
 import yaml
 
 from gwlb_fast.check import check_topology, trace_route
 from gwlb_fast.cli import main
 from gwlb_fast.config import example_topology_text, ip_to_int, load_topology, topology_from_dict
+from gwlb_fast.policy import Policy
 
 EXAMPLE = yaml.safe_load(example_topology_text())
 RT = ("vpcs", "business", "route_tables")
@@ -98,7 +100,10 @@ def test_implicit_local_route_returns_to_the_app_subnet():
 
 @pytest.mark.parametrize("name", list(BROKEN))
 def test_planted_mistake_is_found(name):
-    d, kind, path, words = BROKEN[name]
+    _assert_found(*BROKEN[name])
+
+
+def _assert_found(d, kind, path, words):
     fs = findings(d)
     hits = [f for f in fs if f.kind == kind and f.path == path and words in f.message]
     assert hits, "\n".join(map(str, fs))
@@ -216,10 +221,7 @@ CENTRAL_BROKEN = {
 
 @pytest.mark.parametrize("name", list(CENTRAL_BROKEN))
 def test_planted_transit_mistake_is_found(name):
-    d, kind, path, words = CENTRAL_BROKEN[name]
-    fs = findings(d)
-    hits = [f for f in fs if f.kind == kind and f.path == path and words in f.message]
-    assert hits, "\n".join(map(str, fs))
+    _assert_found(*CENTRAL_BROKEN[name])
 
 
 def test_centralized_example_is_clean_and_traces_through_the_router():
@@ -250,3 +252,22 @@ def test_missing_attachment_is_a_configuration_error_naming_it(tmp_path, capsys)
     err = capsys.readouterr().err
     assert err.startswith(f"gwlb-fast: {bad}: transit_routers.tr-1.route_tables.spokes[0].via: unknown attachment "
                           "'securty' (did you mean 'security'?)") and err.count("\n") == 1
+
+
+def test_interzone_rule_never_matches_behind_a_gwlb():
+    d = copy.deepcopy(CENTRAL)
+    d["endpoints"]["gwlbe-d"] = {"vpc": "security", "subnet": "gwlbe", "id": 0x0D, "gwlb": "gwlb-1"}
+    d["security_policy"]["zones"]["other"] = ["gwlbe-d"]
+    d["security_policy"]["rules"][:0] = [
+        {"name": "cross", "from": ["security"], "to": ["other"], "action": "allow"},
+        {"name": "same", "from": ["security", "other"], "to": ["other"], "action": "allow"}]
+    fs = [f for f in findings(d) if f.kind == "policy"]
+    assert [(f.path, f.message.split(" and ")[0]) for f in fs] == [
+        ("security_policy.rules[0]", "rule 'cross' is interzone (from security to other)")]
+    # and the firewall agrees: a packet that came by gwlbe-d (zone other) is classified with from = to = other,
+    # which the interzone rule never matches and the intrazone one does
+    pol = Policy.from_yaml({"security_policy": d["security_policy"]}, name="z.yaml")
+    z = np.array([pol.zone_names.index("other")], np.uint8)
+    one = [np.array([v], t) for v, t in ((0x0A010105, np.uint32), (0x0A020105, np.uint32), (40000, np.uint16),
+                                         (443, np.uint16), (6, np.uint8))]
+    assert pol.compile().classify(*one, zone_from=z, zone_to=z).tolist() == [1]

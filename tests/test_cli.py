@@ -259,6 +259,11 @@ def test_topology_and_events_files_are_inputs_too(capture, tmp_path, capsys):
     assert "refusing to overwrite" in _one_line(capsys.readouterr().err)
     assert topo.read_text() == Path(EXAMPLE).read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["topo.yaml"]
+    events = tmp_path / "events.yaml"
+    events.write_text("- {at: 0.5, firewall: fw-1, state: unhealthy}\n")
+    assert main(["run", EXAMPLE, str(path), "--events", str(events), "-o", str(events), "--quiet"]) == 2
+    assert "refusing to overwrite" in _one_line(capsys.readouterr().err)
+    assert events.read_text() == "- {at: 0.5, firewall: fw-1, state: unhealthy}\n"
 
 
 @pytest.mark.parametrize("extra", [[], ["--taps", "TAPS"]])

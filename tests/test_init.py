@@ -76,6 +76,9 @@ def test_laptop_capture_with_the_example_topology_gets_the_hint(tmp_path, capsys
     assert main(["run", example, str(cap), "--quiet"]) == 0
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "hint:" in err and "172.16.0.0/24" in err and "gwlb-fast init" in err
+    # flow-sharded workers give the same line
+    assert main(["run", example, str(cap), "--quiet", "--workers", "2"]) == 0
+    assert capsys.readouterr().err == err
     # with the topology init writes, no hint
     topo = tmp_path / "t.yaml"
     assert main(["init", str(cap), "-o", str(topo), "--quiet"]) == 0

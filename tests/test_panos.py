@@ -4,6 +4,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gwlb_fast.errors import ConfigError
 from gwlb_fast.inspect.applications import APP_ID, APP_PENDING
@@ -411,3 +413,34 @@ def test_the_export_and_the_url_database_are_inputs_no_output_overwrites(tmp_pat
         assert main(["run", str(topo), str(cap), "-o", str(tmp_path / victim), "--quiet"]) == 2
         assert "refusing to overwrite" in capsys.readouterr().err
         assert (tmp_path / victim).read_bytes() == before
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_mutated_exports_load_or_fail_with_one_config_error(tmp_path_factory, data):
+    """Elements dropped, texts and names replaced at random: a Policy (and its unsupported list) or a ConfigError."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(FIREWALL_XML)
+    nodes = list(root.iter())[1:]
+    for _ in range(data.draw(st.integers(1, 6))):
+        victim = nodes[data.draw(st.integers(0, len(nodes) - 1))]
+        op = data.draw(st.sampled_from(["drop", "text", "name"]))
+        if op == "drop":
+            for parent in root.iter():
+                if victim in list(parent):
+                    parent.remove(victim)
+                    break
+        elif op == "text":
+            victim.text = data.draw(st.sampled_from(["", "any", "10.1.1.1-abc", "tcp", "80,x", "yes", "*", "::1"]))
+        else:
+            victim.set("name", data.draw(st.sampled_from(["", "gwlb", "web-apps", "std", "dup"])))
+    path = tmp_path_factory.mktemp("fuzz") / "fw.xml"
+    path.write_bytes(ET.tostring(root))
+    try:
+        pol = Policy.from_panos(path, zones={"gwlb": ["gwlbe-a"]})
+    except ConfigError as exc:
+        assert str(exc).startswith(str(path)) and "\n" not in str(exc)
+        return
+    pol.compile()
+    assert all(isinstance(xp, str) and xp.startswith("/config") for xp, _ in pol.unsupported)

@@ -168,6 +168,10 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["run", str(EXAMPLE_PATH), str(tmp_path / "missing.pcap"), "--workers", "2"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("gwlb-fast: ") and "no such file" in err[0]
+    assert main(["run", str(EXAMPLE_PATH), str(EXAMPLE_PATH), "--workers", "2", "--report",
+                 str(tmp_path / "r.html")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith("--report needs --workers 1")
     bad = tmp_path / "bad.pcap"
     bad.write_bytes(b"\x00" * 40)
     assert main(["run", str(EXAMPLE_PATH), str(bad), "--workers", "2", "--quiet"]) == 1

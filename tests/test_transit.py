@@ -29,6 +29,7 @@ from gwlb_fast.pipeline import STAGES, Pipeline
 from gwlb_fast.status import PktStatus
 from gwlb_fast.synth import CATEGORIES, Direction
 from gwlb_fast.vpc import TransitRouter, VpcRouter
+from tests.test_pipeline import Replay, _l4
 
 CENTRAL_PATH = str(importlib.resources.files("gwlb_fast") / "examples" / "centralized.yaml")
 CENTRAL = yaml.safe_load(Path(CENTRAL_PATH).read_text())
@@ -48,30 +49,6 @@ def _topo(d=None, name="central.yaml"):
     return topology_from_dict(d, name)
 
 
-def _l4(frame):
-    ip = dpkt.ethernet.Ethernet(frame).data
-    src, dst = int.from_bytes(ip.src, "big"), int.from_bytes(ip.dst, "big")
-    if ip.p in (6, 17):
-        return src, dst, ip.data.sport, ip.data.dport, ip.p
-    echo_id = ip.data.data.id if ip.p == 1 and ip.data.type in (0, 8) else 0
-    return src, dst, echo_id, echo_id, ip.p
-
-
-class Replay:
-    def __init__(self, batch, chunk, topo=None):
-        self.pipe = Pipeline(topo if topo is not None else _topo())
-        parts = collections.defaultdict(list)
-        for a in range(0, len(batch), chunk):
-            r = self.pipe.process(batch[a:a + chunk])
-            for name in ("status", "stage", "delivered", "fw"):
-                parts[name].append(getattr(r, name).copy())
-            parts["output"].append(r.output)
-        for name in ("status", "stage", "delivered", "fw"):
-            setattr(self, name, np.concatenate(parts[name]))
-        self.output = gf.PacketBatch.concat(parts["output"])
-        self.summary = self.pipe.summary()
-
-
 @pytest.fixture(scope="module")
 def traffic():
     return synth.generate_with_truth(300, 20_000, seed=7, duration=20.0, mix=synth.CENTRALIZED_MIX,
@@ -80,7 +57,7 @@ def traffic():
 
 @pytest.fixture(scope="module")
 def replays(traffic):
-    return {c: Replay(traffic[0], c) for c in (257, 65536)}
+    return {c: Replay(traffic[0], c, _topo()) for c in (257, 65536)}
 
 
 @pytest.fixture(scope="module")

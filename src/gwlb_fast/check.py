@@ -27,7 +27,9 @@ and reports, as :class:`Finding` objects:
 ``no-internet`` a NAT gateway's subnet has no route to the Internet;
 ``nat``         a NAT gateway whose subnet cannot be told, or traffic reaching a NAT gateway from a subnet that is
                 not one of its SNAT sources (it would be dropped with NAT_NO_MAPPING);
-``policy``      a security-policy zone naming an endpoint the topology does not have.
+``policy``      a security-policy zone naming an endpoint the topology does not have, or an interzone rule (its
+                ``from`` and ``to`` zones share none), which never matches behind a GWLB: every session is
+                intrazone there.
 
 The command also compiles the ``security_policy`` (``gwlb_fast.policy.Policy``): a bad rule is a configuration
 error.
@@ -117,6 +119,20 @@ def _lookup(vpc: Vpc, table: str, dst: int) -> Route | None:
     return _best(vpc.route_tables[table].routes, dst)
 
 
+def _take(tr: Trace, routes: list[Route], dst: int) -> Route | None:
+    """The route ``dst`` takes among ``routes``, recorded in the trace; None (and the trace's end set) when there is
+    none or it is a blackhole."""
+    r = _best(routes, dst)
+    if r is None:
+        tr.end = "no-route"
+        return None
+    tr.routes.append(r)
+    if r.kind == "blackhole":
+        tr.end = "blackhole"
+        return None
+    return r
+
+
 def trace_route(topo: Topology, vpc: Vpc, table: str, dst: int, max_hops: int = 64) -> Trace:
     """Follow next hops from route table ``table`` of ``vpc`` for destination ``dst`` (host order), through
     transit routers into other VPCs."""
@@ -136,13 +152,8 @@ def trace_route(topo: Topology, vpc: Vpc, table: str, dst: int, max_hops: int = 
     while len(tr.tables) < max_hops:
         if not visit(vpc.name, table, f"{vpc.key}.route_tables.{table}"):
             return tr
-        r = _lookup(vpc, table, dst)
+        r = _take(tr, vpc.route_tables[table].routes, dst)
         if r is None:
-            tr.end = "no-route"
-            return tr
-        tr.routes.append(r)
-        if r.kind == "blackhole":
-            tr.end = "blackhole"
             return tr
         if r.kind == "internet":
             tr.end = "internet"
@@ -167,13 +178,8 @@ def trace_route(topo: Topology, vpc: Vpc, table: str, dst: int, max_hops: int = 
             tname = f"{router.name}:{att.route_table}"
             if not visit(f"({router.name})", tname, f"{router.key}.route_tables.{att.route_table}"):
                 return tr
-            tr_route = _best(router.route_tables[att.route_table].routes, dst)
+            tr_route = _take(tr, router.route_tables[att.route_table].routes, dst)
             if tr_route is None:
-                tr.end = "no-route"
-                return tr
-            tr.routes.append(tr_route)
-            if tr_route.kind == "blackhole":
-                tr.end = "blackhole"
                 return tr
             dest = router.attachments[tr_route.target]
             tr.attachments.append(f"{router.name}/{dest.name}")
@@ -418,6 +424,19 @@ def _check_zones(rep: _Report, topo: Topology) -> None:
                 rep.add("policy", f"{topo.security_policy_path}.zones.{zone}[{i}]",
                         f"zone '{zone}' names endpoint '{ep}', which the topology does not have "
                         f"(known: {', '.join(topo.endpoints) or 'none'})")
+    # behind a GWLB each packet enters and leaves the firewall on the sub-interface of the endpoint it came by, so
+    # VM-Series sees only intrazone traffic: a rule whose from and to zones share none never matches
+    rules = pol.get("rules")
+    for i, r in enumerate(rules if isinstance(rules, list) else []):
+        if not isinstance(r, dict) or "from" not in r or "to" not in r:
+            continue
+        src, dst = (set(v) if isinstance(v, list) else {v} for v in (r["from"], r["to"]))
+        if "any" in src or "any" in dst or src & dst:
+            continue
+        rep.add("policy", f"{topo.security_policy_path}.rules[{i}]",
+                f"rule '{r.get('name', i)}' is interzone (from {', '.join(map(str, sorted(src)))} to "
+                f"{', '.join(map(str, sorted(dst)))}) and never matches: behind a GWLB the firewall returns each "
+                f"packet on the sub-interface it arrived on, so every session is intrazone")
 
 
 def _compare(rep: _Report, fwd: Trace, back: Trace, what: str) -> bool:

@@ -41,6 +41,8 @@ def _add_run(sub) -> None:
     p.add_argument("--taps", metavar="DIR", help="write one capture per link into DIR, in the output's format "
                                                  "(Geneve links as Geneve frames)")
     p.add_argument("--flow-log", metavar="FILE", help="one record per session (.jsonl or .csv)")
+    p.add_argument("--threat-log", metavar="FILE",
+                   help="one record per signature alert or URL event (.jsonl; PAN-OS threat-log fields)")
     p.add_argument("--events", metavar="FILE", help="what-if health changes (YAML list of {at, firewall, state})")
     p.add_argument("--drops", metavar="FILE.pcapng",
                    help="every dropped packet, each with a comment: stage, reason, firewall, rule")
@@ -69,7 +71,7 @@ def _positive(text: str) -> int:
 
 
 def _replay(topology, capture, output, taps, flow_log, events, chunk, seed, as_json, quiet, drops=None,
-            report=None, pickup=None) -> int:
+            report=None, pickup=None, threat_log=None) -> int:
     from pathlib import Path
 
     from .pipeline import Pipeline
@@ -81,7 +83,7 @@ def _replay(topology, capture, output, taps, flow_log, events, chunk, seed, as_j
     if drops is not None or report is not None:
         from .outfiles import refuse_overlap
 
-        refuse_overlap([capture, topology, events], [output, flow_log, drops, report])
+        refuse_overlap([capture, topology, events], [output, flow_log, drops, report, threat_log])
     hint = UnmatchedHint(capture)
     observers = [hint]
     if drops is not None:
@@ -93,7 +95,7 @@ def _replay(topology, capture, output, taps, flow_log, events, chunk, seed, as_j
 
         observers.append(ReportCollector(report, inputs=[capture, topology], title=Path(capture).name))
     summary = pipe.run(capture, output, taps=taps, flow_log=flow_log, events=events, chunk=chunk, quiet=quiet,
-                       strict=False, observers=observers)
+                       strict=False, observers=observers, threat_log=threat_log)
     print(summary.to_json() if as_json else summary, end="\n" if as_json else "")
     line = hint.line(summary.packets_in)
     if line is not None:
@@ -126,7 +128,7 @@ def _cmd_run(args) -> int:
     if n == 1:
         return _replay(args.topology, args.input, args.output, args.taps, args.flow_log, args.events, args.chunk,
                        args.seed, args.json, args.quiet, drops=args.drops, report=args.report,
-                       pickup=args.pickup)
+                       pickup=args.pickup, threat_log=args.threat_log)
     from .parallel import run_parallel
 
     if not Path(args.input).exists():
@@ -135,6 +137,13 @@ def _cmd_run(args) -> int:
                            flow_log=args.flow_log, events=args.events, chunk=args.chunk, seed=args.seed,
                            quiet=args.quiet, strict=False, pickup=args.pickup)
     print(summary.to_json() if args.json else summary, end="\n" if args.json else "")
+    from .report import UnmatchedHint
+
+    hint = UnmatchedHint(args.input)
+    hint.from_summary(summary, args.topology, args.input)
+    line = hint.line(summary.packets_in)
+    if line is not None:
+        print(f"gwlb-fast: {line}", file=sys.stderr)
     if summary.input_error:
         print(f"gwlb-fast: {summary.input_error}", file=sys.stderr)
         return 1

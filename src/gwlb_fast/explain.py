@@ -242,9 +242,13 @@ def _explain(pipe: Pipeline, probe: PacketBatch, res, trace, before, number) -> 
                 if ok:
                     ex.nat = {"gateway": name, "kind": "inbound", "public": f"{ip_str(b4[2])}:{b4[3]}",
                               "private": f"{ip_str(af[2])}:{af[3]}"}
+                rule = next((r for r in gw.cfg.dnat if r.proto == ex.packet["proto"] and r.port == b4[3]
+                             and r.to_ip == af[2] and r.to_port == af[3]), None)
+                how = (f"DNAT rule {_PROTO_NAME.get(rule.proto, rule.proto)}/{rule.port} -> {rule.to}" if rule
+                       else "the reverse of an SNAT mapping")
                 ex.hops.append(f"from the Internet to NAT gateway {name} ({ip_str(gw.public_ip)}): "
-                               + (f"destination {ip_str(b4[2])}:{b4[3]} -> {ip_str(af[2])}:{af[3]} "
-                                  f"(DNAT rule or the reverse of an SNAT mapping)" if ok else "no translation"))
+                               + (f"destination {ip_str(b4[2])}:{b4[3]} -> {ip_str(af[2])}:{af[3]} ({how})"
+                                  if ok else f"no translation ({reason_text(int(info['status'][j]))})"))
             else:
                 pport = int(info["public_port"][j])
                 d.update(nat=name, public_port=pport)

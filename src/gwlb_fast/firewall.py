@@ -66,6 +66,9 @@ SESSION_DTYPE = np.dtype([
     ("rule", np.int32), ("endpoint_id", np.uint64),
     ("packets_c2s", np.uint64), ("packets_s2c", np.uint64), ("bytes_c2s", np.uint64), ("bytes_s2c", np.uint64),
     ("start_ns", np.int64), ("end_ns", np.int64),
+    # content inspection (DESIGN.md section 12): application id (-1: not inspected) and the key of the session's
+    # host / SNI / URL / category in Firewall.inspected (-1: none)
+    ("application", np.int16), ("inspect_ref", np.int64),
 ])
 
 #: end_reason code -> name (PAN-OS session end reasons where one exists)
@@ -252,6 +255,15 @@ class Firewall:
         self.now_ns = np.iinfo(np.int64).min
         self.rst_build_failed = 0
         self._log: list[np.ndarray] = []
+        # content inspection only when the policy asks for it: a policy without App-ID, URL or threat parts costs
+        # nothing here
+        from .inspect.session import SessionInspection, needs_inspection
+
+        self.inspection = SessionInspection(self) if needs_inspection(policy) else None
+        #: inspect_ref -> (host, sni, url, category) of ended inspected sessions, until the flow log takes them
+        self.inspected: dict[int, tuple] = {}
+        self._inspected_prev: dict[int, tuple] = {}
+        self._next_ref = 0
 
     def __repr__(self) -> str:
         return (f"Firewall({self.name!r}, index={self.index}, {len(self.policy.rules)} rules, "
@@ -266,6 +278,8 @@ class Firewall:
         echoed frame is the received frame with its outer addresses swapped. Everything else is the same.
         """
         n = len(wire)
+        if self.inspected or self._inspected_prev:
+            self._inspected_prev, self.inspected = self.inspected, {}
         inner = geneve.decap(wire, option_class=self.option_class)
         gst = inner.status
         inner.status = None
@@ -355,6 +369,12 @@ class Firewall:
             self._classify(cand, inner, zone, rule, action, flip)
             start = stop
         logs = [ended[:ne]]
+        notes = []
+        if self.inspection is not None:
+            # sessions ended by a restart of their slot: take their inspection results before the slot's new
+            # session is inspected, then inspect the batch and apply the verdicts
+            notes.append(self.inspection.annotate(ended_slot[:ne]))
+            self.inspection.apply(inner, slot, is_new, rev, zone, status, out_rule, out_n, k1, k2)
         if related is not None:  # related ICMP errors pass back to the GWLB, echoed, under their session's rule
             status[related] = PktStatus.OK
             out_n[related] = 1
@@ -381,20 +401,22 @@ class Firewall:
         # evicted sessions whose slot was not reused in this batch (reused ones were logged by the kernel)
         if evicted.shape[0]:
             evicted = np.unique(evicted)
-            logs.append(self._log_freed(evicted[self.table.live[evicted] == 0], _s.END_EVICTED))
+            logs.append(self._log_freed(evicted[self.table.live[evicted] == 0], _s.END_EVICTED, notes))
 
         # idle expiry, driven by packet time
         if n:
             self.now_ns = max(self.now_ns, int(inner.ts_ns.max()))
             scan = self.expire_scan if self.expire_scan is not None else max(4096, 2 * n)
             exp_slots, _ = self.table.expire(self.now_ns, scan)
-            logs.append(self._log_freed(exp_slots, _s.END_AGED_OUT))
+            logs.append(self._log_freed(exp_slots, _s.END_AGED_OUT, notes))
 
         # frames back to the GWLB
         out, source, kind = self._returns(wire, inner, out_n, k1, k2, echo)
         counts = count_status(status)
         self.counts += counts
         sessions = self._records(np.concatenate(logs) if len(logs) > 1 else logs[0])
+        if notes:
+            self._note(sessions, notes)
         if self.keep_log and sessions.shape[0]:
             self._log.append(sessions)
         return FirewallOutput(out, source, kind, status, out_rule, counts, sessions)
@@ -440,14 +462,17 @@ class Firewall:
         """End of run: expire the sessions idle at ``now_ns`` (default: the last packet time seen), then close the
         rest with reason end-of-run. Returns the ended sessions (SESSION_DTYPE); the table is empty afterwards."""
         logs = []
+        notes = [] if self.inspection is not None else None
         if now_ns is None:
             now_ns = self.now_ns
         if now_ns is not None and now_ns != np.iinfo(np.int64).min:
             exp_slots, _ = self.table.expire_all(int(now_ns))
-            logs.append(self._log_freed(exp_slots, _s.END_AGED_OUT))
+            logs.append(self._log_freed(exp_slots, _s.END_AGED_OUT, notes))
         drained, _ = self.table.drain()
-        logs.append(self._log_freed(drained, _s.END_OF_RUN))
+        logs.append(self._log_freed(drained, _s.END_OF_RUN, notes))
         sessions = self._records(np.concatenate(logs))
+        if notes:
+            self._note(sessions, notes)
         if self.keep_log and sessions.shape[0]:
             self._log.append(sessions)
         return sessions
@@ -473,6 +498,7 @@ class Firewall:
             "hits": {name: int(h) for name, h in zip(self.rule_names, self.hits)},
             "sessions": self.table.stats(),
             "rst_build_failed": self.rst_build_failed,
+            **({"inspection": self.inspection.stats()} if self.inspection is not None else {}),
         }
 
     def describe_sessions(self, sessions: np.ndarray) -> list[dict]:
@@ -524,18 +550,46 @@ class Firewall:
         rule[rows] = r
         action[rows] = self._actions[r]
 
-    def _log_freed(self, slots: np.ndarray, reason: int) -> np.ndarray:
-        """Session rows of freed table slots (those holding a session), with their end reason; clears them."""
+    def _log_freed(self, slots: np.ndarray, reason: int, notes: list | None = None) -> np.ndarray:
+        """Session rows of freed table slots (those holding a session), with their end reason; clears them.
+        With ``notes`` (a list), the inspection results of those sessions are appended to it."""
         slots = np.asarray(slots, np.int64)
         rows = self.sessions[slots]
-        rows = rows[rows[:, _s.F_STATE] != _s.S_EMPTY]
+        held = rows[:, _s.F_STATE] != _s.S_EMPTY
+        rows = rows[held]
+        if notes is not None and self.inspection is not None:
+            notes.append(self.inspection.annotate(slots[held]))
         rows[rows[:, _s.F_REASON] == 0, _s.F_REASON] = reason
         self.sessions[slots, _s.F_STATE] = _s.S_EMPTY
         return rows
 
+    def _note(self, sessions: np.ndarray, notes: list) -> None:
+        """Fill the inspection fields of session records from ``annotate`` results (in the records' order)."""
+        app = np.concatenate([n["application"] for n in notes]) if notes else np.zeros(0, np.int16)
+        if app.shape[0] != sessions.shape[0]:
+            return
+        sessions["application"] = app
+        i = 0
+        for n in notes:
+            for host, sni, url, cat in zip(n["host"], n["sni"], n["url"], n["category"]):
+                if host is not None or sni is not None or url is not None or cat is not None:
+                    self.inspected[self._next_ref] = (host, sni, url, cat)
+                    sessions["inspect_ref"][i] = self._next_ref
+                    self._next_ref += 1
+                i += 1
+
+    def inspected_fields(self, refs) -> list[tuple]:
+        """(host, sni, url, category) per ``inspect_ref`` (None for -1) of sessions that ended in this call of
+        :meth:`process` or the one before (the flow log reads them right after each batch)."""
+        none = (None, None, None, None)
+        return [self.inspected.get(int(r)) or self._inspected_prev.get(int(r), none) if r >= 0 else none
+                for r in refs]
+
     @staticmethod
     def _records(rows: np.ndarray) -> np.ndarray:
         out = np.empty(rows.shape[0], SESSION_DTYPE)
+        out["application"] = -1
+        out["inspect_ref"] = -1
         for field, col in (("client_ip", _s.F_CLIENT_IP), ("server_ip", _s.F_SERVER_IP),
                            ("client_port", _s.F_CLIENT_PORT), ("server_port", _s.F_SERVER_PORT),
                            ("proto", _s.F_PROTO), ("zone", _s.F_ZONE), ("action", _s.F_ACTION),

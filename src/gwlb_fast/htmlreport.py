@@ -285,14 +285,17 @@ class ReportCollector:
         if d["events"]:
             labels = [f"t={e['at']:g}s {e['firewall']} {e['state']}" for e in d["events"]]
             x = np.arange(len(labels))
-            lost = [e["flows_lost"] for e in d["events"]]
-            moved = [e["flows_moved"] for e in d["events"]]
-            placed = [sum(e["flows_placed"].values()) for e in d["events"]]
-            ax.bar(x - 0.25, lost, 0.25, label="flows lost")
-            ax.bar(x, moved, 0.25, label="flows moved")
-            ax.bar(x + 0.25, placed, 0.25, label="new flows placed (until the next event)")
+            bars = (("flows lost", [e["flows_lost"] for e in d["events"]]),
+                    ("packets lost", [e["packets_lost"] for e in d["events"]]),
+                    ("flows moved", [e["flows_moved"] for e in d["events"]]),
+                    ("new flows placed (until the next event)",
+                     [sum(e["flows_placed"].values()) for e in d["events"]]))
+            for j, (label, ys) in enumerate(bars):
+                ax.bar_label(ax.bar(x + (j - 1.5) * 0.2, ys, 0.2, label=label), fontsize=7)
+            ax.set_yscale("symlog")  # a handful of lost flows beside thousands placed stay visible
+            ax.set_ylim(0, 10 * max(1, *(max(ys) for _, ys in bars)))
             ax.set_xticks(x, labels, fontsize=8)
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         else:
             ax.text(0.5, 0.5, "no health event in this run", ha="center", va="center", transform=ax.transAxes)
         ax.set_title("What each event did")

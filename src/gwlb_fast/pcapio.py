@@ -286,6 +286,7 @@ class PcapReader(Iterator[PacketBatch]):
             self._raw = None
         self._f = None
         self._buf = np.zeros(0, np.uint8)
+        self._mm = None
         self._pos = self._origin = self._end = 0
 
     def __enter__(self):
@@ -321,6 +322,7 @@ class PcapReader(Iterator[PacketBatch]):
                 self._end = self._buf.shape[0]
                 self._eof = True
                 self._mapped = True
+                self._mm = mm
                 # the map holds its own descriptor; batches keep the map alive
                 self._f.close()
                 self._f = None
@@ -500,7 +502,23 @@ class PcapReader(Iterator[PacketBatch]):
         self._pending = PcapError(self.path, offset, problem)
         self._done = True
 
+    #: A mapped capture gives the pages of the batches before the next one back to the kernel (``MADV_DONTNEED``)
+    #: when that one is asked for, so resident memory does not grow with the capture. For callers that never write
+    #: into a batch's bytes (the map is copy-on-write: a written page would be lost; an unwritten one is read back
+    #: from the file if a kept batch touches it again), such as :meth:`Pipeline.run`, which copies every chunk.
+    release_pages = False
+    _mm = None
+    _released = 0
+
+    def _release_consumed(self) -> None:
+        upto = self._pos // mmap.PAGESIZE * mmap.PAGESIZE
+        if upto > self._released:
+            self._mm.madvise(mmap.MADV_DONTNEED, self._released, upto - self._released)
+            self._released = upto
+
     def _next_batch(self) -> PacketBatch | None:
+        if self.release_pages and self._mapped and self._mm is not None and hasattr(mmap, "MADV_DONTNEED"):
+            self._release_consumed()
         while True:
             if self._resync_problem is not None and not self._resync():
                 return None

@@ -43,7 +43,7 @@ from .outfiles import refuse_overlap
 from .pcapio import OrderedWriter, PcapWriter, output_format, read_pcap
 from .policy import Policy
 from .replay import FlowSides, flow_keys
-from .report import DropLog, FlowLogWriter, Progress, StageCounters, Summary, ip_strs
+from .report import DropLog, FlowLogWriter, Progress, StageCounters, Summary, ThreatLogWriter, ip_strs
 from .status import PktStatus, describe_counts
 from .vpc import Lpm, TransitRouter, VpcRouter
 
@@ -500,11 +500,41 @@ class Pipeline:
             "packets_reply": sessions["packets_s2c"].tolist(), "bytes_reply": sessions["bytes_s2c"].tolist(),
             "first_seen": (sessions["start_ns"] / 1e9).tolist(), "last_seen": (sessions["end_ns"] / 1e9).tolist(),
             "end_reason": [END_REASONS.get(int(r)) for r in sessions["end_reason"].tolist()],
+            **self._inspection_columns(insp.firewalls[fw], sessions),
         }
+
+    @staticmethod
+    def _inspection_columns(firewall, sessions: np.ndarray) -> dict[str, list]:
+        """Flow-log fields of content inspection: application (None when the session was not inspected), host,
+        sni, url, category."""
+        from .inspect.applications import APPLICATIONS
+
+        k = sessions.shape[0]
+        if firewall.inspection is None:
+            return {"application": [None] * k, "host": [None] * k, "sni": [None] * k, "url": [None] * k,
+                    "category": [None] * k}
+        notes = firewall.inspected_fields(sessions["inspect_ref"].tolist())
+        return {"application": [APPLICATIONS[a] if a >= 0 else None for a in sessions["application"].tolist()],
+                "host": [n[0] for n in notes], "sni": [n[1] for n in notes], "url": [n[2] for n in notes],
+                "category": [n[3] for n in notes]}
+
+    def firewall_objects(self):
+        """Every Firewall of every GWLB."""
+        for g in self.gwlbs.values():
+            yield from g.firewalls
+
+    def take_threats(self) -> list[dict]:
+        """Threat-log records (signature alerts, URL events) produced since the last call, in time order."""
+        out = []
+        for fw in self.firewall_objects():
+            if fw.inspection is not None:
+                out += fw.inspection.take_threats()
+        out.sort(key=lambda r: r["ts"])
+        return out
 
     # ------------------------------------------------------------------ whole captures
     def run(self, source, output=None, *, taps=None, flow_log=None, events=None, chunk: int = 65536,
-            quiet: bool = True, strict: bool = True, observers=(), select=None) -> Summary:
+            quiet: bool = True, strict: bool = True, observers=(), select=None, threat_log=None) -> Summary:
         """Replay a capture (pcap or pcapng path) through the path.
 
         Parameters
@@ -523,6 +553,8 @@ class Pipeline:
         capture, the topology, the events file) raises ConfigError before anything is written.
         flow_log : path, optional
             One record per session (``.jsonl`` or ``.csv``).
+        threat_log : path, optional
+            One record per signature alert or URL event (``.jsonl``; DESIGN.md section 12).
         events : path or list, optional
             What-if health changes (``[{at, firewall, state}]``, seconds after the first packet); the topology's
             own ``events`` apply when this is None.
@@ -551,12 +583,14 @@ class Pipeline:
         tap_paths = {k: tap_dir / f"{k}.{fmt}" for k in TAP_LINKS} if tap_dir is not None else {}
         if flow_log is not None:
             FlowLogWriter.check_path(flow_log)
+        if threat_log is not None:
+            ThreatLogWriter.check_path(threat_log)
         inputs = [source, events if isinstance(events, (str, os.PathLike)) else None]
         # the topology and the files it names (a PAN-OS export, a URL database, signature files) are inputs too
         for f in (self.topo.source, *getattr(self.policy, "input_files", ())):
             if f and os.path.isfile(f):
                 inputs.append(f)
-        refuse_overlap(inputs, [output, flow_log, *tap_paths.values()])
+        refuse_overlap(inputs, [output, flow_log, threat_log, *tap_paths.values()])
         if tap_dir is not None and tap_dir.exists() and not tap_dir.is_dir():
             raise ConfigError(f"{tap_dir}: --taps needs a folder, and this is a file")
         if taps is not None and not self.keep_taps:
@@ -564,8 +598,9 @@ class Pipeline:
         t_start = time.perf_counter()
         size = os.path.getsize(source) if isinstance(source, (str, os.PathLike)) and os.path.isfile(source) else None
         reader = read_pcap(source, chunk=chunk, parse=False, strict=False)
+        reader.release_pages = True  # every chunk is copied into the path's own arena (bounded resident memory)
         writers: dict[str, OrderedWriter] = {}
-        out_w = log_w = None
+        out_w = log_w = threat_w = None
         done = False
         try:
             if output is not None:
@@ -573,12 +608,15 @@ class Pipeline:
             if flow_log is not None:
                 log_w = FlowLogWriter(flow_log)
                 self.drop_log = DropLog(self._direction_of, self._drop_firewall_names())
+            if threat_log is not None:
+                threat_w = ThreatLogWriter(threat_log)
             if tap_dir is not None:
                 tap_dir.mkdir(parents=True, exist_ok=True)
                 for k, path in tap_paths.items():
                     writers[k] = OrderedWriter(PcapWriter(path, linktype=1 if fmt == "pcap" else None))
             _notify(observers, "start", self)
-            self._replay(reader, evs, out_w, writers, log_w, Progress(size, quiet=quiet), observers, select)
+            self._replay(reader, evs, out_w, writers, log_w, Progress(size, quiet=quiet), observers, select,
+                         threat_w)
             if out_w is not None:
                 out_w.close()
                 self.bytes_out = out_w.bytes  # the records as written (Linux cooked input becomes Ethernet)
@@ -586,10 +624,12 @@ class Pipeline:
                 w.close()
             if log_w is not None:
                 log_w.close()
+            if threat_w is not None:
+                threat_w.close()
             done = True
         finally:
             if not done:
-                for w in (out_w, log_w, *writers.values()):
+                for w in (out_w, log_w, threat_w, *writers.values()):
                     if w is not None:
                         w.abort()
             reader.close()
@@ -604,9 +644,10 @@ class Pipeline:
             raise reader.error
         return summary
 
-    def _replay(self, reader, evs, out_w, writers, log_w, progress, observers=(), select=None) -> None:
+    def _replay(self, reader, evs, out_w, writers, log_w, progress, observers=(), select=None,
+                threat_w=None) -> None:
         """The loop of :meth:`run`: chunks through the path, delivered packets and taps to their writers in time
-        order, ended sessions to the flow log."""
+        order, ended sessions to the flow log, alerts and URL events to the threat log."""
         arena = np.zeros(0, np.uint8)
         in_order = True  # the capture's timestamps never went back so far
         last_in = max_in = None
@@ -654,6 +695,9 @@ class Pipeline:
                             _notify(observers, "sessions", self, g, k, s)
                     if log_w is not None:
                         log_w.write(self.drop_log.take(int(part.ts_ns.max()) if len(part) else None))
+                    threats = self.take_threats()
+                    if threat_w is not None:
+                        threat_w.write(threats)
                     self.stage_seconds["output"] += time.perf_counter() - t0
                 progress.update(self.packets_in, getattr(reader, "offset", None))
             for g, k, s in [*self._collect_sessions(), *self.finish()]:
@@ -662,6 +706,9 @@ class Pipeline:
                 _notify(observers, "sessions", self, g, k, s)
             if log_w is not None:
                 log_w.write(self.drop_log.finish())
+            threats = self.take_threats()
+            if threat_w is not None:
+                threat_w.write(threats)
         finally:
             progress.close()
 
@@ -798,6 +845,7 @@ class Pipeline:
         s.events = list(self.events_done)
         s.stage_seconds = {k: round(v, 4) for k, v in self.stage_seconds.items()}
         s.hints = self._hints()
+        s.inspection = self._inspection_summary()
         return s
 
     def _hints(self) -> list[str]:
@@ -820,6 +868,25 @@ class Pipeline:
                     f"lets the firewalls accept a TCP session's non-SYN first packet (e.g. flows moved by a "
                     f"failover)")]
         return []
+
+    def _inspection_summary(self, top: int = 10) -> dict:
+        fws = [fw for fw in self.firewall_objects() if fw.inspection is not None]
+        if not fws:
+            return {}
+        counts: dict[str, int] = {}
+        tops = {"applications": {}, "categories": {}, "threats": {}}
+        for fw in fws:
+            ins = fw.inspection
+            for k, v in ins.stats().items():
+                counts[k] = counts.get(k, 0) + int(v)
+            for key, src in (("applications", ins.top_apps), ("categories", ins.top_categories),
+                             ("threats", ins.top_threats)):
+                for name, n in src.items():
+                    tops[key][name] = tops[key].get(name, 0) + n
+        out = {"counters": counts}
+        for key, d in tops.items():
+            out[key] = sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+        return out
 
 
 def _notify(observers, what: str, *args) -> None:

@@ -75,6 +75,8 @@ class Summary:
     hints: list[str] = field(default_factory=list)
     replay: dict[str, int] = field(default_factory=dict)
     workers: int = 1  # flow shards (run --workers): each with 1/workers of every flow table and SNAT port range
+    #: content inspection (only when the policy inspects): counters, top applications, categories and threats
+    inspection: dict = field(default_factory=dict)
 
     @property
     def dropped(self) -> int:
@@ -130,6 +132,14 @@ class Summary:
             what = ev.get("state") or ev.get("event")
             cause = f" ({ev['cause']})" if ev.get("cause") else ""
             w(f"event        t={ev['at']:.3f}s {ev['firewall']} -> {what}{cause}\n")
+        if self.inspection:
+            ins = self.inspection
+            for title, key in (("top applications (sessions)", "applications"), ("top URL categories (events)",
+                               "categories"), ("top threats (alerts)", "threats")):
+                if ins.get(key):
+                    w(title + "\n")
+                    for name, n in ins[key]:
+                        w(f"  {name:<40} {n:>12,}\n")
         if self.stage_seconds:
             w("time per stage  " + "  ".join(f"{k} {v:.3f}s" for k, v in self.stage_seconds.items()) + "\n")
         if self.workers > 1:
@@ -152,7 +162,7 @@ class Summary:
 FLOW_LOG_FIELDS = (
     "src_ip", "src_port", "dst_ip", "dst_port", "proto", "direction", "endpoint", "firewall", "rule", "action",
     "nat_ip", "nat_port", "packets", "bytes", "packets_reply", "bytes_reply", "first_seen", "last_seen",
-    "end_reason",
+    "end_reason", "application", "host", "sni", "url", "category",
 )
 
 
@@ -287,6 +297,9 @@ class DropLog:
             "packets_reply": self.packets[slots, 1].tolist(), "bytes_reply": self.bytes[slots, 1].tolist(),
             "first_seen": (recs["first_seen"] / 1e9).tolist(), "last_seen": (recs["last_seen"] / 1e9).tolist(),
             "end_reason": [_LOCAL_END[e] if c == 0 else names[c] for c, e in zip(reason.tolist(), ends)],
+            # dropped before any session: never inspected
+            "application": [None] * k, "host": [None] * k, "sni": [None] * k, "url": [None] * k,
+            "category": [None] * k,
         })
 
     def _columns(self) -> dict[str, list]:
@@ -354,6 +367,34 @@ class FlowLogWriter:
             self.abort()
 
 
+class ThreatLogWriter:
+    """``run --threat-log``: one JSON record per signature alert or URL event (DESIGN.md section 12), written under
+    a temporary name and renamed into place by :meth:`close` (:meth:`abort` removes it), as the flow log."""
+
+    @staticmethod
+    def check_path(path) -> None:
+        if Path(path).suffix.lower() != ".jsonl":
+            raise ConfigError(f"{path}: threat log must end in .jsonl")
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.check_path(self.path)
+        self._out = OutputFile(self.path, text=True)
+        self._fh = self._out.file
+        self.records = 0
+
+    def write(self, records: list[dict]) -> None:
+        if records:
+            self._fh.writelines(json.dumps(r) + "\n" for r in records)
+            self.records += len(records)
+
+    def close(self) -> None:
+        self._out.commit()
+
+    def abort(self) -> None:
+        self._out.discard()
+
+
 class Progress:
     """A one-line progress indicator on a terminal (stderr); silent elsewhere or when quiet."""
 
@@ -414,6 +455,28 @@ class UnmatchedHint:
         nets, counts = np.unique(addrs[~inside] >> np.uint32(8), return_counts=True)
         for k, c in zip(nets.tolist(), counts.tolist()):
             self._nets[k] = self._nets.get(k, 0) + c
+
+    def from_summary(self, summary, topology, capture) -> None:
+        """For a run whose packets this observer did not see (``run --workers N``): the unmatched count from the
+        summary and, when it calls for the hint, the /24s of the capture's addresses that lie in no subnet, from one
+        more streamed pass (parse and subnet lookups, batched)."""
+        from .config import load_topology
+        from .pcapio import read_pcap
+        from .vpc import VpcRouter
+
+        self.unmatched = int(summary.drops.get("route", {}).get("NO_ROUTE", 0))
+        if self.line(summary.packets_in) is None:
+            return
+        routers = [VpcRouter(v) for v in load_topology(topology).vpcs.values()]
+        for b in read_pcap(capture, strict=False):
+            ok = b.status == 0
+            addrs = np.concatenate([b.src_ip[ok], b.dst_ip[ok]])
+            inside = np.zeros(addrs.size, bool)
+            for r in routers:
+                inside |= r.subnet_of(addrs) >= 0
+            nets, counts = np.unique(addrs[~inside] >> np.uint32(8), return_counts=True)
+            for k, c in zip(nets.tolist(), counts.tolist()):
+                self._nets[k] = self._nets.get(k, 0) + c
 
     def top(self, k: int = 3) -> list[tuple[str, int]]:
         items = sorted(self._nets.items(), key=lambda kv: (-kv[1], kv[0]))[:k]

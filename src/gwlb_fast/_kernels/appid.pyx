@@ -295,11 +295,15 @@ cdef int32_t _identify(const uint8_t* c, int64_t cn, bint cfull, const uint8_t* 
         if r == YES:
             return ids[I_SSH]
         maybe |= r == MAYBE
-        if cn >= 2 and cn >= 2 + load_be16(c):
-            if _dns_msg(c + 2, cn - 2, True) == YES:
-                return ids[I_DNS]
-        elif cn >= 14 and _dns_msg(c + 2, cn - 2, True) != NO:
+        # DNS over TCP (RFC 1035 section 4.2.2): a 2-byte length, then the message (it may come in pieces)
+        if cn < 2:
             maybe = 1
+        elif load_be16(c) >= 17:
+            r = _dns_msg(c + 2, cn - 2, True)
+            if r == YES and cn >= 2 + load_be16(c):
+                return ids[I_DNS]
+            if r != NO and cn < 2 + load_be16(c):
+                maybe = 1
         k = _smtp_ftp_client(c, cn)
         if k == 1:
             return ids[I_SMTP]
@@ -505,6 +509,45 @@ cdef bint _blank_line(const uint8_t* p, int64_t n) noexcept nogil:
     return False
 
 
+cdef bint _step(Py_ssize_t r, int64_t cn, int64_t sn, bint cfull, bint sfull, bint ended,
+                const uint8_t[:, ::1] head, const uint8_t[::1] proto, const int32_t* ids, int32_t[::1] app,
+                uint8_t[::1] done, uint8_t[:, ::1] fields, int32_t[:, ::1] flen, int64_t fw) noexcept nogil:
+    """Identify one session from cn / sn bytes of its heads and extract its fields; True when its fields got
+    complete in this step."""
+    cdef int32_t a
+    cdef bint cd
+    if app[r] == ids[I_PENDING]:
+        app[r] = _identify(&head[2 * r, 0], cn, cfull, &head[2 * r + 1, 0], sn, sfull, proto[r], ended, ids)
+    a = app[r]
+    if done[r] or a == ids[I_PENDING]:
+        return False
+    cd = True
+    if a == ids[I_HTTP]:
+        if flen[r, F_METHOD] < 0:
+            _http_fields(&head[2 * r, 0], cn, &fields[r, 0], fw, &flen[r, 0])
+        cd = flen[r, F_METHOD] >= 0 and (flen[r, F_HOST] >= 0 or cfull or ended or _blank_line(&head[2 * r, 0], cn))
+        if not cd and not ended and not cfull:
+            flen[r, F_METHOD] = -1
+            flen[r, F_URI] = -1
+            flen[r, F_HOST] = -1
+            flen[r, F_USER_AGENT] = -1
+    elif a == ids[I_SSL]:
+        cd = _tls_sni(&head[2 * r, 0], cn, &fields[r, 0], fw, &flen[r, 0]) or cfull or ended
+    elif a == ids[I_DNS]:
+        if proto[r] == IPPROTO_UDP:
+            if cn > 0:
+                _dns_qname(&head[2 * r, 0], cn, &fields[r, 0], fw, &flen[r, 0])
+            elif sn > 0:
+                _dns_qname(&head[2 * r + 1, 0], sn, &fields[r, 0], fw, &flen[r, 0])
+        elif cn > 2:
+            _dns_qname(&head[2 * r, 2], cn - 2, &fields[r, 0], fw, &flen[r, 0])
+        cd = flen[r, F_DNS_QUERY] >= 0 or cfull or ended or proto[r] == IPPROTO_UDP
+    if cd:
+        done[r] = 1
+        return True
+    return False
+
+
 def identify(const int64_t[::1] sessions, const uint8_t[:, ::1] head, const int64_t[::1] nxt,
              const uint8_t[::1] sflags, const uint8_t[::1] proto, const uint8_t[::1] ended,
              const int32_t[::1] ids, int32_t[::1] app, uint8_t[::1] done, uint8_t[:, ::1] fields,
@@ -533,9 +576,7 @@ def identify(const int64_t[::1] sessions, const uint8_t[:, ::1] head, const int6
         Extracted field bytes (at most FW each) and lengths (-1: absent). Start rows at flen -1.
     """
     cdef Py_ssize_t k = sessions.shape[0], j, r, m = proto.shape[0]
-    cdef int64_t hsize = head.shape[1], fw, cn, sn, cd
-    cdef bint cfull, sfull
-    cdef int32_t a
+    cdef int64_t hsize = head.shape[1], fw, cn, sn
     if fields.shape[1] % N_FIELDS:
         raise ValueError(f"identify: fields must have a multiple of {N_FIELDS} columns")
     fw = fields.shape[1] // N_FIELDS
@@ -561,36 +602,59 @@ def identify(const int64_t[::1] sessions, const uint8_t[:, ::1] head, const int6
                 cn = 0
             if sn < 0:
                 sn = 0
-            cfull = (sflags[2 * r] & full_flag) != 0
-            sfull = (sflags[2 * r + 1] & full_flag) != 0
-            if app[r] == ids[I_PENDING]:
-                app[r] = _identify(&head[2 * r, 0], cn, cfull, &head[2 * r + 1, 0], sn, sfull, proto[r],
-                                   ended[r] != 0, &ids[0])
-            a = app[r]
-            if done[r] or a == ids[I_PENDING]:
-                continue
-            cd = 1
-            if a == ids[I_HTTP]:
-                if flen[r, F_METHOD] < 0:
-                    _http_fields(&head[2 * r, 0], cn, &fields[r, 0], fw, &flen[r, 0])
-                cd = flen[r, F_METHOD] >= 0 and (flen[r, F_HOST] >= 0 or cfull or ended[r] != 0
-                                                 or _blank_line(&head[2 * r, 0], cn))
-                if not cd and not ended[r] and not cfull:
-                    flen[r, F_METHOD] = -1
-                    flen[r, F_URI] = -1
-                    flen[r, F_HOST] = -1
-                    flen[r, F_USER_AGENT] = -1
-            elif a == ids[I_SSL]:
-                cd = _tls_sni(&head[2 * r, 0], cn, &fields[r, 0], fw, &flen[r, 0]) or cfull or ended[r] != 0
-            elif a == ids[I_DNS]:
-                if proto[r] == IPPROTO_UDP:
-                    if cn > 0:
-                        _dns_qname(&head[2 * r, 0], cn, &fields[r, 0], fw, &flen[r, 0])
-                    elif sn > 0:
-                        _dns_qname(&head[2 * r + 1, 0], sn, &fields[r, 0], fw, &flen[r, 0])
-                elif cn > 2:
-                    _dns_qname(&head[2 * r, 2], cn - 2, &fields[r, 0], fw, &flen[r, 0])
-                cd = flen[r, F_DNS_QUERY] >= 0 or cfull or ended[r] != 0 or proto[r] == IPPROTO_UDP
-            if cd:
-                done[r] = 1
+            _step(r, cn, sn, (sflags[2 * r] & full_flag) != 0, (sflags[2 * r + 1] & full_flag) != 0, ended[r] != 0,
+                  head, proto, &ids[0], app, done, fields, flen, fw)
     return k
+
+
+def identify_packets(const int64_t[::1] sd, const int64_t[::1] lo, const int64_t[::1] hi, const uint8_t[::1] pproto,
+                     const uint8_t[:, ::1] head, const int64_t[::1] nxt, int64_t[::1] seen_len,
+                     const uint8_t[::1] proto, const int32_t[::1] ids, int32_t[::1] app, uint8_t[::1] done,
+                     uint8_t[:, ::1] fields, int32_t[:, ::1] flen, int64_t[::1] app_pkt, int64_t[::1] done_pkt):
+    """Identify sessions packet by packet, in batch order, as each packet's bytes arrive.
+
+    ``seen_len[sd]`` is how many bytes of each head identification has read so far (start a new sd at 0): a packet
+    that advances its direction's contiguous stream (``hi > lo``, the stream kernel's outputs) raises it to ``hi``
+    (TCP) or to the first datagram's length (UDP), and the session is looked at again with exactly the bytes known
+    at that packet. Since the head's first bytes never change once contiguous, the decision is the one an inline
+    engine makes at that packet. ``app_pkt[r]`` / ``done_pkt[r]`` get the packet index at which session r's
+    application was decided / its fields completed (left as they are otherwise: reset them to -1 per batch).
+    """
+    cdef Py_ssize_t n = sd.shape[0], i, r, m = proto.shape[0]
+    cdef int64_t hsize = head.shape[1], fw, s, cn, sn, v
+    cdef int32_t before
+    if fields.shape[1] % N_FIELDS:
+        raise ValueError(f"identify_packets: fields must have a multiple of {N_FIELDS} columns")
+    fw = fields.shape[1] // N_FIELDS
+    if not (lo.shape[0] == n and hi.shape[0] == n and pproto.shape[0] == n):
+        raise ValueError("identify_packets: per-packet arrays must have the same length")
+    if head.shape[0] != 2 * m or nxt.shape[0] != 2 * m or seen_len.shape[0] != 2 * m:
+        raise ValueError("identify_packets: head, nxt and seen_len must have 2 rows per session")
+    if (app.shape[0] != m or done.shape[0] != m or fields.shape[0] != m or flen.shape[0] != m
+            or app_pkt.shape[0] != m or done_pkt.shape[0] != m or flen.shape[1] != N_FIELDS):
+        raise ValueError("identify_packets: per-session arrays must have one row per session")
+    if ids.shape[0] != N_IDS:
+        raise ValueError(f"identify_packets: ids must have {N_IDS} entries")
+    with nogil:
+        for i in range(n):
+            s = sd[i]
+            if s < 0 or s >= 2 * m or hi[i] <= lo[i]:
+                continue
+            r = s >> 1
+            if done[r] and app[r] != ids[I_PENDING]:
+                continue
+            v = nxt[s] if pproto[i] == IPPROTO_UDP else hi[i]
+            if v > hsize:
+                v = hsize
+            if v > seen_len[s]:
+                seen_len[s] = v
+            cn = seen_len[2 * r]
+            sn = seen_len[2 * r + 1]
+            before = app[r]
+            if _step(r, cn, sn, cn >= hsize or (proto[r] == IPPROTO_UDP and cn > 0),
+                     sn >= hsize or (proto[r] == IPPROTO_UDP and sn > 0), False, head, proto, &ids[0], app, done,
+                     fields, flen, fw):
+                done_pkt[r] = i
+            if app[r] != before:
+                app_pkt[r] = i
+    return n

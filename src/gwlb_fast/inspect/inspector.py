@@ -15,9 +15,10 @@ import ipaddress
 
 import numpy as np
 
+from .._kernels import appid as _ak
 from .._kernels import stream as _sk
 from .._kernels.flowtable import FlowTable, canonical_5tuple
-from .appid import FIELDS, identify
+from .appid import FIELDS, IDS, identify
 from .applications import APP_PENDING, APPLICATIONS
 from .stream import StreamTable
 
@@ -37,10 +38,15 @@ class Inspector:
         Bytes of each direction kept for App-ID and extraction.
     field_width : int
         Bytes kept of each extracted field (longer values are cut; PAN-OS logs cut URLs too).
+    signatures : list of Signature or SignatureSet, optional
+        Threat signatures matched on the sessions' streams and fields.
+    block_on_drop : bool
+        Report no more hits of a session after a drop / reject signature hit it (standalone use, as an IPS does);
+        a firewall decides that with its profiles instead.
     """
 
     def __init__(self, slots: int, capacity: int = 8192, head_size: int = 4096, field_width: int = 256,
-                 signatures=None):
+                 signatures=None, block_on_drop: bool = True):
         self.streams = StreamTable(capacity, head_size)
         self.row_of_slot = np.full(int(slots), -1, np.int64)
         cap = self.streams.capacity
@@ -52,6 +58,9 @@ class Inspector:
         self.field_width = int(field_width)
         self.fields = np.zeros((cap, len(FIELDS) * self.field_width), np.uint8)
         self.flen = np.full((cap, len(FIELDS)), -1, np.int32)
+        self.seen_len = np.zeros(2 * cap, np.int64)
+        self.app_pkt = np.full(cap, -1, np.int64)
+        self.done_pkt = np.full(cap, -1, np.int64)
         # the session's 5-tuple in client -> server order (signature headers), its serial number (alerts are
         # reported once per session and signature) and which directions have been seen (flow:established)
         self.client_ip = np.zeros(cap, np.uint32)
@@ -80,6 +89,7 @@ class Inspector:
         self._fired: set[tuple[int, int]] = set()
         self._blocked: dict[int, int] = {}   # session serial -> packet (run-wide index) a drop/reject fired at
         self._pkt_base = 0
+        self.block_on_drop = bool(block_on_drop)
         self.alerts_suppressed = 0
 
     # ------------------------------------------------------------------ per batch
@@ -119,6 +129,8 @@ class Inspector:
             self.done[r] = 0
             self.ended[r] = 0
             self.flen[r] = -1
+            self.seen_len[2 * r] = 0
+            self.seen_len[2 * r + 1] = 0
             self.seen[r] = 0
             self.serial[r] = np.arange(self._next_serial, self._next_serial + r.shape[0])
             self._next_serial += r.shape[0]
@@ -137,16 +149,21 @@ class Inspector:
         self.seen[row[live], np.asarray(direction, np.int64)[live]] = 1
         touched = np.unique(row[live & (out["pay"] >= 0)])
         pending = touched[(self.app[touched] == APP_PENDING) | (self.done[touched] == 0)]
-        before = self.app[pending].copy()
-        done_before = self.done[pending].copy()
+        self.app_pkt[pending] = -1
+        self.done_pkt[pending] = -1
         if pending.shape[0]:
-            self._identify(pending)
-        changed = pending[self.app[pending] != before]
+            st = self.streams
+            _ak.identify_packets(sd, out["lo"], out["hi"], batch.proto, st.head, st.nxt, self.seen_len, self.proto,
+                                 IDS, self.app, self.done, self.fields, self.flen, self.app_pkt, self.done_pkt)
+        changed = pending[self.app_pkt[pending] >= 0]
+        completed = pending[self.done_pkt[pending] >= 0]
         alerts = None
         if self.sigs is not None:
-            alerts = self._match(batch, sd, out, pending[(self.done[pending] != 0) & (done_before == 0)])
+            alerts = self._match(batch, sd, out, completed)
         self._pkt_base += len(batch)
-        return {"stream": out, "sd": sd, "rows": touched, "changed": self.slot_of_row[changed], "alerts": alerts}
+        return {"stream": out, "sd": sd, "rows": touched, "alerts": alerts,
+                "changed": self.slot_of_row[changed], "changed_pkt": self.app_pkt[changed],
+                "completed": self.slot_of_row[completed], "completed_pkt": self.done_pkt[completed]}
 
     def end(self, slots: np.ndarray) -> dict:
         """Sessions in ``slots`` ended: decide their application (incomplete / insufficient-data / unknown), return
@@ -247,12 +264,7 @@ class Inspector:
             n_ev = sg.fields.scan_fields(np.asarray(field_rows, np.int64), self.fields, self.flen, *self._ev)
             if n_ev:
                 hits = self._verify(n_ev, True)
-                # a field is dated by the first client payload packet of its session in this batch (the request
-                # usually is one packet; a later drop in the session must not hide it)
-                first = np.full(self.streams.capacity, -1, np.int64)
-                has = np.flatnonzero((sd >= 0) & ((sd & 1) == 0) & (out["hi"] > out["lo"]))[::-1]
-                first[sd[has] >> 1] = has          # fancy assignment keeps the last write: the earliest packet
-                hits[:, 2] = first[hits[:, 0]]
+                hits[:, 2] = self.done_pkt[hits[:, 0]]   # the packet that completed the field
                 found.append(hits)
         if not found:
             return np.zeros((0, 4), np.int64)
@@ -272,7 +284,7 @@ class Inspector:
                 self.alerts_suppressed += 1
                 continue
             self._fired.add(key)
-            if sigs[si].action != "alert":
+            if self.block_on_drop and sigs[si].action != "alert":
                 self._blocked.setdefault(serial, when)
             keep.append(i)
         hits = hits[keep]

@@ -1,0 +1,115 @@
+"""Content inspection inside the firewall: App-ID re-lookup, URL filtering, threat actions, threat log and flow-log
+fields, on the real http_espn capture behind a modelled GWLB (tests/data/inspect/espn.yaml)."""
+import json
+import shutil
+
+import pytest
+import yaml
+
+import gwlb_fast as gf
+from gwlb_fast.inspect.inspector import inspect_flows
+from gwlb_fast.inspect.signatures import load_rules
+from gwlb_fast.pipeline import Pipeline
+from tests.shared_data import REPO, data_path
+
+TOPO = REPO / "tests" / "data" / "inspect" / "espn.yaml"
+PCAP = data_path("captures", "real", "http_espn.pcapng")
+pytestmark = pytest.mark.skipif(not PCAP.exists(), reason="real captures not available")
+
+
+def topology(tmp_path, **policy):
+    data = yaml.safe_load(TOPO.read_text())
+    data["security_policy"].update(policy)
+    shutil.copy(TOPO.parent / "espn.rules", tmp_path / "espn.rules")
+    p = tmp_path / "topo.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def run(topo, tmp_path):
+    pipe = Pipeline.from_yaml(topo)
+    summary = pipe.run(PCAP, tmp_path / "out.pcap", flow_log=tmp_path / "flows.jsonl",
+                       threat_log=tmp_path / "threats.jsonl")
+    flows = [json.loads(ln) for ln in (tmp_path / "flows.jsonl").read_text().splitlines()]
+    threats = [json.loads(ln) for ln in (tmp_path / "threats.jsonl").read_text().splitlines()]
+    return pipe, summary, flows, threats
+
+
+def test_threat_log_equals_standalone_matching(tmp_path):
+    """Profile action default = each signature's own: the firewall's alerts are the standalone engine's (which
+    agrees with Suricata), and a drop signature ends its session at the packet that matched."""
+    _, summary, flows, threats = run(TOPO, tmp_path)
+    sig = {(t["sid"], t["src_ip"], t["src_port"], t["dst_ip"], t["dst_port"]) for t in threats
+           if t["type"] == "signature"}
+    al = []
+    inspect_flows(gf.read_pcap(PCAP), signatures=load_rules([TOPO.parent / "espn.rules"]), alerts=al)
+    want = {(a["sid"], a["client_ip"], a["client_port"], a["server_ip"], a["server_port"]) for a in al}
+    assert sig == want and len(sig) > 0
+    dropped = {(t["src_ip"], t["src_port"]) for t in threats if t["action"] == "drop"}
+    assert dropped and summary.drops["firewall"]["POLICY_DENY"] > 0
+    for t in threats:
+        assert set(t) >= {"type", "sid", "signature", "severity", "action", "src_ip", "src_port", "dst_ip",
+                          "dst_port", "proto", "direction", "application", "url", "category", "firewall", "rule",
+                          "ts"}
+    # flow log: the fields of each session
+    web = [f for f in flows if f["application"] == "web-browsing"]
+    assert web and all(f["host"] for f in web) and all(f["url"].startswith(f["host"]) for f in web)
+    dns = [f for f in flows if f["application"] == "dns"]
+    assert dns and all(f["host"] == f["url"] for f in dns)
+    assert summary.inspection["applications"][0][0] in ("web-browsing", "dns")
+
+
+def test_app_id_relookup_denies_after_identification(tmp_path):
+    """Only DNS is allowed by application: HTTP sessions pass their handshake (the provisional lookup allows a
+    session still being identified), then the re-lookup on web-browsing hits the deny rule and the request is
+    dropped."""
+    topo = topology(tmp_path, rules=[{"name": "dns", "application": ["dns"], "action": "allow"},
+                                     {"name": "block-rest", "action": "deny"}], signatures=[], profiles={})
+    _, summary, flows, _ = run(topo, tmp_path)
+    web = [f for f in flows if f["application"] == "web-browsing"]
+    assert web
+    for f in web:
+        assert f["rule"] == "block-rest" and f["action"] == "deny"
+    # delivered: each HTTP session's SYN, SYN-ACK and ACK only; the request and all that follows are dropped
+    out = gf.PacketBatch.concat(list(gf.read_pcap(tmp_path / "out.pcap")))
+    http = (out.proto == 6) & ((out.sport == 80) | (out.dport == 80))
+    assert int(http.sum()) == 3 * len(web)
+    assert summary.drops["firewall"]["POLICY_DENY"] == sum(f["packets"] + f["packets_reply"] - 3 for f in web)
+    assert all(f["rule"] == "dns" and f["action"] == "allow" for f in flows if f["application"] == "dns")
+    assert summary.rules["block-rest"] == len(web)
+
+
+def test_url_block_resets_and_alert_logs(tmp_path):
+    topo = topology(tmp_path, url_categories={"cdn": ["*.espncdn.com"], "sports": ["*.espn.go.com", "*.espn.com"]},
+                    profiles={"web": {"url_filtering": {"block": ["cdn"], "alert": ["sports"]}}},
+                    rules=[{"name": "web", "application": ["web-browsing", "dns"], "profile": ["web"],
+                            "action": "allow"}, {"name": "block-rest", "action": "deny"}], signatures=[])
+    _, summary, flows, threats = run(topo, tmp_path)
+    urls = [t for t in threats if t["type"] == "url"]
+    blocked = [t for t in urls if t["action"] == "block"]
+    assert blocked and all(t["category"] == "cdn" for t in blocked)
+    assert {t["action"] for t in urls} == {"block", "alert"}
+    assert all(t["category"] == "sports" for t in urls if t["action"] == "alert")
+    # TCP sessions blocked by URL are reset (RSTs generated), the UDP (DNS) ones dropped
+    assert summary.generated > 0
+    assert summary.drops["firewall"].get("POLICY_RESET", 0) > 0
+    cdn_flows = [f for f in flows if f["category"] == "cdn" and f["proto"] == 6]
+    assert cdn_flows and all(f["action"] == "reset-both" for f in cdn_flows)
+
+
+def test_policy_without_content_rules_inspects_nothing(tmp_path):
+    pipe = Pipeline.from_yaml(REPO / "examples" / "topology.yaml")
+    assert all(fw.inspection is None for fw in pipe.firewall_objects())
+    topo = topology(tmp_path, rules=[{"name": "all", "action": "allow"}], signatures=[], profiles={},
+                    url_categories={})
+    pipe, summary, flows, threats = run(topo, tmp_path)
+    assert all(fw.inspection is None for fw in pipe.firewall_objects())
+    assert threats == [] and all(f["application"] is None for f in flows) and not summary.inspection
+
+
+def test_threat_profile_alert_overrides_drop(tmp_path):
+    topo = topology(tmp_path, profiles={"ips": {"threat": {"action": "alert"}},
+                                        "web": {"url_filtering": {"alert": ["any"]}}})
+    _, summary, _, threats = run(topo, tmp_path)
+    assert {t["action"] for t in threats if t["type"] == "signature"} == {"alert"}
+    assert "POLICY_DENY" not in summary.drops.get("firewall", {})
