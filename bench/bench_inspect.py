@@ -12,9 +12,9 @@ import time
 
 import numpy as np
 import pytest
+from gwlb_fast._kernels.match import Literals
 
 import gwlb_fast as gf
-from gwlb_fast._kernels.match import Literals
 from gwlb_fast.inspect.inspector import inspect_flows
 from gwlb_fast.inspect.signatures import SignatureSet, parse_rules
 from tests.shared_data import data_path
