@@ -1,10 +1,17 @@
 """Content inspection benchmarks: the Hyperscan streaming multi-literal kernel's GB/s on 1,000 literals, signature
 compile time and memory at 1K and 10K signatures, and the standalone inspection path (stream, App-ID, extraction,
-1,000 content signatures) on the real http_espn capture beside Suricata --runmode single on the same file and rules.
+1,000 content signatures) on the real http_espn capture beside Suricata --runmode single on the same file and rules;
+and the full path (``Pipeline.run`` with App-ID rules, URL filtering on a custom category and 1,000 content
+signatures) on a synthetic capture with application payloads (``synth.generate(..., payloads=True)``) beside Suricata
+on the same capture and signature file, and the same run with inspection off (the example policy, L4 only).
+
+Sizes of the full path: ``GWLB_FAST_BENCH_FULL=1`` 200,000 packets (4,000 flows), else 5,000 (the smoke pass);
+``GWLB_FAST_BENCH_INSPECT_PACKETS`` overrides.
 
 Run: GWLB_FAST_BENCH_FULL=1 python -m pytest bench/bench_inspect.py --benchmark-enable
 """
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -12,14 +19,21 @@ import time
 
 import numpy as np
 import pytest
+import yaml
 from gwlb_fast._kernels.match import Literals
 
 import gwlb_fast as gf
+from gwlb_fast import synth
+from gwlb_fast.config import example_topology_text
 from gwlb_fast.inspect.inspector import inspect_flows
 from gwlb_fast.inspect.signatures import SignatureSet, parse_rules
+from gwlb_fast.pipeline import Pipeline
 from tests.shared_data import data_path
 
 ESPN = data_path("captures", "real", "http_espn.pcapng")
+FULL = os.environ.get("GWLB_FAST_BENCH_FULL") == "1"
+PACKETS = int(os.environ.get("GWLB_FAST_BENCH_INSPECT_PACKETS", "200000" if FULL else "5000"))
+FLOWS = max(1, PACKETS // 50)
 
 
 def random_rules(n: int, seed: int = 1) -> str:
@@ -98,3 +112,137 @@ def test_inspect_flows_espn(benchmark, rate, tmp_path):
         stats = [json.loads(ln) for ln in (tmp_path / "eve.json").read_text().splitlines()]
         benchmark.extra_info["suricata_wall_s"] = round(wall, 3)
         benchmark.extra_info["suricata_events"] = len(stats)
+
+
+# ------------------------------------------------------------------------------ full path on synthetic payloads
+#: signatures that fire on the synthetic payloads (the other 995 are random literals that never do)
+_MATCHING_RULES = """\
+alert http any any -> any any (msg:"shop host"; http.host; content:"shop.example"; sid:3001;)
+alert http any any -> any any (msg:"index page"; http.uri; content:"/index2"; sid:3002;)
+alert tls any any -> any any (msg:"login sni"; tls.sni; content:"login.example"; sid:3003;)
+alert dns any any -> any any (msg:"mail query"; dns.query; content:"mail.example"; sid:3004;)
+alert tcp any any -> any 80 (msg:"user agent"; flow:to_server; content:"gwlb-fast-synth"; sid:3005;)
+"""
+
+
+def inspect_topology(rules_file: str) -> str:
+    """The example topology with App-ID rules, URL filtering (a custom category blocked, one alerted) and the
+    signature file on every allowed rule."""
+    topo = yaml.safe_load(example_topology_text())
+    topo.pop("events", None)
+    topo["security_policy"].update({
+        "signatures": [rules_file],
+        "url_categories": {"shopping": ["shop.example.net"], "news": ["*.example.org"]},
+        "profiles": {"ips": {"threat": {"action": "default"}},
+                     "web": {"url_filtering": {"block": ["shopping"], "alert": ["news"]}}},
+        "rules": [
+            {"name": "dns-out", "source": ["10.1.1.0/24"], "application": ["dns"], "service": "application-default",
+             "profile": ["ips"], "action": "allow"},
+            {"name": "web-out", "source": ["10.1.1.0/24"], "application": ["web-browsing", "ssl"],
+             "service": "application-default", "profile": ["ips", "web"], "action": "allow"},
+            {"name": "https-in", "destination": ["10.1.1.20/32"], "application": ["ssl"], "service": ["tcp/8443"],
+             "profile": ["ips", "web"], "action": "allow"},
+            {"name": "block-rest", "action": "deny"}]})
+    return yaml.safe_dump(topo, sort_keys=False)
+
+
+@pytest.fixture(scope="module")
+def payload_workload(tmp_path_factory):
+    d = tmp_path_factory.mktemp("inspect-full")
+    rules = d / "sigs.rules"
+    rules.write_text(random_rules(995) + _MATCHING_RULES)
+    topo = d / "inspect.yaml"
+    topo.write_text(inspect_topology(rules.name))
+    off = d / "l4.yaml"
+    t = yaml.safe_load(example_topology_text())
+    t.pop("events", None)
+    off.write_text(yaml.safe_dump(t, sort_keys=False))
+    batch = synth.generate(flows=FLOWS, packets=PACKETS, seed=0, payloads=True)
+    cap = d / "in.pcap"
+    gf.write_pcap(cap, batch)
+    one = d / "one.pcap"
+    gf.write_pcap(one, batch[:1])
+    return {"dir": d, "rules": rules, "topo": topo, "topo_off": off, "cap": cap, "one": one,
+            "bytes": int(batch.caplen.sum())}
+
+
+_FULL: dict[str, float] = {}
+
+
+def _pipeline_rounds(benchmark, topo, cap, out):
+    summaries, cpu, build = [], [], []
+
+    def setup():
+        out.unlink(missing_ok=True)
+        t0 = time.perf_counter()
+        pipe = Pipeline.from_yaml(topo)
+        build.append(time.perf_counter() - t0)
+        return (pipe,), {}
+
+    def run(pipe):
+        c = time.process_time()
+        summaries.append(pipe.run(cap, out))
+        cpu.append(time.process_time() - c)
+
+    benchmark.pedantic(run, setup=setup, rounds=3 if FULL else 1, iterations=1)
+    s = summaries[-1]
+    assert s.packets_in == PACKETS
+    stats = getattr(benchmark, "stats", None)
+    median = stats.stats.median if stats else s.seconds
+    cpu_s = sorted(cpu)[len(cpu) // 2]
+    benchmark.extra_info.update({"packets": PACKETS, "Mpps": round(PACKETS / median / 1e6, 3),
+                                 "cpu_seconds": round(cpu_s, 3),
+                                 "Mpps_cpu": round(PACKETS / cpu_s / 1e6, 3) if cpu_s else None,
+                                 "build_s": round(sorted(build)[len(build) // 2], 3),
+                                 "stage_seconds": s.stage_seconds, "packets_out": s.packets_out})
+    return s, median
+
+
+@pytest.mark.benchmark(group="inspect-full-path-synthetic-payloads")
+def test_full_path_inspection_on(benchmark, payload_workload):
+    """Pipeline.run with App-ID rules, URL filtering and 1,000 content signatures on the synthetic capture with
+    payloads, beside Suricata --runmode single on the same capture and signature file."""
+    w = payload_workload
+    s, median = _pipeline_rounds(benchmark, w["topo"], w["cap"], w["dir"] / "out-on.pcap")
+    apps = dict(s.inspection["applications"])
+    assert apps.get("web-browsing", 0) > 0 and apps.get("ssl", 0) > 0 and apps.get("dns", 0) > 0
+    assert s.rules["web-out"] > 0 and s.rules["dns-out"] > 0
+    mpps = PACKETS / median / 1e6
+    _FULL["on_Mpps"] = mpps
+    benchmark.extra_info["applications"] = apps
+    benchmark.extra_info["threats"] = s.inspection.get("threats")
+    if shutil.which("suricata") is None:
+        return
+    walls = {}
+    for key, cap in (("full", w["cap"]), ("one_packet", w["one"])):
+        log = w["dir"] / f"suricata-{key}"
+        log.mkdir(exist_ok=True)
+        t0 = time.perf_counter()
+        subprocess.run(["suricata", "-r", str(cap), "-S", str(w["rules"]), "-k", "none", "--runmode", "single",
+                        "-l", str(log)], check=True, capture_output=True)
+        walls[key] = time.perf_counter() - t0
+    eve = [json.loads(ln) for ln in (w["dir"] / "suricata-full" / "eve.json").read_text().splitlines()]
+    alerts = sum(1 for e in eve if e.get("event_type") == "alert")
+    # Suricata's wall time includes loading and compiling the rules (gwlb-fast builds its pipeline outside the
+    # timing): its packet time is the full run minus a one-packet run of the same command
+    packet_s = walls["full"] - walls["one_packet"]
+    benchmark.extra_info.update({
+        "suricata_wall_s": round(walls["full"], 3), "suricata_startup_s": round(walls["one_packet"], 3),
+        "suricata_Mpps_with_startup": round(PACKETS / walls["full"] / 1e6, 3), "suricata_alerts": alerts})
+    if packet_s < 0.05:   # the smoke size: Suricata's packet time is lost in its start-up's noise
+        return
+    sur_mpps = PACKETS / packet_s / 1e6
+    benchmark.extra_info.update({"suricata_Mpps": round(sur_mpps, 3), "ratio_vs_suricata": round(mpps / sur_mpps, 2)})
+    print(f"\nfull path: {PACKETS} packets, {mpps:.3f} Mpps; suricata {sur_mpps:.3f} Mpps "
+          f"(wall {walls['full']:.3f} s, startup {walls['one_packet']:.3f} s); ratio {mpps / sur_mpps:.2f}")
+
+
+@pytest.mark.benchmark(group="inspect-full-path-synthetic-payloads")
+def test_full_path_inspection_off(benchmark, payload_workload):
+    """The same capture through the example policy (L4 only: no inspection)."""
+    w = payload_workload
+    s, median = _pipeline_rounds(benchmark, w["topo_off"], w["cap"], w["dir"] / "out-off.pcap")
+    assert not s.inspection or not s.inspection.get("applications")
+    mpps = PACKETS / median / 1e6
+    if "on_Mpps" in _FULL:
+        benchmark.extra_info["inspection_on_over_off"] = round(_FULL["on_Mpps"] / mpps, 2)

@@ -495,3 +495,148 @@ def test_cli_synth_bad_counts(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("gwlb-fast: synth: packets (5) must be at least 2 * flows")
     assert not (tmp_path / "x.pcap").exists()
+
+
+# ----------------------------------------------------------------------------------------------- application payloads
+@pytest.fixture(scope="module")
+def with_payloads():
+    return generate_with_truth(400, 20_000, seed=5, payloads=True)
+
+
+def test_payloads_off_is_the_default():
+    """The opt-in leaves the default bytes alone, and changes only TCP payload bytes and what follows from them."""
+    a, ta = generate_with_truth(200, 8000, seed=7)
+    b, _ = generate_with_truth(200, 8000, seed=7, payloads=False)
+    assert a.packets() == b.packets() and np.array_equal(a.ts_ns, b.ts_ns)
+    c, tc = generate_with_truth(200, 8000, seed=7, payloads=True)
+    assert len(c) == len(a) and c.packets() != a.packets()
+    assert np.array_equal(ta.category, tc.category) and np.array_equal(ta.client_ip, tc.client_ip)
+    assert np.array_equal(ta.packets, tc.packets) and np.array_equal(ta.close, tc.close)
+
+    # UDP and ICMP flows carry the same payloads (their packets may sit elsewhere in the capture: a large ClientHello
+    # turns a server segment into a client one, which moves the TCP flow's timing)
+    def l4_payloads(batch, truth):
+        out = {}
+        for i in np.flatnonzero(truth.proto[truth.flow] != 6):
+            out.setdefault(int(truth.flow[i]), []).append(bytes(dpkt.ethernet.Ethernet(batch.packet(i)).data.data.data))
+        return out
+    assert l4_payloads(a, ta) == l4_payloads(c, tc) != {}
+
+
+def _client_streams(b, t):
+    """Per TCP flow: the client's payload bytes in sequence order, and the number of client data segments."""
+    streams = {}
+    for i in range(len(b)):
+        fl = int(t.flow[i])
+        if t.proto[fl] != 6 or t.direction[i] == Direction.REPLY:
+            continue
+        eth = dpkt.ethernet.Ethernet(b.packet(i))
+        tcp = eth.data.data
+        if tcp.data:
+            streams.setdefault(fl, []).append((tcp.seq, bytes(tcp.data)))
+    return {fl: b"".join(d for _, d in sorted(segs)) for fl, segs in streams.items()}, \
+        {fl: [len(d) for _, d in segs] for fl, segs in streams.items()}
+
+
+def _tls_sni(record: bytes) -> str | None:
+    rec = dpkt.ssl.TLSRecord(record)
+    hello = dpkt.ssl.TLSHandshake(rec.data).data
+    assert isinstance(hello, dpkt.ssl.TLSClientHello)
+    for ext_type, ext in hello.extensions:
+        if ext_type == 0:
+            return ext[5:].decode()
+    return None
+
+
+def test_payloads_decode_with_dpkt(with_payloads):
+    b, t = with_payloads
+    check_all_sessions(b, t)   # sequence and acknowledgment numbers still consistent
+    streams, seglens = _client_streams(b, t)
+    n_http = n_tls = n_big = 0
+    for fl, data in streams.items():
+        port = int(t.server_port[fl])
+        if port == 80:
+            req = dpkt.http.Request(data[: data.index(b"\r\n\r\n") + 4])
+            assert req.headers["host"] in synth.HTTP_HOSTS and req.method == "GET"
+            n_http += 1
+        elif port == 443:
+            n = struct.unpack("!H", data[3:5])[0] + 5
+            assert _tls_sni(data[:n]) in synth.TLS_HOSTS
+            n_tls += 1
+            if n > 1460:
+                assert seglens[fl][:2] == [1460, n - 1460]   # spans the first two client segments
+                n_big += 1
+    assert n_http > 20 and n_tls > 60 and 0.1 < n_big / n_tls < 0.45
+    # every TCP flow to 80/443 with a client data segment has its request
+    has_data = {fl for fl in streams if t.server_port[fl] in (80, 443)}
+    assert has_data and n_http + n_tls == len(has_data)
+    # DNS flows: dpkt reads the query names
+    qnames = set()
+    for i in np.flatnonzero((t.kind[t.flow] == FlowKind.UDP_DNS) & (t.direction != Direction.REPLY))[:200]:
+        dns = dpkt.dns.DNS(dpkt.ethernet.Ethernet(b.packet(int(i))).data.data.data)
+        assert dns.qr == dpkt.dns.DNS_Q
+        qnames.add(dns.qd[0].name)
+    assert qnames and qnames <= set(synth._DNS_NAMES)
+
+
+@pytest.mark.tshark
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
+def test_payloads_tshark_fields(with_payloads, tmp_path):
+    """tshark (reassembling TCP) reads every Host, SNI (also of the ClientHellos spanning two segments) and qname."""
+    b, t = with_payloads
+    path = tmp_path / "p.pcap"
+    _write_pcap(path, b)
+    out = subprocess.run(
+        ["tshark", "-r", str(path), "-o", "tcp.desegment_tcp_streams:TRUE", "-Y",
+         "http.request or tls.handshake.type == 1 or (dns.flags.response == 0)", "-T", "fields",
+         "-e", "http.host", "-e", "tls.handshake.extensions_server_name", "-e", "dns.qry.name"],
+        capture_output=True, text=True, timeout=120, check=True).stdout
+    hosts, snis, qnames = set(), [], set()
+    for ln in out.splitlines():
+        h, s, q = (ln.split("\t") + ["", "", ""])[:3]
+        if h:
+            hosts.add(h)
+        if s:
+            snis.append(s)
+        if q:
+            qnames.add(q)
+    streams, _ = _client_streams(b, t)
+    n_tls = sum(1 for fl in streams if t.server_port[fl] == 443)
+    assert hosts and hosts <= set(synth.HTTP_HOSTS)
+    assert len(snis) == n_tls and set(snis) <= set(synth.TLS_HOSTS)
+    assert qnames and qnames <= set(synth._DNS_NAMES)
+    report = tshark_expert(path)
+    assert "Malformed" not in report and "Errors" not in report, report
+
+
+def test_payloads_app_id(with_payloads):
+    """The inspection's App-ID labels the flows by their content: web-browsing, ssl, dns. (Outbound flows: the two
+    directions of an inbound flow have different 5-tuples in the capture, before DNAT, so the standalone inspection
+    sees two half flows; the pipeline's NAT gateway joins them.)"""
+    from gwlb_fast.inspect.inspector import inspect_flows
+
+    b, t = with_payloads
+    b.parse()
+    streams, _ = _client_streams(b, t)
+    want = {}
+    for fl in streams:
+        p = int(t.server_port[fl])
+        if p in (80, 443) and not t.inbound[fl]:
+            want[(int(t.client_ip[fl]), int(t.client_port[fl]))] = "web-browsing" if p == 80 else "ssl"
+    for fl in np.flatnonzero(t.kind == FlowKind.UDP_DNS):
+        want[(int(t.client_ip[fl]), int(t.client_port[fl]))] = "dns"
+    got = {}
+    for r in inspect_flows([b]):
+        ip_ = r["client_ip"] if isinstance(r["client_ip"], int) else ip(r["client_ip"])
+        got[(ip_, int(r["client_port"]))] = r["application"]
+    assert want and {k: got.get(k) for k in want} == want
+
+
+def test_cli_synth_payloads(tmp_path, capsys):
+    pcapio = pytest.importorskip("gwlb_fast.pcapio")
+    from gwlb_fast.cli import main
+
+    out = tmp_path / "p.pcap"
+    assert main(["synth", "-o", str(out), "--flows", "20", "--packets", "500", "--seed", "3", "--payloads"]) == 0
+    got = [p for x in pcapio.read_pcap(str(out)) for p in x.packets()]
+    assert got == generate(20, 500, seed=3, payloads=True).packets() != generate(20, 500, seed=3).packets()

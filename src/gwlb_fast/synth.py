@@ -52,10 +52,16 @@ have distinct ids); DF is set on TCP. Timestamps are strictly increasing and spa
 
 Generation is vectorized with numpy (flow and packet columns), and one Cython kernel writes the frames with their
 checksums; no Python runs per packet. The same arguments give the same bytes.
+
+With ``payloads=True`` (opt-in; the default bytes are unchanged) the client's first data segment of a TCP flow carries
+its application's opening message, from a handful of templates (``inspect/payloads.py``) that the same kernel copies:
+an HTTP request with Host on port 80, a TLS ClientHello with SNI on 443 (in one flow of four a post-quantum-sized one,
+about 1,650 bytes, over the client's first two segments). DNS flows carry real queries either way.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import ipaddress
 from dataclasses import dataclass
 from enum import IntEnum
@@ -225,7 +231,7 @@ class GroundTruth:
 
 def generate(flows: int = 1000, packets: int = 100_000, seed: int = 0, *, duration: float = 60.0,
              start_ns: int = DEFAULT_START_NS, mix: dict[str, float] | None = None,
-             plan: AddressPlan = DEFAULT_PLAN) -> PacketBatch:
+             plan: AddressPlan = DEFAULT_PLAN, payloads: bool = False) -> PacketBatch:
     """Synthetic Ethernet traffic as the business VPC sees it (see the module docstring).
 
     Parameters
@@ -245,19 +251,26 @@ def generate(flows: int = 1000, packets: int = 100_000, seed: int = 0, *, durati
         The flow counts per category are the shares rounded so that they add up to ``flows``.
     plan : AddressPlan
         Where the hosts are (``DEFAULT_PLAN``: the example topology; ``CENTRALIZED_PLAN``: the centralized one).
+    payloads : bool
+        Real application payloads (opt-in; off, the bytes are those of earlier versions): the client's first data
+        segment of a port-80 flow is an HTTP request with a Host, of a 443/8443 flow a TLS ClientHello with an SNI
+        (one flow in four has a post-quantum key share that spans its first two client segments). DNS flows carry
+        real queries either way.
 
     Returns
     -------
     PacketBatch
         Link type Ethernet, packets in time order; only the core columns are set (call ``parse()``).
     """
-    return generate_with_truth(flows, packets, seed, duration=duration, start_ns=start_ns, mix=mix, plan=plan)[0]
+    return generate_with_truth(flows, packets, seed, duration=duration, start_ns=start_ns, mix=mix, plan=plan,
+                               payloads=payloads)[0]
 
 
 def generate_with_truth(flows: int = 1000, packets: int = 100_000, seed: int = 0, *, duration: float = 60.0,
                         start_ns: int = DEFAULT_START_NS,
                         mix: dict[str, float] | None = None,
-                        plan: AddressPlan = DEFAULT_PLAN) -> tuple[PacketBatch, GroundTruth]:
+                        plan: AddressPlan = DEFAULT_PLAN,
+                        payloads: bool = False) -> tuple[PacketBatch, GroundTruth]:
     """``generate`` plus the ``GroundTruth`` describing every flow and labelling every packet."""
     flows, packets = int(flows), int(packets)
     shares = _check_args(flows, packets, duration, mix)
@@ -345,6 +358,9 @@ def generate_with_truth(flows: int = 1000, packets: int = 100_000, seed: int = 0
     role[(j == 2) & (nn >= 3)] = _R_ACK3
     rev_tcp = rng.random(P) < 0.65
     rev_tcp[j == 3] = False                   # the client speaks first (request)
+    if payloads:
+        app_tpl, app_big = _app_flows(seed, F, first, npk, role, server_port)
+        rev_tcp[(j == 4) & app_big[fid]] = False  # the second segment of a large ClientHello
     rev_tcp = np.select(
         [role == _R_SYN, role == _R_SYNACK, role == _R_ACK3, (role == _R_FIN1) | (role == _R_FINACK2),
          (role == _R_FINACK1) | (role == _R_FIN2), (role == _R_RST) & (nn == 2), role == _R_RST],
@@ -354,6 +370,14 @@ def generate_with_truth(flows: int = 1000, packets: int = 100_000, seed: int = 0
     tcp_flags = np.where(ptcp, _ROLE_FLAGS[role], 0).astype(np.uint8)
     imix = np.array(IMIX_SIZES, np.int64)[rng.choice(len(IMIX_SIZES), P, p=np.array(IMIX_WEIGHTS) / sum(IMIX_WEIGHTS))]
     tcp_pay = np.where(ptcp & (role == _R_DATA), imix - 40, 0)
+    if payloads:
+        # the application's first client segment(s): a template's first (up to 1460) bytes, then the rest
+        a_len = np.array([len(t) for t in _app_templates()], np.int64)
+        ptpl = app_tpl[fid]
+        app_pkt = (ptpl >= 0) & ((j == 3) | ((j == 4) & app_big[fid]))
+        app_part = np.where(app_pkt, j - 3, 0)
+        app_seg_len = np.where(app_part == 0, np.minimum(a_len[ptpl], 1460), a_len[ptpl] - 1460)
+        tcp_pay = np.where(app_pkt, app_seg_len, tcp_pay)
     syn = (tcp_flags & _TCP_SYN) != 0
 
     # sequence numbers: each side's ISN plus what that side consumed before this packet (RFC 9293 section 3.4)
@@ -369,6 +393,10 @@ def generate_with_truth(flows: int = 1000, packets: int = 100_000, seed: int = 0
 
     # frame lengths and payloads
     dns_q, dns_a, tpl = _templates(rng)
+    if payloads:
+        app_base = tpl.shape[0]
+        a_off = app_base + np.concatenate([[0], np.cumsum(a_len)[:-1]]).astype(np.int64)
+        tpl = np.concatenate([tpl, np.frombuffer(b"".join(_app_templates()), np.uint8)])
     pdns = pkind == FlowKind.UDP_DNS
     picmp = pkind == FlowKind.ICMP
     pudp = pkind == FlowKind.UDP
@@ -386,6 +414,9 @@ def generate_with_truth(flows: int = 1000, packets: int = 100_000, seed: int = 0
          np.where(rev, 2 * _RANDOM_POOL + _NTP_LEN, 2 * _RANDOM_POOL)]).astype(np.int64)
     tls = np.isin(reply_port, (443, 8443))[fid]
     pay_style = np.select([ptcp & tls, pdns], [PAY_TLS, PAY_ID16], PAY_COPY).astype(np.uint8)
+    if payloads:
+        pay_off = np.where(app_pkt, a_off[ptpl] + 1460 * app_part, pay_off).astype(np.int64)
+        pay_style[app_pkt] = PAY_COPY
     pay_arg = ((txid[fid] + pair) & 0xFFFF).astype(np.uint16)
 
     # timing: the capture point is on the business side, so a remote host's packet after a local one waits a
@@ -525,6 +556,51 @@ def _exclusive_segment_cumsum(x: np.ndarray, first: np.ndarray, fid: np.ndarray)
     return c - c[first][fid] if first.shape[0] else c
 
 
+#: hosts of the opt-in application payloads (documentation and example names, RFC 2606)
+HTTP_HOSTS = ("www.example.com", "news.example.org", "shop.example.net", "downloads.example.com")
+TLS_HOSTS = ("api.example.net", "login.example.com", "cdn.example.org", "mail.example.com")
+#: key share of the large ClientHellos (X25519MLKEM768: 1216 bytes) and padding that makes them span two segments
+_BIG_KEY_SHARE, _BIG_PADDING = 1216, 300
+
+
+@functools.cache
+def _app_templates() -> tuple[bytes, ...]:
+    """HTTP requests, small ClientHellos, large ClientHellos (longer than 1460 bytes, at most 2920)."""
+    from .inspect.payloads import http_request, tls_client_hello
+
+    http = tuple(http_request(h, f"/index{i}.html") for i, h in enumerate(HTTP_HOSTS))
+    small = tuple(tls_client_hello(h) for h in TLS_HOSTS)
+    big = tuple(tls_client_hello(h, key_share_len=_BIG_KEY_SHARE, padding=_BIG_PADDING) for h in TLS_HOSTS)
+    return http + small + big
+
+
+_N_HTTP, _N_TLS = len(HTTP_HOSTS), len(TLS_HOSTS)
+
+
+def _app_flows(seed: int, F: int, first: np.ndarray, npk: np.ndarray, role: np.ndarray, server_port: np.ndarray):
+    """Per flow: the application template of its first client segment (-1: none) and whether it spans two.
+
+    Drawn from a generator of its own, so that the rest of the capture is the one without payloads."""
+    rng = np.random.default_rng([seed, 0x11])
+    tpl = np.full(F, -1, np.int64)
+    big = np.zeros(F, bool)
+    if not F:
+        return tpl, big
+    r3 = np.full(F, -1, np.int64)
+    r4 = np.full(F, -1, np.int64)
+    r3[npk > 3] = role[first[npk > 3] + 3]
+    r4[npk > 4] = role[first[npk > 4] + 4]
+    data3 = r3 == _R_DATA
+    http = data3 & (server_port == 80)
+    tls = data3 & (server_port == 443)       # tcp-out, tcp-in (DNAT to 8443) and east-west all ask for 443
+    big = tls & (r4 == _R_DATA) & (rng.random(F) < 0.25)
+    pick_h = rng.integers(0, _N_HTTP, F)
+    pick_t = rng.integers(0, _N_TLS, F)
+    tpl = np.where(http, pick_h, tpl)
+    tpl = np.where(tls, _N_HTTP + pick_t + np.where(big, _N_TLS, 0), tpl)
+    return tpl, big
+
+
 def _dns_message(name: str, answer_ip: int | None) -> bytes:
     # RFC 1035 section 4.1: header (id patched per packet), one question, optionally one A answer
     qname = b"".join(bytes([len(label)]) + label.encode() for label in name.split(".")) + b"\x00"
@@ -576,6 +652,9 @@ def add_cli(sub) -> None:
     p.add_argument("--packets", type=_nonneg_int, default=100_000, help="number of packets (default 100000)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--duration", type=float, default=60.0, help="seconds the capture spans (default 60)")
+    p.add_argument("--payloads", action="store_true",
+                   help="real application payloads: HTTP requests with Host on port 80, TLS ClientHellos with SNI "
+                        "on 443 (one in four spanning two segments)")
     p.set_defaults(func=_cli_synth)
 
 
@@ -593,7 +672,8 @@ def _cli_synth(args) -> int:
     from .errors import ConfigError
 
     try:
-        batch, truth = generate_with_truth(args.flows, args.packets, args.seed, duration=args.duration)
+        batch, truth = generate_with_truth(args.flows, args.packets, args.seed, duration=args.duration,
+                                           payloads=args.payloads)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     from .pcapio import write_pcap
