@@ -230,6 +230,29 @@ def test_fill_ip_checksums_raw_bytes_fuzz(blobs, linktype):
     assert np.array_equal(again.status, b.status)
 
 
+# statuses of rows whose IPv4 header the parse read whole (the rows parse_counts looks at)
+_HEADER_READ = {int(PktStatus.OK), int(PktStatus.BAD_IP_CSUM), int(PktStatus.FRAGMENT), int(PktStatus.L4_TRUNCATED),
+                int(PktStatus.BAD_TCP_OFF)}
+
+
+@given(st.lists(st.one_of(ethernet_frame(), mutated(ethernet_frame()), st.binary(max_size=80)), max_size=30))
+def test_parse_counts_zero_checksums_and_fragments(frames):
+    """parse_counts' two figures, counted from the oracle's rows: headers read whole with checksum field 0, and
+    fragments (MF or an offset); when either is 0 the stage skips the pass it would gate, so it must never
+    undercount."""
+    want_zero = want_frag = 0
+    for f in frames:
+        o = oracle(f, 1)
+        if int(o["status"]) in _HEADER_READ:
+            ip = f[o["l3_off"]:]
+            want_zero += ip[10:12] == b"\0\0"
+            want_frag += (struct.unpack("!H", ip[6:8])[0] & 0x3FFF) != 0
+    b = PacketBatch.from_packets(frames)
+    assert b.parse_counts() == (want_zero, want_frag)
+    if want_zero == 0:  # nothing for the fill to do
+        assert fill_ip_checksums(b.data, b.off, b.caplen, b.l3_off, b.status) == 0
+
+
 def test_fill_ip_checksums_checks_lengths():
     with pytest.raises(ValueError, match="status"):
         fill_ip_checksums(np.zeros(4, np.uint8), np.zeros(1, np.int64), np.zeros(1, np.uint32),

@@ -238,6 +238,12 @@ class PacketBatch:
     # ------------------------------------------------------------------ parsing
     def parse(self) -> PacketBatch:
         """Fill the L2-L4 columns (status, addresses, ports, proto, TCP flags, offsets) in place; return self."""
+        self.parse_counts()
+        return self
+
+    def parse_counts(self) -> tuple[int, int]:
+        """:meth:`parse`, returning what the parse saw on the way: (IPv4 headers whose checksum field is 0,
+        IPv4 fragments). A stage skips the checksum fill and the fragment scan of a batch that has neither."""
         from ._kernels.parse import parse_packets
 
         n = len(self)
@@ -245,9 +251,9 @@ class PacketBatch:
             col = getattr(self, name)
             if col is None or not col.flags.writeable:
                 setattr(self, name, np.empty(n, OPTIONAL_COLUMNS[name]))
-        parse_packets(self.data, self.off, self.caplen, self.linktype, self.status, self.src_ip, self.dst_ip,
-                      self.sport, self.dport, self.proto, self.tcp_flags, self.l3_off, self.l4_off)
-        return self
+        return parse_packets(self.data, self.off, self.caplen, self.linktype, self.status, self.src_ip,
+                             self.dst_ip, self.sport, self.dport, self.proto, self.tcp_flags, self.l3_off,
+                             self.l4_off)
 
 
 def _is_u8_contig(a) -> bool:

@@ -294,9 +294,10 @@ class Pipeline:
         t0 = time.perf_counter()
         work = _own_copy(batch, arena)  # our own arena: NAT rewrites headers in place
         self.bytes_in += work.nbytes
-        work.parse()
+        zero_csums, n_frags = work.parse_counts()
         # captured on the sending host before its NIC filled the IPv4 header checksum (offload): filled here
-        self.ip_csum_filled += fill_ip_checksums(work.data, work.off, work.caplen, work.l3_off, work.status)
+        if zero_csums:
+            self.ip_csum_filled += fill_ip_checksums(work.data, work.off, work.caplen, work.l3_off, work.status)
         # cut by a snaplen but with whole L4 headers: processed as captured (their wire length is kept), counted
         self.truncated += int(np.count_nonzero((work.status == PktStatus.OK) & (work.wirelen > work.caplen)))
         # fragments held from earlier batches (their first fragment had not come) go in front, see fragments.py
@@ -308,7 +309,8 @@ class Pipeline:
         slot = np.full(n, -1, np.int64)
         fgen = np.zeros(n, np.int64)
         slot[:h], fgen[:h] = h_slot, h_gen
-        kind = self.frags.scan(work, h, slot, fgen)
+        # a batch with no fragment and none held has nothing to scan: every row is K_NONE
+        kind = self.frags.scan(work, h, slot, fgen) if h or n_frags else np.zeros(n, np.uint8)
         taps: dict[str, list[PacketBatch]] = {k: [] for k in TAP_LINKS} if self.keep_taps else {}
         if n:
             ts0, ts1 = int(work.ts_ns.min()), int(work.ts_ns.max())

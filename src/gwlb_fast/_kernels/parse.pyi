@@ -14,7 +14,7 @@ def parse_packets(
     tcp_flags: np.ndarray,  # uint8[n] out (ICMP type for ICMP)
     l3_off: np.ndarray,  # int32[n] out
     l4_off: np.ndarray,  # int32[n] out
-) -> None: ...
+) -> tuple[int, int]: ...  # (headers with checksum 0, fragments)
 def fill_ip_checksums(
     data: np.ndarray,  # uint8[::1], in/out
     off: np.ndarray,  # int64[n]

@@ -65,6 +65,13 @@ def parse_packets(const uint8_t[::1] data, const int64_t[::1] off, const uint32_
         ``icmp_errors`` tells such packets apart. ``l3_off``/``l4_off`` are offsets from the packet's start (the
         outer headers), -1 where absent.
 
+    Returns
+    -------
+    (int, int)
+        The number of IPv4 headers, captured whole, whose checksum field is 0 (``fill_ip_checksums`` has nothing
+        to do when it is 0) and the number of IPv4 fragments, first or later (the fragment scan has nothing to do
+        when it is 0): counted in the parse's own pass, so that a batch with neither needs no second pass.
+
     Notes
     -----
     Status codes (first problem wins): TRUNCATED, NOT_IPV4 (ARP, IPv6, unknown link type; kept and counted),
@@ -83,6 +90,7 @@ def parse_packets(const uint8_t[::1] data, const int64_t[::1] off, const uint32_
         if col.shape[0] != n:
             raise ValueError(f"parse_packets: {name} has length {col.shape[0]}, expected {n}")
     cdef Py_ssize_t i, start, end, l3, l4, ihl, tot, lim, q, ql4, datalen = data.shape[0]
+    cdef Py_ssize_t n_zero_csum = 0, n_fragments = 0
     cdef const uint8_t* p
     cdef const uint8_t* ip
     cdef uint8_t st, pr, fl, doff
@@ -130,8 +138,12 @@ def parse_packets(const uint8_t[::1] data, const int64_t[::1] off, const uint32_
                             # the header is captured whole (checked above): its checksum is verified, unless it
                             # is 0, which a capture taken on the sending host shows when the NIC computes it
                             # (header checksum offload; fill_ip_checksums then does what the NIC would)
-                            if load_be16(ip + 10) != 0 and csum_fold(csum_add(0, ip, ihl)) != 0:
+                            if load_be16(ip + 10) == 0:
+                                n_zero_csum += 1
+                            elif csum_fold(csum_add(0, ip, ihl)) != 0:
                                 st = ST_BAD_IP_CSUM
+                            if load_be16(ip + 6) & 0x3FFF:  # MF or an offset: a fragment, first or later
+                                n_fragments += 1
                             # a snapped packet is parsed as far as it was captured
                             lim = end - start if l3 + tot > end - start else l3 + tot
                             l4 = l3 + ihl
@@ -195,6 +207,7 @@ def parse_packets(const uint8_t[::1] data, const int64_t[::1] off, const uint32_
             dport[i] = dp
             proto[i] = pr
             tcp_flags[i] = fl
+    return n_zero_csum, n_fragments
 
 
 def icmp_errors(const uint8_t[::1] data, const int64_t[::1] off, const uint32_t[::1] caplen,
