@@ -104,6 +104,24 @@ def test_drop_stops_later_alerts_of_the_session():
     assert alerts_of(tcp_session([b"second", b"first "]), rules) == [1, 2]
 
 
+def test_block_scan_of_fields_matches_and_refuses_bad_shapes():
+    """scan_fields finds a literal in the field it lies in, and refuses fields and event arrays whose shapes would
+    make it read or write outside them."""
+    lits = Literals([b"evil"], [False], 0)
+    fields = np.zeros((2, 2 * 16), np.uint8)
+    fields[1, 16:16 + 9] = np.frombuffer(b"xx evil x", np.uint8)  # row 1, field 1
+    flen = np.array([[0, 0], [0, 9]], np.int32)
+    ev = [np.empty(64, t) for t in (np.int64, np.uint8, np.int32, np.int64, np.int64)]
+    n = lits.scan_fields(np.array([0, 1], np.int64), fields, flen, *ev)
+    assert n == 1 and ev[0][0] == 1 and ev[3][0] == 7
+    with pytest.raises(ValueError, match="flen"):
+        lits.scan_fields(np.array([1], np.int64), fields[:1], flen, *ev)  # fewer field rows than flen's
+    with pytest.raises(ValueError, match="flen"):
+        lits.scan_fields(np.array([0], np.int64), fields, np.zeros((2, 0), np.int32), *ev)  # no field at all
+    with pytest.raises(ValueError, match="same length"):
+        lits.scan_fields(np.array([0], np.int64), fields, flen, ev[0], ev[1][:8], *ev[2:])
+
+
 @given(st.binary(min_size=1, max_size=300), st.binary(min_size=1, max_size=6), st.lists(st.integers(1, 299),
                                                                                        max_size=6))
 def test_streaming_literal_matches_equal_bytes_find(data, lit, cuts):

@@ -74,6 +74,24 @@ ctypedef struct _Ctx:
     uint8_t cur_buf
 
 
+cdef inline int _ctx_over(_Ctx* ctx, int64_t[::1] ev_row, uint8_t[::1] ev_buf, int32_t[::1] ev_pid,
+                           int64_t[::1] ev_end, int64_t[::1] ev_pkt) except -1:
+    """Point a match context at empty event arrays, which must have one length (the context's capacity)."""
+    cdef Py_ssize_t cap = ev_row.shape[0]
+    if not (ev_buf.shape[0] == cap and ev_pid.shape[0] == cap and ev_end.shape[0] == cap
+            and ev_pkt.shape[0] == cap):
+        raise ValueError("event arrays must have the same length")
+    ctx.row = &ev_row[0] if cap else NULL
+    ctx.buf = &ev_buf[0] if cap else NULL
+    ctx.pid = &ev_pid[0] if cap else NULL
+    ctx.end = &ev_end[0] if cap else NULL
+    ctx.pkt = &ev_pkt[0] if cap else NULL
+    ctx.n = 0
+    ctx.cap = cap
+    ctx.dropped = 0
+    return 0
+
+
 cdef int _on_match(unsigned int id, unsigned long long frm, unsigned long long to, unsigned int flags,
                    void* ctx) noexcept nogil:
     cdef _Ctx* c = <_Ctx*>ctx
@@ -228,20 +246,10 @@ cdef class Literals:
         if not (lo.shape[0] == n and hi.shape[0] == n and seg.shape[0] == n and pay.shape[0] == n
                 and proto.shape[0] == n):
             raise ValueError("scan_streams: per-packet arrays must have the same length")
-        if not (ev_buf.shape[0] == cap and ev_pid.shape[0] == cap and ev_end.shape[0] == cap
-                and ev_pkt.shape[0] == cap):
-            raise ValueError("scan_streams: event arrays must have the same length")
         if m > self.n_streams:
             raise ValueError("scan_streams: more head rows than streams")
         cdef _Ctx ctx
-        ctx.row = &ev_row[0] if cap else NULL
-        ctx.buf = &ev_buf[0] if cap else NULL
-        ctx.pid = &ev_pid[0] if cap else NULL
-        ctx.end = &ev_end[0] if cap else NULL
-        ctx.pkt = &ev_pkt[0] if cap else NULL
-        ctx.n = 0
-        ctx.cap = cap
-        ctx.dropped = 0
+        _ctx_over(&ctx, ev_row, ev_buf, ev_pid, ev_end, ev_pkt)
         cdef int64_t room = 65536 if cap >= 131072 else cap // 2
         with nogil:
             while i < n:
@@ -304,16 +312,12 @@ cdef class Literals:
         if self.streaming:
             raise ValueError("scan_fields needs a block-mode Literals (n_streams = 0)")
         cdef Py_ssize_t k = rows.shape[0], j, f, nf = flen.shape[1], cap = ev_row.shape[0]
+        if nf == 0 or fields.shape[0] != flen.shape[0] or fields.shape[1] % nf:
+            raise ValueError(f"scan_fields: fields ({fields.shape[0]} x {fields.shape[1]}) must hold flen's "
+                             f"{flen.shape[0]} rows of {nf} equal-width fields")
         cdef int64_t r, fw = fields.shape[1] // nf, ln
         cdef _Ctx ctx
-        ctx.row = &ev_row[0] if cap else NULL
-        ctx.buf = &ev_buf[0] if cap else NULL
-        ctx.pid = &ev_pid[0] if cap else NULL
-        ctx.end = &ev_end[0] if cap else NULL
-        ctx.pkt = &ev_pkt[0] if cap else NULL
-        ctx.n = 0
-        ctx.cap = cap
-        ctx.dropped = 0
+        _ctx_over(&ctx, ev_row, ev_buf, ev_pid, ev_end, ev_pkt)
         ctx.cur_base = 0
         ctx.cur_pkt = -1
         with nogil:
