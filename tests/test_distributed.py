@@ -16,7 +16,15 @@ from hypothesis import strategies as st
 from gwlb_fast import synth
 from gwlb_fast.batch import PacketBatch
 from gwlb_fast.cli import main
-from gwlb_fast.distributed import capture_name, connected, record_ranges, replay_many, replay_split
+from gwlb_fast.distributed import (
+    capture_name,
+    cluster_cpus,
+    connected,
+    record_ranges,
+    replay_many,
+    replay_split,
+    require_ray,
+)
 from gwlb_fast.parallel import run_parallel
 from gwlb_fast.pcapio import PcapWriter, read_pcap, write_pcap
 from gwlb_fast.pipeline import TAP_LINKS, Pipeline
@@ -35,8 +43,13 @@ COUNTS = ("packets_in", "bytes_in", "packets_out", "bytes_out", "generated", "dr
 
 @pytest.fixture(scope="module")
 def ray_local():
-    pytest.importorskip("ray")
+    try:
+        require_ray(local=True)  # before Ray is imported: the local instance listens on 127.0.0.1 only
+    except ValueError:
+        pytest.skip("ray not installed")
     with connected(num_cpus=2) as ray:
+        assert cluster_cpus(ray) == 2
+        assert {n["NodeManagerAddress"] for n in ray.nodes()} == {"127.0.0.1"}
         yield ray
 
 

@@ -220,19 +220,30 @@ class PacketBatch:
     @staticmethod
     def concat(batches: Iterable[PacketBatch]) -> PacketBatch:
         """One batch holding every packet of ``batches`` in order; columns present in all inputs are kept."""
-        batches = [b.compact() for b in batches]
+        from ._kernels.parse import gather_packets
+
+        batches = list(batches)
         if not batches:
             return PacketBatch.empty()
         if len(batches) == 1:
-            return batches[0]
-        data = np.concatenate([b.data for b in batches])
-        bases = np.cumsum([0] + [b.data.shape[0] for b in batches[:-1]])
+            return batches[0].compact()
+        # one gather of every packet straight into the new arena (not a compact copy of each, then a second copy)
+        caplen = np.concatenate([b.caplen for b in batches])
+        off = np.zeros(caplen.shape[0], np.int64)
+        if off.shape[0]:
+            np.cumsum(caplen[:-1], dtype=np.int64, out=off[1:])
+        data = np.empty(int(off[-1] + caplen[-1]) if off.shape[0] else 0, np.uint8)
+        at = 0
+        for b in batches:
+            n = len(b)
+            gather_packets(b.data, b.off, b.caplen, data, off[at: at + n])
+            at += n
         out = PacketBatch.__new__(PacketBatch)
         out.data = data
         for name in ALL_COLUMNS:
             cols = [getattr(b, name) for b in batches]
             setattr(out, name, None if any(c is None for c in cols) else np.concatenate(cols))
-        out.off = np.concatenate([b.off + base for b, base in zip(batches, bases)])
+        out.off = off
         return out
 
     # ------------------------------------------------------------------ parsing

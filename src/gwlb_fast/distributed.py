@@ -265,9 +265,8 @@ def _read_range(topo: Topology, path, look: int, start: int, stop: int, n: int, 
         for k in range(n):
             rows = order[(ends[k - 1] if k else 0): ends[k]]
             if rows.size:
-                sub = b[rows]
-                pieces[k].append(PacketBatch(sub.data, sub.off, sub.caplen, sub.wirelen, sub.ts_ns,
-                                             sub.linktype).compact())
+                sub = b[rows]  # a view of the map: the piece is gathered once, at the end
+                pieces[k].append(PacketBatch(sub.data, sub.off, sub.caplen, sub.wirelen, sub.ts_ns, sub.linktype))
     meta.update(error=None if reader.error is None else str(reader.error), skipped_bytes=reader.skipped_bytes,
                 skipped_records=reader.skipped_records, control_blocks=reader.control_blocks,
                 frag_misses=sharder.frag_misses)
