@@ -73,7 +73,7 @@ class SessionInspection:
         policy = firewall.policy
         self.policy = policy
         if signatures is None:
-            signatures = load_rules(policy.signature_files) if policy.signature_files else []
+            signatures = load_rules(policy.signature_files, policy.signature_vars) if policy.signature_files else []
         self.signatures = list(signatures)
         sigset = SignatureSet(self.signatures, capacity) if self.signatures else None
         self.inspector = Inspector(firewall.table.capacity, capacity=capacity, head_size=head_size,
