@@ -255,6 +255,7 @@ class Firewall:
         self.now_ns = np.iinfo(np.int64).min
         self.rst_build_failed = 0
         self._log: list[np.ndarray] = []
+        self._ended = np.zeros((0, _s.NF), np.int64)
         # content inspection only when the policy asks for it: a policy without App-ID, URL or threat parts costs
         # nothing here
         from .inspect.session import SessionInspection, needs_inspection
@@ -364,7 +365,7 @@ class Firewall:
         out_n = np.empty(n, np.uint8)
         k1 = np.empty(n, np.uint8)
         k2 = np.empty(n, np.uint8)
-        ended = np.empty((n + 1, _s.NF), np.int64)
+        ended = self._ended_rows(n + 1)
         ended_slot = np.empty(n + 1, np.int64)
         ne, start = 0, 0
         while True:
@@ -564,6 +565,15 @@ class Firewall:
         r[r < 0] = self.default_rule
         rule[rows] = r
         action[rows] = self._actions[r]
+
+    def _ended_rows(self, m: int) -> np.ndarray:
+        """A scratch buffer of ``m`` session rows for the session kernel's ended sessions (copied out by
+        :meth:`_records` before the next call). Kept from call to call: a fresh one of a batch's size (megabytes)
+        per call lands in the allocator's heap among long-lived arrays and fragments it, so that resident memory
+        grows with the capture's length."""
+        if self._ended.shape[0] < m:
+            self._ended = np.empty((max(m, self._ended.shape[0] + self._ended.shape[0] // 4), _s.NF), np.int64)
+        return self._ended[:m]
 
     def _log_freed(self, slots: np.ndarray, reason: int, notes: list | None = None) -> np.ndarray:
         """Session rows of freed table slots (those holding a session), with their end reason; clears them.

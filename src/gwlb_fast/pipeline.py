@@ -671,7 +671,9 @@ class Pipeline:
                             writers["health"].write(probes)
                     # the delivered packets are written before the next chunk: its copy reuses this one's arena
                     if arena.shape[0] < part.nbytes:
-                        arena = np.empty(part.nbytes, np.uint8)
+                        # with headroom: chunks of varying sizes would otherwise grow it a little time after time,
+                        # each time a new buffer of a chunk's size, which fragments the allocator's heap
+                        arena = np.empty(part.nbytes + part.nbytes // 4, np.uint8)
                     res = self._process(part, arena)
                     t0 = time.perf_counter()
                     ts = part.ts_ns
