@@ -290,9 +290,11 @@ class Firewall:
         ``geneve.decap`` would return for them (``geneve.carried``), and ``frames(rows)`` builds the frames of the
         rows ``rows`` of ``inner`` (a PacketBatch, in the order of ``rows``), called only for the packets answered
         with a TCP reset, whose frames copy the offending frame's outer headers. The output is the same as
-        ``process(frames(all rows), echo=False)``'s."""
-        inner.status = None
-        inner.parse()
+        ``process(frames(all rows), echo=False)``'s. An ``inner`` that ``carried`` parsed (``l4_off`` set) is not
+        parsed again."""
+        if inner.l4_off is None:
+            inner.status = None
+            inner.parse()
         return self._process(inner, inner.status.copy(), frames, False)
 
     def _process(self, inner: PacketBatch, status: np.ndarray, wire, echo: bool) -> FirewallOutput:
