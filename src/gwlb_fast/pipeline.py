@@ -281,7 +281,8 @@ class Pipeline:
                     parts = [self._process_slice(batch[a:b], None if arena is None else arena[base[a]:base[b]])
                              for a, b in itertools.pairwise(cuts)]
                     taps = {k: [x for r in parts for x in r.taps.get(k, [])] for k in parts[0].taps}
-                    return ChunkResult(PacketBatch.concat([r.output for r in parts]),
+                    # the slices' outputs point into parts of one arena: joined without a copy
+                    return ChunkResult(PacketBatch.concat([r.output for r in parts], arena),
                                        *(np.concatenate([getattr(r, c) for r in parts])
                                          for c in ("status", "stage", "delivered", "fw")),
                                        generated=sum(r.generated for r in parts), taps=taps,
