@@ -141,7 +141,8 @@ class Pipeline:
         if policy is None:
             if topo.security_policy is None:
                 raise ConfigError(f"{topo.source}: security_policy: missing (every firewall needs a policy)")
-            policy = Policy.from_yaml({"security_policy": topo.security_policy}, name=topo.source)
+            policy = Policy.from_yaml({"security_policy": topo.security_policy}, name=topo.source,
+                                      home_net=topo.vpc_cidrs())
         self.policy = policy
         self.keep_taps = taps
         # VPCs and their route tables
