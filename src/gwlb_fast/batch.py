@@ -218,15 +218,23 @@ class PacketBatch:
         return out
 
     @staticmethod
-    def concat(batches: Iterable[PacketBatch]) -> PacketBatch:
-        """One batch holding every packet of ``batches`` in order; columns present in all inputs are kept."""
-        from ._kernels.parse import gather_packets
+    def concat(batches: Iterable[PacketBatch], arena: np.ndarray | None = None) -> PacketBatch:
+        """One batch holding every packet of ``batches`` in order; columns present in all inputs are kept.
 
+        With ``arena`` (a uint8 buffer): when the arena of every batch lies inside it (views of its parts), the
+        result's arena is ``arena`` itself and no packet byte is copied; otherwise the packets are copied as
+        without it."""
         batches = list(batches)
+        if arena is not None and len(batches) > 1:
+            shifts = _shifts_in(arena, [b.data for b in batches])
+            if shifts is not None:
+                return _joined(arena, batches, shifts)
         if not batches:
             return PacketBatch.empty()
         if len(batches) == 1:
             return batches[0].compact()
+        from ._kernels.parse import gather_packets
+
         # one gather of every packet straight into the new arena (not a compact copy of each, then a second copy)
         caplen = np.concatenate([b.caplen for b in batches])
         off = np.zeros(caplen.shape[0], np.int64)
@@ -235,16 +243,9 @@ class PacketBatch:
         data = np.empty(int(off[-1] + caplen[-1]) if off.shape[0] else 0, np.uint8)
         at = 0
         for b in batches:
-            n = len(b)
-            gather_packets(b.data, b.off, b.caplen, data, off[at: at + n])
-            at += n
-        out = PacketBatch.__new__(PacketBatch)
-        out.data = data
-        for name in ALL_COLUMNS:
-            cols = [getattr(b, name) for b in batches]
-            setattr(out, name, None if any(c is None for c in cols) else np.concatenate(cols))
-        out.off = off
-        return out
+            gather_packets(b.data, b.off, b.caplen, data, off[at: at + len(b)])
+            at += len(b)
+        return _joined(data, batches, off=off)
 
     # ------------------------------------------------------------------ parsing
     def parse(self) -> PacketBatch:
@@ -265,6 +266,35 @@ class PacketBatch:
         return parse_packets(self.data, self.off, self.caplen, self.linktype, self.status, self.src_ip,
                              self.dst_ip, self.sport, self.dport, self.proto, self.tcp_flags, self.l3_off,
                              self.l4_off)
+
+
+def _joined(data: np.ndarray, batches: list[PacketBatch], shifts=None, off=None) -> PacketBatch:
+    """The batches' rows in order over ``data``, where batch ``k``'s arena starts at ``data[shifts[k]]`` (or, with
+    ``off``, where the rows' packets are)."""
+    out = PacketBatch.__new__(PacketBatch)
+    out.data = data
+    for name in ALL_COLUMNS:
+        cols = [getattr(b, name) for b in batches]
+        setattr(out, name, None if any(c is None for c in cols) else np.concatenate(cols))
+    if off is None:
+        off = np.concatenate([b.off + int(shift) for b, shift in zip(batches, shifts)])
+    out.off = off
+    return out
+
+
+def _shifts_in(arena: np.ndarray, parts: list[np.ndarray]) -> list[int] | None:
+    """Where each of ``parts`` starts in ``arena`` (bytes), or None unless every one lies inside it."""
+    if not _is_u8_contig(arena):
+        return None
+    lo = arena.__array_interface__["data"][0]
+    hi = lo + arena.shape[0]
+    out = []
+    for d in parts:
+        at = d.__array_interface__["data"][0]
+        if not _is_u8_contig(d) or at < lo or at + d.shape[0] > hi:
+            return None
+        out.append(at - lo)
+    return out
 
 
 def _is_u8_contig(a) -> bool:
