@@ -136,6 +136,12 @@ def test_many_captures_refuse_clashing_names_and_overwriting_inputs(ray_local, f
         replay_many(EXAMPLE_PATH, [caps[0], other / caps[0].name], tmp_path / "out")
     with pytest.raises(ValueError, match="refusing to overwrite"):
         replay_many(EXAMPLE_PATH, caps[:2], d)  # the outputs would be the inputs' own names in their folder
+    with pytest.raises(ValueError, match="names a folder"):
+        replay_many(EXAMPLE_PATH, caps[:2], tmp_path / "out", flow_log_dir=tmp_path / "flows.jsonl")
+    bad = tmp_path / "bad.pcap"
+    bad.write_bytes(b"\x00" * 40)
+    with pytest.raises(ValueError, match="not a pcap or pcapng file"):
+        replay_many(EXAMPLE_PATH, [caps[0], bad], tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 

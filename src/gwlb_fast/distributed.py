@@ -51,6 +51,7 @@ from .parallel import (
     shard_topology,
 )
 from .pcapio import read_pcap
+from .pipeline import TAP_LINKS
 from .report import Summary
 
 RAY_MISSING = "run --ray needs Ray: pip install 'gwlb-fast[ray]'"
@@ -91,7 +92,7 @@ def connected(address: str | None = None, num_cpus: int | None = None):
         return
     kw = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
     if address is None:
-        ray.init(num_cpus=num_cpus, **kw)
+        ray.init(address="local", num_cpus=num_cpus, **kw)  # a new instance, even beside a running cluster
     else:
         ray.init(address=address, **kw)
     try:
@@ -175,9 +176,14 @@ def many_destinations(captures, out_dir=None, flow_log_dir=None, taps_dir=None) 
                        "flow_log": None if flow_log_dir is None else Path(flow_log_dir) / f"{name}.jsonl",
                        "taps": None if taps_dir is None else Path(taps_dir) / name}
     for d in (out_dir, flow_log_dir, taps_dir):
-        if d is not None and Path(d).exists() and not Path(d).is_dir():
+        if d is None:
+            continue
+        if Path(d).exists() and not Path(d).is_dir():
             raise ConfigError(f"{d}: with several captures this names a folder, and it is a file")
-    refuse_overlap(list(captures), [x for d in dests.values() for x in (d["output"], d["flow_log"])])
+        if not Path(d).exists() and Path(d).suffix.lower() in (".pcap", ".pcapng", ".jsonl", ".csv"):
+            raise ConfigError(f"{d}: with several captures this names a folder (one file per capture in it)")
+    taps = [d["taps"] / f"{link}.pcap" for d in dests.values() if d["taps"] is not None for link in TAP_LINKS]
+    refuse_overlap(list(captures), [x for d in dests.values() for x in (d["output"], d["flow_log"])] + taps)
     return dests
 
 
@@ -209,6 +215,7 @@ def replay_many(topology, captures, out_dir=None, *, flow_log_dir=None, taps_dir
         check_destinations(topo, d["capture"], d["output"], d["taps"], d["flow_log"], events)
         if not os.path.exists(d["capture"]):
             raise FileNotFoundError(2, "no such file", d["capture"])
+        read_pcap(d["capture"], chunk=1, parse=False).close()  # an unreadable capture fails here, before any runs
     for d in (out_dir, flow_log_dir, taps_dir):
         if d is not None:
             Path(d).mkdir(parents=True, exist_ok=True)
