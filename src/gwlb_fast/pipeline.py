@@ -139,9 +139,7 @@ class Pipeline:
         self.pickup = topo.replay.pickup if pickup is None else bool(pickup)
         self.sides = FlowSides.from_topology(topo)
         if policy is None:
-            if topo.security_policy is None:
-                raise ConfigError(f"{topo.source}: security_policy: missing (every firewall needs a policy)")
-            policy = Policy.from_yaml({"security_policy": topo.security_policy}, name=topo.source)
+            policy = topology_policy(topo)
         self.policy = policy
         self.keep_taps = taps
         # VPCs and their route tables
@@ -541,8 +539,10 @@ class Pipeline:
 
         Parameters
         ----------
-        source : path
-            The capture, as seen on the business side.
+        source : path or reader
+            The capture, as seen on the business side; or an open reader (a :class:`~gwlb_fast.pcapio.PcapReader`,
+            or any iterator of PacketBatch with its ``error``, ``skipped_bytes``, ``skipped_records`` and
+            ``close()``).
         output : path, optional
             Where the delivered packets go: pcapng when the name ends in ``.pcapng`` (one interface per link
             type, nanosecond resolution), else classic pcap (Ethernet, nanosecond timestamps).
@@ -599,7 +599,9 @@ class Pipeline:
             self.record_taps(True)
         t_start = time.perf_counter()
         size = os.path.getsize(source) if isinstance(source, (str, os.PathLike)) and os.path.isfile(source) else None
-        reader = read_pcap(source, chunk=chunk, parse=False, strict=False)
+        # an open reader (run --workers hands each worker its shard of the capture this way) is replayed as is
+        reader = source if hasattr(source, "skipped_records") else read_pcap(source, chunk=chunk, parse=False,
+                                                                               strict=False)
         reader.release_pages = True  # every chunk is copied into the path's own arena (bounded resident memory)
         writers: dict[str, OrderedWriter] = {}
         out_w = log_w = threat_w = None
@@ -889,6 +891,13 @@ class Pipeline:
         for key, d in tops.items():
             out[key] = sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
         return out
+
+
+def topology_policy(topo: Topology) -> Policy:
+    """The security policy of a topology's firewalls (its ``security_policy``), as a :class:`Pipeline` builds it."""
+    if topo.security_policy is None:
+        raise ConfigError(f"{topo.source}: security_policy: missing (every firewall needs a policy)")
+    return Policy.from_yaml({"security_policy": topo.security_policy}, name=topo.source)
 
 
 def _notify(observers, what: str, *args) -> None:
