@@ -18,3 +18,12 @@ class PcapError(ValueError, GwlbError):
         self.problem = problem
         where = f" at byte {offset}" if offset is not None else ""
         super().__init__(f"{self.path}{where}: {problem}")
+
+
+class WorkerError(RuntimeError, GwlbError):
+    """A worker process of ``run --workers`` failed: the message names the capture, the worker and the problem;
+    ``details`` holds the worker's traceback, if it sent one."""
+
+    def __init__(self, message: str, details: str | None = None):
+        super().__init__(message)
+        self.details = details

@@ -40,7 +40,7 @@ import numpy as np
 
 from .batch import PacketBatch
 from .config import Topology, load_topology
-from .errors import ConfigError, GwlbError, PcapError
+from .errors import ConfigError, GwlbError, PcapError, WorkerError
 from .outfiles import OutputFile, refuse_overlap
 from .pcapio import PcapWriter, output_format, read_pcap
 from .pipeline import TAP_LINKS, topology_policy
@@ -237,20 +237,18 @@ def _worker(k: int, n: int, topo: Topology, policy, source, cols: SharedColumns 
 
         summary = pipe.run(source, paths.get("output"), taps=paths.get("taps"), flow_log=paths.get("flow_log"),
                            events=opts["events"], chunk=opts["chunk"], quiet=True, strict=False, select=select)
-        index = {name: record_index(path) for name, path in _captures(paths).items()}
-        conn.send(("ok", summary.as_dict(), {name: (ts, length) for name, (ts, _, length) in index.items()}))
+        conn.send(("ok", summary.as_dict(), {name: record_index(path) for name, path in _captures(paths).items()}))
         msg = conn.recv()
         if msg[0] == "place":
-            for name, (dest, dest_off) in msg[1].items():
-                _, rec_off, length = index[name]
-                place_records(_captures(paths)[name], rec_off, length, dest, dest_off)
+            for srcs, part, off, length, dest, dest_off in msg[1]:
+                place_records(srcs, part, off, length, dest, dest_off)
             conn.send(("placed",))
     except PcapError as e:  # its constructor takes three arguments: sent as them
         conn.send(("pcap", (e.path, e.offset, e.problem)))
     except (GwlbError, OSError) as e:
         conn.send(("error", e))
-    except BaseException:  # noqa: BLE001 (reported by the parent, which exits non-zero)
-        conn.send(("crash", traceback.format_exc()))
+    except BaseException as e:  # noqa: BLE001 (reported by the parent, which exits non-zero)
+        conn.send(("crash", f"failed: {type(e).__name__}: {e}", traceback.format_exc()))
     finally:
         conn.close()
 
@@ -269,17 +267,21 @@ def _result(k: int, proc, conn):
         return conn.recv()
     except (EOFError, OSError):
         proc.join(5)
-        return ("crash", f"worker {k} ended without a result (exit code {proc.exitcode})")
+        code = proc.exitcode
+        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        return ("crash", f"ended without a result ({how})", None)
 
 
-def _raise_failure(results) -> None:
-    for r in results:
+def _raise_failure(results, source) -> None:
+    """Raise the first worker's failure: its own error, or a :class:`WorkerError` naming the capture and the
+    worker."""
+    for k, r in enumerate(results):
         if r[0] == "pcap":
             raise PcapError(*r[1])
         if r[0] == "error":
             raise r[1]
         if r[0] == "crash":
-            raise RuntimeError(f"run --workers: a worker failed:\n{r[1]}")
+            raise WorkerError(f"{source}: run --workers: worker {k} of {len(results)} {r[1]}", r[2])
 
 
 def _is_gzip(path) -> bool:
@@ -358,9 +360,10 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
             finally:
                 reader.close()
         results = [_result(k, p, c) for k, (p, c) in enumerate(zip(procs, conns))]
-        _raise_failure(results)
-        # every capture: the records of all shards in time order, each worker copying its own into place
-        places: list[dict] = [{} for _ in range(n)]
+        _raise_failure(results, source)
+        # every capture: the records of all shards in time order; each worker fills one stretch of the file,
+        # copying from every shard's capture (disjoint pages: the workers do not contend for them)
+        places: list[list] = [[] for _ in range(n)]
         merged = []
         names = (["output"] if output is not None else []) + [f"taps/{link}" for link in tap_paths]
         if taps is not None:
@@ -373,20 +376,25 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
                 continue
             index = [results[k][2][name] for k in shards]
             header = _pcap_header()
-            total, dest_off = merge_plan([ts for ts, _ in index], [length for _, length in index], len(header))
+            total, dest_off = merge_plan([x[0] for x in index], [x[2] for x in index], len(header))
             out = OutputFile(final)
             finals.append(out)
             out.file.write(header)
             _reserve(out, total)
-            for k, off in zip(shards, dest_off):
-                places[k][name] = (out.tmp, off)
+            srcs = [_captures(parts[k])[name] for k in shards]
+            for k, job in enumerate(_stretches(index, dest_off, n)):
+                places[k].append((srcs, *job[:3], out.tmp, job[3]))
         for k in range(n):
             conns[k].send(("place", places[k]))
         for name, final, shards in merged:  # pcapng: re-encoded by the parent, while the workers copy
-            merge_pcaps([_captures(parts[k])[name] for k in shards], final)
+            out = OutputFile(final)
+            finals.append(out)
+            _merge_batches([_captures(parts[k])[name] for k in shards], final, 1 << 16, into=out.file)
         if flow_log is not None:
-            merge_flow_logs([pt["flow_log"] for pt in parts], flow_log)
-        _raise_failure([_result(k, p, c) for k, (p, c) in enumerate(zip(procs, conns))])
+            out = OutputFile(flow_log, text=True)
+            finals.append(out)
+            _merge_flow_logs_into([pt["flow_log"] for pt in parts], flow_log, out.file)
+        _raise_failure([_result(k, p, c) for k, (p, c) in enumerate(zip(procs, conns))], source)
         for out in finals:
             out.commit()
         finals = []
@@ -448,21 +456,46 @@ def merge_plan(ts: list[np.ndarray], length: list[np.ndarray], header: int) -> t
     return total, np.split(dest, np.cumsum(sizes[:-1]))
 
 
-def place_records(src, off: np.ndarray, length: np.ndarray, dest, dest_off: np.ndarray) -> None:
-    """Copy the records ``src[off[i]:+length[i]]`` to ``dest_off[i]`` in the file ``dest`` (already sized), through
-    shared maps of both files: several processes may place their records into one file at once."""
+def _stretches(index, dest_off: list[np.ndarray], n: int) -> list[tuple[np.ndarray, ...]]:
+    """Cut a merge plan into ``n`` stretches of the merged file of about equal bytes: for each, the records it holds
+    as ``(part, offset in the part, length, offset in the merged file)``, in file order."""
+    part = np.concatenate([np.full(x[0].shape[0], i, np.int32) for i, x in enumerate(index)])
+    off = np.concatenate([x[1] for x in index])
+    length = np.concatenate([x[2] for x in index])
+    dest = np.concatenate(dest_off)
+    order = np.argsort(dest)
+    part, off, length, dest = part[order], off[order], length[order], dest[order]
+    end = dest + length
+    cuts = np.searchsorted(end, [(end[-1] if end.shape[0] else 0) * k // n for k in range(1, n)], side="right")
+    bounds = [0, *cuts.tolist(), dest.shape[0]]
+    return [(part[a:b], off[a:b], length[a:b], dest[a:b]) for a, b in zip(bounds, bounds[1:])]
+
+
+def place_records(srcs, part: np.ndarray, off: np.ndarray, length: np.ndarray, dest, dest_off: np.ndarray) -> None:
+    """Copy each record ``i``, ``srcs[part[i]][off[i]:+length[i]]``, to ``dest_off[i]`` in the file ``dest`` (already
+    sized), through shared maps of the files: several processes may fill disjoint stretches of one file at once."""
     if off.shape[0] == 0:
         return
     from ._kernels.parse import gather_packets
 
-    with open(src, "rb") as fs, open(dest, "r+b") as fd:
-        sm = mmap.mmap(fs.fileno(), 0, access=mmap.ACCESS_READ)
-        dm = mmap.mmap(fd.fileno(), 0)
-        try:
-            gather_packets(np.frombuffer(sm, np.uint8), off, length, np.frombuffer(dm, np.uint8), dest_off)
-        finally:
-            dm.close()
-            sm.close()
+    maps = []
+    try:
+        with open(dest, "r+b") as fd:
+            maps.append(mmap.mmap(fd.fileno(), 0))
+        dm = np.frombuffer(maps[0], np.uint8)
+        for i in np.flatnonzero(np.bincount(part, minlength=len(srcs))).tolist():
+            with open(srcs[i], "rb") as fs:
+                maps.append(mmap.mmap(fs.fileno(), 0, access=mmap.ACCESS_READ))
+            rows = np.flatnonzero(part == i)
+            gather_packets(np.frombuffer(maps[-1], np.uint8), off[rows], length[rows], dm, dest_off[rows])
+            del rows
+        del dm
+    finally:
+        for m in maps:
+            try:
+                m.close()
+            except BufferError:  # an error left a view of it alive: the map goes with the view
+                pass
 
 
 def _reserve(out: OutputFile, size: int) -> None:
@@ -496,8 +529,8 @@ def merge_pcaps(paths, dest, chunk: int = 1 << 16) -> int:
             with OutputFile(dest) as out:
                 out.file.write(header)
                 _reserve(out, total)
-                for p, (_, off, length), d in zip(paths, index, dest_off):
-                    place_records(p, off, length, out.tmp, d)
+                for job in _stretches(index, dest_off, 1):
+                    place_records(paths, *job[:3], out.tmp, job[3])
             return int(sum(x[0].shape[0] for x in index))
     return _merge_batches(paths, dest, chunk)
 
@@ -520,8 +553,9 @@ def _whole(path) -> PacketBatch:
     return PacketBatch(data, *(np.concatenate(cols[c]) for c in ("off", "caplen", "wirelen", "ts_ns", "linktype")))
 
 
-def _merge_batches(paths, dest, chunk: int) -> int:
-    """:func:`merge_pcaps` through batches: every record re-encoded by a :class:`PcapWriter`."""
+def _merge_batches(paths, dest, chunk: int, into=None) -> int:
+    """:func:`merge_pcaps` through batches: every record re-encoded by a :class:`PcapWriter` (into the open binary
+    file ``into`` when given, else into ``dest``; ``dest`` names the format)."""
     batches = [_whole(p) for p in paths]
     if not batches:
         batches = [PacketBatch.empty()]
@@ -529,7 +563,8 @@ def _merge_batches(paths, dest, chunk: int) -> int:
     src = np.repeat(np.arange(len(batches), dtype=np.int32), [len(b) for b in batches])
     row = np.concatenate([np.arange(len(b), dtype=np.int64) for b in batches])
     order = np.argsort(ts, kind="stable")
-    with PcapWriter(dest, linktype=1 if output_format(dest) == "pcap" else None) as w:
+    fmt = output_format(dest)
+    with PcapWriter(dest if into is None else into, linktype=1 if fmt == "pcap" else None, format=fmt) as w:
         for a in range(0, order.size, chunk):
             sel = order[a:a + chunk]
             s, r = src[sel], row[sel]
@@ -547,30 +582,35 @@ def _merge_batches(paths, dest, chunk: int) -> int:
 
 def merge_flow_logs(paths, dest) -> int:
     """Merge the workers' flow logs (.jsonl or .csv) into ``dest`` in time order (by last_seen, then first_seen;
-    equal times keep the shard order)."""
-    dest = Path(dest)
+    equal times keep the shard order). ``dest`` is written under a temporary name and renamed when complete."""
+    with OutputFile(dest, text=True) as out:
+        return _merge_flow_logs_into(paths, dest, out.file)
+
+
+def _merge_flow_logs_into(paths, dest, fh) -> int:
+    """:func:`merge_flow_logs` into the open text file ``fh`` (``dest`` names the format)."""
+    csv_format = Path(dest).suffix.lower() == ".csv"
     rows = []
     header = None
     for i, p in enumerate(paths):
-        with open(p, newline="") as fh:
-            if dest.suffix.lower() == ".csv":
-                r = csv.reader(fh)
+        with open(p, newline="") as src:
+            if csv_format:
+                r = csv.reader(src)
                 header = next(r, header)
                 li, fi = header.index("last_seen"), header.index("first_seen")
                 rows.extend(((float(x[li]), float(x[fi]), i), x) for x in r)
             else:
-                for line in fh:
+                for line in src:
                     d = json.loads(line)
                     rows.append(((d["last_seen"], d["first_seen"], i), line))
     rows.sort(key=lambda t: t[0])
-    with open(dest, "w", newline="") as fh:
-        if dest.suffix.lower() == ".csv":
-            w = csv.writer(fh)
-            if header is not None:
-                w.writerow(header)
-            w.writerows(x for _, x in rows)
-        else:
-            fh.writelines(x for _, x in rows)
+    if csv_format:
+        w = csv.writer(fh)
+        if header is not None:
+            w.writerow(header)
+        w.writerows(x for _, x in rows)
+    else:
+        fh.writelines(x for _, x in rows)
     return len(rows)
 
 
