@@ -532,6 +532,37 @@ def test_without_echo_returns_exactly_the_resets(batches):
             assert getattr(b.wire, name).tolist() == getattr(a.wire, name)[rst].tolist()
 
 
+@settings(max_examples=40, deadline=None)
+@given(session_mix())
+def test_inner_packets_without_frames_decide_and_reset_alike(batches):
+    """``process_inner`` on ``geneve.carried`` views decides exactly as ``process(frames, echo=False)`` and builds the
+    same reset frames, asking only for the frames of the packets it answers with a reset."""
+    on_frames, on_inner = make_fw(), make_fw()
+    for pkts in batches:
+        if not pkts:
+            continue
+        wire = make_wire(pkts)
+        inner_pk = PacketBatch.from_packets([inner_bytes(p) for p in pkts], ts_ns=[p.ts for p in pkts],
+                                            linktype=LINKTYPE_IPV4)
+        asked = []
+
+        def frames(rows, wire=wire, asked=asked):
+            asked.append(rows.tolist())
+            return wire[rows]
+
+        view = geneve.carried(inner_pk, endpoint_id=wire.endpoint_id, attachment_id=wire.attachment_id,
+                              cookie=wire.flow_cookie)
+        a, b = on_frames.process(wire, echo=False), on_inner.process_inner(view, frames)
+        assert a.status.tolist() == b.status.tolist() and a.rule.tolist() == b.rule.tolist()
+        assert b.source.tolist() == a.source.tolist() and b.kind.tolist() == a.kind.tolist()
+        assert b.wire.packets() == a.wire.packets()
+        for name in ("vni", "endpoint_id", "flow_cookie", "inner_off", "wirelen", "ts_ns", "linktype"):
+            assert getattr(b.wire, name).tolist() == getattr(a.wire, name).tolist()
+        assert asked == ([sorted(set(a.source.tolist()))] if len(a.source) else [])
+        assert sorted(map(tuple, b.sessions.tolist())) == sorted(map(tuple, a.sessions.tolist()))
+    assert on_frames.hits.tolist() == on_inner.hits.tolist()
+
+
 # ---------------------------------------------------------------------------------------------------- robustness
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.binary(max_size=120), min_size=1, max_size=8), st.binary(min_size=0, max_size=40))

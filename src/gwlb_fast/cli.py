@@ -38,12 +38,15 @@ def _add_run(sub) -> None:
                        description="Replay a capture (as seen on the business side) through the modelled path: "
                                    "route tables, GWLB endpoint, GWLB, firewalls, NAT gateway.")
     p.add_argument("topology", help="topology YAML (DESIGN.md section 6)")
-    p.add_argument("input", help="capture to replay (pcap or pcapng)")
+    p.add_argument("input", nargs="+", metavar="INPUT",
+                   help="capture to replay (pcap or pcapng); with --ray, several captures or glob patterns")
     p.add_argument("-o", "--output", help="write the delivered packets here (pcapng if the name ends in .pcapng, "
-                                          "else pcap); never an input")
+                                          "else pcap); never an input. Several captures: a folder, one NAME.pcap "
+                                          "per capture NAME.pcap(ng)[.gz]")
     p.add_argument("--taps", metavar="DIR", help="write one capture per link into DIR, in the output's format "
-                                                 "(Geneve links as Geneve frames)")
-    p.add_argument("--flow-log", metavar="FILE", help="one record per session (.jsonl or .csv)")
+                                                 "(Geneve links as Geneve frames); several captures: DIR/NAME/")
+    p.add_argument("--flow-log", metavar="FILE", help="one record per session (.jsonl or .csv); several captures: "
+                                                      "a folder, one NAME.jsonl per capture")
     p.add_argument("--threat-log", metavar="FILE",
                    help="one record per signature alert or URL event (.jsonl; PAN-OS threat-log fields)")
     p.add_argument("--events", metavar="FILE", help="what-if health changes (YAML list of {at, firewall, state})")
@@ -60,6 +63,15 @@ def _add_run(sub) -> None:
     p.add_argument("--workers", type=_positive, default=None, metavar="N",
                    help="flow-sharded processes (default: every core, or 1 for a capture under 64 MB); each shard "
                         "holds 1/N of every flow table and SNAT port range")
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="replay on Ray (pip install 'gwlb-fast[ray]'): several captures one task each; one capture "
+                        "cut into byte ranges and flow shards. No ADDRESS: a local instance on every core; else "
+                        "'auto', HOST:6379 or ray://HOST:10001. Put it after the captures, or write --ray=ADDRESS")
+    p.add_argument("--shards", type=_positive, default=None, metavar="N",
+                   help="with --ray and one capture: flow shards, one Ray actor each (default: the cluster's CPUs)")
+    p.add_argument("--parts", type=_positive, default=None, metavar="N",
+                   help="with --ray and one capture: byte ranges read in parallel (default: the cluster's CPUs, "
+                        "at least one per 256 MiB)")
     p.set_defaults(func=_cmd_run)
 
 
@@ -118,6 +130,14 @@ AUTO_WORKERS_MIN_BYTES = 64 << 20  # smaller captures take less time than starti
 def _cmd_run(args) -> int:
     from pathlib import Path
 
+    if args.ray is not None:
+        return _cmd_run_ray(args)
+    for opt in ("shards", "parts"):
+        if getattr(args, opt) is not None:
+            raise ConfigError(f"{args.input[0]}: --{opt} needs --ray")
+    if len(args.input) > 1:
+        raise ConfigError(f"{args.input[1]}: several captures need --ray")
+    args.input = args.input[0]
     n = args.workers
     others = sorted(k for k, v in vars(args).items() if k not in _PARALLEL_OPTIONS and v not in (None, False))
     if n is None:
@@ -142,6 +162,11 @@ def _cmd_run(args) -> int:
     summary = run_parallel(args.topology, args.input, args.output, workers=n, taps=args.taps,
                            flow_log=args.flow_log, events=args.events, chunk=args.chunk, seed=args.seed,
                            quiet=args.quiet, strict=False, pickup=args.pickup)
+    return _print_merged(args, summary)
+
+
+def _print_merged(args, summary) -> int:
+    """Print the summary of a run merged from shards; the exit code."""
     print(summary.to_json() if args.json else summary, end="\n" if args.json else "")
     from .report import UnmatchedHint
 
@@ -154,6 +179,53 @@ def _cmd_run(args) -> int:
         print(f"gwlb-fast: {summary.input_error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _cmd_run_ray(args) -> int:
+    from pathlib import Path
+
+    from . import distributed
+
+    address = args.ray or None
+    distributed.require_ray(local=address is None)  # before anything else: say how to install it
+    if address is not None and Path(address).is_file():
+        raise ConfigError(f"--ray {address}: this is a file, not a cluster address (put --ray after the captures, "
+                          f"or write --ray=ADDRESS)")
+    others = sorted(k for k, v in vars(args).items()
+                    if k not in _PARALLEL_OPTIONS | {"ray", "shards", "parts"} and v not in (None, False))
+    if args.workers is not None:
+        others.append("workers")
+    if others:
+        raise ConfigError(f"{args.input[0]}: {', '.join('--' + k.replace('_', '-') for k in others)} does not "
+                          f"work with --ray")
+    captures = distributed.expand_captures(args.input)
+    if len(captures) == 1 and len(args.input) == 1 and captures[0] == args.input[0]:
+        if not Path(captures[0]).exists():
+            raise FileNotFoundError(2, "no such file", captures[0])
+        summary = distributed.replay_split(args.topology, captures[0], args.output, taps=args.taps,
+                                           flow_log=args.flow_log, events=args.events, parts=args.parts,
+                                           shards=args.shards, chunk=args.chunk, seed=args.seed, pickup=args.pickup,
+                                           strict=False, address=address)
+        return _print_merged(args, summary)
+    for opt in ("shards", "parts"):
+        if getattr(args, opt) is not None:
+            raise ConfigError(f"{captures[0]}: --{opt} splits one capture; several captures are one task each")
+    result = distributed.replay_many(args.topology, captures, args.output, flow_log_dir=args.flow_log,
+                                     taps_dir=args.taps, events=args.events, chunk=args.chunk, seed=args.seed,
+                                     pickup=args.pickup, address=address)
+    if args.json:
+        import json
+
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        for name, s in result.summaries.items():
+            print(f"{name}: {s.packets_in:,} packets in, {s.packets_out:,} out, {s.dropped:,} dropped")
+        print(f"total of {len(result.summaries)} captures:")
+        print(result.total, end="")
+    bad = [s.input_error for s in result.summaries.values() if s.input_error]
+    for e in bad:
+        print(f"gwlb-fast: {e}", file=sys.stderr)
+    return 1 if bad else 0
 
 
 #: demo --topology NAME -> (shipped example, synth address plan, synth flow mix)

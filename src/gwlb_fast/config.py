@@ -482,9 +482,18 @@ def _read(path_or_text) -> tuple[str, str]:
     raise TypeError(f"load_topology: expected a path or YAML text, got {type(path_or_text).__name__}")
 
 
+#: libyaml's loader when PyYAML was built with it (a 1,000-rule topology: 0.7 s in the pure-Python loader)
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def yaml_load(text: str):
+    """``yaml.safe_load`` on libyaml where PyYAML has it (same safe subset, same errors)."""
+    return yaml.load(text, Loader=_YAML_LOADER)  # noqa: S506 (a safe loader)
+
+
 def _parse_yaml(source: str, text: str):
     try:
-        return yaml.safe_load(text)
+        return yaml_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1} column {mark.column + 1}: " if mark is not None else ""

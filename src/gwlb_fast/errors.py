@@ -19,6 +19,10 @@ class PcapError(ValueError, GwlbError):
         where = f" at byte {offset}" if offset is not None else ""
         super().__init__(f"{self.path}{where}: {problem}")
 
+    def __reduce__(self):
+        # pickled by its three arguments (the default passes the message alone), so it crosses process boundaries
+        return type(self), (self.path, self.offset, self.problem)
+
 
 class WorkerError(RuntimeError, GwlbError):
     """A worker process of ``run --workers`` failed: the message names the capture, the worker and the problem;

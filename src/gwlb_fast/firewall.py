@@ -277,14 +277,29 @@ class Firewall:
         TCP resets): a caller that does not record the firewall's return link saves a copy of every packet, since an
         echoed frame is the received frame with its outer addresses swapped. Everything else is the same.
         """
-        n = len(wire)
-        if self.inspected or self._inspected_prev:
-            self._inspected_prev, self.inspected = self.inspected, {}
         inner = geneve.decap(wire, option_class=self.option_class)
         gst = inner.status
         inner.status = None
         inner.parse()
         status = np.where(gst != PktStatus.OK, gst, inner.status).astype(np.uint8)
+        return self._process(inner, status, wire, echo)
+
+    def process_inner(self, inner: PacketBatch, frames) -> FirewallOutput:
+        """:meth:`process` with ``echo=False`` on frames that were never built: ``inner`` is what
+        ``geneve.decap`` would return for them (``geneve.carried``), and ``frames(rows)`` builds the frames of the
+        rows ``rows`` of ``inner`` (a PacketBatch, in the order of ``rows``), called only for the packets answered
+        with a TCP reset, whose frames copy the offending frame's outer headers. The output is the same as
+        ``process(frames(all rows), echo=False)``'s."""
+        inner.status = None
+        inner.parse()
+        return self._process(inner, inner.status.copy(), frames, False)
+
+    def _process(self, inner: PacketBatch, status: np.ndarray, wire, echo: bool) -> FirewallOutput:
+        """The steps after the decapsulation; ``wire`` is the received frames, or the callable of
+        :meth:`process_inner`."""
+        n = len(inner)
+        if self.inspected or self._inspected_prev:
+            self._inspected_prev, self.inspected = self.inspected, {}
 
         # endpoint -> zone
         ep = inner.endpoint_id
@@ -601,9 +616,10 @@ class Firewall:
                 else rows[:, col].view(np.uint64)
         return out
 
-    def _returns(self, wire: PacketBatch, inner: PacketBatch, out_n, k1, k2, echo: bool = True):
-        """Build the frames returned to the GWLB: (batch, source rows, kinds); only the resets without echo."""
-        n = len(wire)
+    def _returns(self, wire, inner: PacketBatch, out_n, k1, k2, echo: bool = True):
+        """Build the frames returned to the GWLB: (batch, source rows, kinds); only the resets without echo.
+        ``wire`` is the received frames, or a callable that builds the frames of given rows (no echo then)."""
+        n = len(inner)
         if echo:
             rows = np.arange(n, dtype=np.int64)
         else:
@@ -624,19 +640,24 @@ class Firewall:
             m = source.shape[0]
         # offset of the inner IPv4 header in each frame (inner Ethernet for protocol type 0x6558 is skipped)
         ip_off = np.where(inner.inner_off >= 0, inner.inner_off + np.maximum(inner.l3_off, 0), 0).astype(np.int32)
-        size = np.where(kind == KIND_ECHO, wire.caplen[source].astype(np.int64),
-                        ip_off[source].astype(np.int64) + _r.RST_INNER_LEN)
+        at = source  # the row of each return's received frame in `wire`
+        if callable(wire):
+            # only the frames the resets copy their outer headers from are built
+            need = np.unique(source)
+            wire = wire(need) if m else PacketBatch.empty()
+            ip_off, at = ip_off[need], np.searchsorted(need, source)
+        size = np.where(kind == KIND_ECHO, wire.caplen[at].astype(np.int64),
+                        ip_off[at].astype(np.int64) + _r.RST_INNER_LEN)
         out_off = np.zeros(m, np.int64)
         if m:
             np.cumsum(size[:-1], out=out_off[1:])
         data = np.empty(int(size.sum()), np.uint8)
         st = np.empty(m, np.uint8)
-        bad = _r.build_returns(wire.data, wire.off, wire.caplen, wire.linktype, ip_off, source, kind, data, out_off,
-                               st)
-        wirelen = np.where(kind == KIND_ECHO, wire.wirelen[source].astype(np.int64), size).astype(np.uint32)
+        bad = _r.build_returns(wire.data, wire.off, wire.caplen, wire.linktype, ip_off, at, kind, data, out_off, st)
+        wirelen = np.where(kind == KIND_ECHO, wire.wirelen[at].astype(np.int64), size).astype(np.uint32)
         cols = {c: getattr(inner, c)[source] for c in ("vni", "geneve_flags", "opt_len", "endpoint_id",
                                                         "attachment_id", "flow_cookie", "inner_off")}
-        out = PacketBatch(data, out_off, size.astype(np.uint32), wirelen, wire.ts_ns[source], wire.linktype[source],
+        out = PacketBatch(data, out_off, size.astype(np.uint32), wirelen, wire.ts_ns[at], wire.linktype[at],
                           status=np.zeros(m, np.uint8), fw_index=np.full(m, self.index, np.int16), **cols)
         if bad:
             self.rst_build_failed += int(bad)

@@ -18,13 +18,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._kernels import geneve as _k
-from .batch import LINKTYPE_ETHERNET, PacketBatch
+from .batch import LINKTYPE_ETHERNET, LINKTYPE_IPV4, PacketBatch
 from .status import N_STATUS, PktStatus, count_status
 
 GENEVE_PORT = _k.GENEVE_PORT
 GENEVE_HDR_LEN = _k.GENEVE_HDR_LEN
 #: outer Ethernet + IPv4 + UDP + Geneve + the three GWLB options written by ``encap``
 ENCAP_HDR_LEN = _k.ENCAP_HDR_LEN
+#: bytes of the three GWLB options ``encap`` writes (endpoint id 12, attachment id 12, flow cookie 8)
+OPTIONS_LEN = 32
 #: the same without the outer Ethernet header: what the appliance MTU must add to the inner packet size
 OVERHEAD = ENCAP_HDR_LEN - 14
 PROTO_IPV4 = _k.PROTO_IPV4
@@ -249,7 +251,7 @@ def encap(batch: PacketBatch, src="10.0.0.10", dst="10.0.1.11", *, endpoint_id=0
         status=np.zeros(m, np.uint8),
         src_ip=_gather(src_a, rows), dst_ip=_gather(dst_a, rows), proto=np.full(m, 17, np.uint8),
         dport=np.full(m, GENEVE_PORT, np.uint16),
-        vni=_gather(vni_a, rows), geneve_flags=np.zeros(m, np.uint8), opt_len=np.full(m, 32, np.uint16),
+        vni=_gather(vni_a, rows), geneve_flags=np.zeros(m, np.uint8), opt_len=np.full(m, OPTIONS_LEN, np.uint16),
         endpoint_id=_gather(ep_a, rows), attachment_id=_gather(att_a, rows), flow_cookie=_gather(ck_a, rows),
         inner_off=np.full(m, ENCAP_HDR_LEN, np.int32), l3_off=np.full(m, 14, np.int32),
         l4_off=np.full(m, 34, np.int32),
@@ -291,6 +293,45 @@ def _prepare(batch, src, dst, endpoint_id, attachment_id, cookie, vni, option_cl
                           ilen)
     return {"status": st, "start": start, "ilen": ilen, "total": total, "src": src_a, "dst": dst_a, "vni": vni_a, "ep": ep_a, "att": att_a,
                 "ck": ck_a, "sport": sp_a, "macs": macs, "cls": cls, "ttl": ttl, "seed": _k.mix_seed(int(hash_seed) & 0xFFFFFFFFFFFFFFFF)}
+
+
+def carried(batch: PacketBatch, *, endpoint_id=0, attachment_id=0, cookie=0, vni=0,
+            option_class: int | None = None, profile: str | Profile = "aws", max_inner: int | None = None,
+            status_out: np.ndarray | None = None) -> PacketBatch:
+    """What ``decap(encap(batch, ...))`` returns, without building the frames: the inner packets the frames would
+    carry, as views of ``batch``'s own arena, with the Geneve columns the receiver would decode.
+
+    Arguments as for ``encap`` (the outer addresses, ports and MACs are left out: they change no column of the
+    decapsulated view). Row ``j`` is the packet ``encap`` would put in its frame ``j`` (the rows ``status_out``
+    says OK, in input order); only ``data`` and ``off`` differ from the real decapsulation, which points into the
+    frames' arena. For a receiver that reads the inner packet and the options and never looks at the outer bytes
+    (a firewall when no tap records the link): it spares the copy of every packet into its frame and the decode.
+    """
+    a = _prepare(batch, 0, 0, endpoint_id, attachment_id, cookie, vni, option_class, profile, None, None,
+                 DEFAULT_SRC_MAC, DEFAULT_DST_MAC, 64, max_inner, 0, status_out)
+    rows = np.flatnonzero(a["status"] == PktStatus.OK).astype(np.int64)
+    m = rows.shape[0]
+    ilen = a["ilen"][rows]
+    # decap's wire length of the inner packet: what it captured plus what the snaplen cut off
+    snapped = batch.wirelen[rows].astype(np.int64) - batch.caplen[rows]
+    out = PacketBatch.__new__(PacketBatch)
+    out.data = batch.data
+    for name in PacketBatch.__slots__[1:]:
+        setattr(out, name, None)
+    out.off = a["start"][rows]
+    out.caplen = ilen
+    out.wirelen = (ilen + np.maximum(snapped, 0)).astype(np.uint32)
+    out.ts_ns = batch.ts_ns[rows]
+    out.linktype = np.full(m, LINKTYPE_IPV4, np.uint16)
+    out.status = np.zeros(m, np.uint8)
+    out.vni = _gather(a["vni"], rows)
+    out.geneve_flags = np.zeros(m, np.uint8)
+    out.opt_len = np.full(m, OPTIONS_LEN, np.uint16)
+    out.endpoint_id = _gather(a["ep"], rows)
+    out.attachment_id = _gather(a["att"], rows)
+    out.flow_cookie = _gather(a["ck"], rows)
+    out.inner_off = np.full(m, ENCAP_HDR_LEN, np.int32)
+    return out
 
 
 def encap_headers(batch: PacketBatch, src="10.0.0.10", dst="10.0.1.11", *, endpoint_id=0, attachment_id=0,

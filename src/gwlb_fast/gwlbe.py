@@ -115,8 +115,6 @@ class Inspection:
         # the appliances themselves: False while one is down (it forwards nothing, whatever the GWLB thinks)
         self.alive = np.ones(len(self.firewalls), bool)
         self.lost_down = np.zeros(len(self.firewalls), np.int64)
-        # the Geneve frames' arena, reused from batch to batch when no tap keeps the frames (see inspect)
-        self._arena = np.zeros(0, np.uint8)
 
     def set_health(self, firewall: str, state: str, now_ns: int) -> None:
         self.lb.set_health(firewall, state, now_ns)
@@ -153,32 +151,36 @@ class Inspection:
             return res
         sub = batch if go.size == n else batch[go]  # nothing below writes to sub: no copy when every row goes
         enc_status = np.empty(go.size, np.uint8)
-        wire = geneve.encap(sub, src=self.address, dst=self.fw_ip[sub.fw_index], endpoint_id=endpoint.id,
-                            attachment_id=endpoint.attachment_id, cookie=sub.flow_cookie, sport=self.lb.udp_sport(sub), option_class=self.option_class,
-                            profile=self.profile, max_inner=self.max_inner, status_out=enc_status,
-                            hash_seed=self.lb.seed, arena=None if self.keep_taps else self._arena)
-        if not self.keep_taps and wire.data.shape[0] > self._arena.shape[0]:
-            # without taps nothing outlives this call that points into the frames' arena (the firewalls copy
-            # what they return), so the next batch may build its frames in it
-            self._arena = wire.data
+        opts = {"endpoint_id": endpoint.id, "attachment_id": endpoint.attachment_id, "option_class": self.option_class,
+                "profile": self.profile, "max_inner": self.max_inner}
+        if self.keep_taps:
+            wire = geneve.encap(sub, src=self.address, dst=self.fw_ip[sub.fw_index], cookie=sub.flow_cookie,
+                                sport=self.lb.udp_sport(sub), status_out=enc_status, hash_seed=self.lb.seed, **opts)
+            res.to_fw.append(wire)
+            # a firewall reads only the frames' bytes and core columns: its share of the frames carries just
+            # those, so that splitting the batch by firewall does not gather every Geneve column
+            frames = PacketBatch(wire.data, wire.off, wire.caplen, wire.wirelen, wire.ts_ns, wire.linktype)
+        else:
+            # no tap records the link: the firewalls get the packets as they would decapsulate them, without the
+            # frames being built (a copy of every packet) and decoded again
+            frames = geneve.carried(sub, cookie=sub.flow_cookie, status_out=enc_status, **opts)
         bad = enc_status != PktStatus.OK
         if bad.any():
             status[go[bad]] = enc_status[bad]
             fw_index[go[bad]] = -1
             self.too_big += int(np.count_nonzero(enc_status == PktStatus.TOO_BIG))
-        sent = go[~bad]  # input row of each wire frame
+        sent = go[~bad]  # input row of each frame
         wire_fw = fw_index[sent]
-        if self.keep_taps:
-            res.to_fw.append(wire)
 
         gen_parts, gen_src, passed = [], [], []
-        # a firewall reads only the frames' bytes and core columns: its share of the frames carries just those, so
-        # that splitting the batch by firewall does not gather every Geneve column
-        frames = PacketBatch(wire.data, wire.off, wire.caplen, wire.wirelen, wire.ts_ns, wire.linktype)
         for k in np.flatnonzero(np.bincount(wire_fw, minlength=len(self.firewalls))).tolist():
             pick = np.flatnonzero(wire_fw == k)
             rows = sent[pick]
-            out = self.firewalls[k].process(frames[pick], echo=self.keep_taps)
+            if self.keep_taps:
+                out = self.firewalls[k].process(frames[pick], echo=True)
+            else:
+                out = self.firewalls[k].process_inner(frames[pick], self._frames_of(sub, np.flatnonzero(~bad)[pick],
+                                                                                    opts))
             status[rows] = out.status
             by_fw[rows] = out.status != PktStatus.OK
             res.rule[rows] = out.rule
@@ -218,6 +220,15 @@ class Inspection:
             res.generated = gen
             res.generated_source = np.concatenate(gen_src)
         return res
+
+    def _frames_of(self, sub: PacketBatch, sub_rows: np.ndarray, opts: dict):
+        """The callable ``Firewall.process_inner`` asks for the frames of some of its rows with (row ``j`` of the
+        firewall's share is row ``sub_rows[j]`` of ``sub``): the frames ``encap`` sends them in."""
+        def frames(rows: np.ndarray) -> PacketBatch:
+            part = sub[sub_rows[rows]]
+            return geneve.encap(part, src=self.address, dst=self.fw_ip[part.fw_index], cookie=part.flow_cookie,
+                                sport=self.lb.udp_sport(part), hash_seed=self.lb.seed, **opts)
+        return frames
 
     def _mark_cut(self, batch: PacketBatch, rows: np.ndarray, fw: np.ndarray, moved: np.ndarray) -> None:
         """Sessions of flows the GWLB cut from a failed firewall end as ``fw-failed``, or ``moved`` when the flow

@@ -156,7 +156,7 @@ class ShardFeed:
         self.cols, self.k, self.conn, self.pipe = cols, k, conn, pipe
         self.error: PcapError | None = None
         self.skipped_bytes = self.skipped_records = 0
-        self.release_pages = False
+        self.release_pages = True  # the pipeline copies each batch into its own arena
         self._released = 0  # pages of the map before this offset were given back
         self._done_off = 0  # the previous chunk's packets (copied by the pipeline) end before this offset
         with open(path, "rb") as fh:
@@ -213,15 +213,21 @@ def _feed(reader, cols: SharedColumns, sharder: Sharder, conns) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- workers
+def shard_pipeline(topo: Topology, k: int, n: int, opts: dict, taps: bool, policy=None):
+    """The Pipeline of shard ``k`` of ``n`` (``opts``: seed, session_capacity, pickup; ``policy``: the topology's,
+    built once for every shard, or None to build it)."""
+    from .pipeline import Pipeline
+
+    return Pipeline(shard_topology(topo, k, n), policy, seed=opts["seed"], taps=taps,
+                    session_capacity=max(1, opts["session_capacity"] // n), pickup=opts["pickup"])
+
+
 def _worker(k: int, n: int, topo: Topology, policy, source, cols: SharedColumns | None, paths: dict, opts: dict,
             conn) -> None:
     """Shard ``k``: replay its packets, write its outputs to ``paths``, send back its summary and the index of its
     captures; then copy its records to the places the parent sends."""
     try:
-        from .pipeline import Pipeline
-
-        pipe = Pipeline(shard_topology(topo, k, n), policy, seed=opts["seed"], taps=paths.get("taps") is not None,
-                        session_capacity=max(1, opts["session_capacity"] // n), pickup=opts["pickup"])
+        pipe = shard_pipeline(topo, k, n, opts, paths.get("taps") is not None, policy)
         select = None
         if cols is not None:
             source = ShardFeed(source, cols, k, conn, pipe)
@@ -300,17 +306,7 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
     if n < 1:
         raise ValueError(f"run_parallel: workers must be >= 1, got {n}")
     topo = topology if isinstance(topology, Topology) else load_topology(topology)
-    # the checks of Pipeline.run, on the real destinations (the workers write temporary files)
-    fmt = output_format(output) if output is not None else "pcap"
-    tap_paths = {k: Path(taps) / f"{k}.{fmt}" for k in TAP_LINKS} if taps is not None else {}
-    if flow_log is not None:
-        FlowLogWriter.check_path(flow_log)
-    inputs = [source, events if isinstance(events, (str, os.PathLike)) else None]
-    if topo.source and os.path.isfile(topo.source):
-        inputs.append(topo.source)
-    refuse_overlap(inputs, [output, flow_log, *tap_paths.values()])
-    if taps is not None and Path(taps).exists() and not Path(taps).is_dir():
-        raise ConfigError(f"{taps}: --taps needs a folder, and this is a file")
+    check_destinations(topo, source, output, taps, flow_log, events)
     read_pcap(source, chunk=1, parse=False).close()  # an unreadable capture fails here, once
     if n == 1:
         from .pipeline import Pipeline
@@ -324,17 +320,11 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
         shard_topology(topo, k, n)  # configuration problems (too few ports) surface here, once
     t_start = time.perf_counter()
     policy = topology_policy(topo)  # built once, before the workers fork (they inherit it)
-    where = Path(output).parent if output is not None else (Path(flow_log).parent if flow_log else None)
-    tmp = Path(tempfile.mkdtemp(prefix=".gwlb-fast-workers-", dir=where))
+    fmt = output_format(output) if output is not None else "pcap"
+    tap_paths = {k: Path(taps) / f"{k}.{fmt}" for k in TAP_LINKS} if taps is not None else {}
+    tmp, parts = shard_files(n, output, taps, flow_log, ".gwlb-fast-workers-")
     procs, conns, finals = [], [], []
     try:
-        parts = []
-        for k in range(n):
-            d = tmp / str(k)
-            d.mkdir()
-            parts.append({"output": d / "output.pcap" if output is not None else None,
-                          "taps": d / "taps" if taps is not None else None,
-                          "flow_log": d / f"flows{Path(flow_log).suffix}" if flow_log is not None else None})
         # the parent reads n chunks at a time and each worker replays its shard of them: about ``chunk`` packets
         # per batch
         opts = {"seed": seed, "events": events, "chunk": chunk * n, "session_capacity": session_capacity,
@@ -416,7 +406,53 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
     return summary
 
 
+def check_destinations(topo: Topology, source, output, taps, flow_log, events) -> None:
+    """The checks of :meth:`Pipeline.run`, on the real destinations (the shards write temporary files)."""
+    fmt = output_format(output) if output is not None else "pcap"
+    tap_paths = [Path(taps) / f"{k}.{fmt}" for k in TAP_LINKS] if taps is not None else []
+    if flow_log is not None:
+        FlowLogWriter.check_path(flow_log)
+    inputs = [source, events if isinstance(events, (str, os.PathLike)) else None]
+    if topo.source and os.path.isfile(topo.source):
+        inputs.append(topo.source)
+    refuse_overlap(inputs, [output, flow_log, *tap_paths])
+    if taps is not None and Path(taps).exists() and not Path(taps).is_dir():
+        raise ConfigError(f"{taps}: --taps needs a folder, and this is a file")
+
+
+def shard_files(n: int, output, taps, flow_log, prefix: str) -> tuple[Path, list[dict]]:
+    """A temporary folder beside the destination (remove it when done) and, in it, where shard ``k`` writes its
+    ``output``, ``taps`` and ``flow_log`` (None where the run writes none), as :func:`merge_outputs` takes them."""
+    where = Path(output).parent if output is not None else (Path(flow_log).parent if flow_log else None)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=where))
+    parts = []
+    for k in range(n):
+        d = tmp / str(k)
+        d.mkdir()
+        parts.append({"output": d / "output.pcap" if output is not None else None,
+                      "taps": d / "taps" if taps is not None else None,
+                      "flow_log": d / f"flows{Path(flow_log).suffix}" if flow_log is not None else None})
+    return tmp, parts
+
+
 # ---------------------------------------------------------------------------------------------------- merging
+def merge_outputs(parts: list[dict], output, taps, flow_log) -> None:
+    """Merge the shards' outputs (``parts[k]``: the paths shard ``k`` wrote its ``output``, ``taps`` folder and
+    ``flow_log`` to, as pcap) into the destinations, in time order, in this process (``run_parallel`` has its
+    workers copy the records instead)."""
+    if output is not None:
+        merge_pcaps([pt["output"] for pt in parts], output)
+    if taps is not None:
+        fmt = output_format(output) if output is not None else "pcap"
+        Path(taps).mkdir(parents=True, exist_ok=True)
+        for link in TAP_LINKS:
+            # the GWLB's health probes do not depend on the packets: every shard writes the same ones
+            shards = parts[:1] if link in SHARED_TAPS else parts
+            merge_pcaps([pt["taps"] / f"{link}.pcap" for pt in shards], Path(taps) / f"{link}.{fmt}")
+    if flow_log is not None:
+        merge_flow_logs([pt["flow_log"] for pt in parts], flow_log)
+
+
 def _pcap_header() -> bytes:
     """The file header :class:`PcapWriter` gives an Ethernet capture (what the merge writes, and the workers)."""
     buf = io.BytesIO()
@@ -653,6 +689,6 @@ def merge_summaries(parts: list[dict], seconds: float) -> Summary:
     return s
 
 
-__all__ = ["SharedColumns", "ShardFeed", "Sharder", "default_workers", "merge_flow_logs", "merge_pcaps",
-           "merge_plan", "merge_summaries", "place_records", "port_slice", "record_index", "run_parallel",
-           "shard_topology"]
+__all__ = ["SharedColumns", "ShardFeed", "Sharder", "check_destinations", "default_workers", "merge_flow_logs",
+           "merge_outputs", "merge_pcaps", "merge_plan", "merge_summaries", "place_records", "port_slice",
+           "record_index", "run_parallel", "shard_files", "shard_pipeline", "shard_topology"]

@@ -130,7 +130,8 @@ def _alloc_columns(n: int, parse: bool) -> dict[str, np.ndarray]:
 
 
 def read_pcap(source, chunk: int = 65536, parse: bool = True, strict: bool = True, *, use_mmap=None,
-              buffer_size: int | None = None, resync: bool = True) -> PcapReader:
+              buffer_size: int | None = None, resync: bool = True, start: int | None = None,
+              stop: int | None = None) -> PcapReader:
     """Stream a pcap or pcapng capture as PacketBatch chunks.
 
     Parameters
@@ -156,6 +157,13 @@ def read_pcap(source, chunk: int = 65536, parse: bool = True, strict: bool = Tru
         block naming an interface that does not exist): look for the next plausible record and go on, counting
         what was skipped in ``reader.skipped_bytes`` and ``reader.skipped_records`` (True); or stop there with
         the error (False). When no plausible record follows, the reader stops with the error either way.
+    start, stop : int, optional
+        Read only the records that begin in the byte range ``[start, stop)`` of an uncompressed file opened by
+        path (memory-mapped): both must be record boundaries (:meth:`PcapReader.record_boundary`), or the file's
+        size for ``stop``. A record that runs past ``stop`` is a truncated record, as at the end of a file: that is
+        how a range whose end is not a boundary shows. Before ``start``, only the headers are read (a pcapng
+        section's interface blocks that come before its first packet block; ``reader.control_blocks`` counts the
+        section header and interface blocks met inside the range, which a later range would not know).
 
     Returns
     -------
@@ -170,7 +178,7 @@ def read_pcap(source, chunk: int = 65536, parse: bool = True, strict: bool = Tru
         The file cannot be opened.
     """
     return PcapReader(source, chunk=chunk, parse=parse, strict=strict, use_mmap=use_mmap, buffer_size=buffer_size,
-                      resync=resync)
+                      resync=resync, start=start, stop=stop)
 
 
 class PcapReader(Iterator[PacketBatch]):
@@ -196,10 +204,16 @@ class PcapReader(Iterator[PacketBatch]):
         Bytes passed over to resynchronise after corrupt records, and how many corrupt records there were.
     compressed : bool
         The file is gzip-compressed (read as a stream, decompressed in pieces).
+    first_record : int
+        File offset of the first record (pcapng: the first block after the section header and the interface
+        blocks that precede every packet block); known once :meth:`record_boundary` or a range read needed it.
+    control_blocks : int
+        pcapng section header and interface blocks handled (after ``first_record`` once that is known).
     """
 
     def __init__(self, source, chunk: int = 65536, parse: bool = True, strict: bool = True, *, use_mmap=None,
-                 buffer_size: int | None = None, resync: bool = True):
+                 buffer_size: int | None = None, resync: bool = True, start: int | None = None,
+                 stop: int | None = None):
         chunk = int(chunk)
         if chunk < 1:
             raise ValueError(f"read_pcap: chunk must be >= 1, got {chunk}")
@@ -242,9 +256,14 @@ class PcapReader(Iterator[PacketBatch]):
         self._big = False
         self._if_lists: list[list] = [[], [], [], [], [], []]
         self._if_arrays = None
+        self.first_record = 0
+        self.control_blocks = 0
+        self._preamble = False
         try:
-            self._open(source, use_mmap)
+            self._open(source, use_mmap if start is None and stop is None else True)
             self._read_header()
+            if start is not None or stop is not None:
+                self._limit(start, stop)
         except BaseException:
             self.close()
             raise
@@ -297,6 +316,88 @@ class PcapReader(Iterator[PacketBatch]):
 
     def __repr__(self) -> str:
         return f"PcapReader({self.path!r}, format={self.format!r}, chunk={self.chunk}, packets={self.packets})"
+
+    # ------------------------------------------------------------------ byte ranges
+    def record_boundary(self, offset: int, confirm: int = 8) -> int:
+        """The first record boundary at or after file offset ``offset`` of a mapped capture (the file's size when
+        no record begins there), found with the resynchronisation kernels: a plausible record header whose next
+        ``confirm`` records (or the records up to the end of the file) are plausible too. A boundary inside a
+        record whose bytes happen to look like a chain of records is not ruled out; a reader of the range before
+        it then meets a truncated record at its end (see ``stop`` in :func:`read_pcap`)."""
+        if not self._mapped:
+            raise ValueError(f"read_pcap: {self.path}: record boundaries need a memory-mapped file")
+        self._read_preamble()
+        buf = self._buf
+        size = buf.shape[0]
+        q = max(int(offset), self.first_record)
+        if q == self.first_record:
+            return q
+        classic = self.format == "pcap"
+        if not classic:
+            q += -(q - self.first_record) % 4  # blocks are whole multiples of 4 bytes
+        while q < size:
+            found = self._plausible(buf, q)
+            if found < 0:
+                return size
+            if self._chain(buf, found, confirm):
+                return found
+            q = found + (1 if classic else 4)
+        return size
+
+    def _plausible(self, buf, q: int) -> int:
+        if self.format == "pcap":
+            frac_limit = 1_000_000_000 if self.nanosecond else 1_000_000
+            return _k.resync_pcap(buf, q, self._big, frac_limit, MAX_CAPLEN, 0, 0xFFFFFFFF, True)[0]
+        return _k.resync_pcapng(buf, q, self._big, len(self._if_lists[0]), _MAX_PACKET_BLOCK, True)[0]
+
+    def _chain(self, buf, q: int, confirm: int) -> bool:
+        """Whether the ``confirm`` records after the one at ``q`` are plausible (or end the file exactly)."""
+        size = buf.shape[0]
+        e = ">" if self._big else "<"
+        for _ in range(confirm):
+            if self.format == "pcap":
+                (cl,) = struct.unpack_from(e + "I", buf, q + 8)
+                q += _PCAP_REC_HDR + cl
+            else:
+                (blen,) = struct.unpack_from(e + "I", buf, q + 4)
+                q += blen
+            if q == size:
+                return True
+            if q > size or self._plausible(buf, q) != q:
+                return False
+        return True
+
+    def _read_preamble(self) -> None:
+        """Stand at the first record: for pcapng, after the section header and the interface blocks that come
+        before the first packet block (a range that starts later needs them). Read before any batch."""
+        if self._preamble:
+            return
+        self._preamble = True
+        if self.format == "pcapng":
+            cols = _alloc_columns(1, False)
+            while not self._done:
+                _got, at, code, aux = _k.scan_pcapng(self._buf[: self._end], self._pos, self._pos, 1, self._big,
+                                                     *self._interfaces(), MAX_CAPLEN, cols["off"], cols["caplen"],
+                                                     cols["wirelen"], cols["ts_ns"], cols["linktype"])
+                if code != _k.SCAN_CONTROL:
+                    break  # the first packet block (or damage, which the first batch meets again)
+                self._pos = self._origin = at
+                if not (self._handle_shb() if aux == PCAPNG_SHB else self._handle_idb()):
+                    break
+            self._origin = self._pos
+        self.first_record = self._pos
+        self.control_blocks = 0
+
+    def _limit(self, start: int | None, stop: int | None) -> None:
+        self._read_preamble()
+        size = self._buf.shape[0]
+        start = self.first_record if start is None else int(start)
+        stop = size if stop is None else int(stop)
+        if not self.first_record <= start <= stop <= size:
+            raise ValueError(f"read_pcap: {self.path}: byte range [{start}, {stop}) is not within the records "
+                             f"[{self.first_record}, {size})")
+        self._pos = self._origin = start
+        self._end = stop
 
     # ------------------------------------------------------------------ opening and headers
     def _open(self, source, use_mmap) -> None:
@@ -741,6 +842,7 @@ class PcapReader(Iterator[PacketBatch]):
         self._if_lists = [[], [], [], [], [], []]
         self._if_arrays = None
         self._pos = pos + blen
+        self.control_blocks += 1
         return True
 
     def _handle_idb(self) -> bool:
@@ -787,6 +889,7 @@ class PcapReader(Iterator[PacketBatch]):
             col.append(v)
         self._if_arrays = None
         self._pos = pos + blen
+        self.control_blocks += 1
         return True
 
 

@@ -540,9 +540,9 @@ class Pipeline:
         Parameters
         ----------
         source : path or reader
-            The capture, as seen on the business side; or an open reader (a :class:`~gwlb_fast.pcapio.PcapReader`,
-            or any iterator of PacketBatch with its ``error``, ``skipped_bytes``, ``skipped_records`` and
-            ``close()``).
+            The capture, as seen on the business side; or a reader already open: an iterator of PacketBatch with
+            ``error``, ``skipped_bytes``, ``skipped_records`` and ``close()``, as :func:`~gwlb_fast.pcapio.read_pcap`
+            returns.
         output : path, optional
             Where the delivered packets go: pcapng when the name ends in ``.pcapng`` (one interface per link
             type, nanosecond resolution), else classic pcap (Ethernet, nanosecond timestamps).
@@ -599,10 +599,11 @@ class Pipeline:
             self.record_taps(True)
         t_start = time.perf_counter()
         size = os.path.getsize(source) if isinstance(source, (str, os.PathLike)) and os.path.isfile(source) else None
-        # an open reader (run --workers hands each worker its shard of the capture this way) is replayed as is
-        reader = source if hasattr(source, "skipped_records") else read_pcap(source, chunk=chunk, parse=False,
-                                                                               strict=False)
-        reader.release_pages = True  # every chunk is copied into the path's own arena (bounded resident memory)
+        if hasattr(source, "skipped_records"):
+            reader = source  # already open: a PcapReader, or the pieces of a split capture (gwlb_fast.distributed)
+        else:
+            reader = read_pcap(source, chunk=chunk, parse=False, strict=False)
+            reader.release_pages = True  # every chunk is copied into the path's own arena (bounded resident memory)
         writers: dict[str, OrderedWriter] = {}
         out_w = log_w = threat_w = None
         done = False

@@ -510,6 +510,8 @@ class Policy:
         else:
             import yaml
 
+            from .config import yaml_load
+
             path = Path(os.fspath(source))
             src_name = name or str(path)
             base = path.parent
@@ -518,7 +520,7 @@ class Policy:
             except OSError as exc:
                 raise ConfigError(f"{src_name}: cannot read: {exc.strerror or exc}") from None
             try:
-                data = yaml.safe_load(text)
+                data = yaml_load(text)
             except yaml.YAMLError as exc:
                 raise ConfigError(f"{src_name}: invalid YAML: {exc}".replace("\n", " ")) from None
         key = key or "security_policy"
