@@ -474,7 +474,7 @@ def run_check(args) -> int:
     if isinstance(topo.security_policy, dict):
         from .policy import Policy
 
-        pol = Policy.from_yaml(topo.security_policy, name=topo.source)
+        pol = Policy.from_yaml(topo.security_policy, name=topo.source, home_net=topo.vpc_cidrs())
         pol.compile()
         # What a PAN-OS import could not model, by XPath in the configuration file.
         unsupported = [Finding("unsupported", f"{pol.source}:{xp}", what) for xp, what in pol.unsupported]

@@ -301,6 +301,10 @@ class Topology:
     def gwlb_of_firewall(self, fw: str) -> list[str]:
         return [g.name for g in self.gwlbs.values() if fw in g.firewalls]
 
+    def vpc_cidrs(self) -> list[str]:
+        """The VPCs' CIDRs (the signatures' default ``$HOME_NET``)."""
+        return [v.cidr for v in self.vpcs.values()]
+
 
 # ---------------------------------------------------------------------------------------------------- helpers
 class _Ctx:

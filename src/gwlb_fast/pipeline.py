@@ -898,7 +898,7 @@ def topology_policy(topo: Topology) -> Policy:
     """The security policy of a topology's firewalls (its ``security_policy``), as a :class:`Pipeline` builds it."""
     if topo.security_policy is None:
         raise ConfigError(f"{topo.source}: security_policy: missing (every firewall needs a policy)")
-    return Policy.from_yaml({"security_policy": topo.security_policy}, name=topo.source)
+    return Policy.from_yaml({"security_policy": topo.security_policy}, name=topo.source, home_net=topo.vpc_cidrs())
 
 
 def _notify(observers, what: str, *args) -> None:

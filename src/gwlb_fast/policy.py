@@ -44,7 +44,7 @@ _PROTO_BY_NAME = {"tcp": 6, "udp": 17, "icmp": 1}
 _RULE_KEYS = {"name", "description", "source", "destination", "protocol", "port", "source_port", "from", "to",
               "action", "application", "service", "category", "profile"}
 _POLICY_KEYS = {"zones", "rules", "default", "panos", "tcp_reject_non_syn", "signatures", "url_categories",
-                "url_database", "profiles"}
+                "url_database", "profiles", "vars"}
 _ANY32 = ((0, 0xFFFFFFFF),)
 _ANY16 = ((0, 0xFFFF),)
 _ANY8 = ((0, 0xFF),)
@@ -388,6 +388,42 @@ def _parse_rule(i, raw, zone_index) -> Rule:
     )
 
 
+def _signature_vars(raw, src_name, key, home_net) -> dict[str, str]:
+    """``security_policy.vars`` checked (``inspect.signatures.signature_vars``); errors name the file, the line of
+    the variable when the file can say it, and its key path."""
+    from .inspect.signatures import signature_vars
+
+    def where_of(name):
+        line = _yaml_line(src_name, [key, "vars", name]) or _yaml_line(src_name, ["vars", name])
+        return f"{src_name}:{line}: {key}.vars.{name}" if line else f"{src_name}: {key}.vars.{name}"
+
+    try:
+        return signature_vars(raw, f"{src_name}: {key}.vars", home_net, where_of)
+    except ConfigError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _yaml_line(path, keys) -> int | None:
+    """1-based line of the mapping key at ``keys`` (a key path) in a YAML file, None when it is not there."""
+    import yaml
+
+    try:
+        node = yaml.compose(Path(path).read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    line = None
+    for k in keys:
+        if not isinstance(node, yaml.MappingNode):
+            return None
+        for kn, vn in node.value:
+            if kn.value == k:
+                node, line = vn, kn.start_mark.line + 1
+                break
+        else:
+            return None
+    return line
+
+
 def _coerce_action(value) -> Action:
     """An Action from an Action, its int code or its YAML name ('reset-client')."""
     if isinstance(value, str):
@@ -418,7 +454,7 @@ class Policy:
     """
 
     def __init__(self, rules, default=Action.DENY, zones=None, source="<policy>", *, url_categories=None,
-                 profiles=None, signature_files=(), tcp_reject_non_syn=True, unsupported=()):
+                 profiles=None, signature_files=(), tcp_reject_non_syn=True, unsupported=(), signature_vars=None):
         from .inspect.profiles import Profiles
         from .inspect.urlcat import UrlCategories
 
@@ -432,6 +468,9 @@ class Policy:
                               f"the policy has {len(self.url_categories)}")
         #: Signature files (``security_policy.signatures``), resolved relative to the file that names them.
         self.signature_files: list[Path] = [Path(p) for p in signature_files]
+        #: Signature variables (``security_policy.vars``, checked; HOME_NET defaults to the topology's VPC CIDRs),
+        #: rule-language text per name; names not set take Suricata's defaults (``inspect.signatures.DEFAULT_VARS``).
+        self.signature_vars: dict[str, str] = dict(signature_vars or {})
         self.tcp_reject_non_syn = bool(tcp_reject_non_syn)
         #: Elements of an imported configuration that are not modelled: (XPath, what) pairs (``from_panos``).
         self.unsupported: list[tuple[str, str]] = list(unsupported)
@@ -480,7 +519,7 @@ class Policy:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_yaml(cls, source, name: str | None = None, key: str | None = None) -> Policy:
+    def from_yaml(cls, source, name: str | None = None, key: str | None = None, home_net=None) -> Policy:
         """Load a policy from a YAML file or an already-parsed mapping.
 
         Parameters
@@ -495,6 +534,9 @@ class Policy:
         key : str, optional
             Key path of the policy mapping in error messages (default ``security_policy``), e.g. the topology
             loader's ``Topology.security_policy_path``.
+        home_net : list of str, optional
+            The signatures' ``$HOME_NET`` when ``vars`` does not set it (the topology's VPC CIDRs); without it,
+            Suricata's default (the private ranges).
 
         Raises
         ------
@@ -531,7 +573,7 @@ class Policy:
                 path = Path(data)
                 if base is not None and not path.is_absolute():
                     path = base / path
-                return cls.from_yaml(path, key=key)
+                return cls.from_yaml(path, key=key, home_net=home_net)
         elif not (isinstance(data, Mapping) and ("rules" in data or "panos" in data)):
             raise ConfigError(f"{src_name}: no security_policy (expected a mapping with 'security_policy' or 'rules')")
         if not isinstance(data, Mapping):
@@ -543,6 +585,7 @@ class Policy:
         zones = cls._parse_zone_map(src_name, key, data.get("zones"))
         zone_index = {z: i for i, z in enumerate(zones)}
         extra = cls._parse_content_keys(src_name, key, data, base)
+        sig_vars = _signature_vars(data.get("vars"), src_name, key, home_net)
         if "panos" in data:
             both = sorted(k for k in ("rules", "profiles", "url_categories", "default") if k in data)
             if both:
@@ -562,9 +605,11 @@ class Policy:
             path = Path(panos)
             if base is not None and not path.is_absolute():
                 path = base / path
-            return cls.from_panos(path, zones=zones, url_database=extra["url_database"],
-                                  signature_files=extra["signature_files"],
-                                  tcp_reject_non_syn=extra["tcp_reject_non_syn"], **opts)
+            pol = cls.from_panos(path, zones=zones, url_database=extra["url_database"],
+                                 signature_files=extra["signature_files"],
+                                 tcp_reject_non_syn=extra["tcp_reject_non_syn"], **opts)
+            pol.signature_vars = sig_vars
+            return pol
         from .inspect.profiles import Profiles
         from .inspect.urlcat import UrlCategories
 
@@ -578,7 +623,7 @@ class Policy:
             raise ConfigError(f"{src_name}: {key}.profiles{exc}") from None
         names = _Names(zone_index, urlcats.index, profiles.names)
         content = {"url_categories": urlcats, "profiles": profiles, "signature_files": extra["signature_files"],
-                   "tcp_reject_non_syn": extra["tcp_reject_non_syn"]}
+                   "tcp_reject_non_syn": extra["tcp_reject_non_syn"], "signature_vars": sig_vars}
         default = Action.DENY
         if "default" in data:
             try:

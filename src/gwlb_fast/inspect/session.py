@@ -38,9 +38,19 @@ __all__ = ["THREAT_FIELDS", "SessionInspection", "needs_inspection"]
 #: dest_* are spelled dst_* as PAN-OS does)
 THREAT_FIELDS = ("type", "sid", "signature", "severity", "action", "src_ip", "src_port", "dst_ip", "dst_port",
                  "proto", "direction", "application", "url", "category", "firewall", "rule", "ts")
-_SEVERITY = {1: "high", 2: "medium", 3: "low"}          # Suricata priority -> PAN-OS severity
+_SEVERITY = {1: 0, 2: 1, 3: 2}        # Suricata priority -> PAN-OS severity (_SEVERITY_NAMES)
 _SIG_ACTION = {"alert": SignatureAction.ALERT, "drop": SignatureAction.DROP, "reject": SignatureAction.REJECT}
 _F = {name: i for i, name in enumerate(FIELDS)}
+_SIG, _URL = "signature", "url"
+_SEVERITY_NAMES = np.array(["high", "medium", "low", "informational"], object)
+_INFORMATIONAL = 3
+_URL_ACTION_NAMES = np.array([a.name.lower() for a in UrlAction], object)
+_THREAT_ACTION_NAMES = np.array([a.name.lower().replace("_", "-") for a in ThreatAction], object)
+#: session action code of each ThreatAction that ends the session (block-ip: the session is dropped)
+_THREAT_CODE = np.zeros(len(ThreatAction), np.uint8)
+_THREAT_CODE[[ThreatAction.DROP, ThreatAction.BLOCK_IP, ThreatAction.RESET_CLIENT, ThreatAction.RESET_SERVER,
+              ThreatAction.RESET_BOTH]] = [_s.ACT_DROP, _s.ACT_DROP, _s.ACT_RESET_CLIENT, _s.ACT_RESET_SERVER,
+                                           _s.ACT_RESET_BOTH]
 
 
 def needs_inspection(policy) -> bool:
@@ -63,14 +73,16 @@ class SessionInspection:
         policy = firewall.policy
         self.policy = policy
         if signatures is None:
-            signatures = load_rules(policy.signature_files) if policy.signature_files else []
+            signatures = load_rules(policy.signature_files, policy.signature_vars) if policy.signature_files else []
         self.signatures = list(signatures)
         sigset = SignatureSet(self.signatures, capacity) if self.signatures else None
         self.inspector = Inspector(firewall.table.capacity, capacity=capacity, head_size=head_size,
                                    signatures=sigset, block_on_drop=False)
         self.sig_action = np.array([_SIG_ACTION[s.action] for s in self.signatures], np.uint8)
+        self.sig_severity = np.array([_SEVERITY.get(s.priority, _INFORMATIONAL) for s in self.signatures], np.int64)
+        self._sig_names = [s.msg or str(s.sid) for s in self.signatures]
         self.has_category_rules = any(r.category is not None for r in policy.rules)
-        self.threat_log: list[dict] = []
+        self._pending: list[dict] = []     # threat-log records as columns, see _log
         self.counts = {"relookups": 0, "app_shift_verdicts": 0, "url_events": 0, "threats": 0,
                        "sessions_ended_by_inspection": 0}
         self.top_apps: dict[str, int] = {}
@@ -78,6 +90,8 @@ class SessionInspection:
         self.top_threats: dict[str, int] = {}
         # per firewall slot: URL category of the session (primary id, -1 none)
         self.category = np.full(firewall.table.capacity, -1, np.int32)
+        # per firewall slot: the batch row a verdict ends the session at (-1 outside _enforce)
+        self._stop_pos = np.full(firewall.table.capacity, -1, np.int64)
 
     # ------------------------------------------------------------------ per batch
     def apply(self, inner, slot, is_new, rev, zone, status, out_rule, out_n, k1, k2) -> None:
@@ -92,21 +106,23 @@ class SessionInspection:
         new = (is_new != 0) & fwd
         self.category[slot[new]] = -1
         res = self.inspector.process(inner, np.where(fwd, slot, -1), new.astype(np.uint8), direction)
-        # verdict events per slot: (packet index, slot, kind, extra)
-        stop = {}                                   # slot -> (packet, action code)
+        # verdicts: (slot, packet index, action code) triples; the earliest packet of a slot wins
+        stops = []
         slots = np.concatenate([res["changed"], res["completed"]])
         pkts = np.concatenate([res["changed_pkt"], res["completed_pkt"]])
         if slots.shape[0]:
             order = np.argsort(pkts, kind="stable")
             slots, pkts = slots[order], pkts[order]
             keep = np.unique(slots, return_index=True)[1]
-            slots, pkts = slots[keep], pkts[keep]
-            self._relookup(slots, pkts, zone, stop, inner)
+            self._relookup(slots[keep], pkts[keep], inner, stops)
+        stop_slot, stop_pkt, stop_code = _first_stops(stops)
         alerts = res.get("alerts")
         if alerts is not None and alerts.shape[0]:
-            self._threats(alerts, inner, direction, stop)
-        if stop:
-            self._enforce(stop, slot, status, out_rule, out_n, k1, k2, inner)
+            more = self._threats(alerts, inner, direction, stop_slot, stop_pkt)
+            if more is not None:
+                stop_slot, stop_pkt, stop_code = _first_stops([(stop_slot, stop_pkt, stop_code), more])
+        if stop_slot.shape[0]:
+            self._enforce(stop_slot, stop_pkt, stop_code, slot, status, out_n, k1, k2, inner)
 
     def _session_cols(self, slots):
         sess = self.fw.sessions
@@ -114,25 +130,33 @@ class SessionInspection:
                 sess[slots, _s.F_CLIENT_PORT].astype(np.uint16), sess[slots, _s.F_SERVER_PORT].astype(np.uint16),
                 sess[slots, _s.F_PROTO].astype(np.uint8), sess[slots, _s.F_ZONE].astype(np.uint8))
 
-    def _url_of(self, rows):
-        """(host bytes list, path bytes list, url str list) of pool rows: Host + URI, else SNI, else DNS name."""
+    def _url_fields(self, rows):
+        """The URL of pool rows as fixed-width fields: (host uint8[k, w], host_len int64[k], path uint8[k, w],
+        path_len int64[k]): Host + URI, else SNI, else the DNS name (no path); length -1: none."""
         insp = self.inspector
         fw_ = insp.field_width
-        hosts, paths, urls = [], [], []
-        def get(r, name):
-            j = _F[name]
-            k = int(insp.flen[r, j])
-            return bytes(insp.fields[r, j * fw_:j * fw_ + k]) if k >= 0 else None
+        k = rows.shape[0]
+        f = insp.fields[rows].reshape(k, len(FIELDS), fw_)
+        ln = insp.flen[rows].astype(np.int64)
+        has_host = ln[:, _F["host"]] >= 0
+        pick = np.where(has_host, _F["host"], np.where(ln[:, _F["sni"]] >= 0, _F["sni"], _F["dns_query"]))
+        ar = np.arange(k)
+        path_len = np.where(has_host, ln[:, _F["uri"]], -1)
+        return f[ar, pick], ln[ar, pick], f[:, _F["uri"]], path_len
 
-        for r in rows.tolist():  # per session whose URL just became known (not per packet)
-            host = get(r, "host") or get(r, "sni") or get(r, "dns_query")
-            path = get(r, "uri") if get(r, "host") is not None else None
-            hosts.append(host)
-            paths.append(path)
-            urls.append(None if host is None else (host + (path or b"")).decode("latin-1"))
-        return hosts, paths, urls
+    def _urls(self, rows) -> list:
+        """URL strings (or None) of pool rows (-1: none), for log records."""
+        rows = np.asarray(rows, np.int64)
+        out = [None] * rows.shape[0]
+        has = np.flatnonzero(rows >= 0)
+        if has.shape[0]:
+            host, hl, path, pl = self._url_fields(rows[has])
+            for j, i in enumerate(has.tolist()):  # per log record
+                if hl[j] >= 0:
+                    out[i] = (host[j, :hl[j]].tobytes() + path[j, :max(int(pl[j]), 0)].tobytes()).decode("latin-1")
+        return out
 
-    def _relookup(self, slots, pkts, zone, stop, inner) -> None:
+    def _relookup(self, slots, pkts, inner, stops) -> None:
         fw = self.fw
         insp = self.inspector
         rows = insp.row_of_slot[slots]
@@ -145,14 +169,11 @@ class SessionInspection:
         cats = None
         prim = np.full(slots.shape[0], -1, np.int32)
         done = insp.done[rows] != 0
-        urls = [None] * slots.shape[0]
         if done.any() and len(self.policy.url_categories):
-            hosts, paths, urls = self._url_of(rows)
-            prim, cats = self.policy.url_categories.categorize(hosts, paths)
+            host, hl, path, pl = self._url_fields(rows)
+            prim, cats = self.policy.url_categories.categorize((host, hl), (path, pl))
             prim = np.where(done, prim, -1).astype(np.int32)
             cats = np.where(done[:, None], cats, -1).astype(np.int32)
-        elif done.any():
-            _, _, urls = self._url_of(rows)
         self.category[slots] = prim
         rule = fw.classifier.classify(cip, sip, cp, sp, proto, z, z, app=app, category=cats)
         rule = np.where(rule < 0, fw.default_rule, rule).astype(np.int32)
@@ -168,90 +189,96 @@ class SessionInspection:
             sess[slots[changed], _s.F_RULE] = rule[changed]
             sess[slots[changed], _s.F_ACTION] = act[changed]
             self.counts["app_shift_verdicts"] += int(changed.sum())
-        for i in np.flatnonzero(act != _s.ACT_ALLOW).tolist():
-            self._stop(stop, int(slots[i]), int(pkts[i]), int(act[i]))
+        deny = act != _s.ACT_ALLOW
+        stops.append((slots[deny], pkts[deny], act[deny].astype(np.uint8)))
         # URL filtering on the (possibly new) rule
-        if cats is not None:
-            has = prim >= 0
-            if has.any():
-                ua = self.policy.url_action(rule[has], cats[has])
-                names = self.policy.url_categories.names
-                for j, i in enumerate(np.flatnonzero(has).tolist()):
-                    a = UrlAction(int(ua[j]))
-                    if a in (UrlAction.NONE, UrlAction.ALLOW):
-                        continue
-                    cname = names[int(prim[i])]
-                    self.top_categories[cname] = self.top_categories.get(cname, 0) + 1
-                    self.counts["url_events"] += 1
-                    self._log("url", None, a.name.lower(), int(slots[i]), int(pkts[i]), 0, inner, urls[i], cname,
-                              int(rule[i]), severity="informational")
-                    if a in (UrlAction.BLOCK, UrlAction.CONTINUE, UrlAction.OVERRIDE):
-                        self._stop(stop, int(slots[i]), int(pkts[i]), _s.ACT_RESET_BOTH
-                                   if int(proto[i]) == 6 else _s.ACT_DROP)
+        if cats is None:
+            return
+        has = np.flatnonzero(prim >= 0)
+        if not has.shape[0]:
+            return
+        ua = self.policy.url_action(rule[has], cats[has])
+        ev = has[(ua != UrlAction.NONE) & (ua != UrlAction.ALLOW)]
+        if not ev.shape[0]:
+            return
+        ua = self.policy.url_action(rule[ev], cats[ev])
+        names = self.policy.url_categories.names
+        for c in prim[ev].tolist():  # per URL event
+            self.top_categories[names[c]] = self.top_categories.get(names[c], 0) + 1
+        self.counts["url_events"] += int(ev.shape[0])
+        self._log(_URL, None, _URL_ACTION_NAMES[ua], slots[ev], pkts[ev], np.zeros(ev.shape[0], np.uint8), inner,
+                  rows[ev], prim[ev], rule[ev], np.full(ev.shape[0], _INFORMATIONAL, np.int64))
+        blk = (ua == UrlAction.BLOCK) | (ua == UrlAction.CONTINUE) | (ua == UrlAction.OVERRIDE)
+        # no user is there to click through a continue or override page: the session is reset (TCP) or dropped
+        code = np.where(proto[ev] == 6, _s.ACT_RESET_BOTH, _s.ACT_DROP).astype(np.uint8)
+        stops.append((slots[ev][blk], pkts[ev][blk], code[blk]))
 
-    def _threats(self, alerts, inner, direction, stop) -> None:
+    def _threats(self, alerts, inner, direction, stop_slot, stop_pkt):
+        """Log the alerts the rule's threat profile acts on, up to the packet where the session ends (the earliest
+        of ``stop_*`` and its first alert whose action ends it); returns the sessions the alerts end (slot, packet,
+        action code) or None."""
         fw = self.fw
+        alerts = alerts[np.argsort(alerts[:, 2], kind="stable")]
         slots = alerts[:, 0]
         sig = alerts[:, 1]
         pkt = alerts[:, 2]
         rule = fw.sessions[slots, _s.F_RULE].astype(np.int64)
         ta = self.policy.threat_action(rule, self.sig_action[sig])
-        for i in np.argsort(pkt, kind="stable").tolist():  # per alert
-            a = ThreatAction(int(ta[i]))
-            s = int(slots[i])
-            p = int(pkt[i])
-            if a is ThreatAction.NONE:
-                continue
-            if s in stop and stop[s][0] < p:
-                continue                             # the session was already ended earlier in the batch
-            sg = self.signatures[int(sig[i])]
-            self.counts["threats"] += 1
-            self.top_threats[sg.msg or str(sg.sid)] = self.top_threats.get(sg.msg or str(sg.sid), 0) + 1
-            d = int(direction[p]) if p >= 0 else 0
-            row = self.inspector.row_of_slot[s]
-            _, _, urls = self._url_of(np.array([row])) if row >= 0 else (None, None, [None])
-            cat = int(self.category[s])
-            cname = self.policy.url_categories.names[cat] if cat >= 0 else None
-            self._log("signature", sg, a.name.lower().replace("_", "-"), s, p, d, inner, urls[0], cname, int(rule[i]),
-                      severity=_SEVERITY.get(sg.priority, "informational"))
-            if a is not ThreatAction.ALERT:
-                code = {ThreatAction.DROP: _s.ACT_DROP, ThreatAction.BLOCK_IP: _s.ACT_DROP,
-                        ThreatAction.RESET_CLIENT: _s.ACT_RESET_CLIENT, ThreatAction.RESET_SERVER: _s.ACT_RESET_SERVER,
-                        ThreatAction.RESET_BOTH: _s.ACT_RESET_BOTH}[a]
-                self._stop(stop, s, p, code)
+        act = ta != ThreatAction.NONE
+        slots, sig, pkt, rule, ta = slots[act], sig[act], pkt[act], rule[act], ta[act]
+        if not slots.shape[0]:
+            return None
+        # the packet each session already ends at in this batch (verdicts of the re-lookup), then its first alert
+        # whose action ends it, if no earlier than that
+        limit = np.full(slots.shape[0], np.iinfo(np.int64).max, np.int64)
+        if stop_slot.shape[0]:
+            o = np.argsort(stop_slot)
+            pos = np.searchsorted(stop_slot[o], slots)
+            posc = np.minimum(pos, o.shape[0] - 1)
+            hit = stop_slot[o][posc] == slots
+            limit[hit] = stop_pkt[o][posc[hit]]
+        ends = (ta != ThreatAction.ALERT) & (pkt <= limit)
+        e_first = np.flatnonzero(ends)
+        e_first = e_first[np.unique(slots[e_first], return_index=True)[1]]   # the first by packet (sorted)
+        more = None
+        if e_first.shape[0]:
+            es, ep, ec = slots[e_first], pkt[e_first], _THREAT_CODE[ta[e_first]]
+            o = np.argsort(es)
+            pos = np.minimum(np.searchsorted(es[o], slots), es.shape[0] - 1)
+            hit = es[o][pos] == slots
+            limit[hit] = np.minimum(limit[hit], ep[o][pos[hit]])
+            more = (es, ep, ec)
+        logged = pkt <= limit
+        slots, sig, pkt, rule, ta = slots[logged], sig[logged], pkt[logged], rule[logged], ta[logged]
+        self.counts["threats"] += int(slots.shape[0])
+        for si in sig.tolist():   # per alert
+            name = self._sig_names[si]
+            self.top_threats[name] = self.top_threats.get(name, 0) + 1
+        d = np.where(pkt >= 0, direction[np.maximum(pkt, 0)], 0).astype(np.uint8)
+        self._log(_SIG, sig, _THREAT_ACTION_NAMES[ta], slots, pkt, d, inner, self.inspector.row_of_slot[slots],
+                  self.category[slots], rule, self.sig_severity[sig])
+        return more
 
-    @staticmethod
-    def _stop(stop, s, p, code) -> None:
-        if s not in stop or stop[s][0] > p:
-            stop[s] = (p, code)
-
-    def _log(self, kind, sig, action, s, p, d, inner, url, cname, rule, severity) -> None:
+    def _log(self, kind, sig, action, slots, pkts, d, inner, rows, cat, rule, severity) -> None:
+        """Threat-log records of k events, kept as columns until :meth:`take_threats` (``sig`` None or
+        signature indices, ``action`` names, ``d`` directions, ``rows`` pool rows for the URL, ``cat`` category
+        ids, ``severity`` indices into ``_SEVERITY_NAMES``)."""
         fw = self.fw
-        cip, sip, cp, sp, proto, _z = self._session_cols(np.array([s]))
-        if d:
-            cip, sip, cp, sp = sip, cip, sp, cp
-        row = self.inspector.row_of_slot[s]
-        app = int(self.inspector.app[row]) if row >= 0 else APP_PENDING
-        ts = int(inner.ts_ns[p]) if p >= 0 else int(fw.sessions[s, _s.F_LAST])
-        self.threat_log.append({
-            "type": kind, "sid": sig.sid if sig is not None else None,
-            "signature": sig.msg if sig is not None else None, "severity": severity, "action": action,
-            "src_ip": ip_strs(cip)[0], "src_port": int(cp[0]), "dst_ip": ip_strs(sip)[0], "dst_port": int(sp[0]),
-            "proto": int(proto[0]), "direction": "server-to-client" if d else "client-to-server",
-            "application": APPLICATIONS[app] if app != APP_PENDING else None, "url": url, "category": cname,
-            "firewall": fw.name, "rule": fw.rule_names[rule] if 0 <= rule < len(fw.rule_names) else None,
-            "ts": ts / 1e9,
-        })
+        cip, sip, cp, sp, proto, _z = self._session_cols(slots)
+        rev = d != 0
+        app = np.where(rows >= 0, self.inspector.app[np.maximum(rows, 0)], APP_PENDING)
+        ts = np.where(pkts >= 0, inner.ts_ns[np.maximum(pkts, 0)], fw.sessions[slots, _s.F_LAST])
+        self._pending.append({
+            "kind": kind, "sig": sig, "action": action, "severity": severity,
+            "src_ip": np.where(rev, sip, cip), "src_port": np.where(rev, sp, cp),
+            "dst_ip": np.where(rev, cip, sip), "dst_port": np.where(rev, cp, sp), "proto": proto, "d": d,
+            "app": app, "url": self._urls(rows), "cat": cat, "rule": rule, "ts": ts})
 
-    def _enforce(self, stop, slot, status, out_rule, out_n, k1, k2, inner) -> None:
-        """End sessions at the packet where inspection decided: that packet and the later ones of the session in
-        this batch are dropped (the first one answered with the RSTs of a reset action); later batches see the
-        session denied or resetting."""
-        fw = self.fw
-        sess = fw.sessions
-        s_arr = np.array(list(stop), np.int64)
-        p_arr = np.array([stop[s][0] for s in stop], np.int64)
-        a_arr = np.array([stop[s][1] for s in stop], np.uint8)
+    def _enforce(self, s_arr, p_arr, a_arr, slot, status, out_n, k1, k2, inner) -> None:
+        """End sessions ``s_arr`` at packets ``p_arr`` with actions ``a_arr``: that packet and the later ones of the
+        session in this batch are dropped (the first one answered with the RSTs of a reset action); later batches
+        see the session denied or resetting."""
+        sess = self.fw.sessions
         self.counts["sessions_ended_by_inspection"] += int(s_arr.shape[0])
         tcp = sess[s_arr, _s.F_PROTO] == 6
         reset = (a_arr >= _s.ACT_RESET_CLIENT) & tcp
@@ -259,17 +286,17 @@ class SessionInspection:
         sess[s_arr, _s.F_STATE] = np.where(reset, _s.S_RESETTING, _s.S_DENIED)
         sess[s_arr, _s.F_REASON] = _s.END_POLICY_DENY
         # rows of the batch from each session's stop packet on
-        pos = np.full(fw.table.capacity, -1, np.int64)
+        pos = self._stop_pos
         pos[s_arr] = p_arr
         live = slot >= 0
         idx = np.flatnonzero(live & (pos[np.where(live, slot, 0)] >= 0))
         idx = idx[idx >= pos[slot[idx]]]
         idx = idx[status[idx] == PktStatus.OK]
-        act = sess[slot[idx], _s.F_ACTION]
         rs = sess[slot[idx], _s.F_STATE] == _s.S_RESETTING
         status[idx] = np.where(rs, PktStatus.POLICY_RESET, PktStatus.POLICY_DENY)
         out_n[idx] = 0
         first = idx[idx == pos[slot[idx]]]
+        pos[s_arr] = -1
         first = first[(sess[slot[first], _s.F_STATE] == _s.S_RESETTING) & ((inner.tcp_flags[first] & 0x04) == 0)]
         if first.shape[0]:
             client = (inner.src_ip[first] == sess[slot[first], _s.F_CLIENT_IP].astype(np.uint32)) & \
@@ -280,7 +307,6 @@ class SessionInspection:
             out_n[first] = np.where(a == _s.ACT_RESET_BOTH, 2, 1)
             k1[first] = np.where(a == _s.ACT_RESET_SERVER, to_server, to_client)
             k2[first] = to_server
-        del act
 
     # ------------------------------------------------------------------ session ends
     def annotate(self, slots: np.ndarray) -> dict:
@@ -322,10 +348,47 @@ class SessionInspection:
         return out
 
     def take_threats(self) -> list[dict]:
-        out, self.threat_log = self.threat_log, []
+        """The threat-log records since the last call (:data:`THREAT_FIELDS`), in event order."""
+        out = []
+        fw = self.fw
+        names = self.policy.url_categories.names
+        for c in self._pending:
+            k = len(c["url"])
+            if c["sig"] is None:
+                sid = msg = [None] * k
+            else:
+                sigs = [self.signatures[i] for i in c["sig"].tolist()]
+                sid, msg = [g.sid for g in sigs], [g.msg for g in sigs]
+            app = [APPLICATIONS[a] if a != APP_PENDING else None for a in c["app"].tolist()]
+            cat = [names[x] if x >= 0 else None for x in c["cat"].tolist()]
+            rule = [fw.rule_names[r] if 0 <= r < len(fw.rule_names) else None for r in c["rule"].tolist()]
+            direction = np.where(c["d"] != 0, "server-to-client", "client-to-server").tolist()
+            cols = zip(sid, msg, _SEVERITY_NAMES[c["severity"]].tolist(), c["action"].tolist(),
+                       ip_strs(c["src_ip"]), c["src_port"].tolist(), ip_strs(c["dst_ip"]), c["dst_port"].tolist(),
+                       c["proto"].tolist(), direction, app, c["url"], cat, rule, (c["ts"] / 1e9).tolist())
+            kind = c["kind"]
+            out += [{"type": kind, "sid": a, "signature": b, "severity": sv, "action": ac, "src_ip": si,
+                     "src_port": sp, "dst_ip": di, "dst_port": dp, "proto": pr, "direction": dr, "application": ap,
+                     "url": u, "category": ca, "firewall": fw.name, "rule": ru, "ts": t}
+                    for a, b, sv, ac, si, sp, di, dp, pr, dr, ap, u, ca, ru, t in cols]  # per log record
+        self._pending = []
         return out
 
     def stats(self) -> dict:
         d = dict(self.counts)
         d.update(self.inspector.stats())
         return d
+
+
+def _first_stops(parts):
+    """(slot, packet, action code) arrays of sessions to end, the earliest packet of each slot (the first part
+    given wins a tie) from a list of such triples."""
+    parts = [p for p in parts if p[0].shape[0]]
+    if not parts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.uint8)
+    s = np.concatenate([p[0] for p in parts]).astype(np.int64)
+    k = np.concatenate([p[1] for p in parts]).astype(np.int64)
+    c = np.concatenate([p[2] for p in parts]).astype(np.uint8)
+    o = np.lexsort((k, s))                       # by slot, then packet; stable: the first part first on ties
+    first = o[np.r_[True, s[o][1:] != s[o][:-1]]]
+    return s[first], k[first], c[first]

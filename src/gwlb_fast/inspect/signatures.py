@@ -5,7 +5,8 @@ Subset (anything else is refused with ``file:line`` and the keyword, never half-
 - actions ``alert``, ``drop``, ``reject``; header protocols ``tcp``, ``udp``, ``ip`` (TCP and UDP sessions),
   ``http``, ``tls``, ``dns`` (the session's App-ID must be web-browsing, ssl or dns);
 - addresses: ``any``, IPv4 addresses and CIDRs, ``[lists]`` (nested), ``!`` negation, ``$VARIABLES`` (from the
-  topology's ``security_policy.vars``; Suricata's defaults for HOME_NET / EXTERNAL_NET otherwise); ports: ``any``,
+  topology's ``security_policy.vars``, see :func:`signature_vars`; HOME_NET defaults to the topology's VPC CIDRs,
+  the other names to Suricata's defaults, :data:`DEFAULT_VARS`); ports: ``any``,
   numbers, ``lo:hi`` / ``lo:`` / ``:hi`` ranges, lists, negation, variables; direction ``->`` or ``<>``;
 - options ``msg``, ``sid``, ``rev``, ``classtype``, ``priority``, ``content`` (with ``|hex|``), ``nocase``,
   ``depth``, ``offset``, ``distance``, ``within``, ``flow`` (``established``, ``to_server``, ``to_client`` and
@@ -34,7 +35,8 @@ import numpy as np
 from ..errors import ConfigError
 from .applications import APP_ID
 
-__all__ = ["DEFAULT_VARS", "Content", "Signature", "SignatureError", "SignatureSet", "load_rules", "parse_rules"]
+__all__ = ["DEFAULT_VARS", "Content", "Signature", "SignatureError", "SignatureSet", "load_rules", "parse_rules",
+           "signature_vars"]
 
 ACTIONS = ("alert", "drop", "reject")
 PROTOCOLS = {"tcp": (6, -1), "udp": (17, -1), "ip": (0, -1), "http": (6, APP_ID["web-browsing"]),
@@ -247,7 +249,8 @@ def _resolve(spec: str, vars_: dict, where: str, kind: str, seen=()) -> list[tup
     if spec.startswith("$"):
         name = spec[1:]
         if name in seen:
-            raise SignatureError(f"{where}: variable ${name} refers to itself")
+            chain = " -> ".join(f"${v}" for v in seen[seen.index(name):] + (name,))
+            raise SignatureError(f"{where}: variable ${name} refers to itself ({chain})")
         if name not in vars_:
             raise SignatureError(f"{where}: unknown variable ${name}")
         return _resolve(str(vars_[name]), vars_, where, kind, seen + (name,))
@@ -270,6 +273,79 @@ def _resolve(spec: str, vars_: dict, where: str, kind: str, seen=()) -> list[tup
     if not 0 <= lo <= hi <= 65535:
         raise SignatureError(f"{where}: bad port range {spec!r}")
     return [(lo, hi)]
+
+
+_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _var_spec(value, where: str) -> str:
+    """A ``vars`` value (rule-language string, port number, or a list of them, nested) as rule-language text."""
+    if isinstance(value, bool) or value is None:
+        raise SignatureError(f"{where}: expected an address, port, $VARIABLE or a list of them, got {value!r}")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        if not value.strip():
+            raise SignatureError(f"{where}: empty value")
+        return value.strip()
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise SignatureError(f"{where}: empty list")
+        return "[" + ",".join(_var_spec(v, f"{where}[{i}]") for i, v in enumerate(value)) + "]"
+    raise SignatureError(f"{where}: expected an address, port, $VARIABLE or a list of them, got "
+                         f"{type(value).__name__}")
+
+
+def signature_vars(raw, where: str = "vars", home_net=None, where_of=None) -> dict[str, str]:
+    """The signature variables of a policy (``security_policy.vars``) as rule-language text, checked.
+
+    ``raw``: mapping NAME -> value (an address, CIDR, port, range, ``any``, ``!``-negation, ``$OTHER`` or a list of
+    them, nested). ``home_net``: the default ``HOME_NET`` (the topology's VPC CIDRs) when ``raw`` does not set it;
+    the other names default to Suricata's (:data:`DEFAULT_VARS`, ``EXTERNAL_NET`` = ``!$HOME_NET``). Each variable
+    given must resolve as addresses or as ports; unknown variables and cycles are refused. ``where_of(name)``: the
+    prefix of the error message for a variable (default ``where.NAME``), e.g. with its file and line.
+    """
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise SignatureError(f"{where}: expected a mapping NAME -> addresses or ports, got {type(raw).__name__}")
+    out = {}
+    if home_net:
+        out["HOME_NET"] = _var_spec(list(home_net), f"{where}.HOME_NET (the topology's VPC CIDRs)")
+    for name in raw:
+        if not isinstance(name, str) or not _VAR_NAME.fullmatch(name):
+            raise SignatureError(f"{where}: {name!r}: a variable name is letters, digits and '_' (no '$')")
+    for name, value in raw.items():
+        out[name] = _checked(name, where, where_of, _var_spec, value, f"{where}.{name}")
+    merged = {**DEFAULT_VARS, **out}
+    for name, spec in out.items():
+        at = f"{where}.{name}" if name in raw else f"{where}.HOME_NET (the topology's VPC CIDRs)"
+        _checked(name, where, where_of, _addr_or_port, spec, merged, at)
+    return out
+
+
+def _checked(name, where, where_of, fn, *args):
+    """``fn(*args)``, its error message's ``where.NAME`` prefix replaced by ``where_of(name)`` (file and line)."""
+    try:
+        return fn(*args)
+    except SignatureError as exc:
+        msg, prefix = str(exc), f"{where}.{name}"
+        if where_of is not None and msg.startswith(prefix):
+            msg = where_of(name) + msg[len(prefix):]
+        raise SignatureError(msg) from None
+
+
+def _addr_or_port(spec: str, vars_: dict, at: str) -> None:
+    try:
+        _resolve(spec, vars_, at, "addr")
+    except SignatureError as as_addr:
+        try:
+            _resolve(spec, vars_, at, "port")
+        except SignatureError as as_port:
+            for e in (as_addr, as_port):   # a variable missing or in a cycle is the problem either way
+                if "unknown variable" in str(e) or "refers to itself" in str(e):
+                    raise SignatureError(str(e)) from None
+            raise SignatureError(f"{as_addr}; nor a port: {str(as_port)[len(at) + 2:]}") from None
 
 
 _HEADER = re.compile(r"^\s*(\S+)\s+(\S+)\s+(\[[^\]]*(?:\][^\s]*)?|\S+)\s+(\[[^\]]*\]|\S+)\s+(->|<>)\s+"
