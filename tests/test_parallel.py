@@ -247,10 +247,10 @@ def test_stretches_filled_apart_make_the_same_file(parts, tmp_path, n):
 
     index = [record_index(p) for p in parts]
     header = _pcap_header()
-    total, dest = merge_plan([x[0] for x in index], [x[2] for x in index], len(header))
+    total, jobs = _stretches(index, n)
+    assert total == merge_plan([x[0] for x in index], [x[2] for x in index], len(header))[0]
     out = tmp_path / "m.pcap"
     out.write_bytes(header + bytes(total - len(header)))
-    jobs = _stretches(index, dest, n)
     assert len(jobs) == n and sum(len(j[0]) for j in jobs) == 2050
     for job in reversed(jobs):
         place_records(parts, *job[:3], out, job[3])

@@ -364,15 +364,13 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
             if output_format(final) != "pcap":
                 merged.append((name, final, shards))
                 continue
-            index = [results[k][2][name] for k in shards]
-            header = _pcap_header()
-            total, dest_off = merge_plan([x[0] for x in index], [x[2] for x in index], len(header))
+            total, jobs = _stretches([results[k][2][name] for k in shards], n)
             out = OutputFile(final)
             finals.append(out)
-            out.file.write(header)
+            out.file.write(_pcap_header())
             _reserve(out, total)
             srcs = [_captures(parts[k])[name] for k in shards]
-            for k, job in enumerate(_stretches(index, dest_off, n)):
+            for k, job in enumerate(jobs):
                 places[k].append((srcs, *job[:3], out.tmp, job[3]))
         for k in range(n):
             conns[k].send(("place", places[k]))
@@ -482,29 +480,34 @@ def merge_plan(ts: list[np.ndarray], length: list[np.ndarray], header: int) -> t
     """Where the records of several captures go in their merge: in time order (a stable sort: equal timestamps keep
     the order of the parts, then each part's), after a ``header``-byte file header. Returns the merged file's size
     and, for each part, the file offset of each of its records."""
-    sizes = [t.shape[0] for t in ts]
+    total, dest, _ = _plan(ts, length, header)
+    return total, np.split(dest, np.cumsum([t.shape[0] for t in ts[:-1]]))
+
+
+def _plan(ts, length, header: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """:func:`merge_plan` over the parts put end to end: the size, every record's offset, and the merged order."""
     lens = np.concatenate([np.zeros(0, np.int64), *(x.astype(np.int64) for x in length)])
     order = np.argsort(np.concatenate([np.zeros(0, np.int64), *ts]), kind="stable")
     end = np.cumsum(lens[order])
     dest = np.empty(lens.shape[0], np.int64)
     dest[order] = end - lens[order] + header
-    total = header + (int(end[-1]) if end.shape[0] else 0)
-    return total, np.split(dest, np.cumsum(sizes[:-1]))
+    return header + (int(end[-1]) if end.shape[0] else 0), dest, order
 
 
-def _stretches(index, dest_off: list[np.ndarray], n: int) -> list[tuple[np.ndarray, ...]]:
-    """Cut a merge plan into ``n`` stretches of the merged file of about equal bytes: for each, the records it holds
-    as ``(part, offset in the part, length, offset in the merged file)``, in file order."""
-    part = np.concatenate([np.full(x[0].shape[0], i, np.int32) for i, x in enumerate(index)])
-    off = np.concatenate([x[1] for x in index])
-    length = np.concatenate([x[2] for x in index])
-    dest = np.concatenate(dest_off)
-    order = np.argsort(dest)
-    part, off, length, dest = part[order], off[order], length[order], dest[order]
+def _stretches(index, n: int) -> tuple[int, list[tuple[np.ndarray, ...]]]:
+    """The merge of the captures whose :func:`record_index` are ``index`` (after the merge's file header), cut into
+    ``n`` stretches of the merged file of about equal bytes: the merged file's size and, for each stretch, the
+    records it holds as ``(part, offset in the part, length, offset in the merged file)``, in file order."""
+    header = len(_pcap_header())
+    total, dest, order = _plan([x[0] for x in index], [x[2] for x in index], header)
+    part = np.concatenate([np.zeros(0, np.int32), *(np.full(x[0].shape[0], i, np.int32) for i, x in enumerate(index))])
+    off = np.concatenate([np.zeros(0, np.int64), *(x[1] for x in index)])[order]
+    length = np.concatenate([np.zeros(0, np.uint32), *(x[2] for x in index)])[order]
+    part, dest = part[order], dest[order]
     end = dest + length
     cuts = np.searchsorted(end, [(end[-1] if end.shape[0] else 0) * k // n for k in range(1, n)], side="right")
     bounds = [0, *cuts.tolist(), dest.shape[0]]
-    return [(part[a:b], off[a:b], length[a:b], dest[a:b]) for a, b in zip(bounds, bounds[1:])]
+    return total, [(part[a:b], off[a:b], length[a:b], dest[a:b]) for a, b in zip(bounds, bounds[1:])]
 
 
 def place_records(srcs, part: np.ndarray, off: np.ndarray, length: np.ndarray, dest, dest_off: np.ndarray) -> None:
@@ -560,13 +563,11 @@ def merge_pcaps(paths, dest, chunk: int = 1 << 16) -> int:
         except (ValueError, PcapError):
             index = None
         if index is not None:
-            header = _pcap_header()
-            total, dest_off = merge_plan([x[0] for x in index], [x[2] for x in index], len(header))
+            total, jobs = _stretches(index, 1)
             with OutputFile(dest) as out:
-                out.file.write(header)
+                out.file.write(_pcap_header())
                 _reserve(out, total)
-                for job in _stretches(index, dest_off, 1):
-                    place_records(paths, *job[:3], out.tmp, job[3])
+                place_records(paths, *jobs[0][:3], out.tmp, jobs[0][3])
             return int(sum(x[0].shape[0] for x in index))
     return _merge_batches(paths, dest, chunk)
 
