@@ -1,11 +1,18 @@
 """End to end: ``Pipeline.from_yaml(topology).run(in.pcap, out.pcap)`` (taps off) against the same path scripted on
 dpkt (bench/reference_pipeline.py), on a synthetic capture (``gwlb_fast.synth``) and a 1,000-rule policy.
 
-Sizes: the smoke run (CI, ``--benchmark-disable``) uses 20,000 packets for the pipeline and 2,000 for the
-reference; ``GWLB_FAST_BENCH_FULL=1`` uses 1,000,000 packets (20,000 flows) for the pipeline and the first 50,000
+Two workloads of the same traffic mix: ``bench`` (50 packets per flow) and ``churn`` (10 packets per flow: five
+times the flows, so five times the session, flow-table and NAT-mapping set-ups and expiries). Sizes: the smoke run
+(CI, ``--benchmark-disable``) uses 20,000 packets for the pipeline and 2,000 for the reference;
+``GWLB_FAST_BENCH_FULL=1`` uses 1,000,000 packets (20,000 flows, churn 100,000) for the pipeline and the first 50,000
 packets of the same capture for the reference, whose time is scaled per packet for the ratio (it is a per-packet
 loop: its cost per packet does not depend on the capture's length). ``GWLB_FAST_BENCH_PACKETS`` and
 ``GWLB_FAST_BENCH_REF_PACKETS`` override the two sizes.
+
+Beside them, on the same capture, Suricata with no rules (``--runmode single``, ``-k none``, a minimal
+configuration with no outputs; skipped when it is not installed): the packet rate of an IDS that decodes every
+packet and tracks its flows and does nothing else, whose wall time, less a one-packet run of the same command
+(start-up), gives its rate.
 
 The policy (:func:`policy_topology`): the example topology with ``n_rules - 4`` generated rules placed before the
 example's four, so that the traffic is still classified by the example's rules after scanning all the others (the
@@ -13,6 +20,8 @@ worst case of a first-match scan, and what a policy with a long list of specific
 """
 import os
 import random
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,7 +40,8 @@ from reference_pipeline import ReferencePipeline
 FULL = os.environ.get("GWLB_FAST_BENCH_FULL") == "1"
 PACKETS = int(os.environ.get("GWLB_FAST_BENCH_PACKETS", "1000000" if FULL else "20000"))
 REF_PACKETS = min(PACKETS, int(os.environ.get("GWLB_FAST_BENCH_REF_PACKETS", "50000" if FULL else "2000")))
-FLOWS = max(1, PACKETS // 50)
+#: packets per flow of each workload
+WORKLOADS = {"bench": 50, "churn": 10}
 N_RULES = 1000
 
 # destinations of the generated rules: blocks that the synthetic Internet hosts never use (private, shared address
@@ -75,21 +85,30 @@ def policy_topology(n_rules: int = N_RULES, seed: int = 0) -> str:
     return yaml.safe_dump(topo, sort_keys=False)
 
 
-@pytest.fixture(scope="module")
-def workload(tmp_path_factory):
-    d = tmp_path_factory.mktemp("pipeline")
+@pytest.fixture(scope="module", params=list(WORKLOADS))
+def workload(request, tmp_path_factory):
+    name = request.param
+    d = tmp_path_factory.mktemp(f"pipeline-{name}")
     topo = d / "topology-1k.yaml"
     topo.write_text(policy_topology())
-    batch = synth.generate(flows=FLOWS, packets=PACKETS, seed=0)
+    flows = max(1, PACKETS // WORKLOADS[name])
+    batch = synth.generate(flows=flows, packets=PACKETS, seed=0)
     cap = d / "in.pcap"
     gf.write_pcap(cap, batch)
     sub = d / "in-ref.pcap"
     gf.write_pcap(sub, batch[:REF_PACKETS])
-    return {"topo": topo, "cap": cap, "ref_cap": sub, "dir": d, "bytes": int(batch.caplen.sum()),
-            "ref_bytes": int(batch.caplen[:REF_PACKETS].sum())}
+    one = d / "in-one.pcap"
+    gf.write_pcap(one, batch[:1])
+    return {"name": name, "flows": flows, "topo": topo, "cap": cap, "ref_cap": sub, "one_cap": one, "dir": d,
+            "bytes": int(batch.caplen.sum()), "ref_bytes": int(batch.caplen[:REF_PACKETS].sum())}
 
 
-_RESULTS: dict[str, float] = {}
+def _group(w) -> str:
+    return f"pipeline run, {w['name']}: {N_RULES}-rule policy, {PACKETS} packets, {w['flows']} flows"
+
+
+#: per workload: the candidate's median wall and CPU time per packet, for the ratios of the baselines
+_RESULTS: dict[str, dict[str, float]] = {}
 
 
 def _median(benchmark, fallback: float) -> float:
@@ -99,7 +118,7 @@ def _median(benchmark, fallback: float) -> float:
 
 def test_pipeline_run(benchmark, rate, workload):
     """The candidate: the whole run, pcap in to pcap out, taps off; the pipeline is built outside the timing."""
-    benchmark.group = f"pipeline run, {N_RULES}-rule policy, {PACKETS} packets"
+    benchmark.group = _group(workload)
     out = workload["dir"] / "out.pcap"
     summaries, cpu = [], []
 
@@ -124,20 +143,19 @@ def test_pipeline_run(benchmark, rate, workload):
     rate(PACKETS, workload["bytes"])
     median = _median(benchmark, s.seconds)
     cpu_s = sorted(cpu)[len(cpu) // 2]
-    _RESULTS["candidate_s_per_packet"] = median / PACKETS
-    _RESULTS["candidate_cpu_per_packet"] = cpu_s / PACKETS
+    _RESULTS[workload["name"]] = {"s_per_packet": median / PACKETS, "cpu_per_packet": cpu_s / PACKETS}
     benchmark.extra_info["stage_seconds"] = s.stage_seconds
     benchmark.extra_info["packets_out"] = s.packets_out
     # process CPU time: on a loaded machine the figure closest to "per core"
     benchmark.extra_info["cpu_seconds"] = round(cpu_s, 3)
     benchmark.extra_info["Mpps_cpu"] = round(PACKETS / cpu_s / 1e6, 3) if cpu_s else None
-    print(f"\npipeline: {PACKETS} packets, median {median:.3f} s, {PACKETS / median / 1e6:.3f} Mpps, "
+    print(f"\npipeline ({workload['name']}): {PACKETS} packets, median {median:.3f} s, {PACKETS / median / 1e6:.3f} Mpps, "
           f"{workload['bytes'] / median / 1e9:.3f} GB/s; CPU {cpu_s:.3f} s; stage seconds {s.stage_seconds}")
 
 
 def test_dpkt_reference(benchmark, rate, workload):
     """The baseline: the same path scripted on dpkt, on the first REF_PACKETS packets of the same capture."""
-    benchmark.group = f"pipeline run, {N_RULES}-rule policy, {PACKETS} packets"
+    benchmark.group = _group(workload)
     out = workload["dir"] / "out-ref.pcap"
     results, cpu = [], []
 
@@ -160,11 +178,12 @@ def test_dpkt_reference(benchmark, rate, workload):
     benchmark.extra_info["scaled_seconds"] = round(per_packet * PACKETS, 3)
     cpu_pp = cpu[-1] / REF_PACKETS
     benchmark.extra_info["cpu_seconds"] = round(cpu[-1], 3)
-    cand, cand_cpu = _RESULTS.get("candidate_s_per_packet"), _RESULTS.get("candidate_cpu_per_packet")
+    got = _RESULTS.get(workload["name"], {})
+    cand, cand_cpu = got.get("s_per_packet"), got.get("cpu_per_packet")
     if cand and median:
         benchmark.extra_info["candidate_speedup"] = round(per_packet / cand, 1)
         benchmark.extra_info["candidate_speedup_cpu"] = round(cpu_pp / cand_cpu, 1) if cand_cpu else None
-        print(f"\ndpkt reference: {REF_PACKETS} packets, {median:.3f} s, {REF_PACKETS / median / 1e3:.1f} kpps; "
+        print(f"\ndpkt reference ({workload['name']}): {REF_PACKETS} packets, {median:.3f} s, {REF_PACKETS / median / 1e3:.1f} kpps; "
               f"scaled to {PACKETS} packets {per_packet * PACKETS:.1f} s; pipeline is {per_packet / cand:.1f}x "
               f"faster (wall), {cpu_pp / cand_cpu:.1f}x (CPU time)")
 
@@ -184,3 +203,48 @@ def test_reference_matches_pipeline(workload):
     assert len(cand) == s.packets_out == r["delivered"]
     assert cand == ref
     assert {k: v for k, v in s.rules.items() if v} == r["hits"]
+
+
+#: Suricata with no rules: no outputs, warnings only (its stats counters stay on, with no logger)
+_SURICATA_YAML = """%YAML 1.1
+---
+outputs: []
+logging:
+  default-log-level: warning
+  outputs:
+    - console:
+        enabled: yes
+"""
+
+
+def test_suricata_no_rules(benchmark, workload):
+    """The peer: Suricata with no rules on the same capture (decode and flow tracking only), timed as a whole command
+    (wall), less a one-packet run of the same command (its start-up); skipped when Suricata is not installed."""
+    if shutil.which("suricata") is None:
+        pytest.skip("suricata is not installed")
+    benchmark.group = _group(workload)
+    d = workload["dir"]
+    conf = d / "suricata-no-rules.yaml"
+    conf.write_text(_SURICATA_YAML)
+
+    def suricata(cap, log):
+        log.mkdir(exist_ok=True)
+        t0 = time.perf_counter()
+        subprocess.run(["suricata", "-c", str(conf), "--runmode", "single", "-k", "none", "-S", os.devnull,
+                        "-r", str(cap), "-l", str(log)], check=True, capture_output=True)
+        return time.perf_counter() - t0
+
+    start = sorted(suricata(workload["one_cap"], d / "suricata-one") for _ in range(3))[1]
+    walls = []
+    benchmark.pedantic(lambda: walls.append(suricata(workload["cap"], d / "suricata-full")),
+                       rounds=3 if FULL else 1, iterations=1)
+    wall = sorted(walls)[len(walls) // 2]
+    packet_s = wall - start
+    benchmark.extra_info.update({"suricata_wall_s": round(wall, 3), "suricata_startup_s": round(start, 3)})
+    cand = _RESULTS.get(workload["name"], {}).get("s_per_packet")
+    if packet_s < 0.05 or not cand:   # the smoke size: its packet time is lost in the start-up's noise
+        return
+    mpps = PACKETS / packet_s / 1e6
+    benchmark.extra_info.update({"suricata_Mpps": round(mpps, 3), "candidate_ratio": round(packet_s / PACKETS / cand, 2)})
+    print(f"\nsuricata, no rules ({workload['name']}): {PACKETS} packets, wall {wall:.3f} s, start-up {start:.3f} s, "
+          f"{mpps:.3f} Mpps; the pipeline is {packet_s / PACKETS / cand:.2f}x its rate")

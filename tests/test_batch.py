@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -47,6 +49,28 @@ def test_concat_keeps_common_columns_only():
     c = PacketBatch.concat([a, b])
     assert c.status is None
     assert PacketBatch.concat([a, a]).status.shape == (2,)
+
+
+@given(packets, st.data())
+def test_concat_of_parts_of_one_arena_copies_nothing(pkts, data):
+    """Batches whose arenas are parts of one buffer join over that buffer; any other batch among them: a copy."""
+    whole = PacketBatch.from_packets(pkts, ts_ns=np.arange(len(pkts)))
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(pkts)), max_size=3)))
+    bounds = [0, *cuts, len(pkts)]
+    parts = []
+    for a, b in itertools.pairwise(bounds):
+        lo = int(whole.off[a]) if a < len(pkts) else whole.data.shape[0]
+        hi = int(whole.off[b]) if b < len(pkts) else whole.data.shape[0]
+        part = whole[a:b].filter(np.ones(b - a, bool))
+        part.data, part.off = whole.data[lo:hi], part.off - lo  # the packets in their own part of the arena
+        parts.append(part)
+    joined = PacketBatch.concat(parts, whole.data)
+    assert joined.packets() == pkts and joined.ts_ns.tolist() == list(range(len(pkts)))
+    joined.validate()
+    if len(parts) > 1:
+        assert joined.data is whole.data
+        other = PacketBatch.concat([*parts, PacketBatch.from_packets([b"xy"])], whole.data)
+        assert other.data is not whole.data and other.packets() == [*pkts, b"xy"]
 
 
 def test_validate_rejects_bad_columns():

@@ -724,3 +724,20 @@ def test_cli_errors(tmp_path, capsys):
     assert main(["decap", str(tmp_path / "missing.pcap"), "-o", str(tmp_path / "x.pcap")]) == 1
     err = capsys.readouterr().err
     assert "--src" in err and "--vni" in err and "missing.pcap" in err
+
+
+def test_carried_parsed_takes_the_columns_of_a_parsed_batch():
+    """``parsed=True``: the L3/L4 columns a parse of the inner packets gives, without the parse; None when a carried
+    packet's status is not OK (or the batch is not parsed)."""
+    synth = pytest.importorskip("gwlb_fast.synth")
+    frames = synth.generate(flows=50, packets=600, seed=8)
+    frames.parse()
+    names = ("status", "src_ip", "dst_ip", "sport", "dport", "proto", "tcp_flags", "l3_off", "l4_off")
+    got = gv.carried(frames, endpoint_id=1, parsed=True)
+    want = gv.decap(gv.encap(frames, endpoint_id=1)).parse()
+    assert (got.status == S.OK).all()
+    for name in names:
+        assert getattr(got, name).tolist() == getattr(want, name).tolist(), name
+    assert gv.carried(frames, endpoint_id=1).l4_off is None
+    frames.status[3] = S.BAD_IP_CSUM
+    assert gv.carried(frames, endpoint_id=1, parsed=True).l4_off is None

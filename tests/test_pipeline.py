@@ -707,3 +707,25 @@ def test_bad_ip_header_checksum_is_dropped_and_counted(tmp_path):
     assert np.all(res.status[bad_rows] == PktStatus.BAD_IP_CSUM)
     assert np.all(res.stage[bad_rows] == S["input"])
     assert pipe.summary().drops["input"]["BAD_IP_CSUM"] == bad_rows.size
+
+
+@pytest.mark.parametrize("action", ["deny", "reset-both"])
+def test_taps_change_nothing_but_the_tap_files(tmp_path, action):
+    """With taps the firewalls receive real Geneve frames; without, the packets as they would decapsulate them
+    (``geneve.carried``), and a frame only for each reset's headers: outputs, flow logs and counters are the same."""
+    topo = copy.deepcopy(EXAMPLE)
+    topo.pop("events", None)
+    topo["security_policy"]["rules"][-1]["action"] = action
+    (tmp_path / "topo.yaml").write_text(yaml.safe_dump(topo))
+    write_pcap(tmp_path / "in.pcap", synth.generate(flows=300, packets=6000, seed=4))
+    got = {}
+    for taps in (False, True):
+        d = tmp_path / f"taps-{taps}"
+        d.mkdir()
+        s = Pipeline.from_yaml(tmp_path / "topo.yaml").run(
+            tmp_path / "in.pcap", d / "out.pcap", flow_log=d / "flows.jsonl", taps=d / "taps" if taps else None,
+            chunk=1000)
+        got[taps] = ((d / "out.pcap").read_bytes(), (d / "flows.jsonl").read_text(), s.drops, s.rules, s.firewalls,
+                     s.generated)
+    assert got[False] == got[True]
+    assert (got[False][5] > 0) == (action == "reset-both")

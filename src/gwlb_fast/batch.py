@@ -218,8 +218,17 @@ class PacketBatch:
         return out
 
     @staticmethod
-    def concat(batches: Iterable[PacketBatch]) -> PacketBatch:
-        """One batch holding every packet of ``batches`` in order; columns present in all inputs are kept."""
+    def concat(batches: Iterable[PacketBatch], arena: np.ndarray | None = None) -> PacketBatch:
+        """One batch holding every packet of ``batches`` in order; columns present in all inputs are kept.
+
+        With ``arena`` (a uint8 buffer): when the arena of every batch lies inside it (views of its parts), the
+        result's arena is ``arena`` itself and no packet byte is copied; otherwise the packets are copied as
+        without it."""
+        batches = list(batches)
+        if arena is not None and len(batches) > 1:
+            shifts = _shifts_in(arena, [b.data for b in batches])
+            if shifts is not None:
+                return _joined(arena, batches, shifts)
         batches = [b.compact() for b in batches]
         if not batches:
             return PacketBatch.empty()
@@ -227,13 +236,7 @@ class PacketBatch:
             return batches[0]
         data = np.concatenate([b.data for b in batches])
         bases = np.cumsum([0] + [b.data.shape[0] for b in batches[:-1]])
-        out = PacketBatch.__new__(PacketBatch)
-        out.data = data
-        for name in ALL_COLUMNS:
-            cols = [getattr(b, name) for b in batches]
-            setattr(out, name, None if any(c is None for c in cols) else np.concatenate(cols))
-        out.off = np.concatenate([b.off + base for b, base in zip(batches, bases)])
-        return out
+        return _joined(data, batches, bases)
 
     # ------------------------------------------------------------------ parsing
     def parse(self) -> PacketBatch:
@@ -254,6 +257,32 @@ class PacketBatch:
         return parse_packets(self.data, self.off, self.caplen, self.linktype, self.status, self.src_ip,
                              self.dst_ip, self.sport, self.dport, self.proto, self.tcp_flags, self.l3_off,
                              self.l4_off)
+
+
+def _joined(data: np.ndarray, batches: list[PacketBatch], shifts) -> PacketBatch:
+    """The batches' rows in order over ``data``, where batch ``k``'s arena starts at ``data[shifts[k]]``."""
+    out = PacketBatch.__new__(PacketBatch)
+    out.data = data
+    for name in ALL_COLUMNS:
+        cols = [getattr(b, name) for b in batches]
+        setattr(out, name, None if any(c is None for c in cols) else np.concatenate(cols))
+    out.off = np.concatenate([b.off + int(shift) for b, shift in zip(batches, shifts)])
+    return out
+
+
+def _shifts_in(arena: np.ndarray, parts: list[np.ndarray]) -> list[int] | None:
+    """Where each of ``parts`` starts in ``arena`` (bytes), or None unless every one lies inside it."""
+    if not _is_u8_contig(arena):
+        return None
+    lo = arena.__array_interface__["data"][0]
+    hi = lo + arena.shape[0]
+    out = []
+    for d in parts:
+        at = d.__array_interface__["data"][0]
+        if not _is_u8_contig(d) or at < lo or at + d.shape[0] > hi:
+            return None
+        out.append(at - lo)
+    return out
 
 
 def _is_u8_contig(a) -> bool:

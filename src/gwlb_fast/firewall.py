@@ -255,6 +255,7 @@ class Firewall:
         self.now_ns = np.iinfo(np.int64).min
         self.rst_build_failed = 0
         self._log: list[np.ndarray] = []
+        self._ended = np.zeros((0, _s.NF), np.int64)
         # content inspection only when the policy asks for it: a policy without App-ID, URL or threat parts costs
         # nothing here
         from .inspect.session import SessionInspection, needs_inspection
@@ -289,9 +290,11 @@ class Firewall:
         ``geneve.decap`` would return for them (``geneve.carried``), and ``frames(rows)`` builds the frames of the
         rows ``rows`` of ``inner`` (a PacketBatch, in the order of ``rows``), called only for the packets answered
         with a TCP reset, whose frames copy the offending frame's outer headers. The output is the same as
-        ``process(frames(all rows), echo=False)``'s."""
-        inner.status = None
-        inner.parse()
+        ``process(frames(all rows), echo=False)``'s. An ``inner`` that ``carried`` parsed (``l4_off`` set) is not
+        parsed again."""
+        if inner.l4_off is None:
+            inner.status = None
+            inner.parse()
         return self._process(inner, inner.status.copy(), frames, False)
 
     def _process(self, inner: PacketBatch, status: np.ndarray, wire, echo: bool) -> FirewallOutput:
@@ -364,7 +367,7 @@ class Firewall:
         out_n = np.empty(n, np.uint8)
         k1 = np.empty(n, np.uint8)
         k2 = np.empty(n, np.uint8)
-        ended = np.empty((n + 1, _s.NF), np.int64)
+        ended = self._ended_rows(n + 1)
         ended_slot = np.empty(n + 1, np.int64)
         ne, start = 0, 0
         while True:
@@ -564,6 +567,15 @@ class Firewall:
         r[r < 0] = self.default_rule
         rule[rows] = r
         action[rows] = self._actions[r]
+
+    def _ended_rows(self, m: int) -> np.ndarray:
+        """A scratch buffer of ``m`` session rows for the session kernel's ended sessions (copied out by
+        :meth:`_records` before the next call). Kept from call to call: a fresh one of a batch's size (megabytes)
+        per call lands in the allocator's heap among long-lived arrays and fragments it, so that resident memory
+        grows with the capture's length."""
+        if self._ended.shape[0] < m:
+            self._ended = np.empty((max(m, self._ended.shape[0] + self._ended.shape[0] // 4), _s.NF), np.int64)
+        return self._ended[:m]
 
     def _log_freed(self, slots: np.ndarray, reason: int, notes: list | None = None) -> np.ndarray:
         """Session rows of freed table slots (those holding a session), with their end reason; clears them.

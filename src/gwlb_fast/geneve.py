@@ -297,7 +297,7 @@ def _prepare(batch, src, dst, endpoint_id, attachment_id, cookie, vni, option_cl
 
 def carried(batch: PacketBatch, *, endpoint_id=0, attachment_id=0, cookie=0, vni=0,
             option_class: int | None = None, profile: str | Profile = "aws", max_inner: int | None = None,
-            status_out: np.ndarray | None = None) -> PacketBatch:
+            status_out: np.ndarray | None = None, parsed: bool = False) -> PacketBatch:
     """What ``decap(encap(batch, ...))`` returns, without building the frames: the inner packets the frames would
     carry, as views of ``batch``'s own arena, with the Geneve columns the receiver would decode.
 
@@ -306,22 +306,36 @@ def carried(batch: PacketBatch, *, endpoint_id=0, attachment_id=0, cookie=0, vni
     says OK, in input order); only ``data`` and ``off`` differ from the real decapsulation, which points into the
     frames' arena. For a receiver that reads the inner packet and the options and never looks at the outer bytes
     (a firewall when no tap records the link): it spares the copy of every packet into its frame and the decode.
+
+    With ``parsed=True``, for a ``batch`` whose parse columns describe its current bytes (parsed, and kept up to
+    date by whatever rewrote them): when every carried packet's status is OK, the result is parsed too, without a
+    parse. Its L3/L4 columns are ``batch``'s with the offsets moved to the inner packet (``l3_off`` 0): what
+    ``parse`` of the raw IPv4 packet gives, since it reads the same bytes and the frame's inner packet ends where
+    the IPv4 packet ends in the capture, where the parse of ``batch`` stops reading too. Otherwise (or by
+    default) ``status`` is the decoder's (OK) and the L3/L4 columns are None. When every packet is carried, the
+    columns taken from ``batch`` are ``batch``'s own arrays, not copies.
     """
     a = _prepare(batch, 0, 0, endpoint_id, attachment_id, cookie, vni, option_class, profile, None, None,
                  DEFAULT_SRC_MAC, DEFAULT_DST_MAC, 64, max_inner, 0, status_out)
     rows = np.flatnonzero(a["status"] == PktStatus.OK).astype(np.int64)
     m = rows.shape[0]
-    ilen = a["ilen"][rows]
+    every = m == len(batch)
+
+    def take(col: np.ndarray) -> np.ndarray:
+        return col if every else col[rows]
+
+    ilen = take(a["ilen"])
     # decap's wire length of the inner packet: what it captured plus what the snaplen cut off
-    snapped = batch.wirelen[rows].astype(np.int64) - batch.caplen[rows]
+    snapped = batch.wirelen.astype(np.int64) - batch.caplen
+    snapped = take(snapped)
     out = PacketBatch.__new__(PacketBatch)
     out.data = batch.data
     for name in PacketBatch.__slots__[1:]:
         setattr(out, name, None)
-    out.off = a["start"][rows]
+    out.off = take(a["start"])
     out.caplen = ilen
     out.wirelen = (ilen + np.maximum(snapped, 0)).astype(np.uint32)
-    out.ts_ns = batch.ts_ns[rows]
+    out.ts_ns = take(batch.ts_ns)
     out.linktype = np.full(m, LINKTYPE_IPV4, np.uint16)
     out.status = np.zeros(m, np.uint8)
     out.vni = _gather(a["vni"], rows)
@@ -331,6 +345,14 @@ def carried(batch: PacketBatch, *, endpoint_id=0, attachment_id=0, cookie=0, vni
     out.attachment_id = _gather(a["att"], rows)
     out.flow_cookie = _gather(a["ck"], rows)
     out.inner_off = np.full(m, ENCAP_HDR_LEN, np.int32)
+    if parsed and batch.status is not None and batch.l4_off is not None:
+        st = take(batch.status)
+        if not st.any():
+            out.status = st
+            for name in ("src_ip", "dst_ip", "sport", "dport", "proto", "tcp_flags"):
+                setattr(out, name, take(getattr(batch, name)))
+            out.l3_off = np.zeros(m, np.int32)
+            out.l4_off = take(batch.l4_off) - take(batch.l3_off)
     return out
 
 

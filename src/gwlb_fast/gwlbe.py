@@ -163,7 +163,8 @@ class Inspection:
         else:
             # no tap records the link: the firewalls get the packets as they would decapsulate them, without the
             # frames being built (a copy of every packet) and decoded again
-            frames = geneve.carried(sub, cookie=sub.flow_cookie, status_out=enc_status, **opts)
+            # (and without parsing them again: the path keeps each packet's columns up to date with its bytes)
+            frames = geneve.carried(sub, cookie=sub.flow_cookie, status_out=enc_status, parsed=True, **opts)
         bad = enc_status != PktStatus.OK
         if bad.any():
             status[go[bad]] = enc_status[bad]

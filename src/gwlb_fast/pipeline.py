@@ -282,7 +282,8 @@ class Pipeline:
                     parts = [self._process_slice(batch[a:b], None if arena is None else arena[base[a]:base[b]])
                              for a, b in itertools.pairwise(cuts)]
                     taps = {k: [x for r in parts for x in r.taps.get(k, [])] for k in parts[0].taps}
-                    return ChunkResult(PacketBatch.concat([r.output for r in parts]),
+                    # the slices' outputs point into parts of one arena: joined without a copy
+                    return ChunkResult(PacketBatch.concat([r.output for r in parts], arena),
                                        *(np.concatenate([getattr(r, c) for r in parts])
                                          for c in ("status", "stage", "delivered", "fw")),
                                        generated=sum(r.generated for r in parts), taps=taps,
@@ -677,7 +678,9 @@ class Pipeline:
                             writers["health"].write(probes)
                     # the delivered packets are written before the next chunk: its copy reuses this one's arena
                     if arena.shape[0] < part.nbytes:
-                        arena = np.empty(part.nbytes, np.uint8)
+                        # with headroom: chunks of varying sizes would otherwise grow it a little time after time,
+                        # each time a new buffer of a chunk's size, which fragments the allocator's heap
+                        arena = np.empty(part.nbytes + part.nbytes // 4, np.uint8)
                     res = self._process(part, arena)
                     t0 = time.perf_counter()
                     ts = part.ts_ns
