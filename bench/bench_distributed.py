@@ -28,8 +28,12 @@ _RESULTS: dict[tuple[str, str], float] = {}
 
 @pytest.fixture(scope="module")
 def ray_up():
-    pytest.importorskip("ray")
-    from gwlb_fast.distributed import cluster_cpus, connected
+    from gwlb_fast.distributed import cluster_cpus, connected, require_ray
+
+    try:
+        require_ray(local=True)
+    except ValueError:
+        pytest.skip("ray not installed")
 
     t0 = time.perf_counter()
     with connected(num_cpus=CPUS) as ray:

@@ -16,9 +16,17 @@ from hypothesis import strategies as st
 from gwlb_fast import synth
 from gwlb_fast.batch import PacketBatch
 from gwlb_fast.cli import main
-from gwlb_fast.distributed import capture_name, connected, record_ranges, replay_many, replay_split
+from gwlb_fast.distributed import (
+    capture_name,
+    cluster_cpus,
+    connected,
+    record_ranges,
+    replay_many,
+    replay_split,
+    require_ray,
+)
 from gwlb_fast.parallel import run_parallel
-from gwlb_fast.pcapio import read_pcap, write_pcap
+from gwlb_fast.pcapio import PcapWriter, read_pcap, write_pcap
 from gwlb_fast.pipeline import TAP_LINKS, Pipeline
 
 from .shared_data import data_path
@@ -35,8 +43,13 @@ COUNTS = ("packets_in", "bytes_in", "packets_out", "bytes_out", "generated", "dr
 
 @pytest.fixture(scope="module")
 def ray_local():
-    pytest.importorskip("ray")
+    try:
+        require_ray(local=True)  # before Ray is imported: the local instance listens on 127.0.0.1 only
+    except ValueError:
+        pytest.skip("ray not installed")
     with connected(num_cpus=2) as ray:
+        assert cluster_cpus(ray) == 2
+        assert {n["NodeManagerAddress"] for n in ray.nodes()} == {"127.0.0.1"}
         yield ray
 
 
@@ -204,6 +217,48 @@ def test_a_false_boundary_inside_a_record_is_found_out_and_the_capture_replayed_
     assert (tmp_path / "one.pcap").read_bytes() == (tmp_path / "split.pcap").read_bytes()
 
 
+def test_a_pcapng_interface_block_after_the_first_packet(ray_local, tmp_path):
+    """Raw-IPv4 packets in the middle of an Ethernet pcapng: the writer describes their interface where they begin.
+    A range that starts at that block reads it; a range that holds it, with ranges after it, sends the capture
+    to be replayed whole; the results are one machine's."""
+    b = synth.generate(30, 600, seed=8, duration=4.0)
+    raw = PacketBatch.from_packets([p[14:] for p in b[200:400].packets()], ts_ns=b.ts_ns[200:400], linktype=101)
+    path = tmp_path / "mixed.pcapng"
+    with PcapWriter(path) as w:
+        w.write(b[:200])
+        w.write(raw)
+        w.write(b[400:])
+    idb = _block_starts(path.read_bytes(), 1)[1]  # the second interface block, just before the 201st packet
+    assert idb < _record_starts(path.read_bytes(), True)[200]
+    s1 = Pipeline.from_yaml(EXAMPLE_PATH).run(path, tmp_path / "one.pcap", flow_log=tmp_path / "one.jsonl",
+                                              chunk=64)
+    assert s1.packets_in == 600 and s1.drops.get("input", {}) == {}
+    seen = set()  # whether the capture went whole
+    for parts in (2, 3, 5, 8):
+        ranges = record_ranges(path, parts)
+        inside = any(a < idb < b for a, b in ranges[:-1])
+        s = replay_split(EXAMPLE_PATH, path, tmp_path / f"{parts}.pcap", flow_log=tmp_path / f"{parts}.jsonl",
+                         parts=parts, shards=2, chunk=64)
+        whole = any("pcapng section or interface block" in h for h in s.hints)
+        assert whole == inside, (parts, ranges, idb)
+        seen.add(whole)
+        _same_summary(s, s1)
+        _same_flows(tmp_path / "one.jsonl", tmp_path / f"{parts}.jsonl")
+        _same_packets(tmp_path / "one.pcap", tmp_path / f"{parts}.pcap")
+    assert True in seen
+    # a range that starts at the interface block reads it
+    with read_pcap(path, parse=False, start=idb) as r:
+        lt = np.concatenate([x.linktype for x in r])
+        assert r.error is None and r.control_blocks == 1
+    assert lt.tolist() == [101] * 200 + [1] * 200
+
+
+def test_a_capture_without_records(ray_local, tmp_path):
+    write_pcap(tmp_path / "empty.pcap", PacketBatch.empty())
+    s = replay_split(EXAMPLE_PATH, tmp_path / "empty.pcap", tmp_path / "out.pcap", parts=3, shards=2)
+    assert s.packets_in == 0 and not s.hints and (tmp_path / "out.pcap").is_file()
+
+
 # ---------------------------------------------------------------------------------------------------- the CLI
 def test_cli_ray_one_capture_and_a_glob(ray_local, big, four, tmp_path, capsys):
     d, s1 = big
@@ -249,21 +304,25 @@ def test_importing_the_package_does_not_import_ray():
 
 
 # ---------------------------------------------------------------------------------------------------- record boundaries
-def _record_starts(raw: bytes, pcapng: bool) -> list[int]:
-    """Where each packet record begins, walking the file's own length fields (an oracle independent of the reader)."""
-    out = []
-    if not pcapng:
-        q = 24
-        while q < len(raw):
-            out.append(q)
-            q += 16 + struct.unpack_from("<I", raw, q + 8)[0]
-        return out
-    q = 0
+def _block_starts(raw: bytes, *types: int) -> list[int]:
+    """Where each pcapng block of one of ``types`` begins, walking the blocks' own lengths."""
+    out, q = [], 0
     while q < len(raw):
         btype, blen = struct.unpack_from("<II", raw, q)
-        if btype in (3, 6):
+        if btype in types:
             out.append(q)
         q += blen
+    return out
+
+
+def _record_starts(raw: bytes, pcapng: bool) -> list[int]:
+    """Where each packet record begins, walking the file's own length fields (an oracle independent of the reader)."""
+    if pcapng:
+        return _block_starts(raw, 3, 6)
+    out, q = [], 24
+    while q < len(raw):
+        out.append(q)
+        q += 16 + struct.unpack_from("<I", raw, q + 8)[0]
     return out
 
 

@@ -229,14 +229,23 @@ class PacketBatch:
             shifts = _shifts_in(arena, [b.data for b in batches])
             if shifts is not None:
                 return _joined(arena, batches, shifts)
-        batches = [b.compact() for b in batches]
         if not batches:
             return PacketBatch.empty()
         if len(batches) == 1:
-            return batches[0]
-        data = np.concatenate([b.data for b in batches])
-        bases = np.cumsum([0] + [b.data.shape[0] for b in batches[:-1]])
-        return _joined(data, batches, bases)
+            return batches[0].compact()
+        from ._kernels.parse import gather_packets
+
+        # one gather of every packet straight into the new arena (not a compact copy of each, then a second copy)
+        caplen = np.concatenate([b.caplen for b in batches])
+        off = np.zeros(caplen.shape[0], np.int64)
+        if off.shape[0]:
+            np.cumsum(caplen[:-1], dtype=np.int64, out=off[1:])
+        data = np.empty(int(off[-1] + caplen[-1]) if off.shape[0] else 0, np.uint8)
+        at = 0
+        for b in batches:
+            gather_packets(b.data, b.off, b.caplen, data, off[at: at + len(b)])
+            at += len(b)
+        return _joined(data, batches, off=off)
 
     # ------------------------------------------------------------------ parsing
     def parse(self) -> PacketBatch:
@@ -259,14 +268,17 @@ class PacketBatch:
                              self.l4_off)
 
 
-def _joined(data: np.ndarray, batches: list[PacketBatch], shifts) -> PacketBatch:
-    """The batches' rows in order over ``data``, where batch ``k``'s arena starts at ``data[shifts[k]]``."""
+def _joined(data: np.ndarray, batches: list[PacketBatch], shifts=None, off=None) -> PacketBatch:
+    """The batches' rows in order over ``data``, where batch ``k``'s arena starts at ``data[shifts[k]]`` (or, with
+    ``off``, where the rows' packets are)."""
     out = PacketBatch.__new__(PacketBatch)
     out.data = data
     for name in ALL_COLUMNS:
         cols = [getattr(b, name) for b in batches]
         setattr(out, name, None if any(c is None for c in cols) else np.concatenate(cols))
-    out.off = np.concatenate([b.off + int(shift) for b, shift in zip(batches, shifts)])
+    if off is None:
+        off = np.concatenate([b.off + int(shift) for b, shift in zip(batches, shifts)])
+    out.off = off
     return out
 
 

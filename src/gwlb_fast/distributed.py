@@ -265,9 +265,8 @@ def _read_range(topo: Topology, path, look: int, start: int, stop: int, n: int, 
         for k in range(n):
             rows = order[(ends[k - 1] if k else 0): ends[k]]
             if rows.size:
-                sub = b[rows]
-                pieces[k].append(PacketBatch(sub.data, sub.off, sub.caplen, sub.wirelen, sub.ts_ns,
-                                             sub.linktype).compact())
+                sub = b[rows]  # a view of the map: the piece is gathered once, at the end
+                pieces[k].append(PacketBatch(sub.data, sub.off, sub.caplen, sub.wirelen, sub.ts_ns, sub.linktype))
     meta.update(error=None if reader.error is None else str(reader.error), skipped_bytes=reader.skipped_bytes,
                 skipped_records=reader.skipped_records, control_blocks=reader.control_blocks,
                 frag_misses=sharder.frag_misses)
@@ -353,6 +352,8 @@ def replay_split(topology, capture, output=None, *, taps=None, flow_log=None, ev
         if want < 1:
             raise ValueError(f"replay_split: parts must be >= 1, got {want}")
         ranges = record_ranges(capture, want)
+        if not ranges:  # no record at all
+            return _whole(ray, topo, capture, output, taps, flow_log, opts, strict, t0)
         reader = ray.remote(_read_range)
         topo = ray.put(topo)
         looks = [max(ranges[0][0], a - lookback) for a, _ in ranges]
@@ -393,12 +394,13 @@ def replay_split(topology, capture, output=None, *, taps=None, flow_log=None, ev
     return summary
 
 
-def _whole(ray, topo, capture, output, taps, flow_log, opts, strict, t0, why: str) -> Summary:
-    """The capture replayed whole by one task (with a hint saying why)."""
+def _whole(ray, topo, capture, output, taps, flow_log, opts, strict, t0, why: str | None = None) -> Summary:
+    """The capture replayed whole by one task (with a hint saying why, if given)."""
     dest = {"output": output, "taps": taps, "flow_log": flow_log}
     d = _get(ray, ray.remote(_replay_one).remote(topo, os.fspath(capture), dest, opts))
     summary = merge_summaries([d], time.perf_counter() - t0)
-    summary.hints = [*summary.hints, f"{capture}: {why}"]
+    if why is not None:
+        summary.hints = [*summary.hints, f"{capture}: {why}"]
     if summary.input_error is not None and strict:
         raise PcapError(capture, None, summary.input_error.removeprefix(f"{capture}: "))
     return summary
