@@ -4,13 +4,22 @@ Suricata 7 with no rules reading the same capture (skipped when absent).
 Workloads: ``bench`` is bench_pipeline's (1,000-rule policy, PACKETS packets in PACKETS/50 flows); ``churn`` has
 PACKETS packets in PACKETS/10 flows (most packets start or answer a new flow). Full mode (``GWLB_FAST_BENCH_FULL=1``)
 uses 1,000,000 packets, the smoke run 20,000. Each round writes a new output (the last one is removed outside the
-timing). One worker is ``Pipeline.run``, the baseline; two workers are ``run_parallel(workers=2)`` (forked
-processes, each mapping the capture and replaying its flow shard, outputs merged in time order).
+timing). One worker is ``Pipeline.run``, the baseline; two workers are ``run_parallel(workers=2)`` (the parent
+reads and shards the capture, forked workers replay their shards, each copies its stretch of the merged output).
+
+As a script, it times the command line instead, ``--workers 1`` and ``--workers 2`` alternately on both workloads
+(wall time and the CPU time of the processes, medians of ``--rounds`` rounds, with the load average)::
+
+    python bench/bench_parallel.py [--packets 1000000] [--rounds 5] [--dir DIR]
 """
+import argparse
 import os
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -93,3 +102,61 @@ def test_suricata_no_rules(benchmark, rate, workload, tmp_path):
 
     benchmark.pedantic(run, setup=setup, rounds=3 if FULL else 1, iterations=1)
     rate(PACKETS, workload["bytes"])
+
+
+def cli_round(topo: Path, cap: Path, out: Path, workers: int) -> tuple[float, float]:
+    """One ``gwlb-fast run`` (a new output): wall seconds and the CPU seconds (user + system) of its processes."""
+    out.unlink(missing_ok=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "gwlb_fast.cli", "run", str(topo), str(cap), "-o", str(out), "--workers",
+                    str(workers), "--quiet"], check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="gwlb-fast run --workers 1 vs 2, alternately, on both workloads")
+    ap.add_argument("--packets", type=int, default=1_000_000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--dir", help="where the captures go (default: a temporary folder)")
+    args = ap.parse_args(argv)
+    d = Path(args.dir or tempfile.mkdtemp(prefix="bench-parallel-"))
+    d.mkdir(parents=True, exist_ok=True)
+    try:
+        return _rounds(args, d)
+    finally:
+        if not args.dir:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _rounds(args, d: Path) -> int:
+    topo = d / "topology-1k.yaml"
+    topo.write_text(policy_topology())
+    caps = {}
+    for name, share in (("bench", 50), ("churn", 10)):
+        caps[name] = d / f"{name}-{args.packets}.pcap"
+        if not caps[name].exists():
+            gf.write_pcap(caps[name], synth.generate(flows=max(1, args.packets // share), packets=args.packets, seed=0))
+    times: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    loads = []
+    for r in range(args.rounds):
+        for name, cap in caps.items():
+            for workers in (1, 2):
+                wall, cpu = cli_round(topo, cap, d / f"out-{workers}.pcap", workers)
+                times.setdefault((name, workers), []).append((wall, cpu))
+                loads.append(os.getloadavg()[0])
+                print(f"round {r} {name} --workers {workers}: wall {wall:.3f} s, CPU {cpu:.3f} s, load {loads[-1]:.2f}",
+                      file=sys.stderr)
+    print(f"{args.packets:,} packets, medians of {args.rounds} alternating rounds, load average "
+          f"{min(loads):.2f}-{max(loads):.2f}")
+    for name in caps:
+        med = {w: [statistics.median(x[i] for x in times[(name, w)]) for i in (0, 1)] for w in (1, 2)}
+        print(f"{name}: --workers 1 wall {med[1][0]:.3f} s CPU {med[1][1]:.3f} s | --workers 2 wall {med[2][0]:.3f} s "
+              f"CPU {med[2][1]:.3f} s | speed-up {med[1][0] / med[2][0]:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -26,10 +26,10 @@ def topology(tmp_path, **policy):
     return p
 
 
-def run(topo, tmp_path):
+def run(topo, tmp_path, **kw):
     pipe = Pipeline.from_yaml(topo)
     summary = pipe.run(PCAP, tmp_path / "out.pcap", flow_log=tmp_path / "flows.jsonl",
-                       threat_log=tmp_path / "threats.jsonl")
+                       threat_log=tmp_path / "threats.jsonl", **kw)
     flows = [json.loads(ln) for ln in (tmp_path / "flows.jsonl").read_text().splitlines()]
     threats = [json.loads(ln) for ln in (tmp_path / "threats.jsonl").read_text().splitlines()]
     return pipe, summary, flows, threats
@@ -113,3 +113,23 @@ def test_threat_profile_alert_overrides_drop(tmp_path):
     _, summary, _, threats = run(topo, tmp_path)
     assert {t["action"] for t in threats if t["type"] == "signature"} == {"alert"}
     assert "POLICY_DENY" not in summary.drops.get("firewall", {})
+
+
+def test_sessions_on_a_rule_without_threat_profile_are_not_matched(tmp_path):
+    """Once App-ID and the URL put a session on a rule without a threat profile, its streams are not matched from
+    the next batch on (no alert of it would count); the sessions of a rule with one still are, with the same
+    alerts (batches of 64 packets, so that sessions span several)."""
+    rules = [{"name": "dns", "application": ["dns"], "action": "allow", "profile": ["ips"]},
+             {"name": "web", "application": ["web-browsing", "ssl"], "service": "application-default",
+              "profile": ["web"], "action": "allow"},
+             {"name": "block-rest", "action": "deny"}]
+    _, summary, _, threats = run(topology(tmp_path, rules=rules), tmp_path, chunk=64)
+    counters = summary.inspection["counters"]
+    assert counters["match_bytes_not_matched"] > 0
+    assert threats and all(t["rule"] == "dns" for t in threats if t["type"] == "signature")
+    (tmp_path / "all").mkdir()
+    rules[1]["profile"] = ["ips", "web"]
+    _, summary2, _, threats2 = run(topology(tmp_path / "all", rules=rules), tmp_path / "all", chunk=64)
+    assert summary2.inspection["counters"]["match_bytes_not_matched"] == 0
+    dns = lambda ts: [t for t in ts if t["type"] == "signature" and t["rule"] == "dns"]
+    assert dns(threats2) == dns(threats) and len(dns(threats2)) < len([t for t in threats2 if t["type"] == "signature"])

@@ -2,18 +2,23 @@
 import csv
 import itertools
 import json
+import os
 
 import numpy as np
 import pytest
+import yaml
 
 from gwlb_fast import synth
 from gwlb_fast.batch import PacketBatch
 from gwlb_fast.cli import main
 from gwlb_fast.config import load_topology
-from gwlb_fast.parallel import merge_pcaps, port_slice, run_parallel, shard_topology
-from gwlb_fast.pcapio import read_pcap, write_pcap
+from gwlb_fast.errors import PcapError, WorkerError
+from gwlb_fast.parallel import (merge_pcaps, merge_plan, place_records, port_slice, record_index, run_parallel,
+                                shard_topology)
+from gwlb_fast.pcapio import PcapWriter, read_pcap, write_pcap
 from gwlb_fast.pipeline import TAP_LINKS, Pipeline
 
+from .shared_data import data_path
 from .test_pipeline import EXAMPLE_PATH
 
 PER_FLOW = ("direction", "endpoint", "firewall", "rule", "action", "nat_ip", "packets", "bytes", "packets_reply",
@@ -177,3 +182,177 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["run", str(EXAMPLE_PATH), str(bad), "--workers", "2", "--quiet"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"gwlb-fast: {bad}")
+
+
+# ---------------------------------------------------------------------------------------------------- real captures
+REAL_CAPTURES = sorted(data_path("captures", "real").glob("*.pcap*")) if data_path("captures", "real").is_dir() else []
+
+
+@pytest.mark.skipif(not REAL_CAPTURES, reason="shared captures absent")
+@pytest.mark.parametrize("path", REAL_CAPTURES, ids=[p.name for p in REAL_CAPTURES])
+def test_real_capture_per_flow_results_equal_one_worker(path, tmp_path):
+    from .test_real_captures import topology_for
+
+    topo = tmp_path / "topology.yaml"
+    topo.write_text(yaml.safe_dump(topology_for(path)))
+    s1 = Pipeline.from_yaml(topo).run(path, tmp_path / "o1.pcap", flow_log=tmp_path / "f1.jsonl", chunk=64)
+    s2 = run_parallel(topo, path, tmp_path / "o2.pcap", workers=2, flow_log=tmp_path / "f2.jsonl", chunk=32)
+    for k in ("packets_in", "packets_out", "drops", "rules", "firewalls"):
+        assert getattr(s2, k) == getattr(s1, k), k
+    a = {_key(r): r for r in map(json.loads, (tmp_path / "f1.jsonl").read_text().splitlines())}
+    b = {_key(r): r for r in map(json.loads, (tmp_path / "f2.jsonl").read_text().splitlines())}
+    assert a.keys() == b.keys()
+    for k, r in a.items():
+        assert {f: r[f] for f in PER_FLOW} == {f: b[k][f] for f in PER_FLOW}, k
+    x, y = _read(tmp_path / "o1.pcap"), _read(tmp_path / "o2.pcap")
+    assert (x is None) == (y is None)
+    if x is not None:
+        assert np.array_equal(np.sort(x.ts_ns), y.ts_ns)
+
+
+# ---------------------------------------------------------------------------------------------------- the merge
+def _engine_capture(path, batch):
+    """A capture as the workers write theirs (PcapWriter, Ethernet)."""
+    with PcapWriter(path, linktype=1) as w:
+        w.write(batch)
+
+
+@pytest.fixture()
+def parts(tmp_path):
+    """Three captures in time order each, with timestamps shared between them (the merge's ties) and one empty."""
+    rng = np.random.default_rng(5)
+    out = []
+    for i, n in enumerate((700, 0, 450, 900)):
+        b = synth.generate(30, max(n, 60), seed=20 + i)[:n]
+        b.ts_ns = np.sort(rng.integers(0, 400, n)).astype(np.int64) * 1000  # many equal timestamps across parts
+        _engine_capture(tmp_path / f"p{i}.pcap", b)
+        out.append(tmp_path / f"p{i}.pcap")
+    return out
+
+
+def test_placed_merge_is_byte_identical_to_the_batch_merge(parts, tmp_path):
+    from gwlb_fast.parallel import _merge_batches
+
+    assert merge_pcaps(parts, tmp_path / "placed.pcap") == 2050
+    assert _merge_batches(parts, tmp_path / "batched.pcap", 64) == 2050
+    assert (tmp_path / "placed.pcap").read_bytes() == (tmp_path / "batched.pcap").read_bytes()
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7])
+def test_stretches_filled_apart_make_the_same_file(parts, tmp_path, n):
+    """What the workers do: the plan cut into n stretches, each filled on its own (any order), gives the merge."""
+    import dpkt
+
+    from gwlb_fast.parallel import _pcap_header, _stretches
+
+    index = [record_index(p) for p in parts]
+    header = _pcap_header()
+    total, jobs = _stretches(index, n)
+    assert total == merge_plan([x[0] for x in index], [x[2] for x in index], len(header))[0]
+    out = tmp_path / "m.pcap"
+    out.write_bytes(header + bytes(total - len(header)))
+    assert len(jobs) == n and sum(len(j[0]) for j in jobs) == 2050
+    for job in reversed(jobs):
+        place_records(parts, *job[:3], out, job[3])
+    merge_pcaps(parts, tmp_path / "ref.pcap")
+    assert out.read_bytes() == (tmp_path / "ref.pcap").read_bytes()
+    # an independent reference: dpkt reads every part and the merge, and the merge is the stable sort of the parts
+    with open(out, "rb") as fh:
+        got = [(ts, buf) for ts, buf in dpkt.pcap.Reader(fh)]
+    want = []
+    for i, p in enumerate(parts):
+        with open(p, "rb") as fh:
+            want += [(ts, i, j, buf) for j, (ts, buf) in enumerate(dpkt.pcap.Reader(fh))]
+    want.sort(key=lambda t: (t[0], t[1], t[2]))
+    assert got == [(ts, buf) for ts, _, _, buf in want]
+
+
+def test_merge_of_captures_in_another_format_goes_through_batches(tmp_path):
+    a = synth.generate(10, 200, seed=3)
+    write_pcap(tmp_path / "a.pcapng", a)  # not the workers' format: re-encoded
+    write_pcap(tmp_path / "b.pcap", a, nanosecond=False)
+    assert merge_pcaps([tmp_path / "a.pcapng", tmp_path / "b.pcap"], tmp_path / "m.pcap") == 400
+    m = _read(tmp_path / "m.pcap")
+    assert np.all(np.diff(m.ts_ns) >= 0) and sorted(m.packets()) == sorted(a.packets() * 2)
+
+
+def test_record_index_refuses_other_formats(tmp_path):
+    write_pcap(tmp_path / "us.pcap", synth.generate(5, 20, seed=1), nanosecond=False)
+    with pytest.raises(ValueError, match="merge's own format"):
+        record_index(tmp_path / "us.pcap")
+
+
+# ---------------------------------------------------------------------------------------------------- inputs
+def test_gzip_capture_gives_the_same_outputs(capture, many, tmp_path):
+    import gzip
+
+    n, d, _ = many
+    gz = tmp_path / "in.pcap.gz"
+    gz.write_bytes(gzip.compress((capture / "in.pcap").read_bytes(), compresslevel=1))
+    run_parallel(EXAMPLE_PATH, gz, tmp_path / "out.pcap", workers=n, flow_log=tmp_path / "f.jsonl", chunk=4096)
+    assert (tmp_path / "out.pcap").read_bytes() == (d / "out.pcap").read_bytes()
+    assert (tmp_path / "f.jsonl").read_text() == (d / "flows.jsonl").read_text()
+
+
+def test_pcapng_destination(capture, many, tmp_path):
+    n, d, _ = many
+    run_parallel(EXAMPLE_PATH, capture / "in.pcap", tmp_path / "out.pcapng", workers=n, chunk=4096)
+    x, y = _read(d / "out.pcap"), _read(tmp_path / "out.pcapng")
+    assert np.array_equal(x.ts_ns, y.ts_ns) and x.packets() == y.packets()
+
+
+def test_damaged_capture_replays_what_comes_before_like_one_worker(capture, tmp_path):
+    raw = (capture / "in.pcap").read_bytes()
+    bad = tmp_path / "cut.pcap"
+    bad.write_bytes(raw[: len(raw) * 2 // 3 + 5])  # a record cut short
+    s1 = Pipeline.from_yaml(EXAMPLE_PATH).run(bad, tmp_path / "o1.pcap", strict=False, chunk=4096)
+    s2 = run_parallel(EXAMPLE_PATH, bad, tmp_path / "o2.pcap", workers=2, strict=False, chunk=2048)
+    assert s2.input_error == s1.input_error and s1.input_error
+    assert s2.packets_in == s1.packets_in and s2.packets_out == s1.packets_out
+    with pytest.raises(PcapError):
+        run_parallel(EXAMPLE_PATH, bad, tmp_path / "o3.pcap", workers=2, chunk=2048)
+
+
+# ---------------------------------------------------------------------------------------------------- failures
+def _left_behind(d):
+    return sorted(p.name for p in d.iterdir() if p.name.startswith("."))
+
+
+@pytest.mark.parametrize("where", ["index", "place", "exit", "replay"])
+def test_a_failing_worker_is_an_error_and_leaves_no_output(capture, tmp_path, monkeypatch, where):
+    """A worker failing while it replays, while it copies into the outputs, or dying without a word: the run
+    raises, every destination keeps what it held, nothing temporary stays (the workers fork: the patch is theirs)."""
+    import gwlb_fast.parallel as par
+
+    def boom(*a, **k):
+        if where == "exit":
+            os._exit(3)
+        raise RuntimeError(f"injected failure in {where}")
+
+    if where == "replay":  # dies after its first chunk, while the parent may still be feeding it
+        nxt = par.ShardFeed.__next__
+        monkeypatch.setattr(par.ShardFeed, "__next__", lambda self: os._exit(3) if self.pipe.packets_in else nxt(self))
+    else:
+        monkeypatch.setattr(par, "record_index" if where != "place" else "place_records", boom)
+    (tmp_path / "out.pcap").write_bytes(b"before")
+    with pytest.raises(WorkerError, match="worker [01] of 2 " + ("failed: RuntimeError: injected failure"
+                                                                if where in ("index", "place")
+                                                                else r"ended .*exit code 3")):
+        run_parallel(EXAMPLE_PATH, capture / "in.pcap", tmp_path / "out.pcap", workers=2, taps=tmp_path / "taps",
+                     flow_log=tmp_path / "f.jsonl", chunk=4096)
+    assert (tmp_path / "out.pcap").read_bytes() == b"before"
+    assert not (tmp_path / "f.jsonl").exists()
+    assert _left_behind(tmp_path) == []
+    assert not (tmp_path / "taps").exists() or list((tmp_path / "taps").iterdir()) == []
+
+
+def test_cli_worker_failure_exits_non_zero(capture, tmp_path, monkeypatch, capsys):
+    import gwlb_fast.parallel as par
+
+    monkeypatch.setattr(par, "record_index", lambda *a: os.kill(os.getpid(), 9))
+    assert main(["run", str(EXAMPLE_PATH), str(capture / "in.pcap"), "-o", str(tmp_path / "o.pcap"), "--workers",
+                 "2", "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"gwlb-fast: {capture / 'in.pcap'}: run --workers: worker ")
+    assert err[0].endswith("ended without a result (killed by signal 9)")
+    assert not (tmp_path / "o.pcap").exists() and _left_behind(tmp_path) == []

@@ -223,3 +223,56 @@ def test_synthetic_payload_alerts_agree_with_suricata(tmp_path):
     assert {a for a in ours if a[1:] in both} == theirs
     one_sided = ours - theirs
     assert one_sided and all(a[0] == 3003 and ("203.0.113.10", 443) in a[2:] for a in one_sided)
+
+
+def _long_session(total: int, needles) -> list[bytes]:
+    """One HTTP-port TCP session: handshake, ``total`` client bytes in 1448-byte segments (each ACKed), with the
+    ``needles`` (offset, bytes) written in, then FINs."""
+    import dpkt
+
+    from tests.test_appid import C, S
+
+    def fr(payload, seq, ack, flags, reply=False):
+        src, dst = (S, C) if reply else (C, S)
+        sp, dp = (80, 40000) if reply else (40000, 80)
+        t = dpkt.tcp.TCP(sport=sp, dport=dp, seq=seq, ack=ack, flags=flags, data=payload, win=65535)
+        ip = dpkt.ip.IP(src=src, dst=dst, p=6, data=t)
+        ip.len = 20 + len(bytes(t))
+        return bytes(dpkt.ethernet.Ethernet(dst=b"\x02" * 6, src=b"\x04" * 6, type=0x0800, data=ip))
+
+    body = bytearray(b"x" * total)
+    for off, lit in needles:
+        body[off:off + len(lit)] = lit
+    out = [fr(b"", 100, 0, 0x02), fr(b"", 900, 101, 0x12, True), fr(b"", 101, 901, 0x10)]
+    seq = 101
+    for i in range(0, total, 1448):
+        out.append(fr(bytes(body[i:i + 1448]), seq, 901, 0x18))
+        seq += len(body[i:i + 1448])
+        out.append(fr(b"", 901, seq, 0x10, True))
+    return out + [fr(b"", seq, 901, 0x11), fr(b"", 901, seq + 1, 0x11, True), fr(b"", seq + 1, 902, 0x10)]
+
+
+DEPTH_RULES = """\
+alert tcp any any -> any any (msg:"before the depth"; content:"needle-aaaa"; sid:1;)
+alert tcp any any -> any any (msg:"in the packet that crosses 1 MiB"; content:"needle-bbbb"; sid:2;)
+alert tcp any any -> any any (msg:"past the depth, inside one packet"; content:"needle-cccc"; sid:3;)
+alert tcp any any -> any any (msg:"past the depth, across two packets"; content:"needle-dddd"; sid:4;)
+"""
+
+
+def test_stream_match_depth_as_suricata(tmp_path):
+    """Past 1 MiB of a direction (Suricata's stream.reassembly.depth) each packet is matched on its own: a
+    literal inside one packet alerts, one across two packets or in the packet that crosses the depth does not."""
+    seg0 = 1448 * 740                       # a segment boundary past 1 MiB
+    frames = _long_session(1_100_000, [(900_000, b"needle-aaaa"), (1_048_570, b"needle-bbbb"),
+                                       (1_060_000, b"needle-cccc"), (seg0 - 5, b"needle-dddd")])
+    batch = PacketBatch.from_packets(frames).parse()
+    al = []
+    inspect_flows([batch], signatures=parse_rules(DEPTH_RULES), alerts=al)
+    assert sorted(a["sid"] for a in al) == [1, 3]
+    if shutil.which("suricata"):
+        cap = tmp_path / "long.pcap"
+        gf.write_pcap(cap, batch)
+        rules = tmp_path / "depth.rules"
+        rules.write_text(DEPTH_RULES)
+        assert {a[0] for a in suricata_alerts(cap, rules, tmp_path)} == {1, 3}

@@ -11,7 +11,7 @@ import sys
 from .errors import ConfigError, GwlbError
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def _build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gwlb-fast", description="Model a GWLB + firewall fleet data path on captures.")
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -19,6 +19,9 @@ def _build_parser() -> argparse.ArgumentParser:
     # each command module adds its own parser: add_parser(sub) sets func=handler(args) -> int
     _add_run(sub)
     _add_demo(sub)
+    command = next((a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")), None)
+    if command in ("run", "demo"):
+        return p  # start-up: the other commands' modules are not imported for these
     from . import explain, geneve, scaffold, synth
     from .check import add_cli as add_check
 
@@ -138,10 +141,13 @@ def _cmd_run(args) -> int:
     n = args.workers
     others = sorted(k for k, v in vars(args).items() if k not in _PARALLEL_OPTIONS and v not in (None, False))
     if n is None:
-        from .parallel import default_workers
-
         big = Path(args.input).is_file() and Path(args.input).stat().st_size >= AUTO_WORKERS_MIN_BYTES
-        n = default_workers() if big and not others else 1
+        if big and not others:
+            from .parallel import default_workers
+
+            n = default_workers()
+        else:
+            n = 1
     if n > 1 and others:
         opts = ", ".join("--" + k.replace("_", "-") for k in others)
         raise ConfigError(f"{args.input}: {opts} needs --workers 1")
@@ -282,7 +288,7 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _build_parser()
+    parser = _build_parser(argv)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

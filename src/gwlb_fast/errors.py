@@ -22,3 +22,12 @@ class PcapError(ValueError, GwlbError):
     def __reduce__(self):
         # pickled by its three arguments (the default passes the message alone), so it crosses process boundaries
         return type(self), (self.path, self.offset, self.problem)
+
+
+class WorkerError(RuntimeError, GwlbError):
+    """A worker process of ``run --workers`` failed: the message names the capture, the worker and the problem;
+    ``details`` holds the worker's traceback, if it sent one."""
+
+    def __init__(self, message: str, details: str | None = None):
+        super().__init__(message)
+        self.details = details

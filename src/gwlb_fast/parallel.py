@@ -1,23 +1,33 @@
 """``run --workers N``: flow-sharded replay on every core (DESIGN.md section 14).
 
-Each worker is a forked process that maps the capture itself (no packet bytes cross a pipe), reads every chunk,
-keeps the packets of its flow shard (``_kernels/shard.pyx``: a symmetric hash of the two addresses, the public side
-of a NAT gateway mapped to the flow behind it) and runs them through its own :class:`~gwlb_fast.pipeline.Pipeline`,
-built from the same topology with its share of the capacities:
+The parent maps the capture once, reads it chunk by chunk (``chunk * N`` packets) and computes the flow shard of
+every packet (``_kernels/shard.pyx``: a symmetric hash of the two addresses, the public side of a NAT gateway
+mapped to the flow behind it). It writes each chunk's core columns (offset in the file, lengths, timestamp, link
+type) and shards into memory shared with the workers, and tells each worker the chunk's row range: no packet byte
+crosses a pipe, and the capture is read and parsed once. Each worker is a forked process that maps the capture
+itself, takes the rows of its shard and runs them through its own :class:`~gwlb_fast.pipeline.Pipeline`, built
+from the same topology with its share of the capacities:
 
 - every NAT gateway's SNAT port range is cut into ``N`` disjoint slices, shard ``k`` allocating only from slice
   ``k``, so the public form of a reply names its shard (the SNAT port may then differ from a one-worker run);
 - flow tables (GWLB flows, firewall sessions, NAT mappings) hold ``capacity // N`` entries each.
 
-The workers write their outputs (delivered packets, taps, flow log) to temporary files beside the destination;
-the parent merges them in time order (stable: equal timestamps keep the shard order, so a run is deterministic for
-a given ``N``) and sums the summaries. Per-flow results (firewall, rule, verdict, NAT public IP) equal one worker's.
+The workers write their outputs (delivered packets, taps, flow log) to temporary files beside the destination and
+index the records of their captures (timestamp, length). The parent merges the indexes in time order (stable:
+equal timestamps keep the shard order, so a run is deterministic for a given ``N``), computes where every record
+goes in the final file, and each worker copies its own records there, concurrently (classic pcap; a pcapng
+destination is merged by the parent, :func:`merge_pcaps`). The flow logs are merged by the parent meanwhile and
+the summaries summed. Per-flow results (firewall, rule, verdict, NAT public IP) equal one worker's.
+
+A gzip-compressed capture cannot be mapped: each worker then reads and parses it whole and keeps its shard.
 """
 from __future__ import annotations
 
 import copy
 import csv
+import io
 import json
+import mmap
 import os
 import shutil
 import tempfile
@@ -30,14 +40,16 @@ import numpy as np
 
 from .batch import PacketBatch
 from .config import Topology, load_topology
-from .errors import ConfigError, GwlbError, PcapError
-from .outfiles import refuse_overlap
-from .pcapio import output_format, read_pcap
-from .pipeline import TAP_LINKS
+from .errors import ConfigError, GwlbError, PcapError, WorkerError
+from .outfiles import OutputFile, refuse_overlap
+from .pcapio import PcapWriter, output_format, read_pcap
+from .pipeline import TAP_LINKS, topology_policy
 from .report import FlowLogWriter, Summary
 
 FRAG_TABLE = 1 << 16  # first fragments remembered on the public side (direct-mapped)
 SHARED_TAPS = ("health",)  # taps every shard writes alike (taken from the first)
+PCAP_RECORD_HEADER = 16  # classic pcap record header: ts_sec, ts_frac, caplen, wirelen
+MIN_RECORD = 12  # the smallest record or block a capture holds (a pcapng block: type and two lengths)
 
 
 def default_workers() -> int:
@@ -100,41 +112,187 @@ class Sharder:
         return out
 
 
+# ---------------------------------------------------------------------------------------------------- the feed
+class SharedColumns:
+    """The capture's core columns and the shard of every packet, in anonymous shared memory: filled by the parent
+    as it reads, read by the workers it forked before (the pages are shared, nothing is pickled).
+
+    ``capacity`` bounds the records (a capture of ``S`` bytes holds fewer than ``S // 12 + 1``); only the pages
+    the rows fill are ever allocated.
+    """
+
+    FIELDS = (("off", np.int64), ("ts_ns", np.int64), ("caplen", np.uint32), ("wirelen", np.uint32),
+              ("linktype", np.uint16), ("shard", np.int16))
+
+    def __init__(self, capacity: int):
+        self.capacity = int(capacity)
+        self.rows = 0
+        size = sum(np.dtype(t).itemsize for _, t in self.FIELDS) * self.capacity
+        self._mm = mmap.mmap(-1, max(size, 1))  # MAP_SHARED | MAP_ANONYMOUS: inherited by fork
+        pos = 0
+        for name, t in self.FIELDS:  # widest first: every column is aligned
+            setattr(self, name, np.frombuffer(self._mm, t, self.capacity, pos))
+            pos += np.dtype(t).itemsize * self.capacity
+
+    def append(self, batch: PacketBatch, base: int, shard: np.ndarray) -> tuple[int, int]:
+        """Store a chunk read from the capture (its offsets count from file offset ``base``); its row range."""
+        a, b = self.rows, self.rows + len(batch)
+        if b > self.capacity:
+            raise RuntimeError(f"run --workers: more than {self.capacity} records in the capture")
+        np.add(batch.off, base, out=self.off[a:b])
+        for name in ("ts_ns", "caplen", "wirelen", "linktype"):
+            getattr(self, name)[a:b] = getattr(batch, name)
+        self.shard[a:b] = shard
+        self.rows = b
+        return a, b
+
+
+class ShardFeed:
+    """A worker's input: its shard of each chunk the parent announces, over its own map of the capture. It stands
+    in for the :class:`~gwlb_fast.pcapio.PcapReader` of :meth:`Pipeline.run` (``error``, ``skipped_bytes``,
+    ``skipped_records`` come with the parent's last message)."""
+
+    def __init__(self, path, cols: SharedColumns, k: int, conn, pipe):
+        self.cols, self.k, self.conn, self.pipe = cols, k, conn, pipe
+        self.error: PcapError | None = None
+        self.skipped_bytes = self.skipped_records = 0
+        self.release_pages = True  # the pipeline copies each batch into its own arena
+        self._released = 0  # pages of the map before this offset were given back
+        self._done_off = 0  # the previous chunk's packets (copied by the pipeline) end before this offset
+        with open(path, "rb") as fh:
+            self._mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        self.data = np.frombuffer(self._mm, np.uint8)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> PacketBatch:
+        if self.release_pages and self._done_off - self._released >= 1 << 24:
+            upto = self._done_off // mmap.PAGESIZE * mmap.PAGESIZE
+            self._mm.madvise(mmap.MADV_DONTNEED, self._released, upto - self._released)
+            self._released = upto
+        msg = self.conn.recv()
+        if msg[0] == "end":
+            if msg[1] is not None:
+                self.error = PcapError(*msg[1])
+            self.skipped_bytes, self.skipped_records = msg[2], msg[3]
+            raise StopIteration
+        _, a, b = msg
+        c = self.cols
+        if b > a:
+            # the capture's clock, not the shard's: events count from the first packet, and at the end the
+            # sessions idle at the last packet age out, whichever shard saw it
+            ts = c.ts_ns[a:b]
+            lo, hi = int(ts.min()), int(ts.max())
+            p = self.pipe
+            p.first_ts = lo if p.first_ts is None else min(p.first_ts, lo)
+            p.last_ts = hi if p.last_ts is None else max(p.last_ts, hi)
+            self._done_off = int(c.off[b - 1])
+        rows = np.flatnonzero(c.shard[a:b] == self.k)
+        rows += a
+        return PacketBatch(self.data, c.off[rows], c.caplen[rows], c.wirelen[rows], c.ts_ns[rows],
+                           c.linktype[rows])
+
+    def close(self) -> None:
+        pass
+
+
+def _feed(reader, cols: SharedColumns, sharder: Sharder, conns) -> None:
+    """The parent's loop: read, shard, share, announce; then tell the workers how the capture ended."""
+    start = reader.offset  # a batch's offsets count from the record the reader stood at
+    for batch in reader:
+        a, b = cols.append(batch, start, sharder.shards(batch))
+        start = reader.offset
+        for c in conns:
+            c.send(("chunk", a, b))
+    err = reader.error
+    end = ("end", None if err is None else (err.path, err.offset, err.problem), reader.skipped_bytes,
+           reader.skipped_records)
+    for c in conns:
+        c.send(end)
+
+
 # ---------------------------------------------------------------------------------------------------- workers
-def shard_pipeline(topo: Topology, k: int, n: int, opts: dict, taps: bool):
-    """The Pipeline of shard ``k`` of ``n`` (``opts``: seed, session_capacity, pickup)."""
+def shard_pipeline(topo: Topology, k: int, n: int, opts: dict, taps: bool, policy=None):
+    """The Pipeline of shard ``k`` of ``n`` (``opts``: seed, session_capacity, pickup; ``policy``: the topology's,
+    built once for every shard, or None to build it)."""
     from .pipeline import Pipeline
 
-    return Pipeline(shard_topology(topo, k, n), seed=opts["seed"], taps=taps,
+    return Pipeline(shard_topology(topo, k, n), policy, seed=opts["seed"], taps=taps,
                     session_capacity=max(1, opts["session_capacity"] // n), pickup=opts["pickup"])
 
 
-def _worker(k: int, n: int, topo: Topology, source, paths: dict, opts: dict, conn) -> None:
-    """Shard ``k``: replay its packets, write its outputs to ``paths``, send back its summary."""
+def _worker(k: int, n: int, topo: Topology, policy, source, cols: SharedColumns | None, paths: dict, opts: dict,
+            conn) -> None:
+    """Shard ``k``: replay its packets, write its outputs to ``paths``, send back its summary and the index of its
+    captures; then copy its records to the places the parent sends."""
     try:
-        pipe = shard_pipeline(topo, k, n, opts, taps=paths.get("taps") is not None)
-        sharder = Sharder(topo, n)
+        pipe = shard_pipeline(topo, k, n, opts, paths.get("taps") is not None, policy)
+        select = None
+        if cols is not None:
+            source = ShardFeed(source, cols, k, conn, pipe)
+        else:  # a capture that cannot be mapped: read it whole, keep this shard
+            sharder = Sharder(topo, n)
 
-        def select(batch: PacketBatch) -> PacketBatch:
-            # the capture's clock, not the shard's: events count from the first packet, and at the end the
-            # sessions idle at the last packet age out, whichever shard saw it
-            if len(batch):
-                lo, hi = int(batch.ts_ns.min()), int(batch.ts_ns.max())
-                pipe.first_ts = lo if pipe.first_ts is None else min(pipe.first_ts, lo)
-                pipe.last_ts = hi if pipe.last_ts is None else max(pipe.last_ts, hi)
-            return batch.filter(sharder.shards(batch) == k)
+            def select(batch: PacketBatch) -> PacketBatch:
+                if len(batch):
+                    lo, hi = int(batch.ts_ns.min()), int(batch.ts_ns.max())
+                    pipe.first_ts = lo if pipe.first_ts is None else min(pipe.first_ts, lo)
+                    pipe.last_ts = hi if pipe.last_ts is None else max(pipe.last_ts, hi)
+                return batch.filter(sharder.shards(batch) == k)
 
         summary = pipe.run(source, paths.get("output"), taps=paths.get("taps"), flow_log=paths.get("flow_log"),
                            events=opts["events"], chunk=opts["chunk"], quiet=True, strict=False, select=select)
-        conn.send(("ok", summary.as_dict(), sharder.frag_misses))
+        conn.send(("ok", summary.as_dict(), {name: record_index(path) for name, path in _captures(paths).items()}))
+        msg = conn.recv()
+        if msg[0] == "place":
+            for srcs, part, off, length, dest, dest_off in msg[1]:
+                place_records(srcs, part, off, length, dest, dest_off)
+            conn.send(("placed",))
     except PcapError as e:  # its constructor takes three arguments: sent as them
         conn.send(("pcap", (e.path, e.offset, e.problem)))
     except (GwlbError, OSError) as e:
         conn.send(("error", e))
-    except BaseException:  # noqa: BLE001 (reported by the parent, which exits non-zero)
-        conn.send(("crash", traceback.format_exc()))
+    except BaseException as e:  # noqa: BLE001 (reported by the parent, which exits non-zero)
+        conn.send(("crash", f"failed: {type(e).__name__}: {e}", traceback.format_exc()))
     finally:
         conn.close()
+
+
+def _captures(paths: dict) -> dict[str, Path]:
+    """A worker's captures by name: ``output`` and ``taps/LINK``."""
+    out = {"output": paths["output"]} if paths.get("output") is not None else {}
+    if paths.get("taps") is not None:
+        out.update({f"taps/{link}": paths["taps"] / f"{link}.pcap" for link in TAP_LINKS})
+    return out
+
+
+def _result(k: int, proc, conn):
+    """The next message of worker ``k``; a worker that ended without one is a crash."""
+    try:
+        return conn.recv()
+    except (EOFError, OSError):
+        proc.join(5)
+        code = proc.exitcode
+        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        return ("crash", f"ended without a result ({how})", None)
+
+
+def _raise_failure(results, source) -> None:
+    """Raise the first worker's failure: its own error, or a :class:`WorkerError` naming the capture and the
+    worker."""
+    for k, r in enumerate(results):
+        if r[0] == "pcap":
+            raise PcapError(*r[1])
+        if r[0] == "error":
+            raise r[1]
+        if r[0] == "crash":
+            raise WorkerError(f"{source}: run --workers: worker {k} of {len(results)} {r[1]}", r[2])
+
+
+def _is_gzip(path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(2) == b"\x1f\x8b"
 
 
 def run_parallel(topology, source, output=None, *, workers: int | None = None, taps=None, flow_log=None,
@@ -150,40 +308,94 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
     topo = topology if isinstance(topology, Topology) else load_topology(topology)
     check_destinations(topo, source, output, taps, flow_log, events)
     read_pcap(source, chunk=1, parse=False).close()  # an unreadable capture fails here, once
-    if n > 1:
-        for k in range(n):
-            shard_topology(topo, k, n)  # configuration problems (too few ports) surface here, once
+    if n == 1:
+        from .pipeline import Pipeline
+
+        summary = Pipeline(topo, seed=seed, taps=taps is not None, session_capacity=session_capacity,
+                           pickup=pickup).run(source, output, taps=taps, flow_log=flow_log, events=events,
+                                              chunk=chunk, quiet=quiet, strict=strict)
+        summary.workers = 1
+        return summary
+    for k in range(n):
+        shard_topology(topo, k, n)  # configuration problems (too few ports) surface here, once
     t_start = time.perf_counter()
+    policy = topology_policy(topo)  # built once, before the workers fork (they inherit it)
+    fmt = output_format(output) if output is not None else "pcap"
+    tap_paths = {k: Path(taps) / f"{k}.{fmt}" for k in TAP_LINKS} if taps is not None else {}
     tmp, parts = shard_files(n, output, taps, flow_log, ".gwlb-fast-workers-")
+    procs, conns, finals = [], [], []
     try:
-        # each worker reads n chunks at a time and replays its shard of them: about ``chunk`` packets per batch
+        # the parent reads n chunks at a time and each worker replays its shard of them: about ``chunk`` packets
+        # per batch
         opts = {"seed": seed, "events": events, "chunk": chunk * n, "session_capacity": session_capacity,
                 "pickup": pickup}
+        size = os.path.getsize(source)
+        cols = SharedColumns(size // MIN_RECORD + 1) if size and not _is_gzip(source) else None
         ctx = mp.get_context("fork")
-        procs, conns = [], []
         for k in range(n):
-            recv, send = ctx.Pipe(duplex=False)
-            p = ctx.Process(target=_worker, args=(k, n, topo, source, parts[k], opts, send), daemon=True)
+            mine, theirs = ctx.Pipe(duplex=True)
+            p = ctx.Process(target=_worker, args=(k, n, topo, policy, source, cols, parts[k], opts, theirs),
+                            daemon=True)
             p.start()
-            send.close()
+            theirs.close()
             procs.append(p)
-            conns.append(recv)
-        results = []
-        for k, (p, c) in enumerate(zip(procs, conns)):
+            conns.append(mine)
+        if cols is not None:
+            reader = read_pcap(source, chunk=chunk * n, parse=True, strict=False, use_mmap=True)
+            reader.release_pages = True  # the parent needs each chunk's headers only while it shards them
             try:
-                results.append(c.recv())
-            except EOFError:
-                results.append(("crash", f"worker {k} ended without a result (exit code {p.exitcode})"))
-            p.join()
-        for r in results:
-            if r[0] == "pcap":
-                raise PcapError(*r[1])
-            if r[0] == "error":
-                raise r[1]
-            if r[0] == "crash":
-                raise RuntimeError(f"run --workers: a worker failed:\n{r[1]}")
-        merge_outputs(parts, output, taps, flow_log)
+                _feed(reader, cols, Sharder(topo, n), conns)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # a worker ended early: its message (or its absence) says why
+            finally:
+                reader.close()
+        results = [_result(k, p, c) for k, (p, c) in enumerate(zip(procs, conns))]
+        _raise_failure(results, source)
+        # every capture: the records of all shards in time order; each worker fills one stretch of the file,
+        # copying from every shard's capture (disjoint pages: the workers do not contend for them)
+        places: list[list] = [[] for _ in range(n)]
+        merged = []
+        names = (["output"] if output is not None else []) + [f"taps/{link}" for link in tap_paths]
+        if taps is not None:
+            Path(taps).mkdir(parents=True, exist_ok=True)
+        for name in names:
+            final = output if name == "output" else tap_paths[name.removeprefix("taps/")]
+            shards = range(1) if name.removeprefix("taps/") in SHARED_TAPS else range(n)
+            if output_format(final) != "pcap":
+                merged.append((name, final, shards))
+                continue
+            total, jobs = _stretches([results[k][2][name] for k in shards], n)
+            out = OutputFile(final)
+            finals.append(out)
+            out.file.write(_pcap_header())
+            _reserve(out, total)
+            srcs = [_captures(parts[k])[name] for k in shards]
+            for k, job in enumerate(jobs):
+                places[k].append((srcs, *job[:3], out.tmp, job[3]))
+        for k in range(n):
+            conns[k].send(("place", places[k]))
+        for name, final, shards in merged:  # pcapng: re-encoded by the parent, while the workers copy
+            out = OutputFile(final)
+            finals.append(out)
+            _merge_batches([_captures(parts[k])[name] for k in shards], final, 1 << 16, into=out.file)
+        if flow_log is not None:
+            out = OutputFile(flow_log, text=True)
+            finals.append(out)
+            _merge_flow_logs_into([pt["flow_log"] for pt in parts], flow_log, out.file)
+        _raise_failure([_result(k, p, c) for k, (p, c) in enumerate(zip(procs, conns))], source)
+        for out in finals:
+            out.commit()
+        finals = []
     finally:
+        for out in finals:
+            out.discard()
+        for c in conns:
+            c.close()
+        for p in procs:
+            p.join(1)
+            if p.is_alive():
+                p.terminate()
+                p.join()
         shutil.rmtree(tmp, ignore_errors=True)
     summary = merge_summaries([r[1] for r in results], time.perf_counter() - t_start)
     summary.workers = n
@@ -224,7 +436,8 @@ def shard_files(n: int, output, taps, flow_log, prefix: str) -> tuple[Path, list
 # ---------------------------------------------------------------------------------------------------- merging
 def merge_outputs(parts: list[dict], output, taps, flow_log) -> None:
     """Merge the shards' outputs (``parts[k]``: the paths shard ``k`` wrote its ``output``, ``taps`` folder and
-    ``flow_log`` to, as pcap) into the destinations, in time order."""
+    ``flow_log`` to, as pcap) into the destinations, in time order, in this process (``run_parallel`` has its
+    workers copy the records instead)."""
     if output is not None:
         merge_pcaps([pt["output"] for pt in parts], output)
     if taps is not None:
@@ -238,36 +451,157 @@ def merge_outputs(parts: list[dict], output, taps, flow_log) -> None:
         merge_flow_logs([pt["flow_log"] for pt in parts], flow_log)
 
 
-def _whole(path) -> PacketBatch:
-    """Every record of a capture the workers wrote, as one batch over a memory map of the file."""
-    if os.path.getsize(path) == 0:
-        return PacketBatch.empty()
-    reader = read_pcap(path, chunk=1 << 16, parse=False, use_mmap=True)
-    cols: dict[str, list] = {"off": [], "caplen": [], "wirelen": [], "ts_ns": []}
-    start = reader.offset  # a batch's offsets count from the record the reader stood at
+def _pcap_header() -> bytes:
+    """The file header :class:`PcapWriter` gives an Ethernet capture (what the merge writes, and the workers)."""
+    buf = io.BytesIO()
+    PcapWriter(buf, linktype=1).close()
+    return buf.getvalue()
+
+
+def record_index(path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(ts_ns, offset, length)`` of every record (header included) of a classic pcap file as
+    :class:`PcapWriter` writes an Ethernet capture; ValueError for any other file."""
+    with open(path, "rb") as fh:
+        head = fh.read(len(_pcap_header()))
+    if head != _pcap_header():
+        raise ValueError(f"{path}: not a capture in the merge's own format (nanosecond Ethernet pcap)")
+    reader = read_pcap(path, chunk=1 << 20, parse=False, use_mmap=True)
+    ts, off, length = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.uint32)]
+    start = reader.offset
     for b in reader:
-        cols["off"].append(b.off + start)
-        cols["caplen"].append(b.caplen)
-        cols["wirelen"].append(b.wirelen)
-        cols["ts_ns"].append(b.ts_ns)
+        ts.append(b.ts_ns)
+        off.append(b.off + (start - PCAP_RECORD_HEADER))
+        length.append(b.caplen + np.uint32(PCAP_RECORD_HEADER))
         start = reader.offset
-    if not cols["off"]:
-        return PacketBatch.empty()
-    data = np.memmap(path, np.uint8, mode="r")
-    return PacketBatch(data, *(np.concatenate(cols[c]) for c in ("off", "caplen", "wirelen", "ts_ns")))
+    return np.concatenate(ts), np.concatenate(off), np.concatenate(length)
+
+
+def merge_plan(ts: list[np.ndarray], length: list[np.ndarray], header: int) -> tuple[int, list[np.ndarray]]:
+    """Where the records of several captures go in their merge: in time order (a stable sort: equal timestamps keep
+    the order of the parts, then each part's), after a ``header``-byte file header. Returns the merged file's size
+    and, for each part, the file offset of each of its records."""
+    total, dest, _ = _plan(ts, length, header)
+    return total, np.split(dest, np.cumsum([t.shape[0] for t in ts[:-1]]))
+
+
+def _plan(ts, length, header: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """:func:`merge_plan` over the parts put end to end: the size, every record's offset, and the merged order."""
+    lens = np.concatenate([np.zeros(0, np.int64), *(x.astype(np.int64) for x in length)])
+    order = np.argsort(np.concatenate([np.zeros(0, np.int64), *ts]), kind="stable")
+    end = np.cumsum(lens[order])
+    dest = np.empty(lens.shape[0], np.int64)
+    dest[order] = end - lens[order] + header
+    return header + (int(end[-1]) if end.shape[0] else 0), dest, order
+
+
+def _stretches(index, n: int) -> tuple[int, list[tuple[np.ndarray, ...]]]:
+    """The merge of the captures whose :func:`record_index` are ``index`` (after the merge's file header), cut into
+    ``n`` stretches of the merged file of about equal bytes: the merged file's size and, for each stretch, the
+    records it holds as ``(part, offset in the part, length, offset in the merged file)``, in file order."""
+    header = len(_pcap_header())
+    total, dest, order = _plan([x[0] for x in index], [x[2] for x in index], header)
+    part = np.concatenate([np.zeros(0, np.int32), *(np.full(x[0].shape[0], i, np.int32) for i, x in enumerate(index))])
+    off = np.concatenate([np.zeros(0, np.int64), *(x[1] for x in index)])[order]
+    length = np.concatenate([np.zeros(0, np.uint32), *(x[2] for x in index)])[order]
+    part, dest = part[order], dest[order]
+    end = dest + length
+    cuts = np.searchsorted(end, [(end[-1] if end.shape[0] else 0) * k // n for k in range(1, n)], side="right")
+    bounds = [0, *cuts.tolist(), dest.shape[0]]
+    return total, [(part[a:b], off[a:b], length[a:b], dest[a:b]) for a, b in zip(bounds, bounds[1:])]
+
+
+def place_records(srcs, part: np.ndarray, off: np.ndarray, length: np.ndarray, dest, dest_off: np.ndarray) -> None:
+    """Copy each record ``i``, ``srcs[part[i]][off[i]:+length[i]]``, to ``dest_off[i]`` in the file ``dest`` (already
+    sized), through shared maps of the files: several processes may fill disjoint stretches of one file at once."""
+    if off.shape[0] == 0:
+        return
+    from ._kernels.parse import gather_packets
+
+    maps = []
+    try:
+        with open(dest, "r+b") as fd:
+            maps.append(mmap.mmap(fd.fileno(), 0))
+        dm = np.frombuffer(maps[0], np.uint8)
+        for i in np.flatnonzero(np.bincount(part, minlength=len(srcs))).tolist():
+            with open(srcs[i], "rb") as fs:
+                maps.append(mmap.mmap(fs.fileno(), 0, access=mmap.ACCESS_READ))
+            rows = np.flatnonzero(part == i)
+            gather_packets(np.frombuffer(maps[-1], np.uint8), off[rows], length[rows], dm, dest_off[rows])
+            del rows
+        del dm
+    finally:
+        for m in maps:
+            try:
+                m.close()
+            except BufferError:  # an error left a view of it alive: the map goes with the view
+                pass
+
+
+def _reserve(out: OutputFile, size: int) -> None:
+    """Give the file its final size with its blocks allocated: a full disk fails here, not in a worker's map."""
+    out.file.flush()
+    fd = out.file.fileno()
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as e:
+        if e.errno not in (95, 22):  # EOPNOTSUPP, EINVAL: the file system cannot preallocate
+            raise type(e)(e.errno, e.strerror, out.path) from None
+        os.ftruncate(fd, size)
 
 
 def merge_pcaps(paths, dest, chunk: int = 1 << 16) -> int:
     """Merge the captures at ``paths`` into ``dest`` in time order (a stable sort: equal timestamps keep the order
-    of ``paths``, then each file's). Returns the packets written."""
-    from .pcapio import PcapWriter
+    of ``paths``, then each file's). Returns the packets written.
 
-    batches = [_whole(p) for p in paths if os.path.exists(p)]
+    Captures in the merge's own format (as the workers write them) into a classic pcap: the record index of each
+    file, one plan, one copy of each record; anything else goes through :class:`PcapWriter` (``chunk`` packets
+    per write)."""
+    paths = [p for p in paths if os.path.exists(p)]
+    if output_format(dest) == "pcap":
+        try:
+            index = [record_index(p) for p in paths]
+        except (ValueError, PcapError):
+            index = None
+        if index is not None:
+            total, jobs = _stretches(index, 1)
+            with OutputFile(dest) as out:
+                out.file.write(_pcap_header())
+                _reserve(out, total)
+                place_records(paths, *jobs[0][:3], out.tmp, jobs[0][3])
+            return int(sum(x[0].shape[0] for x in index))
+    return _merge_batches(paths, dest, chunk)
+
+
+def _whole(path) -> PacketBatch:
+    """Every record of a capture, as one batch over a memory map of the file."""
+    if os.path.getsize(path) == 0:
+        return PacketBatch.empty()
+    reader = read_pcap(path, chunk=1 << 16, parse=False, use_mmap=True)
+    cols: dict[str, list] = {"off": [], "caplen": [], "wirelen": [], "ts_ns": [], "linktype": []}
+    start = reader.offset  # a batch's offsets count from the record the reader stood at
+    for b in reader:
+        cols["off"].append(b.off + start)
+        for c in ("caplen", "wirelen", "ts_ns", "linktype"):
+            cols[c].append(getattr(b, c))
+        start = reader.offset
+    if not cols["off"]:
+        return PacketBatch.empty()
+    data = np.memmap(path, np.uint8, mode="r")
+    return PacketBatch(data, *(np.concatenate(cols[c]) for c in ("off", "caplen", "wirelen", "ts_ns", "linktype")))
+
+
+def _merge_batches(paths, dest, chunk: int, into=None) -> int:
+    """:func:`merge_pcaps` through batches: every record re-encoded by a :class:`PcapWriter` (into the open binary
+    file ``into`` when given, else into ``dest``; ``dest`` names the format)."""
+    batches = [_whole(p) for p in paths]
+    if not batches:
+        batches = [PacketBatch.empty()]
     ts = np.concatenate([b.ts_ns for b in batches])
     src = np.repeat(np.arange(len(batches), dtype=np.int32), [len(b) for b in batches])
     row = np.concatenate([np.arange(len(b), dtype=np.int64) for b in batches])
     order = np.argsort(ts, kind="stable")
-    with PcapWriter(dest, linktype=1 if output_format(dest) == "pcap" else None) as w:
+    fmt = output_format(dest)
+    with PcapWriter(dest if into is None else into, linktype=1 if fmt == "pcap" else None, format=fmt) as w:
         for a in range(0, order.size, chunk):
             sel = order[a:a + chunk]
             s, r = src[sel], row[sel]
@@ -285,30 +619,35 @@ def merge_pcaps(paths, dest, chunk: int = 1 << 16) -> int:
 
 def merge_flow_logs(paths, dest) -> int:
     """Merge the workers' flow logs (.jsonl or .csv) into ``dest`` in time order (by last_seen, then first_seen;
-    equal times keep the shard order)."""
-    dest = Path(dest)
+    equal times keep the shard order). ``dest`` is written under a temporary name and renamed when complete."""
+    with OutputFile(dest, text=True) as out:
+        return _merge_flow_logs_into(paths, dest, out.file)
+
+
+def _merge_flow_logs_into(paths, dest, fh) -> int:
+    """:func:`merge_flow_logs` into the open text file ``fh`` (``dest`` names the format)."""
+    csv_format = Path(dest).suffix.lower() == ".csv"
     rows = []
     header = None
     for i, p in enumerate(paths):
-        with open(p, newline="") as fh:
-            if dest.suffix.lower() == ".csv":
-                r = csv.reader(fh)
+        with open(p, newline="") as src:
+            if csv_format:
+                r = csv.reader(src)
                 header = next(r, header)
                 li, fi = header.index("last_seen"), header.index("first_seen")
                 rows.extend(((float(x[li]), float(x[fi]), i), x) for x in r)
             else:
-                for line in fh:
+                for line in src:
                     d = json.loads(line)
                     rows.append(((d["last_seen"], d["first_seen"], i), line))
     rows.sort(key=lambda t: t[0])
-    with open(dest, "w", newline="") as fh:
-        if dest.suffix.lower() == ".csv":
-            w = csv.writer(fh)
-            if header is not None:
-                w.writerow(header)
-            w.writerows(x for _, x in rows)
-        else:
-            fh.writelines(x for _, x in rows)
+    if csv_format:
+        w = csv.writer(fh)
+        if header is not None:
+            w.writerow(header)
+        w.writerows(x for _, x in rows)
+    else:
+        fh.writelines(x for _, x in rows)
     return len(rows)
 
 
@@ -351,5 +690,6 @@ def merge_summaries(parts: list[dict], seconds: float) -> Summary:
     return s
 
 
-__all__ = ["Sharder", "check_destinations", "default_workers", "merge_flow_logs", "merge_outputs", "merge_pcaps",
-           "merge_summaries", "port_slice", "run_parallel", "shard_files", "shard_pipeline", "shard_topology"]
+__all__ = ["SharedColumns", "ShardFeed", "Sharder", "check_destinations", "default_workers", "merge_flow_logs",
+           "merge_outputs", "merge_pcaps", "merge_plan", "merge_summaries", "place_records", "port_slice",
+           "record_index", "run_parallel", "shard_files", "shard_pipeline", "shard_topology"]

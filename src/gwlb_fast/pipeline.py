@@ -139,10 +139,7 @@ class Pipeline:
         self.pickup = topo.replay.pickup if pickup is None else bool(pickup)
         self.sides = FlowSides.from_topology(topo)
         if policy is None:
-            if topo.security_policy is None:
-                raise ConfigError(f"{topo.source}: security_policy: missing (every firewall needs a policy)")
-            policy = Policy.from_yaml({"security_policy": topo.security_policy}, name=topo.source,
-                                      home_net=topo.vpc_cidrs())
+            policy = topology_policy(topo)
         self.policy = policy
         self.keep_taps = taps
         # VPCs and their route tables
@@ -898,6 +895,13 @@ class Pipeline:
         for key, d in tops.items():
             out[key] = sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
         return out
+
+
+def topology_policy(topo: Topology) -> Policy:
+    """The security policy of a topology's firewalls (its ``security_policy``), as a :class:`Pipeline` builds it."""
+    if topo.security_policy is None:
+        raise ConfigError(f"{topo.source}: security_policy: missing (every firewall needs a policy)")
+    return Policy.from_yaml({"security_policy": topo.security_policy}, name=topo.source, home_net=topo.vpc_cidrs())
 
 
 def _notify(observers, what: str, *args) -> None:

@@ -18,7 +18,7 @@ per packet into overlapped ones.
 """
 cimport cython
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
 import numpy as np
@@ -226,6 +226,7 @@ cdef class FlowTable:
     cdef uint64_t _nb
     cdef uint64_t _mask
     cdef int64_t _nfree
+    cdef int64_t _fresh  # slots [_fresh, _cap) were never handed out (live 0, not on the free stack)
     cdef uint64_t _seed
     cdef double _max_load
     cdef bint _evict
@@ -279,7 +280,9 @@ cdef class FlowTable:
         self._seed = <uint64_t>(int(seed) & 0xFFFFFFFFFFFFFFFF)
         self.tcp_timeout_ns = tcp_timeout_ns
         self.other_timeout_ns = other_timeout_ns
-        self._buckets = <uint64_t*>malloc(nb * sizeof(uint64_t))
+        # calloc and np.zeros hand out zeroed pages the kernel maps only when touched: a large table costs
+        # nothing until it fills (start-up of a one-packet run), hence also the lazy free stack (_fresh)
+        self._buckets = <uint64_t*>calloc(nb, sizeof(uint64_t))
         self._free = <int32_t*>malloc(cap * sizeof(int32_t))
         if self._buckets == NULL or self._free == NULL:
             raise MemoryError(f"FlowTable: cannot allocate {nb} buckets / {cap} slots")
@@ -293,7 +296,9 @@ cdef class FlowTable:
         self._ended_slots = np.zeros(0, dtype=np.int64)
         self._ended_reason = np.zeros(0, dtype=np.uint8)
         self._n_ended = 0
-        self._reset()
+        self._nfree = self._fresh = 0
+        self._live = 0
+        self._cursor = 0
 
     def __dealloc__(self):
         free(self._buckets)
@@ -302,11 +307,11 @@ cdef class FlowTable:
     cdef void _reset(self) noexcept:
         cdef int64_t k
         memset(self._buckets, 0, self._nb * sizeof(uint64_t))
-        # slot 0 is handed out first: the stack top is at _free[_nfree - 1]
-        for k in range(self._cap):
-            self._free[k] = <int32_t>(self._cap - 1 - k)
+        # slots are handed out from the free stack (top at _free[_nfree - 1]), then in order from _fresh:
+        # slot 0 first
+        for k in range(self._fresh):
             self._e[k].live = 0
-        self._nfree = self._cap
+        self._nfree = self._fresh = 0
         self._live = 0
         self._cursor = 0
 
@@ -692,7 +697,7 @@ cdef class FlowTable:
                         on[i] = C_IS_EXISTING
                     os[i] = s
                     continue
-                if self._nfree == 0:
+                if self._nfree == 0 and self._fresh == self._cap:
                     v = -1
                     if self._evict:
                         v = self._victim(h, pos, ts, &vpos)
@@ -709,8 +714,12 @@ cdef class FlowTable:
                     self._free_slot(v, vpos)
                     # the shift moved entries: find the key's insert position again
                     self._find(h, va[i], vb[i], vap[i], vbp[i], vpr[i], t, &pos)
-                self._nfree -= 1
-                s = self._free[self._nfree]
+                if self._nfree:
+                    self._nfree -= 1
+                    s = self._free[self._nfree]
+                else:
+                    s = self._fresh
+                    self._fresh += 1
                 e = &self._e[s]
                 e.a_ip = va[i]
                 e.b_ip = vb[i]

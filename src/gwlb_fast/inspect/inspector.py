@@ -22,7 +22,10 @@ from .appid import FIELDS, IDS, identify
 from .applications import APP_PENDING, APPLICATIONS
 from .stream import StreamTable
 
-__all__ = ["Inspector", "inspect_flows"]
+__all__ = ["MATCH_DEPTH", "Inspector", "inspect_flows"]
+
+#: bytes of each stream direction matched by the signatures (Suricata's default stream.reassembly.depth, 1mb)
+MATCH_DEPTH = 1 << 20
 
 
 class Inspector:
@@ -43,10 +46,14 @@ class Inspector:
     block_on_drop : bool
         Report no more hits of a session after a drop / reject signature hit it (standalone use, as an IPS does);
         a firewall decides that with its profiles instead.
+    match_depth : int
+        Bytes of each TCP direction the signatures are matched on as a stream (Suricata's
+        ``stream.reassembly.depth``, 1 MiB by default there and here); past it each packet is matched on its own
+        (counted in ``match_bytes_past_depth``), see ``_match_ranges``.
     """
 
     def __init__(self, slots: int, capacity: int = 8192, head_size: int = 4096, field_width: int = 256,
-                 signatures=None, block_on_drop: bool = True):
+                 signatures=None, block_on_drop: bool = True, match_depth: int = MATCH_DEPTH):
         self.streams = StreamTable(capacity, head_size)
         self.row_of_slot = np.full(int(slots), -1, np.int64)
         cap = self.streams.capacity
@@ -69,6 +76,13 @@ class Inspector:
         self.server_port = np.zeros(cap, np.uint16)
         self.serial = np.zeros(cap, np.int64)
         self.seen = np.zeros((cap, 2), np.uint8)
+        # per pool row: 0 = its streams are not matched (the session's rule has no threat profile, see
+        # stop_matching); past match_depth, TCP packets are matched one by one
+        self.matching = np.ones(cap, np.uint8)
+        self._not_matching = 0
+        self.match_depth = int(match_depth)
+        self.bytes_not_matched = 0
+        self.bytes_past_depth = 0
         self._next_serial = 1
         self.sigs = None
         if signatures is not None and len(signatures):
@@ -132,6 +146,7 @@ class Inspector:
             self.seen_len[2 * r] = 0
             self.seen_len[2 * r + 1] = 0
             self.seen[r] = 0
+            self._set_matching(r, 1)
             self.serial[r] = np.arange(self._next_serial, self._next_serial + r.shape[0])
             self._next_serial += r.shape[0]
             fi = first[got]
@@ -218,9 +233,48 @@ class Inspector:
             d["match_events_dropped"] = int(sum(lit.dropped_events for lit in (self.sigs.stream, self.sigs.fields)
                                                 if lit is not None))
             d["match_stream_restarts"] = int(self.sigs.stream.resets) if self.sigs.stream is not None else 0
+            d["match_bytes_not_matched"] = self.bytes_not_matched
+            d["match_bytes_past_depth"] = self.bytes_past_depth
         return d
 
     # ------------------------------------------------------------------ signatures
+    def stop_matching(self, slots: np.ndarray, stop: np.ndarray) -> None:
+        """Stop (``stop`` nonzero) or resume matching the streams of the sessions in outside ``slots`` from their
+        next bytes on (a firewall: the session's rule has no threat profile, so no alert of it would count)."""
+        rows = self.row_of_slot[np.asarray(slots, np.int64)]
+        has = rows >= 0
+        self._set_matching(rows[has], (np.asarray(stop)[has] == 0).astype(np.uint8))
+
+    def _set_matching(self, rows: np.ndarray, value) -> None:
+        if rows.shape[0]:
+            self.matching[rows] = value
+            self._not_matching = self.matching.shape[0] - int(np.count_nonzero(self.matching))
+
+    def _match_ranges(self, sd, out, proto):
+        """(sd, lo, hi, pay, proto) of the stream scan. ``sd`` -1 where the row is not matched. Past ``match_depth``
+        of a TCP direction, as Suricata past its stream.reassembly.depth, each packet's new bytes are matched on
+        their own (handed to the scanner as a datagram: offsets from the packet's first new byte); a packet that
+        crosses the depth is matched in the stream up to it, its bytes past it not at all."""
+        lo, hi, pay = out["lo"], out["hi"], out["pay"]
+        live = sd >= 0
+        if self._not_matching:
+            off = live & (self.matching[np.maximum(sd, 0) >> 1] == 0)
+            if off.any():
+                self.bytes_not_matched += int(np.maximum(hi[off] - out["lo"][off], 0).sum())
+                sd = np.where(off, -1, sd)
+                live &= ~off
+        deep = live & (hi > self.match_depth) & (proto == 6)
+        if deep.any():
+            past = deep & (lo >= self.match_depth)
+            cross = deep & ~past
+            self.bytes_past_depth += int((hi[past] - lo[past]).sum())
+            self.bytes_not_matched += int((hi[cross] - self.match_depth).sum())
+            hi = np.where(cross, self.match_depth, np.where(past, hi - lo, hi))
+            pay = np.where(past, pay + (lo - out["seg"]), pay)
+            proto = np.where(past, np.uint8(17), proto)
+            lo = np.where(past, 0, lo)
+        return sd, lo, hi, pay, proto
+
     def _reset_match(self, rows: np.ndarray) -> None:
         from .._kernels import match as _m
 
@@ -255,9 +309,10 @@ class Inspector:
         if sg.stream is not None:
             start = 0
             n = len(batch)
+            sd_m, lo_m, hi_m, pay_m, proto_m = self._match_ranges(sd, out, batch.proto)
             while start < n:
-                n_ev, start = sg.stream.scan_streams(batch.data, sd, out["lo"], out["hi"], out["seg"], out["pay"],
-                                                     batch.proto, self.streams.head, *self._ev, start)
+                n_ev, start = sg.stream.scan_streams(batch.data, sd_m, lo_m, hi_m, out["seg"], pay_m, proto_m,
+                                                     self.streams.head, *self._ev, start)
                 if n_ev:
                     found.append(self._verify(n_ev, False))
         if sg.fields is not None and field_rows.shape[0]:

@@ -82,6 +82,8 @@ class SessionInspection:
         self.sig_severity = np.array([_SEVERITY.get(s.priority, _INFORMATIONAL) for s in self.signatures], np.int64)
         self._sig_names = [s.msg or str(s.sid) for s in self.signatures]
         self.has_category_rules = any(r.category is not None for r in policy.rules)
+        # per rule (the last entry: none): whether it has a threat profile
+        self._rule_threat = np.array([bool(tp) for tp in policy.profiles.rule_threat_profiles] + [False], bool)
         self._pending: list[dict] = []     # threat-log records as columns, see _log
         self.counts = {"relookups": 0, "app_shift_verdicts": 0, "url_events": 0, "threats": 0,
                        "sessions_ended_by_inspection": 0}
@@ -191,6 +193,11 @@ class SessionInspection:
             self.counts["app_shift_verdicts"] += int(changed.sum())
         deny = act != _s.ACT_ALLOW
         stops.append((slots[deny], pkts[deny], act[deny].astype(np.uint8)))
+        if insp.sigs is not None:
+            # a decided session whose rule has no threat profile: no alert of it would count, so its streams are
+            # not matched from here on (and again if an application shift moves it to a rule with one)
+            decided = (app != APP_PENDING) & done
+            insp.stop_matching(slots[decided], ~self._rule_threat[np.minimum(rule[decided], len(self._rule_threat) - 1)])
         # URL filtering on the (possibly new) rule
         if cats is None:
             return
