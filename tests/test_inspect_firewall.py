@@ -133,3 +133,56 @@ def test_sessions_on_a_rule_without_threat_profile_are_not_matched(tmp_path):
     assert summary2.inspection["counters"]["match_bytes_not_matched"] == 0
     dns = lambda ts: [t for t in ts if t["type"] == "signature" and t["rule"] == "dns"]
     assert dns(threats2) == dns(threats) and len(dns(threats2)) < len([t for t in threats2 if t["type"] == "signature"])
+
+
+def _web_blocking(action, block_ip=None):
+    threat = {"action": action, **({"block_ip": block_ip} if block_ip else {})}
+    return {"ips": {"threat": threat}, "web": {"url_filtering": {"block": ["ads"], "alert": ["sports"]}}}
+
+
+def test_block_ip_blocks_the_source_for_its_duration(tmp_path):
+    """block-ip ends the alerting session and, from the next batch on, drops every packet from its source until
+    the duration ends (sessions ended so: end_reason block-ip); by source and destination only towards the alert's
+    destination; a short duration lets the source through again."""
+    runs = {}
+    for name, prof in (("drop", _web_blocking("default")),
+                       ("source", _web_blocking("block-ip", {"track_by": "source", "duration": 3600})),
+                       ("pair", _web_blocking("block-ip", {"track_by": "source-and-destination", "duration": 3600})),
+                       ("short", _web_blocking("block-ip", {"duration": 1}))):
+        (tmp_path / name).mkdir()
+        runs[name] = run(topology(tmp_path / name, profiles=prof), tmp_path / name, chunk=64)
+    counters = {k: v[1].inspection["counters"] for k, v in runs.items()}
+    flows = {k: v[2] for k, v in runs.items()}
+    threats = {k: [t for t in v[3] if t["type"] == "signature"] for k, v in runs.items()}
+    assert counters["drop"]["packets_blocked_ip"] == 0 and counters["drop"]["ip_blocks"] == 0
+    assert all(f["end_reason"] != "block-ip" for f in flows["drop"])
+    for k in ("source", "pair", "short"):
+        assert threats[k] and all(t["action"] == "block-ip" for t in threats[k])
+        assert counters[k]["ip_blocks"] > 0 and counters[k]["packets_blocked_ip"] > 0
+        blocked = [f for f in flows[k] if f["end_reason"] == "block-ip"]
+        assert blocked
+        # a blocked session starts after a block of its source (on its firewall), before the block ends
+        for f in blocked:
+            starts = [t["ts"] for t in threats[k] if t["src_ip"] == f["src_ip"] and t["firewall"] == f["firewall"]
+                      and (k != "pair" or t["dst_ip"] == f["dst_ip"])]
+            assert starts and min(starts) <= f["last_seen"]
+    # the one client is blocked everywhere by source: no session of it runs to its end after its first alert
+    first = {fw: min(t["ts"] for t in threats["source"] if t["firewall"] == fw)
+             for fw in {t["firewall"] for t in threats["source"]}}
+    assert all(f["end_reason"] in ("block-ip", "policy-deny") for f in flows["source"]
+               if f["firewall"] in first and f["first_seen"] > first[f["firewall"]] + 0.5)
+    # by pair and with a 1 s block, less is blocked than by source for an hour
+    assert counters["pair"]["packets_blocked_ip"] < counters["source"]["packets_blocked_ip"]
+    assert runs["short"][1].packets_out > runs["source"][1].packets_out
+    assert counters["short"]["ip_blocks"] > counters["source"]["ip_blocks"]   # blocked again after it ended
+
+
+@pytest.mark.parametrize("block_ip,needle", [
+    ({"track_by": "destination"}, "track_by: expected source or source-and-destination"),
+    ({"duration": 0}, "duration: expected whole seconds from 1 to 3600"),
+    ({"duration": 7200}, "duration: expected whole seconds from 1 to 3600"),
+    ({"time": 5}, "expected {track_by"),
+])
+def test_bad_block_ip_settings(tmp_path, block_ip, needle):
+    with pytest.raises(gf.ConfigError, match=needle):
+        Pipeline.from_yaml(topology(tmp_path, profiles=_web_blocking("block-ip", block_ip)))

@@ -57,7 +57,7 @@ FIREWALL_XML = """<?xml version="1.0"?>
             </url-filtering>
             <vulnerability>
               <entry name="strict-vuln"><rules>
-                <entry name="severe"><action><reset-both/></action><severity><member>critical</member>
+                <entry name="severe"><action><block-ip><track-by>source-and-destination</track-by><duration>120</duration></block-ip></action><severity><member>critical</member>
                   <member>high</member></severity><threat-name>any</threat-name><host>any</host></entry>
                 <entry name="rest"><action><alert/></action><severity><member>any</member></severity></entry>
               </rules></entry>
@@ -165,7 +165,8 @@ security_policy:
   url_categories: {blocked-sites: ["*.example.com", "host.test"]}
   profiles:
     web-filter: {url_filtering: {alert: [news], block: [blocked-sites, malware]}}
-    strict-vuln: {threat: {action: alert, severity: {critical: reset-both, high: reset-both}}}
+    strict-vuln: {threat: {action: alert, severity: {critical: block-ip, high: block-ip},
+                           block_ip: {track_by: source-and-destination, duration: 120}}}
     default-spy: {threat: {action: default}}
     std: {group: [web-filter, default-spy]}
   rules:
@@ -240,6 +241,10 @@ def test_panos_xml_gives_the_same_verdicts_as_the_yaml(pair):
         sev = np.arange(len(xr)) % 6
         np.testing.assert_array_equal(xml_pol.threat_action(xr, sig), yaml_pol.threat_action(yr, sig))
         np.testing.assert_array_equal(xml_pol.threat_action(xr, sig, sev), yaml_pol.threat_action(yr, sig, sev))
+        for a, b in zip(xml_pol.profiles.block_ip(xr), yaml_pol.profiles.block_ip(yr)):
+            np.testing.assert_array_equal(a, b)
+    pair_, dur = xml_pol.profiles.block_ip(np.array([xml_pol.rule_names.index("alt-web")]))
+    assert pair_.tolist() == [True] and dur.tolist() == [120 * 10**9]
     # The trace reaches every rule (deny-rest catches the rest).
     r = xc.classify(**cols, app=app, category=xcat)
     assert set(r.tolist()) == set(range(len(xml_pol.rules)))

@@ -3,6 +3,7 @@ import csv
 import itertools
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -315,7 +316,29 @@ def test_damaged_capture_replays_what_comes_before_like_one_worker(capture, tmp_
 
 # ---------------------------------------------------------------------------------------------------- failures
 def _left_behind(d):
-    return sorted(p.name for p in d.iterdir() if p.name.startswith("."))
+    from gwlb_fast.parallel import SCRATCH
+
+    scratch = Path(SCRATCH)
+    left = [p for p in scratch.glob(".gwlb-fast-workers-*") if p.stat().st_uid == os.getuid()] \
+        if scratch.is_dir() else []
+    return sorted(p.name for p in d.iterdir() if p.name.startswith(".")) + [p.name for p in left]
+
+
+@pytest.mark.parametrize("scratch", ["memory", "beside"])
+def test_worker_files_in_memory_or_beside_the_destination(capture, many, tmp_path, monkeypatch, scratch):
+    import gwlb_fast.parallel as par
+
+    n, d, _ = many
+    if scratch == "beside":  # no memory file system (or no room in it): beside the destination
+        monkeypatch.setattr(par, "SCRATCH", str(tmp_path / "absent"))
+    seen = []
+    real = par.shard_files
+    monkeypatch.setattr(par, "shard_files", lambda *a: seen.append(real(*a)) or seen[-1])
+    run_parallel(EXAMPLE_PATH, capture / "in.pcap", tmp_path / "out.pcap", workers=n, chunk=4096)
+    assert (tmp_path / "out.pcap").read_bytes() == (d / "out.pcap").read_bytes()
+    where = seen[0][0].parent
+    assert where == (tmp_path if scratch == "beside" else Path(par.SCRATCH))
+    assert not seen[0][0].exists() and _left_behind(tmp_path) == []
 
 
 @pytest.mark.parametrize("where", ["index", "place", "exit", "replay"])

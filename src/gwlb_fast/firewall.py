@@ -82,6 +82,7 @@ END_REASONS = {
     _s.END_OF_RUN: "end-of-run",
     _s.END_FW_FAILED: "fw-failed",
     _s.END_MOVED: "moved",
+    _s.END_BLOCK_IP: "block-ip",
 }
 
 assert [int(a) for a in Action] == [_s.ACT_ALLOW, _s.ACT_DENY, _s.ACT_DROP, _s.ACT_RESET_CLIENT, _s.ACT_RESET_SERVER,

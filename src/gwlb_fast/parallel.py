@@ -50,6 +50,8 @@ FRAG_TABLE = 1 << 16  # first fragments remembered on the public side (direct-ma
 SHARED_TAPS = ("health",)  # taps every shard writes alike (taken from the first)
 PCAP_RECORD_HEADER = 16  # classic pcap record header: ts_sec, ts_frac, caplen, wirelen
 MIN_RECORD = 12  # the smallest record or block a capture holds (a pcapng block: type and two lengths)
+PLACE_BUFFER = 8 << 20  # bytes a worker gathers per write into a merged capture
+SCRATCH = "/dev/shm"  # the workers' own files, when it has room (see _scratch)
 
 
 def default_workers() -> int:
@@ -290,6 +292,21 @@ def _raise_failure(results, source) -> None:
             raise WorkerError(f"{source}: run --workers: worker {k} of {len(results)} {r[1]}", r[2])
 
 
+def _scratch(size: int, output, taps, flow_log) -> str | None:
+    """Where the workers' files go: a memory file system (``SCRATCH``) when it has room for them, else beside the
+    destination (None). The files are copied once more into the destination: in memory they never reach the disk,
+    and the run dirties only the final files' pages, as one worker does."""
+    if output is None and taps is None and flow_log is None:
+        return None
+    # about the capture's size for the output and the flow log, twice it for each tap (Geneve adds headers)
+    need = size * (2 + (2 * len(TAP_LINKS) if taps is not None else 0))
+    try:
+        st = os.statvfs(SCRATCH)
+    except OSError:
+        return None
+    return SCRATCH if os.access(SCRATCH, os.W_OK) and st.f_bavail * st.f_frsize > 2 * need else None
+
+
 def _is_gzip(path) -> bool:
     with open(path, "rb") as fh:
         return fh.read(2) == b"\x1f\x8b"
@@ -322,7 +339,8 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
     policy = topology_policy(topo)  # built once, before the workers fork (they inherit it)
     fmt = output_format(output) if output is not None else "pcap"
     tap_paths = {k: Path(taps) / f"{k}.{fmt}" for k in TAP_LINKS} if taps is not None else {}
-    tmp, parts = shard_files(n, output, taps, flow_log, ".gwlb-fast-workers-")
+    tmp, parts = shard_files(n, output, taps, flow_log, ".gwlb-fast-workers-",
+                             _scratch(os.path.getsize(source), output, taps, flow_log))
     procs, conns, finals = [], [], []
     try:
         # the parent reads n chunks at a time and each worker replays its shard of them: about ``chunk`` packets
@@ -418,10 +436,12 @@ def check_destinations(topo: Topology, source, output, taps, flow_log, events) -
         raise ConfigError(f"{taps}: --taps needs a folder, and this is a file")
 
 
-def shard_files(n: int, output, taps, flow_log, prefix: str) -> tuple[Path, list[dict]]:
-    """A temporary folder beside the destination (remove it when done) and, in it, where shard ``k`` writes its
-    ``output``, ``taps`` and ``flow_log`` (None where the run writes none), as :func:`merge_outputs` takes them."""
-    where = Path(output).parent if output is not None else (Path(flow_log).parent if flow_log else None)
+def shard_files(n: int, output, taps, flow_log, prefix: str, where=None) -> tuple[Path, list[dict]]:
+    """A temporary folder in ``where`` (default: beside the destination; remove it when done) and, in it, where
+    shard ``k`` writes its ``output``, ``taps`` and ``flow_log`` (None where the run writes none), as
+    :func:`merge_outputs` takes them."""
+    if where is None:
+        where = Path(output).parent if output is not None else (Path(flow_log).parent if flow_log else None)
     tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=where))
     parts = []
     for k in range(n):
@@ -511,26 +531,42 @@ def _stretches(index, n: int) -> tuple[int, list[tuple[np.ndarray, ...]]]:
 
 
 def place_records(srcs, part: np.ndarray, off: np.ndarray, length: np.ndarray, dest, dest_off: np.ndarray) -> None:
-    """Copy each record ``i``, ``srcs[part[i]][off[i]:+length[i]]``, to ``dest_off[i]`` in the file ``dest`` (already
-    sized), through shared maps of the files: several processes may fill disjoint stretches of one file at once."""
-    if off.shape[0] == 0:
+    """Write each record ``i``, ``srcs[part[i]][off[i]:+length[i]]``, at ``dest_off[i]`` in the file ``dest`` (already
+    sized; the records in file order, back to back): gathered from maps of the sources into a buffer, written
+    with ``pwrite``. Several processes may fill disjoint stretches of one file at once."""
+    n = off.shape[0]
+    if n == 0:
         return
     from ._kernels.parse import gather_packets
 
-    maps = []
+    maps = {}
     try:
-        with open(dest, "r+b") as fd:
-            maps.append(mmap.mmap(fd.fileno(), 0))
-        dm = np.frombuffer(maps[0], np.uint8)
         for i in np.flatnonzero(np.bincount(part, minlength=len(srcs))).tolist():
             with open(srcs[i], "rb") as fs:
-                maps.append(mmap.mmap(fs.fileno(), 0, access=mmap.ACCESS_READ))
-            rows = np.flatnonzero(part == i)
-            gather_packets(np.frombuffer(maps[-1], np.uint8), off[rows], length[rows], dm, dest_off[rows])
-            del rows
-        del dm
+                maps[i] = mmap.mmap(fs.fileno(), 0, access=mmap.ACCESS_READ)
+        views = {i: np.frombuffer(m, np.uint8) for i, m in maps.items()}
+        end = dest_off + length
+        buf = np.empty(max(PLACE_BUFFER, int(length.max())), np.uint8)
+        fd = os.open(dest, os.O_WRONLY)
+        try:
+            a = 0
+            while a < n:
+                base = int(dest_off[a])
+                b = max(a + 1, int(np.searchsorted(end, base + buf.shape[0], side="right")))
+                sel = part[a:b]
+                for i in views:
+                    rows = np.flatnonzero(sel == i) + a
+                    if rows.shape[0]:
+                        gather_packets(views[i], off[rows], length[rows], buf, dest_off[rows] - base)
+                size = int(end[b - 1]) - base
+                if os.pwrite(fd, buf[:size], base) != size:
+                    raise OSError(f"{dest}: short write")
+                a = b
+        finally:
+            os.close(fd)
+        del views
     finally:
-        for m in maps:
+        for m in maps.values():
             try:
                 m.close()
             except BufferError:  # an error left a view of it alive: the map goes with the view

@@ -60,6 +60,7 @@ END_EVICTED = 6
 END_OF_RUN = 7
 END_FW_FAILED = 8  # set by the firewall stage: the GWLB found the firewall failed (failover: keep)
 END_MOVED = 9      # set by the firewall stage: the GWLB moved the flow to another firewall (failover: rebalance)
+END_BLOCK_IP = 10  # set by content inspection: a threat profile's block-ip blocked the session's source
 
 # pickup counters (``picked_up``)
 PICKUP_NON_SYN = 0   # sessions started by a TCP packet that is not a SYN

@@ -277,9 +277,18 @@ class _Loader:
             for name, (el, xp) in self.collect("profiles", kind).items():
                 # PAN-OS evaluates the profile's rules top-down: the first rule naming a severity (or any) decides.
                 rules = []
+                block_ip = None
                 for rname, rel, rxp in _Scope(el, xp).entries("rules"):
                     act = rel.find("action")
                     a = act[0].tag if act is not None and len(act) else "default"
+                    if a == "block-ip" and block_ip is None:
+                        # <block-ip><track-by>source</track-by><duration>120</duration></block-ip>: the first
+                        # rule's settings stand for the profile
+                        track = (act[0].findtext("track-by") or "source").strip()
+                        dur = (act[0].findtext("duration") or "").strip()
+                        block_ip = {"track_by": track}
+                        if dur.isdigit():
+                            block_ip["duration"] = int(dur)
                     if a not in _THREAT_ACTIONS:
                         self.skip(f"{rxp}/action/{a}", f"{kind} profile {name}, rule {rname}: action {a} is not "
                                   "modelled (taken as default)")
@@ -312,7 +321,8 @@ class _Loader:
                     hit = next((a for sev, a in rules if level in sev or "any" in sev), "allow")
                     by_sev[level] = hit
                 base = next((a for sev, a in rules if "any" in sev), "allow" if rules else "default")
-                profiles[name] = {"threat": {"action": base, "severity": by_sev}}
+                profiles[name] = {"threat": {"action": base, "severity": by_sev,
+                                             **({"block_ip": block_ip} if block_ip else {})}}
                 self.profile_kind[name] = kind
         for kind in ("virus", "file-blocking", "wildfire-analysis", "data-filtering", "dos-protection"):
             for name, (_el, xp) in self.collect("profiles", kind).items():

@@ -6,7 +6,9 @@
   ``A`` is ``default`` (each signature's own action: alert, drop, or reject = reset the sender of the matching
   packet, taken as the client), ``allow`` (no action, no log), ``alert``, ``drop``, ``reset-client``,
   ``reset-server``, ``reset-both`` or ``block-ip``; ``severity`` (optional) gives other actions to signatures of those severities (``critical``,
-  ``high``, ``medium``, ``low``, ``informational``), as a PAN-OS profile's rules by severity do;
+  ``high``, ``medium``, ``low``, ``informational``), as a PAN-OS profile's rules by severity do; ``block_ip``
+  (optional) ``{track_by: source | source-and-destination, duration: SECONDS}`` says what block-ip blocks and for
+  how long (1 to 3600 s as on PAN-OS; here source and 300 s when not given);
 - ``{url_filtering: {ACTION: [categories], ...}}`` with ACTION one of ``allow``, ``alert``, ``continue``,
   ``override``, ``block``; ``any`` in a list is the action of every category not listed (default: allow);
 - ``{group: [profile names]}``: a profile group.
@@ -26,7 +28,11 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["SEVERITY_UNKNOWN", "Profiles", "Severity", "SignatureAction", "ThreatAction", "UrlAction"]
+__all__ = ["BLOCK_IP_SECONDS", "SEVERITY_UNKNOWN", "Profiles", "Severity", "SignatureAction", "ThreatAction",
+           "UrlAction"]
+
+#: block-ip duration when a profile does not give one (seconds)
+BLOCK_IP_SECONDS = 300
 
 
 class UrlAction(IntEnum):
@@ -84,8 +90,10 @@ _THREAT_BY_NAME["allow"] = ThreatAction.NONE  # PAN-OS's allow: no action, no lo
 class Profile:
     """One profile: ``kind`` is ``threat``, ``url_filtering`` or ``group``."""
 
-    def __init__(self, name, kind, action=None, url_table=None, members=(), by_severity=None):
+    def __init__(self, name, kind, action=None, url_table=None, members=(), by_severity=None, block_ip=None):
         self.name = name
+        #: threat: (track by source and destination?, duration in seconds) of its block-ip action
+        self.block_ip = block_ip if block_ip is not None else (False, BLOCK_IP_SECONDS)
         self.kind = kind
         self.action = action            # threat: ThreatAction, or None for default
         #: threat: action per Severity (None = default), then the one for an unknown severity
@@ -175,6 +183,10 @@ class Profiles:
         thr_rows = [np.zeros((SEVERITY_UNKNOWN + 1, len(SignatureAction)), np.uint8)]
         self._rule_url = np.zeros(n + 1, np.int32)
         self._rule_thr = np.zeros(n + 1, np.int32)
+        # per rule: block-ip by source and destination (else by source), its duration in ns (the longest of the
+        # rule's threat profiles; by source when any of them says so)
+        self._rule_block_pair = np.zeros(n + 1, bool)
+        self._rule_block_ns = np.zeros(n + 1, np.int64)
         #: Per rule: names of the URL-filtering / threat profiles in force (groups flattened).
         self.rule_url_profiles: list[tuple[str, ...]] = []
         self.rule_threat_profiles: list[tuple[str, ...]] = []
@@ -201,8 +213,17 @@ class Profiles:
                 thr_rows.append(row)
             self._rule_url[i] = url_combo[up]
             self._rule_thr[i] = thr_combo[tp]
+            blockers = [self.by_name[name].block_ip for name in tp
+                        if ThreatAction.BLOCK_IP in self.by_name[name].by_severity]
+            if blockers:
+                self._rule_block_pair[i] = all(pair for pair, _ in blockers)
+                self._rule_block_ns[i] = max(d for _, d in blockers) * 1_000_000_000
         self._url_tab = np.ascontiguousarray(np.stack(url_rows))
         self._thr_tab = np.ascontiguousarray(np.stack(thr_rows))
+
+    def block_ip(self, rule_index) -> tuple[np.ndarray, np.ndarray]:
+        """(by source and destination? bool[n], duration ns int64[n]) of the block-ip action of each rule."""
+        return self._rows(rule_index, self._rule_block_pair), self._rows(rule_index, self._rule_block_ns)
 
     def _rows(self, rule_index, table) -> np.ndarray:
         r = np.asarray(rule_index)
@@ -272,8 +293,9 @@ def _threat_act(value, where):
 
 
 def threat_profile(name, spec, where) -> Profile:
-    if not isinstance(spec, Mapping) or set(spec) - {"action", "severity"}:
-        raise ConfigError(f"{where}: expected {{action: default|{'|'.join(_THREAT_BY_NAME)}, severity: {{...}}}}")
+    if not isinstance(spec, Mapping) or set(spec) - {"action", "severity", "block_ip"}:
+        raise ConfigError(f"{where}: expected {{action: default|{'|'.join(_THREAT_BY_NAME)}, severity: {{...}}, "
+                          "block_ip: {track_by: source|source-and-destination, duration: SECONDS}}")
     base = _threat_act(spec.get("action", "default"), f"{where}.action")
     by_sev = [base] * (SEVERITY_UNKNOWN + 1)
     sev = spec.get("severity") or {}
@@ -284,7 +306,23 @@ def threat_profile(name, spec, where) -> Profile:
         if str(k).lower() not in names:
             raise ConfigError(f"{where}.severity.{k}: unknown severity (one of {', '.join(names)})")
         by_sev[names[str(k).lower()]] = _threat_act(v, f"{where}.severity.{k}")
-    return Profile(name, "threat", action=base, by_severity=by_sev)
+    return Profile(name, "threat", action=base, by_severity=by_sev,
+                   block_ip=_block_ip(spec.get("block_ip"), f"{where}.block_ip"))
+
+
+def _block_ip(spec, where) -> tuple[bool, int]:
+    """(track by source and destination?, duration s) of ``block_ip: {track_by, duration}``."""
+    if spec is None:
+        return False, BLOCK_IP_SECONDS
+    if not isinstance(spec, Mapping) or set(spec) - {"track_by", "duration"}:
+        raise ConfigError(f"{where}: expected {{track_by: source|source-and-destination, duration: SECONDS}}")
+    track = str(spec.get("track_by", "source")).strip().lower()
+    if track not in ("source", "source-and-destination"):
+        raise ConfigError(f"{where}.track_by: expected source or source-and-destination, got {spec['track_by']!r}")
+    dur = spec.get("duration", BLOCK_IP_SECONDS)
+    if isinstance(dur, bool) or not isinstance(dur, int) or not 1 <= dur <= 3600:
+        raise ConfigError(f"{where}.duration: expected whole seconds from 1 to 3600, got {dur!r}")
+    return track == "source-and-destination", dur
 
 
 def url_profile(name, spec, urlcats, where) -> Profile:

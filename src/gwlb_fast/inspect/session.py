@@ -15,7 +15,10 @@ firewall's own session slots, then, at the packet where it happens:
   reset the session (no user is there to click through a continue or override page), ``allow`` passes;
 - a signature matches: the rule's threat profile decides (``Policy.threat_action``; no threat profile: the session
   is not inspected for threats, as on PAN-OS): alert logs, drop drops the session, reset-* resets it, block-ip drops
-  the session (the address block itself is not modelled).
+  the session and blocks its source (the alert's sender; with ``track_by: source-and-destination`` only towards the
+  alert's destination) for the profile's duration: from the next batch on, every packet from it is dropped and its
+  session ended (flow-log ``end_reason`` block-ip), counted in ``packets_blocked_ip`` (one block list per
+  firewall, as on PAN-OS).
 
 Each alert and URL event becomes one threat-log record (:data:`THREAT_FIELDS`).
 """
@@ -86,7 +89,11 @@ class SessionInspection:
         self._rule_threat = np.array([bool(tp) for tp in policy.profiles.rule_threat_profiles] + [False], bool)
         self._pending: list[dict] = []     # threat-log records as columns, see _log
         self.counts = {"relookups": 0, "app_shift_verdicts": 0, "url_events": 0, "threats": 0,
-                       "sessions_ended_by_inspection": 0}
+                       "sessions_ended_by_inspection": 0, "ip_blocks": 0, "packets_blocked_ip": 0}
+        # block-ip: source ip -> blocked until (ns); (source, destination) -> until, and their sorted forms
+        self._block_src: dict[int, int] = {}
+        self._block_pair: dict[tuple[int, int], int] = {}
+        self._block_tables = None
         self.top_apps: dict[str, int] = {}
         self.top_categories: dict[str, int] = {}
         self.top_threats: dict[str, int] = {}
@@ -105,11 +112,18 @@ class SessionInspection:
             return
         s0 = np.where(slot >= 0, slot, 0)
         direction = (rev ^ sess[s0, _s.F_CLIENT_REV].astype(np.uint8)).astype(np.uint8)
+        # verdicts: (slot, packet index, action code) triples; the earliest packet of a slot wins
+        stops = []
+        blocked = self._blocked(inner, fwd) if self._block_src or self._block_pair else None
+        if blocked is not None:
+            fwd &= ~blocked
+            b = np.flatnonzero(blocked)
+            first = b[np.unique(slot[b], return_index=True)[1]]
+            stops.append((slot[first], first, np.full(first.shape[0], _s.ACT_DROP, np.uint8)))
+            self.counts["packets_blocked_ip"] += int(b.shape[0])
         new = (is_new != 0) & fwd
         self.category[slot[new]] = -1
         res = self.inspector.process(inner, np.where(fwd, slot, -1), new.astype(np.uint8), direction)
-        # verdicts: (slot, packet index, action code) triples; the earliest packet of a slot wins
-        stops = []
         slots = np.concatenate([res["changed"], res["completed"]])
         pkts = np.concatenate([res["changed_pkt"], res["completed_pkt"]])
         if slots.shape[0]:
@@ -125,6 +139,10 @@ class SessionInspection:
                 stop_slot, stop_pkt, stop_code = _first_stops([(stop_slot, stop_pkt, stop_code), more])
         if stop_slot.shape[0]:
             self._enforce(stop_slot, stop_pkt, stop_code, slot, status, out_n, k1, k2, inner)
+            if blocked is not None:
+                # sessions ended by the block list (not by an earlier verdict of this batch)
+                bs = stop_slot[blocked[stop_pkt] & (slot[stop_pkt] == stop_slot)]
+                sess[bs, _s.F_REASON] = _s.END_BLOCK_IP
 
     def _session_cols(self, slots):
         sess = self.fw.sessions
@@ -264,7 +282,53 @@ class SessionInspection:
         d = np.where(pkt >= 0, direction[np.maximum(pkt, 0)], 0).astype(np.uint8)
         self._log(_SIG, sig, _THREAT_ACTION_NAMES[ta], slots, pkt, d, inner, self.inspector.row_of_slot[slots],
                   self.category[slots], rule, self.sig_severity[sig])
+        blk = np.flatnonzero(ta == ThreatAction.BLOCK_IP)
+        if blk.shape[0]:
+            self._block(slots[blk], pkt[blk], d[blk], rule[blk], inner)
         return more
+
+    def _block(self, slots, pkts, d, rule, inner) -> None:
+        """Block the senders of block-ip alerts (their source, or source and destination) for the rule's
+        duration from the alert's packet on."""
+        cip, sip, _cp, _sp, _proto, _z = self._session_cols(slots)
+        rev = d != 0
+        src, dst = np.where(rev, sip, cip), np.where(rev, cip, sip)
+        ts = np.where(pkts >= 0, inner.ts_ns[np.maximum(pkts, 0)], self.fw.sessions[slots, _s.F_LAST])
+        pair, dur = self.policy.profiles.block_ip(rule)
+        for a, b, p, until in zip(src.tolist(), dst.tolist(), pair.tolist(), (ts + dur).tolist()):  # per block
+            table, key = (self._block_pair, (a, b)) if p else (self._block_src, a)
+            if key not in table:
+                self.counts["ip_blocks"] += 1
+            table[key] = max(until, table.get(key, 0))
+        self._block_tables = None
+
+    def _blocked(self, inner, fwd) -> np.ndarray | None:
+        """bool per packet of the batch: forwarded, from a blocked source (to a blocked destination) before its
+        block ends; None when none is. Blocks that ended before the batch are let go."""
+        ts = inner.ts_ns
+        if ts.shape[0] == 0:
+            return None
+        t0 = int(ts.min())
+        for table in (self._block_src, self._block_pair):
+            for k in [k for k, until in table.items() if until <= t0]:   # per block ended
+                del table[k]
+                self._block_tables = None
+        if self._block_tables is None:
+            src = np.array(sorted(self._block_src), np.uint64)
+            pair = np.array(sorted((a << 32) | b for a, b in self._block_pair), np.uint64)
+            self._block_tables = (src, np.array([self._block_src[int(k)] for k in src], np.int64), pair,
+                                  np.array([self._block_pair[(int(k) >> 32, int(k) & 0xFFFFFFFF)] for k in pair],
+                                           np.int64))
+        src_keys, src_until, pair_keys, pair_until = self._block_tables
+        out = np.zeros(ts.shape[0], bool)
+        for keys, until, col in ((src_keys, src_until, inner.src_ip.astype(np.uint64)),
+                                 (pair_keys, pair_until, (inner.src_ip.astype(np.uint64) << np.uint64(32))
+                                  | inner.dst_ip.astype(np.uint64))):
+            if keys.shape[0]:
+                i = np.minimum(np.searchsorted(keys, col), keys.shape[0] - 1)
+                out |= (keys[i] == col) & (ts < until[i])
+        out &= fwd
+        return out if out.any() else None
 
     def _log(self, kind, sig, action, slots, pkts, d, inner, rows, cat, rule, severity) -> None:
         """Threat-log records of k events, kept as columns until :meth:`take_threats` (``sig`` None or
