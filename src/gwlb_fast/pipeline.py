@@ -1021,11 +1021,11 @@ class _Walk:
                 claimed |= pub
                 sub = b[rows]
                 self._tap("internet-to-nat", sub)
-                before = (sub.src_ip.copy(), sub.sport.copy(), sub.dst_ip.copy(), sub.dport.copy())
+                before = _addresses(sub) if p.trace is not None else None
                 gw.inbound(sub)
-                self._trace("enter-nat", rows, nat=g, form="public", before=before,
-                            after=(sub.src_ip.copy(), sub.sport.copy(), sub.dst_ip.copy(), sub.dport.copy()),
-                            status=sub.status.copy())
+                if p.trace is not None:
+                    self._trace("enter-nat", rows, nat=g, form="public", before=before, after=_addresses(sub),
+                                status=sub.status.copy())
                 bad = self._sync(rows, sub)
                 self.stage[rows[bad]] = S_NAT
                 good = rows[sub.status == PktStatus.OK]
@@ -1182,11 +1182,11 @@ class _Walk:
             gw = self.p.nats[g]
             sub = self.batch[rows]
             self._tap("vpc-to-nat", sub)
-            before = (sub.src_ip.copy(), sub.sport.copy(), sub.dst_ip.copy(), sub.dport.copy())
+            tracing = self.p.trace is not None
+            before = _addresses(sub) if tracing else None
             gw.outbound(sub)
-            self._trace("nat-out", rows, nat=g, before=before,
-                        after=(sub.src_ip.copy(), sub.sport.copy(), sub.dst_ip.copy(), sub.dport.copy()),
-                        status=sub.status.copy())
+            if tracing:
+                self._trace("nat-out", rows, nat=g, before=before, after=_addresses(sub), status=sub.status.copy())
             bad = self._sync(rows, sub)
             self.stage[rows[bad]] = S_NAT
             good = rows[sub.status == PktStatus.OK]
@@ -1211,10 +1211,11 @@ class _Walk:
         sub = b[rows]
         self._tap("vpc-to-gwlbe", sub)
         res = insp.inspect(sub, ep)
-        self._trace("inspect", rows, endpoint=e, gwlb=ep.gwlb, fw=res.fw_index.copy(), status=res.status.copy(),
-                    by_firewall=res.by_firewall.copy(), rule=res.rule.copy(), cookie=sub.flow_cookie.copy(),
-                    tuple=(sub.src_ip.copy(), sub.dst_ip.copy(), sub.sport.copy(), sub.dport.copy(),
-                           sub.proto.copy()))
+        if p.trace is not None:  # the copies only when someone reads them
+            self._trace("inspect", rows, endpoint=e, gwlb=ep.gwlb, fw=res.fw_index.copy(),
+                        status=res.status.copy(), by_firewall=res.by_firewall.copy(), rule=res.rule.copy(),
+                        cookie=sub.flow_cookie.copy(), tuple=(sub.src_ip.copy(), sub.dst_ip.copy(), sub.sport.copy(),
+                                                              sub.dport.copy(), sub.proto.copy()))
         self.inspected[rows, e] = True
         self.fw[rows] = res.fw_index
         self.rule[rows] = res.rule
@@ -1329,6 +1330,11 @@ _NO_SESSION = np.array([PktStatus.TCP_NOT_SYN, PktStatus.UNKNOWN_ENDPOINT, PktSt
 def _present(index: np.ndarray, k: int) -> list[int]:
     """The values in ``index`` (gateway or endpoint indices in ``[0, k)``), ascending: np.unique without its sort."""
     return np.flatnonzero(np.bincount(index, minlength=k)).tolist() if index.size else []
+
+
+def _addresses(sub: PacketBatch) -> tuple[np.ndarray, ...]:
+    """Copies of the columns NAT rewrites, (src_ip, sport, dst_ip, dport), for the trace."""
+    return sub.src_ip.copy(), sub.sport.copy(), sub.dst_ip.copy(), sub.dport.copy()
 
 
 def _sent_earlier(b: PacketBatch, senders: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -248,6 +248,10 @@ cdef class FlowTable:
     cdef object _ended_slots
     cdef object _ended_reason
     cdef int64_t _n_ended
+    # scratch of the amortized expiry scan (kept: a fresh one per call, megabytes for large batches, fragmented the
+    # allocator's heap as a capture went on)
+    cdef object _scan_recs
+    cdef object _scan_slots
 
     def __cinit__(self):
         self._buckets = NULL
@@ -296,6 +300,8 @@ cdef class FlowTable:
         self._ended_slots = np.zeros(0, dtype=np.int64)
         self._ended_reason = np.zeros(0, dtype=np.uint8)
         self._n_ended = 0
+        self._scan_recs = np.zeros(0, dtype=FLOW_DTYPE)
+        self._scan_slots = np.zeros(0, dtype=np.int64)
         self._nfree = self._fresh = 0
         self._live = 0
         self._cursor = 0
@@ -830,10 +836,17 @@ cdef class FlowTable:
         self._deleted += done
         return done
 
-    cdef tuple _expire_range(self, int64_t now_ns, int64_t start, int64_t count):
+    cdef tuple _expire_range(self, int64_t now_ns, int64_t start, int64_t count, bint keep_scratch=False):
         cdef int64_t size = min(count, self._cap)
-        recs = np.empty(size, dtype=FLOW_DTYPE)
-        slots = np.empty(size, dtype=np.int64)
+        if keep_scratch:
+            if self._scan_slots.shape[0] < size:
+                self._scan_recs = np.empty(size, dtype=FLOW_DTYPE)
+                self._scan_slots = np.empty(size, dtype=np.int64)
+            recs = self._scan_recs[:size]
+            slots = self._scan_slots[:size]
+        else:
+            recs = np.empty(size, dtype=FLOW_DTYPE)
+            slots = np.empty(size, dtype=np.int64)
         if size == 0:
             return slots, recs
         cdef uint8_t[::1] raw = recs.view(np.uint8)
@@ -872,7 +885,7 @@ cdef class FlowTable:
             raise ValueError(f"max_scan: must be >= 0, got {max_scan}")
         cdef int64_t count = min(int(max_scan), self._cap)
         cdef int64_t start = self._cursor
-        out = self._expire_range(int(now_ns), start, count)
+        out = self._expire_range(int(now_ns), start, count, True)
         self._cursor = (start + count) % self._cap
         return out
 
