@@ -186,3 +186,38 @@ def test_block_ip_blocks_the_source_for_its_duration(tmp_path):
 def test_bad_block_ip_settings(tmp_path, block_ip, needle):
     with pytest.raises(gf.ConfigError, match=needle):
         Pipeline.from_yaml(topology(tmp_path, profiles=_web_blocking("block-ip", block_ip)))
+
+
+def test_alerts_of_fields_completed_by_the_session_end_are_logged(tmp_path):
+    """A request line whose headers never finish (no Host, no blank line) completes its fields only when the
+    session ends (here at the end of the run, no FIN): the field signature that matches them is logged by the
+    firewall as by the standalone engine, with the session's last time and its own addresses."""
+    from scapy.all import IP, TCP, Ether, wrpcap
+
+    c, s = "172.16.0.122", "93.184.216.34"
+    req = b"GET /espn/scores HTTP/1.1\r\nUser-Agent: t\r\n"
+    e = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+    pkts = [e / IP(src=c, dst=s) / TCP(sport=40000, dport=80, flags="S", seq=100),
+            e / IP(src=s, dst=c) / TCP(sport=80, dport=40000, flags="SA", seq=500, ack=101),
+            e / IP(src=c, dst=s) / TCP(sport=40000, dport=80, flags="A", seq=101, ack=501),
+            e / IP(src=c, dst=s) / TCP(sport=40000, dport=80, flags="PA", seq=101, ack=501) / req,
+            e / IP(src=s, dst=c) / TCP(sport=80, dport=40000, flags="A", seq=501, ack=101 + len(req))]
+    for i, p in enumerate(pkts):
+        p.time = 1.0 + i * 0.01
+    cap = tmp_path / "unfinished.pcap"
+    wrpcap(str(cap), pkts)
+    (tmp_path / "uri.rules").write_text('alert http any any -> any any (msg:"scores uri"; http.uri; '
+                                        'content:"/scores"; sid:3001;)\n')
+    topo = topology(tmp_path, signatures=["uri.rules"])
+    al = []
+    inspect_flows(gf.read_pcap(cap), signatures=load_rules([tmp_path / "uri.rules"]), alerts=al)
+    assert [a["sid"] for a in al] == [3001]
+    pipe = Pipeline.from_yaml(topo)
+    summary = pipe.run(cap, tmp_path / "out.pcap", threat_log=tmp_path / "threats.jsonl")
+    threats = [json.loads(ln) for ln in (tmp_path / "threats.jsonl").read_text().splitlines()]
+    sig = [t for t in threats if t["type"] == "signature"]
+    assert [(t["sid"], t["src_ip"], t["src_port"], t["dst_ip"], t["dst_port"], t["direction"]) for t in sig] == \
+        [(3001, c, 40000, s, 80, "client-to-server")]
+    assert sig[0]["ts"] == pytest.approx(1.04) and sig[0]["rule"] == "web"
+    assert sig[0]["application"] == "web-browsing" and sig[0]["url"] is None
+    assert summary.inspection["counters"]["threats"] == 1

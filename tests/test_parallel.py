@@ -14,8 +14,15 @@ from gwlb_fast.batch import PacketBatch
 from gwlb_fast.cli import main
 from gwlb_fast.config import load_topology
 from gwlb_fast.errors import PcapError, WorkerError
-from gwlb_fast.parallel import (merge_pcaps, merge_plan, place_records, port_slice, record_index, run_parallel,
-                                shard_topology)
+from gwlb_fast.parallel import (
+    merge_pcaps,
+    merge_plan,
+    place_records,
+    port_slice,
+    record_index,
+    run_parallel,
+    shard_topology,
+)
 from gwlb_fast.pcapio import PcapWriter, read_pcap, write_pcap
 from gwlb_fast.pipeline import TAP_LINKS, Pipeline
 

@@ -492,7 +492,7 @@ _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 def yaml_load(text: str):
     """``yaml.safe_load`` on libyaml where PyYAML has it (same safe subset, same errors)."""
-    return yaml.load(text, Loader=_YAML_LOADER)  # noqa: S506 (a safe loader)
+    return yaml.load(text, Loader=_YAML_LOADER)
 
 
 def _parse_yaml(source: str, text: str):

@@ -392,7 +392,7 @@ class Firewall:
         if self.inspection is not None:
             # sessions ended by a restart of their slot: take their inspection results before the slot's new
             # session is inspected, then inspect the batch and apply the verdicts
-            notes.append(self.inspection.annotate(ended_slot[:ne]))
+            notes.append(self.inspection.annotate(ended_slot[:ne], ended[:ne]))
             self.inspection.apply(inner, slot, is_new, rev, zone, status, out_rule, out_n, k1, k2)
         if related is not None:  # related ICMP errors pass back to the GWLB, echoed, under their session's rule
             status[related] = PktStatus.OK
@@ -586,7 +586,7 @@ class Firewall:
         held = rows[:, _s.F_STATE] != _s.S_EMPTY
         rows = rows[held]
         if notes is not None and self.inspection is not None:
-            notes.append(self.inspection.annotate(slots[held]))
+            notes.append(self.inspection.annotate(slots[held], rows))
         rows[rows[:, _s.F_REASON] == 0, _s.F_REASON] = reason
         self.sessions[slots, _s.F_STATE] = _s.S_EMPTY
         return rows

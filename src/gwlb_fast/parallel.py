@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import csv
 import io
+import itertools
 import json
 import mmap
 import os
@@ -527,7 +528,7 @@ def _stretches(index, n: int) -> tuple[int, list[tuple[np.ndarray, ...]]]:
     end = dest + length
     cuts = np.searchsorted(end, [(end[-1] if end.shape[0] else 0) * k // n for k in range(1, n)], side="right")
     bounds = [0, *cuts.tolist(), dest.shape[0]]
-    return total, [(part[a:b], off[a:b], length[a:b], dest[a:b]) for a, b in zip(bounds, bounds[1:])]
+    return total, [(part[a:b], off[a:b], length[a:b], dest[a:b]) for a, b in itertools.pairwise(bounds)]
 
 
 def place_records(srcs, part: np.ndarray, off: np.ndarray, length: np.ndarray, dest, dest_off: np.ndarray) -> None:
@@ -554,10 +555,10 @@ def place_records(srcs, part: np.ndarray, off: np.ndarray, length: np.ndarray, d
                 base = int(dest_off[a])
                 b = max(a + 1, int(np.searchsorted(end, base + buf.shape[0], side="right")))
                 sel = part[a:b]
-                for i in views:
+                for i, view in views.items():
                     rows = np.flatnonzero(sel == i) + a
                     if rows.shape[0]:
-                        gather_packets(views[i], off[rows], length[rows], buf, dest_off[rows] - base)
+                        gather_packets(view, off[rows], length[rows], buf, dest_off[rows] - base)
                 size = int(end[b - 1]) - base
                 if os.pwrite(fd, buf[:size], base) != size:
                     raise OSError(f"{dest}: short write")
@@ -726,6 +727,22 @@ def merge_summaries(parts: list[dict], seconds: float) -> Summary:
     return s
 
 
-__all__ = ["SharedColumns", "ShardFeed", "Sharder", "check_destinations", "default_workers", "merge_flow_logs",
-           "merge_outputs", "merge_pcaps", "merge_plan", "merge_summaries", "place_records", "port_slice",
-           "record_index", "run_parallel", "shard_files", "shard_pipeline", "shard_topology"]
+__all__ = [
+    "ShardFeed",
+    "Sharder",
+    "SharedColumns",
+    "check_destinations",
+    "default_workers",
+    "merge_flow_logs",
+    "merge_outputs",
+    "merge_pcaps",
+    "merge_plan",
+    "merge_summaries",
+    "place_records",
+    "port_slice",
+    "record_index",
+    "run_parallel",
+    "shard_files",
+    "shard_pipeline",
+    "shard_topology",
+]

@@ -180,9 +180,10 @@ class Inspector:
                 "changed": self.slot_of_row[changed], "changed_pkt": self.app_pkt[changed],
                 "completed": self.slot_of_row[completed], "completed_pkt": self.done_pkt[completed]}
 
-    def end(self, slots: np.ndarray) -> dict:
+    def end(self, slots: np.ndarray, release: bool = True) -> dict:
         """Sessions in ``slots`` ended: decide their application (incomplete / insufficient-data / unknown), return
-        their results (:meth:`results`) and free their rows."""
+        their results (:meth:`results`) and ``alerts`` (hits of field signatures on fields the end completed), and
+        free their rows (``release=False``: the caller frees them with :meth:`release` once it has read them)."""
         slots = np.asarray(slots, np.int64)
         rows = self.row_of_slot[slots]
         has = rows >= 0
@@ -200,8 +201,14 @@ class Inspector:
                 if n_ev:
                     hits = self._dedupe(self._verify(n_ev, True))
             res["alerts"] = hits
-        self._free_rows(r)
+        if release:
+            self._free_rows(r)
         return res
+
+    def release(self, slots: np.ndarray) -> None:
+        """Free the rows of the sessions in ``slots`` (those that hold one)."""
+        rows = self.row_of_slot[np.asarray(slots, np.int64)]
+        self._free_rows(rows[rows >= 0])
 
     def results(self, slots: np.ndarray) -> dict:
         """``app`` (int32, APP_PENDING where not inspected) and each field (list of bytes or None) per slot."""

@@ -144,11 +144,13 @@ class SessionInspection:
                 bs = stop_slot[blocked[stop_pkt] & (slot[stop_pkt] == stop_slot)]
                 sess[bs, _s.F_REASON] = _s.END_BLOCK_IP
 
-    def _session_cols(self, slots):
-        sess = self.fw.sessions
-        return (sess[slots, _s.F_CLIENT_IP].astype(np.uint32), sess[slots, _s.F_SERVER_IP].astype(np.uint32),
-                sess[slots, _s.F_CLIENT_PORT].astype(np.uint16), sess[slots, _s.F_SERVER_PORT].astype(np.uint16),
-                sess[slots, _s.F_PROTO].astype(np.uint8), sess[slots, _s.F_ZONE].astype(np.uint8))
+    def _session_cols(self, slots, srow=None):
+        """(client ip, server ip, client port, server port, proto, zone) of the sessions in ``slots``, or of the
+        session rows ``srow`` (sessions whose slot already holds a new one)."""
+        sr = self.fw.sessions[slots] if srow is None else srow
+        return (sr[:, _s.F_CLIENT_IP].astype(np.uint32), sr[:, _s.F_SERVER_IP].astype(np.uint32),
+                sr[:, _s.F_CLIENT_PORT].astype(np.uint16), sr[:, _s.F_SERVER_PORT].astype(np.uint16),
+                sr[:, _s.F_PROTO].astype(np.uint8), sr[:, _s.F_ZONE].astype(np.uint8))
 
     def _url_fields(self, rows):
         """The URL of pool rows as fixed-width fields: (host uint8[k, w], host_len int64[k], path uint8[k, w],
@@ -238,19 +240,23 @@ class SessionInspection:
         code = np.where(proto[ev] == 6, _s.ACT_RESET_BOTH, _s.ACT_DROP).astype(np.uint8)
         stops.append((slots[ev][blk], pkts[ev][blk], code[blk]))
 
-    def _threats(self, alerts, inner, direction, stop_slot, stop_pkt):
+    def _threats(self, alerts, inner, direction, stop_slot, stop_pkt, srow=None):
         """Log the alerts the rule's threat profile acts on, up to the packet where the session ends (the earliest
         of ``stop_*`` and its first alert whose action ends it); returns the sessions the alerts end (slot, packet,
-        action code) or None."""
+        action code) or None. ``srow``: the session rows of the alerts (default: their slots' sessions); an alert
+        at packet -1 (raised as its session ended) takes the session's last time and the client-to-server
+        direction, and ``inner`` may then be None."""
         fw = self.fw
-        alerts = alerts[np.argsort(alerts[:, 2], kind="stable")]
+        o = np.argsort(alerts[:, 2], kind="stable")
+        alerts = alerts[o]
         slots = alerts[:, 0]
         sig = alerts[:, 1]
         pkt = alerts[:, 2]
-        rule = fw.sessions[slots, _s.F_RULE].astype(np.int64)
+        srow = fw.sessions[slots] if srow is None else srow[o]
+        rule = srow[:, _s.F_RULE].astype(np.int64)
         ta = self.policy.threat_action(rule, self.sig_action[sig])
         act = ta != ThreatAction.NONE
-        slots, sig, pkt, rule, ta = slots[act], sig[act], pkt[act], rule[act], ta[act]
+        slots, sig, pkt, rule, ta, srow = slots[act], sig[act], pkt[act], rule[act], ta[act], srow[act]
         if not slots.shape[0]:
             return None
         # the packet each session already ends at in this batch (verdicts of the re-lookup), then its first alert
@@ -274,26 +280,30 @@ class SessionInspection:
             limit[hit] = np.minimum(limit[hit], ep[o][pos[hit]])
             more = (es, ep, ec)
         logged = pkt <= limit
-        slots, sig, pkt, rule, ta = slots[logged], sig[logged], pkt[logged], rule[logged], ta[logged]
+        slots, sig, pkt, rule, ta, srow = slots[logged], sig[logged], pkt[logged], rule[logged], ta[logged], \
+            srow[logged]
         self.counts["threats"] += int(slots.shape[0])
         for si in sig.tolist():   # per alert
             name = self._sig_names[si]
             self.top_threats[name] = self.top_threats.get(name, 0) + 1
-        d = np.where(pkt >= 0, direction[np.maximum(pkt, 0)], 0).astype(np.uint8)
+        d = np.zeros(pkt.shape[0], np.uint8)
+        at = pkt >= 0
+        if at.any():
+            d[at] = direction[pkt[at]]
         self._log(_SIG, sig, _THREAT_ACTION_NAMES[ta], slots, pkt, d, inner, self.inspector.row_of_slot[slots],
-                  self.category[slots], rule, self.sig_severity[sig])
+                  self.category[slots], rule, self.sig_severity[sig], srow)
         blk = np.flatnonzero(ta == ThreatAction.BLOCK_IP)
         if blk.shape[0]:
-            self._block(slots[blk], pkt[blk], d[blk], rule[blk], inner)
+            self._block(slots[blk], pkt[blk], d[blk], rule[blk], inner, srow[blk])
         return more
 
-    def _block(self, slots, pkts, d, rule, inner) -> None:
+    def _block(self, slots, pkts, d, rule, inner, srow=None) -> None:
         """Block the senders of block-ip alerts (their source, or source and destination) for the rule's
         duration from the alert's packet on."""
-        cip, sip, _cp, _sp, _proto, _z = self._session_cols(slots)
+        cip, sip, _cp, _sp, _proto, _z = self._session_cols(slots, srow)
         rev = d != 0
         src, dst = np.where(rev, sip, cip), np.where(rev, cip, sip)
-        ts = np.where(pkts >= 0, inner.ts_ns[np.maximum(pkts, 0)], self.fw.sessions[slots, _s.F_LAST])
+        ts = self._event_ts(slots, pkts, inner, srow)
         pair, dur = self.policy.profiles.block_ip(rule)
         for a, b, p, until in zip(src.tolist(), dst.tolist(), pair.tolist(), (ts + dur).tolist()):  # per block
             table, key = (self._block_pair, (a, b)) if p else (self._block_src, a)
@@ -330,15 +340,22 @@ class SessionInspection:
         out &= fwd
         return out if out.any() else None
 
-    def _log(self, kind, sig, action, slots, pkts, d, inner, rows, cat, rule, severity) -> None:
+    def _event_ts(self, slots, pkts, inner, srow=None) -> np.ndarray:
+        """Time of each event: its packet's, or (packet -1: raised as the session ended) the session's last."""
+        ts = (self.fw.sessions[slots, _s.F_LAST] if srow is None else srow[:, _s.F_LAST]).astype(np.int64)
+        at = pkts >= 0
+        if at.any():
+            ts[at] = inner.ts_ns[pkts[at]]
+        return ts
+
+    def _log(self, kind, sig, action, slots, pkts, d, inner, rows, cat, rule, severity, srow=None) -> None:
         """Threat-log records of k events, kept as columns until :meth:`take_threats` (``sig`` None or
         signature indices, ``action`` names, ``d`` directions, ``rows`` pool rows for the URL, ``cat`` category
         ids, ``severity`` indices into ``_SEVERITY_NAMES``)."""
-        fw = self.fw
-        cip, sip, cp, sp, proto, _z = self._session_cols(slots)
+        cip, sip, cp, sp, proto, _z = self._session_cols(slots, srow)
         rev = d != 0
         app = np.where(rows >= 0, self.inspector.app[np.maximum(rows, 0)], APP_PENDING)
-        ts = np.where(pkts >= 0, inner.ts_ns[np.maximum(pkts, 0)], fw.sessions[slots, _s.F_LAST])
+        ts = self._event_ts(slots, pkts, inner, srow)
         self._pending.append({
             "kind": kind, "sig": sig, "action": action, "severity": severity,
             "src_ip": np.where(rev, sip, cip), "src_port": np.where(rev, sp, cp),
@@ -380,10 +397,11 @@ class SessionInspection:
             k2[first] = to_server
 
     # ------------------------------------------------------------------ session ends
-    def annotate(self, slots: np.ndarray) -> dict:
-        """Application and fields of the sessions in ``slots`` (ending now), then their inspection rows freed.
-        Returns arrays for the session records: ``application`` (int16, -1 not inspected), ``host``, ``sni``,
-        ``url``, ``category`` (lists of str or None)."""
+    def annotate(self, slots: np.ndarray, sessions: np.ndarray) -> dict:
+        """Application and fields of the sessions in ``slots`` (ending now; ``sessions``: their session rows, in
+        the same order), the alerts of signatures on fields that only their end completed logged, then their
+        inspection rows freed. Returns arrays for the session records: ``application`` (int16, -1 not
+        inspected), ``host``, ``sni``, ``url``, ``category`` (lists of str or None)."""
         slots = np.asarray(slots, np.int64)
         insp = self.inspector
         k = slots.shape[0]
@@ -394,7 +412,16 @@ class SessionInspection:
         rows = insp.row_of_slot[slots]
         has = np.flatnonzero(rows >= 0)
         if has.shape[0]:
-            res = insp.end(slots[has])
+            res = insp.end(slots[has], release=False)
+            hits = res["alerts"]
+            if hits is not None and hits.shape[0]:
+                hits = hits.copy()
+                hits[:, 2] = -1  # raised by the session's end, after its last packet
+                by_slot = np.argsort(slots[has], kind="stable")
+                srow = np.asarray(sessions)[has[by_slot[np.searchsorted(slots[has], hits[:, 0], sorter=by_slot)]]]
+                none = np.zeros(0, np.int64)
+                self._threats(hits, None, None, none, none, srow)  # the session is over: nothing left to stop
+            insp.release(slots[has])
             app = res["app"]
             out["application"][has] = np.where(app == APP_PENDING, -1, app).astype(np.int16)
             names = self.policy.url_categories.names
