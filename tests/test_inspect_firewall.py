@@ -221,3 +221,23 @@ def test_alerts_of_fields_completed_by_the_session_end_are_logged(tmp_path):
     assert sig[0]["ts"] == pytest.approx(1.04) and sig[0]["rule"] == "web"
     assert sig[0]["application"] == "web-browsing" and sig[0]["url"] is None
     assert summary.inspection["counters"]["threats"] == 1
+
+
+@pytest.mark.parametrize("track_by,chunk", [("source", 64), ("source", 1 << 16), ("source-and-destination", 64)])
+def test_block_ip_inside_a_batch_as_across_batches(tmp_path, track_by, chunk):
+    """A block-ip alert drops its sender's later packets of the same batch, and their alerts are not logged:
+    larger batches give the delivered packets, flows' end reasons, threat log and block counters of one packet per
+    batch."""
+    prof = _web_blocking("block-ip", {"track_by": track_by, "duration": 3600})
+    got = {}
+    for c in (1, chunk):
+        d = tmp_path / str(c)
+        d.mkdir()
+        _, summary, flows, threats = run(topology(d, profiles=prof), d, chunk=c)
+        got[c] = ((d / "out.pcap").read_bytes()[24:],
+                  sorted((f["src_ip"], f["src_port"], f["dst_ip"], f["dst_port"], f["end_reason"]) for f in flows),
+                  sorted((t["type"], str(t["sid"]), t["src_ip"], t["src_port"], t["dst_ip"], t["dst_port"],
+                          t["action"], t["ts"]) for t in threats),
+                  {k: summary.inspection["counters"][k] for k in ("ip_blocks", "packets_blocked_ip")})
+    assert any(f[4] == "block-ip" for f in got[1][1])
+    assert got[chunk] == got[1]

@@ -16,8 +16,8 @@ firewall's own session slots, then, at the packet where it happens:
 - a signature matches: the rule's threat profile decides (``Policy.threat_action``; no threat profile: the session
   is not inspected for threats, as on PAN-OS): alert logs, drop drops the session, reset-* resets it, block-ip drops
   the session and blocks its source (the alert's sender; with ``track_by: source-and-destination`` only towards the
-  alert's destination) for the profile's duration: from the next batch on, every packet from it is dropped and its
-  session ended (flow-log ``end_reason`` block-ip), counted in ``packets_blocked_ip`` (one block list per
+  alert's destination) for the profile's duration: from the packet after the alert on (its later packets of the same batch
+  too, their alerts not logged), every packet from it is dropped and its session ended (flow-log ``end_reason`` block-ip), counted in ``packets_blocked_ip`` (one block list per
   firewall, as on PAN-OS).
 
 Each alert and URL event becomes one threat-log record (:data:`THREAT_FIELDS`).
@@ -94,6 +94,7 @@ class SessionInspection:
         self._block_src: dict[int, int] = {}
         self._block_pair: dict[tuple[int, int], int] = {}
         self._block_tables = None
+        self._new_blocks: list[tuple[int, int, int]] = []   # (source, destination or -1, packet) of this batch
         self.top_apps: dict[str, int] = {}
         self.top_categories: dict[str, int] = {}
         self.top_threats: dict[str, int] = {}
@@ -134,7 +135,26 @@ class SessionInspection:
         stop_slot, stop_pkt, stop_code = _first_stops(stops)
         alerts = res.get("alerts")
         if alerts is not None and alerts.shape[0]:
+            self._new_blocks = []
             more = self._threats(alerts, inner, direction, stop_slot, stop_pkt)
+            late = self._blocked_after(inner, fwd, slot)
+            if late is not None:
+                # packets after a block-ip alert of this batch, from its sender: dropped from there on, as the
+                # block's later batches are (those of sessions that an earlier verdict ends aside; at the same packet the block comes first)
+                b = np.flatnonzero(late)
+                es, ep, _ec = _first_stops([(stop_slot, stop_pkt, stop_code)] + ([more] if more is not None else []))
+                if es.shape[0]:
+                    o = np.argsort(es)
+                    at = np.minimum(np.searchsorted(es[o], slot[b]), es.shape[0] - 1)
+                    ended = (es[o][at] == slot[b]) & (ep[o][at] < b)
+                    late[b[ended]] = False
+                    b = b[~ended]
+            if late is not None and b.shape[0]:
+                first = b[np.unique(slot[b], return_index=True)[1]]
+                late_stops = (slot[first], first, np.full(first.shape[0], _s.ACT_DROP, np.uint8))
+                more = late_stops if more is None else _first_stops([late_stops, more])  # the block first, as at a batch's start
+                self.counts["packets_blocked_ip"] += int(b.shape[0])
+                blocked = late if blocked is None else blocked | late
             if more is not None:
                 stop_slot, stop_pkt, stop_code = _first_stops([(stop_slot, stop_pkt, stop_code), more])
         if stop_slot.shape[0]:
@@ -282,6 +302,10 @@ class SessionInspection:
         logged = pkt <= limit
         slots, sig, pkt, rule, ta, srow = slots[logged], sig[logged], pkt[logged], rule[logged], ta[logged], \
             srow[logged]
+        late = self._after_block(pkt, rule, ta, inner)
+        if late is not None:   # their packets never reach inspection: the block drops them
+            slots, sig, pkt, rule, ta, srow = slots[~late], sig[~late], pkt[~late], rule[~late], ta[~late], \
+                srow[~late]
         self.counts["threats"] += int(slots.shape[0])
         for si in sig.tolist():   # per alert
             name = self._sig_names[si]
@@ -297,6 +321,22 @@ class SessionInspection:
             self._block(slots[blk], pkt[blk], d[blk], rule[blk], inner, srow[blk])
         return more
 
+    def _after_block(self, pkt, rule, ta, inner) -> np.ndarray | None:
+        """bool per alert (sorted by packet): at a later packet of this batch than a block-ip alert, from that
+        alert's sender (to its destination, by pair); None when none is."""
+        first = np.flatnonzero((ta == ThreatAction.BLOCK_IP) & (pkt >= 0))
+        if not first.shape[0]:
+            return None
+        p = np.maximum(pkt, 0)
+        src, dst = inner.src_ip[p], inner.dst_ip[p]
+        pair, _dur = self.policy.profiles.block_ip(rule[first])
+        out = np.zeros(pkt.shape[0], bool)
+        for i, by_pair in zip(first.tolist(), pair.tolist()):   # per block-ip alert
+            if not out[i]:
+                m = (pkt > pkt[i]) & (src == src[i])
+                out |= (m & (dst == dst[i])) if by_pair else m
+        return out if out.any() else None
+
     def _block(self, slots, pkts, d, rule, inner, srow=None) -> None:
         """Block the senders of block-ip alerts (their source, or source and destination) for the rule's
         duration from the alert's packet on."""
@@ -305,12 +345,31 @@ class SessionInspection:
         src, dst = np.where(rev, sip, cip), np.where(rev, cip, sip)
         ts = self._event_ts(slots, pkts, inner, srow)
         pair, dur = self.policy.profiles.block_ip(rule)
-        for a, b, p, until in zip(src.tolist(), dst.tolist(), pair.tolist(), (ts + dur).tolist()):  # per block
+        for a, b, p, k, until in zip(src.tolist(), dst.tolist(), pair.tolist(), pkts.tolist(),
+                                     (ts + dur).tolist()):  # per block
+            if k >= 0:
+                self._new_blocks.append((a, b if p else -1, k))
             table, key = (self._block_pair, (a, b)) if p else (self._block_src, a)
             if key not in table:
                 self.counts["ip_blocks"] += 1
             table[key] = max(until, table.get(key, 0))
         self._block_tables = None
+
+    def _blocked_after(self, inner, fwd, slot) -> np.ndarray | None:
+        """bool per packet of the batch: forwarded after a block-ip alert of this batch (``_new_blocks``), from its
+        sender (to its destination, by pair), in another session or later in the alert's; None when none is."""
+        if not self._new_blocks:
+            return None
+        idx = np.arange(inner.src_ip.shape[0])
+        out = np.zeros(idx.shape[0], bool)
+        for a, b, k in self._new_blocks:   # per block of this batch
+            m = (inner.src_ip == a) & (idx > k)
+            if b >= 0:
+                m &= inner.dst_ip == b
+            out |= m
+        self._new_blocks = []
+        out &= fwd & (slot >= 0)
+        return out if out.any() else None
 
     def _blocked(self, inner, fwd) -> np.ndarray | None:
         """bool per packet of the batch: forwarded, from a blocked source (to a blocked destination) before its
