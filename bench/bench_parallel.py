@@ -1,8 +1,8 @@
-"""``run --workers N`` (gwlb_fast.parallel) beside one worker, on the bench workload and a high-churn workload, and
-Suricata 7 with no rules reading the same capture (skipped when absent).
+"""``run --workers N`` (gwlb_fast.parallel) beside one worker, on the bench workload and a high-churn workload.
 
-Workloads: ``bench`` is bench_pipeline's (1,000-rule policy, PACKETS packets in PACKETS/50 flows); ``churn`` has
-PACKETS packets in PACKETS/10 flows (most packets start or answer a new flow). Full mode (``GWLB_FAST_BENCH_FULL=1``)
+Workloads: bench_pipeline's own captures and topology (its ``workload`` fixture: 1,000-rule policy; ``bench`` has
+PACKETS packets in PACKETS/50 flows, ``churn`` PACKETS/10 flows, most packets starting or answering a new flow);
+Suricata 7 with no rules on the same captures is bench_pipeline's ``test_suricata_no_rules``. Full mode (``GWLB_FAST_BENCH_FULL=1``)
 uses 1,000,000 packets, the smoke run 20,000. Each round writes a new output (the last one is removed outside the
 timing). One worker is ``Pipeline.run``, the baseline; two workers are ``run_parallel(workers=2)`` (the parent
 reads and shards the capture, forked workers replay their shards, each copies its stretch of the merged output).
@@ -31,22 +31,12 @@ from gwlb_fast.parallel import run_parallel
 from gwlb_fast.pipeline import Pipeline
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_pipeline import FULL, PACKETS, policy_topology
+import bench_pipeline
+from bench_pipeline import FULL, PACKETS, WORKLOADS, policy_topology
 
-WORKLOADS = {"bench": max(1, PACKETS // 50), "churn": max(1, PACKETS // 10)}
+workload = bench_pipeline.workload  # the fixture: the same captures as the one-core benchmark
+
 _RESULTS: dict[tuple[str, int], float] = {}
-
-
-@pytest.fixture(scope="module", params=sorted(WORKLOADS))
-def workload(request, tmp_path_factory):
-    name = request.param
-    d = tmp_path_factory.mktemp(f"parallel-{name}")
-    topo = d / "topology-1k.yaml"
-    topo.write_text(policy_topology())
-    batch = synth.generate(flows=WORKLOADS[name], packets=PACKETS, seed=0)
-    cap = d / "in.pcap"
-    gf.write_pcap(cap, batch)
-    return {"name": name, "topo": topo, "cap": cap, "dir": d, "bytes": int(batch.caplen.sum())}
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -81,29 +71,6 @@ def test_workers(benchmark, rate, workload, workers):
               f"{one / median:.2f}x (load average {os.getloadavg()[0]:.1f})")
 
 
-@pytest.mark.skipif(shutil.which("suricata") is None, reason="suricata not installed")
-def test_suricata_no_rules(benchmark, rate, workload, tmp_path):
-    """The peer: Suricata 7 reading the same capture, no rules, one thread."""
-    benchmark.group = f"run --workers, {workload['name']} workload, {PACKETS} packets"
-    rules = tmp_path / "empty.rules"
-    rules.write_text("")
-    logs = tmp_path / "logs"
-
-    def setup():
-        shutil.rmtree(logs, ignore_errors=True)
-        logs.mkdir()
-        return (), {}
-
-    def run():
-        t = time.perf_counter()
-        subprocess.run(["suricata", "-r", str(workload["cap"]), "-k", "none", "--runmode", "single", "-l",
-                        str(logs), "-S", str(rules)], check=True, capture_output=True)
-        return time.perf_counter() - t
-
-    benchmark.pedantic(run, setup=setup, rounds=3 if FULL else 1, iterations=1)
-    rate(PACKETS, workload["bytes"])
-
-
 def cli_round(topo: Path, cap: Path, out: Path, workers: int) -> tuple[float, float]:
     """One ``gwlb-fast run`` (a new output): wall seconds and the CPU seconds (user + system) of its processes."""
     out.unlink(missing_ok=True)
@@ -135,7 +102,7 @@ def _rounds(args, d: Path) -> int:
     topo = d / "topology-1k.yaml"
     topo.write_text(policy_topology())
     caps = {}
-    for name, share in (("bench", 50), ("churn", 10)):
+    for name, share in WORKLOADS.items():
         caps[name] = d / f"{name}-{args.packets}.pcap"
         if not caps[name].exists():
             gf.write_pcap(caps[name], synth.generate(flows=max(1, args.packets // share), packets=args.packets, seed=0))

@@ -111,14 +111,7 @@ def _replay(topology, capture, output, taps, flow_log, events, chunk, seed, as_j
         observers.append(ReportCollector(report, inputs=[capture, topology], title=Path(capture).name))
     summary = pipe.run(capture, output, taps=taps, flow_log=flow_log, events=events, chunk=chunk, quiet=quiet,
                        strict=False, observers=observers, threat_log=threat_log)
-    print(summary.to_json() if as_json else summary, end="\n" if as_json else "")
-    line = hint.line(summary.packets_in)
-    if line is not None:
-        print(f"gwlb-fast: {line}", file=sys.stderr)
-    if summary.input_error:
-        print(f"gwlb-fast: {summary.input_error}", file=sys.stderr)
-        return 1
-    return 0
+    return _print_summary(summary, as_json, hint)
 
 
 # the options `run --workers` merges (any other option given needs one worker)
@@ -167,11 +160,17 @@ def _cmd_run(args) -> int:
 
 def _print_merged(args, summary) -> int:
     """Print the summary of a run merged from shards; the exit code."""
-    print(summary.to_json() if args.json else summary, end="\n" if args.json else "")
     from .report import UnmatchedHint
 
     hint = UnmatchedHint(args.input)
     hint.from_summary(summary, args.topology, args.input)
+    return _print_summary(summary, args.json, hint)
+
+
+def _print_summary(summary, as_json: bool, hint) -> int:
+    """Print a run's summary (text or JSON) and its unmatched-route hint; the exit code (1: the input was
+    damaged)."""
+    print(summary.to_json() if as_json else summary, end="\n" if as_json else "")
     line = hint.line(summary.packets_in)
     if line is not None:
         print(f"gwlb-fast: {line}", file=sys.stderr)

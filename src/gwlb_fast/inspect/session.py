@@ -94,7 +94,6 @@ class SessionInspection:
         self._block_src: dict[int, int] = {}
         self._block_pair: dict[tuple[int, int], int] = {}
         self._block_tables = None
-        self._new_blocks: list[tuple[int, int, int]] = []   # (source, destination or -1, packet) of this batch
         self.top_apps: dict[str, int] = {}
         self.top_categories: dict[str, int] = {}
         self.top_threats: dict[str, int] = {}
@@ -135,26 +134,13 @@ class SessionInspection:
         stop_slot, stop_pkt, stop_code = _first_stops(stops)
         alerts = res.get("alerts")
         if alerts is not None and alerts.shape[0]:
-            self._new_blocks = []
-            more = self._threats(alerts, inner, direction, stop_slot, stop_pkt)
-            late = self._blocked_after(inner, fwd, slot)
+            more, late = self._threats(alerts, inner, direction, stop_slot, stop_pkt)
             if late is not None:
-                # packets after a block-ip alert of this batch, from its sender: dropped from there on, as the
-                # block's later batches are (those of sessions that an earlier verdict ends aside; at the same packet the block comes first)
-                b = np.flatnonzero(late)
-                es, ep, _ec = _first_stops([(stop_slot, stop_pkt, stop_code)] + ([more] if more is not None else []))
-                if es.shape[0]:
-                    o = np.argsort(es)
-                    at = np.minimum(np.searchsorted(es[o], slot[b]), es.shape[0] - 1)
-                    ended = (es[o][at] == slot[b]) & (ep[o][at] < b)
-                    late[b[ended]] = False
-                    b = b[~ended]
-            if late is not None and b.shape[0]:
-                first = b[np.unique(slot[b], return_index=True)[1]]
-                late_stops = (slot[first], first, np.full(first.shape[0], _s.ACT_DROP, np.uint8))
-                more = late_stops if more is None else _first_stops([late_stops, more])  # the block first, as at a batch's start
-                self.counts["packets_blocked_ip"] += int(b.shape[0])
-                blocked = late if blocked is None else blocked | late
+                earlier = [(stop_slot, stop_pkt, stop_code)] + ([more] if more is not None else [])
+                late, late_stops = self._late_stops(late & fwd & (slot >= 0), slot, earlier)
+                if late_stops is not None:
+                    more = late_stops if more is None else _first_stops([late_stops, more])  # the block first
+                    blocked = late if blocked is None else blocked | late
             if more is not None:
                 stop_slot, stop_pkt, stop_code = _first_stops([(stop_slot, stop_pkt, stop_code), more])
         if stop_slot.shape[0]:
@@ -263,7 +249,7 @@ class SessionInspection:
     def _threats(self, alerts, inner, direction, stop_slot, stop_pkt, srow=None):
         """Log the alerts the rule's threat profile acts on, up to the packet where the session ends (the earliest
         of ``stop_*`` and its first alert whose action ends it); returns the sessions the alerts end (slot, packet,
-        action code) or None. ``srow``: the session rows of the alerts (default: their slots' sessions); an alert
+        action code) or None, and the packets of the batch that its block-ip alerts block (bool, or None). ``srow``: the session rows of the alerts (default: their slots' sessions); an alert
         at packet -1 (raised as its session ended) takes the session's last time and the client-to-server
         direction, and ``inner`` may then be None."""
         fw = self.fw
@@ -278,7 +264,7 @@ class SessionInspection:
         act = ta != ThreatAction.NONE
         slots, sig, pkt, rule, ta, srow = slots[act], sig[act], pkt[act], rule[act], ta[act], srow[act]
         if not slots.shape[0]:
-            return None
+            return None, None
         # the packet each session already ends at in this batch (verdicts of the re-lookup), then its first alert
         # whose action ends it, if no earlier than that
         limit = np.full(slots.shape[0], np.iinfo(np.int64).max, np.int64)
@@ -302,10 +288,10 @@ class SessionInspection:
         logged = pkt <= limit
         slots, sig, pkt, rule, ta, srow = slots[logged], sig[logged], pkt[logged], rule[logged], ta[logged], \
             srow[logged]
-        late = self._after_block(pkt, rule, ta, inner)
-        if late is not None:   # their packets never reach inspection: the block drops them
-            slots, sig, pkt, rule, ta, srow = slots[~late], sig[~late], pkt[~late], rule[~late], ta[~late], \
-                srow[~late]
+        late = self._late_packets(pkt, rule, ta, inner)
+        if late is not None:   # alerts at blocked packets: those never reach inspection
+            keep = (pkt < 0) | ~late[np.maximum(pkt, 0)]
+            slots, sig, pkt, rule, ta, srow = slots[keep], sig[keep], pkt[keep], rule[keep], ta[keep], srow[keep]
         self.counts["threats"] += int(slots.shape[0])
         for si in sig.tolist():   # per alert
             name = self._sig_names[si]
@@ -319,22 +305,41 @@ class SessionInspection:
         blk = np.flatnonzero(ta == ThreatAction.BLOCK_IP)
         if blk.shape[0]:
             self._block(slots[blk], pkt[blk], d[blk], rule[blk], inner, srow[blk])
-        return more
+        return more, late
 
-    def _after_block(self, pkt, rule, ta, inner) -> np.ndarray | None:
-        """bool per alert (sorted by packet): at a later packet of this batch than a block-ip alert, from that
-        alert's sender (to its destination, by pair); None when none is."""
+    def _late_stops(self, late, slot, earlier):
+        """Packets after a block-ip alert of this batch from its sender (``late``, forwarded) are dropped from there
+        on, as the block's later batches are, but for sessions that a verdict in ``earlier`` (stop triples) ends
+        before them (at the same packet the block comes first). Returns the late packets left and the sessions
+        they end (slot, packet, action code), or (None, None)."""
+        b = np.flatnonzero(late)
+        es, ep, _ec = _first_stops(earlier)
+        if es.shape[0] and b.shape[0]:
+            o = np.argsort(es)
+            at = np.minimum(np.searchsorted(es[o], slot[b]), es.shape[0] - 1)
+            ended = (es[o][at] == slot[b]) & (ep[o][at] < b)
+            late[b[ended]] = False
+            b = b[~ended]
+        if not b.shape[0]:
+            return None, None
+        self.counts["packets_blocked_ip"] += int(b.shape[0])
+        first = b[np.unique(slot[b], return_index=True)[1]]
+        return late, (slot[first], first, np.full(first.shape[0], _s.ACT_DROP, np.uint8))
+
+    def _late_packets(self, pkt, rule, ta, inner) -> np.ndarray | None:
+        """bool per packet of the batch: later than a block-ip alert (``pkt`` sorted; one at a blocked packet does
+        not count), from that alert's sender (to its destination, by pair); None when none is."""
         first = np.flatnonzero((ta == ThreatAction.BLOCK_IP) & (pkt >= 0))
         if not first.shape[0]:
             return None
-        p = np.maximum(pkt, 0)
-        src, dst = inner.src_ip[p], inner.dst_ip[p]
+        src, dst = inner.src_ip, inner.dst_ip
+        idx = np.arange(src.shape[0])
         pair, _dur = self.policy.profiles.block_ip(rule[first])
-        out = np.zeros(pkt.shape[0], bool)
-        for i, by_pair in zip(first.tolist(), pair.tolist()):   # per block-ip alert
-            if not out[i]:
-                m = (pkt > pkt[i]) & (src == src[i])
-                out |= (m & (dst == dst[i])) if by_pair else m
+        out = np.zeros(src.shape[0], bool)
+        for k, by_pair in zip(pkt[first].tolist(), pair.tolist()):   # per block-ip alert
+            if not out[k]:
+                m = (idx > k) & (src == src[k])
+                out |= (m & (dst == dst[k])) if by_pair else m
         return out if out.any() else None
 
     def _block(self, slots, pkts, d, rule, inner, srow=None) -> None:
@@ -345,31 +350,12 @@ class SessionInspection:
         src, dst = np.where(rev, sip, cip), np.where(rev, cip, sip)
         ts = self._event_ts(slots, pkts, inner, srow)
         pair, dur = self.policy.profiles.block_ip(rule)
-        for a, b, p, k, until in zip(src.tolist(), dst.tolist(), pair.tolist(), pkts.tolist(),
-                                     (ts + dur).tolist()):  # per block
-            if k >= 0:
-                self._new_blocks.append((a, b if p else -1, k))
+        for a, b, p, until in zip(src.tolist(), dst.tolist(), pair.tolist(), (ts + dur).tolist()):  # per block
             table, key = (self._block_pair, (a, b)) if p else (self._block_src, a)
             if key not in table:
                 self.counts["ip_blocks"] += 1
             table[key] = max(until, table.get(key, 0))
         self._block_tables = None
-
-    def _blocked_after(self, inner, fwd, slot) -> np.ndarray | None:
-        """bool per packet of the batch: forwarded after a block-ip alert of this batch (``_new_blocks``), from its
-        sender (to its destination, by pair), in another session or later in the alert's; None when none is."""
-        if not self._new_blocks:
-            return None
-        idx = np.arange(inner.src_ip.shape[0])
-        out = np.zeros(idx.shape[0], bool)
-        for a, b, k in self._new_blocks:   # per block of this batch
-            m = (inner.src_ip == a) & (idx > k)
-            if b >= 0:
-                m &= inner.dst_ip == b
-            out |= m
-        self._new_blocks = []
-        out &= fwd & (slot >= 0)
-        return out if out.any() else None
 
     def _blocked(self, inner, fwd) -> np.ndarray | None:
         """bool per packet of the batch: forwarded, from a blocked source (to a blocked destination) before its
