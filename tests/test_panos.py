@@ -371,13 +371,9 @@ def test_zone_mapping_must_name_configured_zones(tmp_path):
         Policy.from_yaml({"security_policy": {"panos": str(path), "rules": []}})
 
 
-def test_check_lists_unsupported_elements_and_the_pipeline_loads_the_export(tmp_path, capsys):
-    import json
-
+def _export_topology(tmp_path) -> Path:
+    """The shipped example topology with its policy from FIREWALL_XML and a URL database (files in tmp_path)."""
     import yaml
-
-    from gwlb_fast.cli import main
-    from gwlb_fast.pipeline import Pipeline
 
     example = Path(__file__).resolve().parents[1] / "src" / "gwlb_fast" / "examples" / "topology.yaml"
     data = yaml.safe_load(example.read_text())
@@ -387,6 +383,16 @@ def test_check_lists_unsupported_elements_and_the_pipeline_loads_the_export(tmp_
     (tmp_path / "cats.csv").write_text(CATS_CSV)
     topo = tmp_path / "topology.yaml"
     topo.write_text(yaml.safe_dump(data))
+    return topo
+
+
+def test_check_lists_unsupported_elements_and_the_pipeline_loads_the_export(tmp_path, capsys):
+    import json
+
+    from gwlb_fast.cli import main
+    from gwlb_fast.pipeline import Pipeline
+
+    topo = _export_topology(tmp_path)
     assert main(["check", str(topo), "--json"]) == 1
     out = json.loads(capsys.readouterr().out)
     unsup = [f for f in out["findings"] if f["kind"] == "unsupported"]
@@ -397,18 +403,9 @@ def test_check_lists_unsupported_elements_and_the_pipeline_loads_the_export(tmp_
 
 
 def test_the_export_and_the_url_database_are_inputs_no_output_overwrites(tmp_path, capsys):
-    import yaml
-
     from gwlb_fast.cli import main
 
-    example = Path(__file__).resolve().parents[1] / "src" / "gwlb_fast" / "examples" / "topology.yaml"
-    data = yaml.safe_load(example.read_text())
-    data["security_policy"] = {"panos": "running-config.xml", "zones": {"gwlb": ["gwlbe-a"]},
-                               "url_database": "cats.csv"}
-    (tmp_path / "running-config.xml").write_text(FIREWALL_XML)
-    (tmp_path / "cats.csv").write_text(CATS_CSV)
-    topo = tmp_path / "topology.yaml"
-    topo.write_text(yaml.safe_dump(data))
+    topo = _export_topology(tmp_path)
     pol = Policy.from_yaml(topo)
     assert pol.input_files == [tmp_path / "running-config.xml", tmp_path / "cats.csv"]
     cap = tmp_path / "in.pcap"
