@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ._kernels.join import first_row_join
+from ._kernels.heap import keep_freed_buffers
 from ._kernels.parse import fill_ip_checksums
 from ._kernels.special import mark_special
 from .batch import PacketBatch
@@ -598,6 +599,7 @@ class Pipeline:
             raise ConfigError(f"{tap_dir}: --taps needs a folder, and this is a file")
         if taps is not None and not self.keep_taps:
             self.record_taps(True)
+        keep_freed_buffers()  # each chunk reuses the last one's freed buffers (see _kernels/heap.pyx)
         t_start = time.perf_counter()
         size = os.path.getsize(source) if isinstance(source, (str, os.PathLike)) and os.path.isfile(source) else None
         if hasattr(source, "skipped_records"):
