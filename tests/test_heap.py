@@ -45,3 +45,30 @@ def test_freed_chunk_buffers_stay_in_the_heap():
 def test_once_per_process():
     assert heap.keep_freed_buffers() in (True, False)
     assert heap.keep_freed_buffers() == heap.keep_freed_buffers()
+
+
+def test_numpy_huge_page_advice_is_off_during_a_run_and_restored(tmp_path, monkeypatch):
+    """Pipeline.run turns NumPy's huge-page advice off while it replays and gives the caller's setting back."""
+    import gwlb_fast as gf
+    from gwlb_fast import synth
+    from gwlb_fast.config import example_topology_text
+
+    prev = heap.numpy_huge_pages(True)
+    if prev is None:
+        pytest.skip("this NumPy has no huge-page switch")
+    seen = []
+    real = gf.Pipeline._replay
+
+    def spy(self, *a, **k):
+        now = heap.numpy_huge_pages(False)  # reads the setting (and keeps it off)
+        seen.append(now)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(gf.Pipeline, "_replay", spy)
+    topo = tmp_path / "t.yaml"
+    topo.write_text(example_topology_text())
+    cap = tmp_path / "in.pcap"
+    gf.write_pcap(cap, synth.generate(flows=10, packets=200, seed=1))
+    gf.Pipeline.from_yaml(topo).run(cap, tmp_path / "out.pcap")
+    assert seen == [False]
+    assert heap.numpy_huge_pages(prev) is True  # restored to the caller's setting

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._kernels.heap import keep_freed_buffers, numpy_huge_pages
 from .batch import PacketBatch
 from .config import Topology, load_topology
 from .errors import ConfigError, GwlbError, PcapError, WorkerError
@@ -343,6 +344,8 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
     tmp, parts = shard_files(n, output, taps, flow_log, ".gwlb-fast-workers-",
                              _scratch(os.path.getsize(source), output, taps, flow_log))
     procs, conns, finals = [], [], []
+    keep_freed_buffers()  # the parent's chunks reuse each other's buffers too, and the workers inherit it
+    huge = numpy_huge_pages(False)
     try:
         # the parent reads n chunks at a time and each worker replays its shard of them: about ``chunk`` packets
         # per batch
@@ -416,6 +419,8 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
                 p.terminate()
                 p.join()
         shutil.rmtree(tmp, ignore_errors=True)
+        if huge is not None:
+            numpy_huge_pages(huge)
     summary = merge_summaries([r[1] for r in results], time.perf_counter() - t_start)
     summary.workers = n
     if summary.input_error is not None and strict:

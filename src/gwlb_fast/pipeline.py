@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ._kernels.join import first_row_join
-from ._kernels.heap import keep_freed_buffers
+from ._kernels.heap import keep_freed_buffers, numpy_huge_pages
 from ._kernels.parse import fill_ip_checksums
 from ._kernels.special import mark_special
 from .batch import PacketBatch
@@ -610,6 +610,7 @@ class Pipeline:
         writers: dict[str, OrderedWriter] = {}
         out_w = log_w = threat_w = None
         done = False
+        huge = numpy_huge_pages(False)  # short-lived arrays: no 2 MiB page zeroed whole for each (_kernels/heap.pyx)
         try:
             if output is not None:
                 out_w = OrderedWriter(PcapWriter(output, linktype=1 if fmt == "pcap" else None))
@@ -641,6 +642,8 @@ class Pipeline:
                     if w is not None:
                         w.abort()
             reader.close()
+            if huge is not None:
+                numpy_huge_pages(huge)
         input_error = str(reader.error) if reader.error is not None else None
         summary = self.summary(time.perf_counter() - t_start)
         summary.input_error = input_error
