@@ -247,6 +247,8 @@ def _worker(k: int, n: int, topo: Topology, policy, source, cols: SharedColumns 
 
         summary = pipe.run(source, paths.get("output"), taps=paths.get("taps"), flow_log=paths.get("flow_log"),
                            events=opts["events"], chunk=opts["chunk"], quiet=True, strict=False, select=select)
+        if select is not None:  # every shard read the whole capture: each counted the same misses
+            summary.shard_fragment_misses = sharder.frag_misses
         conn.send(("ok", summary.as_dict(), {name: record_index(path) for name, path in _captures(paths).items()}))
         msg = conn.recv()
         if msg[0] == "place":
@@ -362,11 +364,12 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
             theirs.close()
             procs.append(p)
             conns.append(mine)
+        sharder = Sharder(topo, n)
         if cols is not None:
             reader = read_pcap(source, chunk=chunk * n, parse=True, strict=False, use_mmap=True)
             reader.release_pages = True  # the parent needs each chunk's headers only while it shards them
             try:
-                _feed(reader, cols, Sharder(topo, n), conns)
+                _feed(reader, cols, sharder, conns)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # a worker ended early: its message (or its absence) says why
             finally:
@@ -423,6 +426,8 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
             numpy_huge_pages(huge)
     summary = merge_summaries([r[1] for r in results], time.perf_counter() - t_start)
     summary.workers = n
+    if cols is not None:
+        summary.shard_fragment_misses = sharder.frag_misses
     if summary.input_error is not None and strict:
         raise PcapError(source, None, summary.input_error.removeprefix(f"{source}: "))
     return summary
@@ -694,7 +699,8 @@ def _merge_flow_logs_into(paths, dest, fh) -> int:
 
 
 # summary fields that describe the capture every worker read whole (the same in each shard): taken once
-_SHARED_FIELDS = ("input_error", "input_skipped_bytes", "input_skipped_records", "events")
+_SHARED_FIELDS = ("input_error", "input_skipped_bytes", "input_skipped_records", "events",
+                  "shard_fragment_misses")
 
 
 def _add(acc, v):
