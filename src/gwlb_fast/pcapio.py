@@ -1143,7 +1143,8 @@ class PcapWriter:
         i = self._next_buf
         self._next_buf = 1 - i
         if self._bufs[i].shape[0] < size:
-            self._bufs[i] = np.empty(size, np.uint8)
+            # with headroom: batches of varying sizes would otherwise each get a fresh buffer, faulted in anew
+            self._bufs[i] = np.empty(size + size // 4, np.uint8)
         return self._bufs[i][:size]
 
     def close(self) -> None:
