@@ -73,7 +73,8 @@ def port_slice(lo: int, hi: int, k: int, n: int) -> tuple[int, int]:
 
 def shard_topology(topo: Topology, k: int, n: int) -> Topology:
     """The topology shard ``k`` of ``n`` runs: its slice of every SNAT port range, ``1/n`` of every flow table."""
-    t = copy.deepcopy(topo)
+    # the security policy (a thousand rules, say) is configuration the path only reads: shared, not copied
+    t = copy.deepcopy(topo, {id(topo.security_policy): topo.security_policy})
     if n == 1:
         return t
     for name, g in t.nat_gateways.items():
