@@ -195,7 +195,8 @@ def test_load_events(tmp_path):
 
 _YAML_TOKENS = ["a", "yes", "No", "on", "~", "null", "", "1", "-7", "0x1F", "0o17", "1_000", "1:20", "1.5", ".inf",
                 "-.Inf", ".NaN", "1e3", "2001-12-14", "2001-12-14 21:59:43.10 -5", "'1'", '"x y"', "=", "<<",
-                "!!str 5", "!!int '7'", "!!binary aGk=", "&A 3", "*A", "10.0.0.0/8", "gen-0001", "[]", "{}"]
+                "!!str 5", "!!int '7'", "!!binary aGk=", "&A 3", "*A", "10.0.0.0/8", "gen-0001", "[]", "{}", "!!seq x", "!!set y", "!!map z", "!!omap [a: 1]",
+                "!!float 1", "!!bool yes", "!!null ''"]
 
 
 def _yaml_flow(draw, depth=0) -> str:

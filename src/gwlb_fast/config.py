@@ -515,7 +515,8 @@ class _QuickLoad:
         def build(n):
             cls = n.__class__
             if cls is yaml.ScalarNode:
-                return n.value if n.tag == _STR else self.construct_object(n)
+                # deep: a constructor that fills its object later (a !!seq or !!set tag on a scalar) runs here
+                return n.value if n.tag == _STR else self.construct_object(n, deep=True)
             key = id(n)
             if key in built:  # an alias: the same object, as PyYAML gives
                 return built[key]
