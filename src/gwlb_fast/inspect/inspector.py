@@ -180,10 +180,12 @@ class Inspector:
                 "changed": self.slot_of_row[changed], "changed_pkt": self.app_pkt[changed],
                 "completed": self.slot_of_row[completed], "completed_pkt": self.done_pkt[completed]}
 
-    def end(self, slots: np.ndarray, release: bool = True) -> dict:
+    def end(self, slots: np.ndarray, release: bool = True, fields: bool = True) -> dict:
         """Sessions in ``slots`` ended: decide their application (incomplete / insufficient-data / unknown), return
-        their results (:meth:`results`) and ``alerts`` (hits of field signatures on fields the end completed), and
-        free their rows (``release=False``: the caller frees them with :meth:`release` once it has read them)."""
+        their results (:meth:`results`; ``fields=False``: only ``app``, the caller reads the fields from
+        :attr:`fields` and :attr:`flen`) and ``alerts`` (hits of field signatures on fields the end completed),
+        and free their rows (``release=False``: the caller frees them with :meth:`release` once it has read
+        them)."""
         slots = np.asarray(slots, np.int64)
         rows = self.row_of_slot[slots]
         has = rows >= 0
@@ -191,7 +193,10 @@ class Inspector:
         self.ended[r] = 1
         done_before = self.done[r].copy()
         self._identify(r)
-        res = self.results(slots)
+        if fields:
+            res = self.results(slots)
+        else:
+            res = {"app": np.where(has, self.app[np.where(has, rows, 0)], APP_PENDING).astype(np.int32)}
         res["alerts"] = None
         if self.sigs is not None and self.sigs.fields is not None:
             fr = r[(self.done[r] != 0) & (done_before == 0)]

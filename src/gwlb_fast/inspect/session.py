@@ -35,7 +35,7 @@ from .inspector import Inspector
 from .profiles import SignatureAction, ThreatAction, UrlAction
 from .signatures import SignatureSet, load_rules
 
-__all__ = ["THREAT_FIELDS", "SessionInspection", "needs_inspection"]
+__all__ = ["THREAT_FIELDS", "EndedFields", "SessionInspection", "needs_inspection"]
 
 #: threat-log record fields (PAN-OS threat log names; Suricata eve names where one exists: src_ip, src_port,
 #: dest_* are spelled dst_* as PAN-OS does)
@@ -172,17 +172,12 @@ class SessionInspection:
         path_len = np.where(has_host, ln[:, _F["uri"]], -1)
         return f[ar, pick], ln[ar, pick], f[:, _F["uri"]], path_len
 
-    def _urls(self, rows) -> list:
-        """URL strings (or None) of pool rows (-1: none), for log records."""
+    def _url_raw(self, rows):
+        """The URLs of pool rows (-1: none) for log records, as fields (``_url_fields`` of the rows that have one,
+        and their positions): copies, decoded only if the threat log is taken (:func:`_decode_urls`)."""
         rows = np.asarray(rows, np.int64)
-        out = [None] * rows.shape[0]
         has = np.flatnonzero(rows >= 0)
-        if has.shape[0]:
-            host, hl, path, pl = self._url_fields(rows[has])
-            for j, i in enumerate(has.tolist()):  # per log record
-                if hl[j] >= 0:
-                    out[i] = (host[j, :hl[j]].tobytes() + path[j, :max(int(pl[j]), 0)].tobytes()).decode("latin-1")
-        return out
+        return (rows.shape[0], has, *self._url_fields(rows[has])) if has.shape[0] else (rows.shape[0], has)
 
     def _relookup(self, slots, pkts, inner, stops) -> None:
         fw = self.fw
@@ -235,9 +230,7 @@ class SessionInspection:
         if not ev.shape[0]:
             return
         ua = self.policy.url_action(rule[ev], cats[ev])
-        names = self.policy.url_categories.names
-        for c in prim[ev].tolist():  # per URL event
-            self.top_categories[names[c]] = self.top_categories.get(names[c], 0) + 1
+        _count_names(self.top_categories, self.policy.url_categories.names, prim[ev])
         self.counts["url_events"] += int(ev.shape[0])
         self._log(_URL, None, _URL_ACTION_NAMES[ua], slots[ev], pkts[ev], np.zeros(ev.shape[0], np.uint8), inner,
                   rows[ev], prim[ev], rule[ev], np.full(ev.shape[0], _INFORMATIONAL, np.int64))
@@ -293,9 +286,7 @@ class SessionInspection:
             keep = (pkt < 0) | ~late[np.maximum(pkt, 0)]
             slots, sig, pkt, rule, ta, srow = slots[keep], sig[keep], pkt[keep], rule[keep], ta[keep], srow[keep]
         self.counts["threats"] += int(slots.shape[0])
-        for si in sig.tolist():   # per alert
-            name = self._sig_names[si]
-            self.top_threats[name] = self.top_threats.get(name, 0) + 1
+        _count_names(self.top_threats, self._sig_names, sig)
         d = np.zeros(pkt.shape[0], np.uint8)
         at = pkt >= 0
         if at.any():
@@ -405,7 +396,7 @@ class SessionInspection:
             "kind": kind, "sig": sig, "action": action, "severity": severity,
             "src_ip": np.where(rev, sip, cip), "src_port": np.where(rev, sp, cp),
             "dst_ip": np.where(rev, cip, sip), "dst_port": np.where(rev, cp, sp), "proto": proto, "d": d,
-            "app": app, "url": self._urls(rows), "cat": cat, "rule": rule, "ts": ts})
+            "app": app, "url": self._url_raw(rows), "cat": cat, "rule": rule, "ts": ts})
 
     def _enforce(self, s_arr, p_arr, a_arr, slot, status, out_n, k1, k2, inner) -> None:
         """End sessions ``s_arr`` at packets ``p_arr`` with actions ``a_arr``: that packet and the later ones of the
@@ -445,19 +436,22 @@ class SessionInspection:
     def annotate(self, slots: np.ndarray, sessions: np.ndarray) -> dict:
         """Application and fields of the sessions in ``slots`` (ending now; ``sessions``: their session rows, in
         the same order), the alerts of signatures on fields that only their end completed logged, then their
-        inspection rows freed. Returns arrays for the session records: ``application`` (int16, -1 not
-        inspected), ``host``, ``sni``, ``url``, ``category`` (lists of str or None)."""
+        inspection rows freed. Returns ``application`` (int16 per session, -1 not inspected) and ``fields``
+        (:class:`EndedFields`: host, sni, url and category per session, decoded when read; None when none was
+        inspected)."""
         slots = np.asarray(slots, np.int64)
         insp = self.inspector
         k = slots.shape[0]
-        out = {"application": np.full(k, -1, np.int16), "host": [None] * k, "sni": [None] * k, "url": [None] * k,
-               "category": [None] * k}
+        out = {"application": np.full(k, -1, np.int16), "fields": None}
         if not k:
             return out
         rows = insp.row_of_slot[slots]
         has = np.flatnonzero(rows >= 0)
         if has.shape[0]:
-            res = insp.end(slots[has], release=False)
+            res = insp.end(slots[has], release=False, fields=False)
+            r = rows[has]
+            out["fields"] = EndedFields(k, has, insp.fields[r], insp.flen[r], self.category[slots[has]],
+                                        insp.field_width, self.policy.url_categories.names)
             hits = res["alerts"]
             if hits is not None and hits.shape[0]:
                 hits = hits.copy()
@@ -469,24 +463,7 @@ class SessionInspection:
             insp.release(slots[has])
             app = res["app"]
             out["application"][has] = np.where(app == APP_PENDING, -1, app).astype(np.int16)
-            names = self.policy.url_categories.names
-            for j, i in enumerate(has.tolist()):  # per ended session
-                a = int(app[j])
-                if a != APP_PENDING:
-                    nm = APPLICATIONS[a]
-                    self.top_apps[nm] = self.top_apps.get(nm, 0) + 1
-                host = res["host"][j]
-                sni = res["sni"][j]
-                dns = res["dns_query"][j]
-                uri = res["uri"][j]
-                out["host"][i] = host.decode("latin-1") if host is not None else (
-                    dns.decode("latin-1") if dns is not None else None)
-                out["sni"][i] = sni.decode("latin-1") if sni is not None else None
-                h = host if host is not None else (sni if sni is not None else dns)
-                out["url"][i] = None if h is None else (h + (uri if host is not None and uri else b"")).decode(
-                    "latin-1")
-                cat = int(self.category[slots[i]])
-                out["category"][i] = names[cat] if cat >= 0 else None
+            _count_names(self.top_apps, APPLICATIONS, app[app != APP_PENDING])
         self.category[slots] = -1
         return out
 
@@ -496,7 +473,7 @@ class SessionInspection:
         fw = self.fw
         names = self.policy.url_categories.names
         for c in self._pending:
-            k = len(c["url"])
+            k = c["url"][0]
             if c["sig"] is None:
                 sid = msg = [None] * k
             else:
@@ -508,7 +485,7 @@ class SessionInspection:
             direction = np.where(c["d"] != 0, "server-to-client", "client-to-server").tolist()
             cols = zip(sid, msg, _SEVERITY_NAMES[c["severity"]].tolist(), c["action"].tolist(),
                        ip_strs(c["src_ip"]), c["src_port"].tolist(), ip_strs(c["dst_ip"]), c["dst_port"].tolist(),
-                       c["proto"].tolist(), direction, app, c["url"], cat, rule, (c["ts"] / 1e9).tolist())
+                       c["proto"].tolist(), direction, app, _decode_urls(c["url"]), cat, rule, (c["ts"] / 1e9).tolist())
             kind = c["kind"]
             out += [{"type": kind, "sid": a, "signature": b, "severity": sv, "action": ac, "src_ip": si,
                      "src_port": sp, "dst_ip": di, "dst_port": dp, "proto": pr, "direction": dr, "application": ap,
@@ -517,10 +494,81 @@ class SessionInspection:
         self._pending = []
         return out
 
+    def discard_threats(self) -> None:
+        """Forget the threat-log records since the last call (no threat log is written: nothing is decoded)."""
+        self._pending = []
+
     def stats(self) -> dict:
         d = dict(self.counts)
         d.update(self.inspector.stats())
         return d
+
+
+class EndedFields:
+    """Host, SNI, URL and URL category of ended sessions for the flow log, kept as the inspection pool's field
+    bytes (copies) and decoded only when a record reads them (:meth:`get`).
+
+    Parameters
+    ----------
+    k : int
+        Sessions ended.
+    has : int64[h]
+        Those of them that were inspected (positions in ``[0, k)``), with their pool ``fields`` (uint8[h, w * F]),
+        ``flen`` (int32[h, F], -1 none) and URL ``category`` (int32[h], -1 none).
+    """
+
+    __slots__ = ("_at", "_cat", "_fields", "_flen", "_names", "_w", "noted")
+
+    def __init__(self, k, has, fields, flen, category, width, names):
+        ln = flen.astype(np.int64)
+        any_field = (ln[:, _F["host"]] >= 0) | (ln[:, _F["sni"]] >= 0) | (ln[:, _F["dns_query"]] >= 0)
+        #: bool[k]: the session has a host, SNI, URL or category (a flow-log reference)
+        self.noted = np.zeros(k, bool)
+        self.noted[has] = any_field | (category >= 0)
+        self._at = np.full(k, -1, np.int64)
+        self._at[has] = np.arange(has.shape[0])
+        self._fields, self._flen, self._cat = fields, flen, category
+        self._w, self._names = int(width), names
+
+    def get(self, i: int) -> tuple:
+        """(host, sni, url, category) of ended session ``i`` (str or None each)."""
+        j = int(self._at[i])
+        if j < 0:
+            return (None, None, None, None)
+        row, w = self._fields[j], self._w
+
+        def field(name):
+            f = _F[name]
+            ln = int(self._flen[j, f])
+            return bytes(row[f * w:f * w + ln]) if ln >= 0 else None
+
+        host, sni, dns, uri = field("host"), field("sni"), field("dns_query"), field("uri")
+        h = host if host is not None else (sni if sni is not None else dns)
+        cat = int(self._cat[j])
+        return (host.decode("latin-1") if host is not None else (dns.decode("latin-1") if dns is not None else None),
+                sni.decode("latin-1") if sni is not None else None,
+                None if h is None else (h + (uri if host is not None and uri else b"")).decode("latin-1"),
+                self._names[cat] if cat >= 0 else None)
+
+
+def _decode_urls(raw) -> list:
+    """URL strings (or None) of the log records whose fields :meth:`SessionInspection._url_raw` kept."""
+    out = [None] * raw[0]
+    if len(raw) > 2:
+        _k, has, host, hl, path, pl = raw
+        for j, i in enumerate(has.tolist()):  # per log record
+            if hl[j] >= 0:
+                out[i] = (host[j, :hl[j]].tobytes() + path[j, :max(int(pl[j]), 0)].tobytes()).decode("latin-1")
+    return out
+
+
+def _count_names(counter: dict, names, ids) -> None:
+    """Add the occurrences of each id of ``ids`` (ints indexing ``names``) to ``counter`` (name -> count)."""
+    ids = np.asarray(ids)
+    if ids.shape[0]:
+        vals, cnt = np.unique(ids, return_counts=True)
+        for v, c in zip(vals.tolist(), cnt.tolist()):  # per distinct name
+            counter[names[v]] = counter.get(names[v], 0) + c
 
 
 def _first_stops(parts):
