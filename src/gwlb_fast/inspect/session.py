@@ -44,7 +44,13 @@ THREAT_FIELDS = ("type", "sid", "signature", "severity", "action", "src_ip", "sr
 _SEVERITY = {1: 0, 2: 1, 3: 2}        # Suricata priority -> PAN-OS severity (_SEVERITY_NAMES)
 _SIG_ACTION = {"alert": SignatureAction.ALERT, "drop": SignatureAction.DROP, "reject": SignatureAction.REJECT}
 _F = {name: i for i, name in enumerate(FIELDS)}
+_HOST, _SNI, _DNS, _URI = _F["host"], _F["sni"], _F["dns_query"], _F["uri"]
 _SIG, _URL = "signature", "url"
+# enum members as plain ints for the per-batch array compares (an IntEnum attribute costs a lookup each time)
+_OK, _POLICY_RESET, _POLICY_DENY = int(PktStatus.OK), int(PktStatus.POLICY_RESET), int(PktStatus.POLICY_DENY)
+_UA_NONE, _UA_ALLOW = int(UrlAction.NONE), int(UrlAction.ALLOW)
+_UA_BLOCKING = np.array([UrlAction.BLOCK, UrlAction.CONTINUE, UrlAction.OVERRIDE], np.int64)
+_TA_NONE, _TA_ALERT, _TA_BLOCK_IP = int(ThreatAction.NONE), int(ThreatAction.ALERT), int(ThreatAction.BLOCK_IP)
 _SEVERITY_NAMES = np.array(["high", "medium", "low", "informational"], object)
 _INFORMATIONAL = 3
 _URL_ACTION_NAMES = np.array([a.name.lower() for a in UrlAction], object)
@@ -107,7 +113,7 @@ class SessionInspection:
         """Inspect the packets the session kernel forwarded and apply the verdicts (arrays changed in place)."""
         fw = self.fw
         sess = fw.sessions
-        fwd = (status == PktStatus.OK) & (slot >= 0)
+        fwd = (status == _OK) & (slot >= 0)
         if not fwd.any() and not is_new.any():
             return
         s0 = np.where(slot >= 0, slot, 0)
@@ -162,15 +168,14 @@ class SessionInspection:
         """The URL of pool rows as fixed-width fields: (host uint8[k, w], host_len int64[k], path uint8[k, w],
         path_len int64[k]): Host + URI, else SNI, else the DNS name (no path); length -1: none."""
         insp = self.inspector
-        fw_ = insp.field_width
-        k = rows.shape[0]
-        f = insp.fields[rows].reshape(k, len(FIELDS), fw_)
+        # only the two fields a URL is made of are gathered (not the pool rows' every field)
+        f = insp.fields.reshape(insp.fields.shape[0], len(FIELDS), insp.field_width)
         ln = insp.flen[rows].astype(np.int64)
-        has_host = ln[:, _F["host"]] >= 0
-        pick = np.where(has_host, _F["host"], np.where(ln[:, _F["sni"]] >= 0, _F["sni"], _F["dns_query"]))
-        ar = np.arange(k)
-        path_len = np.where(has_host, ln[:, _F["uri"]], -1)
-        return f[ar, pick], ln[ar, pick], f[:, _F["uri"]], path_len
+        has_host = ln[:, _HOST] >= 0
+        pick = np.where(has_host, _HOST, np.where(ln[:, _SNI] >= 0, _SNI, _DNS))
+        ar = np.arange(rows.shape[0])
+        path_len = np.where(has_host, ln[:, _URI], -1)
+        return f[rows, pick], ln[ar, pick], f[rows, _URI], path_len
 
     def _url_raw(self, rows):
         """The URLs of pool rows (-1: none) for log records, as fields (``_url_fields`` of the rows that have one,
@@ -226,15 +231,16 @@ class SessionInspection:
         if not has.shape[0]:
             return
         ua = self.policy.url_action(rule[has], cats[has])
-        ev = has[(ua != UrlAction.NONE) & (ua != UrlAction.ALLOW)]
+        logged = (ua != _UA_NONE) & (ua != _UA_ALLOW)
+        ev = has[logged]
         if not ev.shape[0]:
             return
-        ua = self.policy.url_action(rule[ev], cats[ev])
+        ua = ua[logged]
         _count_names(self.top_categories, self.policy.url_categories.names, prim[ev])
         self.counts["url_events"] += int(ev.shape[0])
         self._log(_URL, None, _URL_ACTION_NAMES[ua], slots[ev], pkts[ev], np.zeros(ev.shape[0], np.uint8), inner,
                   rows[ev], prim[ev], rule[ev], np.full(ev.shape[0], _INFORMATIONAL, np.int64))
-        blk = (ua == UrlAction.BLOCK) | (ua == UrlAction.CONTINUE) | (ua == UrlAction.OVERRIDE)
+        blk = np.isin(ua, _UA_BLOCKING)
         # no user is there to click through a continue or override page: the session is reset (TCP) or dropped
         code = np.where(proto[ev] == 6, _s.ACT_RESET_BOTH, _s.ACT_DROP).astype(np.uint8)
         stops.append((slots[ev][blk], pkts[ev][blk], code[blk]))
@@ -254,7 +260,7 @@ class SessionInspection:
         srow = fw.sessions[slots] if srow is None else srow[o]
         rule = srow[:, _s.F_RULE].astype(np.int64)
         ta = self.policy.threat_action(rule, self.sig_action[sig])
-        act = ta != ThreatAction.NONE
+        act = ta != _TA_NONE
         slots, sig, pkt, rule, ta, srow = slots[act], sig[act], pkt[act], rule[act], ta[act], srow[act]
         if not slots.shape[0]:
             return None, None
@@ -267,7 +273,7 @@ class SessionInspection:
             posc = np.minimum(pos, o.shape[0] - 1)
             hit = stop_slot[o][posc] == slots
             limit[hit] = stop_pkt[o][posc[hit]]
-        ends = (ta != ThreatAction.ALERT) & (pkt <= limit)
+        ends = (ta != _TA_ALERT) & (pkt <= limit)
         e_first = np.flatnonzero(ends)
         e_first = e_first[np.unique(slots[e_first], return_index=True)[1]]   # the first by packet (sorted)
         more = None
@@ -293,7 +299,7 @@ class SessionInspection:
             d[at] = direction[pkt[at]]
         self._log(_SIG, sig, _THREAT_ACTION_NAMES[ta], slots, pkt, d, inner, self.inspector.row_of_slot[slots],
                   self.category[slots], rule, self.sig_severity[sig], srow)
-        blk = np.flatnonzero(ta == ThreatAction.BLOCK_IP)
+        blk = np.flatnonzero(ta == _TA_BLOCK_IP)
         if blk.shape[0]:
             self._block(slots[blk], pkt[blk], d[blk], rule[blk], inner, srow[blk])
         return more, late
@@ -320,7 +326,7 @@ class SessionInspection:
     def _late_packets(self, pkt, rule, ta, inner) -> np.ndarray | None:
         """bool per packet of the batch: later than a block-ip alert (``pkt`` sorted; one at a blocked packet does
         not count), from that alert's sender (to its destination, by pair); None when none is."""
-        first = np.flatnonzero((ta == ThreatAction.BLOCK_IP) & (pkt >= 0))
+        first = np.flatnonzero((ta == _TA_BLOCK_IP) & (pkt >= 0))
         if not first.shape[0]:
             return None
         src, dst = inner.src_ip, inner.dst_ip
@@ -415,9 +421,9 @@ class SessionInspection:
         live = slot >= 0
         idx = np.flatnonzero(live & (pos[np.where(live, slot, 0)] >= 0))
         idx = idx[idx >= pos[slot[idx]]]
-        idx = idx[status[idx] == PktStatus.OK]
+        idx = idx[status[idx] == _OK]
         rs = sess[slot[idx], _s.F_STATE] == _s.S_RESETTING
-        status[idx] = np.where(rs, PktStatus.POLICY_RESET, PktStatus.POLICY_DENY)
+        status[idx] = np.where(rs, _POLICY_RESET, _POLICY_DENY)
         out_n[idx] = 0
         first = idx[idx == pos[slot[idx]]]
         pos[s_arr] = -1
@@ -521,7 +527,7 @@ class EndedFields:
 
     def __init__(self, k, has, fields, flen, category, width, names):
         ln = flen.astype(np.int64)
-        any_field = (ln[:, _F["host"]] >= 0) | (ln[:, _F["sni"]] >= 0) | (ln[:, _F["dns_query"]] >= 0)
+        any_field = (ln[:, _HOST] >= 0) | (ln[:, _SNI] >= 0) | (ln[:, _DNS] >= 0)
         #: bool[k]: the session has a host, SNI, URL or category (a flow-log reference)
         self.noted = np.zeros(k, bool)
         self.noted[has] = any_field | (category >= 0)
