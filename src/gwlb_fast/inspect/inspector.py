@@ -131,7 +131,7 @@ class Inspector:
         new_rows = np.flatnonzero((np.asarray(is_new) != 0) & (slot >= 0))
         if new_rows.shape[0]:
             # a slot restarting a session lets go of the old session's row first
-            new_slots = np.unique(slot[new_rows])
+            new_slots, first_at = np.unique(slot[new_rows], return_index=True)
             old = self.row_of_slot[new_slots]
             self._free_rows(old[old >= 0])
             rows = self.streams.allocate(new_slots.shape[0])
@@ -139,7 +139,7 @@ class Inspector:
             got = rows >= 0
             r = rows[got]
             self.slot_of_row[r] = new_slots[got]
-            first = new_rows[np.unique(slot[new_rows], return_index=True)[1]]
+            first = new_rows[first_at]
             self.proto[r] = batch.proto[first][got]
             self.app[r] = APP_PENDING
             self.done[r] = 0

@@ -49,7 +49,7 @@ _SIG, _URL = "signature", "url"
 # enum members as plain ints for the per-batch array compares (an IntEnum attribute costs a lookup each time)
 _OK, _POLICY_RESET, _POLICY_DENY = int(PktStatus.OK), int(PktStatus.POLICY_RESET), int(PktStatus.POLICY_DENY)
 _UA_NONE, _UA_ALLOW = int(UrlAction.NONE), int(UrlAction.ALLOW)
-_UA_BLOCKING = np.array([UrlAction.BLOCK, UrlAction.CONTINUE, UrlAction.OVERRIDE], np.int64)
+_UA_BLOCK, _UA_CONTINUE, _UA_OVERRIDE = int(UrlAction.BLOCK), int(UrlAction.CONTINUE), int(UrlAction.OVERRIDE)
 _TA_NONE, _TA_ALERT, _TA_BLOCK_IP = int(ThreatAction.NONE), int(ThreatAction.ALERT), int(ThreatAction.BLOCK_IP)
 _SEVERITY_NAMES = np.array(["high", "medium", "low", "informational"], object)
 _INFORMATIONAL = 3
@@ -240,7 +240,7 @@ class SessionInspection:
         self.counts["url_events"] += int(ev.shape[0])
         self._log(_URL, None, _URL_ACTION_NAMES[ua], slots[ev], pkts[ev], np.zeros(ev.shape[0], np.uint8), inner,
                   rows[ev], prim[ev], rule[ev], np.full(ev.shape[0], _INFORMATIONAL, np.int64))
-        blk = np.isin(ua, _UA_BLOCKING)
+        blk = (ua == _UA_BLOCK) | (ua == _UA_CONTINUE) | (ua == _UA_OVERRIDE)
         # no user is there to click through a continue or override page: the session is reset (TCP) or dropped
         code = np.where(proto[ev] == 6, _s.ACT_RESET_BOTH, _s.ACT_DROP).astype(np.uint8)
         stops.append((slots[ev][blk], pkts[ev][blk], code[blk]))
@@ -571,10 +571,13 @@ def _decode_urls(raw) -> list:
 def _count_names(counter: dict, names, ids) -> None:
     """Add the occurrences of each id of ``ids`` (ints indexing ``names``) to ``counter`` (name -> count)."""
     ids = np.asarray(ids)
-    if ids.shape[0]:
+    if ids.shape[0] > 64:   # a batch's worth (the session ends of a run's end): counted per distinct id
         vals, cnt = np.unique(ids, return_counts=True)
         for v, c in zip(vals.tolist(), cnt.tolist()):  # per distinct name
             counter[names[v]] = counter.get(names[v], 0) + c
+        return
+    for v in ids.tolist():  # per event of a batch (a few)
+        counter[names[v]] = counter.get(names[v], 0) + 1
 
 
 def _first_stops(parts):
