@@ -386,3 +386,33 @@ def test_cli_worker_failure_exits_non_zero(capture, tmp_path, monkeypatch, capsy
     assert len(err) == 1 and err[0].startswith(f"gwlb-fast: {capture / 'in.pcap'}: run --workers: worker ")
     assert err[0].endswith("ended without a result (killed by signal 9)")
     assert not (tmp_path / "o.pcap").exists() and _left_behind(tmp_path) == []
+
+
+def test_fragment_misses_of_the_sharder_are_reported(tmp_path):
+    """A later fragment to the public address that comes before its first fragment cannot be sharded with its
+    flow (its ports are in the first): the summary of a sharded run says how many there were; one worker has no
+    sharder and none to report."""
+    import dpkt
+
+    from .test_fragments import fragment
+
+    base = synth.generate(flows=20, packets=400, seed=3)
+    seg = dpkt.tcp.TCP(sport=40000, dport=443, flags=0x18, seq=1, ack=1, data=b"q" * 1200)
+    ip = dpkt.ip.IP(src=bytes([198, 51, 100, 7]), dst=bytes([203, 0, 113, 10]), p=6, id=99, ttl=60, data=seg)
+    frame = b"\x02\x00\x00\x00\x00\x01\x02\x00\x00\x00\x00\x02\x08\x00" + bytes(ip)
+    first, later = fragment(frame, [800])
+    t = int(base.ts_ns[200])
+    extra = PacketBatch.from_packets([later, first], ts_ns=np.array([t, t + 1000], np.int64))
+    cap = tmp_path / "in.pcap"
+    write_pcap(cap, PacketBatch.concat([base[:200], extra, base[200:]]))
+    two = run_parallel(EXAMPLE_PATH, cap, tmp_path / "w2.pcap", workers=2, chunk=128)
+    one = run_parallel(EXAMPLE_PATH, cap, tmp_path / "w1.pcap", workers=1, chunk=128)
+    assert two.shard_fragment_misses == 1
+    assert "1 later fragment(s) on the public side came before their first fragment" in str(two)
+    assert one.shard_fragment_misses == 0 and "later fragment(s)" not in str(one)
+    # a capture that cannot be mapped (gzip): each worker shards it whole; the count is taken once
+    import gzip
+
+    gz = tmp_path / "in.pcap.gz"
+    gz.write_bytes(gzip.compress(cap.read_bytes()))
+    assert run_parallel(EXAMPLE_PATH, gz, tmp_path / "g2.pcap", workers=2, chunk=128).shard_fragment_misses == 1

@@ -18,6 +18,7 @@ from scapy.utils import PcapNgWriter, RawPcapNgReader, RawPcapReader, wrpcap
 from gwlb_fast import PacketBatch
 from gwlb_fast._kernels import pcap as k
 from gwlb_fast.errors import PcapError
+from gwlb_fast import pcapio as pcapio_mod
 from gwlb_fast.pcapio import (
     CONVERTED_DST_MAC,
     CONVERTED_SRC_MAC,
@@ -1200,3 +1201,72 @@ def test_pcapng_write_reads_back_identically(files, bs, snaplen):
                      int(whole.linktype[i]))
     with RawPcapNgReader(str(path)) as rr:
         assert [d for d, _ in rr] == [r[0] for r in rows]
+
+
+# ------------------------------------------------------------------------------------------------- write-behind
+def _big_batches(k=4, n=1500, size=1400):
+    """k batches of n packets of `size` bytes: each gather buffer over the write-behind size"""
+    rng = np.random.default_rng(5)
+    out = []
+    for j in range(k):
+        pkts = [rng.integers(0, 256, size, dtype=np.uint8).tobytes() for _ in range(n)]
+        out.append(PacketBatch.from_packets(pkts, ts_ns=np.arange(n, dtype=np.int64) + j * n))
+    assert n * (size + 16) >= pcapio_mod._WRITE_BEHIND_MIN
+    return out
+
+
+@pytest.mark.parametrize("name", ["out.pcap", "out.pcapng"])
+def test_large_batches_written_behind_read_back_in_order(tmp_path, name):
+    """Batches big enough to be written while the caller goes on (two gather buffers in turn) land whole and in
+    order: dpkt reads back every packet of every batch."""
+    batches = _big_batches()
+    p = tmp_path / name
+    with PcapWriter(p) as w:
+        for b in batches:
+            w.write(b)
+    with open(p, "rb") as f:
+        r = dpkt.pcapng.Reader(f) if name.endswith("pcapng") else dpkt.pcap.Reader(f)
+        got = [bytes(buf) for _, buf in r]
+    assert got == [x for b in batches for x in b.packets()]
+
+
+def test_write_behind_error_is_raised_and_nothing_is_left(tmp_path, monkeypatch):
+    """A write that fails in the background (a full disk) is raised by the next write, and the temporary file is
+    removed with the destination left as it was."""
+    p = tmp_path / "out.pcap"
+    p.write_bytes(b"old")
+    batches = _big_batches(k=3)
+    w = PcapWriter(p)
+    real, calls = PcapWriter._write_all_now, []
+
+    def failing(self, buf):
+        calls.append(len(buf))
+        if len(calls) == 2:  # the header went through; the first batch's write fails
+            raise OSError(28, "No space left on device")
+        real(self, buf)
+
+    monkeypatch.setattr(PcapWriter, "_write_all_now", failing)
+    w.write(batches[0])
+    with pytest.raises(OSError, match="No space left"):
+        w.write(batches[1])
+        w.close()
+    w.abort()
+    assert p.read_bytes() == b"old"
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["out.pcap"]
+
+
+def test_write_behind_error_at_close(tmp_path, monkeypatch):
+    p = tmp_path / "out.pcap"
+    batches = _big_batches(k=1)
+
+    def failing(self, buf):
+        if len(buf) > 100:
+            raise OSError(5, "Input/output error")
+        self._f.write(buf)
+
+    monkeypatch.setattr(PcapWriter, "_write_all_now", failing)
+    w = PcapWriter(p)
+    w.write(batches[0])
+    with pytest.raises(OSError, match="Input/output"):
+        w.close()
+    assert not p.exists() and list(tmp_path.iterdir()) == []

@@ -392,6 +392,7 @@ def replay_split(topology, capture, output=None, *, taps=None, flow_log=None, ev
             shutil.rmtree(tmp, ignore_errors=True)
     summary = merge_summaries(results, time.perf_counter() - t0)
     summary.workers = n
+    summary.shard_fragment_misses = sum(m["frag_misses"] for m in metas)
     last = metas[-1]
     summary.input_error = last["error"]
     summary.input_skipped_bytes = sum(m["skipped_bytes"] for m in metas)

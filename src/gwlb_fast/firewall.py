@@ -642,6 +642,15 @@ class Firewall:
                 else rows[:, col].view(np.uint64)
         return out
 
+    def _no_returns(self, inner: PacketBatch) -> PacketBatch:
+        """The frames of :meth:`_returns` when there are none: an empty batch with the same columns."""
+        none = np.zeros(0, np.int64)
+        cols = {c: getattr(inner, c)[none] for c in ("vni", "geneve_flags", "opt_len", "endpoint_id", "attachment_id",
+                                                     "flow_cookie", "inner_off")}
+        return PacketBatch(np.zeros(0, np.uint8), none, np.zeros(0, np.uint32), np.zeros(0, np.uint32), none.copy(),
+                           np.zeros(0, np.uint16), status=np.zeros(0, np.uint8), fw_index=np.zeros(0, np.int16),
+                           **cols)
+
     def _returns(self, wire, inner: PacketBatch, out_n, k1, k2, echo: bool = True):
         """Build the frames returned to the GWLB: (batch, source rows, kinds); only the resets without echo.
         ``wire`` is the received frames, or a callable that builds the frames of given rows (no echo then)."""
@@ -651,6 +660,8 @@ class Firewall:
         else:
             # only the rows with a reset among their returns (usually none): the echoes are left out anyway
             rows = np.flatnonzero(((out_n >= 1) & (k1 != KIND_ECHO)) | ((out_n >= 2) & (k2 != KIND_ECHO)))
+            if rows.shape[0] == 0:  # no reset: nothing to build (the batch's usual case)
+                return self._no_returns(inner), np.zeros(0, np.int64), np.zeros(0, np.uint8)
         counts = out_n[rows].astype(np.int64)
         m = int(counts.sum())
         j = np.repeat(np.arange(rows.shape[0], dtype=np.int64), counts)  # position in rows of each return

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._kernels.heap import keep_freed_buffers, numpy_huge_pages
 from .batch import PacketBatch
 from .config import Topology, load_topology
 from .errors import ConfigError, GwlbError, PcapError, WorkerError
@@ -72,7 +73,8 @@ def port_slice(lo: int, hi: int, k: int, n: int) -> tuple[int, int]:
 
 def shard_topology(topo: Topology, k: int, n: int) -> Topology:
     """The topology shard ``k`` of ``n`` runs: its slice of every SNAT port range, ``1/n`` of every flow table."""
-    t = copy.deepcopy(topo)
+    # the security policy (a thousand rules, say) is configuration the path only reads: shared, not copied
+    t = copy.deepcopy(topo, {id(topo.security_policy): topo.security_policy})
     if n == 1:
         return t
     for name, g in t.nat_gateways.items():
@@ -246,6 +248,8 @@ def _worker(k: int, n: int, topo: Topology, policy, source, cols: SharedColumns 
 
         summary = pipe.run(source, paths.get("output"), taps=paths.get("taps"), flow_log=paths.get("flow_log"),
                            events=opts["events"], chunk=opts["chunk"], quiet=True, strict=False, select=select)
+        if select is not None:  # every shard read the whole capture: each counted the same misses
+            summary.shard_fragment_misses = sharder.frag_misses
         conn.send(("ok", summary.as_dict(), {name: record_index(path) for name, path in _captures(paths).items()}))
         msg = conn.recv()
         if msg[0] == "place":
@@ -343,6 +347,8 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
     tmp, parts = shard_files(n, output, taps, flow_log, ".gwlb-fast-workers-",
                              _scratch(os.path.getsize(source), output, taps, flow_log))
     procs, conns, finals = [], [], []
+    keep_freed_buffers()  # the parent's chunks reuse each other's buffers too, and the workers inherit it
+    huge = numpy_huge_pages(False)
     try:
         # the parent reads n chunks at a time and each worker replays its shard of them: about ``chunk`` packets
         # per batch
@@ -359,11 +365,12 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
             theirs.close()
             procs.append(p)
             conns.append(mine)
+        sharder = Sharder(topo, n)
         if cols is not None:
             reader = read_pcap(source, chunk=chunk * n, parse=True, strict=False, use_mmap=True)
             reader.release_pages = True  # the parent needs each chunk's headers only while it shards them
             try:
-                _feed(reader, cols, Sharder(topo, n), conns)
+                _feed(reader, cols, sharder, conns)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # a worker ended early: its message (or its absence) says why
             finally:
@@ -416,8 +423,12 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
                 p.terminate()
                 p.join()
         shutil.rmtree(tmp, ignore_errors=True)
+        if huge is not None:
+            numpy_huge_pages(huge)
     summary = merge_summaries([r[1] for r in results], time.perf_counter() - t_start)
     summary.workers = n
+    if cols is not None:
+        summary.shard_fragment_misses = sharder.frag_misses
     if summary.input_error is not None and strict:
         raise PcapError(source, None, summary.input_error.removeprefix(f"{source}: "))
     return summary
@@ -689,7 +700,8 @@ def _merge_flow_logs_into(paths, dest, fh) -> int:
 
 
 # summary fields that describe the capture every worker read whole (the same in each shard): taken once
-_SHARED_FIELDS = ("input_error", "input_skipped_bytes", "input_skipped_records", "events")
+_SHARED_FIELDS = ("input_error", "input_skipped_bytes", "input_skipped_records", "events",
+                  "shard_fragment_misses")
 
 
 def _add(acc, v):

@@ -51,6 +51,7 @@ import mmap
 import os
 import stat
 import struct
+import threading
 import zlib
 from collections.abc import Iterable, Iterator
 
@@ -62,6 +63,9 @@ from .batch import ALL_COLUMNS as _ALL_COLUMNS
 from .batch import LINKTYPE_ETHERNET, SUPPORTED_LINKTYPES, PacketBatch
 from .errors import PcapError
 from .outfiles import OutputFile
+
+#: a path's writer writes gather buffers of at least this size while the caller goes on (PcapWriter._write_behind)
+_WRITE_BEHIND_MIN = 1 << 20
 
 __all__ = [
     "CONVERTED_DST_MAC",
@@ -961,7 +965,9 @@ class PcapWriter:
     ----------
     dest : str, os.PathLike or binary file object
         A path is written under a temporary name in its directory and renamed to it by :meth:`close` (an error,
-        or :meth:`abort`, removes the temporary file and leaves ``dest`` as it was).
+        or :meth:`abort`, removes the temporary file and leaves ``dest`` as it was). A batch of 1 MiB or more is
+        written to a path's file by a thread of the writer while the caller goes on (the next ``write`` or
+        ``close`` waits for it and raises its error).
     nanosecond : bool
         Classic pcap: nanosecond timestamps (magic a1b23c4d, default) or microseconds (a1b2c3d4; ns truncated).
         pcapng always has nanosecond interfaces (if_tsresol 9).
@@ -1013,17 +1019,53 @@ class PcapWriter:
             self._f = dest
             self._own = False
         self._header_done = False
-        self._out = np.zeros(0, np.uint8)
+        # two gather buffers: the next batch is gathered into one while the other is still being written
+        self._bufs = [np.zeros(0, np.uint8), np.zeros(0, np.uint8)]
+        self._next_buf = 0
+        self._behind: threading.Thread | None = None  # the write in progress, for a path's file
+        self._behind_error: BaseException | None = None
         self._if_of_lt: np.ndarray | None = None  # pcapng: interface id per link type (0xFFFFFFFF: none yet)
         self._n_if = 0
 
     def _write_all(self, buf) -> None:
+        self._wait()
+        self._write_all_now(buf)
+
+    def _write_behind(self, buf: np.ndarray) -> None:
+        """Write a gather buffer while the caller goes on (the file's write releases the GIL): a path's file gets
+        large buffers this way, one at a time and in order; the buffer is not reused before the write is done (two
+        alternate). An error of that write is raised by the next write or by close."""
+        if self._atomic is None or buf.shape[0] < _WRITE_BEHIND_MIN:
+            self._write_all(buf)
+            return
+        self._wait()
+
+        def run():
+            try:
+                self._write_all_now(buf)
+            except BaseException as e:  # handed to the caller's thread by _wait
+                self._behind_error = e
+
+        self._behind = threading.Thread(target=run, name="gwlb-fast-write", daemon=True)
+        self._behind.start()
+
+    def _write_all_now(self, buf) -> None:
         view = memoryview(buf).cast("B")
         while len(view):
             n = self._f.write(view)
             if n is None or n == len(view):
                 return
             view = view[n:]
+
+    def _wait(self) -> None:
+        """Until the write in progress is done; its error, if any, is raised here."""
+        t = self._behind
+        if t is not None:
+            t.join()
+            self._behind = None
+        e, self._behind_error = self._behind_error, None
+        if e is not None:
+            raise e
 
     def _header(self) -> None:
         if self._header_done:
@@ -1071,7 +1113,7 @@ class PcapWriter:
             out = self._buffer(size)
             _k.write_pcapng_records(batch.data, batch.off, batch.caplen, batch.wirelen, batch.ts_ns, batch.linktype,
                                     self._if_of_lt, self.snaplen, out)
-            self._write_all(out)
+            self._write_behind(out)
             self.packets += n
             self.bytes += int(np.minimum(batch.caplen, self.snaplen).sum(dtype=np.int64))
             return n
@@ -1089,17 +1131,21 @@ class PcapWriter:
         out = self._buffer(size)
         _k.write_pcap_records(batch.data, batch.off, batch.caplen, batch.wirelen, batch.ts_ns, batch.linktype,
                               self.linktype, self.nanosecond, self.snaplen, out)
-        self._write_all(out)
+        self._write_behind(out)
         self.packets += n
         self.bytes += size - _PCAP_REC_HDR * n
         return n
 
     def _buffer(self, size: int) -> np.ndarray:
-        # the gather buffer is private to the writer and fully written before write() returns: reuse it, so
-        # that a stream of batches does not page-fault a fresh buffer each time
-        if self._out.shape[0] < size:
-            self._out = np.empty(size, np.uint8)
-        return self._out[:size]
+        # the gather buffers are private to the writer, and the one returned is not being written (the write
+        # before last is done: _write_behind waits for each before starting the next): reused, so that a stream
+        # of batches does not page-fault a fresh buffer each time
+        i = self._next_buf
+        self._next_buf = 1 - i
+        if self._bufs[i].shape[0] < size:
+            # with headroom: batches of varying sizes would otherwise each get a fresh buffer, faulted in anew
+            self._bufs[i] = np.empty(size + size // 4, np.uint8)
+        return self._bufs[i][:size]
 
     def close(self) -> None:
         """Write the header if nothing was written (an empty capture is still a valid file), close, and (for a
@@ -1107,6 +1153,7 @@ class PcapWriter:
         if self._f is None:
             return
         try:
+            self._wait()
             self._header()
             if hasattr(self._f, "flush"):
                 self._f.flush()
@@ -1114,15 +1161,19 @@ class PcapWriter:
             self.abort()
             raise
         self._f = None
-        self._out = np.zeros(0, np.uint8)
+        self._bufs = [np.zeros(0, np.uint8), np.zeros(0, np.uint8)]
         if self._atomic is not None:
             self._atomic.commit()
 
     def abort(self) -> None:
         """Stop without finishing: a path's temporary file is removed and the destination left as it was (a file
         object is only left alone)."""
+        try:
+            self._wait()
+        except BaseException:  # noqa: S110 (the file is being thrown away: its write error does not matter)
+            pass
         self._f = None
-        self._out = np.zeros(0, np.uint8)
+        self._bufs = [np.zeros(0, np.uint8), np.zeros(0, np.uint8)]
         if self._atomic is not None:
             self._atomic.discard()
 

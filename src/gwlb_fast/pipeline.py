@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ._kernels.join import first_row_join
+from ._kernels.heap import keep_freed_buffers, numpy_huge_pages
 from ._kernels.parse import fill_ip_checksums
 from ._kernels.special import mark_special
 from .batch import PacketBatch
@@ -608,6 +609,7 @@ class Pipeline:
             raise ConfigError(f"{tap_dir}: --taps needs a folder, and this is a file")
         if taps is not None and not self.keep_taps:
             self.record_taps(True)
+        keep_freed_buffers()  # each chunk reuses the last one's freed buffers (see _kernels/heap.pyx)
         t_start = time.perf_counter()
         size = os.path.getsize(source) if isinstance(source, (str, os.PathLike)) and os.path.isfile(source) else None
         if hasattr(source, "skipped_records"):
@@ -618,6 +620,7 @@ class Pipeline:
         writers: dict[str, OrderedWriter] = {}
         out_w = log_w = threat_w = None
         done = False
+        huge = numpy_huge_pages(False)  # short-lived arrays: no 2 MiB page zeroed whole for each (_kernels/heap.pyx)
         try:
             if output is not None:
                 out_w = OrderedWriter(PcapWriter(output, linktype=1 if fmt == "pcap" else None))
@@ -649,6 +652,8 @@ class Pipeline:
                     if w is not None:
                         w.abort()
             reader.close()
+            if huge is not None:
+                numpy_huge_pages(huge)
         input_error = str(reader.error) if reader.error is not None else None
         summary = self.summary(time.perf_counter() - t_start)
         summary.input_error = input_error

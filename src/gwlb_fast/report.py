@@ -75,6 +75,9 @@ class Summary:
     hints: list[str] = field(default_factory=list)
     replay: dict[str, int] = field(default_factory=dict)
     workers: int = 1  # flow shards (run --workers): each with 1/workers of every flow table and SNAT port range
+    #: later fragments to or from a NAT gateway's public address that came before their first fragment (or
+    #: without one): with several shards, sharded by their addresses alone, so they may miss their flow's shard
+    shard_fragment_misses: int = 0
     #: content inspection (only when the policy inspects): counters, top applications, categories and threats
     inspection: dict = field(default_factory=dict)
 
@@ -145,6 +148,10 @@ class Summary:
         if self.workers > 1:
             w(f"workers      {self.workers:>12}   (flow shards; each holds 1/{self.workers} of every flow table and "
               f"SNAT port range; time per stage adds theirs)\n")
+            if self.shard_fragment_misses:
+                w(f"  {self.shard_fragment_misses:,} later fragment(s) on the public side came before their first "
+                  f"fragment: sharded by their addresses, they may have missed their flow's shard (--workers 1 "
+                  f"replays them with their flow)\n")
         w(f"elapsed      {self.seconds:.3f} s  ({self.mpps:.2f} Mpps)\n")
         if self.input_skipped_records:
             w(f"input skipped {self.input_skipped_bytes:,} bytes at {self.input_skipped_records:,} corrupt "

@@ -932,24 +932,49 @@ cdef class FlowTable:
 
         slots: const int64[::1]; -1 and dead slots are ignored. Returns the number of slots set.
         """
-        self._slots_arg(slots, "slots")
-        vals = np.broadcast_to(np.asarray(timeout_ns), slots.shape)
-        if vals.dtype.kind not in "iu":
-            raise ValueError(f"timeout_ns: expected integers, got dtype {vals.dtype}")
-        if vals.shape[0] and vals.min() < -1:
-            raise ValueError(f"timeout_ns: must be >= -1, got {vals.min()}")
-        keep = slots >= 0
-        keep[keep] = self._arr["live"][slots[keep]] != 0
-        self._arr["timeout"][slots[keep]] = vals[keep]
-        return int(keep.sum())
+        cdef const int64_t[::1] vs = self._slots_arg(slots, "slots")
+        cdef Py_ssize_t i, n = vs.shape[0]
+        cdef int64_t s, v = 0, done = 0
+        cdef const int64_t[::1] vv
+        cdef bint scalar = np.ndim(timeout_ns) == 0
+        if scalar:
+            if isinstance(timeout_ns, (bool, np.bool_)) or not isinstance(timeout_ns, (int, np.integer)):
+                raise ValueError(f"timeout_ns: expected integers, got {type(timeout_ns).__name__}")
+            v = timeout_ns
+            if v < -1:
+                raise ValueError(f"timeout_ns: must be >= -1, got {v}")
+            vv = vs  # not read: every slot takes v
+        else:
+            arr = np.asarray(timeout_ns)
+            if arr.dtype.kind not in "iu":
+                raise ValueError(f"timeout_ns: expected integers, got dtype {arr.dtype}")
+            arr = np.ascontiguousarray(np.broadcast_to(arr, (n,)), np.int64)
+            if n and arr.min() < -1:
+                raise ValueError(f"timeout_ns: must be >= -1, got {arr.min()}")
+            vv = arr
+        with nogil:
+            for i in range(n):
+                s = vs[i]
+                if s < 0 or not self._e[s].live:
+                    continue
+                self._e[s].timeout = v if scalar else vv[i]
+                done += 1
+        return done
 
     def set_state(self, slots, state):
         """Set the per-slot ``state`` byte (uint8 array or scalar); -1 and dead slots ignored. Returns number set."""
-        self._slots_arg(slots, "slots")
-        vals = np.broadcast_to(np.asarray(state), slots.shape)
-        if vals.dtype.kind not in "iu" or (vals.shape[0] and (vals.min() < 0 or vals.max() > 255)):
-            raise ValueError(f"state: expected integers in 0..255, got dtype {vals.dtype}")
-        keep = slots >= 0
-        keep[keep] = self._arr["live"][slots[keep]] != 0
-        self._arr["state"][slots[keep]] = vals[keep]
-        return int(keep.sum())
+        cdef const int64_t[::1] vs = self._slots_arg(slots, "slots")
+        cdef Py_ssize_t i, n = vs.shape[0]
+        cdef int64_t s, done = 0
+        arr = np.asarray(state)
+        if arr.dtype.kind not in "iu" or (arr.size and (arr.min() < 0 or arr.max() > 255)):
+            raise ValueError(f"state: expected integers in 0..255, got dtype {arr.dtype}")
+        cdef const uint8_t[::1] vv = np.ascontiguousarray(np.broadcast_to(arr, (n,)), np.uint8)
+        with nogil:
+            for i in range(n):
+                s = vs[i]
+                if s < 0 or not self._e[s].live:
+                    continue
+                self._e[s].state = vv[i]
+                done += 1
+        return done
