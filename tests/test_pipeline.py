@@ -729,3 +729,38 @@ def test_taps_change_nothing_but_the_tap_files(tmp_path, action):
                      s.generated)
     assert got[False] == got[True]
     assert (got[False][5] > 0) == (action == "reset-both")
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**16), shuffle=st.booleans(), fmt=st.sampled_from(["pcap", "pcapng"]),
+       headroom=st.sampled_from([None, 1.0, 1.25]))
+def test_own_copy_keeps_every_packet(tmp_path_factory, seed, shuffle, fmt, headroom):
+    """The path's own copy of a chunk: the capture's stretch copied whole when the packets lie in order in it and it
+    fits, gathered otherwise (rows out of order, an arena that is too small); either way every packet's bytes and
+    core columns, and packets that no longer share memory with the capture."""
+    from gwlb_fast.pipeline import _own_copy
+
+    d = tmp_path_factory.mktemp("own")
+    b = synth.generate(flows=5, packets=60, seed=seed)
+    path = d / f"in.{fmt}"
+    write_pcap(path, b)
+    with read_pcap(path, chunk=100, parse=False) as r:
+        chunk = next(iter(r))
+        if shuffle:
+            chunk = chunk[np.random.default_rng(seed).permutation(len(chunk))]
+        arena = None if headroom is None else np.empty(int(chunk.nbytes * headroom), np.uint8)
+        own = _own_copy(chunk, arena)
+        assert own.packets() == chunk.packets()
+        for c in ("caplen", "wirelen", "ts_ns", "linktype"):
+            assert np.array_equal(getattr(own, c), getattr(chunk, c))
+        span = int(chunk.off[-1]) + int(chunk.caplen[-1]) - int(chunk.off[0])
+        whole = not shuffle and span <= chunk.nbytes * 1.125 and (arena is None or span <= arena.shape[0])
+        # in order: the stretch with the record headers between the packets (16 bytes each in a classic capture);
+        # else back to back
+        assert own.data.shape[0] == (span if whole else chunk.nbytes)
+        if whole and fmt == "pcap":
+            assert span == chunk.nbytes + 16 * (len(chunk) - 1)
+        if arena is not None:
+            assert own.data.base is arena or own.data.base is arena.base
+        own.data[:] = 0  # the copy is the path's own: the capture's packets are untouched
+        assert chunk.packets() != own.packets()

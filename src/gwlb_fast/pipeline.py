@@ -1319,15 +1319,31 @@ class _Walk:
 
 
 def _own_copy(batch: PacketBatch, arena: np.ndarray | None) -> PacketBatch:
-    """The packets of ``batch``, back to back in ``arena`` (a fresh one if None), with copies of the core columns
-    and none of the others."""
+    """The packets of ``batch`` in ``arena`` (a fresh one if None), with copies of the core columns and none of the
+    others.
+
+    A chunk as the reader gives it lies in order in one stretch of the capture, its packets separated by their
+    record headers: that stretch is copied whole (one copy, at memory speed, instead of one per packet: about twice
+    as fast on the bench capture), when it is not much larger than the packets and fits the arena. Otherwise the
+    packets are gathered back to back."""
     from ._kernels.parse import gather_packets
 
     n = len(batch)
+    total = batch.nbytes
+    if n:
+        src, caplen = batch.off, batch.caplen
+        lo = int(src[0])
+        span = int(src[-1]) + int(caplen[-1]) - lo
+        if (0 <= lo and lo + span <= batch.data.shape[0] and span <= total + total // 8
+                and (arena is None or span <= arena.shape[0])
+                and bool(np.all(src[1:] >= src[:-1] + caplen[:-1]))):
+            data = np.empty(span, np.uint8) if arena is None else arena[:span]
+            data[:] = batch.data[lo: lo + span]
+            return PacketBatch(data, src - lo, caplen.copy(), batch.wirelen.copy(), batch.ts_ns.copy(),
+                               batch.linktype.copy())
     off = np.zeros(n, np.int64)
     if n:
         np.cumsum(batch.caplen[:-1], dtype=np.int64, out=off[1:])
-    total = int(off[-1] + batch.caplen[-1]) if n else 0
     data = np.empty(total, np.uint8) if arena is None else arena[:total]
     gather_packets(batch.data, batch.off, batch.caplen, data, off)
     return PacketBatch(data, off, batch.caplen.copy(), batch.wirelen.copy(), batch.ts_ns.copy(),
