@@ -2,6 +2,8 @@ import copy
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gwlb_fast.config import (
     example_topology_text,
@@ -188,3 +190,43 @@ def test_load_events(tmp_path):
         load_events(str(p), topo)
     p.write_text("")
     assert load_events(p, topo) == []
+
+
+
+_YAML_TOKENS = ["a", "yes", "No", "on", "~", "null", "", "1", "-7", "0x1F", "0o17", "1_000", "1:20", "1.5", ".inf",
+                "-.Inf", ".NaN", "1e3", "2001-12-14", "2001-12-14 21:59:43.10 -5", "'1'", '"x y"', "=", "<<",
+                "!!str 5", "!!int '7'", "!!binary aGk=", "&A 3", "*A", "10.0.0.0/8", "gen-0001", "[]", "{}"]
+
+
+def _yaml_flow(draw, depth=0) -> str:
+    """A flow-style YAML node of tricky plain scalars, tags, anchors and aliases (not always a valid document)."""
+    kind = draw(st.sampled_from(["scalar", "scalar", "map", "seq"] if depth < 3 else ["scalar"]))
+    if kind == "scalar":
+        return draw(st.sampled_from(_YAML_TOKENS))
+    parts = [_yaml_flow(draw, depth + 1) for _ in range(draw(st.integers(0, 4)))]
+    if kind == "seq":
+        return "[" + ", ".join(parts) + "]"
+    keys = [draw(st.sampled_from(_YAML_TOKENS[:26])) for _ in parts]
+    return draw(st.sampled_from(["", "&M "])) + "{" + ", ".join(f"{k}: {v}" for k, v in zip(keys, parts)) + "}"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_yaml_load_gives_what_safe_load_gives(data):
+    """config.yaml_load (libyaml with quick construction) builds the objects, aliases and errors of yaml.safe_load
+    (the pure-Python loader) on documents of tricky scalars, anchors, aliases, merge keys and tags."""
+    from gwlb_fast.config import yaml_load
+
+    again = data.draw(st.sampled_from(["*M", "*A", "1", "{<<: *M, b: 2}"]))
+    doc = f"anchors: [&A 3, &M {{k: 1}}]\nroot: {_yaml_flow(data.draw)}\nagain: {again}\n"
+    try:
+        want = yaml.load(doc, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        want = type(e).__name__
+    try:
+        got = yaml_load(doc)
+    except yaml.YAMLError as e:
+        got = type(e).__name__
+    assert repr(got) == repr(want)
+    if isinstance(want, dict) and isinstance(want.get("again"), (dict, list)):
+        assert (got["again"] is got["root"]) == (want["again"] is want["root"])

@@ -444,3 +444,29 @@ def test_signature_files_and_database_relative_to_the_topology(tmp_path):
     prim, _ = pol.url_categories.categorize(["www.example.org", "x.ads.example.org", "elsewhere.net"])
     assert prim.tolist() == [0, 1, 2]
     assert pol.rules[0].category == (0,)
+
+
+_octet_text = st.one_of(st.integers(0, 300).map(str), st.sampled_from(["00", "01", "007", "0255", "", "x", "+1"]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_octet_text, min_size=3, max_size=5),
+       st.one_of(st.none(), st.integers(0, 40).map(str), st.sampled_from(["08", "", "255.255.0.0", "0.0.0.255", "x"])))
+def test_addresses_parse_as_ipaddress_does(octets, prefix):
+    """Rule addresses in dotted-quad form (parsed without ipaddress) give the ranges, or the error, that
+    ipaddress.ip_network(strict=False) gives."""
+    import ipaddress
+
+    from gwlb_fast.policy import _parse_addr, _RuleError
+
+    text = ".".join(octets) + ("" if prefix is None else f"/{prefix}")
+    try:
+        net = ipaddress.ip_network(text, strict=False)
+        want = ((int(net.network_address), int(net.broadcast_address)),)
+    except ValueError:
+        want = None
+    try:
+        got = _parse_addr("source", text)
+    except _RuleError:
+        got = None
+    assert got == want

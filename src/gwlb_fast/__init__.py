@@ -5,7 +5,7 @@ outbound: app -> GWLBe -> GWLB ==Geneve==> FW -> GWLB -> GWLBe -> NAT gateway ->
 Stable entry points (DESIGN.md section 8): ``read_pcap``, ``write_pcap``, ``geneve.encap``/``geneve.decap``,
 ``Policy.from_yaml``/``Policy.from_classbench``/``compile().classify``, ``Pipeline.from_yaml(...).run(...)``.
 """
-from . import geneve, synth
+from . import geneve
 from .batch import PacketBatch
 from .errors import ConfigError, GwlbError, PcapError
 from .pcapio import PcapReader, PcapWriter, read_pcap, write_pcap
@@ -14,6 +14,15 @@ from .policy import Action, Policy
 from .status import PktStatus
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # ``gwlb_fast.synth`` is imported on first use: the commands that replay a capture never need it (start-up)
+    if name == "synth":
+        import importlib
+
+        return importlib.import_module(".synth", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "Action", "ConfigError", "GwlbError", "PacketBatch", "PcapError", "PcapReader", "PcapWriter", "Pipeline",

@@ -190,7 +190,7 @@ class HealthTimeline:
             last = seg.stop if seg.stop < np.iinfo(np.int64).max else seg.first + enough * seg.gap
             head = seg.sends(seg.start, min(last, seg.first + enough * seg.gap))
             tail = seg.sends(max(seg.start, last - enough * seg.gap), last)
-            for t in np.union1d(head, tail).tolist():
+            for t in sorted(set(head.tolist()) | set(tail.tolist())):  # np.union1d imports numpy.ma (start-up)
                 verdicts.append((t + (rtt if seg.answered else timeout), seg.answered))
         verdicts.sort()
         state, fails, oks = "healthy", 0, 0
