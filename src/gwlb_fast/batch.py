@@ -165,9 +165,15 @@ class PacketBatch:
     def _with_columns(self, index) -> PacketBatch:
         out = PacketBatch.__new__(PacketBatch)
         out.data = self.data
-        for name in ALL_COLUMNS:
-            col = getattr(self, name)
-            setattr(out, name, None if col is None else col[index])
+        if isinstance(index, slice):
+            for name in ALL_COLUMNS:
+                col = getattr(self, name)
+                setattr(out, name, None if col is None else col[index])
+        else:
+            # rows (intp): take is numpy's typed gather, about twice the speed of indexing with an array
+            for name in ALL_COLUMNS:
+                col = getattr(self, name)
+                setattr(out, name, None if col is None else col.take(index))
         return out
 
     def __getitem__(self, index) -> PacketBatch:
