@@ -262,9 +262,10 @@ class Firewall:
         from .inspect.session import SessionInspection, needs_inspection
 
         self.inspection = SessionInspection(self) if needs_inspection(policy) else None
-        #: inspect_ref -> (host, sni, url, category) of ended inspected sessions, until the flow log takes them
-        self.inspected: dict[int, tuple] = {}
-        self._inspected_prev: dict[int, tuple] = {}
+        #: (first inspect_ref, last + 1, EndedFields, their positions) of ended inspected sessions, until the flow
+        #: log takes them
+        self.inspected: list[tuple] = []
+        self._inspected_prev: list[tuple] = []
         self._next_ref = 0
 
     def __repr__(self) -> str:
@@ -303,7 +304,7 @@ class Firewall:
         :meth:`process_inner`."""
         n = len(inner)
         if self.inspected or self._inspected_prev:
-            self._inspected_prev, self.inspected = self.inspected, {}
+            self._inspected_prev, self.inspected = self.inspected, []
 
         # endpoint -> zone
         ep = inner.endpoint_id
@@ -599,19 +600,31 @@ class Firewall:
         sessions["application"] = app
         i = 0
         for n in notes:
-            for host, sni, url, cat in zip(n["host"], n["sni"], n["url"], n["category"]):
-                if host is not None or sni is not None or url is not None or cat is not None:
-                    self.inspected[self._next_ref] = (host, sni, url, cat)
-                    sessions["inspect_ref"][i] = self._next_ref
-                    self._next_ref += 1
-                i += 1
+            k = n["application"].shape[0]
+            f = n["fields"]
+            if f is not None:
+                at = np.flatnonzero(f.noted)
+                if at.shape[0]:
+                    sessions["inspect_ref"][i + at] = np.arange(self._next_ref, self._next_ref + at.shape[0])
+                    self.inspected.append((self._next_ref, self._next_ref + at.shape[0], f, at))
+                    self._next_ref += at.shape[0]
+            i += k
 
     def inspected_fields(self, refs) -> list[tuple]:
         """(host, sni, url, category) per ``inspect_ref`` (None for -1) of sessions that ended in this call of
         :meth:`process` or the one before (the flow log reads them right after each batch)."""
         none = (None, None, None, None)
-        return [self.inspected.get(int(r)) or self._inspected_prev.get(int(r), none) if r >= 0 else none
-                for r in refs]
+        blocks = self.inspected + self._inspected_prev
+        out = []
+        for r in refs:  # per flow-log record
+            got = none
+            if r >= 0:
+                for lo, hi, f, at in blocks:
+                    if lo <= r < hi:
+                        got = f.get(int(at[r - lo]))
+                        break
+            out.append(got)
+        return out
 
     @staticmethod
     def _records(rows: np.ndarray) -> np.ndarray:

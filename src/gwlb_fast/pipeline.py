@@ -534,6 +534,16 @@ class Pipeline:
         out.sort(key=lambda r: r["ts"])
         return out
 
+    def _threats_to(self, threat_w) -> None:
+        """The threat-log records since the last call to ``threat_w``; without a threat log they are let go
+        undecoded (the summary's counters and top threats are kept as they happen)."""
+        if threat_w is not None:
+            threat_w.write(self.take_threats())
+            return
+        for fw in self.firewall_objects():
+            if fw.inspection is not None:
+                fw.inspection.discard_threats()
+
     # ------------------------------------------------------------------ whole captures
     def run(self, source, output=None, *, taps=None, flow_log=None, events=None, chunk: int = 65536,
             quiet: bool = True, strict: bool = True, observers=(), select=None, threat_log=None) -> Summary:
@@ -708,9 +718,7 @@ class Pipeline:
                             _notify(observers, "sessions", self, g, k, s)
                     if log_w is not None:
                         log_w.write(self.drop_log.take(int(part.ts_ns.max()) if len(part) else None))
-                    threats = self.take_threats()
-                    if threat_w is not None:
-                        threat_w.write(threats)
+                    self._threats_to(threat_w)
                     self.stage_seconds["output"] += time.perf_counter() - t0
                 progress.update(self.packets_in, getattr(reader, "offset", None))
             for g, k, s in [*self._collect_sessions(), *self.finish()]:
@@ -719,9 +727,7 @@ class Pipeline:
                 _notify(observers, "sessions", self, g, k, s)
             if log_w is not None:
                 log_w.write(self.drop_log.finish())
-            threats = self.take_threats()
-            if threat_w is not None:
-                threat_w.write(threats)
+            self._threats_to(threat_w)
         finally:
             progress.close()
 

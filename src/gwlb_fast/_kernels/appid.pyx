@@ -610,7 +610,8 @@ def identify(const int64_t[::1] sessions, const uint8_t[:, ::1] head, const int6
 def identify_packets(const int64_t[::1] sd, const int64_t[::1] lo, const int64_t[::1] hi, const uint8_t[::1] pproto,
                      const uint8_t[:, ::1] head, const int64_t[::1] nxt, int64_t[::1] seen_len,
                      const uint8_t[::1] proto, const int32_t[::1] ids, int32_t[::1] app, uint8_t[::1] done,
-                     uint8_t[:, ::1] fields, int32_t[:, ::1] flen, int64_t[::1] app_pkt, int64_t[::1] done_pkt):
+                     uint8_t[:, ::1] fields, int32_t[:, ::1] flen, int64_t[::1] app_pkt, int64_t[::1] done_pkt,
+                     int64_t[::1] out_changed, int64_t[::1] out_completed):
     """Identify sessions packet by packet, in batch order, as each packet's bytes arrive.
 
     ``seen_len[sd]`` is how many bytes of each head identification has read so far (start a new sd at 0): a packet
@@ -618,7 +619,12 @@ def identify_packets(const int64_t[::1] sd, const int64_t[::1] lo, const int64_t
     (TCP) or to the first datagram's length (UDP), and the session is looked at again with exactly the bytes known
     at that packet. Since the head's first bytes never change once contiguous, the decision is the one an inline
     engine makes at that packet. ``app_pkt[r]`` / ``done_pkt[r]`` get the packet index at which session r's
-    application was decided / its fields completed (left as they are otherwise: reset them to -1 per batch).
+    application was decided / its fields completed (left as they are otherwise). Sessions whose ``app_pkt`` /
+    ``done_pkt`` this call sets while it is -1 are listed in ``out_changed`` / ``out_completed`` (int64, n entries
+    at least) in the order that happens: with both at -1 before the call (the caller resets the listed ones after
+    reading them), they are exactly the sessions decided / completed by this batch.
+
+    Returns (sessions listed in out_changed, in out_completed).
     """
     cdef Py_ssize_t n = sd.shape[0], i, r, m = proto.shape[0]
     cdef int64_t hsize = head.shape[1], fw, s, cn, sn, v
@@ -635,6 +641,9 @@ def identify_packets(const int64_t[::1] sd, const int64_t[::1] lo, const int64_t
         raise ValueError("identify_packets: per-session arrays must have one row per session")
     if ids.shape[0] != N_IDS:
         raise ValueError(f"identify_packets: ids must have {N_IDS} entries")
+    if out_changed.shape[0] < n or out_completed.shape[0] < n:
+        raise ValueError(f"identify_packets: out_changed and out_completed must have {n} entries at least")
+    cdef Py_ssize_t n_changed = 0, n_completed = 0
     with nogil:
         for i in range(n):
             s = sd[i]
@@ -654,7 +663,13 @@ def identify_packets(const int64_t[::1] sd, const int64_t[::1] lo, const int64_t
             if _step(r, cn, sn, cn >= hsize or (proto[r] == IPPROTO_UDP and cn > 0),
                      sn >= hsize or (proto[r] == IPPROTO_UDP and sn > 0), False, head, proto, &ids[0], app, done,
                      fields, flen, fw):
+                if done_pkt[r] < 0:
+                    out_completed[n_completed] = r
+                    n_completed += 1
                 done_pkt[r] = i
             if app[r] != before:
+                if app_pkt[r] < 0:
+                    out_changed[n_changed] = r
+                    n_changed += 1
                 app_pkt[r] = i
-    return n
+    return n_changed, n_completed

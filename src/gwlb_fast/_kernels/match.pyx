@@ -8,6 +8,8 @@
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t
 from libc.stdlib cimport free, malloc
 
+from gwlb_fast._kernels._prefetch cimport GWLB_PREFETCH
+
 cdef extern from "hs/hs.h" nogil:
     ctypedef int hs_error_t
     ctypedef struct hs_database_t:
@@ -45,6 +47,9 @@ cdef extern from "hs/hs.h" nogil:
     unsigned HS_FLAG_CASELESS
     unsigned HS_MODE_STREAM
     unsigned HS_MODE_BLOCK
+
+cdef enum:
+    PF_SCAN = 4           # prefetch the bytes and the stream state of the packet this many ahead
 
 cpdef enum:
     # buffers an event comes from (ev_buf); fields follow _kernels.appid's F_* order, shifted by BUF_FIELD0
@@ -251,10 +256,23 @@ cdef class Literals:
         cdef _Ctx ctx
         _ctx_over(&ctx, ev_row, ev_buf, ev_pid, ev_end, ev_pkt)
         cdef int64_t room = 65536 if cap >= 131072 else cap // 2
+        cdef Py_ssize_t j
+        cdef int64_t sj, aj
         with nogil:
             while i < n:
                 if ctx.cap - ctx.n < room and i > start:
                     break
+                # sessions interleave: fetch the first bytes and the stream state of a packet a few ahead
+                j = i + PF_SCAN
+                if j < n:
+                    sj = sd[j]
+                    aj = lo[j]
+                    if 0 <= sj < m and hi[j] > aj and pay[j] >= 0:
+                        GWLB_PREFETCH(self.streams[sj])
+                        if 0 <= aj < hsize and proto[j] != 17:
+                            GWLB_PREFETCH(&head[sj, aj])
+                        elif 0 <= pay[j] + (aj - seg[j]) < datalen:
+                            GWLB_PREFETCH(&data[pay[j] + (aj - seg[j])])
                 s = sd[i]
                 a = lo[i]
                 b = hi[i]
@@ -415,14 +433,15 @@ def verify(const int64_t[::1] ev_row, const uint8_t[::1] ev_buf, const int32_t[:
            const int64_t[::1] s_dst_p, const uint32_t[::1] dp_lo, const uint32_t[::1] dp_hi,
            const uint32_t[::1] row_client_ip, const uint32_t[::1] row_server_ip,
            const uint16_t[::1] row_client_port, const uint16_t[::1] row_server_port,
-           const uint8_t[::1] row_proto, const int32_t[::1] row_app, const uint8_t[::1] row_est,
+           const uint8_t[::1] row_proto, const int32_t[::1] row_app, const uint8_t[:, ::1] row_seen,
            int32_t[:, ::1] ring_pid, int64_t[:, ::1] ring_end, int64_t[::1] ring_n,
            int64_t[::1] out_event, int32_t[::1] out_sig):
     """Signatures that match, from literal events in scan order.
 
     Each event is first recorded in its (session row, buffer) ring of the last RING matches, then every content
     that uses its literal is tried: the signature's header (protocol, application, flow direction and state,
-    addresses and ports in the event's direction, or both with ``<>``) must hold, and all its contents must be
+    addresses and ports in the event's direction, or both with ``<>``; ``row_seen[r]``: whether each direction
+    has been seen, established once both have) must hold, and all its contents must be
     placed on recent matches of the same buffer with the event's one among them (offset/depth absolute; distance/
     within relative to the previous content's match). A pid of -1 clears the buffer's ring (a new datagram).
 
@@ -437,6 +456,8 @@ def verify(const int64_t[::1] ev_row, const uint8_t[::1] ev_buf, const int32_t[:
     cdef _Sigs S
     if ring_pid.shape[1] != RING or ring_end.shape[1] != RING or ring_pid.shape[0] != ring_n.shape[0]:
         raise ValueError(f"verify: rings must be [rows * {N_BUFFERS}, {RING}]")
+    if row_seen.shape[1] != 2 or row_seen.shape[0] < n_rows:
+        raise ValueError("verify: row_seen must be [rows, 2]")
     S.c_pid = &c_pid[0]
     S.c_len = &c_len[0]
     S.c_offset = &c_offset[0]
@@ -475,7 +496,7 @@ def verify(const int64_t[::1] ev_row, const uint8_t[::1] ev_buf, const int32_t[:
                     continue
                 if s_app[s] >= 0 and s_app[s] != row_app[r]:
                     continue
-                if (fl & SIG_ESTABLISHED) and not row_est[r]:
+                if (fl & SIG_ESTABLISHED) and not (row_seen[r, 0] and row_seen[r, 1]):
                     continue
                 # direction of the data: client -> server for the to-server stream and every field
                 if buf == BUF_TO_CLIENT:

@@ -39,4 +39,5 @@ def stream_feed(
     out_pay: np.ndarray,  # int64[n] out
     out_src: np.ndarray,  # uint8[n] out
     ctr: np.ndarray,  # int64[N_COUNTERS] in/out
+    seen: np.ndarray | None = None,  # uint8[m] out: 1 for the sd of every packet
 ) -> int: ...

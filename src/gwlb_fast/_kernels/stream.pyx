@@ -14,6 +14,7 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t
 from libc.string cimport memcpy
 
 from gwlb_fast._kernels._bytes cimport load_be16, load_be32
+from gwlb_fast._kernels._prefetch cimport GWLB_PREFETCH, GWLB_PREFETCH_W
 
 cdef enum:
     IPPROTO_TCP = 6
@@ -46,6 +47,10 @@ cpdef enum:
     N_COUNTERS = 9
 
     MAX_HELD = 4          # held ranges per sd (pairs in held[sd, 2*k], held[sd, 2*k+1])
+
+cdef enum:
+    PF_STATE = 16         # prefetch a packet's headers and its sd's state this many packets ahead
+    PF_HEAD = 8           # and, this many ahead, where its bytes go in the head
 
 
 cdef inline void _held_insert(int64_t* h, int64_t lo, int64_t hi, int64_t* ctr) noexcept nogil:
@@ -119,7 +124,7 @@ def stream_feed(const uint8_t[::1] data, const int64_t[::1] off, const uint32_t[
                 uint32_t[::1] isn, int64_t[::1] nxt, uint8_t[::1] flags, int64_t[:, ::1] held,
                 uint8_t[:, ::1] head,
                 int64_t[::1] out_lo, int64_t[::1] out_hi, int64_t[::1] out_seg, int64_t[::1] out_pay,
-                uint8_t[::1] out_src, int64_t[::1] ctr):
+                uint8_t[::1] out_src, int64_t[::1] ctr, uint8_t[::1] seen=None):
     """Reassemble the payload of a batch of packets into their session directions, in batch order.
 
     Parameters
@@ -153,6 +158,8 @@ def stream_feed(const uint8_t[::1] data, const int64_t[::1] off, const uint32_t[
         SRC_NONE, SRC_PACKET (bytes below H come from the head, the rest from the packet) or SRC_HEAD (released
         held bytes, all inside the head).
     ctr : int64[N_COUNTERS] in/out
+    seen : uint8[m], optional
+        Set to 1 for the sd of every packet with ``0 <= sd < m`` (the direction has been seen: flow:established).
 
     Notes
     -----
@@ -171,12 +178,33 @@ def stream_feed(const uint8_t[::1] data, const int64_t[::1] off, const uint32_t[
         raise ValueError(f"stream_feed: held must have {2 * MAX_HELD} columns, got {held.shape[1]}")
     if ctr.shape[0] < N_COUNTERS:
         raise ValueError(f"stream_feed: ctr must have {N_COUNTERS} entries")
+    cdef bint mark = seen is not None
+    if mark and seen.shape[0] != m:
+        raise ValueError(f"stream_feed: seen must have {m} entries, got {seen.shape[0]}")
     cdef int64_t s, o, end, l3, l4, iplen, pay, plen, seg_lo, seg_hi, lo, hi, nx, dlen
     cdef uint32_t seq
     cdef uint8_t fl
-    cdef Py_ssize_t datalen = data.shape[0]
+    cdef Py_ssize_t datalen = data.shape[0], j
+    cdef int64_t sj, oj
     with nogil:
         for i in range(n):
+            # packets of many sessions interleave: fetch the next ones' TCP headers and stream state ahead
+            j = i + PF_STATE
+            if j < n:
+                sj = sd[j]
+                if 0 <= sj < m:
+                    oj = off[j] + l4_off[j]
+                    if 0 <= oj < datalen:
+                        GWLB_PREFETCH(&data[oj])
+                    GWLB_PREFETCH_W(&nxt[sj])
+                    GWLB_PREFETCH_W(&isn[sj])
+                    GWLB_PREFETCH_W(&flags[sj])
+                    GWLB_PREFETCH_W(&held[sj, 0])
+            j = i + PF_HEAD
+            if j < n:
+                sj = sd[j]
+                if 0 <= sj < m and nxt[sj] < hsize:
+                    GWLB_PREFETCH_W(&head[sj, nxt[sj]])
             out_lo[i] = 0
             out_hi[i] = 0
             out_seg[i] = 0
@@ -185,6 +213,8 @@ def stream_feed(const uint8_t[::1] data, const int64_t[::1] off, const uint32_t[
             s = sd[i]
             if s < 0 or s >= m:
                 continue
+            if mark:
+                seen[s] = 1
             o = off[i]
             end = o + caplen[i]
             if o < 0 or end > datalen:

@@ -68,6 +68,7 @@ class Inspector:
         self.seen_len = np.zeros(2 * cap, np.int64)
         self.app_pkt = np.full(cap, -1, np.int64)
         self.done_pkt = np.full(cap, -1, np.int64)
+        self._changed = self._completed = np.zeros(0, np.int64)   # the rows whose marks the last batch set
         # the session's 5-tuple in client -> server order (signature headers), its serial number (alerts are
         # reported once per session and signature) and which directions have been seen (flow:established)
         self.client_ip = np.zeros(cap, np.uint32)
@@ -122,14 +123,15 @@ class Inspector:
 
         Returns
         -------
-        dict with ``stream`` (the stream kernel's per-packet outputs), ``sd`` (int64[n]), ``changed`` (outside
-        slots whose application was decided in this batch) and ``rows`` (pool rows touched).
+        dict with ``stream`` (the stream kernel's per-packet outputs), ``sd`` (int64[n]), ``alerts``, ``changed``
+        (outside slots whose application was decided in this batch) and ``completed`` (whose fields were
+        completed), with the packets that did it (``changed_pkt``, ``completed_pkt``).
         """
         slot = np.asarray(slot, np.int64)
         new_rows = np.flatnonzero((np.asarray(is_new) != 0) & (slot >= 0))
         if new_rows.shape[0]:
             # a slot restarting a session lets go of the old session's row first
-            new_slots = np.unique(slot[new_rows])
+            new_slots, first_at = np.unique(slot[new_rows], return_index=True)
             old = self.row_of_slot[new_slots]
             self._free_rows(old[old >= 0])
             rows = self.streams.allocate(new_slots.shape[0])
@@ -137,7 +139,7 @@ class Inspector:
             got = rows >= 0
             r = rows[got]
             self.slot_of_row[r] = new_slots[got]
-            first = new_rows[np.unique(slot[new_rows], return_index=True)[1]]
+            first = new_rows[first_at]
             self.proto[r] = batch.proto[first][got]
             self.app[r] = APP_PENDING
             self.done[r] = 0
@@ -159,31 +161,33 @@ class Inspector:
                 self._reset_match(r)
         row = np.where(slot >= 0, self.row_of_slot[np.maximum(slot, 0)], -1)
         sd = np.where(row >= 0, 2 * row + np.asarray(direction, np.int64), -1)
-        out = self.streams.feed(batch, sd)
-        live = row >= 0
-        self.seen[row[live], np.asarray(direction, np.int64)[live]] = 1
-        touched = np.unique(row[live & (out["pay"] >= 0)])
-        pending = touched[(self.app[touched] == APP_PENDING) | (self.done[touched] == 0)]
-        self.app_pkt[pending] = -1
-        self.done_pkt[pending] = -1
-        if pending.shape[0]:
-            st = self.streams
-            _ak.identify_packets(sd, out["lo"], out["hi"], batch.proto, st.head, st.nxt, self.seen_len, self.proto,
-                                 IDS, self.app, self.done, self.fields, self.flen, self.app_pkt, self.done_pkt)
-        changed = pending[self.app_pkt[pending] >= 0]
-        completed = pending[self.done_pkt[pending] >= 0]
+        out = self.streams.feed(batch, sd, self.seen.reshape(-1))
+        # the sessions decided / completed by the previous batch get their packet marks back to -1 (the kernel
+        # lists the sessions whose mark it sets from -1)
+        self.app_pkt[self._changed] = -1
+        self.done_pkt[self._completed] = -1
+        st = self.streams
+        n = len(batch)
+        changed, completed = np.empty(n, np.int64), np.empty(n, np.int64)
+        n_ch, n_co = _ak.identify_packets(sd, out["lo"], out["hi"], batch.proto, st.head, st.nxt, self.seen_len,
+                                          self.proto, IDS, self.app, self.done, self.fields, self.flen, self.app_pkt,
+                                          self.done_pkt, changed, completed)
+        changed, completed = np.sort(changed[:n_ch]), np.sort(completed[:n_co])
+        self._changed, self._completed = changed, completed
         alerts = None
         if self.sigs is not None:
             alerts = self._match(batch, sd, out, completed)
         self._pkt_base += len(batch)
-        return {"stream": out, "sd": sd, "rows": touched, "alerts": alerts,
+        return {"stream": out, "sd": sd, "alerts": alerts,
                 "changed": self.slot_of_row[changed], "changed_pkt": self.app_pkt[changed],
                 "completed": self.slot_of_row[completed], "completed_pkt": self.done_pkt[completed]}
 
-    def end(self, slots: np.ndarray, release: bool = True) -> dict:
+    def end(self, slots: np.ndarray, release: bool = True, fields: bool = True) -> dict:
         """Sessions in ``slots`` ended: decide their application (incomplete / insufficient-data / unknown), return
-        their results (:meth:`results`) and ``alerts`` (hits of field signatures on fields the end completed), and
-        free their rows (``release=False``: the caller frees them with :meth:`release` once it has read them)."""
+        their results (:meth:`results`; ``fields=False``: only ``app``, the caller reads the fields from
+        :attr:`fields` and :attr:`flen`) and ``alerts`` (hits of field signatures on fields the end completed),
+        and free their rows (``release=False``: the caller frees them with :meth:`release` once it has read
+        them)."""
         slots = np.asarray(slots, np.int64)
         rows = self.row_of_slot[slots]
         has = rows >= 0
@@ -191,7 +195,10 @@ class Inspector:
         self.ended[r] = 1
         done_before = self.done[r].copy()
         self._identify(r)
-        res = self.results(slots)
+        if fields:
+            res = self.results(slots)
+        else:
+            res = {"app": np.where(has, self.app[np.where(has, rows, 0)], APP_PENDING).astype(np.int32)}
         res["alerts"] = None
         if self.sigs is not None and self.sigs.fields is not None:
             fr = r[(self.done[r] != 0) & (done_before == 0)]
@@ -296,13 +303,12 @@ class Inspector:
         sg = self.sigs
         ev_row, ev_buf, ev_pid, ev_end, ev_pkt = self._ev
         start, users = sg.users[is_field]
-        est = ((self.seen[:, 0] != 0) & (self.seen[:, 1] != 0)).astype(np.uint8)
         out_event = np.empty(max(4 * n_ev, 16), np.int64)
         out_sig = np.empty(out_event.shape[0], np.int32)
         k = _m.verify(ev_row, ev_buf, ev_pid, ev_end, n_ev, start, users, **sg.c, **sg.s,
                       row_client_ip=self.client_ip, row_server_ip=self.server_ip,
                       row_client_port=self.client_port, row_server_port=self.server_port, row_proto=self.proto,
-                      row_app=self.app, row_est=est, ring_pid=self._ring_pid, ring_end=self._ring_end,
+                      row_app=self.app, row_seen=self.seen, ring_pid=self._ring_pid, ring_end=self._ring_end,
                       ring_n=self._ring_n, out_event=out_event, out_sig=out_sig)
         ev = out_event[:k]
         return np.stack([ev_row[ev], sg.sig_of_entry[out_sig[:k]].astype(np.int64), ev_pkt[ev],

@@ -35,7 +35,7 @@ from .inspector import Inspector
 from .profiles import SignatureAction, ThreatAction, UrlAction
 from .signatures import SignatureSet, load_rules
 
-__all__ = ["THREAT_FIELDS", "SessionInspection", "needs_inspection"]
+__all__ = ["THREAT_FIELDS", "EndedFields", "SessionInspection", "needs_inspection"]
 
 #: threat-log record fields (PAN-OS threat log names; Suricata eve names where one exists: src_ip, src_port,
 #: dest_* are spelled dst_* as PAN-OS does)
@@ -44,7 +44,13 @@ THREAT_FIELDS = ("type", "sid", "signature", "severity", "action", "src_ip", "sr
 _SEVERITY = {1: 0, 2: 1, 3: 2}        # Suricata priority -> PAN-OS severity (_SEVERITY_NAMES)
 _SIG_ACTION = {"alert": SignatureAction.ALERT, "drop": SignatureAction.DROP, "reject": SignatureAction.REJECT}
 _F = {name: i for i, name in enumerate(FIELDS)}
+_HOST, _SNI, _DNS, _URI = _F["host"], _F["sni"], _F["dns_query"], _F["uri"]
 _SIG, _URL = "signature", "url"
+# enum members as plain ints for the per-batch array compares (an IntEnum attribute costs a lookup each time)
+_OK, _POLICY_RESET, _POLICY_DENY = int(PktStatus.OK), int(PktStatus.POLICY_RESET), int(PktStatus.POLICY_DENY)
+_UA_NONE, _UA_ALLOW = int(UrlAction.NONE), int(UrlAction.ALLOW)
+_UA_BLOCK, _UA_CONTINUE, _UA_OVERRIDE = int(UrlAction.BLOCK), int(UrlAction.CONTINUE), int(UrlAction.OVERRIDE)
+_TA_NONE, _TA_ALERT, _TA_BLOCK_IP = int(ThreatAction.NONE), int(ThreatAction.ALERT), int(ThreatAction.BLOCK_IP)
 _SEVERITY_NAMES = np.array(["high", "medium", "low", "informational"], object)
 _INFORMATIONAL = 3
 _URL_ACTION_NAMES = np.array([a.name.lower() for a in UrlAction], object)
@@ -107,7 +113,7 @@ class SessionInspection:
         """Inspect the packets the session kernel forwarded and apply the verdicts (arrays changed in place)."""
         fw = self.fw
         sess = fw.sessions
-        fwd = (status == PktStatus.OK) & (slot >= 0)
+        fwd = (status == _OK) & (slot >= 0)
         if not fwd.any() and not is_new.any():
             return
         s0 = np.where(slot >= 0, slot, 0)
@@ -162,27 +168,21 @@ class SessionInspection:
         """The URL of pool rows as fixed-width fields: (host uint8[k, w], host_len int64[k], path uint8[k, w],
         path_len int64[k]): Host + URI, else SNI, else the DNS name (no path); length -1: none."""
         insp = self.inspector
-        fw_ = insp.field_width
-        k = rows.shape[0]
-        f = insp.fields[rows].reshape(k, len(FIELDS), fw_)
+        # only the two fields a URL is made of are gathered (not the pool rows' every field)
+        f = insp.fields.reshape(insp.fields.shape[0], len(FIELDS), insp.field_width)
         ln = insp.flen[rows].astype(np.int64)
-        has_host = ln[:, _F["host"]] >= 0
-        pick = np.where(has_host, _F["host"], np.where(ln[:, _F["sni"]] >= 0, _F["sni"], _F["dns_query"]))
-        ar = np.arange(k)
-        path_len = np.where(has_host, ln[:, _F["uri"]], -1)
-        return f[ar, pick], ln[ar, pick], f[:, _F["uri"]], path_len
+        has_host = ln[:, _HOST] >= 0
+        pick = np.where(has_host, _HOST, np.where(ln[:, _SNI] >= 0, _SNI, _DNS))
+        ar = np.arange(rows.shape[0])
+        path_len = np.where(has_host, ln[:, _URI], -1)
+        return f[rows, pick], ln[ar, pick], f[rows, _URI], path_len
 
-    def _urls(self, rows) -> list:
-        """URL strings (or None) of pool rows (-1: none), for log records."""
+    def _url_raw(self, rows):
+        """The URLs of pool rows (-1: none) for log records, as fields (``_url_fields`` of the rows that have one,
+        and their positions): copies, decoded only if the threat log is taken (:func:`_decode_urls`)."""
         rows = np.asarray(rows, np.int64)
-        out = [None] * rows.shape[0]
         has = np.flatnonzero(rows >= 0)
-        if has.shape[0]:
-            host, hl, path, pl = self._url_fields(rows[has])
-            for j, i in enumerate(has.tolist()):  # per log record
-                if hl[j] >= 0:
-                    out[i] = (host[j, :hl[j]].tobytes() + path[j, :max(int(pl[j]), 0)].tobytes()).decode("latin-1")
-        return out
+        return (rows.shape[0], has, *self._url_fields(rows[has])) if has.shape[0] else (rows.shape[0], has)
 
     def _relookup(self, slots, pkts, inner, stops) -> None:
         fw = self.fw
@@ -231,17 +231,16 @@ class SessionInspection:
         if not has.shape[0]:
             return
         ua = self.policy.url_action(rule[has], cats[has])
-        ev = has[(ua != UrlAction.NONE) & (ua != UrlAction.ALLOW)]
+        logged = (ua != _UA_NONE) & (ua != _UA_ALLOW)
+        ev = has[logged]
         if not ev.shape[0]:
             return
-        ua = self.policy.url_action(rule[ev], cats[ev])
-        names = self.policy.url_categories.names
-        for c in prim[ev].tolist():  # per URL event
-            self.top_categories[names[c]] = self.top_categories.get(names[c], 0) + 1
+        ua = ua[logged]
+        _count_names(self.top_categories, self.policy.url_categories.names, prim[ev])
         self.counts["url_events"] += int(ev.shape[0])
         self._log(_URL, None, _URL_ACTION_NAMES[ua], slots[ev], pkts[ev], np.zeros(ev.shape[0], np.uint8), inner,
                   rows[ev], prim[ev], rule[ev], np.full(ev.shape[0], _INFORMATIONAL, np.int64))
-        blk = (ua == UrlAction.BLOCK) | (ua == UrlAction.CONTINUE) | (ua == UrlAction.OVERRIDE)
+        blk = (ua == _UA_BLOCK) | (ua == _UA_CONTINUE) | (ua == _UA_OVERRIDE)
         # no user is there to click through a continue or override page: the session is reset (TCP) or dropped
         code = np.where(proto[ev] == 6, _s.ACT_RESET_BOTH, _s.ACT_DROP).astype(np.uint8)
         stops.append((slots[ev][blk], pkts[ev][blk], code[blk]))
@@ -261,7 +260,7 @@ class SessionInspection:
         srow = fw.sessions[slots] if srow is None else srow[o]
         rule = srow[:, _s.F_RULE].astype(np.int64)
         ta = self.policy.threat_action(rule, self.sig_action[sig])
-        act = ta != ThreatAction.NONE
+        act = ta != _TA_NONE
         slots, sig, pkt, rule, ta, srow = slots[act], sig[act], pkt[act], rule[act], ta[act], srow[act]
         if not slots.shape[0]:
             return None, None
@@ -274,7 +273,7 @@ class SessionInspection:
             posc = np.minimum(pos, o.shape[0] - 1)
             hit = stop_slot[o][posc] == slots
             limit[hit] = stop_pkt[o][posc[hit]]
-        ends = (ta != ThreatAction.ALERT) & (pkt <= limit)
+        ends = (ta != _TA_ALERT) & (pkt <= limit)
         e_first = np.flatnonzero(ends)
         e_first = e_first[np.unique(slots[e_first], return_index=True)[1]]   # the first by packet (sorted)
         more = None
@@ -293,16 +292,14 @@ class SessionInspection:
             keep = (pkt < 0) | ~late[np.maximum(pkt, 0)]
             slots, sig, pkt, rule, ta, srow = slots[keep], sig[keep], pkt[keep], rule[keep], ta[keep], srow[keep]
         self.counts["threats"] += int(slots.shape[0])
-        for si in sig.tolist():   # per alert
-            name = self._sig_names[si]
-            self.top_threats[name] = self.top_threats.get(name, 0) + 1
+        _count_names(self.top_threats, self._sig_names, sig)
         d = np.zeros(pkt.shape[0], np.uint8)
         at = pkt >= 0
         if at.any():
             d[at] = direction[pkt[at]]
         self._log(_SIG, sig, _THREAT_ACTION_NAMES[ta], slots, pkt, d, inner, self.inspector.row_of_slot[slots],
                   self.category[slots], rule, self.sig_severity[sig], srow)
-        blk = np.flatnonzero(ta == ThreatAction.BLOCK_IP)
+        blk = np.flatnonzero(ta == _TA_BLOCK_IP)
         if blk.shape[0]:
             self._block(slots[blk], pkt[blk], d[blk], rule[blk], inner, srow[blk])
         return more, late
@@ -329,7 +326,7 @@ class SessionInspection:
     def _late_packets(self, pkt, rule, ta, inner) -> np.ndarray | None:
         """bool per packet of the batch: later than a block-ip alert (``pkt`` sorted; one at a blocked packet does
         not count), from that alert's sender (to its destination, by pair); None when none is."""
-        first = np.flatnonzero((ta == ThreatAction.BLOCK_IP) & (pkt >= 0))
+        first = np.flatnonzero((ta == _TA_BLOCK_IP) & (pkt >= 0))
         if not first.shape[0]:
             return None
         src, dst = inner.src_ip, inner.dst_ip
@@ -405,7 +402,7 @@ class SessionInspection:
             "kind": kind, "sig": sig, "action": action, "severity": severity,
             "src_ip": np.where(rev, sip, cip), "src_port": np.where(rev, sp, cp),
             "dst_ip": np.where(rev, cip, sip), "dst_port": np.where(rev, cp, sp), "proto": proto, "d": d,
-            "app": app, "url": self._urls(rows), "cat": cat, "rule": rule, "ts": ts})
+            "app": app, "url": self._url_raw(rows), "cat": cat, "rule": rule, "ts": ts})
 
     def _enforce(self, s_arr, p_arr, a_arr, slot, status, out_n, k1, k2, inner) -> None:
         """End sessions ``s_arr`` at packets ``p_arr`` with actions ``a_arr``: that packet and the later ones of the
@@ -424,9 +421,9 @@ class SessionInspection:
         live = slot >= 0
         idx = np.flatnonzero(live & (pos[np.where(live, slot, 0)] >= 0))
         idx = idx[idx >= pos[slot[idx]]]
-        idx = idx[status[idx] == PktStatus.OK]
+        idx = idx[status[idx] == _OK]
         rs = sess[slot[idx], _s.F_STATE] == _s.S_RESETTING
-        status[idx] = np.where(rs, PktStatus.POLICY_RESET, PktStatus.POLICY_DENY)
+        status[idx] = np.where(rs, _POLICY_RESET, _POLICY_DENY)
         out_n[idx] = 0
         first = idx[idx == pos[slot[idx]]]
         pos[s_arr] = -1
@@ -445,19 +442,22 @@ class SessionInspection:
     def annotate(self, slots: np.ndarray, sessions: np.ndarray) -> dict:
         """Application and fields of the sessions in ``slots`` (ending now; ``sessions``: their session rows, in
         the same order), the alerts of signatures on fields that only their end completed logged, then their
-        inspection rows freed. Returns arrays for the session records: ``application`` (int16, -1 not
-        inspected), ``host``, ``sni``, ``url``, ``category`` (lists of str or None)."""
+        inspection rows freed. Returns ``application`` (int16 per session, -1 not inspected) and ``fields``
+        (:class:`EndedFields`: host, sni, url and category per session, decoded when read; None when none was
+        inspected)."""
         slots = np.asarray(slots, np.int64)
         insp = self.inspector
         k = slots.shape[0]
-        out = {"application": np.full(k, -1, np.int16), "host": [None] * k, "sni": [None] * k, "url": [None] * k,
-               "category": [None] * k}
+        out = {"application": np.full(k, -1, np.int16), "fields": None}
         if not k:
             return out
         rows = insp.row_of_slot[slots]
         has = np.flatnonzero(rows >= 0)
         if has.shape[0]:
-            res = insp.end(slots[has], release=False)
+            res = insp.end(slots[has], release=False, fields=False)
+            r = rows[has]
+            out["fields"] = EndedFields(k, has, insp.fields[r], insp.flen[r], self.category[slots[has]],
+                                        insp.field_width, self.policy.url_categories.names)
             hits = res["alerts"]
             if hits is not None and hits.shape[0]:
                 hits = hits.copy()
@@ -469,24 +469,7 @@ class SessionInspection:
             insp.release(slots[has])
             app = res["app"]
             out["application"][has] = np.where(app == APP_PENDING, -1, app).astype(np.int16)
-            names = self.policy.url_categories.names
-            for j, i in enumerate(has.tolist()):  # per ended session
-                a = int(app[j])
-                if a != APP_PENDING:
-                    nm = APPLICATIONS[a]
-                    self.top_apps[nm] = self.top_apps.get(nm, 0) + 1
-                host = res["host"][j]
-                sni = res["sni"][j]
-                dns = res["dns_query"][j]
-                uri = res["uri"][j]
-                out["host"][i] = host.decode("latin-1") if host is not None else (
-                    dns.decode("latin-1") if dns is not None else None)
-                out["sni"][i] = sni.decode("latin-1") if sni is not None else None
-                h = host if host is not None else (sni if sni is not None else dns)
-                out["url"][i] = None if h is None else (h + (uri if host is not None and uri else b"")).decode(
-                    "latin-1")
-                cat = int(self.category[slots[i]])
-                out["category"][i] = names[cat] if cat >= 0 else None
+            _count_names(self.top_apps, APPLICATIONS, app[app != APP_PENDING])
         self.category[slots] = -1
         return out
 
@@ -496,7 +479,7 @@ class SessionInspection:
         fw = self.fw
         names = self.policy.url_categories.names
         for c in self._pending:
-            k = len(c["url"])
+            k = c["url"][0]
             if c["sig"] is None:
                 sid = msg = [None] * k
             else:
@@ -508,7 +491,7 @@ class SessionInspection:
             direction = np.where(c["d"] != 0, "server-to-client", "client-to-server").tolist()
             cols = zip(sid, msg, _SEVERITY_NAMES[c["severity"]].tolist(), c["action"].tolist(),
                        ip_strs(c["src_ip"]), c["src_port"].tolist(), ip_strs(c["dst_ip"]), c["dst_port"].tolist(),
-                       c["proto"].tolist(), direction, app, c["url"], cat, rule, (c["ts"] / 1e9).tolist())
+                       c["proto"].tolist(), direction, app, _decode_urls(c["url"]), cat, rule, (c["ts"] / 1e9).tolist())
             kind = c["kind"]
             out += [{"type": kind, "sid": a, "signature": b, "severity": sv, "action": ac, "src_ip": si,
                      "src_port": sp, "dst_ip": di, "dst_port": dp, "proto": pr, "direction": dr, "application": ap,
@@ -517,10 +500,84 @@ class SessionInspection:
         self._pending = []
         return out
 
+    def discard_threats(self) -> None:
+        """Forget the threat-log records since the last call (no threat log is written: nothing is decoded)."""
+        self._pending = []
+
     def stats(self) -> dict:
         d = dict(self.counts)
         d.update(self.inspector.stats())
         return d
+
+
+class EndedFields:
+    """Host, SNI, URL and URL category of ended sessions for the flow log, kept as the inspection pool's field
+    bytes (copies) and decoded only when a record reads them (:meth:`get`).
+
+    Parameters
+    ----------
+    k : int
+        Sessions ended.
+    has : int64[h]
+        Those of them that were inspected (positions in ``[0, k)``), with their pool ``fields`` (uint8[h, w * F]),
+        ``flen`` (int32[h, F], -1 none) and URL ``category`` (int32[h], -1 none).
+    """
+
+    __slots__ = ("_at", "_cat", "_fields", "_flen", "_names", "_w", "noted")
+
+    def __init__(self, k, has, fields, flen, category, width, names):
+        ln = flen.astype(np.int64)
+        any_field = (ln[:, _HOST] >= 0) | (ln[:, _SNI] >= 0) | (ln[:, _DNS] >= 0)
+        #: bool[k]: the session has a host, SNI, URL or category (a flow-log reference)
+        self.noted = np.zeros(k, bool)
+        self.noted[has] = any_field | (category >= 0)
+        self._at = np.full(k, -1, np.int64)
+        self._at[has] = np.arange(has.shape[0])
+        self._fields, self._flen, self._cat = fields, flen, category
+        self._w, self._names = int(width), names
+
+    def get(self, i: int) -> tuple:
+        """(host, sni, url, category) of ended session ``i`` (str or None each)."""
+        j = int(self._at[i])
+        if j < 0:
+            return (None, None, None, None)
+        row, w = self._fields[j], self._w
+
+        def field(name):
+            f = _F[name]
+            ln = int(self._flen[j, f])
+            return bytes(row[f * w:f * w + ln]) if ln >= 0 else None
+
+        host, sni, dns, uri = field("host"), field("sni"), field("dns_query"), field("uri")
+        h = host if host is not None else (sni if sni is not None else dns)
+        cat = int(self._cat[j])
+        return (host.decode("latin-1") if host is not None else (dns.decode("latin-1") if dns is not None else None),
+                sni.decode("latin-1") if sni is not None else None,
+                None if h is None else (h + (uri if host is not None and uri else b"")).decode("latin-1"),
+                self._names[cat] if cat >= 0 else None)
+
+
+def _decode_urls(raw) -> list:
+    """URL strings (or None) of the log records whose fields :meth:`SessionInspection._url_raw` kept."""
+    out = [None] * raw[0]
+    if len(raw) > 2:
+        _k, has, host, hl, path, pl = raw
+        for j, i in enumerate(has.tolist()):  # per log record
+            if hl[j] >= 0:
+                out[i] = (host[j, :hl[j]].tobytes() + path[j, :max(int(pl[j]), 0)].tobytes()).decode("latin-1")
+    return out
+
+
+def _count_names(counter: dict, names, ids) -> None:
+    """Add the occurrences of each id of ``ids`` (ints indexing ``names``) to ``counter`` (name -> count)."""
+    ids = np.asarray(ids)
+    if ids.shape[0] > 64:   # a batch's worth (the session ends of a run's end): counted per distinct id
+        vals, cnt = np.unique(ids, return_counts=True)
+        for v, c in zip(vals.tolist(), cnt.tolist()):  # per distinct name
+            counter[names[v]] = counter.get(names[v], 0) + c
+        return
+    for v in ids.tolist():  # per event of a batch (a few)
+        counter[names[v]] = counter.get(names[v], 0) + 1
 
 
 def _first_stops(parts):

@@ -80,8 +80,9 @@ class StreamTable:
         self.flags[sds] = 0
         self.held[sds] = 0
 
-    def feed(self, batch, sd: np.ndarray) -> dict[str, np.ndarray]:
-        """Reassemble the batch's payload into the session directions ``sd`` (int64[n], -1: not inspected).
+    def feed(self, batch, sd: np.ndarray, seen: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Reassemble the batch's payload into the session directions ``sd`` (int64[n], -1: not inspected);
+        ``seen`` (uint8[2 * capacity], optional) is set to 1 for the sd of every packet.
 
         Returns the kernel's per-packet outputs: ``lo``, ``hi`` (stream offsets made available by the packet),
         ``seg`` (stream offset of its first payload byte), ``pay`` (arena offset of its payload, -1 if none),
@@ -93,7 +94,7 @@ class StreamTable:
         _k.stream_feed(batch.data, batch.off, batch.caplen, batch.l3_off, batch.l4_off, batch.proto,
                        batch.tcp_flags, np.ascontiguousarray(sd, np.int64), self.isn, self.nxt, self.flags,
                        self.held, self.head, out["lo"], out["hi"], out["seg"], out["pay"], out["src"],
-                       self.counters)
+                       self.counters, seen)
         return out
 
     def stats(self) -> dict[str, int]:
