@@ -11,6 +11,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from ._kernels.columns import take_columns
+
 # pcap link types the engine reads (tcpdump.org link-layer header types)
 LINKTYPE_ETHERNET = 1
 LINKTYPE_RAW = 101
@@ -170,10 +172,12 @@ class PacketBatch:
                 col = getattr(self, name)
                 setattr(out, name, None if col is None else col[index])
         else:
-            # rows (intp): take is numpy's typed gather, about twice the speed of indexing with an array
+            # rows: every column taken in one kernel call (typed loops, the rows' bounds checked once)
+            names = [name for name in ALL_COLUMNS if getattr(self, name) is not None]
             for name in ALL_COLUMNS:
-                col = getattr(self, name)
-                setattr(out, name, None if col is None else col.take(index))
+                setattr(out, name, None)
+            for name, col in zip(names, take_columns(index, [getattr(self, name) for name in names])):
+                setattr(out, name, col)
         return out
 
     def __getitem__(self, index) -> PacketBatch:
