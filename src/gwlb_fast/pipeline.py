@@ -274,11 +274,16 @@ class Pipeline:
                     cuts.append(max(cuts[-1] + 1, int(np.searchsorted(ts, int(ts[cuts[-1]]) + span, "right"))))
                 cuts[-1] = n
                 if len(cuts) > 2:
-                    # each slice copies its packets into its own part of the arena (the results live together)
+                    # each slice copies its packets into its own part of the arena (the results live together),
+                    # with its share of the arena's headroom (the capture's stretch of a slice is a little larger
+                    # than its packets, and the firewalls' resets join the delivered packets there)
                     base = np.zeros(n + 1, np.int64)
                     np.cumsum(batch.caplen, out=base[1:])
-                    parts = [self._process_slice(batch[a:b], None if arena is None else arena[base[a]:base[b]])
-                             for a, b in itertools.pairwise(cuts)]
+                    total = int(base[-1])
+                    room = 0 if arena is None else arena.shape[0] - total
+                    at = [int(base[c]) + (room * int(base[c]) // total if total else 0) for c in cuts]
+                    parts = [self._process_slice(batch[a:b], None if arena is None else arena[at[k]:at[k + 1]])
+                             for k, (a, b) in enumerate(itertools.pairwise(cuts))]
                     taps = {k: [x for r in parts for x in r.taps.get(k, [])] for k in parts[0].taps}
                     # the slices' outputs point into parts of one arena: joined without a copy
                     return ChunkResult(PacketBatch.concat([r.output for r in parts], arena),
@@ -362,7 +367,10 @@ class Pipeline:
         key = np.concatenate(order)
         if (len(parts) > 1 or resort) and key.size:
             perm = np.argsort(key, kind="stable")
-            out = PacketBatch.concat(parts)[perm]
+            if len(parts) == 1:
+                out = parts[0][perm]  # columns only: the packets stay in the arena
+            else:
+                out = PacketBatch.concat(_beside(parts, work, arena), arena)[perm]
         else:
             out = parts[0]
         res = ChunkResult(out, st[h:], stage[h:], walk.delivered[h:], walk.fw[h:],
@@ -1316,6 +1324,32 @@ class _Walk:
             w.inspected[sel, e] = True
         w.run()
         return w
+
+
+def _beside(parts: list[PacketBatch], work: PacketBatch, arena: np.ndarray | None) -> list[PacketBatch]:
+    """``parts`` with the packets of ``parts[1:]`` (the firewalls' resets, a few) copied into the room ``arena``
+    has after ``work``'s packets, so that ``PacketBatch.concat(parts, arena)`` joins them all without a copy of
+    ``parts[0]`` (the delivered packets, views of ``work``'s arena); ``parts`` as they are when ``work``'s arena is
+    not the start of ``arena`` or the room is too small."""
+    from ._kernels.parse import gather_packets
+
+    if arena is None or work.data.shape[0] == 0 or work.data.ctypes.data != arena.ctypes.data:
+        return parts
+    used = work.data.shape[0]
+    if sum(p.nbytes for p in parts[1:]) > arena.shape[0] - used:
+        return parts
+    out = [parts[0]]
+    for p in parts[1:]:
+        off = np.zeros(len(p), np.int64)
+        if len(p):
+            np.cumsum(p.caplen[:-1], dtype=np.int64, out=off[1:])
+        room = arena[used: used + p.nbytes]
+        gather_packets(p.data, p.off, p.caplen, room, off)
+        q = p[:]  # every column, as views
+        q.data, q.off = room, off
+        out.append(q)
+        used += p.nbytes
+    return out
 
 
 def _own_copy(batch: PacketBatch, arena: np.ndarray | None) -> PacketBatch:
