@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from gwlb_fast import synth
-from gwlb_fast.batch import ALL_COLUMNS
 from gwlb_fast._kernels.columns import take_columns
+from gwlb_fast.batch import ALL_COLUMNS
 
 
 @pytest.fixture(scope="module")

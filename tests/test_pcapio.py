@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from scapy.utils import PcapNgWriter, RawPcapNgReader, RawPcapReader, wrpcap
 
 from gwlb_fast import PacketBatch
+from gwlb_fast import pcapio as pcapio_mod
 from gwlb_fast._kernels import pcap as k
 from gwlb_fast.errors import PcapError
-from gwlb_fast import pcapio as pcapio_mod
 from gwlb_fast.pcapio import (
     CONVERTED_DST_MAC,
     CONVERTED_SRC_MAC,

@@ -1043,7 +1043,7 @@ class PcapWriter:
         def run():
             try:
                 self._write_all_now(buf)
-            except BaseException as e:  # handed to the caller's thread by _wait
+            except BaseException as e:  # noqa: BLE001 (handed to the caller's thread by _wait)
                 self._behind_error = e
 
         self._behind = threading.Thread(target=run, name="gwlb-fast-write", daemon=True)
@@ -1170,7 +1170,7 @@ class PcapWriter:
         object is only left alone)."""
         try:
             self._wait()
-        except BaseException:  # noqa: S110 (the file is being thrown away: its write error does not matter)
+        except BaseException:  # noqa: BLE001, S110 (the file is being thrown away: its write error does not matter)
             pass
         self._f = None
         self._bufs = [np.zeros(0, np.uint8), np.zeros(0, np.uint8)]

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._kernels.join import first_row_join
 from ._kernels.heap import keep_freed_buffers, numpy_huge_pages
+from ._kernels.join import first_row_join
 from ._kernels.parse import fill_ip_checksums
 from ._kernels.special import mark_special
 from .batch import PacketBatch
