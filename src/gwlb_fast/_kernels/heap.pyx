@@ -1,13 +1,16 @@
 # cython: language_level=3
 """The C allocator's thresholds for a replay: freed chunk-sized buffers kept for the next chunk.
 
-Every chunk of a replay allocates and frees the same set of column and scratch arrays (hundreds of KB to tens of MB
-each). With glibc's defaults the larger ones are mapped and unmapped, or trimmed off the heap's top, after every
-chunk, so the next chunk faults the same amount of memory in again and the kernel zeroes it: on the 1M-packet bench
-workload that was about 20,000 page faults per run. Raising the mmap and trim thresholds keeps those pages in the
-heap, where the next chunk's allocations find them. What is kept is bounded by what the run had in use at its
-peak (the chunk and its temporaries), so resident memory stays bounded by the chunk; flow tables, allocated once
-and far larger, stay mapped on their own (above the mmap threshold).
+Every chunk of a replay allocates and frees the same set of column and scratch arrays (a 65,536-packet chunk's
+columns are up to 512 KiB each). With glibc's defaults the heap's free top is trimmed, and the larger blocks mapped
+and unmapped, after every chunk, so the next chunk faults the same memory in again and the kernel zeroes it.
+Raising the trim threshold keeps those pages in the heap, where the next chunk's allocations find them; what is
+kept is bounded by what the run had in use at its peak (the chunk and its temporaries), so resident memory stays
+bounded by the chunk. The mmap threshold is pinned at 1 MiB (glibc would raise it up to 32 MiB as blocks are
+freed): every table of a megabyte or more (flow tables, session rows, inspection pools) is then mapped on its own,
+zeroed by the kernel page by page as it is first used, and not taken from heap memory a run freed, which calloc
+would have to clear whole (a second Pipeline built in the same process after a run grew by 202 MB with a 64 MiB
+threshold, 13 MB with this one, 17 MB with glibc's defaults).
 
 On a C library other than glibc this does nothing.
 
@@ -39,8 +42,8 @@ cdef extern from *:
     int GF_M_TOP_PAD
     int GF_M_MMAP_THRESHOLD
 
-#: allocations at or above this size are mapped on their own (flow tables); below it they come from the heap
-MMAP_THRESHOLD = 64 << 20
+#: allocations at or above this size are mapped on their own (tables); below it (a chunk's columns) from the heap
+MMAP_THRESHOLD = 1 << 20
 #: free memory at the heap's top is returned to the system only past this much
 TRIM_THRESHOLD = 512 << 20
 #: extra heap requested each time the heap grows (fewer, larger growths)
