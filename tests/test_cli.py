@@ -490,3 +490,20 @@ def test_signature_file_named_by_the_topology_is_an_input(capture, tmp_path, cap
     assert "refusing to overwrite" in _one_line(capsys.readouterr().err)
     assert rules.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["threats.rules",
                                                                                           "topo.yaml"]
+
+
+@pytest.mark.parametrize("argv0, cli", [("-m", True), ("/usr/local/bin/gwlb-fast", True), ("myprogram.py", False)])
+def test_blas_threads_only_left_out_of_the_command_line(argv0, cli):
+    """The command line's process starts no BLAS threads (the engine never calls BLAS); a program that imports the
+    engine keeps its own settings."""
+    import subprocess
+    import sys
+
+    code = ("import os, sys; sys.argv = [%r]; os.environ.pop('OPENBLAS_NUM_THREADS', None); import gwlb_fast; "
+            "print(os.environ.get('OPENBLAS_NUM_THREADS'), len(os.listdir('/proc/self/task')))" % argv0)
+    env_value, threads = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                                        text=True).stdout.split()
+    if cli:
+        assert env_value == "1" and threads == "1"
+    else:
+        assert env_value == "None"
