@@ -499,8 +499,8 @@ def test_blas_threads_only_left_out_of_the_command_line(argv0, cli):
     import subprocess
     import sys
 
-    code = ("import os, sys; sys.argv = [%r]; os.environ.pop('OPENBLAS_NUM_THREADS', None); import gwlb_fast; "
-            "print(os.environ.get('OPENBLAS_NUM_THREADS'), len(os.listdir('/proc/self/task')))" % argv0)
+    code = (f"import os, sys; sys.argv = [{argv0!r}]; os.environ.pop('OPENBLAS_NUM_THREADS', None); "
+            "import gwlb_fast; print(os.environ.get('OPENBLAS_NUM_THREADS'), len(os.listdir('/proc/self/task')))")
     env_value, threads = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                                         text=True).stdout.split()
     if cli:

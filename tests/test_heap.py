@@ -43,11 +43,6 @@ def test_freed_chunk_buffers_stay_in_the_heap():
     assert _faults("keep") < 10
 
 
-def test_once_per_process():
-    assert heap.keep_freed_buffers() in (True, False)
-    assert heap.keep_freed_buffers() == heap.keep_freed_buffers()
-
-
 def test_numpy_huge_page_advice_is_off_during_a_run_and_restored(tmp_path, monkeypatch):
     """Pipeline.run turns NumPy's huge-page advice off while it replays and gives the caller's setting back."""
     import gwlb_fast as gf

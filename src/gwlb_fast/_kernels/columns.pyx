@@ -12,31 +12,48 @@ import numpy as np
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 
-cdef inline void _take8(const uint8_t[::1] src, const int64_t[::1] rows, uint8_t[::1] out) noexcept nogil:
+ctypedef fused item:
+    uint8_t
+    uint16_t
+    uint32_t
+    uint64_t
+
+
+cdef inline void _take(const item[::1] src, const int64_t[::1] rows, item[::1] out) noexcept nogil:
     cdef Py_ssize_t i
     for i in range(rows.shape[0]):
         out[i] = src[rows[i]]
 
 
-cdef inline void _take16(const uint16_t[::1] src, const int64_t[::1] rows, uint16_t[::1] out) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(rows.shape[0]):
-        out[i] = src[rows[i]]
+cdef void _take_as(object c, const int64_t[::1] r, object res, Py_ssize_t size):
+    """One column's gather, its items seen as unsigned integers of ``size`` bytes, without the GIL."""
+    cdef const uint8_t[::1] s8
+    cdef uint8_t[::1] o8
+    cdef const uint16_t[::1] s16
+    cdef uint16_t[::1] o16
+    cdef const uint32_t[::1] s32
+    cdef uint32_t[::1] o32
+    cdef const uint64_t[::1] s64
+    cdef uint64_t[::1] o64
+    if size == 1:
+        s8, o8 = c.view(np.uint8), res.view(np.uint8)
+        with nogil:
+            _take(s8, r, o8)
+    elif size == 2:
+        s16, o16 = c.view(np.uint16), res.view(np.uint16)
+        with nogil:
+            _take(s16, r, o16)
+    elif size == 4:
+        s32, o32 = c.view(np.uint32), res.view(np.uint32)
+        with nogil:
+            _take(s32, r, o32)
+    else:
+        s64, o64 = c.view(np.uint64), res.view(np.uint64)
+        with nogil:
+            _take(s64, r, o64)
 
 
-cdef inline void _take32(const uint32_t[::1] src, const int64_t[::1] rows, uint32_t[::1] out) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(rows.shape[0]):
-        out[i] = src[rows[i]]
-
-
-cdef inline void _take64(const uint64_t[::1] src, const int64_t[::1] rows, uint64_t[::1] out) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(rows.shape[0]):
-        out[i] = src[rows[i]]
-
-
-_VIEW = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+_SIZES = (1, 2, 4, 8)
 
 
 def take_columns(rows, list cols) -> list:
@@ -65,21 +82,12 @@ def take_columns(rows, list cols) -> list:
                     hi = r[i]
     out = []
     for c in cols:
-        if (not isinstance(c, np.ndarray) or c.ndim != 1 or not c.flags.c_contiguous or c.dtype.itemsize not in _VIEW
+        if (not isinstance(c, np.ndarray) or c.ndim != 1 or not c.flags.c_contiguous or c.dtype.itemsize not in _SIZES
                 or c.dtype.kind not in "iub" or lo < 0 or hi >= c.shape[0]):
             out.append(np.take(c, rows))
             continue
         res = np.empty(m, c.dtype)
         if m:
-            size = c.dtype.itemsize
-            v = _VIEW[size]
-            if size == 1:
-                _take8(c.view(v), r, res.view(v))
-            elif size == 2:
-                _take16(c.view(v), r, res.view(v))
-            elif size == 4:
-                _take32(c.view(v), r, res.view(v))
-            else:
-                _take64(c.view(v), r, res.view(v))
+            _take_as(c, r, res, c.dtype.itemsize)
         out.append(res)
     return out
