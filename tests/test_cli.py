@@ -507,3 +507,26 @@ def test_blas_threads_only_left_out_of_the_command_line(argv0, cli):
         assert env_value == "1" and threads == "1"
     else:
         assert env_value == "None"
+
+
+@pytest.mark.parametrize("argv0, cli", [("-m", True), ("myprogram.py", False)])
+def test_garbage_collector_held_back_only_while_the_command_line_loads(argv0, cli, tmp_path):
+    """The command line's process collects no garbage while it imports and loads its configuration, then collects
+    again for the replay, with what it loaded frozen; a program that imports the engine keeps its collector."""
+    import subprocess
+    import sys
+
+    cap = tmp_path / "in.pcap"
+    write_pcap(cap, generate_with_truth(flows=3, packets=20, seed=1)[0])
+    code = (f"import gc, sys; sys.argv = [{argv0!r}]; import gwlb_fast; print(gc.isenabled()); "
+            "from gwlb_fast.pipeline import Pipeline; from gwlb_fast.cli import main; real = Pipeline.run\n"
+            "def spy(self, *a, **k):\n"
+            "    print(gc.isenabled(), gc.get_freeze_count() > 1000)\n"
+            "    return real(self, *a, **k)\n"
+            f"Pipeline.run = spy; main(['run', {EXAMPLE!r}, {str(cap)!r}, '-o', {str(tmp_path / 'o.pcap')!r}, "
+            "'--json'])")
+    lines = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split("\n")
+    if cli:
+        assert lines[0] == "False" and lines[1] == "True True"
+    else:
+        assert lines[0] == "True" and lines[1] == "True False"

@@ -3,6 +3,7 @@ import platform
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from gwlb_fast._kernels import heap
@@ -68,3 +69,46 @@ def test_numpy_huge_page_advice_is_off_during_a_run_and_restored(tmp_path, monke
     gf.Pipeline.from_yaml(topo).run(cap, tmp_path / "out.pcap")
     assert seen == [False]
     assert heap.numpy_huge_pages(prev) is True  # restored to the caller's setting
+
+
+# in a fresh interpreter: keep freed buffers, leave 96 MiB of freed memory in the heap, fork (as run --workers
+# does), and in the child build the tables of a firewall's share; print the child's page faults for it
+_TABLES = """
+import os, resource, sys
+import numpy as np
+from gwlb_fast._kernels import heap
+from gwlb_fast._kernels.flowtable import FlowTable
+assert heap.keep_freed_buffers()
+junk = [np.ones(768 << 10, np.uint8) for _ in range(128)]
+del junk
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    t = FlowTable(1 << 17)
+    sessions = heap.zeroed((t.capacity, 12), np.int64)
+    os.write(w, str(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0).encode())
+    os._exit(0)
+os.waitpid(pid, 0)
+print(int(os.read(r, 64)))
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the heap's reuse is glibc's")
+def test_tables_take_no_pages_until_used_even_from_a_full_heap():
+    """A worker forked after the parent kept its freed buffers found room in the heap for its flow tables (8 MiB of
+    entries, 2 MiB of buckets, 12 MiB of session rows), and calloc cleared them there: every page faulted in, and
+    copied from the parent's. Tables from ``zeroed`` take their own pages, only as they are used."""
+    out = subprocess.run([sys.executable, "-c", _TABLES], check=True, capture_output=True, text=True).stdout
+    assert int(out) < 200  # the 5,632 pages of the tables, untouched
+
+
+def test_zeroed_arrays():
+    a = heap.zeroed((3, 5), np.int64)
+    assert a.shape == (3, 5) and a.dtype == np.int64 and not a.any() and a.flags.writeable
+    assert a.ctypes.data % 4096 == 0  # page-aligned: a 64-byte table entry is one cache line
+    a[2, 4] = 7
+    assert a.sum() == 7
+    assert heap.zeroed(0, np.uint8).shape == (0,)
+    big = heap.zeroed(heap.HUGE_PAGE, np.uint8, huge=True)
+    assert big.shape == (heap.HUGE_PAGE,) and not big[:: 4096].any()

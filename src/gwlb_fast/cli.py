@@ -85,6 +85,20 @@ def _positive(text: str) -> int:
     return v
 
 
+def collect_from_here() -> None:
+    """The configuration is loaded: the garbage collector that the command line held back (``gwlb_fast``'s start)
+    runs again, and leaves what was loaded alone (``gc.freeze``: it lives to the end, and forked workers then do
+    not copy its pages by writing the collector's marks)."""
+    import gc
+
+    import gwlb_fast
+
+    if gwlb_fast._collect_later:
+        gwlb_fast._collect_later = False
+        gc.freeze()
+        gc.enable()
+
+
 def _replay(topology, capture, output, taps, flow_log, events, chunk, seed, as_json, quiet, drops=None,
             report=None, pickup=None, threat_log=None) -> int:
     from pathlib import Path
@@ -95,6 +109,7 @@ def _replay(topology, capture, output, taps, flow_log, events, chunk, seed, as_j
     if not Path(capture).exists():
         raise FileNotFoundError(2, "no such file", str(capture))
     pipe = Pipeline.from_yaml(topology, taps=taps is not None, seed=seed, pickup=pickup)
+    collect_from_here()
     if drops is not None or report is not None:
         from .outfiles import refuse_overlap
 
@@ -124,6 +139,7 @@ def _cmd_run(args) -> int:
     from pathlib import Path
 
     if args.ray is not None:
+        collect_from_here()
         return _cmd_run_ray(args)
     for opt in ("shards", "parts"):
         if getattr(args, opt) is not None:
@@ -148,11 +164,14 @@ def _cmd_run(args) -> int:
         return _replay(args.topology, args.input, args.output, args.taps, args.flow_log, args.events, args.chunk,
                        args.seed, args.json, args.quiet, drops=args.drops, report=args.report,
                        pickup=args.pickup, threat_log=args.threat_log)
+    from .config import load_topology
     from .parallel import run_parallel
 
     if not Path(args.input).exists():
         raise FileNotFoundError(2, "no such file", str(args.input))
-    summary = run_parallel(args.topology, args.input, args.output, workers=n, taps=args.taps,
+    topo = load_topology(args.topology)
+    collect_from_here()
+    summary = run_parallel(topo, args.input, args.output, workers=n, taps=args.taps,
                            flow_log=args.flow_log, events=args.events, chunk=args.chunk, seed=args.seed,
                            quiet=args.quiet, strict=False, pickup=args.pickup)
     return _print_merged(args, summary)
@@ -289,6 +308,8 @@ def _version() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = _build_parser(argv)
     args = parser.parse_args(argv)
+    if args.command != "run":
+        collect_from_here()  # the other commands load as they go
     try:
         return int(args.func(args) or 0)
     except ConfigError as e:

@@ -34,6 +34,7 @@ from . import geneve
 from ._kernels import session as _s
 from ._kernels import tcpreset as _r
 from ._kernels.flowtable import END_EVICTED, FlowTable, canonical_5tuple
+from ._kernels.heap import zeroed
 from ._kernels.parse import icmp_errors
 from .batch import PacketBatch
 from .errors import ConfigError
@@ -227,9 +228,9 @@ class Firewall:
         self.table = FlowTable(int(session_capacity), tcp_timeout_ns=self.tcp_timeout_ns,
                                other_timeout_ns=self.other_timeout_ns, evict="oldest-idle")
         cap = self.table.capacity
-        # zeros: pages are only committed for the slots a run touches
-        self.sessions = np.zeros((cap, _s.NF), np.int64)
-        self._mark = np.zeros(cap, np.uint8)
+        # pages of their own, committed only for the slots a run touches
+        self.sessions = zeroed((cap, _s.NF), np.int64)
+        self._mark = zeroed(cap, np.uint8)
         n_rules = len(policy.rules)
         self.default_rule = n_rules
         self.hits = np.zeros(n_rules + 1, np.int64)

@@ -25,6 +25,7 @@ import numpy as np
 
 from ._kernels.flowhash import geneve_udp_sport, hash_2tuple, hash_3tuple, hash_5tuple
 from ._kernels.flowtable import IS_EXISTING, FlowTable, canonical_5tuple
+from ._kernels.heap import zeroed
 from .maglev import DEFAULT_TABLE_SIZE, Maglev
 from .status import PktStatus
 
@@ -101,8 +102,8 @@ class Gwlb:
         )
         cap = self.flows.capacity
         self._slot_fw = np.full(cap, -1, np.int16)
-        self._slot_cookie = np.zeros(cap, np.uint32)
-        self._slot_lost = np.zeros(cap, np.uint8)  # 1: this slot's flow was already counted in flows_lost
+        self._slot_cookie = zeroed(cap, np.uint32)
+        self._slot_lost = zeroed(cap, np.uint8)  # 1: this slot's flow was already counted in flows_lost
         self._min_timeout_ns = min(self.flows.tcp_timeout_ns, self.flows.other_timeout_ns)
         self._rng = np.random.default_rng(seed)
         k = len(self.names)

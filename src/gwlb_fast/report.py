@@ -201,6 +201,7 @@ class DropLog:
 
     def __init__(self, direction_of, firewall_names=None, capacity: int = 1 << 16):
         from ._kernels.flowtable import FlowTable
+        from ._kernels.heap import zeroed
 
         self._direction_of = direction_of
         self._fw_names = firewall_names
@@ -209,8 +210,8 @@ class DropLog:
         self.client_rev = np.zeros(cap, np.uint8)
         self.reason = np.zeros(cap, np.uint8)
         self.fw = np.full(cap, -1, np.int16)
-        self.packets = np.zeros((cap, 2), np.int64)  # [slot, 0] client to server, [slot, 1] back
-        self.bytes = np.zeros((cap, 2), np.int64)
+        self.packets = zeroed((cap, 2), np.int64)  # [slot, 0] client to server, [slot, 1] back
+        self.bytes = zeroed((cap, 2), np.int64)
         self.now_ns: int | None = None
         self._pending: list[dict[str, list]] = []
 

@@ -18,10 +18,12 @@ per packet into overlapped ones.
 """
 cimport cython
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport calloc, free, malloc
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
 import numpy as np
+
+from .heap import zeroed
 
 cdef extern from *:
     """
@@ -219,6 +221,7 @@ cdef class FlowTable:
     """
 
     cdef uint64_t* _buckets
+    cdef object _bucket_arr  # owns _buckets' pages
     cdef int32_t* _free
     cdef Entry* _e
     cdef object _arr
@@ -263,6 +266,7 @@ cdef class FlowTable:
         cdef double ml = float(max_load)
         cdef uint64_t nb = 1
         cdef uint8_t[::1] raw
+        cdef uint64_t[::1] bk
         if self._buckets != NULL:
             raise RuntimeError("FlowTable.__init__ called twice")
         if cap < 1 or cap > MAX_CAPACITY:
@@ -284,16 +288,16 @@ cdef class FlowTable:
         self._seed = <uint64_t>(int(seed) & 0xFFFFFFFFFFFFFFFF)
         self.tcp_timeout_ns = tcp_timeout_ns
         self.other_timeout_ns = other_timeout_ns
-        # calloc and np.zeros hand out zeroed pages the kernel maps only when touched: a large table costs
-        # nothing until it fills (start-up of a one-packet run), hence also the lazy free stack (_fresh)
-        self._buckets = <uint64_t*>calloc(nb, sizeof(uint64_t))
+        # zeroed pages of their own, which the kernel maps only when touched: a large table costs nothing until
+        # it fills (start-up of a one-packet run), hence also the lazy free stack (_fresh); page-aligned, so an
+        # entry is exactly one cache line
+        self._bucket_arr = zeroed(nb, np.uint64, huge=True)
+        bk = self._bucket_arr
+        self._buckets = &bk[0]
         self._free = <int32_t*>malloc(cap * sizeof(int32_t))
-        if self._buckets == NULL or self._free == NULL:
-            raise MemoryError(f"FlowTable: cannot allocate {nb} buckets / {cap} slots")
-        # 64-byte aligned so that an entry is exactly one cache line (numpy only guarantees 16)
-        buf = np.zeros(cap * 64 + 64, dtype=np.uint8)
-        start = (-buf.ctypes.data) % 64
-        self._arr = buf[start:start + cap * 64].view(FLOW_DTYPE)
+        if self._free == NULL:
+            raise MemoryError(f"FlowTable: cannot allocate {cap} slots")
+        self._arr = zeroed(cap * 64, np.uint8).view(FLOW_DTYPE)
         raw = self._arr.view(np.uint8)
         self._e = <Entry*>&raw[0]
         self._ended = np.zeros(0, dtype=FLOW_DTYPE)
@@ -307,7 +311,6 @@ cdef class FlowTable:
         self._cursor = 0
 
     def __dealloc__(self):
-        free(self._buckets)
         free(self._free)
 
     cdef void _reset(self) noexcept:
@@ -852,15 +855,22 @@ cdef class FlowTable:
         cdef uint8_t[::1] raw = recs.view(np.uint8)
         cdef Entry* out = <Entry*>&raw[0]
         cdef int64_t[::1] vs = slots
-        cdef int64_t k = 0, s = start
+        cdef int64_t k = 0, s = start, left = size, run, i
         with nogil:
-            for _ in range(size):
-                if self._e[s].live and self._is_expired(&self._e[s], now_ns):
-                    memcpy(&out[k], &self._e[s], sizeof(Entry))
-                    vs[k] = s
-                    k += 1
-                    self._free_slot(s, self._bucket_of(s))
-                s += 1
+            while left > 0:
+                if s >= self._fresh:
+                    # slots from _fresh on were never handed out: passed over without reading their pages in
+                    run = min(left, self._cap - s)
+                else:
+                    run = min(left, self._fresh - s)
+                    for i in range(s, s + run):
+                        if self._e[i].live and self._is_expired(&self._e[i], now_ns):
+                            memcpy(&out[k], &self._e[i], sizeof(Entry))
+                            vs[k] = i
+                            k += 1
+                            self._free_slot(i, self._bucket_of(i))
+                s += run
+                left -= run
                 if s == self._cap:
                     s = 0
         self._expired += k

@@ -7,10 +7,15 @@ and unmapped, after every chunk, so the next chunk faults the same memory in aga
 Raising the trim threshold keeps those pages in the heap, where the next chunk's allocations find them; what is
 kept is bounded by what the run had in use at its peak (the chunk and its temporaries), so resident memory stays
 bounded by the chunk. The mmap threshold is pinned at 1 MiB (glibc would raise it up to 32 MiB as blocks are
-freed): every table of a megabyte or more (flow tables, session rows, inspection pools) is then mapped on its own,
-zeroed by the kernel page by page as it is first used, and not taken from heap memory a run freed, which calloc
-would have to clear whole (a second Pipeline built in the same process after a run grew by 202 MB with a 64 MiB
-threshold, 13 MB with this one, 17 MB with glibc's defaults).
+freed), so that a block of a megabyte or more that the heap has no room for is mapped on its own (a second
+Pipeline built in the same process after a run grew by 202 MB with a 64 MiB threshold, 13 MB with this one, 17 MB
+with glibc's defaults).
+
+The threshold decides only when the heap has no room: glibc serves a large request from the heap's free memory
+or its top first, and calloc then clears it whole. After a run, or in a worker forked after the parent set these
+thresholds (its heap has the 64 MiB top pad), a flow table of 8 MiB came from the heap and was cleared at once:
+every page faulted in at construction, used or not (two workers: 40,000 of 180,000 page faults). The engine's
+tables therefore come from :func:`zeroed`, a mapping of their own whatever the heap holds.
 
 On a C library other than glibc this does nothing.
 
@@ -20,6 +25,8 @@ the array uses. Measured on the 1M-packet bench run (CLI, three runs each): syst
 advice against 0.50-1.16 s with it (two workers: 1.03-1.14 s against 1.73-1.76 s). :func:`numpy_huge_pages` turns
 it off for the length of a run.
 """
+import mmap
+
 import numpy as np
 
 cdef extern from *:
@@ -49,6 +56,9 @@ TRIM_THRESHOLD = 512 << 20
 #: extra heap requested each time the heap grows (fewer, larger growths)
 TOP_PAD = 64 << 20
 
+#: a transparent huge page
+HUGE_PAGE = 2 << 20
+
 cdef bint _done = False
 
 
@@ -72,3 +82,19 @@ def numpy_huge_pages(bint on):
     if switch is None:
         return None
     return bool(switch(on))
+
+
+def zeroed(shape, dtype, bint huge=False) -> np.ndarray:
+    """An array of zeros on pages of its own (a private anonymous mapping, page-aligned): the kernel maps each page
+    at its first touch, so a table costs memory only for what a run uses, and its pages go back when it is freed.
+    ``huge``: advise transparent huge pages (for a table that hashing touches all over)."""
+    dt = np.dtype(dtype)
+    count = 1
+    for d in (shape if isinstance(shape, tuple) else (shape,)):
+        count *= int(d)
+    if count == 0:
+        return np.zeros(shape, dt)
+    buf = mmap.mmap(-1, count * dt.itemsize, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if huge and count * dt.itemsize >= HUGE_PAGE and hasattr(mmap, "MADV_HUGEPAGE"):
+        buf.madvise(mmap.MADV_HUGEPAGE)
+    return np.frombuffer(buf, dt, count).reshape(shape)
