@@ -322,34 +322,45 @@ def test_damaged_capture_replays_what_comes_before_like_one_worker(capture, tmp_
 
 
 # ---------------------------------------------------------------------------------------------------- failures
-def _left_behind(d):
-    from gwlb_fast.parallel import SCRATCH
+@pytest.fixture
+def made(monkeypatch):
+    """The temporary folders of the workers' files that the test's runs make (other runs on the machine may have
+    theirs in the same memory file system at the same time)."""
+    import gwlb_fast.parallel as par
 
-    scratch = Path(SCRATCH)
-    left = [p for p in scratch.glob(".gwlb-fast-workers-*") if p.stat().st_uid == os.getuid()] \
-        if scratch.is_dir() else []
-    return sorted(p.name for p in d.iterdir() if p.name.startswith(".")) + [p.name for p in left]
+    folders = []
+    real = par.shard_files
+
+    def spy(*a, **k):
+        out = real(*a, **k)
+        folders.append(out[0])
+        return out
+
+    monkeypatch.setattr(par, "shard_files", spy)
+    return folders
+
+
+def _left_behind(d, made):
+    """Temporary files left in the destination's folder ``d``, and the run's scratch folders still there."""
+    assert made  # the spy saw the run's folders
+    return sorted(p.name for p in d.iterdir() if p.name.startswith(".")) + [p.name for p in made if p.exists()]
 
 
 @pytest.mark.parametrize("scratch", ["memory", "beside"])
-def test_worker_files_in_memory_or_beside_the_destination(capture, many, tmp_path, monkeypatch, scratch):
+def test_worker_files_in_memory_or_beside_the_destination(capture, many, tmp_path, monkeypatch, scratch, made):
     import gwlb_fast.parallel as par
 
     n, d, _ = many
     if scratch == "beside":  # no memory file system (or no room in it): beside the destination
         monkeypatch.setattr(par, "SCRATCH", str(tmp_path / "absent"))
-    seen = []
-    real = par.shard_files
-    monkeypatch.setattr(par, "shard_files", lambda *a: seen.append(real(*a)) or seen[-1])
     run_parallel(EXAMPLE_PATH, capture / "in.pcap", tmp_path / "out.pcap", workers=n, chunk=4096)
     assert (tmp_path / "out.pcap").read_bytes() == (d / "out.pcap").read_bytes()
-    where = seen[0][0].parent
-    assert where == (tmp_path if scratch == "beside" else Path(par.SCRATCH))
-    assert not seen[0][0].exists() and _left_behind(tmp_path) == []
+    assert made[0].parent == (tmp_path if scratch == "beside" else Path(par.SCRATCH))
+    assert _left_behind(tmp_path, made) == []
 
 
 @pytest.mark.parametrize("where", ["index", "place", "exit", "replay"])
-def test_a_failing_worker_is_an_error_and_leaves_no_output(capture, tmp_path, monkeypatch, where):
+def test_a_failing_worker_is_an_error_and_leaves_no_output(capture, tmp_path, monkeypatch, where, made):
     """A worker failing while it replays, while it copies into the outputs, or dying without a word: the run
     raises, every destination keeps what it held, nothing temporary stays (the workers fork: the patch is theirs)."""
     import gwlb_fast.parallel as par
@@ -372,11 +383,11 @@ def test_a_failing_worker_is_an_error_and_leaves_no_output(capture, tmp_path, mo
                      flow_log=tmp_path / "f.jsonl", chunk=4096)
     assert (tmp_path / "out.pcap").read_bytes() == b"before"
     assert not (tmp_path / "f.jsonl").exists()
-    assert _left_behind(tmp_path) == []
+    assert _left_behind(tmp_path, made) == []
     assert not (tmp_path / "taps").exists() or list((tmp_path / "taps").iterdir()) == []
 
 
-def test_cli_worker_failure_exits_non_zero(capture, tmp_path, monkeypatch, capsys):
+def test_cli_worker_failure_exits_non_zero(capture, tmp_path, monkeypatch, capsys, made):
     import gwlb_fast.parallel as par
 
     monkeypatch.setattr(par, "record_index", lambda *a: os.kill(os.getpid(), 9))
@@ -385,7 +396,7 @@ def test_cli_worker_failure_exits_non_zero(capture, tmp_path, monkeypatch, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"gwlb-fast: {capture / 'in.pcap'}: run --workers: worker ")
     assert err[0].endswith("ended without a result (killed by signal 9)")
-    assert not (tmp_path / "o.pcap").exists() and _left_behind(tmp_path) == []
+    assert not (tmp_path / "o.pcap").exists() and _left_behind(tmp_path, made) == []
 
 
 def test_fragment_misses_of_the_sharder_are_reported(tmp_path):

@@ -1231,6 +1231,39 @@ def test_large_batches_written_behind_read_back_in_order(tmp_path, name):
     assert got == [x for b in batches for x in b.packets()]
 
 
+@pytest.mark.parametrize("name", ["out.pcap", "out.pcapng"])
+def test_batches_written_in_pieces_are_the_same_bytes(tmp_path, monkeypatch, name):
+    """A batch gathered in many small pieces, two buffers at a time (written by the writer's thread for a path, at
+    once for a file object), gives the bytes of one written whole."""
+    batches = _big_batches(k=3, n=800)
+    whole = tmp_path / f"whole-{name}"
+    monkeypatch.setattr(pcapio_mod, "_WRITE_PIECE", 1 << 30)
+    with PcapWriter(whole) as w:
+        for b in batches:
+            w.write(b)
+    monkeypatch.setattr(pcapio_mod, "_WRITE_PIECE", 10_000)
+    monkeypatch.setattr(pcapio_mod, "_IN_FLIGHT", 2)
+    monkeypatch.setattr(pcapio_mod, "_WRITE_BEHIND_MIN", 1)
+    pieces, sizes = tmp_path / name, []
+    real = PcapWriter._write_all_now
+
+    def spy(self, buf):
+        sizes.append(len(buf))
+        real(self, buf)
+
+    monkeypatch.setattr(PcapWriter, "_write_all_now", spy)
+    with PcapWriter(pieces) as w:
+        for b in batches:
+            w.write(b)
+    assert pieces.read_bytes() == whole.read_bytes()
+    assert len(sizes) > 3 * 100 and max(sizes) < 12_000  # about 800 * 1416 / 10,000 pieces a batch
+    buf = io.BytesIO()
+    with PcapWriter(buf, format=name.rsplit(".", 1)[1]) as w:
+        for b in batches:
+            w.write(b)
+    assert buf.getvalue() == whole.read_bytes()
+
+
 def test_write_behind_error_is_raised_and_nothing_is_left(tmp_path, monkeypatch):
     """A write that fails in the background (a full disk) is raised by the next write, and the temporary file is
     removed with the destination left as it was."""

@@ -38,8 +38,9 @@ raises ``PcapError(path, offset, problem)``; with ``strict=False`` it stops inst
 Writing
 -------
 ``write_pcap(path, batches)`` and the streaming :class:`PcapWriter` write classic little-endian pcap, nanosecond
-resolution by default. Each batch becomes one buffer (record headers and packet bytes, gathered by a kernel) and
-one ``write``. A classic file has one link type: batches that mix link types are written as Ethernet, raw IP
+resolution by default. A batch becomes buffers of about ``_WRITE_PIECE`` bytes (record headers and packet bytes,
+gathered by a kernel), one ``write`` each; a path's writer writes them on a thread of its own while the caller goes
+on, with at most ``_IN_FLIGHT`` buffers gathered and not yet written. A classic file has one link type: batches that mix link types are written as Ethernet, raw IP
 packets getting a 14-byte header (destination ``02:00:00:00:00:02``, source ``02:00:00:00:00:01``, ethertype
 0x0800, or 0x86DD for IPv6 under link type 101) and Linux cooked headers being replaced by an Ethernet header
 (same fixed destination; source from the cooked header when it is a 6-byte address).
@@ -64,8 +65,13 @@ from .batch import LINKTYPE_ETHERNET, SUPPORTED_LINKTYPES, PacketBatch
 from .errors import PcapError
 from .outfiles import OutputFile
 
-#: a path's writer writes gather buffers of at least this size while the caller goes on (PcapWriter._write_behind)
+#: a path's writer writes a batch of at least this size while the caller goes on (PcapWriter._write_pieces)
 _WRITE_BEHIND_MIN = 1 << 20
+#: a batch is gathered in pieces of about this many bytes ...
+_WRITE_PIECE = 4 << 20
+#: ... of which this many may wait to be written: the writer's memory (a 65,536-packet chunk of 350-byte packets
+#: is 23 MB: gathered whole, twice over, its buffers were 58 MB, each page faulted in at first use)
+_IN_FLIGHT = 4
 
 __all__ = [
     "CONVERTED_DST_MAC",
@@ -1019,10 +1025,13 @@ class PcapWriter:
             self._f = dest
             self._own = False
         self._header_done = False
-        # two gather buffers: the next batch is gathered into one while the other is still being written
-        self._bufs = [np.zeros(0, np.uint8), np.zeros(0, np.uint8)]
-        self._next_buf = 0
-        self._behind: threading.Thread | None = None  # the write in progress, for a path's file
+        # gather buffers: free ones, and how many exist (at most _IN_FLIGHT); a path's writer thread gives each back
+        # once written
+        self._free: list[np.ndarray] = []
+        self._n_bufs = 0
+        self._freed = threading.Condition()
+        self._behind: threading.Thread | None = None  # the writes of the last batch, for a path's file
+        self._queue: list | None = None  # that thread's pieces to write (None: the batch's end)
         self._behind_error: BaseException | None = None
         self._if_of_lt: np.ndarray | None = None  # pcapng: interface id per link type (0xFFFFFFFF: none yet)
         self._n_if = 0
@@ -1031,23 +1040,94 @@ class PcapWriter:
         self._wait()
         self._write_all_now(buf)
 
-    def _write_behind(self, buf: np.ndarray) -> None:
-        """Write a gather buffer while the caller goes on (the file's write releases the GIL): a path's file gets
-        large buffers this way, one at a time and in order; the buffer is not reused before the write is done (two
-        alternate). An error of that write is raised by the next write or by close."""
-        if self._atomic is None or buf.shape[0] < _WRITE_BEHIND_MIN:
-            self._write_all(buf)
-            return
-        self._wait()
+    def _write_pieces(self, n: int, size: int, piece_size, gather) -> None:
+        """Write a batch of ``n`` records, ``size`` bytes, as pieces of about ``_WRITE_PIECE`` bytes: each piece
+        ``[a, b)`` of ``piece_size(a, b)`` bytes is gathered by ``gather(a, b, out)`` into a free buffer, then
+        written. A path's file of a batch of ``_WRITE_BEHIND_MIN`` bytes or more is written by a thread while the
+        caller goes on (the file's write releases the GIL): one thread a batch, which first waits for the one
+        before, so the pieces land in order; an error of those writes is raised by the next write or by close."""
+        k = max(1, -(-size // _WRITE_PIECE))
+        step = -(-n // k)
+        behind = self._atomic is not None and size >= _WRITE_BEHIND_MIN
+        if behind:
+            self._raise_behind_error()
+            queue: list = []
+            cond = threading.Condition()
+            prev = self._behind
+            self._behind = threading.Thread(target=self._write_queue, args=(prev, queue, cond),
+                                            name="gwlb-fast-write", daemon=True)
+            self._behind.start()
+        else:
+            self._wait()
+        try:
+            for a in range(0, n, step):
+                b = min(n, a + step)
+                m = size if k == 1 else piece_size(a, b)
+                buf = self._take_buffer(m)
+                try:
+                    gather(a, b, buf[:m])
+                except BaseException:
+                    self._give_buffer(buf)
+                    raise
+                if behind:
+                    with cond:
+                        queue.append((buf, m))
+                        cond.notify()
+                else:
+                    try:
+                        self._write_all_now(buf[:m])
+                    finally:
+                        self._give_buffer(buf)
+        finally:
+            if behind:
+                with cond:
+                    queue.append(None)
+                    cond.notify()
 
-        def run():
+    def _write_queue(self, prev: threading.Thread | None, queue: list, cond: threading.Condition) -> None:
+        """The writer thread of one batch: after the batch before, write its pieces as they come, in order, giving
+        each buffer back; after an error, only give them back (the error waits for the caller)."""
+        if prev is not None:
+            prev.join()
+        while True:
+            with cond:
+                while not queue:
+                    cond.wait()
+                item = queue.pop(0)
+            if item is None:
+                return
+            buf, m = item
             try:
-                self._write_all_now(buf)
+                if self._behind_error is None:
+                    self._write_all_now(buf[:m])
             except BaseException as e:  # noqa: BLE001 (handed to the caller's thread by _wait)
                 self._behind_error = e
+            finally:
+                self._give_buffer(buf)
 
-        self._behind = threading.Thread(target=run, name="gwlb-fast-write", daemon=True)
-        self._behind.start()
+    def _take_buffer(self, size: int) -> np.ndarray:
+        """A free gather buffer of at least ``size`` bytes (waits for one when ``_IN_FLIGHT`` are being written)."""
+        with self._freed:
+            while not self._free and self._n_bufs >= _IN_FLIGHT:
+                self._freed.wait()
+            if self._free:
+                buf = self._free.pop()
+            else:
+                self._n_bufs += 1
+                buf = np.zeros(0, np.uint8)
+        if buf.shape[0] < size:
+            # with headroom: pieces of varying sizes would otherwise each get a fresh buffer, faulted in anew
+            buf = np.empty(size + size // 4, np.uint8)
+        return buf
+
+    def _give_buffer(self, buf: np.ndarray) -> None:
+        with self._freed:
+            self._free.append(buf)
+            self._freed.notify()
+
+    def _raise_behind_error(self) -> None:
+        if self._behind_error is not None:
+            self._wait()
 
     def _write_all_now(self, buf) -> None:
         view = memoryview(buf).cast("B")
@@ -1110,10 +1190,12 @@ class PcapWriter:
             self._header()
             self._interfaces_for(batch.linktype)
             size = _k.pcapng_write_size(batch.caplen, self.snaplen)
-            out = self._buffer(size)
-            _k.write_pcapng_records(batch.data, batch.off, batch.caplen, batch.wirelen, batch.ts_ns, batch.linktype,
-                                    self._if_of_lt, self.snaplen, out)
-            self._write_behind(out)
+            b = batch
+            self._write_pieces(
+                n, size, lambda i, j: _k.pcapng_write_size(b.caplen[i:j], self.snaplen),
+                lambda i, j, out: _k.write_pcapng_records(b.data, b.off[i:j], b.caplen[i:j], b.wirelen[i:j],
+                                                          b.ts_ns[i:j], b.linktype[i:j], self._if_of_lt,
+                                                          self.snaplen, out))
             self.packets += n
             self.bytes += int(np.minimum(batch.caplen, self.snaplen).sum(dtype=np.int64))
             return n
@@ -1128,24 +1210,15 @@ class PcapWriter:
                 f"PcapWriter: packet {i} has link type {int(batch.linktype[i])}, which a file of link type "
                 f"{self.linktype} cannot hold (open the writer with linktype=1 to convert raw IP, Linux cooked, "
                 f"null/loopback and PPP packets to Ethernet)")
-        out = self._buffer(size)
-        _k.write_pcap_records(batch.data, batch.off, batch.caplen, batch.wirelen, batch.ts_ns, batch.linktype,
-                              self.linktype, self.nanosecond, self.snaplen, out)
-        self._write_behind(out)
+        b, lt = batch, self.linktype
+        self._write_pieces(
+            n, size, lambda i, j: _k.pcap_write_size(b.data, b.off[i:j], b.caplen[i:j], b.linktype[i:j], lt,
+                                                     self.snaplen),
+            lambda i, j, out: _k.write_pcap_records(b.data, b.off[i:j], b.caplen[i:j], b.wirelen[i:j], b.ts_ns[i:j],
+                                                    b.linktype[i:j], lt, self.nanosecond, self.snaplen, out))
         self.packets += n
         self.bytes += size - _PCAP_REC_HDR * n
         return n
-
-    def _buffer(self, size: int) -> np.ndarray:
-        # the gather buffers are private to the writer, and the one returned is not being written (the write
-        # before last is done: _write_behind waits for each before starting the next): reused, so that a stream
-        # of batches does not page-fault a fresh buffer each time
-        i = self._next_buf
-        self._next_buf = 1 - i
-        if self._bufs[i].shape[0] < size:
-            # with headroom: batches of varying sizes would otherwise each get a fresh buffer, faulted in anew
-            self._bufs[i] = np.empty(size + size // 4, np.uint8)
-        return self._bufs[i][:size]
 
     def close(self) -> None:
         """Write the header if nothing was written (an empty capture is still a valid file), close, and (for a
@@ -1161,7 +1234,7 @@ class PcapWriter:
             self.abort()
             raise
         self._f = None
-        self._bufs = [np.zeros(0, np.uint8), np.zeros(0, np.uint8)]
+        self._free, self._n_bufs = [], 0
         if self._atomic is not None:
             self._atomic.commit()
 
@@ -1173,7 +1246,7 @@ class PcapWriter:
         except BaseException:  # noqa: BLE001, S110 (the file is being thrown away: its write error does not matter)
             pass
         self._f = None
-        self._bufs = [np.zeros(0, np.uint8), np.zeros(0, np.uint8)]
+        self._free, self._n_bufs = [], 0
         if self._atomic is not None:
             self._atomic.discard()
 

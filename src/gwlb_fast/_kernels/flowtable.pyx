@@ -905,7 +905,8 @@ cdef class FlowTable:
 
     def live_slots(self):
         """int64 array of the live slots, ascending."""
-        return np.flatnonzero(self._arr["live"]).astype(np.int64)
+        # slots from _fresh on were never handed out: their pages are not read
+        return np.flatnonzero(self._arr["live"][:self._fresh]).astype(np.int64)
 
     def records(self, slots):
         """Copy of the entries at ``slots`` (const int64[::1], each in [0, capacity)) as FLOW_DTYPE records."""
