@@ -3,6 +3,7 @@ import csv
 import itertools
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -357,6 +358,34 @@ def test_worker_files_in_memory_or_beside_the_destination(capture, many, tmp_pat
     assert (tmp_path / "out.pcap").read_bytes() == (d / "out.pcap").read_bytes()
     assert made[0].parent == (tmp_path if scratch == "beside" else Path(par.SCRATCH))
     assert _left_behind(tmp_path, made) == []
+
+
+def test_folders_of_killed_runs_are_cleared(capture, many, tmp_path, monkeypatch, made):
+    """A run killed before its end leaves its workers' folder in memory: the next run removes this user's folders
+    whose process is gone and that did not change for a minute, and leaves the others."""
+    import subprocess
+
+    import gwlb_fast.parallel as par
+
+    n, d, _ = many
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    monkeypatch.setattr(par, "SCRATCH", str(shm))
+    dead_pid = subprocess.Popen(["true"])  # a process id that no process has any longer
+    dead_pid.wait()
+    old = time.time() - 3600
+    folders = {"gone": f"{par.WORKERS_PREFIX}{dead_pid.pid}-abc", "fresh": f"{par.WORKERS_PREFIX}{dead_pid.pid}-def",
+               "alive": f"{par.WORKERS_PREFIX}{os.getpid()}-ghi", "other": ".gwlb-fast-ray-1-x", "mine": "notes"}
+    for what, name in folders.items():
+        f = shm / name / "0" / "output.pcap"
+        f.parent.mkdir(parents=True)
+        f.write_bytes(b"x")
+        if what != "fresh":
+            os.utime(f, (old, old))
+    run_parallel(EXAMPLE_PATH, capture / "in.pcap", tmp_path / "out.pcap", workers=n, chunk=4096)
+    assert (tmp_path / "out.pcap").read_bytes() == (d / "out.pcap").read_bytes()
+    assert sorted(p.name for p in shm.iterdir()) == sorted(v for k, v in folders.items() if k != "gone")
+    assert made[0].parent == shm and made[0].name.startswith(f"{par.WORKERS_PREFIX}{os.getpid()}-")
 
 
 @pytest.mark.parametrize("where", ["index", "place", "exit", "replay"])

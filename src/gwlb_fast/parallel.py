@@ -20,6 +20,10 @@ destination is merged by the parent, :func:`merge_pcaps`). The flow logs are mer
 the summaries summed. Per-flow results (firewall, rule, verdict, NAT public IP) equal one worker's.
 
 A gzip-compressed capture cannot be mapped: each worker then reads and parses it whole and keeps its shard.
+
+The workers' files go to a memory file system when it has room (``SCRATCH``), in a folder named after the run's
+process; a run killed before its end (``SIGKILL``) cannot remove its folder, so each run first removes the folders
+of this user's runs that are gone (:func:`clear_abandoned`).
 """
 from __future__ import annotations
 
@@ -53,7 +57,9 @@ SHARED_TAPS = ("health",)  # taps every shard writes alike (taken from the first
 PCAP_RECORD_HEADER = 16  # classic pcap record header: ts_sec, ts_frac, caplen, wirelen
 MIN_RECORD = 12  # the smallest record or block a capture holds (a pcapng block: type and two lengths)
 PLACE_BUFFER = 8 << 20  # bytes a worker gathers per write into a merged capture
-SCRATCH = "/dev/shm"  # the workers' own files, when it has room (see _scratch)
+SCRATCH = "/dev/shm"  # the workers' own files, when it has room (see _scratch) ...
+WORKERS_PREFIX = ".gwlb-fast-workers-"  # ... in a folder named this, the run's process id, "-" and a random part
+ABANDONED_AFTER = 60.0  # seconds without a change before the folder of a run that is gone is removed
 
 
 def default_workers() -> int:
@@ -312,6 +318,40 @@ def _scratch(size: int, output, taps, flow_log) -> str | None:
     return SCRATCH if os.access(SCRATCH, os.W_OK) and st.f_bavail * st.f_frsize > 2 * need else None
 
 
+def clear_abandoned(where, prefix: str, now: float | None = None) -> list[str]:
+    """Remove the folders of workers' files that runs killed before their end left in ``where`` (a memory file
+    system holds them until the machine restarts): this user's folders named ``prefix``, a process id and ``-``,
+    whose process is gone and in which nothing changed for ``ABANDONED_AFTER`` seconds. Returns their names."""
+    now = time.time() if now is None else now
+    gone = []
+    try:
+        entries = list(os.scandir(where))
+    except OSError:
+        return gone
+    for e in entries:
+        pid = e.name[len(prefix):].split("-", 1)[0] if e.name.startswith(prefix) else ""
+        if not pid.isdigit():
+            continue
+        try:
+            if e.stat(follow_symlinks=False).st_uid != os.getuid() or not e.is_dir(follow_symlinks=False):
+                continue
+            os.kill(int(pid), 0)
+            continue  # the run is still there (or another user's process has its id)
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        try:
+            newest = max((os.stat(os.path.join(d, f)).st_mtime for d, _, fs in os.walk(e.path) for f in fs),
+                         default=e.stat().st_mtime)
+        except OSError:  # changing under us: not abandoned
+            continue
+        if now - newest >= ABANDONED_AFTER:
+            shutil.rmtree(e.path, ignore_errors=True)
+            gone.append(e.name)
+    return gone
+
+
 def _is_gzip(path) -> bool:
     with open(path, "rb") as fh:
         return fh.read(2) == b"\x1f\x8b"
@@ -344,8 +384,10 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
     policy = topology_policy(topo)  # built once, before the workers fork (they inherit it)
     fmt = output_format(output) if output is not None else "pcap"
     tap_paths = {k: Path(taps) / f"{k}.{fmt}" for k in TAP_LINKS} if taps is not None else {}
-    tmp, parts = shard_files(n, output, taps, flow_log, ".gwlb-fast-workers-",
-                             _scratch(os.path.getsize(source), output, taps, flow_log))
+    where = _scratch(os.path.getsize(source), output, taps, flow_log)
+    if where is not None:
+        clear_abandoned(where, WORKERS_PREFIX)
+    tmp, parts = shard_files(n, output, taps, flow_log, f"{WORKERS_PREFIX}{os.getpid()}-", where)
     procs, conns, finals = [], [], []
     keep_freed_buffers()  # the parent's chunks reuse each other's buffers too, and the workers inherit it
     huge = numpy_huge_pages(False)
