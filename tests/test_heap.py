@@ -112,3 +112,13 @@ def test_zeroed_arrays():
     assert heap.zeroed(0, np.uint8).shape == (0,)
     big = heap.zeroed(heap.HUGE_PAGE, np.uint8, huge=True)
     assert big.shape == (heap.HUGE_PAGE,) and not big[:: 4096].any()
+
+
+def test_replay_memory_gives_the_setting_back_after_an_error():
+    prev = heap.numpy_huge_pages(True)
+    if prev is None:
+        pytest.skip("this NumPy has no huge-page switch")
+    with pytest.raises(RuntimeError), heap.replay_memory():
+        assert heap.numpy_huge_pages(False) is False  # off inside
+        raise RuntimeError("a replay failed")
+    assert heap.numpy_huge_pages(prev) is True

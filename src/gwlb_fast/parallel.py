@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._kernels.heap import keep_freed_buffers, numpy_huge_pages
+from ._kernels.heap import replay_memory
 from .batch import PacketBatch
 from .config import Topology, load_topology
 from .errors import ConfigError, GwlbError, PcapError, WorkerError
@@ -389,84 +389,82 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
         clear_abandoned(where, WORKERS_PREFIX)
     tmp, parts = shard_files(n, output, taps, flow_log, f"{WORKERS_PREFIX}{os.getpid()}-", where)
     procs, conns, finals = [], [], []
-    keep_freed_buffers()  # the parent's chunks reuse each other's buffers too, and the workers inherit it
-    huge = numpy_huge_pages(False)
-    try:
-        # the parent reads n chunks at a time and each worker replays its shard of them: about ``chunk`` packets
-        # per batch
-        opts = {"seed": seed, "events": events, "chunk": chunk * n, "session_capacity": session_capacity,
-                "pickup": pickup}
-        size = os.path.getsize(source)
-        cols = SharedColumns(size // MIN_RECORD + 1) if size and not _is_gzip(source) else None
-        ctx = mp.get_context("fork")
-        for k in range(n):
-            mine, theirs = ctx.Pipe(duplex=True)
-            p = ctx.Process(target=_worker, args=(k, n, topo, policy, source, cols, parts[k], opts, theirs),
-                            daemon=True)
-            p.start()
-            theirs.close()
-            procs.append(p)
-            conns.append(mine)
-        sharder = Sharder(topo, n)
-        if cols is not None:
-            reader = read_pcap(source, chunk=chunk * n, parse=True, strict=False, use_mmap=True)
-            reader.release_pages = True  # the parent needs each chunk's headers only while it shards them
-            try:
-                _feed(reader, cols, sharder, conns)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # a worker ended early: its message (or its absence) says why
-            finally:
-                reader.close()
-        results = [_result(k, p, c) for k, (p, c) in enumerate(zip(procs, conns))]
-        _raise_failure(results, source)
-        # every capture: the records of all shards in time order; each worker fills one stretch of the file,
-        # copying from every shard's capture (disjoint pages: the workers do not contend for them)
-        places: list[list] = [[] for _ in range(n)]
-        merged = []
-        names = (["output"] if output is not None else []) + [f"taps/{link}" for link in tap_paths]
-        if taps is not None:
-            Path(taps).mkdir(parents=True, exist_ok=True)
-        for name in names:
-            final = output if name == "output" else tap_paths[name.removeprefix("taps/")]
-            shards = range(1) if name.removeprefix("taps/") in SHARED_TAPS else range(n)
-            if output_format(final) != "pcap":
-                merged.append((name, final, shards))
-                continue
-            total, jobs = _stretches([results[k][2][name] for k in shards], n)
-            out = OutputFile(final)
-            finals.append(out)
-            out.file.write(_pcap_header())
-            _reserve(out, total)
-            srcs = [_captures(parts[k])[name] for k in shards]
-            for k, job in enumerate(jobs):
-                places[k].append((srcs, *job[:3], out.tmp, job[3]))
-        for k in range(n):
-            conns[k].send(("place", places[k]))
-        for name, final, shards in merged:  # pcapng: re-encoded by the parent, while the workers copy
-            out = OutputFile(final)
-            finals.append(out)
-            _merge_batches([_captures(parts[k])[name] for k in shards], final, 1 << 16, into=out.file)
-        if flow_log is not None:
-            out = OutputFile(flow_log, text=True)
-            finals.append(out)
-            _merge_flow_logs_into([pt["flow_log"] for pt in parts], flow_log, out.file)
-        _raise_failure([_result(k, p, c) for k, (p, c) in enumerate(zip(procs, conns))], source)
-        for out in finals:
-            out.commit()
-        finals = []
-    finally:
-        for out in finals:
-            out.discard()
-        for c in conns:
-            c.close()
-        for p in procs:
-            p.join(1)
-            if p.is_alive():
-                p.terminate()
-                p.join()
-        shutil.rmtree(tmp, ignore_errors=True)
-        if huge is not None:
-            numpy_huge_pages(huge)
+    # the parent's chunks reuse each other's freed buffers too, and the workers inherit the setting
+    with replay_memory():
+        try:
+            # the parent reads n chunks at a time and each worker replays its shard of them: about ``chunk`` packets
+            # per batch
+            opts = {"seed": seed, "events": events, "chunk": chunk * n, "session_capacity": session_capacity,
+                    "pickup": pickup}
+            size = os.path.getsize(source)
+            cols = SharedColumns(size // MIN_RECORD + 1) if size and not _is_gzip(source) else None
+            ctx = mp.get_context("fork")
+            for k in range(n):
+                mine, theirs = ctx.Pipe(duplex=True)
+                p = ctx.Process(target=_worker, args=(k, n, topo, policy, source, cols, parts[k], opts, theirs),
+                                daemon=True)
+                p.start()
+                theirs.close()
+                procs.append(p)
+                conns.append(mine)
+            sharder = Sharder(topo, n)
+            if cols is not None:
+                reader = read_pcap(source, chunk=chunk * n, parse=True, strict=False, use_mmap=True)
+                reader.release_pages = True  # the parent needs each chunk's headers only while it shards them
+                try:
+                    _feed(reader, cols, sharder, conns)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # a worker ended early: its message (or its absence) says why
+                finally:
+                    reader.close()
+            results = [_result(k, p, c) for k, (p, c) in enumerate(zip(procs, conns))]
+            _raise_failure(results, source)
+            # every capture: the records of all shards in time order; each worker fills one stretch of the file,
+            # copying from every shard's capture (disjoint pages: the workers do not contend for them)
+            places: list[list] = [[] for _ in range(n)]
+            merged = []
+            names = (["output"] if output is not None else []) + [f"taps/{link}" for link in tap_paths]
+            if taps is not None:
+                Path(taps).mkdir(parents=True, exist_ok=True)
+            for name in names:
+                final = output if name == "output" else tap_paths[name.removeprefix("taps/")]
+                shards = range(1) if name.removeprefix("taps/") in SHARED_TAPS else range(n)
+                if output_format(final) != "pcap":
+                    merged.append((name, final, shards))
+                    continue
+                total, jobs = _stretches([results[k][2][name] for k in shards], n)
+                out = OutputFile(final)
+                finals.append(out)
+                out.file.write(_pcap_header())
+                _reserve(out, total)
+                srcs = [_captures(parts[k])[name] for k in shards]
+                for k, job in enumerate(jobs):
+                    places[k].append((srcs, *job[:3], out.tmp, job[3]))
+            for k in range(n):
+                conns[k].send(("place", places[k]))
+            for name, final, shards in merged:  # pcapng: re-encoded by the parent, while the workers copy
+                out = OutputFile(final)
+                finals.append(out)
+                _merge_batches([_captures(parts[k])[name] for k in shards], final, 1 << 16, into=out.file)
+            if flow_log is not None:
+                out = OutputFile(flow_log, text=True)
+                finals.append(out)
+                _merge_flow_logs_into([pt["flow_log"] for pt in parts], flow_log, out.file)
+            _raise_failure([_result(k, p, c) for k, (p, c) in enumerate(zip(procs, conns))], source)
+            for out in finals:
+                out.commit()
+            finals = []
+        finally:
+            for out in finals:
+                out.discard()
+            for c in conns:
+                c.close()
+            for p in procs:
+                p.join(1)
+                if p.is_alive():
+                    p.terminate()
+                    p.join()
+            shutil.rmtree(tmp, ignore_errors=True)
     summary = merge_summaries([r[1] for r in results], time.perf_counter() - t_start)
     summary.workers = n
     if cols is not None:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._kernels.heap import keep_freed_buffers, numpy_huge_pages
+from ._kernels.heap import replay_memory
 from ._kernels.join import first_row_join
 from ._kernels.parse import fill_ip_checksums
 from ._kernels.special import mark_special
@@ -617,7 +617,6 @@ class Pipeline:
             raise ConfigError(f"{tap_dir}: --taps needs a folder, and this is a file")
         if taps is not None and not self.keep_taps:
             self.record_taps(True)
-        keep_freed_buffers()  # each chunk reuses the last one's freed buffers (see _kernels/heap.pyx)
         t_start = time.perf_counter()
         size = os.path.getsize(source) if isinstance(source, (str, os.PathLike)) and os.path.isfile(source) else None
         if hasattr(source, "skipped_records"):
@@ -628,40 +627,38 @@ class Pipeline:
         writers: dict[str, OrderedWriter] = {}
         out_w = log_w = threat_w = None
         done = False
-        huge = numpy_huge_pages(False)  # short-lived arrays: no 2 MiB page zeroed whole for each (_kernels/heap.pyx)
-        try:
-            if output is not None:
-                out_w = OrderedWriter(PcapWriter(output, linktype=1 if fmt == "pcap" else None))
-            if flow_log is not None:
-                log_w = FlowLogWriter(flow_log)
-                self.drop_log = DropLog(self._direction_of, self._drop_firewall_names())
-            if threat_log is not None:
-                threat_w = ThreatLogWriter(threat_log)
-            if tap_dir is not None:
-                tap_dir.mkdir(parents=True, exist_ok=True)
-                for k, path in tap_paths.items():
-                    writers[k] = OrderedWriter(PcapWriter(path, linktype=1 if fmt == "pcap" else None))
-            _notify(observers, "start", self)
-            self._replay(reader, evs, out_w, writers, log_w, Progress(size, quiet=quiet), observers, select,
-                         threat_w)
-            if out_w is not None:
-                out_w.close()
-                self.bytes_out = out_w.bytes  # the records as written (Linux cooked input becomes Ethernet)
-            for w in writers.values():
-                w.close()
-            if log_w is not None:
-                log_w.close()
-            if threat_w is not None:
-                threat_w.close()
-            done = True
-        finally:
-            if not done:
-                for w in (out_w, log_w, threat_w, *writers.values()):
-                    if w is not None:
-                        w.abort()
-            reader.close()
-            if huge is not None:
-                numpy_huge_pages(huge)
+        with replay_memory():  # freed chunk buffers kept, no huge pages for short-lived arrays (_kernels/heap.pyx)
+            try:
+                if output is not None:
+                    out_w = OrderedWriter(PcapWriter(output, linktype=1 if fmt == "pcap" else None))
+                if flow_log is not None:
+                    log_w = FlowLogWriter(flow_log)
+                    self.drop_log = DropLog(self._direction_of, self._drop_firewall_names())
+                if threat_log is not None:
+                    threat_w = ThreatLogWriter(threat_log)
+                if tap_dir is not None:
+                    tap_dir.mkdir(parents=True, exist_ok=True)
+                    for k, path in tap_paths.items():
+                        writers[k] = OrderedWriter(PcapWriter(path, linktype=1 if fmt == "pcap" else None))
+                _notify(observers, "start", self)
+                self._replay(reader, evs, out_w, writers, log_w, Progress(size, quiet=quiet), observers, select,
+                             threat_w)
+                if out_w is not None:
+                    out_w.close()
+                    self.bytes_out = out_w.bytes  # the records as written (Linux cooked input becomes Ethernet)
+                for w in writers.values():
+                    w.close()
+                if log_w is not None:
+                    log_w.close()
+                if threat_w is not None:
+                    threat_w.close()
+                done = True
+            finally:
+                if not done:
+                    for w in (out_w, log_w, threat_w, *writers.values()):
+                        if w is not None:
+                            w.abort()
+                reader.close()
         input_error = str(reader.error) if reader.error is not None else None
         summary = self.summary(time.perf_counter() - t_start)
         summary.input_error = input_error

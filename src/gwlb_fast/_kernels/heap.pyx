@@ -25,6 +25,7 @@ the array uses. Measured on the 1M-packet bench run (CLI, three runs each): syst
 advice against 0.50-1.16 s with it (two workers: 1.03-1.14 s against 1.73-1.76 s). :func:`numpy_huge_pages` turns
 it off for the length of a run.
 """
+import contextlib
 import mmap
 
 import numpy as np
@@ -98,3 +99,16 @@ def zeroed(shape, dtype, bint huge=False) -> np.ndarray:
     if huge and count * dt.itemsize >= HUGE_PAGE and hasattr(mmap, "MADV_HUGEPAGE"):
         buf.madvise(mmap.MADV_HUGEPAGE)
     return np.frombuffer(buf, dt, count).reshape(shape)
+
+
+@contextlib.contextmanager
+def replay_memory():
+    """The memory settings of a replay, for its length: the allocator keeps freed buffers (:func:`keep_freed_buffers`,
+    once per process) and NumPy advises no huge pages (the caller's setting is given back after)."""
+    keep_freed_buffers()
+    huge = numpy_huge_pages(False)
+    try:
+        yield
+    finally:
+        if huge is not None:
+            numpy_huge_pages(huge)
