@@ -144,6 +144,56 @@ def test_streaming_literal_matches_equal_bytes_find(data, lit, cuts):
     assert sorted(ev[3][:n].tolist()) == want
 
 
+@given(st.lists(st.tuples(st.binary(min_size=1, max_size=400), st.lists(st.integers(1, 399), max_size=8)),
+                min_size=1, max_size=4),
+       st.randoms(use_true_random=False), st.sampled_from([64, 1 << 12]), st.integers(0, 3))
+def test_streaming_runs_give_the_events_of_the_packet_by_packet_scan(sessions, rnd, cap, lost):
+    """With ``taken``, each direction's consecutive segments of a batch are scanned in one call: the events (row,
+    buffer, literal, end offset, packet) equal those of the packet by packet scan, each stream's in the same order,
+    over interleaved sessions, segments lost (holes), retransmitted, heads of 64 bytes and event arrays small
+    enough that the pass stops early and resumes."""
+    from gwlb_fast.inspect.stream import StreamTable
+
+    pats = [b"ab", b"abc", b"b", b"\x00\x00"]
+    frames, sds = [], []
+    for k, (data, cuts) in enumerate(sessions):
+        sport = 40000 + k
+        segs = [[frame(b"", flags=0x02, seq=10, sport=sport)]]
+        bounds = sorted({0, len(data), *[c for c in cuts if c < len(data)]})
+        for j, (a, b) in enumerate(itertools.pairwise(bounds)):
+            if lost and j % 4 == lost:
+                continue                                   # a hole
+            segs.append([frame(data[a:b], seq=11 + a, sport=sport)])
+            if j % 3 == 2:
+                segs.append([frame(data[a:b], seq=11 + a, sport=sport)])   # a retransmission
+        frames.append([f for g in segs for f in g])
+    batch_frames = []
+    while any(frames):                                     # interleave the sessions, each in its own order
+        k = rnd.choice([i for i, q in enumerate(frames) if q])
+        sds.append(2 * k)
+        batch_frames.append(frames[k].pop(0))
+    batch = PacketBatch.from_packets(batch_frames).parse()
+    sd = np.array(sds, np.int64)
+    table = StreamTable(capacity=len(sessions), head_size=64)
+    out = table.feed(batch, sd)
+
+    def scan(runs):
+        lits = Literals(pats, [False, True, False, False], 2 * len(sessions))
+        ev = [np.empty(cap, t) for t in (np.int64, np.uint8, np.int32, np.int64, np.int64)]
+        taken = np.zeros(len(batch), np.uint8) if runs else None
+        got, start = [], 0
+        while start < len(batch):
+            n, start = lits.scan_streams(batch.data, sd, out["lo"], out["hi"], out["seg"], out["pay"], batch.proto,
+                                         table.head, *ev, start, taken)
+            got += list(zip(*(e[:n].tolist() for e in ev)))
+        return got, lits.dropped_events, lits.resets
+
+    one, runs = scan(False), scan(True)
+    assert sorted(one[0]) == sorted(runs[0]) and one[1:] == runs[1:]
+    for key in {(e[0], e[1]) for e in one[0]}:
+        assert [e for e in one[0] if e[:2] == key] == [e for e in runs[0] if e[:2] == key]
+
+
 # ---------------------------------------------------------------- Suricata agreement
 REAL = sorted(p.name for p in data_path("captures", "real").glob("*.pcap*")) \
     if data_path("captures", "real").is_dir() else []

@@ -7,6 +7,7 @@
 # appending (row, buffer, literal, end offset, packet) events to preallocated arrays; no Python runs per packet.
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t
 from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
 
 from gwlb_fast._kernels._prefetch cimport GWLB_PREFETCH
 
@@ -50,6 +51,7 @@ cdef extern from "hs/hs.h" nogil:
 
 cdef enum:
     PF_SCAN = 4           # prefetch the bytes and the stream state of the packet this many ahead
+    RUN_BYTES = 65535     # bytes of one session direction's consecutive segments scanned in one call (one packet's most)
 
 cpdef enum:
     # buffers an event comes from (ev_buf); fields follow _kernels.appid's F_* order, shifted by BUF_FIELD0
@@ -231,7 +233,7 @@ cdef class Literals:
                      const int64_t[::1] hi, const int64_t[::1] seg, const int64_t[::1] pay,
                      const uint8_t[::1] proto, const uint8_t[:, ::1] head,
                      int64_t[::1] ev_row, uint8_t[::1] ev_buf, int32_t[::1] ev_pid, int64_t[::1] ev_end,
-                     int64_t[::1] ev_pkt, Py_ssize_t start=0):
+                     int64_t[::1] ev_pkt, Py_ssize_t start=0, uint8_t[::1] taken=None):
         """Scan the bytes each packet made available (the stream kernel's outputs) in packet order.
 
         Stream offsets >= H are read from the packet, those below H from the head (where the first copy of each
@@ -242,6 +244,12 @@ cdef class Literals:
 
         Returns (events written, next packet): the pass stops early, before a packet, when fewer than 65,536 event
         slots (half the arrays when they are smaller) are left; call again from there after consuming the events.
+
+        ``taken`` (uint8[n], zeros for a new batch, the same array on every call for the batch): the TCP segments of
+        one direction that continue each other in the batch are scanned in one call (their bytes copied one after
+        the other, at most RUN_BYTES), at the place of the first of them; each match is given the packet its last
+        byte is in, so the events are those of the packet by packet scan, each direction's in the same order
+        (directions interleave differently). The packets scanned are marked in ``taken``.
         """
         if not self.streaming:
             raise ValueError("scan_streams needs a streaming Literals (n_streams > 0)")
@@ -258,10 +266,50 @@ cdef class Literals:
         cdef int64_t room = 65536 if cap >= 131072 else cap // 2
         cdef Py_ssize_t j
         cdef int64_t sj, aj
+        cdef bint runs = taken is not None
+        if runs and taken.shape[0] != n:
+            raise ValueError("scan_streams: taken must have one entry per packet")
+        # runs: the next packet of the same direction (-1: none), the last one seen per direction, and a run's
+        # bytes with the stream end and packet of each of its segments
+        cdef int64_t* next_pkt = NULL
+        cdef int64_t* last = NULL
+        cdef int64_t* run_end = NULL
+        cdef int64_t* run_pkt = NULL
+        cdef uint8_t* run_buf = NULL
+        cdef Py_ssize_t k, nr, lo_k, hi_k, mid
+        cdef int64_t total, p, e
+        if runs and n > start:
+            next_pkt = <int64_t*>malloc((n - start) * sizeof(int64_t))
+            last = <int64_t*>malloc(m * sizeof(int64_t))
+            nr = n - start if n - start < RUN_BYTES else RUN_BYTES
+            run_end = <int64_t*>malloc(nr * sizeof(int64_t))
+            run_pkt = <int64_t*>malloc(nr * sizeof(int64_t))
+            run_buf = <uint8_t*>malloc(RUN_BYTES)
+            if next_pkt == NULL or last == NULL or run_end == NULL or run_pkt == NULL or run_buf == NULL:
+                free(next_pkt)
+                free(last)
+                free(run_end)
+                free(run_pkt)
+                free(run_buf)
+                raise MemoryError("scan_streams: no memory for the runs")
         with nogil:
+            if runs and n > start:
+                for k in range(m):
+                    last[k] = -1
+                for k in range(start, n):
+                    next_pkt[k - start] = -1
+                    s = sd[k]
+                    if taken[k] or s < 0 or s >= m or hi[k] <= lo[k] or pay[k] < 0:
+                        continue
+                    if last[s] >= 0:
+                        next_pkt[last[s] - start] = k
+                    last[s] = k
             while i < n:
                 if ctx.cap - ctx.n < room and i > start:
                     break
+                if runs and taken[i]:
+                    i += 1
+                    continue
                 # sessions interleave: fetch the first bytes and the stream state of a packet a few ahead
                 j = i + PF_SCAN
                 if j < n:
@@ -307,6 +355,56 @@ cdef class Literals:
                     self.base[s] = a
                     self.resets += 1
                 ctx.cur_base = self.base[s]
+                if runs:
+                    taken[i] = 1
+                    # the segments of this direction that continue this one (TCP, their bytes where the packet
+                    # path reads them), gathered into one buffer
+                    nr = 0
+                    total = 0
+                    j = i
+                    while j >= 0 and proto[j] != 17 and total + (hi[j] - lo[j]) <= RUN_BYTES \
+                            and (nr == 0 or lo[j] == run_end[nr - 1]) \
+                            and (hi[j] <= hsize or (lo[j] >= seg[j] and pay[j] + (lo[j] - seg[j]) >= 0
+                                                    and pay[j] + (hi[j] - seg[j]) <= datalen)):
+                        run_end[nr] = hi[j]
+                        run_pkt[nr] = j
+                        nr += 1
+                        total += hi[j] - lo[j]
+                        j = next_pkt[j - start]
+                    if nr > 1:
+                        total = 0
+                        for k in range(nr):
+                            p = run_pkt[k]
+                            a = lo[p]
+                            b = hi[p]
+                            if a < hsize:
+                                cut = b if b < hsize else hsize
+                                memcpy(run_buf + total, &head[s, a], <size_t>(cut - a))
+                                total += cut - a
+                                a = cut
+                            if a < b:
+                                memcpy(run_buf + total, &data[pay[p] + (a - seg[p])], <size_t>(b - a))
+                                total += b - a
+                            taken[p] = 1
+                        k = ctx.n
+                        hs_scan_stream(self.streams[s], <const char*>run_buf, <unsigned>total, 0, self.scratch,
+                                       _on_match, &ctx)
+                        # each event's packet: the first of the run whose bytes end at or past the match's end
+                        while k < ctx.n:
+                            e = ctx.end[k]
+                            lo_k = 0
+                            hi_k = nr - 1
+                            while lo_k < hi_k:
+                                mid = (lo_k + hi_k) >> 1
+                                if run_end[mid] >= e:
+                                    hi_k = mid
+                                else:
+                                    lo_k = mid + 1
+                            ctx.pkt[k] = run_pkt[lo_k]
+                            k += 1
+                        self.scanned[s] = run_end[nr - 1]
+                        i += 1
+                        continue
                 if a < hsize:
                     cut = b if b < hsize else hsize
                     hs_scan_stream(self.streams[s], <const char*>&head[s, a], <unsigned>(cut - a), 0,
@@ -320,6 +418,11 @@ cdef class Literals:
                                    0, self.scratch, _on_match, &ctx)
                 self.scanned[s] = b
                 i += 1
+        free(next_pkt)
+        free(last)
+        free(run_end)
+        free(run_pkt)
+        free(run_buf)
         self.dropped_events += ctx.dropped
         return ctx.n, i
 

@@ -329,9 +329,10 @@ class Inspector:
             start = 0
             n = len(batch)
             sd_m, lo_m, hi_m, pay_m, proto_m = self._match_ranges(sd, out, batch.proto)
+            taken = np.zeros(n, np.uint8)   # each direction's consecutive segments are scanned in one call
             while start < n:
                 n_ev, start = sg.stream.scan_streams(batch.data, sd_m, lo_m, hi_m, out["seg"], pay_m, proto_m,
-                                                     self.streams.head, *self._ev, start)
+                                                     self.streams.head, *self._ev, start, taken)
                 if n_ev:
                     found.append(self._verify(n_ev, False))
         if sg.fields is not None and field_rows.shape[0]:
