@@ -5,14 +5,24 @@ and the full path (``Pipeline.run`` with App-ID rules, URL filtering on a custom
 signatures) on a synthetic capture with application payloads (``synth.generate(..., payloads=True)``) beside Suricata
 on the same capture and signature file, and the same run with inspection off (the example policy, L4 only).
 
-Sizes of the full path: ``GWLB_FAST_BENCH_FULL=1`` 200,000 packets (4,000 flows), else 5,000 (the smoke pass);
-``GWLB_FAST_BENCH_INSPECT_PACKETS`` overrides.
+Sizes of the full path: ``GWLB_FAST_BENCH_FULL=1`` 1,000,000 packets (20,000 flows: generated and written once per
+session, about 5 s and 1 GB resident, 350 MB of capture in the module's temporary folder), else 5,000 (the smoke
+pass); ``GWLB_FAST_BENCH_INSPECT_PACKETS`` overrides. At a million packets Suricata's packet time is several times
+its start-up (about 0.5 s: loading and compiling the signatures), so its rate can be given with the start-up
+subtracted: its whole command is timed (wall, and CPU time from the child's resource usage), less a one-packet run
+of the same command, as ``bench_pipeline.py`` does for its no-rule run. The rounds alternate: before each round of
+``Pipeline.run`` (3 with FULL, else 1) Suricata runs once on the capture and once on its first packet, so both sides
+see the same load. Reported per run (``extra_info`` and a printed line): gwlb-fast's Mpps from the median wall and
+the median CPU time of ``Pipeline.run`` (the pipeline is built outside the timing, ``build_s``), Suricata's Mpps
+with its start-up subtracted (wall and CPU), the ratios (wall and CPU), and Suricata's whole-command wall beside
+``Pipeline.run``'s. On a shared machine the CPU-time ratio is the steadier one.
 
-Run: GWLB_FAST_BENCH_FULL=1 python -m pytest bench/bench_inspect.py --benchmark-enable
+Run: GWLB_FAST_BENCH_FULL=1 python -m pytest bench/bench_inspect.py -s --benchmark-enable -k full_path
 """
 import json
 import os
 import random
+import resource
 import shutil
 import subprocess
 import time
@@ -32,7 +42,7 @@ from tests.shared_data import data_path
 
 ESPN = data_path("captures", "real", "http_espn.pcapng")
 FULL = os.environ.get("GWLB_FAST_BENCH_FULL") == "1"
-PACKETS = int(os.environ.get("GWLB_FAST_BENCH_INSPECT_PACKETS", "200000" if FULL else "5000"))
+PACKETS = int(os.environ.get("GWLB_FAST_BENCH_INSPECT_PACKETS", "1000000" if FULL else "5000"))
 FLOWS = max(1, PACKETS // 50)
 
 
@@ -169,10 +179,14 @@ def payload_workload(tmp_path_factory):
 _FULL: dict[str, float] = {}
 
 
-def _pipeline_rounds(benchmark, topo, cap, out):
+def _pipeline_rounds(benchmark, topo, cap, out, before_round=None):
+    """Rounds of ``Pipeline.run`` (the pipeline built outside the timing); ``before_round()``, if given, runs
+    before each round's build (outside the timing too)."""
     summaries, cpu, build = [], [], []
 
     def setup():
+        if before_round is not None:
+            before_round()
         out.unlink(missing_ok=True)
         t0 = time.perf_counter()
         pipe = Pipeline.from_yaml(topo)
@@ -195,7 +209,11 @@ def _pipeline_rounds(benchmark, topo, cap, out):
                                  "Mpps_cpu": round(PACKETS / cpu_s / 1e6, 3) if cpu_s else None,
                                  "build_s": round(sorted(build)[len(build) // 2], 3),
                                  "stage_seconds": s.stage_seconds, "packets_out": s.packets_out})
-    return s, median
+    return s, median, cpu_s
+
+
+def _median(xs):
+    return sorted(xs)[len(xs) // 2]
 
 
 @pytest.mark.benchmark(group="inspect-full-path-synthetic-payloads")
@@ -203,39 +221,53 @@ def test_full_path_inspection_on(benchmark, payload_workload):
     """Pipeline.run with App-ID rules, URL filtering and 1,000 content signatures on the synthetic capture with
     payloads, beside Suricata --runmode single on the same capture and signature file."""
     w = payload_workload
-    s, median = _pipeline_rounds(benchmark, w["topo"], w["cap"], w["dir"] / "out-on.pcap")
+    have_suricata = shutil.which("suricata") is not None
+    runs: dict[str, list] = {"full": [], "one_packet": []}
+
+    def suricata():
+        """One whole command on the capture and one on its first packet: (wall, CPU) of each."""
+        for key, cap in (("full", w["cap"]), ("one_packet", w["one"])):
+            log = w["dir"] / f"suricata-{key}"
+            log.mkdir(exist_ok=True)
+            r0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+            subprocess.run(["suricata", "-r", str(cap), "-S", str(w["rules"]), "-k", "none", "--runmode", "single",
+                            "-l", str(log)], check=True, capture_output=True)
+            wall, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
+            runs[key].append((wall, (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)))
+
+    s, median, cpu_s = _pipeline_rounds(benchmark, w["topo"], w["cap"], w["dir"] / "out-on.pcap",
+                                        suricata if have_suricata else None)
     apps = dict(s.inspection["applications"])
     assert apps.get("web-browsing", 0) > 0 and apps.get("ssl", 0) > 0 and apps.get("dns", 0) > 0
     assert s.rules["web-out"] > 0 and s.rules["dns-out"] > 0
-    mpps = PACKETS / median / 1e6
+    mpps, mpps_cpu = PACKETS / median / 1e6, PACKETS / cpu_s / 1e6
     _FULL["on_Mpps"] = mpps
     benchmark.extra_info["applications"] = apps
     benchmark.extra_info["threats"] = s.inspection.get("threats")
-    if shutil.which("suricata") is None:
+    if not have_suricata:
         return
-    walls = {}
-    for key, cap in (("full", w["cap"]), ("one_packet", w["one"])):
-        log = w["dir"] / f"suricata-{key}"
-        log.mkdir(exist_ok=True)
-        t0 = time.perf_counter()
-        subprocess.run(["suricata", "-r", str(cap), "-S", str(w["rules"]), "-k", "none", "--runmode", "single",
-                        "-l", str(log)], check=True, capture_output=True)
-        walls[key] = time.perf_counter() - t0
     eve = [json.loads(ln) for ln in (w["dir"] / "suricata-full" / "eve.json").read_text().splitlines()]
     alerts = sum(1 for e in eve if e.get("event_type") == "alert")
     benchmark.extra_info.update(_alert_sets(w, w["dir"] / "suricata-full" / "eve.json"))
-    # Suricata's wall time includes loading and compiling the rules (gwlb-fast builds its pipeline outside the
-    # timing): its packet time is the full run minus a one-packet run of the same command
-    packet_s = walls["full"] - walls["one_packet"]
+    # Suricata's times include loading and compiling the rules (gwlb-fast builds its pipeline outside the timing):
+    # its packet time is the full run less a one-packet run of the same command (medians of the rounds)
+    wall, cpu = (_median([r[i] for r in runs["full"]]) for i in (0, 1))
+    start, start_cpu = (_median([r[i] for r in runs["one_packet"]]) for i in (0, 1))
     benchmark.extra_info.update({
-        "suricata_wall_s": round(walls["full"], 3), "suricata_startup_s": round(walls["one_packet"], 3),
-        "suricata_Mpps_with_startup": round(PACKETS / walls["full"] / 1e6, 3), "suricata_alerts": alerts})
-    if packet_s < 0.05:   # the smoke size: Suricata's packet time is lost in its start-up's noise
+        "suricata_wall_s": round(wall, 3), "suricata_startup_s": round(start, 3), "suricata_cpu_s": round(cpu, 3),
+        "suricata_startup_cpu_s": round(start_cpu, 3), "suricata_Mpps_with_startup": round(PACKETS / wall / 1e6, 3),
+        "suricata_alerts": alerts, "suricata_whole_wall_over_pipeline_run": round(wall / median, 2)})
+    if wall - start < 0.05 or cpu - start_cpu < 0.05:   # the smoke size: its packet time is lost in the noise
         return
-    sur_mpps = PACKETS / packet_s / 1e6
-    benchmark.extra_info.update({"suricata_Mpps": round(sur_mpps, 3), "ratio_vs_suricata": round(mpps / sur_mpps, 2)})
-    print(f"\nfull path: {PACKETS} packets, {mpps:.3f} Mpps; suricata {sur_mpps:.3f} Mpps "
-          f"(wall {walls['full']:.3f} s, startup {walls['one_packet']:.3f} s); ratio {mpps / sur_mpps:.2f}")
+    sur_mpps, sur_mpps_cpu = PACKETS / (wall - start) / 1e6, PACKETS / (cpu - start_cpu) / 1e6
+    benchmark.extra_info.update({"suricata_Mpps": round(sur_mpps, 3), "suricata_Mpps_cpu": round(sur_mpps_cpu, 3),
+                                 "ratio_vs_suricata": round(mpps / sur_mpps, 2),
+                                 "ratio_vs_suricata_cpu": round(mpps_cpu / sur_mpps_cpu, 2)})
+    print(f"\nfull path: {PACKETS} packets; Pipeline.run {median:.3f} s wall, {cpu_s:.3f} s CPU: {mpps:.3f} Mpps, "
+          f"{mpps_cpu:.3f} Mpps (CPU); suricata whole command {wall:.3f} s wall, {cpu:.3f} s CPU (start-up "
+          f"{start:.3f} s, {start_cpu:.3f} s CPU): {sur_mpps:.3f} Mpps, {sur_mpps_cpu:.3f} Mpps (CPU) with the "
+          f"start-up subtracted; ratio {mpps / sur_mpps:.2f} ({mpps_cpu / sur_mpps_cpu:.2f} in CPU time); "
+          f"Suricata's whole wall / Pipeline.run's {wall / median:.2f}")
 
 
 def _alert_sets(w, eve) -> dict:
@@ -264,7 +296,7 @@ def _alert_sets(w, eve) -> dict:
 def test_full_path_inspection_off(benchmark, payload_workload):
     """The same capture through the example policy (L4 only: no inspection)."""
     w = payload_workload
-    s, median = _pipeline_rounds(benchmark, w["topo_off"], w["cap"], w["dir"] / "out-off.pcap")
+    s, median, _ = _pipeline_rounds(benchmark, w["topo_off"], w["cap"], w["dir"] / "out-off.pcap")
     assert not s.inspection or not s.inspection.get("applications")
     mpps = PACKETS / median / 1e6
     if "on_Mpps" in _FULL:

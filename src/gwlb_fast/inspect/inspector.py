@@ -18,6 +18,7 @@ import numpy as np
 from .._kernels import appid as _ak
 from .._kernels import stream as _sk
 from .._kernels.flowtable import FlowTable, canonical_5tuple
+from .._kernels.heap import zeroed
 from .appid import FIELDS, IDS, identify
 from .applications import APP_PENDING, APPLICATIONS
 from .stream import StreamTable
@@ -63,7 +64,7 @@ class Inspector:
         self.done = np.zeros(cap, np.uint8)
         self.ended = np.zeros(cap, np.uint8)
         self.field_width = int(field_width)
-        self.fields = np.zeros((cap, len(FIELDS) * self.field_width), np.uint8)
+        self.fields = zeroed((cap, len(FIELDS) * self.field_width), np.uint8)   # pages of its own, see StreamTable
         self.flen = np.full((cap, len(FIELDS)), -1, np.int32)
         self.seen_len = np.zeros(2 * cap, np.int64)
         self.app_pkt = np.full(cap, -1, np.int64)
@@ -94,13 +95,15 @@ class Inspector:
             if self.sigs.n_rows < cap:
                 raise ValueError(f"Inspector: the signature set has streams for {self.sigs.n_rows} sessions, "
                                  f"the pool {cap}")
-            self._ring_pid = np.zeros((cap * _m.N_BUFFERS, _m.RING), np.int32)
-            self._ring_end = np.zeros((cap * _m.N_BUFFERS, _m.RING), np.int64)
+            # rings of the buffers that had a literal match: their pages are committed only as matches come
+            self._ring_pid = zeroed((cap * _m.N_BUFFERS, _m.RING), np.int32)
+            self._ring_end = zeroed((cap * _m.N_BUFFERS, _m.RING), np.int64)
             self._ring_n = np.zeros(cap * _m.N_BUFFERS, np.int64)
             self._ev_cap = 1 << 18
             self._ev = (np.empty(self._ev_cap, np.int64), np.empty(self._ev_cap, np.uint8),
                         np.empty(self._ev_cap, np.int32), np.empty(self._ev_cap, np.int64),
                         np.empty(self._ev_cap, np.int64))
+            self._hits_cap = 0   # (event, signature) hit arrays of _verify
         self._fired: set[tuple[int, int]] = set()
         self._blocked: dict[int, int] = {}   # session serial -> packet (run-wide index) a drop/reject fired at
         self._pkt_base = 0
@@ -303,8 +306,11 @@ class Inspector:
         sg = self.sigs
         ev_row, ev_buf, ev_pid, ev_end, ev_pkt = self._ev
         start, users = sg.users[is_field]
-        out_event = np.empty(max(4 * n_ev, 16), np.int64)
-        out_sig = np.empty(out_event.shape[0], np.int32)
+        need = max(4 * n_ev, 16)
+        if self._hits_cap < need:   # kept from call to call: a fresh array of a megabyte or more is a fresh mapping
+            self._hits_cap = max(need, 2 * self._hits_cap)
+            self._hit_event, self._hit_sig = np.empty(self._hits_cap, np.int64), np.empty(self._hits_cap, np.int32)
+        out_event, out_sig = self._hit_event[:need], self._hit_sig[:need]
         k = _m.verify(ev_row, ev_buf, ev_pid, ev_end, n_ev, start, users, **sg.c, **sg.s,
                       row_client_ip=self.client_ip, row_server_ip=self.server_ip,
                       row_client_port=self.client_port, row_server_port=self.server_port, row_proto=self.proto,

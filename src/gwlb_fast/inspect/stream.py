@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._kernels import stream as _k
+from .._kernels.heap import zeroed
 
 __all__ = ["COUNTER_NAMES", "StreamTable"]
 
@@ -44,8 +45,10 @@ class StreamTable:
         self.isn = np.zeros(m, np.uint32)
         self.nxt = np.zeros(m, np.int64)
         self.flags = np.zeros(m, np.uint8)
-        self.held = np.zeros((m, 2 * _k.MAX_HELD), np.int64)
-        self.head = np.zeros((m, self.head_size), np.uint8)
+        # the per-direction tables on pages of their own, without huge pages: a page is committed (and zeroed) at
+        # the first bytes a session writes to it, not 2 MiB at a time
+        self.held = zeroed((m, 2 * _k.MAX_HELD), np.int64)
+        self.head = zeroed((m, self.head_size), np.uint8)
         self.counters = np.zeros(_k.N_COUNTERS, np.int64)
         self._free = np.arange(self.capacity - 1, -1, -1, dtype=np.int64)  # a stack: pop from the end
         self._n_free = self.capacity
