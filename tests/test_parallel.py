@@ -3,6 +3,8 @@ import csv
 import itertools
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -386,6 +388,54 @@ def test_folders_of_killed_runs_are_cleared(capture, many, tmp_path, monkeypatch
     assert (tmp_path / "out.pcap").read_bytes() == (d / "out.pcap").read_bytes()
     assert sorted(p.name for p in shm.iterdir()) == sorted(v for k, v in folders.items() if k != "gone")
     assert made[0].parent == shm and made[0].name.startswith(f"{par.WORKERS_PREFIX}{os.getpid()}-")
+
+
+# a run killed outright (SIGKILL) once its workers have replayed: the parent writes their process ids, then dies
+_KILLED = """
+import multiprocessing, os, signal, sys
+import gwlb_fast.parallel as par
+par.SCRATCH = sys.argv[5]
+def killed(*a, **k):
+    with open(sys.argv[4], "w") as f:
+        f.write(" ".join(str(p.pid) for p in multiprocessing.active_children()))
+    os.kill(os.getpid(), signal.SIGKILL)
+par._stretches = killed
+par.run_parallel(sys.argv[1], sys.argv[2], sys.argv[3], workers=2, chunk=4096)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc")
+def test_workers_end_with_a_killed_run_and_the_next_run_clears_its_files(capture, tmp_path):
+    """The workers of a run killed outright end too (they waited for ever on a pipe whose other end a sibling held
+    open); the folder of their files is left, and a later run removes it."""
+    import gwlb_fast.parallel as par
+
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    pids = tmp_path / "pids"
+    with open(tmp_path / "stderr", "w") as err:  # a file: a worker left behind would hold a pipe open
+        r = subprocess.run([sys.executable, "-c", _KILLED, str(EXAMPLE_PATH), str(capture / "in.pcap"),
+                            str(tmp_path / "out.pcap"), str(pids), str(shm)], stdout=subprocess.DEVNULL, stderr=err,
+                           timeout=120, check=False)
+    assert r.returncode == -9, (tmp_path / "stderr").read_text()
+    workers = [int(x) for x in pids.read_text().split()]
+    assert len(workers) == 2
+    deadline = time.time() + 10
+    while time.time() < deadline and any(_alive(p) for p in workers):
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in workers)
+    left = [p.name for p in shm.iterdir()]
+    assert len(left) == 1 and not (tmp_path / "out.pcap").exists()
+    assert par.clear_abandoned(shm, par.WORKERS_PREFIX, now=time.time() + par.ABANDONED_AFTER) == left
+    assert list(shm.iterdir()) == []
 
 
 @pytest.mark.parametrize("where", ["index", "place", "exit", "replay"])

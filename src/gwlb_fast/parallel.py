@@ -35,6 +35,7 @@ import json
 import mmap
 import os
 import shutil
+import sys
 import tempfile
 import time
 import traceback
@@ -233,10 +234,31 @@ def shard_pipeline(topo: Topology, k: int, n: int, opts: dict, taps: bool, polic
                     session_capacity=max(1, opts["session_capacity"] // n), pickup=opts["pickup"])
 
 
+def _die_with_parent(parent: int) -> None:
+    """A worker is killed when the parent dies, on Linux (``PR_SET_PDEATHSIG``): a run killed outright leaves no
+    worker behind (the next run removes its files, :func:`clear_abandoned`)."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # it died before the call
+        os._exit(1)
+
+
 def _worker(k: int, n: int, topo: Topology, policy, source, cols: SharedColumns | None, paths: dict, opts: dict,
-            conn) -> None:
+            conn, parent_ends=(), parent: int | None = None) -> None:
     """Shard ``k``: replay its packets, write its outputs to ``paths``, send back its summary and the index of its
-    captures; then copy its records to the places the parent sends."""
+    captures; then copy its records to the places the parent sends. ``parent_ends``: the parent's ends of the
+    pipes to the workers forked so far and to this one, which the fork copied: closed, so that a worker reads the
+    end of its pipe when the parent is gone (a sibling holding it kept a worker waiting for ever)."""
+    for c in parent_ends:
+        c.close()
+    if parent is not None:
+        _die_with_parent(parent)
     try:
         pipe = shard_pipeline(topo, k, n, opts, paths.get("taps") is not None, policy)
         select = None
@@ -401,7 +423,8 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
             ctx = mp.get_context("fork")
             for k in range(n):
                 mine, theirs = ctx.Pipe(duplex=True)
-                p = ctx.Process(target=_worker, args=(k, n, topo, policy, source, cols, parts[k], opts, theirs),
+                p = ctx.Process(target=_worker, args=(k, n, topo, policy, source, cols, parts[k], opts, theirs,
+                                                      [*conns, mine], os.getpid()),
                                 daemon=True)
                 p.start()
                 theirs.close()
