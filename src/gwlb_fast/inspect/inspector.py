@@ -104,7 +104,7 @@ class Inspector:
                         np.empty(self._ev_cap, np.int32), np.empty(self._ev_cap, np.int64),
                         np.empty(self._ev_cap, np.int64))
             self._hits_cap = 0   # (event, signature) hit arrays of _verify
-        self._fired: set[tuple[int, int]] = set()
+        self._fired: dict[int, set[int]] = {}   # session serial -> the signatures that alerted on it
         self._blocked: dict[int, int] = {}   # session serial -> packet (run-wide index) a drop/reject fired at
         self._pkt_base = 0
         self.block_on_drop = bool(block_on_drop)
@@ -353,12 +353,15 @@ class Inspector:
         hits = hits[np.argsort(hits[:, 2], kind="stable")]
         for i, (r, si, pkt) in enumerate(hits[:, :3].tolist()):  # per alert, not per packet
             serial = int(self.serial[r])
-            key = (serial, si)
             when = self._pkt_base + pkt
-            if key in self._fired or self._blocked.get(serial, when) < when:
+            fired = self._fired.get(serial)
+            if (fired is not None and si in fired) or self._blocked.get(serial, when) < when:
                 self.alerts_suppressed += 1
                 continue
-            self._fired.add(key)
+            if fired is None:
+                self._fired[serial] = {si}
+            else:
+                fired.add(si)
             if self.block_on_drop and sigs[si].action != "alert":
                 self._blocked.setdefault(serial, when)
             keep.append(i)
@@ -375,9 +378,8 @@ class Inspector:
     def _free_rows(self, rows: np.ndarray) -> None:
         rows = np.asarray(rows, np.int64)
         if rows.shape[0] and self._fired:
-            gone = set(self.serial[rows].tolist())
-            self._fired = {k for k in self._fired if k[0] not in gone}
-            for g in gone:
+            for g in self.serial[rows].tolist():   # per session ended (its alerts are forgotten with it)
+                self._fired.pop(g, None)
                 self._blocked.pop(g, None)
         if rows.shape[0]:
             self.row_of_slot[self.slot_of_row[rows]] = -1
