@@ -223,6 +223,10 @@ def icmp_errors(const uint8_t[::1] data, const int64_t[::1] off, const uint32_t[
             raise ValueError(f"icmp_errors: {name} has length {m}, expected {n}")
     with nogil:
         for i in range(n):
+            # a firewall's rows lie far apart in the path's arena, out of cache: the IP header of a packet a few
+            # rows ahead is fetched while this one is checked
+            if i + _AHEAD < n and datalen > 0:
+                GWLB_PARSE_PREFETCH(&data[0] + off[i + _AHEAD] + l3_off[i + _AHEAD])
             out[i] = 0
             l3 = l3_off[i]
             l4 = l4_off[i]
