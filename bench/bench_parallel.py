@@ -8,7 +8,9 @@ timing). One worker is ``Pipeline.run``, the baseline; two workers are ``run_par
 reads and shards the capture, forked workers replay their shards, each copies its stretch of the merged output).
 
 As a script, it times the command line instead, ``--workers 1`` and ``--workers 2`` alternately on both workloads
-(wall time and the CPU time of the processes, medians of ``--rounds`` rounds, with the load average)::
+(wall time and the CPU time of the processes, medians of ``--rounds`` rounds, with the load average), and, in each
+round, the two workloads' one-worker runs started at once: the ceiling of the machine for two processes that share
+nothing (each run's wall time against its run alone; on a machine whose two cores are fully its own, about 1x)::
 
     python bench/bench_parallel.py [--packets 1000000] [--rounds 5] [--dir DIR]
 """
@@ -83,6 +85,25 @@ def cli_round(topo: Path, cap: Path, out: Path, workers: int) -> tuple[float, fl
     return wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
 
 
+def pair_round(topo: Path, caps: dict, d: Path) -> dict[str, float]:
+    """The one-worker runs of every capture in ``caps`` started at once: each one's wall seconds."""
+    procs, t = {}, time.perf_counter()
+    for name, cap in caps.items():
+        out = d / f"pair-{name}.pcap"
+        out.unlink(missing_ok=True)
+        procs[name] = subprocess.Popen([sys.executable, "-m", "gwlb_fast.cli", "run", str(topo), str(cap), "-o",
+                                        str(out), "--workers", "1", "--quiet"], stdout=subprocess.DEVNULL)
+    walls: dict[str, float] = {}
+    while len(walls) < len(procs):
+        for name, p in procs.items():
+            if name not in walls and p.poll() is not None:
+                if p.returncode:
+                    raise subprocess.CalledProcessError(p.returncode, p.args)
+                walls[name] = time.perf_counter() - t
+        time.sleep(0.002)
+    return walls
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="gwlb-fast run --workers 1 vs 2, alternately, on both workloads")
     ap.add_argument("--packets", type=int, default=1_000_000)
@@ -116,12 +137,22 @@ def _rounds(args, d: Path) -> int:
                 loads.append(os.getloadavg()[0])
                 print(f"round {r} {name} --workers {workers}: wall {wall:.3f} s, CPU {cpu:.3f} s, load {loads[-1]:.2f}",
                       file=sys.stderr)
+        for name, wall in pair_round(topo, caps, d).items():
+            times.setdefault((name, "pair"), []).append((wall, 0.0))
+            print(f"round {r} {name} --workers 1 beside the other workload's: wall {wall:.3f} s", file=sys.stderr)
     print(f"{args.packets:,} packets, medians of {args.rounds} alternating rounds, load average "
           f"{min(loads):.2f}-{max(loads):.2f}")
     for name in caps:
         med = {w: [statistics.median(x[i] for x in times[(name, w)]) for i in (0, 1)] for w in (1, 2)}
         print(f"{name}: --workers 1 wall {med[1][0]:.3f} s CPU {med[1][1]:.3f} s | --workers 2 wall {med[2][0]:.3f} s "
               f"CPU {med[2][1]:.3f} s | speed-up {med[1][0] / med[2][0]:.2f}x")
+    if len(caps) > 1:
+        pair = {name: statistics.median(x[0] for x in times[(name, "pair")]) for name in caps}
+        alone = {name: statistics.median(x[0] for x in times[(name, 1)]) for name in caps}
+        slow = [pair[n] / alone[n] for n in caps]
+        print("one-worker runs of both workloads at once: " + ", ".join(f"{n} {pair[n]:.3f} s" for n in caps)
+              + f" ({min(slow):.2f}-{max(slow):.2f}x their time alone): two processes that share nothing get "
+              f"{len(caps) / max(slow):.2f}x one here")
     return 0
 
 

@@ -760,3 +760,21 @@ def test_session_update_checks_the_pickup_arguments():
     assert _s.session_update(**args, flip=np.ones(n, np.uint8), accept_non_syn=True, picked_up=picked) == (0, 1)
     assert picked.tolist() == [1, 1] and args["status"].tolist() == [PktStatus.OK]
     assert fw.sessions[0, _s.F_CLIENT_IP] == SERVER  # flipped: the destination is the client
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_not_open_kernel_matches_numpy(data):
+    """``session.not_open`` against the NumPy expression it replaces: the rows' slots whose session is not open,
+    with their states, in row order."""
+    rows = data.draw(st.integers(1, 40))
+    sess = np.zeros((rows, _s.NF), np.int64)
+    sess[:, _s.F_STATE] = data.draw(st.lists(st.integers(0, 5), min_size=rows, max_size=rows))
+    slot = np.array(data.draw(st.lists(st.integers(-1, rows - 1), max_size=60)), np.int64)
+    got_slot, got_state = _s.not_open(slot, sess)
+    touched = slot[slot >= 0]
+    state = sess[touched, _s.F_STATE]
+    want = state != _s.S_OPEN
+    assert got_slot.tolist() == touched[want].tolist() and got_state.tolist() == state[want].tolist()
+    with pytest.raises(ValueError, match="outside"):
+        _s.not_open(np.array([0, rows], np.int64), sess)

@@ -404,11 +404,8 @@ class Firewall:
 
         # closed / denied sessions get their short timeout in the flow table, sessions reopened inside the batch
         # get the protocol default back; slots that never became a session are freed
-        touched = slot[slot >= 0]
-        state = self.sessions[touched, _s.F_STATE]
-        not_open = state != _s.S_OPEN
-        if np.any(not_open):
-            s2, st2 = touched[not_open], state[not_open]
+        s2, st2 = _s.not_open(slot, self.sessions)
+        if s2.shape[0]:
             closed = (st2 == _s.S_FIN_CLOSED) | (st2 == _s.S_RST_CLOSED)
             self.table.set_timeout(s2[closed], self.close_timeout_ns)
             denied = (st2 == _s.S_DENIED) | (st2 == _s.S_RESETTING)
@@ -417,7 +414,8 @@ class Firewall:
             if empty.shape[0]:
                 self.table.delete(np.unique(empty))
         if ne:
-            reopened = touched[~not_open]
+            touched = slot[slot >= 0]
+            reopened = touched[self.sessions[touched, _s.F_STATE] == _s.S_OPEN]
             self.table.set_timeout(reopened[self.table.timeout[reopened] >= 0], -1)
         # evicted sessions whose slot was not reused in this batch (reused ones were logged by the kernel)
         if evicted.shape[0]:

@@ -40,10 +40,11 @@ Writing
 ``write_pcap(path, batches)`` and the streaming :class:`PcapWriter` write classic little-endian pcap, nanosecond
 resolution by default. A batch becomes buffers of about ``_WRITE_PIECE`` bytes (record headers and packet bytes,
 gathered by a kernel), one ``write`` each; a path's writer writes them on a thread of its own while the caller goes
-on, with at most ``_IN_FLIGHT`` buffers gathered and not yet written. A classic file has one link type: batches that mix link types are written as Ethernet, raw IP
-packets getting a 14-byte header (destination ``02:00:00:00:00:02``, source ``02:00:00:00:00:01``, ethertype
-0x0800, or 0x86DD for IPv6 under link type 101) and Linux cooked headers being replaced by an Ethernet header
-(same fixed destination; source from the cooked header when it is a 6-byte address).
+on, with at most ``_IN_FLIGHT`` buffers gathered and not yet written. A classic file has one link type: batches
+that mix link types are written as Ethernet, raw IP packets getting a 14-byte header (destination
+``02:00:00:00:00:02``, source ``02:00:00:00:00:01``, ethertype 0x0800, or 0x86DD for IPv6 under link type 101) and
+Linux cooked headers being replaced by an Ethernet header (same fixed destination; source from the cooked header
+when it is a 6-byte address).
 """
 from __future__ import annotations
 
@@ -1179,7 +1180,8 @@ class PcapWriter:
             self._n_if += 1
 
     def write(self, batch: PacketBatch) -> int:
-        """Append one batch (one gather into one buffer, one write). Returns the packets written."""
+        """Append one batch (gathered and written in pieces of about ``_WRITE_PIECE`` bytes). Returns the packets
+        written."""
         if self._f is None:
             raise ValueError("PcapWriter: write to a closed writer")
         if not isinstance(batch, PacketBatch):

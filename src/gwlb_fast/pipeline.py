@@ -1012,7 +1012,8 @@ class _Walk:
             m = ok & (sub >= 0) & (self.vpc < 0)
             self.vpc[m] = vi
             self.table[m] = r.subnet_table[sub[m]]
-            self._trace("enter-subnet", np.flatnonzero(m), vpc=vi, subnet=sub[m])
+            if p.trace is not None:  # the arguments cost two passes over the batch
+                self._trace("enter-subnet", np.flatnonzero(m), vpc=vi, subnet=sub[m])
             # between two hosts of one subnet: delivered by the VPC itself, never through a route table
             same = np.flatnonzero(m & (r.subnet_of(b.dst_ip) == sub))
             if same.size:
@@ -1150,8 +1151,9 @@ class _Walk:
                 self.delivered[host[inside]] = D_HOST
                 self._trace("deliver", host[inside], to="host")
                 self._tap_rows("vpc-to-host", host[inside])
-            self.delivered[active[kind == K_INTERNET]] = D_INTERNET
-            self._trace("deliver", active[kind == K_INTERNET], to="internet")
+            out = active[kind == K_INTERNET]
+            self.delivered[out] = D_INTERNET
+            self._trace("deliver", out, to="internet")
             p.stage_seconds["route"] += time.perf_counter() - t0
             for g in _present(target[kind == K_NATGW], len(p.nats)):
                 self._nat_out(active[(kind == K_NATGW) & (target == g)], g)

@@ -94,3 +94,4 @@ def session_update(
 ) -> tuple[int, int]:
     """Apply packets start.. to their sessions in batch order; returns (rows filled in ended, stop row): the pass
     stops (stop < n) at a row that would start a session but has rule -1; classify it and call again from there."""
+def not_open(slot: np.ndarray, sess: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...

@@ -8,6 +8,8 @@
 # their slot restarts (idle timeout) or is reused after an eviction.
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
+import numpy as np
+
 from gwlb_fast._kernels._status cimport (
     ST_OK, ST_POLICY_DENY, ST_POLICY_RESET, ST_SESSION_CLOSED, ST_TCP_NOT_SYN,
 )
@@ -372,3 +374,30 @@ def session_update(const int64_t[::1] slot, const uint8_t[::1] is_new, const uin
                     out_kind1[i] = to_client_kind
                     out_kind2[i] = to_server_kind
     return ne, stop
+
+
+def not_open(const int64_t[::1] slot, const int64_t[:, ::1] sess):
+    """The rows of a batch whose session is not open, after :func:`session_update`: ``(slots, states)``, int64, in
+    row order (a slot once per row that has it), for the rows with ``slot >= 0`` and ``sess[slot, F_STATE] !=
+    S_OPEN``. One pass instead of four NumPy ones (select, gather, compare, select twice)."""
+    cdef Py_ssize_t n = slot.shape[0], i, k = 0, rows = sess.shape[0]
+    cdef int64_t s, st
+    out_slot = np.empty(n, np.int64)
+    out_state = np.empty(n, np.int64)
+    cdef int64_t[::1] os_ = out_slot, ost = out_state
+    if n and sess.shape[1] <= _F_STATE:
+        raise ValueError("not_open: sess has no state column")
+    for i in range(n):  # bounds first: the loop below reads without checks
+        if slot[i] >= rows:
+            raise ValueError(f"not_open: slot {slot[i]} of row {i} is outside the {rows} session rows")
+    with nogil:
+        for i in range(n):
+            s = slot[i]
+            if s < 0:
+                continue
+            st = sess[s, _F_STATE]
+            if st != _S_OPEN:
+                os_[k] = s
+                ost[k] = st
+                k += 1
+    return out_slot[:k], out_state[:k]
