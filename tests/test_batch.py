@@ -96,3 +96,14 @@ def test_copy_shares_nothing(pkts):
     assert not np.shares_memory(c.data, b.data) or c.data.size == 0
     assert not np.shares_memory(c.status, b.status) or len(pkts) == 0
     assert b.compact() is b  # from_packets is already tight
+
+
+def test_compact_into_a_given_buffer():
+    """``compact(into=buf)`` gathers the packets back to back at the start of ``buf`` (even a tight batch), every
+    column kept."""
+    b = PacketBatch.from_packets([b"abc", b"", b"defgh"], ts_ns=np.array([1, 2, 3], np.int64))
+    buf = np.zeros(20, np.uint8)
+    c = b.compact(into=buf)
+    assert c is not b and np.shares_memory(c.data, buf) and c.data.ctypes.data == buf.ctypes.data
+    assert bytes(buf[:8]) == b"abcdefgh" and c.off.tolist() == [0, 3, 3]
+    assert c.packets() == b.packets() and c.ts_ns.tolist() == [1, 2, 3]

@@ -197,8 +197,9 @@ class PacketBatch:
         """Packets where ``mask`` is true; the arena is shared, not copied."""
         return self[np.asarray(mask, dtype=bool)]
 
-    def compact(self) -> PacketBatch:
-        """A batch whose arena holds exactly its packets, back to back (one gather; ``self`` if it already does)."""
+    def compact(self, into: np.ndarray | None = None) -> PacketBatch:
+        """A batch whose arena holds exactly its packets, back to back (one gather; ``self`` if it already does).
+        ``into``: a uint8 buffer of at least ``nbytes`` whose start becomes the arena (always gathered)."""
         from ._kernels.parse import gather_packets
 
         n = len(self)
@@ -206,9 +207,9 @@ class PacketBatch:
         if n:
             np.cumsum(self.caplen[:-1], dtype=np.int64, out=new_off[1:])
         total = int(new_off[-1] + self.caplen[-1]) if n else 0
-        if total == self.data.shape[0] and np.array_equal(new_off, self.off):
+        if into is None and total == self.data.shape[0] and np.array_equal(new_off, self.off):
             return self  # already tight: nothing to copy
-        data = np.empty(total, np.uint8)
+        data = np.empty(total, np.uint8) if into is None else into[:total]
         gather_packets(self.data, self.off, self.caplen, data, new_off)
         out = self._with_columns(slice(None))
         out.data = data

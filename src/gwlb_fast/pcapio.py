@@ -1033,7 +1033,6 @@ class PcapWriter:
         self._n_bufs = 0
         self._freed = threading.Condition()
         self._behind: threading.Thread | None = None  # the writes of the last batch, for a path's file
-        self._queue: list | None = None  # that thread's pieces to write (None: the batch's end)
         self._behind_error: BaseException | None = None
         self._if_of_lt: np.ndarray | None = None  # pcapng: interface id per link type (0xFFFFFFFF: none yet)
         self._n_if = 0
@@ -1052,8 +1051,9 @@ class PcapWriter:
         step = -(-n // k)
         behind = self._atomic is not None and size >= _WRITE_BEHIND_MIN
         if behind:
-            self._raise_behind_error()
-            queue: list = []
+            if self._behind_error is not None:
+                self._wait()  # raises it
+            queue: list = []  # the thread's pieces to write (None: the batch's end)
             cond = threading.Condition()
             prev = self._behind
             self._behind = threading.Thread(target=self._write_queue, args=(prev, queue, cond),
@@ -1126,10 +1126,6 @@ class PcapWriter:
         with self._freed:
             self._free.append(buf)
             self._freed.notify()
-
-    def _raise_behind_error(self) -> None:
-        if self._behind_error is not None:
-            self._wait()
 
     def _write_all_now(self, buf) -> None:
         view = memoryview(buf).cast("B")

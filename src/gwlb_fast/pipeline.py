@@ -1330,8 +1330,6 @@ def _beside(parts: list[PacketBatch], work: PacketBatch, arena: np.ndarray | Non
     has after ``work``'s packets, so that ``PacketBatch.concat(parts, arena)`` joins them all without a copy of
     ``parts[0]`` (the delivered packets, views of ``work``'s arena); ``parts`` as they are when ``work``'s arena is
     not the start of ``arena`` or the room is too small."""
-    from ._kernels.parse import gather_packets
-
     if arena is None or work.data.shape[0] == 0 or work.data.ctypes.data != arena.ctypes.data:
         return parts
     used = work.data.shape[0]
@@ -1339,14 +1337,7 @@ def _beside(parts: list[PacketBatch], work: PacketBatch, arena: np.ndarray | Non
         return parts
     out = [parts[0]]
     for p in parts[1:]:
-        off = np.zeros(len(p), np.int64)
-        if len(p):
-            np.cumsum(p.caplen[:-1], dtype=np.int64, out=off[1:])
-        room = arena[used: used + p.nbytes]
-        gather_packets(p.data, p.off, p.caplen, room, off)
-        q = p[:]  # every column, as views
-        q.data, q.off = room, off
-        out.append(q)
+        out.append(p.compact(into=arena[used: used + p.nbytes]))
         used += p.nbytes
     return out
 

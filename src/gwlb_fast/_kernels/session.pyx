@@ -382,14 +382,19 @@ def not_open(const int64_t[::1] slot, const int64_t[:, ::1] sess):
     S_OPEN``. One pass instead of four NumPy ones (select, gather, compare, select twice)."""
     cdef Py_ssize_t n = slot.shape[0], i, k = 0, rows = sess.shape[0]
     cdef int64_t s, st
+    cdef bint bad = False
     out_slot = np.empty(n, np.int64)
     out_state = np.empty(n, np.int64)
     cdef int64_t[::1] os_ = out_slot, ost = out_state
     if n and sess.shape[1] <= _F_STATE:
         raise ValueError("not_open: sess has no state column")
-    for i in range(n):  # bounds first: the loop below reads without checks
-        if slot[i] >= rows:
-            raise ValueError(f"not_open: slot {slot[i]} of row {i} is outside the {rows} session rows")
+    with nogil:
+        for i in range(n):  # bounds first: the loop below reads without checks
+            if slot[i] >= rows:
+                bad = True
+                break
+    if bad:
+        raise ValueError(f"not_open: slot {slot[i]} of row {i} is outside the {rows} session rows")
     with nogil:
         for i in range(n):
             s = slot[i]

@@ -354,14 +354,11 @@ class Inspector:
         for i, (r, si, pkt) in enumerate(hits[:, :3].tolist()):  # per alert, not per packet
             serial = int(self.serial[r])
             when = self._pkt_base + pkt
-            fired = self._fired.get(serial)
-            if (fired is not None and si in fired) or self._blocked.get(serial, when) < when:
+            fired = self._fired.setdefault(serial, set())
+            if si in fired or self._blocked.get(serial, when) < when:
                 self.alerts_suppressed += 1
                 continue
-            if fired is None:
-                self._fired[serial] = {si}
-            else:
-                fired.add(si)
+            fired.add(si)
             if self.block_on_drop and sigs[si].action != "alert":
                 self._blocked.setdefault(serial, when)
             keep.append(i)
