@@ -433,3 +433,36 @@ def test_probe_lengths_bounded_at_max_load():
     assert t.lookup(*c, out) == n // 2
     assert (out[1::2] == np.arange(1, n, 2)).all() and (out[0::2] == -1).all()
     assert t.stats()["max_probe"] <= 80
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_add_counts_matches_python(data):
+    """``add_counts`` against plain Python: a row counts 1 packet and its bytes in its slot if the slot is live
+    and holds the entry first seen at the given time; last_seen and everything else stay."""
+    t = FlowTable(16)
+    keys = data.draw(st.lists(st.tuples(st.integers(1, 5), st.integers(1, 5)), min_size=1, max_size=20))
+    ts = list(range(10, 10 + len(keys)))
+    loi(t, [key(a, b) for a, b in keys], ts, [100] * len(keys))
+    gone = data.draw(st.lists(st.integers(0, 15), max_size=4))
+    t.delete(np.array(gone, np.int64))
+    before = t.entries.copy()
+    n = data.draw(st.integers(0, 30))
+    slot = np.array(data.draw(st.lists(st.integers(-1, 15), min_size=n, max_size=n)), np.int64)
+    first = np.array(data.draw(st.lists(st.sampled_from([-1, 10, 11, 12, 13]), min_size=n, max_size=n)), np.int64)
+    nbytes = np.array(data.draw(st.lists(st.integers(0, 2**32 - 1), min_size=n, max_size=n)), np.uint32)
+    pk = before["packets"].astype(object).tolist()
+    by = before["bytes"].astype(object).tolist()
+    done = 0
+    for s, f, b in zip(slot.tolist(), first.tolist(), nbytes.tolist()):
+        if s >= 0 and before["live"][s] and before["first_seen"][s] == f:
+            pk[s] += 1
+            by[s] += b
+            done += 1
+    assert t.add_counts(slot, first, nbytes) == done
+    live = np.flatnonzero(before["live"])
+    assert [pk[s] for s in live] == t.packets[live].tolist() and [by[s] for s in live] == t.bytes[live].tolist()
+    for f in ("last_seen", "first_seen", "timeout", "state", "a_ip", "b_ip"):
+        assert np.array_equal(t.entries[f][live], before[f][live])
+    with pytest.raises(ValueError, match="slots"):
+        t.add_counts(np.array([16], np.int64), np.zeros(1, np.int64), np.zeros(1, np.uint32))

@@ -1,5 +1,6 @@
 """IPv4 fragments: the tracker kernel against its oracle (and raw bytes), and fragments along the whole path."""
 import collections
+import re
 import shutil
 import socket
 import struct
@@ -138,6 +139,41 @@ def test_kernel_matches_oracle(case):
             raw = bytes(ip)
             ip.sum = 0
             assert bytes(ip) == raw
+
+
+@given(fragmented_traffic(), st.integers(1, 5), st.data())
+@settings(max_examples=100)
+def test_refs_kernel_matches_oracle(case, width, data):
+    """``frag_refs``: each later fragment that took its first fragment's fate gets the refs the walk left on that
+    first fragment's row; every other later fragment -1; other rows untouched."""
+    packets, fates = case
+    ts = list(range(1000, 1000 + len(packets)))
+    n = len(packets)
+    b = gf.PacketBatch.from_packets(packets, ts_ns=ts).parse()
+    parsed = b.status.copy()
+    tr = FragmentTracker(capacity=1024, hold_seconds=1.0)
+    slot, gen = np.full(n, -1, np.int64), np.zeros(n, np.int64)
+    kind = tr.scan(b, 0, slot, gen)
+    stage = np.where(b.status != PktStatus.OK, S_INPUT, 255).astype(np.uint8)
+    stage[kind == fk.K_LATER] = 255
+    fw, delivered = np.full(n, -1, np.int16), np.zeros(n, np.uint8)
+    release = tr.settle(b, kind, slot, gen, stage, fw, delivered, S_INPUT)
+    row_refs = np.array(data.draw(st.lists(st.lists(st.integers(-1, 10**6), min_size=width, max_size=width),
+                                           min_size=n, max_size=n)), np.int64).reshape(n, width)
+    given_refs = row_refs.copy()
+    tr.refs = np.full((tr.tab.shape[0], width), -1, np.int64)
+    tr.follow(kind, slot, gen, release, row_refs)
+    okind, entries, _ = oracle.scan(packets, [14] * n, list(parsed), ts, 10**9)
+    settled = oracle.settle(okind, entries, {i: (0, 255, -1, 0, 0, 0) for i in range(n) if okind[i] == fk.K_FIRST},
+                            ts, max(ts), 10**9, S_INPUT)
+    want = oracle.refs(okind, entries, settled, {i: given_refs[i].tolist() for i in range(n)})
+    for i in range(n):
+        if i in want:
+            assert row_refs[i].tolist() == (want[i] if want[i] is not None else [-1] * width), i
+        else:
+            assert row_refs[i].tolist() == given_refs[i].tolist(), i
+    with pytest.raises(ValueError, match="row_refs"):
+        fk.frag_refs(kind, slot, gen, release, tr.tab, tr.refs, np.zeros((n, width + 1), np.int64))
 
 
 @given(st.lists(st.one_of(ipv4_packet(), st.binary(max_size=60)), max_size=30), st.sampled_from([1, 228]))
@@ -333,6 +369,47 @@ def test_real_fragments_through_snat(tmp_path):
     assert sorted((r[3], r[4]) for r in rows if r[3]) == [("0", "1"), ("8", "1")]
 
 
+def test_real_fragments_count_in_their_session(tmp_path):
+    """ip_frag_source.pcapng (an ICMP echo and its reply, 3,568-byte datagrams in three fragments each): the flow
+    log's record counts all six fragments, the IPv4 bytes each way as dpkt sums them; the SNAT mapping counts the
+    request's three frames, the GWLB all six frames (tshark's IPv4 conversation totals, else dpkt's)."""
+    import json
+
+    src = REAL / "ip_frag_source.pcapng"
+    if not src.exists():
+        pytest.skip("real captures not present")
+    want = collections.defaultdict(lambda: [0, 0, 0])  # (src, dst) -> packets, IPv4 bytes, frame bytes
+    with open(src, "rb") as f:
+        for _, buf in dpkt.pcapng.Reader(f):
+            ip = dpkt.ethernet.Ethernet(buf).data
+            w = want[(socket.inet_ntoa(ip.src), socket.inet_ntoa(ip.dst))]
+            w[0] += 1
+            w[1] += ip.len
+            w[2] += len(buf)
+    assert sorted(want) == [("10.10.0.3", "192.168.0.128"), ("192.168.0.128", "10.10.0.3")]
+    req, rep = want[("10.10.0.3", "192.168.0.128")], want[("192.168.0.128", "10.10.0.3")]
+    topo = capture_topology("10.10.0.0/16", "10.10.0.0/24", "10.10.250.0/24", "10.10.251.0/24")
+    pipe = Pipeline(topo)
+    summary = pipe.run(str(src), str(tmp_path / "out.pcap"), flow_log=str(tmp_path / "flows.jsonl"))
+    records = [json.loads(line) for line in (tmp_path / "flows.jsonl").read_text().splitlines()]
+    assert len(records) == 1
+    r = records[0]
+    assert (r["src_ip"], r["dst_ip"], r["proto"], r["action"]) == ("10.10.0.3", "192.168.0.128", 1, "allow")
+    assert (r["packets"], r["bytes"], r["packets_reply"], r["bytes_reply"]) == (req[0], req[1], rep[0], rep[1])
+    assert (req[0], req[1]) == (3, 3568)
+    m = pipe.nats[0].mappings()
+    assert (m["packets"].tolist(), m["bytes"].tolist()) == ([req[0]], [req[2]])
+    frames, nbytes = req[0] + rep[0], req[2] + rep[2]
+    if shutil.which("tshark"):
+        out = subprocess.run(["tshark", "-r", str(src), "-q", "-z", "conv,ip"], capture_output=True, text=True,
+                             check=True, timeout=120).stdout
+        (line,) = [x for x in out.splitlines() if "<->" in x]
+        total = re.findall(r"(\d+) (\d+) bytes", line.replace(",", ""))
+        frames, nbytes = int(total[2][0]), int(total[2][1])  # <-, ->, total
+    assert sum(c["packets"] for c in summary.firewalls.values()) == frames == 6
+    assert sum(c["bytes"] for c in summary.firewalls.values()) == nbytes
+
+
 def test_fragments_of_a_denied_flow_are_dropped_like_it(tmp_path):
     """The first fragment decides: UDP to a port the policy denies, fragments before and after it, all dropped
     at the firewall with the same reason; a datagram whose first fragment never comes is held, then dropped
@@ -347,3 +424,112 @@ def test_fragments_of_a_denied_flow_are_dropped_like_it(tmp_path):
     assert summary.drops["input"] == {"FRAG_NO_FIRST": 2, "FRAG_OVERLAP": 1}
     assert summary.packets_out == 3 and out is not None and len(out) == 3
     assert pipe.frags.stats["later_fragments"] == 6 and pipe.frags.stats["first_fragments"] == 2
+
+
+# ------------------------------------------------------------------------------- later fragments in the counters
+def tcp_frame(src, dst, sport, dport, payload, flags=dpkt.tcp.TH_ACK, ip_id=7):
+    tcp = dpkt.tcp.TCP(sport=sport, dport=dport, flags=flags, seq=1000, ack=1, data=payload)
+    ip = dpkt.ip.IP(src=socket.inet_aton(src), dst=socket.inet_aton(dst), p=6, id=ip_id, ttl=64, data=tcp)
+    return ETH + bytes(ip)
+
+
+# flows of the example topology, each with what records it: (kind, protocol, client, server, where counted)
+_FLOW_KINDS = {
+    "dns": ("udp", "10.1.1.5", "198.51.100.9", 53, "session"),      # allowed: a session, SNAT'ed, replies back
+    "denied": ("udp", "10.1.1.6", "198.51.100.9", 9999, "session"),  # denied: the session counts, no reply
+    "not-syn": ("tcp", "10.1.1.7", "198.51.100.9", 80, "log"),       # TCP_NOT_SYN: the flow log's drop record
+    "local": ("udp", "10.1.1.8", "10.1.1.9", 7000, "log"),           # inside the subnet: a forward record
+}
+
+
+@st.composite
+def fragmented_flows(draw):
+    """A few flows of every kind, each a few datagrams one way (and, for DNS and local ones, back), each datagram
+    cut into fragments of random sizes sent in a random order (its first fragment often not first), the flows'
+    datagrams interleaved in time."""
+    flows, datagrams = [], []
+    for f in range(draw(st.integers(1, 6))):
+        kind = draw(st.sampled_from(sorted(_FLOW_KINDS)))
+        proto, client, server, port, _ = _FLOW_KINDS[kind]
+        cport = 20000 + f
+        flows.append((kind, proto, client, cport, server, port))
+        n_req = draw(st.integers(1, 3))
+        n_rep = draw(st.integers(0, 2)) if kind in ("dns", "local") else 0
+        for d in range(n_req + n_rep):
+            back = d >= n_req
+            size = draw(st.integers(1, 900))
+            a, pa, b, pb = (server, port, client, cport) if back else (client, cport, server, port)
+            make = tcp_frame if proto == "tcp" else udp_frame
+            frame = make(a, b, pa, pb, bytes(size), ip_id=(f << 8) | d)
+            # the first fragment holds the whole L4 header (a TCP one cut short is dropped as L4_TRUNCATED)
+            pieces = fragment(frame, [8 * draw(st.integers(3, 40)) for _ in range(draw(st.integers(1, 4)))])
+            order = draw(st.permutations(range(len(pieces))))
+            datagrams.append((f, back, [pieces[k] for k in order]))
+    # requests before replies in each flow (the client sends first); otherwise interleaved at random
+    datagrams.sort(key=lambda x: (x[1], draw(st.integers(0, 10**6))))
+    frames, owner = [], []
+    for f, back, pieces in datagrams:
+        frames += pieces
+        owner += [(f, back)] * len(pieces)
+    return flows, frames, owner
+
+
+def _oracle_counts(flows, frames, owner):
+    """Plain-Python sums over every fragment (dpkt): per flow (client, cport, server, sport, proto), packets and
+    bytes each way, the bytes as the record's counter measures them: the IPv4 packet a firewall gets out of
+    Geneve for a session, the whole frame for the flow log's own records."""
+    out = {}
+    for (f, back), frame in zip(owner, frames):
+        kind, proto, client, cport, server, sport = flows[f]
+        where = _FLOW_KINDS[kind][4]
+        ip = dpkt.ethernet.Ethernet(frame).data
+        key = (client, cport, server, sport, 6 if proto == "tcp" else 17)
+        rec = out.setdefault(key, [0, 0, 0, 0])
+        rec[2 * back] += 1
+        rec[2 * back + 1] += ip.len if where == "session" else len(frame)
+    return out
+
+
+@given(fragmented_flows(), st.sampled_from([3, 7, 64, 4096]))
+@settings(max_examples=40, deadline=None)
+def test_later_fragments_count_in_their_flow(case, chunk):
+    """Every later fragment counts where its first fragment does, in the same direction, with its own length: the
+    flow log's packets and bytes of each flow (firewall sessions, allowed or denied; drop and forward records)
+    equal a plain-Python sum over all the flow's fragments, early ones held and released included, whatever the
+    chunk size; the GWLB's flows and per-firewall counters and the drop counters count each fragment once."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    flows, frames, owner = case
+    ts = np.arange(len(frames), dtype=np.int64) * 1000 + 10**9
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "in.pcap"
+        write_pcap(src, gf.PacketBatch.from_packets(frames, ts_ns=ts))
+        pipe = Pipeline(_example())
+        summary = pipe.run(str(src), str(Path(tmp) / "out.pcap"), flow_log=str(Path(tmp) / "flows.jsonl"),
+                           chunk=chunk)
+        records = [json.loads(line) for line in (Path(tmp) / "flows.jsonl").read_text().splitlines()]
+    got = {}
+    for r in records:
+        key = (r["src_ip"], r["src_port"], r["dst_ip"], r["dst_port"], r["proto"])
+        assert key not in got, r
+        got[key] = [r["packets"], r["bytes"], r["packets_reply"], r["bytes_reply"]]
+    assert got == _oracle_counts(flows, frames, owner)
+    # the GWLB: every fragment of the flows it balanced, once (per firewall and in its flow table)
+    through = [i for i, (f, _) in enumerate(owner) if flows[f][0] != "local"]
+    assert sum(c["packets"] for c in summary.firewalls.values()) == len(through)
+    assert sum(c["bytes"] for c in summary.firewalls.values()) == sum(len(frames[i]) for i in through)
+    lb = pipe.gwlbs["gwlb-1"].lb.flows
+    live = lb.live_slots()
+    assert int(lb.packets[live].sum()) == len(through)
+    assert int(lb.bytes[live].sum()) == sum(len(frames[i]) for i in through)
+    # drops: each fragment of a denied or not-SYN flow once, nothing else dropped
+    want = collections.Counter()
+    for f, _ in owner:
+        if flows[f][0] == "denied":
+            want[("firewall", "POLICY_DENY")] += 1
+        elif flows[f][0] == "not-syn":
+            want[("firewall", "TCP_NOT_SYN")] += 1
+    assert collections.Counter({(sg, r): c for sg, d in summary.drops.items() for r, c in d.items()}) == want
+    assert summary.packets_out == len(frames) - sum(want.values())

@@ -127,6 +127,11 @@ class FirewallOutput:
         Input packets per status.
     sessions : SESSION_DTYPE[k]
         Sessions that ended during this call.
+    slot : int64[n]
+        Session slot each input packet was looked up in (-1 for packets dropped before the lookup); a slot whose
+        session is empty after the call counted nothing.
+    rev : uint8[n]
+        Canonical direction of each packet (1: from the key's endpoint b), as the session's ``client_rev`` reads it.
     """
 
     wire: PacketBatch
@@ -136,6 +141,8 @@ class FirewallOutput:
     rule: np.ndarray
     counts: np.ndarray
     sessions: np.ndarray
+    slot: np.ndarray | None = None
+    rev: np.ndarray | None = None
 
     @property
     def n_rst(self) -> int:
@@ -438,7 +445,26 @@ class Firewall:
             self._note(sessions, notes)
         if self.keep_log and sessions.shape[0]:
             self._log.append(sessions)
-        return FirewallOutput(out, source, kind, status, out_rule, counts, sessions)
+        return FirewallOutput(out, source, kind, status, out_rule, counts, sessions, slot, rev)
+
+    def count_followers(self, slot: np.ndarray, start_ns: np.ndarray, first_seen: np.ndarray, rev: np.ndarray,
+                        nbytes: np.ndarray) -> int:
+        """Count packets that follow another packet's session without being inspected (the later fragments of a
+        datagram, which have no ports: see fragments.py): packets and bytes in the session at ``slot`` (and its
+        flow-table entry), in direction ``rev``, where the slot still holds the session that started at
+        ``start_ns`` (entry first seen at ``first_seen``). Returns the packets counted in sessions."""
+        nbytes = np.ascontiguousarray(nbytes, np.uint32)
+        self.table.add_counts(slot, first_seen, nbytes)
+        return _s.session_add(slot, start_ns, rev, nbytes, self.sessions)
+
+    def refs_of(self, slot: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For :meth:`count_followers`, after a call that returned ``slot``: (slot, session start, entry first
+        seen) of the packets that were counted in a session (-1 elsewhere)."""
+        live = slot >= 0
+        s = np.where(live, slot, 0)
+        live &= self.sessions[s, _s.F_STATE] != _s.S_EMPTY
+        return (np.where(live, slot, -1), np.where(live, self.sessions[s, _s.F_START], -1),
+                np.where(live, self.table.first_seen[s], -1))
 
     def _related_icmp_errors(self, inner, status, a_ip, b_ip, a_port, b_port, ep):
         """ICMP errors (their parse columns hold the flow they quote) belong to that flow's session: with an open

@@ -15,9 +15,15 @@ comes, stamped with the first fragment's time (the time it leaves); when the hol
 Linux does since 4.19 for IPv4 (and RFC 5722 requires for IPv6). The table holds ``capacity`` datagrams at once;
 beyond that a new datagram's fragments are dropped (``FRAG_TABLE_FULL``).
 
+Every later fragment that takes its first fragment's fate also counts where the first fragment was counted, in
+the same direction, with its own length on the wire: its firewall session (packets and bytes, so the flow log's
+record), the GWLB's flow and per-firewall counters, the NAT gateway's mapping, or the flow log's record of a flow
+dropped or forwarded without a session. The walk leaves, per first fragment, where it was counted (the ``REF_*``
+columns); the tracker keeps that beside the datagram's entry for the later fragments that come after it.
+
 One :class:`FragmentTracker` serves a whole pipeline: :meth:`scan` enters the fragments of a batch before the
 path is walked (later fragments keep status ``FRAGMENT``, so the walk leaves them alone), :meth:`settle` gives
-them their first fragment's fate after the walk.
+them their first fragment's fate after the walk, :meth:`follow` where to count them.
 """
 from __future__ import annotations
 
@@ -33,6 +39,15 @@ DEFAULT_MAX_HELD = 4096       # early fragments held at once (their bytes are ke
 
 K_NONE, K_FIRST, K_LATER = _k.K_NONE, _k.K_FIRST, _k.K_LATER
 R_FOLLOW, R_HELD, R_DROPPED = _k.R_FOLLOW, _k.R_HELD, _k.R_DROPPED
+
+# where a first fragment was counted (int64, -1: nowhere): the GWLB (pipeline index) that balanced it, its flow slot
+# and first_seen there and the firewall it sent it to; the firewall, its session slot, the session's start, its flow
+# entry's first_seen and the packet's canonical direction; the NAT gateway (pipeline index) whose mapping counted
+# it, the mapping's slot and first_seen; and whether the flow log's record of a flow without a session counted it
+# (1), with the packet's ports before NAT and whether its sender is the server (pickup)
+(REF_GWLB, REF_LB_SLOT, REF_LB_FIRST, REF_LB_FW, REF_FW, REF_FW_SLOT, REF_FW_START, REF_FW_FIRST, REF_REV, REF_NAT,
+ REF_NAT_SLOT, REF_NAT_FIRST, REF_LOG, REF_SPORT, REF_DPORT, REF_FLIP) = range(16)
+N_REF = 16
 
 
 class FragmentTracker:
@@ -61,6 +76,7 @@ class FragmentTracker:
         self.held: PacketBatch | None = None   # early fragments of earlier batches (parsed columns kept)
         self.held_slot = np.zeros(0, np.int64)
         self.held_gen = np.zeros(0, np.int64)
+        self.refs = np.full((rows, N_REF), -1, np.int64)  # per entry: where its first fragment was counted
         self.stats = {"first_fragments": 0, "later_fragments": 0, "followed": 0, "released": 0}
 
     @property
@@ -112,6 +128,15 @@ class FragmentTracker:
             self.held_gen = gen[keep].copy()
         return release
 
+    def follow(self, kind: np.ndarray, slot: np.ndarray, gen: np.ndarray, release: np.ndarray,
+               refs: np.ndarray) -> np.ndarray:
+        """After :meth:`settle`: ``refs`` (int64[n, N_REF]) holds where the walk counted each first fragment; it is
+        kept for the datagram's later fragments, and every later fragment that followed its first fragment gets
+        its datagram's (-1 for the others). Returns the rows of the later fragments that followed."""
+        _k.frag_refs(kind, slot, gen, release, self.tab, self.refs, refs)
+        later = kind == K_LATER
+        return np.flatnonzero(later & ((release == R_FOLLOW) | (release >= 0)))
+
     def flush(self) -> PacketBatch | None:
         """End of run: the fragments still held never saw their first fragment; returns them (status
         ``FRAG_NO_FIRST``) for the caller to count."""
@@ -121,4 +146,4 @@ class FragmentTracker:
         return held
 
 
-__all__ = ["DEFAULT_CAPACITY", "DEFAULT_HOLD_SECONDS", "DEFAULT_MAX_HELD", "FragmentTracker"]
+__all__ = ["DEFAULT_CAPACITY", "DEFAULT_HOLD_SECONDS", "DEFAULT_MAX_HELD", "N_REF", "FragmentTracker"]

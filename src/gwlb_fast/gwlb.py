@@ -201,10 +201,12 @@ class Gwlb:
         tag = None if b.endpoint_id is None else np.ascontiguousarray(b.endpoint_id[idx])
         return a_ip, b_ip, a_pt, b_pt, np.ascontiguousarray(b.proto[idx]), tag
 
-    def process(self, batch):
+    def process(self, batch, counted: np.ndarray | None = None):
         """Assign each ``OK`` packet of ``batch`` (parsed L3/L4 columns) a firewall and a flow cookie, in place.
 
-        Packets whose status is not ``OK`` are left alone (``fw_index`` -1). Returns the batch.
+        Packets whose status is not ``OK`` are left alone (``fw_index`` -1). Returns the batch. ``counted``
+        (int64[n, 2], optional) receives, for each packet sent to a firewall, the flow slot it was counted in and
+        that flow's first_seen (-1 for the others), for :meth:`count_followers`.
         """
         self._need(batch, "status", "src_ip", "dst_ip", "sport", "dport", "proto")
         fw_col = batch.ensure("fw_index", -1)
@@ -213,6 +215,8 @@ class Gwlb:
         idx = np.flatnonzero(status == PktStatus.OK)
         fw_col[:] = -1
         self.last_cut = None
+        if counted is not None:
+            counted[:] = -1
         if idx.size == 0:
             return batch
         m = idx.shape[0]
@@ -326,7 +330,25 @@ class Gwlb:
         self.bytes_per_fw += np.bincount(fw[ok], weights=batch.wirelen[idx][ok], minlength=k).astype(np.int64)
         for name in ("NO_HEALTHY_FW", "FW_FAILED", "FLOW_TABLE_FULL"):
             self.drops[name] += int(np.count_nonzero(st == PktStatus[name]))
+        if counted is not None:
+            rows = np.arange(len(batch))[idx][ok]
+            counted[rows, 0] = slot[ok]
+            counted[rows, 1] = self.flows.first_seen[slot[ok]]
         return batch
+
+    def count_followers(self, slot: np.ndarray, first_seen: np.ndarray, fw: np.ndarray, ts_ns: np.ndarray,
+                        nbytes: np.ndarray) -> None:
+        """Count packets that follow another packet's flow without being balanced (the later fragments of a
+        datagram, which have no ports: see fragments.py), as :meth:`process` counts the packets it sends to
+        firewall ``fw``: in the flow at ``slot`` (if it still holds the flow first seen at ``first_seen``), in the
+        per-firewall packets and bytes and in ``activity``."""
+        nbytes = np.ascontiguousarray(nbytes, np.uint32)
+        self.flows.add_counts(slot, first_seen, nbytes)
+        k = len(self.names)
+        self.packets_per_fw += np.bincount(fw, minlength=k)
+        self.bytes_per_fw += np.bincount(fw, weights=nbytes, minlength=k).astype(np.int64)
+        if self.activity is not None:
+            self.activity.append((ts_ns, fw, nbytes, ts_ns[:0], fw[:0]))
 
     #: after :meth:`process`: None, or ``(rows, firewall, moved)`` for the packets of established flows whose
     #: firewall could no longer serve them: batch rows, the firewall the flow was on, and whether the flow moved to

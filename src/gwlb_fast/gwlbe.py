@@ -56,7 +56,9 @@ class InspectionResult:
     is the firewall that took each packet (-1 when none), ``rule`` the index of its session's rule (-1 when none,
     ``len(policy.rules)`` for the default action); ``failed_fw`` the firewall of the flow of each packet dropped
     with ``FW_FAILED`` (-1 elsewhere). ``generated`` holds the TCP resets the firewalls sent
-    (raw IPv4 inner packets, already checked by the GWLB), ``generated_source`` their input row.
+    (raw IPv4 inner packets, already checked by the GWLB), ``generated_source`` their input row. ``counted``
+    (when asked for) says where each packet was counted, for packets that follow it uninspected (later fragments,
+    see fragments.py): int64[n, 7], columns COUNTED_*, -1 where it was not.
     """
 
     status: np.ndarray
@@ -69,6 +71,13 @@ class InspectionResult:
     to_fw: list[PacketBatch] = field(default_factory=list)
     from_fw: list[PacketBatch] = field(default_factory=list)
     sessions: list[tuple[int, np.ndarray]] = field(default_factory=list)
+    counted: np.ndarray | None = None
+
+
+# columns of InspectionResult.counted: the GWLB's flow slot, its first_seen and the firewall it sent the packet to;
+# the firewall's session slot, the session's start, its flow entry's first_seen and the packet's direction
+COUNTED_LB_SLOT, COUNTED_LB_FIRST, COUNTED_LB_FW, COUNTED_FW_SLOT, COUNTED_FW_START, COUNTED_FW_FIRST, \
+    COUNTED_REV = range(7)
 
 
 class Inspection:
@@ -123,12 +132,18 @@ class Inspection:
         """The appliance stops (``False``) or resumes forwarding; the GWLB's view changes only by its health check."""
         self.alive[self.lb.fw_id(firewall)] = bool(alive)
 
-    def inspect(self, batch: PacketBatch, endpoint: Gwlbe) -> InspectionResult:
+    def inspect(self, batch: PacketBatch, endpoint: Gwlbe, counted: bool = False) -> InspectionResult:
         """Send every packet of ``batch`` (parsed, status OK, tagged by ``endpoint``) through the GWLB and its
-        firewalls and back."""
+        firewalls and back; with ``counted``, say where each packet was counted (``InspectionResult.counted``)."""
         n = len(batch)
         endpoint.tag(batch)
-        self.lb.process(batch)  # fw_index, flow_cookie; status NO_HEALTHY_FW / FW_FAILED / FLOW_TABLE_FULL
+        where = np.full((n, 7), -1, np.int64) if counted else None
+        lb_counted = np.empty((n, 2), np.int64) if counted else None
+        # fw_index, flow_cookie; status NO_HEALTHY_FW / FW_FAILED / FLOW_TABLE_FULL
+        self.lb.process(batch, counted=lb_counted)
+        if counted:
+            where[:, COUNTED_LB_SLOT: COUNTED_LB_FIRST + 1] = lb_counted
+            where[:, COUNTED_LB_FW] = np.where(lb_counted[:, 0] >= 0, batch.fw_index, -1)
         if self.lb.last_cut is not None:
             self._mark_cut(batch, *self.lb.last_cut)
         status = batch.status.copy()
@@ -136,7 +151,7 @@ class Inspection:
         by_fw = np.zeros(n, bool)
         fw_index = batch.fw_index.copy()
         res = InspectionResult(status, by_fw, fw_index, PacketBatch.empty(228), np.zeros(0, np.int64),
-                               rule=np.full(n, -1, np.int32), failed_fw=failed)
+                               rule=np.full(n, -1, np.int32), failed_fw=failed, counted=where)
 
         go = np.flatnonzero(status == PktStatus.OK)
         if go.size and not self.alive.all():
@@ -185,6 +200,10 @@ class Inspection:
             status[rows] = out.status
             by_fw[rows] = out.status != PktStatus.OK
             res.rule[rows] = out.rule
+            if counted:
+                (where[rows, COUNTED_FW_SLOT], where[rows, COUNTED_FW_START],
+                 where[rows, COUNTED_FW_FIRST]) = self.firewalls[k].refs_of(out.slot)
+                where[rows, COUNTED_REV] = out.rev
             if out.sessions.shape[0]:
                 res.sessions.append((k, out.sessions))
             if not self.keep_taps:

@@ -181,10 +181,14 @@ class NatGateway:
             self.counts += count_status(bad)
 
     # ------------------------------------------------------------------ stage
-    def outbound(self, batch: PacketBatch, copy: bool = False) -> PacketBatch:
-        """Translate packets leaving the private side (SNAT, DNAT replies); returns the (rewritten) batch."""
+    def outbound(self, batch: PacketBatch, copy: bool = False, counted: np.ndarray | None = None) -> PacketBatch:
+        """Translate packets leaving the private side (SNAT, DNAT replies); returns the (rewritten) batch.
+        ``counted`` (int64[n, 2], optional) receives the mapping slot each packet was counted in and the mapping's
+        first_seen (-1 for the others), for :meth:`count_followers`."""
         batch = self._prepare(batch, copy)
         n = len(batch)
+        if counted is not None:
+            counted[:] = -1
         st = batch.status
         was_ok = st == PktStatus.OK
         action = np.empty(n, np.uint8)
@@ -236,6 +240,9 @@ class NatGateway:
                 self.table.delete(np.unique(slot[exhausted]))
                 self.slot_port[np.unique(slot[exhausted])] = -1
             ok = port >= 0
+            if counted is not None:
+                counted[idx[ok], 0] = slot[ok]
+                counted[idx[ok], 1] = self.table.first_seen[slot[ok]]
             if ok.all():
                 new_ip[sn] = self.public_ip
                 new_port[sn] = port
@@ -252,10 +259,13 @@ class NatGateway:
         self._count(st, was_ok)
         return batch
 
-    def inbound(self, batch: PacketBatch, copy: bool = False) -> PacketBatch:
-        """Translate packets arriving from the Internet (SNAT replies, DNAT); returns the (rewritten) batch."""
+    def inbound(self, batch: PacketBatch, copy: bool = False, counted: np.ndarray | None = None) -> PacketBatch:
+        """Translate packets arriving from the Internet (SNAT replies, DNAT); returns the (rewritten) batch.
+        ``counted``: as for :meth:`outbound`."""
         batch = self._prepare(batch, copy)
         n = len(batch)
+        if counted is not None:
+            counted[:] = -1
         st = batch.status
         was_ok = st == PktStatus.OK
         action = np.empty(n, np.uint8)
@@ -278,6 +288,10 @@ class NatGateway:
             self.table.lookup_or_insert(priv_ip, np.zeros(m, np.uint32), priv_port, np.zeros(m, np.uint16),
                                         batch.proto[rp], None, batch.ts_ns[rp], batch.wirelen[rp], got, is_new)
             self.table.take_ended()
+            if counted is not None:
+                hit = got >= 0
+                counted[rp[hit], 0] = got[hit]
+                counted[rp[hit], 1] = self.table.first_seen[got[hit]]
             new_ip[rp] = priv_ip
             new_port[rp] = priv_port
 
@@ -295,6 +309,12 @@ class NatGateway:
         self.stats["dnat_packets"] += int(kinds[NAT_DNAT])
         self._count(st, was_ok)
         return batch
+
+    def count_followers(self, slot: np.ndarray, first_seen: np.ndarray, nbytes: np.ndarray) -> int:
+        """Count packets that follow another packet's mapping without being translated by port (the later fragments
+        of a datagram: see fragments.py) in the mapping at ``slot``, if it still holds the mapping first seen at
+        ``first_seen``. Returns the packets counted."""
+        return self.table.add_counts(slot, first_seen, np.ascontiguousarray(nbytes, np.uint32))
 
     # ------------------------------------------------------------------ captures taken elsewhere
     def dnat_rule_of_target(self, ip: np.ndarray, port: np.ndarray, proto: np.ndarray) -> np.ndarray:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import fragments as fr
 from ._kernels.heap import replay_memory
 from ._kernels.join import first_row_join
 from ._kernels.parse import fill_ip_checksums
@@ -38,7 +39,10 @@ from .batch import PacketBatch
 from .config import Topology, load_events, load_topology
 from .errors import ConfigError, PcapError
 from .fragments import K_LATER, FragmentTracker
-from .gwlbe import Gwlbe, Inspection
+from .gwlbe import (
+    COUNTED_FW_FIRST, COUNTED_FW_SLOT, COUNTED_FW_START, COUNTED_LB_FIRST, COUNTED_LB_FW, COUNTED_LB_SLOT,
+    COUNTED_REV, Gwlbe, Inspection,
+)
 from .natgw import NatGateway
 from .outfiles import refuse_overlap
 from .pcapio import OrderedWriter, PcapWriter, output_format, read_pcap
@@ -161,6 +165,7 @@ class Pipeline:
                                        session_capacity=session_capacity, keep_taps=taps,
                                        pickup=self.sides if self.pickup else None)
                       for name, cfg in topo.gwlbs.items()}
+        self._gwlb_index = {name: i for i, name in enumerate(self.gwlbs)}
         # the broadcast address of every subnet (a /31 or /32 has none), for the special-address check
         bcast = {s.net | (~((0xFFFFFFFF << (32 - s.plen)) & 0xFFFFFFFF) & 0xFFFFFFFF)
                  for v in topo.vpcs.values() for s in v.subnets.values() if s.plen < 31}
@@ -332,7 +337,7 @@ class Pipeline:
         # the packets' own addresses and ports, before NAT rewrites them, for the records of dropped flows
         before = (None if self.drop_log is None or not n
                   else (work.src_ip.copy(), work.dst_ip.copy(), work.sport.copy(), work.dport.copy()))
-        walk = _Walk(self, work, taps, stage)
+        walk = _Walk(self, work, taps, stage, counted=frags)
         walk.enter()
         walk.run()
         gen = walk.generated_walk()
@@ -343,12 +348,26 @@ class Pipeline:
 
         t0 = time.perf_counter()
         release = None
+        later = followed = None
         if frags:
             release = self.frags.settle(work, kind, slot, fgen, stage, walk.fw, walk.delivered, S_INPUT)
+            later = kind == K_LATER
+        logged = flip = None
         if before is not None:
-            # later fragments (no ports) belong to their first fragment's flow, which is recorded
-            self._log_drops(work, before, np.where(kind == K_LATER, 255, stage).astype(np.uint8) if frags else stage,
-                            walk.fw, walk.delivered)
+            # later fragments (no ports) count in their first fragment's record (below)
+            logged, flip = self._drop_rows(work, before, stage, walk.fw, walk.delivered, later)
+        if frags:
+            # later fragments that took their first fragment's fate count where it was counted
+            refs = walk.refs
+            if logged is not None and logged.size:
+                refs[logged, fr.REF_LOG] = 1
+                refs[logged, fr.REF_SPORT] = before[2][logged]
+                refs[logged, fr.REF_DPORT] = before[3][logged]
+                refs[logged, fr.REF_FLIP] = 0 if flip is None else flip
+            followed = self.frags.follow(kind, slot, fgen, release, refs)
+            self._count_followers(work, followed, refs)
+        if logged is not None:
+            self._log_drops(work, before, logged, flip, followed, walk.refs, walk.fw)
         dl = np.flatnonzero(walk.delivered != D_NONE)
         out_main = work[dl]
         # output order: input order, a firewall reset right after its packet, a fragment released by its first
@@ -385,16 +404,22 @@ class Pipeline:
         self.stage_seconds["output"] += time.perf_counter() - t0
         return res
 
-    def _log_drops(self, work: PacketBatch, before, stage: np.ndarray, fw: np.ndarray, delivered: np.ndarray) -> None:
-        """Hand the drop log the packets of flows no firewall session records: dropped without a session, or
+    def _drop_rows(self, work: PacketBatch, before, stage: np.ndarray, fw: np.ndarray, delivered: np.ndarray,
+                   later: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """The rows of packets of flows no firewall session records, for the drop log: dropped without a session, or
         delivered without inspection (inside their subnet, or by a route that bypasses the GWLBe); see
-        :class:`~gwlb_fast.report.DropLog`."""
+        :class:`~gwlb_fast.report.DropLog`. Rows where ``later`` is set (later fragments) are left out: they
+        count in their first fragment's record. Returns the rows and, with pickup, whether each one's sender is
+        the server (else None)."""
         st = work.status
         bypass = (delivered != D_NONE) & (fw < 0)
-        rows = np.flatnonzero(((stage != 255) & (stage != S_INPUT)
-                               & (((fw < 0) & (st != PktStatus.FW_FAILED)) | np.isin(st, _NO_SESSION))) | bypass)
+        sel = ((stage != 255) & (stage != S_INPUT)
+               & (((fw < 0) & (st != PktStatus.FW_FAILED)) | np.isin(st, _NO_SESSION))) | bypass
+        if later is not None:
+            sel &= ~later
+        rows = np.flatnonzero(sel)
         if rows.size == 0:
-            return
+            return rows, None
         # a packet dropped or delivered before any firewall whose flow has a session there (a reply of a denied
         # flow, the uninspected direction of an asymmetric path) is in that session's record
         early = fw[rows] < 0
@@ -403,14 +428,62 @@ class Pipeline:
             keep[early] = ~self._has_session(work, rows[early])
             rows = rows[keep]
             if rows.size == 0:
-                return
-        src, dst, sp, dp = (c[rows] for c in before)
-        proto = work.proto[rows]
+                return rows, None
         flip = None
         if self.pickup:
-            flip = self.sides.sender_is_server(src, dst, sp, dp, proto, work.tcp_flags[rows])
-        self.drop_log.add(src, dst, sp, dp, proto, work.ts_ns[rows], work.wirelen[rows], st[rows], fw[rows],
-                          flip)
+            flip = self.sides.sender_is_server(before[0][rows], before[1][rows], before[2][rows], before[3][rows],
+                                               work.proto[rows], work.tcp_flags[rows])
+        return rows, flip
+
+    def _log_drops(self, work: PacketBatch, before, rows: np.ndarray, flip: np.ndarray | None,
+                   followed: np.ndarray | None, refs: np.ndarray | None, fw: np.ndarray) -> None:
+        """Hand the drop log the packets of ``rows`` (from :meth:`_drop_rows`) and the later fragments among
+        ``followed`` whose first fragment it counted, with that one's ports."""
+        src, dst, sp, dp = (c[rows] for c in before)
+        if followed is not None and followed.size:
+            f = followed[refs[followed, fr.REF_LOG] == 1]
+            if f.size:
+                order = np.argsort(np.concatenate([rows, f]), kind="stable")
+                rows = np.concatenate([rows, f])[order]
+                src = np.concatenate([src, before[0][f]])[order]
+                dst = np.concatenate([dst, before[1][f]])[order]
+                sp = np.concatenate([sp, refs[f, fr.REF_SPORT].astype(np.uint16)])[order]
+                dp = np.concatenate([dp, refs[f, fr.REF_DPORT].astype(np.uint16)])[order]
+                if flip is not None:
+                    flip = np.concatenate([np.asarray(flip, bool), refs[f, fr.REF_FLIP] == 1])[order]
+        if rows.size == 0:
+            return
+        st = work.status
+        self.drop_log.add(src, dst, sp, dp, work.proto[rows], work.ts_ns[rows], work.wirelen[rows], st[rows],
+                          fw[rows], flip)
+
+    def _count_followers(self, work: PacketBatch, rows: np.ndarray, refs: np.ndarray) -> None:
+        """Count the later fragments ``rows`` where their first fragments were counted (``refs``, see
+        fragments.py): GWLB flow and per-firewall counters, firewall session, NAT mapping."""
+        if rows.size == 0:
+            return
+        r = refs[rows]
+        ts, wl = work.ts_ns[rows], work.wirelen[rows]
+        inner = None  # a firewall counts the IPv4 packet it gets out of Geneve, without the frame's link header
+        gwlbs = list(self.gwlbs.values())
+        col = np.ascontiguousarray
+        for g in _present(r[:, fr.REF_GWLB][r[:, fr.REF_GWLB] >= 0], len(gwlbs)):
+            sel = r[:, fr.REF_GWLB] == g
+            q = r[sel]
+            insp = gwlbs[g]
+            insp.lb.count_followers(col(q[:, fr.REF_LB_SLOT]), col(q[:, fr.REF_LB_FIRST]), col(q[:, fr.REF_LB_FW]),
+                                    ts[sel], wl[sel])
+            has = q[:, fr.REF_FW_SLOT] >= 0
+            if inner is None and has.any():
+                inner = _inner_wirelen(work, rows)
+            for k in _present(q[has, fr.REF_FW], len(insp.firewalls)):
+                m = has & (q[:, fr.REF_FW] == k)
+                insp.firewalls[k].count_followers(col(q[m, fr.REF_FW_SLOT]), col(q[m, fr.REF_FW_START]),
+                                                  col(q[m, fr.REF_FW_FIRST]), q[m, fr.REF_REV].astype(np.uint8),
+                                                  inner[sel][m])
+        for g in _present(r[:, fr.REF_NAT][r[:, fr.REF_NAT] >= 0], len(self.nats)):
+            sel = r[:, fr.REF_NAT] == g
+            self.nats[g].count_followers(col(r[sel, fr.REF_NAT_SLOT]), col(r[sel, fr.REF_NAT_FIRST]), wl[sel])
 
     def _has_session(self, work: PacketBatch, rows: np.ndarray) -> np.ndarray:
         """bool per row: some firewall holds a session of the row's flow (as the row's columns address it)."""
@@ -944,7 +1017,7 @@ class _Walk:
     """The route walk of one batch: per-packet position, visited stages and outcome, advanced stage by stage."""
 
     def __init__(self, pipe: Pipeline, batch: PacketBatch, taps: dict, stage: np.ndarray,
-                 source: np.ndarray | None = None):
+                 source: np.ndarray | None = None, counted: bool = False):
         self.p = pipe
         self.batch = batch
         self.taps = taps
@@ -965,6 +1038,9 @@ class _Walk:
         self.failed_fw = np.full(n, -1, np.int16)
         self.is_resets = source is not None
         self.gen_parts: list[tuple[PacketBatch, np.ndarray, int]] = []
+        # with ``counted`` (a batch with fragments): where each packet was counted, for the later fragments of
+        # first fragments (fragments.REF_* columns)
+        self.refs = np.full((n, fr.N_REF), -1, np.int64) if counted else None
 
     # ---------------------------------------------------------------- helpers
     def _drop(self, rows: np.ndarray, code: int, stage: int) -> None:
@@ -995,6 +1071,20 @@ class _Walk:
         changed = (b.status[rows] == PktStatus.OK) & (sub.status != PktStatus.OK)
         b.status[rows] = sub.status
         return changed
+
+    def _nat_counted(self, sub: PacketBatch) -> np.ndarray | None:
+        """The ``counted`` argument of a NAT gateway's call on ``sub`` when the walk keeps refs."""
+        return None if self.refs is None else np.empty((len(sub), 2), np.int64)
+
+    def _nat_refs(self, rows: np.ndarray, g: int, counted: np.ndarray | None) -> None:
+        """Keep where NAT gateway ``g`` counted the rows ``rows`` (its ``counted`` output)."""
+        if counted is None:
+            return
+        hit = counted[:, 0] >= 0
+        r = rows[hit]
+        self.refs[r, fr.REF_NAT] = g
+        self.refs[r, fr.REF_NAT_SLOT] = counted[hit, 0]
+        self.refs[r, fr.REF_NAT_FIRST] = counted[hit, 1]
 
     # ---------------------------------------------------------------- entry
     def enter(self) -> None:
@@ -1039,7 +1129,9 @@ class _Walk:
                 sub = b[rows]
                 self._tap("internet-to-nat", sub)
                 before = _addresses(sub) if p.trace is not None else None
-                gw.inbound(sub)
+                counted = self._nat_counted(sub)
+                gw.inbound(sub, counted=counted)
+                self._nat_refs(rows, g, counted)
                 if p.trace is not None:
                     self._trace("enter-nat", rows, nat=g, form="public", before=before, after=_addresses(sub),
                                 status=sub.status.copy())
@@ -1063,7 +1155,9 @@ class _Walk:
                     sub = b[rows]
                     _to_public(sub, gw.public_ip, gw._dnat_port[rule[srv]])
                     self._tap("internet-to-nat", sub)
-                    gw.inbound(sub)
+                    counted = self._nat_counted(sub)
+                    gw.inbound(sub, counted=counted)
+                    self._nat_refs(rows, g, counted)
                     bad = self._sync(rows, sub)
                     self.stage[rows[bad]] = S_NAT
                     good = rows[sub.status == PktStatus.OK]
@@ -1202,7 +1296,9 @@ class _Walk:
             self._tap("vpc-to-nat", sub)
             tracing = self.p.trace is not None
             before = _addresses(sub) if tracing else None
-            gw.outbound(sub)
+            counted = self._nat_counted(sub)
+            gw.outbound(sub, counted=counted)
+            self._nat_refs(rows, g, counted)
             if tracing:
                 self._trace("nat-out", rows, nat=g, before=before, after=_addresses(sub), status=sub.status.copy())
             bad = self._sync(rows, sub)
@@ -1228,7 +1324,24 @@ class _Walk:
             return
         sub = b[rows]
         self._tap("vpc-to-gwlbe", sub)
-        res = insp.inspect(sub, ep)
+        res = insp.inspect(sub, ep, counted=self.refs is not None)
+        if res.counted is not None:
+            c = res.counted
+            lb = c[:, COUNTED_LB_SLOT] >= 0
+            r = rows[lb]
+            self.refs[r, fr.REF_GWLB] = p._gwlb_index[ep.gwlb]
+            self.refs[r, fr.REF_LB_SLOT] = c[lb, COUNTED_LB_SLOT]
+            self.refs[r, fr.REF_LB_FIRST] = c[lb, COUNTED_LB_FIRST]
+            self.refs[r, fr.REF_LB_FW] = c[lb, COUNTED_LB_FW]
+            self.refs[r, fr.REF_FW] = -1
+            self.refs[r, fr.REF_FW_SLOT] = -1
+            ses = c[:, COUNTED_FW_SLOT] >= 0
+            r = rows[ses]
+            self.refs[r, fr.REF_FW] = res.fw_index[ses]
+            self.refs[r, fr.REF_FW_SLOT] = c[ses, COUNTED_FW_SLOT]
+            self.refs[r, fr.REF_FW_START] = c[ses, COUNTED_FW_START]
+            self.refs[r, fr.REF_FW_FIRST] = c[ses, COUNTED_FW_FIRST]
+            self.refs[r, fr.REF_REV] = c[ses, COUNTED_REV]
         if p.trace is not None:  # the copies only when someone reads them
             self._trace("inspect", rows, endpoint=e, gwlb=ep.gwlb, fw=res.fw_index.copy(),
                         status=res.status.copy(), by_firewall=res.by_firewall.copy(), rule=res.rule.copy(),
@@ -1381,6 +1494,17 @@ _NO_SESSION = np.array([PktStatus.TCP_NOT_SYN, PktStatus.UNKNOWN_ENDPOINT, PktSt
 def _present(index: np.ndarray, k: int) -> list[int]:
     """The values in ``index`` (gateway or endpoint indices in ``[0, k)``), ascending: np.unique without its sort."""
     return np.flatnonzero(np.bincount(index, minlength=k)).tolist() if index.size else []
+
+
+def _inner_wirelen(b: PacketBatch, rows: np.ndarray) -> np.ndarray:
+    """The wire length of the IPv4 packets of the rows ``rows`` (whose IPv4 headers were captured), as Geneve
+    carries them to a firewall (geneve.carried, decap): the frame from its IPv4 header to the end of the IP packet
+    (or of the capture), plus what a snaplen cut off."""
+    l3 = b.l3_off[rows].astype(np.int64)
+    at = b.off[rows] + l3
+    total = (b.data[at + 2].astype(np.int64) << 8) | b.data[at + 3]
+    cap = b.caplen[rows].astype(np.int64)
+    return (np.minimum(l3 + total, cap) - l3 + np.maximum(b.wirelen[rows].astype(np.int64) - cap, 0)).astype(np.uint32)
 
 
 def _addresses(sub: PacketBatch) -> tuple[np.ndarray, ...]:

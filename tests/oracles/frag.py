@@ -105,3 +105,16 @@ def settle(kinds, entries, fates, ts, now_ns, hold_ns, drop_stage):
         else:
             out.append((status, stage, 0, fw, None, None, rel, t))
     return out
+
+
+def refs(kinds, entries, settled, first_refs):
+    """Per later fragment: the refs of its datagram's first fragment (``first_refs[row]``) when it took that one's
+    fate (release R_FOLLOW or a row, in ``settled`` from :func:`settle`), else None (every column -1)."""
+    out = {}
+    for i, k in enumerate(kinds):
+        if k != K_LATER:
+            continue
+        rel = settled[i][6]
+        e = entries[i]
+        out[i] = first_refs[e.first_row] if rel == R_FOLLOW or rel >= 0 else None
+    return out

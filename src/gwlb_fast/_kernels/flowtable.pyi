@@ -203,6 +203,9 @@ class FlowTable:
         closed TCP session. slots const int64[::1]; -1 / dead slots ignored. Returns the number set."""
     def set_state(self, slots: np.ndarray, state: np.ndarray | int) -> int:
         """Set the per-slot ``state`` byte (uint8 array or scalar); -1 / dead slots ignored. Returns number set."""
+    def add_counts(self, slots: np.ndarray, first_seen: np.ndarray, nbytes: np.ndarray) -> int:
+        """Add 1 packet and nbytes[i] bytes to live slot slots[i] still holding the entry first seen at
+        first_seen[i] (int64, int64, uint32 arrays); -1, dead or reused slots ignored. Returns the rows counted."""
     def clear(self) -> None:
         """Remove every entry without counting (statistics are kept; the expire cursor returns to 0)."""
     def stats(self) -> dict[str, int]:

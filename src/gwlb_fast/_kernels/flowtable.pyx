@@ -989,3 +989,26 @@ cdef class FlowTable:
                 self._e[s].state = vv[i]
                 done += 1
         return done
+
+    def add_counts(self, slots, first_seen, nbytes):
+        """Count packets that follow another packet's entry without being looked up (the later fragments of a
+        datagram, which have no ports): row ``i`` adds 1 packet and ``nbytes[i]`` bytes to slot ``slots[i]`` if it
+        is live and still holds the entry first seen at ``first_seen[i]``; -1, dead slots and slots reused since
+        are ignored. Nothing else changes (last_seen, timeouts). Returns the number of rows counted.
+
+        slots: const int64[::1] (-1 or in [0, capacity)); first_seen: const int64[::1]; nbytes: const uint32[::1].
+        """
+        cdef const int64_t[::1] vs = self._slots_arg(slots, "slots")
+        cdef Py_ssize_t i, n = vs.shape[0]
+        cdef const int64_t[::1] vf = _need(first_seen, "first_seen", np.int64, n, False)
+        cdef const uint32_t[::1] vb = _need(nbytes, "nbytes", np.uint32, n, False)
+        cdef int64_t s, done = 0
+        with nogil:
+            for i in range(n):
+                s = vs[i]
+                if s < 0 or not self._e[s].live or self._e[s].first_seen != vf[i]:
+                    continue
+                self._e[s].packets += 1
+                self._e[s].bytes += vb[i]
+                done += 1
+        return done

@@ -75,3 +75,12 @@ def frag_settle(
     drop_stage: int,
     release: np.ndarray,  # int64[n] out
 ) -> None: ...
+def frag_refs(
+    kind: np.ndarray,  # uint8[n]
+    slot: np.ndarray,  # int64[n]
+    gen: np.ndarray,  # int64[n]
+    release: np.ndarray,  # int64[n], from frag_settle
+    tab: np.ndarray,  # int64[C, NF]
+    refs: np.ndarray,  # int64[C, R], in/out: per entry, its first fragment's row_refs
+    row_refs: np.ndarray,  # int64[n, R], in/out: first fragments' in, followers' out (-1 when they did not follow)
+) -> None: ...

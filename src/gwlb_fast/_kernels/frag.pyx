@@ -378,3 +378,50 @@ def frag_settle(uint8_t[::1] data, const int64_t[::1] off, const uint32_t[::1] c
                 tab[e, _F_FIRST_ROW] = -1
                 if tab[e, _F_COMPLETE] != 0 and tab[e, _F_STATE] == _E_FATE:
                     tab[e, _F_STATE] = _E_FREE
+
+
+def frag_refs(const uint8_t[::1] kind, const int64_t[::1] slot, const int64_t[::1] gen,
+              const int64_t[::1] release, const int64_t[:, ::1] tab, int64_t[:, ::1] refs,
+              int64_t[:, ::1] row_refs):
+    """After ``frag_settle``: what each first fragment's walk left to count its datagram's later fragments in (the
+    caller's columns: session slots, directions, ...) is kept in its entry, and every later fragment that took its
+    first fragment's fate gets its datagram's.
+
+    Parameters
+    ----------
+    kind, slot, gen : from ``frag_scan`` (or carried with held rows), length n
+    release : int64[n], from ``frag_settle``
+    tab : int64[C, NF]
+    refs : int64[C, R], in/out
+        Per entry: the row_refs of its first fragment.
+    row_refs : int64[n, R], in/out
+        In: the rows of first fragments (K_FIRST) hold what their walk left; out: a later fragment (K_LATER) that
+        followed its first fragment (release R_FOLLOW or a row) gets its entry's refs, any other later fragment -1
+        everywhere. Other rows are left alone.
+    """
+    cdef Py_ssize_t n = kind.shape[0], i, j, e, cap = tab.shape[0], nr = refs.shape[1]
+    for name, col in (("slot", slot.shape[0]), ("gen", gen.shape[0]), ("release", release.shape[0]),
+                      ("row_refs", row_refs.shape[0])):
+        if col != n:
+            raise ValueError(f"frag_refs: {name} has length {col}, expected {n}")
+    if tab.shape[1] != _NF or refs.shape[0] != cap or row_refs.shape[1] != nr:
+        raise ValueError(f"frag_refs: tab must be int64[C, NF], refs int64[C, R] and row_refs int64[n, R], got "
+                         f"{tab.shape[0]}x{tab.shape[1]}, {refs.shape[0]}x{nr} and {row_refs.shape[0]}x"
+                         f"{row_refs.shape[1]}")
+    with nogil:
+        for i in range(n):
+            e = slot[i]
+            if kind[i] != _K_FIRST or e < 0 or e >= cap or tab[e, _F_GEN] != gen[i]:
+                continue
+            for j in range(nr):
+                refs[e, j] = row_refs[i, j]
+        for i in range(n):
+            if kind[i] != _K_LATER:
+                continue
+            e = slot[i]
+            if (release[i] == _R_FOLLOW or release[i] >= 0) and e >= 0 and e < cap and tab[e, _F_GEN] == gen[i]:
+                for j in range(nr):
+                    row_refs[i, j] = refs[e, j]
+            else:
+                for j in range(nr):
+                    row_refs[i, j] = -1

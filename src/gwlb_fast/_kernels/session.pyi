@@ -94,4 +94,13 @@ def session_update(
 ) -> tuple[int, int]:
     """Apply packets start.. to their sessions in batch order; returns (rows filled in ended, stop row): the pass
     stops (stop < n) at a row that would start a session but has rule -1; classify it and call again from there."""
+def session_add(
+    slot: np.ndarray,  # const int64[n]
+    start_ns: np.ndarray,  # const int64[n]
+    rev: np.ndarray,  # const uint8[n]
+    nbytes: np.ndarray,  # const uint32[n]
+    sess: np.ndarray,  # int64[capacity, NF], in/out
+) -> int:
+    """Add 1 packet and nbytes[i] bytes to session slot[i] (direction rev[i]) where the slot still holds the session
+    started at start_ns[i]; returns the rows counted."""
 def not_open(slot: np.ndarray, sess: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...

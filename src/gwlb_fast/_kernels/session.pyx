@@ -376,6 +376,40 @@ def session_update(const int64_t[::1] slot, const uint8_t[::1] is_new, const uin
     return ne, stop
 
 
+
+def session_add(const int64_t[::1] slot, const int64_t[::1] start_ns, const uint8_t[::1] rev,
+                const uint32_t[::1] nbytes, int64_t[:, ::1] sess):
+    """Count packets that follow another packet's session without walking the session machine (the later
+    fragments of a datagram, which have no ports): row ``i`` adds 1 packet and ``nbytes[i]`` bytes to session
+    ``slot[i]`` in the direction ``rev[i]`` (the canonical direction of the packet it follows: client to server
+    when equal to the session's ``F_CLIENT_REV``), if that slot still holds the session that started at
+    ``start_ns[i]`` (a slot reused by another session since, an empty one, or ``slot[i] < 0``: not counted).
+    Nothing else changes (state, times). Returns the number of rows counted."""
+    cdef Py_ssize_t n = slot.shape[0], cap = sess.shape[0], i
+    cdef int64_t s, done = 0
+    cdef int64_t* row
+    for name, ln in (("start_ns", start_ns.shape[0]), ("rev", rev.shape[0]), ("nbytes", nbytes.shape[0])):
+        if ln != n:
+            raise ValueError(f"session_add: {name} has length {ln}, expected {n}")
+    if sess.shape[1] != _NF:
+        raise ValueError(f"session_add: sess: expected {_NF} columns, got {sess.shape[1]}")
+    with nogil:
+        for i in range(n):
+            s = slot[i]
+            if s < 0 or s >= cap:
+                continue
+            row = &sess[s, 0]
+            if row[_F_STATE] == _S_EMPTY or row[_F_START] != start_ns[i]:
+                continue
+            if rev[i] == row[_F_CLIENT_REV]:
+                row[_F_PKTS_C2S] += 1
+                row[_F_BYTES_C2S] += nbytes[i]
+            else:
+                row[_F_PKTS_S2C] += 1
+                row[_F_BYTES_S2C] += nbytes[i]
+            done += 1
+    return done
+
 def not_open(const int64_t[::1] slot, const int64_t[:, ::1] sess):
     """The rows of a batch whose session is not open, after :func:`session_update`: ``(slots, states)``, int64, in
     row order (a slot once per row that has it), for the rows with ``slot >= 0`` and ``sess[slot, F_STATE] !=
