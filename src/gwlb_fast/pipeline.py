@@ -563,12 +563,14 @@ class Pipeline:
             The capture, as seen on the business side; or a reader already open: an iterator of PacketBatch with
             ``error``, ``skipped_bytes``, ``skipped_records`` and ``close()``, as :func:`~gwlb_fast.pcapio.read_pcap`
             returns.
-        output : path, optional
+        output : path or OrderedWriter, optional
             Where the delivered packets go: pcapng when the name ends in ``.pcapng`` (one interface per link
-            type, nanosecond resolution), else classic pcap (Ethernet, nanosecond timestamps).
-        taps : folder, optional
+            type, nanosecond resolution), else classic pcap (Ethernet, nanosecond timestamps). An
+            :class:`~gwlb_fast.pcapio.OrderedWriter` already open is written and closed as it is (``run
+            --workers`` gives each worker one into memory shared with the parent, :mod:`gwlb_fast.rings`).
+        taps : folder or dict, optional
             One capture per link (``TAP_LINKS``), in the output's format; the GWLB <-> firewall links as Geneve
-            frames.
+            frames. A dict gives an OrderedWriter for every link instead.
 
         Every output is written under a temporary name and renamed into place when the run completes (an error
         leaves no partial file), and each is in time order. An output that is, or resolves to, an input (the
@@ -600,8 +602,12 @@ class Pipeline:
         """
         evs = self._events(events)
         # every check before any file is created: a usage error leaves nothing behind, no output is an input
+        out_open = output if isinstance(output, OrderedWriter) else None
+        taps_open = dict(taps) if isinstance(taps, dict) else None
+        if out_open is not None:
+            output = None
         fmt = output_format(output) if output is not None else "pcap"
-        tap_dir = Path(taps) if taps is not None else None
+        tap_dir = Path(taps) if taps is not None and taps_open is None else None
         tap_paths = {k: tap_dir / f"{k}.{fmt}" for k in TAP_LINKS} if tap_dir is not None else {}
         if flow_log is not None:
             FlowLogWriter.check_path(flow_log)
@@ -624,8 +630,8 @@ class Pipeline:
         else:
             reader = read_pcap(source, chunk=chunk, parse=False, strict=False)
             reader.release_pages = True  # every chunk is copied into the path's own arena (bounded resident memory)
-        writers: dict[str, OrderedWriter] = {}
-        out_w = log_w = threat_w = None
+        writers: dict[str, OrderedWriter] = taps_open or {}
+        out_w, log_w, threat_w = out_open, None, None
         done = False
         with replay_memory():  # freed chunk buffers kept, no huge pages for short-lived arrays (_kernels/heap.pyx)
             try:
