@@ -134,3 +134,12 @@ def test_output_announces_the_watermark_of_each_write(tmp_path):
     assert merger.done
     merger.close()
     assert [r[0] for r in _records(tmp_path / "m.pcap")] == [1, 5, 9]
+
+
+def test_a_packet_written_late_is_still_written_once(tmp_path):
+    """A writer breaking its watermark (a packet earlier than one it announced) loses nothing: every packet is in
+    the merged file once, and the merge ends."""
+    late = [[(np.array([0, 5, 10], np.int64), [40] * 3, 0, 10), (np.array([3, 11], np.int64), [40] * 2, 3, None)],
+            [(np.array([1, 2, 12], np.int64), [40] * 3, 0, None)]]
+    got = _records(_run(late, tmp_path, 2000, 64))
+    assert sorted(got) == sorted(_expected(late))

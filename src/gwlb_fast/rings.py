@@ -197,35 +197,42 @@ class RingMerger:
         front = min(((marks[k], k) for k in open_), default=None)
         picks = []
         for k in self.sources:
-            a = self.taken[k]
-            if counts[k] == a:
+            a, c = self.taken[k], counts[k]
+            if c == a:
                 continue
-            idx = np.arange(a, counts[k]) % r.cap
-            ts = r.ts_ns[k, idx]
+            ts = _entries(r.ts_ns[k], a, c - a)
             if front is None:
                 m = ts.shape[0]
             else:
-                ok = ts < front[0] if k > front[1] else ts <= front[0]
-                m = ts.shape[0] if bool(ok.all()) else int(np.argmin(ok))  # a prefix: a packet never overtakes
+                # the packets before the frontier: a prefix (a packet never overtakes another of its source),
+                # found by bisection as the ring is in time order; checked, for a packet written late
+                later = k > front[1]
+                m = int(np.searchsorted(ts, front[0], side="left" if later else "right"))
+                if m and int(ts[:m].max()) > front[0] - later:
+                    ok = ts < front[0] if later else ts <= front[0]
+                    m = ts.shape[0] if bool(ok.all()) else int(np.argmin(ok))
             if m:
-                picks.append((k, idx[:m], ts[:m]))
+                picks.append((k, m))
         if not picks:
             if front is None and all(self.taken[k] == counts[k] for k in self.sources):
                 self.done = True
             return 0
-        ts = np.concatenate([p[2] for p in picks])
-        idx = np.concatenate([p[1] for p in picks])
-        row = np.concatenate([np.full(p[1].shape[0], p[0], np.int64) for p in picks])
-        order = np.argsort(ts, kind="stable")  # ties keep the sources' order, then each source's
-        idx, row = idx[order], row[order]
-        off = r.pos[row, idx] % r.size + row * r.size
-        self.writer.write(PacketBatch(r.data, off, r.caplen[row, idx], r.wirelen[row, idx], ts[order],
-                                      r.linktype[row, idx]))
-        for k, sel, _ in picks:  # the writer copied the packets: their space is free again
-            last = sel[-1]
-            r.counters[k, R_BYTES] = int(r.pos[k, last]) + int(r.caplen[k, last])
-            r.counters[k, R_COUNT] = self.taken[k] + sel.shape[0]
-            self.taken[k] += sel.shape[0]
+        cols = {}
+        for name in ("ts_ns", "pos", "caplen", "wirelen", "linktype"):
+            col = getattr(r, name)
+            cols[name] = np.concatenate([_entries(col[k], self.taken[k], m) for k, m in picks])
+        src = np.repeat(np.array([k for k, _ in picks], np.int64), [m for _, m in picks])
+        pos = cols["pos"]
+        order = np.argsort(cols["ts_ns"], kind="stable")  # ties keep the sources' order, then each source's
+        off = (pos % r.size + src * r.size)[order]
+        self.writer.write(PacketBatch(r.data, off, cols["caplen"][order], cols["wirelen"][order],
+                                      cols["ts_ns"][order], cols["linktype"][order]))
+        end = 0
+        for k, m in picks:  # the writer copied the packets: their space is free again
+            end += m
+            r.counters[k, R_BYTES] = int(pos[end - 1]) + int(cols["caplen"][end - 1])
+            r.counters[k, R_COUNT] = self.taken[k] + m
+            self.taken[k] += m
         return int(order.shape[0])
 
     def close(self) -> None:
@@ -233,6 +240,14 @@ class RingMerger:
 
     def abort(self) -> None:
         self.writer.abort()
+
+
+def _entries(col: np.ndarray, a: int, m: int) -> np.ndarray:
+    """The ``m`` index entries of a ring's column from entry number ``a`` on (a view, unless they wrap)."""
+    i = a % col.shape[0]
+    if i + m <= col.shape[0]:
+        return col[i:i + m]
+    return np.concatenate([col[i:], col[:i + m - col.shape[0]]])
 
 
 __all__ = ["RING_BYTES", "RING_PACKETS", "CaptureRings", "DiscardWriter", "RingMerger", "RingOutput", "RingWriter"]
