@@ -49,8 +49,8 @@ from .config import Topology, load_topology
 from .errors import ConfigError, GwlbError, PcapError, WorkerError
 from .outfiles import OutputFile, refuse_overlap
 from .pcapio import OrderedWriter, PcapWriter, output_format, read_pcap
-from .pipeline import TAP_LINKS, topology_policy
-from .report import FlowLogWriter, Summary
+from .pipeline import TAP_LINKS, TOP_NAMES, topology_policy
+from .report import FlowLogWriter, Summary, ThreatLogWriter
 from .rings import CaptureRings, DiscardWriter, RingMerger, RingOutput, RingWriter
 
 FRAG_TABLE = 1 << 16  # first fragments remembered on the public side (direct-mapped)
@@ -261,7 +261,8 @@ def _die_with_parent(parent: int) -> None:
 def _worker(k: int, n: int, topo: Topology, policy, source, cols: SharedColumns | None, paths: dict, rings: dict,
             opts: dict, conn, parent_ends=(), parent: int | None = None) -> None:
     """Shard ``k``: replay its packets, its captures into its rings of ``rings`` (by name: ``output``,
-    ``taps/LINK``), its flow log to ``paths["flow_log"]``; then send back its summary. ``parent_ends``: the parent's
+    ``taps/LINK``), its flow log and threat log to ``paths["flow_log"]``, ``paths["threat_log"]``; then send back
+    its summary. ``parent_ends``: the parent's
     ends of the pipes to the workers forked so far and to this one, which the fork copied: closed, so that a worker
     reads the end of its pipe when the parent is gone (a sibling holding it kept a worker waiting for ever)."""
     for c in parent_ends:
@@ -287,9 +288,11 @@ def _worker(k: int, n: int, topo: Topology, policy, source, cols: SharedColumns 
                 return batch.filter(sharder.shards(batch) == k)
 
         summary = pipe.run(source, outs.get("output"), taps=taps, flow_log=paths.get("flow_log"),
-                           events=opts["events"], chunk=opts["chunk"], quiet=True, strict=False, select=select)
+                           threat_log=paths.get("threat_log"), events=opts["events"], chunk=opts["chunk"],
+                           quiet=True, strict=False, select=select)
         if select is not None:  # every shard read the whole capture: each counted the same misses
             summary.shard_fragment_misses = sharder.frag_misses
+        summary.inspection = pipe.inspection_summary(top=None)  # every name: the parent keeps the top ones
         conn.send(("ok", summary.as_dict()))
     except PcapError as e:  # its constructor takes three arguments: sent as them
         conn.send(("pcap", (e.path, e.offset, e.problem)))
@@ -364,11 +367,10 @@ def _raise_failure(results, source) -> None:
             raise WorkerError(f"{source}: run --workers: worker {k} of {len(results)} {r[1]}", r[2])
 
 
-def _scratch(size: int, flow_log) -> str | None:
-    """Where the workers' flow logs go: a memory file system (``SCRATCH``) when it has room for them, else beside
-    the destination (None). They are copied once more into the destination: in memory they never reach the disk."""
-    if flow_log is None:
-        return None
+def _scratch(size: int) -> str | None:
+    """Where the workers' logs go: a memory file system (``SCRATCH``) when it has room for them (twice the
+    capture's ``size``), else beside the destination (None). They are copied once more into the destination: in
+    memory they never reach the disk."""
     try:
         st = os.statvfs(SCRATCH)
     except OSError:
@@ -417,7 +419,7 @@ def _is_gzip(path) -> bool:
 
 def run_parallel(topology, source, output=None, *, workers: int | None = None, taps=None, flow_log=None,
                  events=None, chunk: int = 65536, seed: int = 0, quiet: bool = True, strict: bool = True,
-                 session_capacity: int = 1 << 18, pickup: bool | None = None) -> Summary:
+                 session_capacity: int = 1 << 18, pickup: bool | None = None, threat_log=None) -> Summary:
     """Replay ``source`` through ``topology`` (a path or a loaded Topology) on ``workers`` processes (default: every
     core), flow-sharded; the outputs and the summary are those of :meth:`Pipeline.run`, merged in time order."""
     import multiprocessing as mp
@@ -426,14 +428,14 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
     if n < 1:
         raise ValueError(f"run_parallel: workers must be >= 1, got {n}")
     topo = topology if isinstance(topology, Topology) else load_topology(topology)
-    check_destinations(topo, source, output, taps, flow_log, events)
+    check_destinations(topo, source, output, taps, flow_log, events, threat_log)
     read_pcap(source, chunk=1, parse=False).close()  # an unreadable capture fails here, once
     if n == 1:
         from .pipeline import Pipeline
 
         summary = Pipeline(topo, seed=seed, taps=taps is not None, session_capacity=session_capacity,
                            pickup=pickup).run(source, output, taps=taps, flow_log=flow_log, events=events,
-                                              chunk=chunk, quiet=quiet, strict=strict)
+                                              chunk=chunk, quiet=quiet, strict=strict, threat_log=threat_log)
         summary.workers = 1
         return summary
     for k in range(n):
@@ -447,9 +449,9 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
     rings = {name: CaptureRings(1 if name.removeprefix("taps/") in SHARED_TAPS else n) for name in finals}
     tmp, parts = None, [{} for _ in range(n)]
     clear_abandoned(SCRATCH, WORKERS_PREFIX)
-    if flow_log is not None:  # the flow logs go through files, merged at the end
-        where = _scratch(os.path.getsize(source), flow_log)
-        tmp, parts = shard_files(n, None, None, flow_log, f"{WORKERS_PREFIX}{os.getpid()}-", where)
+    if flow_log is not None or threat_log is not None:  # the logs go through files, merged at the end
+        where = _scratch(os.path.getsize(source))
+        tmp, parts = shard_files(n, None, None, flow_log, f"{WORKERS_PREFIX}{os.getpid()}-", where, threat_log)
     procs, conns, mergers, logs = [], [], [], []
     results: list = [None] * n
     # the parent's chunks reuse each other's freed buffers too, and the workers inherit the setting
@@ -491,6 +493,10 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
                 out = OutputFile(flow_log, text=True)
                 logs.append(out)
                 _merge_flow_logs_into([pt["flow_log"] for pt in parts], flow_log, out.file)
+            if threat_log is not None:
+                out = OutputFile(threat_log, text=True)
+                logs.append(out)
+                _merge_threat_logs_into([pt["threat_log"] for pt in parts], out.file)
             for m in mergers:
                 m.close()
             mergers = []
@@ -520,26 +526,29 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
     return summary
 
 
-def check_destinations(topo: Topology, source, output, taps, flow_log, events) -> None:
+def check_destinations(topo: Topology, source, output, taps, flow_log, events, threat_log=None) -> None:
     """The checks of :meth:`Pipeline.run`, on the real destinations (the shards write temporary files)."""
     fmt = output_format(output) if output is not None else "pcap"
     tap_paths = [Path(taps) / f"{k}.{fmt}" for k in TAP_LINKS] if taps is not None else []
     if flow_log is not None:
         FlowLogWriter.check_path(flow_log)
+    if threat_log is not None:
+        ThreatLogWriter.check_path(threat_log)
     inputs = [source, events if isinstance(events, (str, os.PathLike)) else None]
     if topo.source and os.path.isfile(topo.source):
         inputs.append(topo.source)
-    refuse_overlap(inputs, [output, flow_log, *tap_paths])
+    refuse_overlap(inputs, [output, flow_log, threat_log, *tap_paths])
     if taps is not None and Path(taps).exists() and not Path(taps).is_dir():
         raise ConfigError(f"{taps}: --taps needs a folder, and this is a file")
 
 
-def shard_files(n: int, output, taps, flow_log, prefix: str, where=None) -> tuple[Path, list[dict]]:
+def shard_files(n: int, output, taps, flow_log, prefix: str, where=None, threat_log=None) -> tuple[Path, list[dict]]:
     """A temporary folder in ``where`` (default: beside the destination; remove it when done) and, in it, where
-    shard ``k`` writes its ``output``, ``taps`` and ``flow_log`` (None where the run writes none), as
-    :func:`merge_outputs` takes them."""
+    shard ``k`` writes its ``output``, ``taps``, ``flow_log`` and ``threat_log`` (None where the run writes none),
+    as :func:`merge_outputs` takes them."""
     if where is None:
-        where = Path(output).parent if output is not None else (Path(flow_log).parent if flow_log else None)
+        dest = next((d for d in (output, flow_log, threat_log) if d is not None), None)
+        where = Path(dest).parent if dest is not None else None
     tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=where))
     parts = []
     for k in range(n):
@@ -547,7 +556,8 @@ def shard_files(n: int, output, taps, flow_log, prefix: str, where=None) -> tupl
         d.mkdir()
         parts.append({"output": d / "output.pcap" if output is not None else None,
                       "taps": d / "taps" if taps is not None else None,
-                      "flow_log": d / f"flows{Path(flow_log).suffix}" if flow_log is not None else None})
+                      "flow_log": d / f"flows{Path(flow_log).suffix}" if flow_log is not None else None,
+                      "threat_log": d / "threats.jsonl" if threat_log is not None else None})
     return tmp, parts
 
 
@@ -785,6 +795,38 @@ def _merge_flow_logs_into(paths, dest, fh) -> int:
     return len(rows)
 
 
+def _merge_threat_logs_into(paths, fh) -> int:
+    """The workers' threat logs into the open text file ``fh``, in time order (equal times keep the shard order,
+    then each shard's)."""
+    rows = []
+    for i, p in enumerate(paths):
+        with open(p) as src:
+            rows.extend(((json.loads(line)["ts"], i), line) for line in src)
+    rows.sort(key=lambda t: t[0])
+    fh.writelines(x for _, x in rows)
+    return len(rows)
+
+
+def merge_inspection(parts: list[dict], top: int = TOP_NAMES) -> dict:
+    """One inspection summary from the shards' (each with every name, ``Pipeline.inspection_summary(None)``):
+    counters add up, and the ``top`` applications, categories and threats are those of the sums."""
+    parts = [p for p in parts if p]
+    if not parts:
+        return {}
+    counters: dict[str, int] = {}
+    out: dict = {"counters": counters}
+    for p in parts:
+        for k, v in p.get("counters", {}).items():
+            counters[k] = counters.get(k, 0) + v
+    for key in ("applications", "categories", "threats"):
+        tally: dict[str, int] = {}
+        for p in parts:
+            for name, v in p.get(key, ()):
+                tally[name] = tally.get(name, 0) + v
+        out[key] = sorted(tally.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+    return out
+
+
 # summary fields that describe the capture every worker read whole (the same in each shard): taken once
 _SHARED_FIELDS = ("input_error", "input_skipped_bytes", "input_skipped_records", "events",
                   "shard_fragment_misses")
@@ -820,6 +862,7 @@ def merge_summaries(parts: list[dict], seconds: float) -> Summary:
                 v = _add(v, x)
         setattr(s, key, round(v, 4) if isinstance(v, float) else v)
     s.stage_seconds = {k: round(v, 4) for k, v in s.stage_seconds.items()}
+    s.inspection = merge_inspection([p.get("inspection", {}) for p in parts])
     s.capture_seconds = max((p.get("capture_seconds", 0.0) for p in parts), default=0.0)
     s.seconds = seconds
     return s
@@ -832,6 +875,7 @@ __all__ = [
     "check_destinations",
     "default_workers",
     "merge_flow_logs",
+    "merge_inspection",
     "merge_outputs",
     "merge_pcaps",
     "merge_plan",

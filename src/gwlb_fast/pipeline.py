@@ -62,6 +62,7 @@ D_NONE, D_INTERNET, D_HOST = 0, 1, 2
 
 MAX_ROUTE_HOPS = 8
 MAX_SLICE_SECONDS = 5  # longest time span walked at once (see Pipeline.process)
+TOP_NAMES = 10  # applications, URL categories and threats the summary lists
 REORDER_WINDOW_NS = 2_000_000_000  # out-of-order captures: how far back a later packet may be and still be sorted
 
 TAP_LINKS = (
@@ -875,7 +876,7 @@ class Pipeline:
         s.events = list(self.events_done)
         s.stage_seconds = {k: round(v, 4) for k, v in self.stage_seconds.items()}
         s.hints = self._hints()
-        s.inspection = self._inspection_summary()
+        s.inspection = self.inspection_summary()
         return s
 
     def _hints(self) -> list[str]:
@@ -899,7 +900,9 @@ class Pipeline:
                     f"failover)")]
         return []
 
-    def _inspection_summary(self, top: int = 10) -> dict:
+    def inspection_summary(self, top: int | None = TOP_NAMES) -> dict:
+        """The inspection's counters and its ``top`` applications, URL categories and threats (None: all), as the
+        summary holds them; {} when no firewall inspects."""
         fws = [fw for fw in self.firewall_objects() if fw.inspection is not None]
         if not fws:
             return {}
