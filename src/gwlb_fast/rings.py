@@ -27,8 +27,8 @@ from ._kernels.parse import gather_packets
 from .batch import PacketBatch
 from .pcapio import DEFAULT_SNAPLEN, OrderedWriter, PcapWriter
 
-RING_BYTES = 16 << 20  # packet bytes a worker may have written ahead of the parent, per capture (few pages to fault in)
-RING_PACKETS = 1 << 18  # index entries, likewise
+RING_BYTES = 32 << 20  # packet bytes a worker may be ahead of the parent, per capture: about a chunk of output
+RING_PACKETS = 1 << 19  # index entries, likewise
 WAIT_SECONDS = 0.0002  # a worker's pause while its ring is full
 _PCAP_REC_HDR = 16
 _NO_MARK = np.iinfo(np.int64).min
