@@ -527,3 +527,32 @@ def test_fragment_misses_of_the_sharder_are_reported(tmp_path):
     gz = tmp_path / "in.pcap.gz"
     gz.write_bytes(gzip.compress(cap.read_bytes()))
     assert run_parallel(EXAMPLE_PATH, gz, tmp_path / "g2.pcap", workers=2, chunk=128).shard_fragment_misses == 1
+
+
+def test_progress_follows_the_slowest_worker_on_a_terminal(capture, tmp_path, monkeypatch):
+    """On a terminal, a run on several workers shows how far its slowest worker is (chunks of the capture done),
+    and clears the line at the end; quiet, it shows nothing."""
+    import io
+
+    import gwlb_fast.parallel as par
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    class EveryUpdate(par.Progress):  # no 0.2 s between two updates: each one shows
+        def update(self, packets, done_bytes=None):
+            self._last = -1e9
+            super().update(packets, done_bytes)
+
+    monkeypatch.setattr(par, "Progress", EveryUpdate)
+    for quiet in (False, True):
+        tty = Tty()
+        monkeypatch.setattr(sys, "stderr", tty)
+        run_parallel(EXAMPLE_PATH, capture / "in.pcap", tmp_path / "out.pcap", workers=2, chunk=2048, quiet=quiet)
+        shown = [x for x in tty.getvalue().split("\r") if x.strip()]
+        if quiet:
+            assert shown == []
+        else:
+            assert shown and all("packets" in x and "%" in x for x in shown)
+            assert tty.getvalue().endswith("\r" + " " * 78 + "\r")

@@ -50,7 +50,7 @@ from .errors import ConfigError, GwlbError, PcapError, WorkerError
 from .outfiles import OutputFile, refuse_overlap
 from .pcapio import OrderedWriter, PcapWriter, output_format, read_pcap
 from .pipeline import TAP_LINKS, TOP_NAMES, topology_policy
-from .report import FlowLogWriter, Summary, ThreatLogWriter
+from .report import FlowLogWriter, Progress, Summary, ThreatLogWriter
 from .rings import CaptureRings, DiscardWriter, RingMerger, RingOutput, RingWriter
 
 FRAG_TABLE = 1 << 16  # first fragments remembered on the public side (direct-mapped)
@@ -221,6 +221,7 @@ def _feed(reader, cols: SharedColumns, sharder: Sharder, conns, merge: _Merge) -
     for sent, batch in enumerate(reader):
         a, b = cols.append(batch, start, sharder.shards(batch))
         start = reader.offset
+        merge.chunks.append((b, start))
         while sent - int(cols.taken.min()) >= MAX_LEAD:
             merge.wait()
         for c in conns:
@@ -308,15 +309,22 @@ def _worker(k: int, n: int, topo: Topology, policy, source, cols: SharedColumns 
 
 
 class _Merge:
-    """The parent's merging of the workers' rings (``mergers``) while it waits for their results."""
+    """The parent's merging of the workers' rings (``mergers``) while it waits for their results; ``progress``
+    shows how far the slowest worker is (``cols.taken`` chunks of ``chunks``: rows and file offset at each one's
+    end)."""
 
-    def __init__(self, mergers, procs, conns, results: list, source):
+    def __init__(self, mergers, procs, conns, results: list, source, cols=None, progress=None):
         self.mergers, self.procs, self.conns, self.results, self.source = mergers, procs, conns, results, source
         self.waiting = dict(enumerate(conns))  # the workers whose result has not come
+        self.cols, self.progress, self.chunks = cols, progress, []
 
     def step(self) -> int:
         """Merge what can be now; collect the results that came (a failure is raised)."""
         moved = sum(m.step() for m in self.mergers)
+        if self.progress is not None and self.cols is not None:
+            done = int(self.cols.taken.min()) - 1  # the chunk before the one the slowest worker took is done
+            if 0 <= done < len(self.chunks):
+                self.progress.update(*self.chunks[done])
         for k, c in list(self.waiting.items()):
             if c.poll():
                 self._take(k)
@@ -453,6 +461,7 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
         where = _scratch(os.path.getsize(source))
         tmp, parts = shard_files(n, None, None, flow_log, f"{WORKERS_PREFIX}{os.getpid()}-", where, threat_log)
     procs, conns, mergers, logs = [], [], [], []
+    progress = None
     results: list = [None] * n
     # the parent's chunks reuse each other's freed buffers too, and the workers inherit the setting
     with replay_memory():
@@ -477,7 +486,8 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
                 Path(taps).mkdir(parents=True, exist_ok=True)
             for name, final in finals.items():
                 mergers.append(RingMerger(rings[name], range(rings[name].n), final, fmt))
-            merge = _Merge(mergers, procs, conns, results, source)
+            progress = Progress(size, quiet=quiet)
+            merge = _Merge(mergers, procs, conns, results, source, cols, progress)
             sharder = Sharder(topo, n)
             if cols is not None:
                 reader = read_pcap(source, chunk=chunk * n, parse=True, strict=False, use_mmap=True)
@@ -504,6 +514,8 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
                 out.commit()
             logs = []
         finally:
+            if progress is not None:
+                progress.close()
             for m in mergers:
                 m.abort()
             for out in logs:
