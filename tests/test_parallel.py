@@ -556,3 +556,18 @@ def test_progress_follows_the_slowest_worker_on_a_terminal(capture, tmp_path, mo
         else:
             assert shown and all("packets" in x and "%" in x for x in shown)
             assert tty.getvalue().endswith("\r" + " " * 78 + "\r")
+
+
+def test_health_probes_up_to_the_capture_end_whatever_shard_has_the_packets(tmp_path):
+    """The health tap is written by the first shard: its probes reach the capture's last packet even when that
+    shard has none of the packets (they were missing)."""
+    from gwlb_fast.parallel import Sharder
+
+    b = synth.generate(60, 3000, seed=5, duration=20.0)
+    b.parse()
+    b = b.filter(Sharder(load_topology(EXAMPLE_PATH), 2).shards(b) == 1)  # every packet in the second shard
+    write_pcap(tmp_path / "in.pcap", b)
+    Pipeline.from_yaml(EXAMPLE_PATH, taps=True).run(tmp_path / "in.pcap", taps=tmp_path / "one", chunk=512)
+    run_parallel(EXAMPLE_PATH, tmp_path / "in.pcap", workers=2, taps=tmp_path / "two", chunk=256)
+    one = (tmp_path / "one" / "health.pcap").read_bytes()
+    assert len(one) > 24 and (tmp_path / "two" / "health.pcap").read_bytes() == one

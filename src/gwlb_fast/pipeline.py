@@ -733,6 +733,14 @@ class Pipeline:
                     self._threats_to(threat_w)
                     self.stage_seconds["output"] += time.perf_counter() - t0
                 progress.update(self.packets_in, getattr(reader, "offset", None))
+            if self.keep_taps and self._timeline is not None and self.last_ts is not None:
+                # the probes up to the capture's last packet: a flow shard of it (run --workers) may have seen
+                # none of the last ones
+                hi = self.last_ts + 1
+                probes = self._timeline.probe_packets(self.topo.gwlbs, self._probe_lo, hi)
+                self._probe_lo = max(self._probe_lo, hi)
+                if len(probes):
+                    writers["health"].write(probes)
             for g, k, s in [*self._collect_sessions(), *self.finish()]:
                 if log_w is not None:
                     log_w.write(self.flow_records(g, k, s))
