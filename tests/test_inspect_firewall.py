@@ -262,3 +262,14 @@ def test_workers_give_the_threat_log_and_inspection_summary_of_one_worker(tmp_pa
     for key in ("applications", "categories", "threats"):
         assert many.inspection[key] == one.inspection[key]
     assert many.inspection["threats"] and many.inspection["applications"]
+
+
+def test_cli_workers_take_the_threat_log(tmp_path, capsys):
+    from gwlb_fast.cli import main
+
+    topo = topology(tmp_path)
+    _, _, _, threats = run(topo, tmp_path)
+    assert main(["run", str(topo), str(PCAP), "--threat-log", str(tmp_path / "w2.jsonl"), "--workers", "2",
+                 "--quiet"]) == 0
+    assert "top threats" in capsys.readouterr().out
+    assert len((tmp_path / "w2.jsonl").read_text().splitlines()) == len(threats) > 0
