@@ -52,7 +52,8 @@ def _expected(streams):
 def _run(streams, tmp_path, ring_bytes, ring_packets, fmt="pcap"):
     rings = CaptureRings(len(streams), ring_bytes, ring_packets)
     dest = tmp_path / f"m.{fmt}"
-    merger = RingMerger(rings, range(len(streams)), dest, fmt)
+    merger = RingMerger(rings, range(len(streams)), PcapWriter(dest, linktype=1 if fmt == "pcap" else None,
+                                                                format=fmt))
     errors = []
 
     def write(k):
@@ -124,7 +125,7 @@ def test_output_announces_the_watermark_of_each_write(tmp_path):
     out = RingOutput(rings, 1)
     out.write(_batch(np.array([1, 5, 9], np.int64), [20, 20, 20], 1, 0), 6)
     assert out.packets == 2 and int(rings.counters[1, MARK]) == 6
-    merger = RingMerger(rings, [0, 1], tmp_path / "m.pcap")
+    merger = RingMerger(rings, [0, 1], PcapWriter(tmp_path / "m.pcap", linktype=1))
     assert merger.step() == 0  # writer 0 may still write a packet at time 0
     RingWriter(rings, 0).close()
     assert merger.step() == 2  # up to the watermark: the held packet at 9 may yet be followed by one at 6

@@ -46,6 +46,7 @@ import numpy as np
 from ._kernels.heap import replay_memory
 from .batch import PacketBatch
 from .config import Topology, load_topology
+from .drops import DropComments, DropsFile, DropsWriter, drop_firewall_names
 from .errors import ConfigError, GwlbError, PcapError, WorkerError
 from .outfiles import OutputFile, refuse_overlap
 from .pcapio import OrderedWriter, PcapWriter, output_format, read_pcap
@@ -273,7 +274,8 @@ def _worker(k: int, n: int, topo: Topology, policy, source, cols: SharedColumns 
     try:
         pipe = shard_pipeline(topo, k, n, opts, any(name.startswith("taps/") for name in rings), policy)
         outs = {name: RingOutput(r, k, opts["format"]) if r.n == n or k == 0 else OrderedWriter(DiscardWriter())
-                for name, r in rings.items()}
+                for name, r in rings.items() if name != "drops"}
+        observers = [DropsWriter(None, sink=RingWriter(rings["drops"], k, "pcapng"))] if "drops" in rings else []
         taps = {name.removeprefix("taps/"): w for name, w in outs.items() if name.startswith("taps/")} or None
         select = None
         if cols is not None:
@@ -290,7 +292,7 @@ def _worker(k: int, n: int, topo: Topology, policy, source, cols: SharedColumns 
 
         summary = pipe.run(source, outs.get("output"), taps=taps, flow_log=paths.get("flow_log"),
                            threat_log=paths.get("threat_log"), events=opts["events"], chunk=opts["chunk"],
-                           quiet=True, strict=False, select=select)
+                           quiet=True, strict=False, select=select, observers=observers)
         if select is not None:  # every shard read the whole capture: each counted the same misses
             summary.shard_fragment_misses = sharder.frag_misses
         summary.inspection = pipe.inspection_summary(top=None)  # every name: the parent keeps the top ones
@@ -427,7 +429,8 @@ def _is_gzip(path) -> bool:
 
 def run_parallel(topology, source, output=None, *, workers: int | None = None, taps=None, flow_log=None,
                  events=None, chunk: int = 65536, seed: int = 0, quiet: bool = True, strict: bool = True,
-                 session_capacity: int = 1 << 18, pickup: bool | None = None, threat_log=None) -> Summary:
+                 session_capacity: int = 1 << 18, pickup: bool | None = None, threat_log=None,
+                 drops=None) -> Summary:
     """Replay ``source`` through ``topology`` (a path or a loaded Topology) on ``workers`` processes (default: every
     core), flow-sharded; the outputs and the summary are those of :meth:`Pipeline.run`, merged in time order."""
     import multiprocessing as mp
@@ -436,14 +439,16 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
     if n < 1:
         raise ValueError(f"run_parallel: workers must be >= 1, got {n}")
     topo = topology if isinstance(topology, Topology) else load_topology(topology)
-    check_destinations(topo, source, output, taps, flow_log, events, threat_log)
+    check_destinations(topo, source, output, taps, flow_log, events, threat_log, drops)
     read_pcap(source, chunk=1, parse=False).close()  # an unreadable capture fails here, once
     if n == 1:
         from .pipeline import Pipeline
 
+        observers = [DropsWriter(drops)] if drops is not None else []
         summary = Pipeline(topo, seed=seed, taps=taps is not None, session_capacity=session_capacity,
                            pickup=pickup).run(source, output, taps=taps, flow_log=flow_log, events=events,
-                                              chunk=chunk, quiet=quiet, strict=strict, threat_log=threat_log)
+                                              chunk=chunk, quiet=quiet, strict=strict, threat_log=threat_log,
+                                              observers=observers)
         summary.workers = 1
         return summary
     for k in range(n):
@@ -455,6 +460,8 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
     finals = {"output": output} if output is not None else {}
     finals.update({f"taps/{link}": Path(taps) / f"{link}.{fmt}" for link in TAP_LINKS} if taps is not None else {})
     rings = {name: CaptureRings(1 if name.removeprefix("taps/") in SHARED_TAPS else n) for name in finals}
+    if drops is not None:  # the dropped packets, each with its drop's key (its comment, DropComments)
+        rings["drops"] = CaptureRings(n)
     tmp, parts = None, [{} for _ in range(n)]
     clear_abandoned(SCRATCH, WORKERS_PREFIX)
     if flow_log is not None or threat_log is not None:  # the logs go through files, merged at the end
@@ -485,7 +492,11 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
             if taps is not None:
                 Path(taps).mkdir(parents=True, exist_ok=True)
             for name, final in finals.items():
-                mergers.append(RingMerger(rings[name], range(rings[name].n), final, fmt))
+                writer = PcapWriter(final, linktype=1 if fmt == "pcap" else None, format=fmt)
+                mergers.append(RingMerger(rings[name], range(rings[name].n), writer))
+            if drops is not None:
+                comments = DropComments(policy.rule_names, drop_firewall_names(topo))
+                mergers.append(RingMerger(rings["drops"], range(n), DropsFile(drops, comments), tags=True))
             progress = Progress(size, quiet=quiet)
             merge = _Merge(mergers, procs, conns, results, source, cols, progress)
             sharder = Sharder(topo, n)
@@ -538,7 +549,8 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
     return summary
 
 
-def check_destinations(topo: Topology, source, output, taps, flow_log, events, threat_log=None) -> None:
+def check_destinations(topo: Topology, source, output, taps, flow_log, events, threat_log=None,
+                       drops=None) -> None:
     """The checks of :meth:`Pipeline.run`, on the real destinations (the shards write temporary files)."""
     fmt = output_format(output) if output is not None else "pcap"
     tap_paths = [Path(taps) / f"{k}.{fmt}" for k in TAP_LINKS] if taps is not None else []
@@ -546,10 +558,12 @@ def check_destinations(topo: Topology, source, output, taps, flow_log, events, t
         FlowLogWriter.check_path(flow_log)
     if threat_log is not None:
         ThreatLogWriter.check_path(threat_log)
+    if drops is not None:
+        DropsWriter.check_path(drops)
     inputs = [source, events if isinstance(events, (str, os.PathLike)) else None]
     if topo.source and os.path.isfile(topo.source):
         inputs.append(topo.source)
-    refuse_overlap(inputs, [output, flow_log, threat_log, *tap_paths])
+    refuse_overlap(inputs, [output, flow_log, threat_log, drops, *tap_paths])
     if taps is not None and Path(taps).exists() and not Path(taps).is_dir():
         raise ConfigError(f"{taps}: --taps needs a folder, and this is a file")
 

@@ -25,7 +25,7 @@ import numpy as np
 from ._kernels import pcap as _pk
 from ._kernels.parse import gather_packets
 from .batch import PacketBatch
-from .pcapio import DEFAULT_SNAPLEN, OrderedWriter, PcapWriter
+from .pcapio import DEFAULT_SNAPLEN, OrderedWriter
 
 RING_BYTES = 32 << 20  # packet bytes a worker may be ahead of the parent, per capture: about a chunk of output
 RING_PACKETS = 1 << 19  # index entries, likewise
@@ -49,17 +49,17 @@ class CaptureRings:
         self.n = int(n)
         self.size = int(RING_BYTES if ring_bytes is None else ring_bytes)
         self.cap = int(RING_PACKETS if ring_packets is None else ring_packets)
-        per = self.cap * (8 + 8 + 4 + 4 + 2)
+        per = self.cap * (8 + 8 + 8 + 4 + 4 + 2)
         self._mm = mmap.mmap(-1, self.n * (self.size + per + 8 * _NCOUNTERS))  # MAP_SHARED | MAP_ANONYMOUS
         self.data = np.frombuffer(self._mm, np.uint8, self.n * self.size, 0)
         pos = self.n * self.size
         cols = {}
-        for name, t in (("ts_ns", np.int64), ("pos", np.int64), ("caplen", np.uint32), ("wirelen", np.uint32),
-                        ("linktype", np.uint16)):
+        for name, t in (("ts_ns", np.int64), ("pos", np.int64), ("tag", np.int64), ("caplen", np.uint32),
+                        ("wirelen", np.uint32), ("linktype", np.uint16)):
             cols[name] = np.frombuffer(self._mm, t, self.n * self.cap, pos).reshape(self.n, self.cap)
             pos += self.n * self.cap * np.dtype(t).itemsize
-        self.ts_ns, self.pos, self.caplen, self.wirelen, self.linktype = (
-            cols[c] for c in ("ts_ns", "pos", "caplen", "wirelen", "linktype"))
+        self.ts_ns, self.pos, self.tag, self.caplen, self.wirelen, self.linktype = (
+            cols[c] for c in ("ts_ns", "pos", "tag", "caplen", "wirelen", "linktype"))
         self.counters = np.frombuffer(self._mm, np.int64, self.n * _NCOUNTERS, pos).reshape(self.n, _NCOUNTERS)
         self.counters[:, MARK] = _NO_MARK
 
@@ -76,8 +76,9 @@ class RingWriter:
         self.packets = self.bytes = 0
         self._parent = os.getppid()
 
-    def write(self, batch: PacketBatch) -> int:
-        """Copy a batch (in time order) into the ring, waiting for room when the parent is behind."""
+    def write(self, batch: PacketBatch, tags: np.ndarray | None = None) -> int:
+        """Copy a batch (in time order) into the ring, waiting for room when the parent is behind; ``tags``: an int64
+        a packet that goes with it (the drops file's comment keys)."""
         n = len(batch)
         if n == 0:
             return 0
@@ -118,6 +119,8 @@ class RingWriter:
             r.caplen[self.k, slot] = batch.caplen[i:j]
             r.wirelen[self.k, slot] = batch.wirelen[i:j]
             r.linktype[self.k, slot] = batch.linktype[i:j]
+            if tags is not None:
+                r.tag[self.k, slot] = tags[i:j]
             # published in this order: the parent reads the watermark first, then the count
             c[W_BYTES] = wbytes + int(dst[-1] - at) + int(caplen[j - 1])
             c[W_COUNT] = count + (j - i)
@@ -173,13 +176,14 @@ class RingOutput(OrderedWriter):
 
 
 class RingMerger:
-    """The parent's side of a capture: the rings of the workers ``sources`` merged into ``dest`` (a path; its
-    format from the name, classic pcap written as Ethernet). Call :meth:`step` whenever the workers may have
+    """The parent's side of a capture: the rings of the workers ``sources`` merged into ``writer`` (a
+    :class:`~gwlb_fast.pcapio.PcapWriter`, or with ``tags`` an object whose ``write(batch, tags)`` takes each
+    packet's tag too; ``close`` and ``abort`` as the writer's). Call :meth:`step` whenever the workers may have
     written; :attr:`done` once every source closed and all was written; then :meth:`close`."""
 
-    def __init__(self, rings: CaptureRings, sources, dest, format: str = "pcap"):
+    def __init__(self, rings: CaptureRings, sources, writer, tags: bool = False):
         self.rings, self.sources = rings, list(sources)
-        self.writer = PcapWriter(dest, linktype=1 if format == "pcap" else None, format=format)
+        self.writer, self.tags = writer, tags
         self.taken = {k: 0 for k in self.sources}  # index entries of each source read so far
         self.done = False
 
@@ -218,15 +222,19 @@ class RingMerger:
                 self.done = True
             return 0
         cols = {}
-        for name in ("ts_ns", "pos", "caplen", "wirelen", "linktype"):
+        for name in ("ts_ns", "pos", "caplen", "wirelen", "linktype", *(("tag",) if self.tags else ())):
             col = getattr(r, name)
             cols[name] = np.concatenate([_entries(col[k], self.taken[k], m) for k, m in picks])
         src = np.repeat(np.array([k for k, _ in picks], np.int64), [m for _, m in picks])
         pos = cols["pos"]
         order = np.argsort(cols["ts_ns"], kind="stable")  # ties keep the sources' order, then each source's
         off = (pos % r.size + src * r.size)[order]
-        self.writer.write(PacketBatch(r.data, off, cols["caplen"][order], cols["wirelen"][order],
-                                      cols["ts_ns"][order], cols["linktype"][order]))
+        batch = PacketBatch(r.data, off, cols["caplen"][order], cols["wirelen"][order], cols["ts_ns"][order],
+                            cols["linktype"][order])
+        if self.tags:
+            self.writer.write(batch, cols["tag"][order])
+        else:
+            self.writer.write(batch)
         end = 0
         for k, m in picks:  # the writer copied the packets: their space is free again
             end += m
