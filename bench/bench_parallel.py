@@ -5,7 +5,8 @@ PACKETS packets in PACKETS/50 flows, ``churn`` PACKETS/10 flows, most packets st
 Suricata 7 with no rules on the same captures is bench_pipeline's ``test_suricata_no_rules``. Full mode (``GWLB_FAST_BENCH_FULL=1``)
 uses 1,000,000 packets, the smoke run 20,000. Each round writes a new output (the last one is removed outside the
 timing). One worker is ``Pipeline.run``, the baseline; two workers are ``run_parallel(workers=2)`` (the parent
-reads and shards the capture, forked workers replay their shards, each copies its stretch of the merged output).
+reads and shards the capture, forked workers replay their shards into shared rings, the parent merges them into the
+output as they fill).
 
 As a script, it times the command line instead, ``--workers 1`` and ``--workers 2`` alternately on both workloads
 (wall time and the CPU time of the processes, medians of ``--rounds`` rounds, with the load average), and, in each

@@ -356,10 +356,23 @@ def test_worker_files_in_memory_or_beside_the_destination(capture, many, tmp_pat
     n, d, _ = many
     if scratch == "beside":  # no memory file system (or no room in it): beside the destination
         monkeypatch.setattr(par, "SCRATCH", str(tmp_path / "absent"))
-    run_parallel(EXAMPLE_PATH, capture / "in.pcap", tmp_path / "out.pcap", workers=n, chunk=4096)
+    run_parallel(EXAMPLE_PATH, capture / "in.pcap", tmp_path / "out.pcap", workers=n, chunk=4096,
+                 flow_log=tmp_path / "flows.jsonl")
     assert (tmp_path / "out.pcap").read_bytes() == (d / "out.pcap").read_bytes()
+    assert (tmp_path / "flows.jsonl").read_bytes() == (d / "flows.jsonl").read_bytes()
     assert made[0].parent == (tmp_path if scratch == "beside" else Path(par.SCRATCH))
     assert _left_behind(tmp_path, made) == []
+
+
+def test_captures_alone_need_no_worker_files(capture, many, tmp_path, made):
+    """The captures go through memory shared with the parent: without a flow log the workers write no file."""
+    n, d, _ = many
+    run_parallel(EXAMPLE_PATH, capture / "in.pcap", tmp_path / "out.pcap", workers=n, chunk=4096,
+                 taps=tmp_path / "taps")
+    assert (tmp_path / "out.pcap").read_bytes() == (d / "out.pcap").read_bytes()
+    for link in TAP_LINKS:
+        assert (tmp_path / "taps" / f"{link}.pcap").read_bytes() == (d / "taps" / f"{link}.pcap").read_bytes()
+    assert made == [] and sorted(p.name for p in tmp_path.iterdir()) == ["out.pcap", "taps"]
 
 
 def test_folders_of_killed_runs_are_cleared(capture, many, tmp_path, monkeypatch, made):
@@ -384,13 +397,15 @@ def test_folders_of_killed_runs_are_cleared(capture, many, tmp_path, monkeypatch
         f.write_bytes(b"x")
         if what != "fresh":
             os.utime(f, (old, old))
-    run_parallel(EXAMPLE_PATH, capture / "in.pcap", tmp_path / "out.pcap", workers=n, chunk=4096)
+    run_parallel(EXAMPLE_PATH, capture / "in.pcap", tmp_path / "out.pcap", workers=n, chunk=4096,
+                 flow_log=tmp_path / "flows.jsonl")
     assert (tmp_path / "out.pcap").read_bytes() == (d / "out.pcap").read_bytes()
     assert sorted(p.name for p in shm.iterdir()) == sorted(v for k, v in folders.items() if k != "gone")
     assert made[0].parent == shm and made[0].name.startswith(f"{par.WORKERS_PREFIX}{os.getpid()}-")
 
 
-# a run killed outright (SIGKILL) once its workers have replayed: the parent writes their process ids, then dies
+# a run killed outright (SIGKILL) while its workers replay (as it first merges what they wrote): the parent writes
+# their process ids, then dies
 _KILLED = """
 import multiprocessing, os, signal, sys
 import gwlb_fast.parallel as par
@@ -399,8 +414,8 @@ def killed(*a, **k):
     with open(sys.argv[4], "w") as f:
         f.write(" ".join(str(p.pid) for p in multiprocessing.active_children()))
     os.kill(os.getpid(), signal.SIGKILL)
-par._stretches = killed
-par.run_parallel(sys.argv[1], sys.argv[2], sys.argv[3], workers=2, chunk=4096)
+par._Merge.step = killed
+par.run_parallel(sys.argv[1], sys.argv[2], sys.argv[3], workers=2, chunk=4096, flow_log=sys.argv[3] + ".jsonl")
 """
 
 
@@ -438,11 +453,13 @@ def test_workers_end_with_a_killed_run_and_the_next_run_clears_its_files(capture
     assert list(shm.iterdir()) == []
 
 
-@pytest.mark.parametrize("where", ["index", "place", "exit", "replay"])
+@pytest.mark.parametrize("where", ["write", "merge", "exit", "replay"])
 def test_a_failing_worker_is_an_error_and_leaves_no_output(capture, tmp_path, monkeypatch, where, made):
-    """A worker failing while it replays, while it copies into the outputs, or dying without a word: the run
-    raises, every destination keeps what it held, nothing temporary stays (the workers fork: the patch is theirs)."""
+    """A worker failing while it writes its packets, dying without a word, the parent failing while it merges: the
+    run raises, every destination keeps what it held, nothing temporary stays (the workers fork: the patch is
+    theirs)."""
     import gwlb_fast.parallel as par
+    from gwlb_fast import rings
 
     def boom(*a, **k):
         if where == "exit":
@@ -453,11 +470,15 @@ def test_a_failing_worker_is_an_error_and_leaves_no_output(capture, tmp_path, mo
         nxt = par.ShardFeed.__next__
         monkeypatch.setattr(par.ShardFeed, "__next__", lambda self: os._exit(3) if self.pipe.packets_in else nxt(self))
     else:
-        monkeypatch.setattr(par, "record_index" if where != "place" else "place_records", boom)
+        monkeypatch.setattr(rings.RingMerger if where == "merge" else rings.RingWriter, "write" if where != "merge"
+                            else "step", boom)
     (tmp_path / "out.pcap").write_bytes(b"before")
-    with pytest.raises(WorkerError, match="worker [01] of 2 " + ("failed: RuntimeError: injected failure"
-                                                                if where in ("index", "place")
-                                                                else r"ended .*exit code 3")):
+    if where == "merge":
+        raises = pytest.raises(RuntimeError, match="injected failure in merge")
+    else:
+        raises = pytest.raises(WorkerError, match="worker [01] of 2 " + (
+            "failed: RuntimeError: injected failure" if where == "write" else r"ended .*exit code 3"))
+    with raises:
         run_parallel(EXAMPLE_PATH, capture / "in.pcap", tmp_path / "out.pcap", workers=2, taps=tmp_path / "taps",
                      flow_log=tmp_path / "f.jsonl", chunk=4096)
     assert (tmp_path / "out.pcap").read_bytes() == b"before"
@@ -467,11 +488,11 @@ def test_a_failing_worker_is_an_error_and_leaves_no_output(capture, tmp_path, mo
 
 
 def test_cli_worker_failure_exits_non_zero(capture, tmp_path, monkeypatch, capsys, made):
-    import gwlb_fast.parallel as par
+    from gwlb_fast import rings
 
-    monkeypatch.setattr(par, "record_index", lambda *a: os.kill(os.getpid(), 9))
+    monkeypatch.setattr(rings.RingWriter, "write", lambda *a: os.kill(os.getpid(), 9))
     assert main(["run", str(EXAMPLE_PATH), str(capture / "in.pcap"), "-o", str(tmp_path / "o.pcap"), "--workers",
-                 "2", "--quiet"]) == 1
+                 "2", "--quiet", "--flow-log", str(tmp_path / "f.jsonl")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"gwlb-fast: {capture / 'in.pcap'}: run --workers: worker ")
     assert err[0].endswith("ended without a result (killed by signal 9)")
@@ -506,3 +527,47 @@ def test_fragment_misses_of_the_sharder_are_reported(tmp_path):
     gz = tmp_path / "in.pcap.gz"
     gz.write_bytes(gzip.compress(cap.read_bytes()))
     assert run_parallel(EXAMPLE_PATH, gz, tmp_path / "g2.pcap", workers=2, chunk=128).shard_fragment_misses == 1
+
+
+def test_progress_follows_the_slowest_worker_on_a_terminal(capture, tmp_path, monkeypatch):
+    """On a terminal, a run on several workers shows how far its slowest worker is (chunks of the capture done),
+    and clears the line at the end; quiet, it shows nothing."""
+    import io
+
+    import gwlb_fast.parallel as par
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    class EveryUpdate(par.Progress):  # no 0.2 s between two updates: each one shows
+        def update(self, packets, done_bytes=None):
+            self._last = -1e9
+            super().update(packets, done_bytes)
+
+    monkeypatch.setattr(par, "Progress", EveryUpdate)
+    for quiet in (False, True):
+        tty = Tty()
+        monkeypatch.setattr(sys, "stderr", tty)
+        run_parallel(EXAMPLE_PATH, capture / "in.pcap", tmp_path / "out.pcap", workers=2, chunk=2048, quiet=quiet)
+        shown = [x for x in tty.getvalue().split("\r") if x.strip()]
+        if quiet:
+            assert shown == []
+        else:
+            assert shown and all("packets" in x and "%" in x for x in shown)
+            assert tty.getvalue().endswith("\r" + " " * 78 + "\r")
+
+
+def test_health_probes_up_to_the_capture_end_whatever_shard_has_the_packets(tmp_path):
+    """The health tap is written by the first shard: its probes reach the capture's last packet even when that
+    shard has none of the packets (they were missing)."""
+    from gwlb_fast.parallel import Sharder
+
+    b = synth.generate(60, 3000, seed=5, duration=20.0)
+    b.parse()
+    b = b.filter(Sharder(load_topology(EXAMPLE_PATH), 2).shards(b) == 1)  # every packet in the second shard
+    write_pcap(tmp_path / "in.pcap", b)
+    Pipeline.from_yaml(EXAMPLE_PATH, taps=True).run(tmp_path / "in.pcap", taps=tmp_path / "one", chunk=512)
+    run_parallel(EXAMPLE_PATH, tmp_path / "in.pcap", workers=2, taps=tmp_path / "two", chunk=256)
+    one = (tmp_path / "one" / "health.pcap").read_bytes()
+    assert len(one) > 24 and (tmp_path / "two" / "health.pcap").read_bytes() == one

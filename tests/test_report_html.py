@@ -102,6 +102,18 @@ def test_drops_file_holds_exactly_the_dropped_packets(run, summary):
     assert all("; rule block-rest" in c for c in fw_named if "POLICY_DENY" in c)
 
 
+def test_workers_write_the_drops_file_of_one_worker(run, tmp_path):
+    """run --workers 2 --drops: the workers' dropped packets merged in time order, each with the comment one worker
+    gives it (the same packets, bytes and comments)."""
+    cap, drops, _ = run
+    rc = main(["run", _example(), str(cap), "--drops", str(tmp_path / "w2.pcapng"), "--workers", "2", "--quiet"])
+    assert rc == 0
+    ifaces1, one = _read_pcapng(drops)
+    ifaces2, two = _read_pcapng(tmp_path / "w2.pcapng")
+    assert [p[1] for p in two] == sorted(p[1] for p in two) and len(two) > 0
+    assert sorted((ifaces1[i], *rest) for i, *rest in one) == sorted((ifaces2[i], *rest) for i, *rest in two)
+
+
 @pytest.mark.tshark
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
 def test_tshark_reads_the_comments(run, summary):

@@ -131,7 +131,7 @@ def _replay(topology, capture, output, taps, flow_log, events, chunk, seed, as_j
 
 # the options `run --workers` merges (any other option given needs one worker)
 _PARALLEL_OPTIONS = {"command", "func", "topology", "input", "output", "taps", "flow_log", "events", "chunk", "seed",
-                     "json", "quiet", "workers", "pickup"}
+                     "json", "quiet", "workers", "pickup", "threat_log", "drops"}
 AUTO_WORKERS_MIN_BYTES = 64 << 20  # smaller captures take less time than starting workers saves
 
 
@@ -173,7 +173,8 @@ def _cmd_run(args) -> int:
     collect_from_here()
     summary = run_parallel(topo, args.input, args.output, workers=n, taps=args.taps,
                            flow_log=args.flow_log, events=args.events, chunk=args.chunk, seed=args.seed,
-                           quiet=args.quiet, strict=False, pickup=args.pickup)
+                           quiet=args.quiet, strict=False, pickup=args.pickup, threat_log=args.threat_log,
+                           drops=args.drops)
     return _print_merged(args, summary)
 
 

@@ -195,6 +195,7 @@ def _replay_one(topo: Topology, capture, dest: dict, opts: dict) -> dict:
                     session_capacity=opts["session_capacity"], pickup=opts["pickup"])
     summary = pipe.run(capture, dest.get("output"), taps=dest.get("taps"), flow_log=dest.get("flow_log"),
                        events=opts["events"], chunk=opts["chunk"], quiet=True, strict=False)
+    summary.inspection = pipe.inspection_summary(top=None)  # every name: the total keeps the top ones of the sums
     return summary.as_dict()
 
 
@@ -321,6 +322,7 @@ class _Shard:
         summary = pipe.run(_Pieces(ray, refs, his, opts["chunk"], pipe), paths.get("output"), taps=paths.get("taps"),
                            flow_log=paths.get("flow_log"), events=opts["events"], chunk=opts["chunk"], quiet=True,
                            strict=False)
+        summary.inspection = pipe.inspection_summary(top=None)  # every name: the merge keeps the top ones
         return summary.as_dict()
 
 

@@ -150,49 +150,97 @@ class CommentedPcapngWriter:
         self._out.discard()
 
 
+def drop_keys(stage, status, fw, rule) -> np.ndarray:
+    """One int64 per dropped packet naming what its comment says: the stage, the status, the firewall and the rule
+    (-1: none)."""
+    return ((stage.astype(np.int64) * 256 + status) * 65536 + (fw.astype(np.int64) + 1)) * 65536 + (rule + 1)
+
+
+class DropComments:
+    """The comments of drop keys (:func:`drop_keys`), numbered as they first come: ``rule_names`` and
+    ``firewall_names`` name the rule and firewall indices."""
+
+    def __init__(self, rule_names, firewall_names):
+        self.rule_names = [*rule_names, "default"]
+        self.firewall_names = list(firewall_names)
+        self.texts: list[bytes] = []
+        self._ids: dict[int, int] = {}
+
+    def ids(self, keys: np.ndarray) -> np.ndarray:
+        """The comment number of every key (new comments appended to :attr:`texts`)."""
+        from .pipeline import STAGES
+
+        uniq, inv = np.unique(keys, return_inverse=True)
+        out = np.empty(uniq.size, np.int64)
+        for j, k in enumerate(uniq.tolist()):
+            if k not in self._ids:
+                r = k % 65536 - 1
+                f = (k // 65536) % 65536 - 1
+                code = (k // 65536 ** 2) % 256
+                text = f"dropped at {STAGES[k // (65536 ** 2 * 256)]}: {reason_text(code)}"
+                if f >= 0:
+                    text += f"; firewall {self.firewall_names[f]}"
+                if r >= 0:
+                    text += f"; rule {self.rule_names[r] if r < len(self.rule_names) else r}"
+                self._ids[k] = len(self.texts)
+                self.texts.append(text.encode())
+            out[j] = self._ids[k]
+        return out[inv.reshape(-1)]
+
+
+class DropsFile:
+    """The drops file: packets with their drop keys in, commented packets out (:class:`CommentedPcapngWriter`,
+    made at the first write or at :meth:`close`: an empty file says "nothing was dropped")."""
+
+    def __init__(self, path, comments: DropComments):
+        self.path, self.comments = path, comments
+        self._w: CommentedPcapngWriter | None = None
+        self.packets = 0
+
+    def write(self, batch: PacketBatch, keys: np.ndarray) -> None:
+        if self._w is None:
+            self._w = CommentedPcapngWriter(self.path)
+        self._w.write(batch, self.comments.ids(keys), self.comments.texts)
+        self.packets += len(batch)
+
+    def close(self) -> None:
+        if self._w is None:
+            self._w = CommentedPcapngWriter(self.path)
+        self._w.close()
+
+    def abort(self) -> None:
+        if self._w is not None:
+            self._w.abort()
+
+
 class DropsWriter:
     """Pipeline observer: every dropped packet of a run, with its comment, in time order.
 
     Each chunk's drops (input packets, and firewall resets the path dropped later) are sorted by time (stable);
-    chunks arrive in capture order, so the file is in time order when the capture is.
+    chunks arrive in capture order, so the file is in time order when the capture is. ``sink``: where the packets
+    and their drop keys go instead of the file ``path`` (``run --workers``: a ring its parent merges), an object
+    with ``write(batch, keys)`` and ``close()``.
     """
 
-    def __init__(self, path, inputs=()):
-        path = Path(path)
-        if path.suffix.lower() != ".pcapng":
-            raise ConfigError(f"{path}: the drops file must end in .pcapng (its packets carry comments)")
-        from .outfiles import refuse_overlap
+    def __init__(self, path, inputs=(), sink=None):
+        if sink is None:
+            path = Path(path)
+            self.check_path(path)
+            from .outfiles import refuse_overlap
 
-        refuse_overlap(inputs, [path])
+            refuse_overlap(inputs, [path])
         self.path = path
-        self._w: CommentedPcapngWriter | None = None
-        self._ids: dict[tuple, int] = {}
-        self._comments: list[bytes] = []
+        self._sink = sink
         self.packets = 0
 
-    def _comment_ids(self, pipe, stage, status, fw, rule, gwlb_of_fw) -> np.ndarray:
-        from .pipeline import STAGES
+    @staticmethod
+    def check_path(path) -> None:
+        if Path(path).suffix.lower() != ".pcapng":
+            raise ConfigError(f"{path}: the drops file must end in .pcapng (its packets carry comments)")
 
-        key = ((stage.astype(np.int64) * 256 + status) * 65536 + (fw.astype(np.int64) + 1)) * 65536 + (rule + 1)
-        uniq, inv = np.unique(key, return_inverse=True)
-        out = np.empty(uniq.size, np.int64)
-        rule_names = list(pipe.policy.rule_names) + ["default"]
-        for j, k in enumerate(uniq.tolist()):
-            r = k % 65536 - 1
-            f = (k // 65536) % 65536 - 1
-            code = (k // 65536 ** 2) % 256
-            s = k // (65536 ** 2 * 256)
-            ident = (s, code, f, r)
-            if ident not in self._ids:
-                text = f"dropped at {STAGES[s]}: {reason_text(code)}"
-                if f >= 0:
-                    text += f"; firewall {gwlb_of_fw(f)}"
-                if r >= 0:
-                    text += f"; rule {rule_names[r] if r < len(rule_names) else r}"
-                self._ids[ident] = len(self._comments)
-                self._comments.append(text.encode())
-            out[j] = self._ids[ident]
-        return out[inv.reshape(-1)]
+    def start(self, pipe) -> None:
+        if self._sink is None:
+            self._sink = DropsFile(self.path, DropComments(pipe.policy.rule_names, drop_firewall_names(pipe.topo)))
 
     def chunk(self, pipe, batch: PacketBatch, res) -> None:
         rows = np.flatnonzero(res.stage != 255)
@@ -211,31 +259,26 @@ class DropsWriter:
                               res.rule[g.source[gr]].astype(np.int64)))
         if not parts:
             return
-        names = _firewall_names(pipe)
         sub = PacketBatch.concat([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
         stage, status, fw, rule = (np.concatenate([p[i] for p in parts]) for i in range(1, 5))
         order = np.argsort(sub.ts_ns, kind="stable")
-        ids = self._comment_ids(pipe, stage[order], status[order], fw[order], rule[order], names.__getitem__)
-        if self._w is None:
-            self._w = CommentedPcapngWriter(self.path)
-        self._w.write(sub[order], ids, self._comments)
+        self._sink.write(sub[order], drop_keys(stage[order], status[order], fw[order], rule[order]))
         self.packets += int(order.size)
 
     def close(self, pipe, summary) -> None:
-        if self._w is None:
-            self._w = CommentedPcapngWriter(self.path)  # an empty file says "nothing was dropped"
-        self._w.close()
+        self._sink.close()
 
 
-def _firewall_names(pipe) -> list[str]:
-    """Firewall index -> name (every GWLB of the examples numbers its firewalls alike; with several GWLBs the
-    index names the firewall of the first one that has it)."""
+def drop_firewall_names(topo) -> list[str]:
+    """Firewall index -> name in the drops file's comments (every GWLB of the examples numbers its firewalls alike;
+    with several GWLBs the index names the firewall of the first one that has it)."""
     names: list[str] = []
-    for insp in pipe.gwlbs.values():
-        for i, n in enumerate(insp.cfg.firewall_names):
+    for cfg in topo.gwlbs.values():
+        for i, n in enumerate(cfg.firewall_names):
             if i >= len(names):
                 names.append(n)
     return names
 
 
-__all__ = ["CommentedPcapngWriter", "DropsWriter", "reason_text"]
+__all__ = ["CommentedPcapngWriter", "DropComments", "DropsFile", "DropsWriter", "drop_firewall_names", "drop_keys",
+           "reason_text"]

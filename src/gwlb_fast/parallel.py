@@ -12,16 +12,15 @@ from the same topology with its share of the capacities:
   ``k``, so the public form of a reply names its shard (the SNAT port may then differ from a one-worker run);
 - flow tables (GWLB flows, firewall sessions, NAT mappings) hold ``capacity // N`` entries each.
 
-The workers write their outputs (delivered packets, taps, flow log) to temporary files beside the destination and
-index the records of their captures (timestamp, length). The parent merges the indexes in time order (stable:
-equal timestamps keep the shard order, so a run is deterministic for a given ``N``), computes where every record
-goes in the final file, and each worker copies its own records there, concurrently (classic pcap; a pcapng
-destination is merged by the parent, :func:`merge_pcaps`). The flow logs are merged by the parent meanwhile and
-the summaries summed. Per-flow results (firewall, rule, verdict, NAT public IP) equal one worker's.
+The workers write their captures (delivered packets, taps) into rings of memory shared with the parent, which
+merges them into the destinations in time order while they replay (:mod:`gwlb_fast.rings`: stable, equal timestamps
+keep the shard order, so a run is deterministic for a given ``N``). The flow logs go through temporary files, merged
+by the parent at the end, and the summaries are summed. Per-flow results (firewall, rule, verdict, NAT public IP)
+equal one worker's.
 
 A gzip-compressed capture cannot be mapped: each worker then reads and parses it whole and keeps its shard.
 
-The workers' files go to a memory file system when it has room (``SCRATCH``), in a folder named after the run's
+The workers' flow logs go to a memory file system when it has room (``SCRATCH``), in a folder named after the run's
 process; a run killed before its end (``SIGKILL``) cannot remove its folder, so each run first removes the folders
 of this user's runs that are gone (:func:`clear_abandoned`).
 """
@@ -47,19 +46,23 @@ import numpy as np
 from ._kernels.heap import replay_memory
 from .batch import PacketBatch
 from .config import Topology, load_topology
+from .drops import DropComments, DropsFile, DropsWriter, drop_firewall_names
 from .errors import ConfigError, GwlbError, PcapError, WorkerError
 from .outfiles import OutputFile, refuse_overlap
-from .pcapio import PcapWriter, output_format, read_pcap
-from .pipeline import TAP_LINKS, topology_policy
-from .report import FlowLogWriter, Summary
+from .pcapio import OrderedWriter, PcapWriter, output_format, read_pcap
+from .pipeline import TAP_LINKS, TOP_NAMES, topology_policy
+from .report import FlowLogWriter, Progress, Summary, ThreatLogWriter
+from .rings import CaptureRings, DiscardWriter, RingMerger, RingOutput, RingWriter
 
 FRAG_TABLE = 1 << 16  # first fragments remembered on the public side (direct-mapped)
 SHARED_TAPS = ("health",)  # taps every shard writes alike (taken from the first)
 PCAP_RECORD_HEADER = 16  # classic pcap record header: ts_sec, ts_frac, caplen, wirelen
 MIN_RECORD = 12  # the smallest record or block a capture holds (a pcapng block: type and two lengths)
 PLACE_BUFFER = 8 << 20  # bytes a worker gathers per write into a merged capture
-SCRATCH = "/dev/shm"  # the workers' own files, when it has room (see _scratch) ...
+SCRATCH = "/dev/shm"  # the workers' flow logs, when it has room (see _scratch) ...
 WORKERS_PREFIX = ".gwlb-fast-workers-"  # ... in a folder named this, the run's process id, "-" and a random part
+MAX_LEAD = 256  # chunks the parent may announce ahead of the slowest worker
+MERGE_POLL = 0.001  # seconds the parent waits for the workers when it could merge nothing
 ABANDONED_AFTER = 60.0  # seconds without a change before the folder of a run that is gone is removed
 
 
@@ -136,12 +139,13 @@ class SharedColumns:
     FIELDS = (("off", np.int64), ("ts_ns", np.int64), ("caplen", np.uint32), ("wirelen", np.uint32),
               ("linktype", np.uint16), ("shard", np.int16))
 
-    def __init__(self, capacity: int):
+    def __init__(self, capacity: int, workers: int = 1):
         self.capacity = int(capacity)
         self.rows = 0
         size = sum(np.dtype(t).itemsize for _, t in self.FIELDS) * self.capacity
-        self._mm = mmap.mmap(-1, max(size, 1))  # MAP_SHARED | MAP_ANONYMOUS: inherited by fork
-        pos = 0
+        self._mm = mmap.mmap(-1, 8 * workers + max(size, 1))  # MAP_SHARED | MAP_ANONYMOUS: inherited by fork
+        self.taken = np.frombuffer(self._mm, np.int64, workers, 0)  # chunks each worker has taken so far
+        pos = 8 * workers
         for name, t in self.FIELDS:  # widest first: every column is aligned
             setattr(self, name, np.frombuffer(self._mm, t, self.capacity, pos))
             pos += np.dtype(t).itemsize * self.capacity
@@ -191,6 +195,7 @@ class ShardFeed:
             raise StopIteration
         _, a, b = msg
         c = self.cols
+        c.taken[self.k] += 1
         if b > a:
             # the capture's clock, not the shard's: events count from the first packet, and at the end the
             # sessions idle at the last packet age out, whichever shard saw it
@@ -209,14 +214,20 @@ class ShardFeed:
         pass
 
 
-def _feed(reader, cols: SharedColumns, sharder: Sharder, conns) -> None:
-    """The parent's loop: read, shard, share, announce; then tell the workers how the capture ended."""
+def _feed(reader, cols: SharedColumns, sharder: Sharder, conns, merge: _Merge) -> None:
+    """The parent's loop: read, shard, share, announce, merge what the workers wrote meanwhile; then tell the
+    workers how the capture ended. The parent stays at most ``MAX_LEAD`` chunks ahead of the slowest worker (a
+    worker waiting for its ring to be merged does not read its pipe, which must not fill)."""
     start = reader.offset  # a batch's offsets count from the record the reader stood at
-    for batch in reader:
+    for sent, batch in enumerate(reader):
         a, b = cols.append(batch, start, sharder.shards(batch))
         start = reader.offset
+        merge.chunks.append((b, start))
+        while sent - int(cols.taken.min()) >= MAX_LEAD:
+            merge.wait()
         for c in conns:
             c.send(("chunk", a, b))
+        merge.step()
     err = reader.error
     end = ("end", None if err is None else (err.path, err.offset, err.problem), reader.skipped_bytes,
            reader.skipped_records)
@@ -249,18 +260,23 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _worker(k: int, n: int, topo: Topology, policy, source, cols: SharedColumns | None, paths: dict, opts: dict,
-            conn, parent_ends=(), parent: int | None = None) -> None:
-    """Shard ``k``: replay its packets, write its outputs to ``paths``, send back its summary and the index of its
-    captures; then copy its records to the places the parent sends. ``parent_ends``: the parent's ends of the
-    pipes to the workers forked so far and to this one, which the fork copied: closed, so that a worker reads the
-    end of its pipe when the parent is gone (a sibling holding it kept a worker waiting for ever)."""
+def _worker(k: int, n: int, topo: Topology, policy, source, cols: SharedColumns | None, paths: dict, rings: dict,
+            opts: dict, conn, parent_ends=(), parent: int | None = None) -> None:
+    """Shard ``k``: replay its packets, its captures into its rings of ``rings`` (by name: ``output``,
+    ``taps/LINK``), its flow log and threat log to ``paths["flow_log"]``, ``paths["threat_log"]``; then send back
+    its summary. ``parent_ends``: the parent's
+    ends of the pipes to the workers forked so far and to this one, which the fork copied: closed, so that a worker
+    reads the end of its pipe when the parent is gone (a sibling holding it kept a worker waiting for ever)."""
     for c in parent_ends:
         c.close()
     if parent is not None:
         _die_with_parent(parent)
     try:
-        pipe = shard_pipeline(topo, k, n, opts, paths.get("taps") is not None, policy)
+        pipe = shard_pipeline(topo, k, n, opts, any(name.startswith("taps/") for name in rings), policy)
+        outs = {name: RingOutput(r, k, opts["format"]) if r.n == n or k == 0 else OrderedWriter(DiscardWriter())
+                for name, r in rings.items() if name != "drops"}
+        observers = [DropsWriter(None, sink=RingWriter(rings["drops"], k, "pcapng"))] if "drops" in rings else []
+        taps = {name.removeprefix("taps/"): w for name, w in outs.items() if name.startswith("taps/")} or None
         select = None
         if cols is not None:
             source = ShardFeed(source, cols, k, conn, pipe)
@@ -274,16 +290,13 @@ def _worker(k: int, n: int, topo: Topology, policy, source, cols: SharedColumns 
                     pipe.last_ts = hi if pipe.last_ts is None else max(pipe.last_ts, hi)
                 return batch.filter(sharder.shards(batch) == k)
 
-        summary = pipe.run(source, paths.get("output"), taps=paths.get("taps"), flow_log=paths.get("flow_log"),
-                           events=opts["events"], chunk=opts["chunk"], quiet=True, strict=False, select=select)
+        summary = pipe.run(source, outs.get("output"), taps=taps, flow_log=paths.get("flow_log"),
+                           threat_log=paths.get("threat_log"), events=opts["events"], chunk=opts["chunk"],
+                           quiet=True, strict=False, select=select, observers=observers)
         if select is not None:  # every shard read the whole capture: each counted the same misses
             summary.shard_fragment_misses = sharder.frag_misses
-        conn.send(("ok", summary.as_dict(), {name: record_index(path) for name, path in _captures(paths).items()}))
-        msg = conn.recv()
-        if msg[0] == "place":
-            for srcs, part, off, length, dest, dest_off in msg[1]:
-                place_records(srcs, part, off, length, dest, dest_off)
-            conn.send(("placed",))
+        summary.inspection = pipe.inspection_summary(top=None)  # every name: the parent keeps the top ones
+        conn.send(("ok", summary.as_dict()))
     except PcapError as e:  # its constructor takes three arguments: sent as them
         conn.send(("pcap", (e.path, e.offset, e.problem)))
     except (GwlbError, OSError) as e:
@@ -291,15 +304,52 @@ def _worker(k: int, n: int, topo: Topology, policy, source, cols: SharedColumns 
     except BaseException as e:  # noqa: BLE001 (reported by the parent, which exits non-zero)
         conn.send(("crash", f"failed: {type(e).__name__}: {e}", traceback.format_exc()))
     finally:
+        for r in rings.values():  # the parent stops waiting for this worker's packets
+            if r.n == n or k == 0:
+                RingWriter(r, k).close()
         conn.close()
 
 
-def _captures(paths: dict) -> dict[str, Path]:
-    """A worker's captures by name: ``output`` and ``taps/LINK``."""
-    out = {"output": paths["output"]} if paths.get("output") is not None else {}
-    if paths.get("taps") is not None:
-        out.update({f"taps/{link}": paths["taps"] / f"{link}.pcap" for link in TAP_LINKS})
-    return out
+class _Merge:
+    """The parent's merging of the workers' rings (``mergers``) while it waits for their results; ``progress``
+    shows how far the slowest worker is (``cols.taken`` chunks of ``chunks``: rows and file offset at each one's
+    end)."""
+
+    def __init__(self, mergers, procs, conns, results: list, source, cols=None, progress=None):
+        self.mergers, self.procs, self.conns, self.results, self.source = mergers, procs, conns, results, source
+        self.waiting = dict(enumerate(conns))  # the workers whose result has not come
+        self.cols, self.progress, self.chunks = cols, progress, []
+
+    def step(self) -> int:
+        """Merge what can be now; collect the results that came (a failure is raised)."""
+        moved = sum(m.step() for m in self.mergers)
+        if self.progress is not None and self.cols is not None:
+            done = int(self.cols.taken.min()) - 1  # the chunk before the one the slowest worker took is done
+            if 0 <= done < len(self.chunks):
+                self.progress.update(*self.chunks[done])
+        for k, c in list(self.waiting.items()):
+            if c.poll():
+                self._take(k)
+        return moved
+
+    def wait(self) -> None:
+        """Merge; when nothing could be, wait a little for the workers (or for a result)."""
+        if not self.step() and self.waiting:
+            from multiprocessing.connection import wait
+
+            for c in wait(list(self.waiting.values()), timeout=MERGE_POLL):
+                self._take(next(k for k, x in self.waiting.items() if x is c))
+
+    def drain(self) -> None:
+        """Until every capture is merged and every worker has sent its result."""
+        while self.waiting or not all(m.done for m in self.mergers):
+            self.wait()
+
+    def _take(self, k: int) -> None:
+        r = self.results[k] = _result(k, self.procs[k], self.conns[k])
+        del self.waiting[k]
+        if r[0] != "ok":
+            _raise_failure(self.results, self.source)
 
 
 def _result(k: int, proc, conn):
@@ -317,6 +367,8 @@ def _raise_failure(results, source) -> None:
     """Raise the first worker's failure: its own error, or a :class:`WorkerError` naming the capture and the
     worker."""
     for k, r in enumerate(results):
+        if r is None:
+            continue
         if r[0] == "pcap":
             raise PcapError(*r[1])
         if r[0] == "error":
@@ -325,19 +377,15 @@ def _raise_failure(results, source) -> None:
             raise WorkerError(f"{source}: run --workers: worker {k} of {len(results)} {r[1]}", r[2])
 
 
-def _scratch(size: int, output, taps, flow_log) -> str | None:
-    """Where the workers' files go: a memory file system (``SCRATCH``) when it has room for them, else beside the
-    destination (None). The files are copied once more into the destination: in memory they never reach the disk,
-    and the run dirties only the final files' pages, as one worker does."""
-    if output is None and taps is None and flow_log is None:
-        return None
-    # about the capture's size for the output and the flow log, twice it for each tap (Geneve adds headers)
-    need = size * (2 + (2 * len(TAP_LINKS) if taps is not None else 0))
+def _scratch(size: int) -> str | None:
+    """Where the workers' logs go: a memory file system (``SCRATCH``) when it has room for them (twice the
+    capture's ``size``), else beside the destination (None). They are copied once more into the destination: in
+    memory they never reach the disk."""
     try:
         st = os.statvfs(SCRATCH)
     except OSError:
         return None
-    return SCRATCH if os.access(SCRATCH, os.W_OK) and st.f_bavail * st.f_frsize > 2 * need else None
+    return SCRATCH if os.access(SCRATCH, os.W_OK) and st.f_bavail * st.f_frsize > 2 * size else None
 
 
 def clear_abandoned(where, prefix: str, now: float | None = None) -> list[str]:
@@ -381,7 +429,8 @@ def _is_gzip(path) -> bool:
 
 def run_parallel(topology, source, output=None, *, workers: int | None = None, taps=None, flow_log=None,
                  events=None, chunk: int = 65536, seed: int = 0, quiet: bool = True, strict: bool = True,
-                 session_capacity: int = 1 << 18, pickup: bool | None = None) -> Summary:
+                 session_capacity: int = 1 << 18, pickup: bool | None = None, threat_log=None,
+                 drops=None) -> Summary:
     """Replay ``source`` through ``topology`` (a path or a loaded Topology) on ``workers`` processes (default: every
     core), flow-sharded; the outputs and the summary are those of :meth:`Pipeline.run`, merged in time order."""
     import multiprocessing as mp
@@ -390,14 +439,16 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
     if n < 1:
         raise ValueError(f"run_parallel: workers must be >= 1, got {n}")
     topo = topology if isinstance(topology, Topology) else load_topology(topology)
-    check_destinations(topo, source, output, taps, flow_log, events)
+    check_destinations(topo, source, output, taps, flow_log, events, threat_log, drops)
     read_pcap(source, chunk=1, parse=False).close()  # an unreadable capture fails here, once
     if n == 1:
         from .pipeline import Pipeline
 
+        observers = [DropsWriter(drops)] if drops is not None else []
         summary = Pipeline(topo, seed=seed, taps=taps is not None, session_capacity=session_capacity,
                            pickup=pickup).run(source, output, taps=taps, flow_log=flow_log, events=events,
-                                              chunk=chunk, quiet=quiet, strict=strict)
+                                              chunk=chunk, quiet=quiet, strict=strict, threat_log=threat_log,
+                                              observers=observers)
         summary.workers = 1
         return summary
     for k in range(n):
@@ -405,80 +456,80 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
     t_start = time.perf_counter()
     policy = topology_policy(topo)  # built once, before the workers fork (they inherit it)
     fmt = output_format(output) if output is not None else "pcap"
-    tap_paths = {k: Path(taps) / f"{k}.{fmt}" for k in TAP_LINKS} if taps is not None else {}
-    where = _scratch(os.path.getsize(source), output, taps, flow_log)
-    if where is not None:
-        clear_abandoned(where, WORKERS_PREFIX)
-    tmp, parts = shard_files(n, output, taps, flow_log, f"{WORKERS_PREFIX}{os.getpid()}-", where)
-    procs, conns, finals = [], [], []
+    # every capture: a ring per worker in memory shared with this process, which merges them as they fill
+    finals = {"output": output} if output is not None else {}
+    finals.update({f"taps/{link}": Path(taps) / f"{link}.{fmt}" for link in TAP_LINKS} if taps is not None else {})
+    rings = {name: CaptureRings(1 if name.removeprefix("taps/") in SHARED_TAPS else n) for name in finals}
+    if drops is not None:  # the dropped packets, each with its drop's key (its comment, DropComments)
+        rings["drops"] = CaptureRings(n)
+    tmp, parts = None, [{} for _ in range(n)]
+    clear_abandoned(SCRATCH, WORKERS_PREFIX)
+    if flow_log is not None or threat_log is not None:  # the logs go through files, merged at the end
+        where = _scratch(os.path.getsize(source))
+        tmp, parts = shard_files(n, None, None, flow_log, f"{WORKERS_PREFIX}{os.getpid()}-", where, threat_log)
+    procs, conns, mergers, logs = [], [], [], []
+    progress = None
+    results: list = [None] * n
     # the parent's chunks reuse each other's freed buffers too, and the workers inherit the setting
     with replay_memory():
         try:
             # the parent reads n chunks at a time and each worker replays its shard of them: about ``chunk`` packets
             # per batch
             opts = {"seed": seed, "events": events, "chunk": chunk * n, "session_capacity": session_capacity,
-                    "pickup": pickup}
+                    "pickup": pickup, "format": fmt}
             size = os.path.getsize(source)
-            cols = SharedColumns(size // MIN_RECORD + 1) if size and not _is_gzip(source) else None
+            cols = SharedColumns(size // MIN_RECORD + 1, n) if size and not _is_gzip(source) else None
             ctx = mp.get_context("fork")
             for k in range(n):
                 mine, theirs = ctx.Pipe(duplex=True)
-                p = ctx.Process(target=_worker, args=(k, n, topo, policy, source, cols, parts[k], opts, theirs,
-                                                      [*conns, mine], os.getpid()),
+                p = ctx.Process(target=_worker, args=(k, n, topo, policy, source, cols, parts[k], rings, opts,
+                                                      theirs, [*conns, mine], os.getpid()),
                                 daemon=True)
                 p.start()
                 theirs.close()
                 procs.append(p)
                 conns.append(mine)
+            if taps is not None:
+                Path(taps).mkdir(parents=True, exist_ok=True)
+            for name, final in finals.items():
+                writer = PcapWriter(final, linktype=1 if fmt == "pcap" else None, format=fmt)
+                mergers.append(RingMerger(rings[name], range(rings[name].n), writer))
+            if drops is not None:
+                comments = DropComments(policy.rule_names, drop_firewall_names(topo))
+                mergers.append(RingMerger(rings["drops"], range(n), DropsFile(drops, comments), tags=True))
+            progress = Progress(size, quiet=quiet)
+            merge = _Merge(mergers, procs, conns, results, source, cols, progress)
             sharder = Sharder(topo, n)
             if cols is not None:
                 reader = read_pcap(source, chunk=chunk * n, parse=True, strict=False, use_mmap=True)
                 reader.release_pages = True  # the parent needs each chunk's headers only while it shards them
                 try:
-                    _feed(reader, cols, sharder, conns)
+                    _feed(reader, cols, sharder, conns, merge)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # a worker ended early: its message (or its absence) says why
                 finally:
                     reader.close()
-            results = [_result(k, p, c) for k, (p, c) in enumerate(zip(procs, conns))]
-            _raise_failure(results, source)
-            # every capture: the records of all shards in time order; each worker fills one stretch of the file,
-            # copying from every shard's capture (disjoint pages: the workers do not contend for them)
-            places: list[list] = [[] for _ in range(n)]
-            merged = []
-            names = (["output"] if output is not None else []) + [f"taps/{link}" for link in tap_paths]
-            if taps is not None:
-                Path(taps).mkdir(parents=True, exist_ok=True)
-            for name in names:
-                final = output if name == "output" else tap_paths[name.removeprefix("taps/")]
-                shards = range(1) if name.removeprefix("taps/") in SHARED_TAPS else range(n)
-                if output_format(final) != "pcap":
-                    merged.append((name, final, shards))
-                    continue
-                total, jobs = _stretches([results[k][2][name] for k in shards], n)
-                out = OutputFile(final)
-                finals.append(out)
-                out.file.write(_pcap_header())
-                _reserve(out, total)
-                srcs = [_captures(parts[k])[name] for k in shards]
-                for k, job in enumerate(jobs):
-                    places[k].append((srcs, *job[:3], out.tmp, job[3]))
-            for k in range(n):
-                conns[k].send(("place", places[k]))
-            for name, final, shards in merged:  # pcapng: re-encoded by the parent, while the workers copy
-                out = OutputFile(final)
-                finals.append(out)
-                _merge_batches([_captures(parts[k])[name] for k in shards], final, 1 << 16, into=out.file)
+            merge.drain()
             if flow_log is not None:
                 out = OutputFile(flow_log, text=True)
-                finals.append(out)
+                logs.append(out)
                 _merge_flow_logs_into([pt["flow_log"] for pt in parts], flow_log, out.file)
-            _raise_failure([_result(k, p, c) for k, (p, c) in enumerate(zip(procs, conns))], source)
-            for out in finals:
+            if threat_log is not None:
+                out = OutputFile(threat_log, text=True)
+                logs.append(out)
+                _merge_threat_logs_into([pt["threat_log"] for pt in parts], out.file)
+            for m in mergers:
+                m.close()
+            mergers = []
+            for out in logs:
                 out.commit()
-            finals = []
+            logs = []
         finally:
-            for out in finals:
+            if progress is not None:
+                progress.close()
+            for m in mergers:
+                m.abort()
+            for out in logs:
                 out.discard()
             for c in conns:
                 c.close()
@@ -487,7 +538,8 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
                 if p.is_alive():
                     p.terminate()
                     p.join()
-            shutil.rmtree(tmp, ignore_errors=True)
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
     summary = merge_summaries([r[1] for r in results], time.perf_counter() - t_start)
     summary.workers = n
     if cols is not None:
@@ -497,26 +549,32 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
     return summary
 
 
-def check_destinations(topo: Topology, source, output, taps, flow_log, events) -> None:
+def check_destinations(topo: Topology, source, output, taps, flow_log, events, threat_log=None,
+                       drops=None) -> None:
     """The checks of :meth:`Pipeline.run`, on the real destinations (the shards write temporary files)."""
     fmt = output_format(output) if output is not None else "pcap"
     tap_paths = [Path(taps) / f"{k}.{fmt}" for k in TAP_LINKS] if taps is not None else []
     if flow_log is not None:
         FlowLogWriter.check_path(flow_log)
+    if threat_log is not None:
+        ThreatLogWriter.check_path(threat_log)
+    if drops is not None:
+        DropsWriter.check_path(drops)
     inputs = [source, events if isinstance(events, (str, os.PathLike)) else None]
     if topo.source and os.path.isfile(topo.source):
         inputs.append(topo.source)
-    refuse_overlap(inputs, [output, flow_log, *tap_paths])
+    refuse_overlap(inputs, [output, flow_log, threat_log, drops, *tap_paths])
     if taps is not None and Path(taps).exists() and not Path(taps).is_dir():
         raise ConfigError(f"{taps}: --taps needs a folder, and this is a file")
 
 
-def shard_files(n: int, output, taps, flow_log, prefix: str, where=None) -> tuple[Path, list[dict]]:
+def shard_files(n: int, output, taps, flow_log, prefix: str, where=None, threat_log=None) -> tuple[Path, list[dict]]:
     """A temporary folder in ``where`` (default: beside the destination; remove it when done) and, in it, where
-    shard ``k`` writes its ``output``, ``taps`` and ``flow_log`` (None where the run writes none), as
-    :func:`merge_outputs` takes them."""
+    shard ``k`` writes its ``output``, ``taps``, ``flow_log`` and ``threat_log`` (None where the run writes none),
+    as :func:`merge_outputs` takes them."""
     if where is None:
-        where = Path(output).parent if output is not None else (Path(flow_log).parent if flow_log else None)
+        dest = next((d for d in (output, flow_log, threat_log) if d is not None), None)
+        where = Path(dest).parent if dest is not None else None
     tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=where))
     parts = []
     for k in range(n):
@@ -524,7 +582,8 @@ def shard_files(n: int, output, taps, flow_log, prefix: str, where=None) -> tupl
         d.mkdir()
         parts.append({"output": d / "output.pcap" if output is not None else None,
                       "taps": d / "taps" if taps is not None else None,
-                      "flow_log": d / f"flows{Path(flow_log).suffix}" if flow_log is not None else None})
+                      "flow_log": d / f"flows{Path(flow_log).suffix}" if flow_log is not None else None,
+                      "threat_log": d / "threats.jsonl" if threat_log is not None else None})
     return tmp, parts
 
 
@@ -762,6 +821,38 @@ def _merge_flow_logs_into(paths, dest, fh) -> int:
     return len(rows)
 
 
+def _merge_threat_logs_into(paths, fh) -> int:
+    """The workers' threat logs into the open text file ``fh``, in time order (equal times keep the shard order,
+    then each shard's)."""
+    rows = []
+    for i, p in enumerate(paths):
+        with open(p) as src:
+            rows.extend(((json.loads(line)["ts"], i), line) for line in src)
+    rows.sort(key=lambda t: t[0])
+    fh.writelines(x for _, x in rows)
+    return len(rows)
+
+
+def merge_inspection(parts: list[dict], top: int = TOP_NAMES) -> dict:
+    """One inspection summary from the shards' (each with every name, ``Pipeline.inspection_summary(None)``):
+    counters add up, and the ``top`` applications, categories and threats are those of the sums."""
+    parts = [p for p in parts if p]
+    if not parts:
+        return {}
+    counters: dict[str, int] = {}
+    out: dict = {"counters": counters}
+    for p in parts:
+        for k, v in p.get("counters", {}).items():
+            counters[k] = counters.get(k, 0) + v
+    for key in ("applications", "categories", "threats"):
+        tally: dict[str, int] = {}
+        for p in parts:
+            for name, v in p.get(key, ()):
+                tally[name] = tally.get(name, 0) + v
+        out[key] = sorted(tally.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+    return out
+
+
 # summary fields that describe the capture every worker read whole (the same in each shard): taken once
 _SHARED_FIELDS = ("input_error", "input_skipped_bytes", "input_skipped_records", "events",
                   "shard_fragment_misses")
@@ -797,6 +888,7 @@ def merge_summaries(parts: list[dict], seconds: float) -> Summary:
                 v = _add(v, x)
         setattr(s, key, round(v, 4) if isinstance(v, float) else v)
     s.stage_seconds = {k: round(v, 4) for k, v in s.stage_seconds.items()}
+    s.inspection = merge_inspection([p.get("inspection", {}) for p in parts])
     s.capture_seconds = max((p.get("capture_seconds", 0.0) for p in parts), default=0.0)
     s.seconds = seconds
     return s
@@ -809,6 +901,7 @@ __all__ = [
     "check_destinations",
     "default_workers",
     "merge_flow_logs",
+    "merge_inspection",
     "merge_outputs",
     "merge_pcaps",
     "merge_plan",

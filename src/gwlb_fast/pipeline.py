@@ -66,6 +66,7 @@ D_NONE, D_INTERNET, D_HOST = 0, 1, 2
 
 MAX_ROUTE_HOPS = 8
 MAX_SLICE_SECONDS = 5  # longest time span walked at once (see Pipeline.process)
+TOP_NAMES = 10  # applications, URL categories and threats the summary lists
 REORDER_WINDOW_NS = 2_000_000_000  # out-of-order captures: how far back a later packet may be and still be sorted
 
 TAP_LINKS = (
@@ -636,12 +637,14 @@ class Pipeline:
             The capture, as seen on the business side; or a reader already open: an iterator of PacketBatch with
             ``error``, ``skipped_bytes``, ``skipped_records`` and ``close()``, as :func:`~gwlb_fast.pcapio.read_pcap`
             returns.
-        output : path, optional
+        output : path or OrderedWriter, optional
             Where the delivered packets go: pcapng when the name ends in ``.pcapng`` (one interface per link
-            type, nanosecond resolution), else classic pcap (Ethernet, nanosecond timestamps).
-        taps : folder, optional
+            type, nanosecond resolution), else classic pcap (Ethernet, nanosecond timestamps). An
+            :class:`~gwlb_fast.pcapio.OrderedWriter` already open is written and closed as it is (``run
+            --workers`` gives each worker one into memory shared with the parent, :mod:`gwlb_fast.rings`).
+        taps : folder or dict, optional
             One capture per link (``TAP_LINKS``), in the output's format; the GWLB <-> firewall links as Geneve
-            frames.
+            frames. A dict gives an OrderedWriter for every link instead.
 
         Every output is written under a temporary name and renamed into place when the run completes (an error
         leaves no partial file), and each is in time order. An output that is, or resolves to, an input (the
@@ -673,8 +676,12 @@ class Pipeline:
         """
         evs = self._events(events)
         # every check before any file is created: a usage error leaves nothing behind, no output is an input
+        out_open = output if isinstance(output, OrderedWriter) else None
+        taps_open = dict(taps) if isinstance(taps, dict) else None
+        if out_open is not None:
+            output = None
         fmt = output_format(output) if output is not None else "pcap"
-        tap_dir = Path(taps) if taps is not None else None
+        tap_dir = Path(taps) if taps is not None and taps_open is None else None
         tap_paths = {k: tap_dir / f"{k}.{fmt}" for k in TAP_LINKS} if tap_dir is not None else {}
         if flow_log is not None:
             FlowLogWriter.check_path(flow_log)
@@ -697,8 +704,8 @@ class Pipeline:
         else:
             reader = read_pcap(source, chunk=chunk, parse=False, strict=False)
             reader.release_pages = True  # every chunk is copied into the path's own arena (bounded resident memory)
-        writers: dict[str, OrderedWriter] = {}
-        out_w = log_w = threat_w = None
+        writers: dict[str, OrderedWriter] = taps_open or {}
+        out_w, log_w, threat_w = out_open, None, None
         done = False
         with replay_memory():  # freed chunk buffers kept, no huge pages for short-lived arrays (_kernels/heap.pyx)
             try:
@@ -799,6 +806,14 @@ class Pipeline:
                     self._threats_to(threat_w)
                     self.stage_seconds["output"] += time.perf_counter() - t0
                 progress.update(self.packets_in, getattr(reader, "offset", None))
+            if self.keep_taps and self._timeline is not None and self.last_ts is not None:
+                # the probes up to the capture's last packet: a flow shard of it (run --workers) may have seen
+                # none of the last ones
+                hi = self.last_ts + 1
+                probes = self._timeline.probe_packets(self.topo.gwlbs, self._probe_lo, hi)
+                self._probe_lo = max(self._probe_lo, hi)
+                if len(probes):
+                    writers["health"].write(probes)
             for g, k, s in [*self._collect_sessions(), *self.finish()]:
                 if log_w is not None:
                     log_w.write(self.flow_records(g, k, s))
@@ -942,7 +957,7 @@ class Pipeline:
         s.events = list(self.events_done)
         s.stage_seconds = {k: round(v, 4) for k, v in self.stage_seconds.items()}
         s.hints = self._hints()
-        s.inspection = self._inspection_summary()
+        s.inspection = self.inspection_summary()
         return s
 
     def _hints(self) -> list[str]:
@@ -966,7 +981,9 @@ class Pipeline:
                     f"failover)")]
         return []
 
-    def _inspection_summary(self, top: int = 10) -> dict:
+    def inspection_summary(self, top: int | None = TOP_NAMES) -> dict:
+        """The inspection's counters and its ``top`` applications, URL categories and threats (None: all), as the
+        summary holds them; {} when no firewall inspects."""
         fws = [fw for fw in self.firewall_objects() if fw.inspection is not None]
         if not fws:
             return {}
