@@ -146,7 +146,7 @@ def test_kernel_matches_oracle(case):
 def test_refs_kernel_matches_oracle(case, width, data):
     """``frag_refs``: each later fragment that took its first fragment's fate gets the refs the walk left on that
     first fragment's row; every other later fragment -1; other rows untouched."""
-    packets, fates = case
+    packets, _fates = case
     ts = list(range(1000, 1000 + len(packets)))
     n = len(packets)
     b = gf.PacketBatch.from_packets(packets, ts_ns=ts).parse()

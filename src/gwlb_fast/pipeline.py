@@ -40,8 +40,15 @@ from .config import Topology, load_events, load_topology
 from .errors import ConfigError, PcapError
 from .fragments import K_LATER, FragmentTracker
 from .gwlbe import (
-    COUNTED_FW_FIRST, COUNTED_FW_SLOT, COUNTED_FW_START, COUNTED_LB_FIRST, COUNTED_LB_FW, COUNTED_LB_SLOT,
-    COUNTED_REV, Gwlbe, Inspection,
+    COUNTED_FW_FIRST,
+    COUNTED_FW_SLOT,
+    COUNTED_FW_START,
+    COUNTED_LB_FIRST,
+    COUNTED_LB_FW,
+    COUNTED_LB_SLOT,
+    COUNTED_REV,
+    Gwlbe,
+    Inspection,
 )
 from .natgw import NatGateway
 from .outfiles import refuse_overlap
