@@ -58,7 +58,7 @@ FRAG_TABLE = 1 << 16  # first fragments remembered on the public side (direct-ma
 SHARED_TAPS = ("health",)  # taps every shard writes alike (taken from the first)
 PCAP_RECORD_HEADER = 16  # classic pcap record header: ts_sec, ts_frac, caplen, wirelen
 MIN_RECORD = 12  # the smallest record or block a capture holds (a pcapng block: type and two lengths)
-PLACE_BUFFER = 8 << 20  # bytes a worker gathers per write into a merged capture
+PLACE_BUFFER = 8 << 20  # bytes gathered per write into a merged capture (merge_pcaps)
 SCRATCH = "/dev/shm"  # the workers' flow logs, when it has room (see _scratch) ...
 WORKERS_PREFIX = ".gwlb-fast-workers-"  # ... in a folder named this, the run's process id, "-" and a random part
 MAX_LEAD = 256  # chunks the parent may announce ahead of the slowest worker
@@ -551,7 +551,7 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
 
 def check_destinations(topo: Topology, source, output, taps, flow_log, events, threat_log=None,
                        drops=None) -> None:
-    """The checks of :meth:`Pipeline.run`, on the real destinations (the shards write temporary files)."""
+    """The checks of :meth:`Pipeline.run`, on the real destinations (the shards write rings and temporary logs)."""
     fmt = output_format(output) if output is not None else "pcap"
     tap_paths = [Path(taps) / f"{k}.{fmt}" for k in TAP_LINKS] if taps is not None else []
     if flow_log is not None:
@@ -760,9 +760,9 @@ def _whole(path) -> PacketBatch:
     return PacketBatch(data, *(np.concatenate(cols[c]) for c in ("off", "caplen", "wirelen", "ts_ns", "linktype")))
 
 
-def _merge_batches(paths, dest, chunk: int, into=None) -> int:
-    """:func:`merge_pcaps` through batches: every record re-encoded by a :class:`PcapWriter` (into the open binary
-    file ``into`` when given, else into ``dest``; ``dest`` names the format)."""
+def _merge_batches(paths, dest, chunk: int) -> int:
+    """:func:`merge_pcaps` through batches: every record re-encoded by a :class:`PcapWriter` into ``dest`` (whose
+    name gives the format)."""
     batches = [_whole(p) for p in paths]
     if not batches:
         batches = [PacketBatch.empty()]
@@ -771,7 +771,7 @@ def _merge_batches(paths, dest, chunk: int, into=None) -> int:
     row = np.concatenate([np.arange(len(b), dtype=np.int64) for b in batches])
     order = np.argsort(ts, kind="stable")
     fmt = output_format(dest)
-    with PcapWriter(dest if into is None else into, linktype=1 if fmt == "pcap" else None, format=fmt) as w:
+    with PcapWriter(dest, linktype=1 if fmt == "pcap" else None, format=fmt) as w:
         for a in range(0, order.size, chunk):
             sel = order[a:a + chunk]
             s, r = src[sel], row[sel]

@@ -773,13 +773,8 @@ class Pipeline:
                         self._apply(part)
                         _notify(observers, "event", self, part)
                         continue
-                    if self.keep_taps and self._timeline is not None and len(part):
-                        # the health probes the GWLB sent up to this part's last packet
-                        hi = int(part.ts_ns.max()) + 1
-                        probes = self._timeline.probe_packets(self.topo.gwlbs, self._probe_lo, hi)
-                        self._probe_lo = max(self._probe_lo, hi)
-                        if len(probes):
-                            writers["health"].write(probes)
+                    if len(part):  # the health probes the GWLB sent up to this part's last packet
+                        self._probes_to(writers, int(part.ts_ns.max()))
                     # the delivered packets are written before the next chunk: its copy reuses this one's arena
                     if arena.shape[0] < part.nbytes:
                         # with headroom: chunks of varying sizes would otherwise grow it a little time after time,
@@ -813,14 +808,10 @@ class Pipeline:
                     self._threats_to(threat_w)
                     self.stage_seconds["output"] += time.perf_counter() - t0
                 progress.update(self.packets_in, getattr(reader, "offset", None))
-            if self.keep_taps and self._timeline is not None and self.last_ts is not None:
+            if self.last_ts is not None:
                 # the probes up to the capture's last packet: a flow shard of it (run --workers) may have seen
                 # none of the last ones
-                hi = self.last_ts + 1
-                probes = self._timeline.probe_packets(self.topo.gwlbs, self._probe_lo, hi)
-                self._probe_lo = max(self._probe_lo, hi)
-                if len(probes):
-                    writers["health"].write(probes)
+                self._probes_to(writers, self.last_ts)
             for g, k, s in [*self._collect_sessions(), *self.finish()]:
                 if log_w is not None:
                     log_w.write(self.flow_records(g, k, s))
@@ -830,6 +821,15 @@ class Pipeline:
             self._threats_to(threat_w)
         finally:
             progress.close()
+
+    def _probes_to(self, writers, last: int) -> None:
+        """The health probes the GWLB sent up to time ``last`` (ns) not yet written, to the ``health`` tap."""
+        if not self.keep_taps or self._timeline is None:
+            return
+        probes = self._timeline.probe_packets(self.topo.gwlbs, self._probe_lo, last + 1)
+        self._probe_lo = max(self._probe_lo, last + 1)
+        if len(probes):
+            writers["health"].write(probes)
 
     def what_if(self, batches, events=None):
         """Carry PacketBatch chunks along the path with a what-if script, as :meth:`run` does: yields one
