@@ -49,6 +49,10 @@ class StageCounters:
         return describe_counts(self.drops)
 
 
+#: policies of up to this many rules have every rule in the summary's rule hits, those that took no session too
+RULES_LISTED_WHOLE = 20
+
+
 @dataclass
 class Summary:
     """What a run did. ``str(summary)`` is the human summary; ``summary.as_dict()`` the JSON one."""
@@ -118,8 +122,14 @@ class Summary:
                 w(f"  {name:<18} {c.get('flows', 0):>10,} {c.get('packets', 0):>12,}  {state}\n")
         if self.rules:
             w("rule hits (sessions)\n")
+            # a long policy (a firewall's hundreds of rules) lists the rules that took sessions, in policy order
+            quiet = len(self.rules) > RULES_LISTED_WHOLE
             for name, n in self.rules.items():
-                w(f"  {name:<30} {n:>12,}\n")
+                if n or not quiet:
+                    w(f"  {name:<30} {n:>12,}\n")
+            idle = sum(1 for n in self.rules.values() if not n)
+            if quiet and idle:
+                w(f"  ({idle:,} more rule(s) took no session; --json lists every rule)\n")
         if self.nat:
             w("nat gateway\n")
             items = [(k.replace("_packets", "").replace("_", " "), v) for k, v in self.nat.items()]
