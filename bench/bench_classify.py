@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bench.baselines import classify_numpy_linear, classify_python, python_boxes
-from gwlb_fast.policy import Policy, generate_trace
+from gwlb_fast.stages.policy import Policy, generate_trace
 from tests.shared_data import data_path
 
 SETS = ["acl1_10k", "fw1_10k", "ipc1_10k"]
@@ -86,7 +86,7 @@ def content_workload():
     application-default, a tenth URL categories), and a trace with identified applications and categories."""
     from gwlb_fast.inspect.applications import APP_ID
     from gwlb_fast.inspect.urlcat import UrlCategories
-    from gwlb_fast.policy import _app_default_pairs
+    from gwlb_fast.stages.policy import _app_default_pairs
 
     base = _load("acl1_10k")
     rng = np.random.default_rng(3)

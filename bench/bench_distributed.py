@@ -1,4 +1,4 @@
-"""``run --ray`` (gwlb_fast.distributed) beside the serial loop, on a local Ray instance (skipped without Ray).
+"""``run --ray`` (gwlb_fast.scale.distributed) beside the serial loop, on a local Ray instance (skipped without Ray).
 
 Many captures: CAPTURES captures of PACKETS/CAPTURES packets each (bench_pipeline's 1,000-rule policy, 50 packets
 per flow), replayed by ``replay_many`` (one Ray task per capture) beside a loop of ``Pipeline.run`` over them, the
@@ -28,7 +28,7 @@ _RESULTS: dict[tuple[str, str], float] = {}
 
 @pytest.fixture(scope="module")
 def ray_up():
-    from gwlb_fast.distributed import cluster_cpus, connected, require_ray
+    from gwlb_fast.scale.distributed import cluster_cpus, connected, require_ray
 
     try:
         require_ray(local=True)
@@ -70,7 +70,7 @@ def _record(benchmark, ray_up, key, packets, seconds_fallback):
 
 @pytest.mark.parametrize("how", ["serial", "ray"])
 def test_many_captures(benchmark, rate, ray_up, workload, how):
-    from gwlb_fast.distributed import replay_many
+    from gwlb_fast.scale.distributed import replay_many
 
     benchmark.group = f"run --ray, {CAPTURES} captures, {PACKETS} packets in all"
     out = workload["dir"] / f"many-{how}"
@@ -92,7 +92,7 @@ def test_many_captures(benchmark, rate, ray_up, workload, how):
 
 @pytest.mark.parametrize("how", ["serial", "ray"])
 def test_split_capture(benchmark, rate, ray_up, workload, how):
-    from gwlb_fast.distributed import replay_split
+    from gwlb_fast.scale.distributed import replay_split
 
     benchmark.group = f"run --ray, one capture split, {PACKETS} packets"
     out = workload["dir"] / f"split-{how}.pcap"

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from gwlb_fast import geneve, synth
-from gwlb_fast.firewall import Firewall
-from gwlb_fast.policy import Policy
+from gwlb_fast.stages.firewall import Firewall
+from gwlb_fast.stages.policy import Policy
 from gwlb_fast.status import PktStatus
 
 sys.path.insert(0, str(Path(__file__).parent))  # bench/baselines.py (pytest runs with --import-mode=importlib)

@@ -7,7 +7,7 @@ import pytest
 
 from gwlb_fast._kernels.flowhash import geneve_udp_sport, hash_5tuple
 from gwlb_fast._kernels.maglev import maglev_fill, maglev_lookup
-from gwlb_fast.maglev import Maglev
+from gwlb_fast.stages.maglev import Maglev
 
 sys.path.insert(0, str(Path(__file__).parent))  # bench/baselines.py (pytest runs with --import-mode=importlib)
 from baselines import hash_5tuple_numpy, hash_lookup_numpy, hash_lookup_python

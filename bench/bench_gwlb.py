@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gwlb_fast.batch import PacketBatch
-from gwlb_fast.gwlb import Gwlb
+from gwlb_fast.stages.gwlb import Gwlb
 
 sys.path.insert(0, str(Path(__file__).parent))  # bench/baselines.py (pytest runs with --import-mode=importlib)
 from baselines import gwlb_python

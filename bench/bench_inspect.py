@@ -30,10 +30,10 @@ import time
 import numpy as np
 import pytest
 import yaml
-from gwlb_fast._kernels.match import Literals
 
 import gwlb_fast as gf
 from gwlb_fast import synth
+from gwlb_fast._kernels.match import Literals
 from gwlb_fast.config import example_topology_text
 from gwlb_fast.inspect.inspector import inspect_flows
 from gwlb_fast.inspect.signatures import SignatureSet, parse_rules

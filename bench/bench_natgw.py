@@ -14,7 +14,7 @@ import pytest
 
 from gwlb_fast.batch import PacketBatch
 from gwlb_fast.config import example_topology_text, load_topology
-from gwlb_fast.natgw import NatGateway
+from gwlb_fast.stages.natgw import NatGateway
 from gwlb_fast.status import PktStatus
 
 sys.path.insert(0, str(Path(__file__).parent))  # bench/baselines.py

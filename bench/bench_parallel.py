@@ -1,4 +1,4 @@
-"""``run --workers N`` (gwlb_fast.parallel) beside one worker, on the bench workload and a high-churn workload.
+"""``run --workers N`` (gwlb_fast.scale.parallel) beside one worker, on the bench workload and a high-churn workload.
 
 Workloads: bench_pipeline's own captures and topology (its ``workload`` fixture: 1,000-rule policy; ``bench`` has
 PACKETS packets in PACKETS/50 flows, ``churn`` PACKETS/10 flows, most packets starting or answering a new flow);
@@ -30,8 +30,8 @@ import pytest
 
 import gwlb_fast as gf
 from gwlb_fast import synth
-from gwlb_fast.parallel import run_parallel
 from gwlb_fast.pipeline import Pipeline
+from gwlb_fast.scale.parallel import run_parallel
 
 sys.path.insert(0, str(Path(__file__).parent))
 import bench_pipeline

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gwlb_fast.config import example_topology_text, load_topology
-from gwlb_fast.vpc import Lpm, VpcRouter
+from gwlb_fast.stages.vpc import Lpm, VpcRouter
 
 sys.path.insert(0, str(Path(__file__).parent))  # bench/baselines.py
 from baselines import numpy_lpm

@@ -15,7 +15,7 @@ This is what a user writes without gwlb-fast, one packet at a time in Python, do
   Geneve with the three GWLB options (struct);
 - firewall: parse the Geneve frame (dpkt for the outer headers, struct for Geneve and its options), map the endpoint
   id to its zone, look the session up in a dict (same key as the GWLB), classify the first packet of a session by a
-  first-match linear scan over the rules, then the session states of ``gwlb_fast.firewall`` (TCP must start with a
+  first-match linear scan over the rules, then the session states of ``gwlb_fast.stages.firewall`` (TCP must start with a
   SYN; allow / deny, RST closes, FIN from both sides closes; idle, close and deny timeouts); allowed packets go back
   with the Geneve header echoed and the outer addresses swapped;
 - GWLB again: parse the returning frame, check the flow and its cookie, hand the inner packet to the endpoint,

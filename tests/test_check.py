@@ -9,7 +9,7 @@ import yaml
 from gwlb_fast.check import check_topology, trace_route
 from gwlb_fast.cli import main
 from gwlb_fast.config import example_topology_text, ip_to_int, load_topology, topology_from_dict
-from gwlb_fast.policy import Policy
+from gwlb_fast.stages.policy import Policy
 
 EXAMPLE = yaml.safe_load(example_topology_text())
 RT = ("vpcs", "business", "route_tables")

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gwlb_fast._kernels.classify import ClassifierTree
-from gwlb_fast.policy import _ANY8, _ANY16, _ANY32, Action, Policy, Rule, generate_trace
+from gwlb_fast.stages.policy import _ANY8, _ANY16, _ANY32, Action, Policy, Rule, generate_trace
 from tests.oracles.classify import first_match_all, first_match_numpy
 from tests.shared_data import data_path
 

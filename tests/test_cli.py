@@ -15,9 +15,9 @@ import gwlb_fast
 from gwlb_fast.batch import PacketBatch
 from gwlb_fast.cli import main
 from gwlb_fast.errors import PcapError
+from gwlb_fast.outputs.report import FLOW_LOG_FIELDS
 from gwlb_fast.pcapio import read_pcap, write_pcap
 from gwlb_fast.pipeline import TAP_LINKS, Pipeline
-from gwlb_fast.report import FLOW_LOG_FIELDS
 from gwlb_fast.synth import generate_with_truth
 from tests.shared_data import data_path
 

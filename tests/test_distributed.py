@@ -16,7 +16,9 @@ from hypothesis import strategies as st
 from gwlb_fast import synth
 from gwlb_fast.batch import PacketBatch
 from gwlb_fast.cli import main
-from gwlb_fast.distributed import (
+from gwlb_fast.pcapio import PcapWriter, read_pcap, write_pcap
+from gwlb_fast.pipeline import TAP_LINKS, Pipeline
+from gwlb_fast.scale.distributed import (
     capture_name,
     cluster_cpus,
     connected,
@@ -25,9 +27,7 @@ from gwlb_fast.distributed import (
     replay_split,
     require_ray,
 )
-from gwlb_fast.parallel import run_parallel
-from gwlb_fast.pcapio import PcapWriter, read_pcap, write_pcap
-from gwlb_fast.pipeline import TAP_LINKS, Pipeline
+from gwlb_fast.scale.parallel import run_parallel
 
 from .shared_data import data_path
 from .test_parallel import PER_FLOW
@@ -304,7 +304,7 @@ def test_without_ray_run_ray_exits_2_saying_how_to_install_it(tmp_path):
 
 
 def test_importing_the_package_does_not_import_ray():
-    code = "import sys, gwlb_fast, gwlb_fast.cli, gwlb_fast.distributed; print('ray' in sys.modules)"
+    code = "import sys, gwlb_fast, gwlb_fast.cli, gwlb_fast.scale.distributed; print('ray' in sys.modules)"
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert p.returncode == 0 and p.stdout.strip() == "False"
 

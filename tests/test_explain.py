@@ -9,9 +9,9 @@ import pytest
 
 from gwlb_fast.cli import main
 from gwlb_fast.explain import explain_flow, explain_packets, parse_flow
+from gwlb_fast.outputs.report import ip_str
 from gwlb_fast.pcapio import read_pcap, write_pcap
 from gwlb_fast.pipeline import STAGES, Pipeline
-from gwlb_fast.report import ip_str
 from gwlb_fast.status import PktStatus
 from gwlb_fast.synth import generate
 

@@ -15,7 +15,7 @@ from gwlb_fast._kernels import session as _s
 from gwlb_fast._kernels import tcpreset as _r
 from gwlb_fast.batch import LINKTYPE_IPV4, PacketBatch
 from gwlb_fast.errors import ConfigError
-from gwlb_fast.firewall import (
+from gwlb_fast.stages.firewall import (
     END_REASONS,
     KIND_ECHO,
     KIND_RST_TO_RECEIVER,
@@ -24,7 +24,7 @@ from gwlb_fast.firewall import (
     Firewall,
     zone_of_endpoint_ids,
 )
-from gwlb_fast.policy import Policy
+from gwlb_fast.stages.policy import Policy
 from gwlb_fast.status import PktStatus
 from tests.oracles.firewall import ACK, FIN, RST, SYN, OracleFirewall, Pkt, rst_for
 

@@ -4,7 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gwlb_fast._kernels.flowhash import geneve_udp_sport, hash_2tuple, hash_3tuple, hash_5tuple
-from gwlb_fast.maglev import Maglev
+from gwlb_fast.stages.maglev import Maglev
 
 from .oracles import flowhash as ref
 

@@ -16,9 +16,9 @@ import gwlb_fast as gf
 from gwlb_fast import synth
 from gwlb_fast._kernels import frag as fk
 from gwlb_fast.config import topology_from_dict
-from gwlb_fast.fragments import FragmentTracker
 from gwlb_fast.pcapio import read_pcap, write_pcap
 from gwlb_fast.pipeline import STAGES, Pipeline
+from gwlb_fast.stages.fragments import FragmentTracker
 from gwlb_fast.status import PktStatus
 from tests.oracles import frag as oracle
 from tests.shared_data import data_path

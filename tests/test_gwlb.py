@@ -7,7 +7,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gwlb_fast.batch import PacketBatch
-from gwlb_fast.gwlb import Gwlb
+from gwlb_fast.stages.gwlb import Gwlb
 from gwlb_fast.status import PktStatus
 
 from .oracles.gwlb import GwlbModel

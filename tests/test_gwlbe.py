@@ -7,8 +7,8 @@ import yaml
 
 from gwlb_fast import synth
 from gwlb_fast.config import example_topology_text, topology_from_dict
-from gwlb_fast.gwlbe import Gwlbe, Inspection
-from gwlb_fast.policy import Policy
+from gwlb_fast.stages.gwlbe import Gwlbe, Inspection
+from gwlb_fast.stages.policy import Policy
 from gwlb_fast.status import PktStatus
 
 EXAMPLE = yaml.safe_load(example_topology_text())

@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 
 from gwlb_fast import synth
 from gwlb_fast.config import HealthCheck, example_topology_text, topology_from_dict
-from gwlb_fast.health import PROBE_RTT, HealthTimeline, healthy_window, unhealthy_window
 from gwlb_fast.pcapio import write_pcap
 from gwlb_fast.pipeline import Pipeline
+from gwlb_fast.stages.health import PROBE_RTT, HealthTimeline, healthy_window, unhealthy_window
 from gwlb_fast.status import PktStatus
 
 EXAMPLE = yaml.safe_load(example_topology_text())

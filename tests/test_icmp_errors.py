@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 import gwlb_fast as gf
 from gwlb_fast._kernels.nat import NAT_DNAT_REPLY, NAT_SNAT_REPLY, nat_rewrite
 from gwlb_fast.config import topology_from_dict
-from gwlb_fast.natgw import NatRecord
 from gwlb_fast.pcapio import write_pcap
 from gwlb_fast.pipeline import Pipeline
+from gwlb_fast.stages.natgw import NatRecord
 from gwlb_fast.status import PktStatus
 from tests.shared_data import data_path
 from tests.topologies import EXAMPLE, capture_topology

@@ -247,7 +247,7 @@ def test_workers_give_the_threat_log_and_inspection_summary_of_one_worker(tmp_pa
     """run --workers: each shard's threat log merged in time order holds the records of one worker's run, and the
     summary's counters and top applications, categories and threats are those of the whole capture (not the first
     shard's)."""
-    from gwlb_fast.parallel import run_parallel
+    from gwlb_fast.scale.parallel import run_parallel
 
     topo = topology(tmp_path)
     _, one, _, threats = run(topo, tmp_path, chunk=64)

@@ -4,7 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gwlb_fast._kernels.maglev import maglev_fill, maglev_lookup, maglev_populate
-from gwlb_fast.maglev import Maglev, is_prime
+from gwlb_fast.stages.maglev import Maglev, is_prime
 
 from .oracles import flowhash as ref
 

@@ -12,7 +12,7 @@ from scapy.layers.l2 import Ether
 from gwlb_fast._kernels.nat import nat_alloc_ports, nat_classify_in, nat_classify_out, nat_release, nat_rewrite
 from gwlb_fast.batch import PacketBatch
 from gwlb_fast.config import example_topology_text, ip_to_int, load_topology
-from gwlb_fast.natgw import NAT_DNAT, NAT_DNAT_REPLY, NAT_SNAT, NAT_SNAT_REPLY, NatGateway
+from gwlb_fast.stages.natgw import NAT_DNAT, NAT_DNAT_REPLY, NAT_SNAT, NAT_SNAT_REPLY, NatGateway
 from gwlb_fast.status import PktStatus as S
 
 from .oracles.nat import NatOracle, checksum

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from gwlb_fast.errors import ConfigError
 from gwlb_fast.inspect.applications import APP_ID, APP_PENDING
-from gwlb_fast.policy import Policy
+from gwlb_fast.stages.policy import Policy
 
 # A firewall export, written after PAN-OS's configuration schema (/config/devices/entry/vsys/entry/...).
 FIREWALL_XML = """<?xml version="1.0"?>

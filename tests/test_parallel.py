@@ -17,7 +17,9 @@ from gwlb_fast.batch import PacketBatch
 from gwlb_fast.cli import main
 from gwlb_fast.config import load_topology
 from gwlb_fast.errors import PcapError, WorkerError
-from gwlb_fast.parallel import (
+from gwlb_fast.pcapio import PcapWriter, read_pcap, write_pcap
+from gwlb_fast.pipeline import TAP_LINKS, Pipeline
+from gwlb_fast.scale.parallel import (
     merge_pcaps,
     merge_plan,
     place_records,
@@ -26,8 +28,6 @@ from gwlb_fast.parallel import (
     run_parallel,
     shard_topology,
 )
-from gwlb_fast.pcapio import PcapWriter, read_pcap, write_pcap
-from gwlb_fast.pipeline import TAP_LINKS, Pipeline
 
 from .shared_data import data_path
 from .test_pipeline import EXAMPLE_PATH
@@ -242,7 +242,7 @@ def parts(tmp_path):
 
 
 def test_placed_merge_is_byte_identical_to_the_batch_merge(parts, tmp_path):
-    from gwlb_fast.parallel import _merge_batches
+    from gwlb_fast.scale.parallel import _merge_batches
 
     assert merge_pcaps(parts, tmp_path / "placed.pcap") == 2050
     assert _merge_batches(parts, tmp_path / "batched.pcap", 64) == 2050
@@ -254,7 +254,7 @@ def test_stretches_filled_apart_make_the_same_file(parts, tmp_path, n):
     """What the workers do: the plan cut into n stretches, each filled on its own (any order), gives the merge."""
     import dpkt
 
-    from gwlb_fast.parallel import _pcap_header, _stretches
+    from gwlb_fast.scale.parallel import _pcap_header, _stretches
 
     index = [record_index(p) for p in parts]
     header = _pcap_header()
@@ -329,7 +329,7 @@ def test_damaged_capture_replays_what_comes_before_like_one_worker(capture, tmp_
 def made(monkeypatch):
     """The temporary folders of the workers' files that the test's runs make (other runs on the machine may have
     theirs in the same memory file system at the same time)."""
-    import gwlb_fast.parallel as par
+    import gwlb_fast.scale.parallel as par
 
     folders = []
     real = par.shard_files
@@ -351,7 +351,7 @@ def _left_behind(d, made):
 
 @pytest.mark.parametrize("scratch", ["memory", "beside"])
 def test_worker_files_in_memory_or_beside_the_destination(capture, many, tmp_path, monkeypatch, scratch, made):
-    import gwlb_fast.parallel as par
+    import gwlb_fast.scale.parallel as par
 
     n, d, _ = many
     if scratch == "beside":  # no memory file system (or no room in it): beside the destination
@@ -380,7 +380,7 @@ def test_folders_of_killed_runs_are_cleared(capture, many, tmp_path, monkeypatch
     whose process is gone and that did not change for a minute, and leaves the others."""
     import subprocess
 
-    import gwlb_fast.parallel as par
+    import gwlb_fast.scale.parallel as par
 
     n, d, _ = many
     shm = tmp_path / "shm"
@@ -408,7 +408,7 @@ def test_folders_of_killed_runs_are_cleared(capture, many, tmp_path, monkeypatch
 # their process ids, then dies
 _KILLED = """
 import multiprocessing, os, signal, sys
-import gwlb_fast.parallel as par
+import gwlb_fast.scale.parallel as par
 par.SCRATCH = sys.argv[5]
 def killed(*a, **k):
     with open(sys.argv[4], "w") as f:
@@ -431,7 +431,7 @@ def _alive(pid: int) -> bool:
 def test_workers_end_with_a_killed_run_and_the_next_run_clears_its_files(capture, tmp_path):
     """The workers of a run killed outright end too (they waited for ever on a pipe whose other end a sibling held
     open); the folder of their files is left, and a later run removes it."""
-    import gwlb_fast.parallel as par
+    import gwlb_fast.scale.parallel as par
 
     shm = tmp_path / "shm"
     shm.mkdir()
@@ -458,8 +458,8 @@ def test_a_failing_worker_is_an_error_and_leaves_no_output(capture, tmp_path, mo
     """A worker failing while it writes its packets, dying without a word, the parent failing while it merges: the
     run raises, every destination keeps what it held, nothing temporary stays (the workers fork: the patch is
     theirs)."""
-    import gwlb_fast.parallel as par
-    from gwlb_fast import rings
+    import gwlb_fast.scale.parallel as par
+    from gwlb_fast.scale import rings
 
     def boom(*a, **k):
         if where == "exit":
@@ -488,7 +488,7 @@ def test_a_failing_worker_is_an_error_and_leaves_no_output(capture, tmp_path, mo
 
 
 def test_cli_worker_failure_exits_non_zero(capture, tmp_path, monkeypatch, capsys, made):
-    from gwlb_fast import rings
+    from gwlb_fast.scale import rings
 
     monkeypatch.setattr(rings.RingWriter, "write", lambda *a: os.kill(os.getpid(), 9))
     assert main(["run", str(EXAMPLE_PATH), str(capture / "in.pcap"), "-o", str(tmp_path / "o.pcap"), "--workers",
@@ -534,7 +534,7 @@ def test_progress_follows_the_slowest_worker_on_a_terminal(capture, tmp_path, mo
     and clears the line at the end; quiet, it shows nothing."""
     import io
 
-    import gwlb_fast.parallel as par
+    import gwlb_fast.scale.parallel as par
 
     class Tty(io.StringIO):
         def isatty(self):
@@ -561,7 +561,7 @@ def test_progress_follows_the_slowest_worker_on_a_terminal(capture, tmp_path, mo
 def test_health_probes_up_to_the_capture_end_whatever_shard_has_the_packets(tmp_path):
     """The health tap is written by the first shard: its probes reach the capture's last packet even when that
     shard has none of the packets (they were missing)."""
-    from gwlb_fast.parallel import Sharder
+    from gwlb_fast.scale.parallel import Sharder
 
     b = synth.generate(60, 3000, seed=5, duration=20.0)
     b.parse()

@@ -928,7 +928,7 @@ def test_writer_renames_into_place_only_when_complete(tmp_path):
 def test_output_file_permissions_follow_the_umask(tmp_path):
     import os
 
-    from gwlb_fast.outfiles import OutputFile
+    from gwlb_fast.outputs.outfiles import OutputFile
 
     old = os.umask(0o027)
     try:
@@ -945,7 +945,7 @@ def test_refuse_overlap(tmp_path):
     import os
 
     from gwlb_fast.errors import ConfigError
-    from gwlb_fast.outfiles import refuse_overlap, same_file
+    from gwlb_fast.outputs.outfiles import refuse_overlap, same_file
 
     a = tmp_path / "a.pcap"
     a.write_bytes(b"a")
@@ -1176,7 +1176,7 @@ def test_null_loopback_and_ppp_captures(tmp_path, linktype):
     if HAVE_TSHARK:
         out = subprocess.run(["tshark", "-r", str(p), "-T", "fields", "-e", "ip.src", "-e", "tcp.srcport"],
                              check=True, capture_output=True, text=True).stdout.split("\n")[:20]
-        from gwlb_fast.report import ip_strs
+        from gwlb_fast.outputs.report import ip_strs
 
         assert [ln.split("\t") for ln in out] == [[s, str(sp)] for s, sp in zip(ip_strs(b.src_ip),
                                                                                 b.sport.tolist())]

@@ -21,11 +21,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gwlb_fast as gf
-from gwlb_fast import firewall as fw_module
-from gwlb_fast import geneve, gwlb, synth
+from gwlb_fast import geneve, synth
 from gwlb_fast.config import example_topology_text, load_topology, topology_from_dict
 from gwlb_fast.pcapio import read_pcap, write_pcap
 from gwlb_fast.pipeline import STAGES, TAP_LINKS, Pipeline
+from gwlb_fast.stages import firewall as fw_module
+from gwlb_fast.stages import gwlb
 from gwlb_fast.status import PktStatus
 from gwlb_fast.synth import CATEGORIES, Direction
 from tests.shared_data import data_path
@@ -168,7 +169,7 @@ def _truth_keys(gt):
 # ---------------------------------------------------------------------------------------------------- API
 def test_library_entry_point_returns_the_summary(files, traffic):
     _, summary, _ = files
-    from gwlb_fast.report import Summary
+    from gwlb_fast.outputs.report import Summary
 
     assert isinstance(summary, Summary)
     assert summary.packets_in == len(traffic[0])

@@ -11,7 +11,7 @@ from gwlb_fast.errors import ConfigError, GwlbError
 from gwlb_fast.inspect.applications import APP_ID, APP_PENDING, APPLICATIONS
 from gwlb_fast.inspect.profiles import ThreatAction, UrlAction
 from gwlb_fast.inspect.urlcat import UrlCategories
-from gwlb_fast.policy import _ANY8, _ANY16, _ANY32, Action, Policy, Rule, _app_default_pairs
+from gwlb_fast.stages.policy import _ANY8, _ANY16, _ANY32, Action, Policy, Rule, _app_default_pairs
 from tests.oracles.policy import first_match as content_first_match
 
 DESIGN_TOPOLOGY = textwrap.dedent("""
@@ -457,7 +457,7 @@ def test_addresses_parse_as_ipaddress_does(octets, prefix):
     ipaddress.ip_network(strict=False) gives."""
     import ipaddress
 
-    from gwlb_fast.policy import _parse_addr, _RuleError
+    from gwlb_fast.stages.policy import _parse_addr, _RuleError
 
     text = ".".join(octets) + ("" if prefix is None else f"/{prefix}")
     try:

@@ -1,5 +1,5 @@
-"""The run's summary as the command line prints it (gwlb_fast.report.Summary)."""
-from gwlb_fast.report import RULES_LISTED_WHOLE, Summary
+"""The run's summary as the command line prints it (gwlb_fast.outputs.report.Summary)."""
+from gwlb_fast.outputs.report import RULES_LISTED_WHOLE, Summary
 
 
 def _rule_lines(text: str) -> list[str]:

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from gwlb_fast.batch import PacketBatch
 from gwlb_fast.cli import main
-from gwlb_fast.drops import CommentedPcapngWriter
-from gwlb_fast.htmlreport import TimeBins
+from gwlb_fast.outputs.drops import CommentedPcapngWriter
+from gwlb_fast.outputs.htmlreport import TimeBins
 from gwlb_fast.pcapio import read_pcap, write_pcap
 from gwlb_fast.synth import generate
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from gwlb_fast.batch import LINKTYPE_ETHERNET, PacketBatch
 from gwlb_fast.pcapio import PcapWriter, read_pcap
-from gwlb_fast.rings import CaptureRings, RingMerger, RingOutput, RingWriter
+from gwlb_fast.scale.rings import CaptureRings, RingMerger, RingOutput, RingWriter
 
 
 def _batch(ts, sizes, k, seq0):
@@ -119,7 +119,7 @@ def test_writer_counts_what_a_classic_pcap_holds_and_refuses_a_packet_larger_tha
 
 def test_output_announces_the_watermark_of_each_write(tmp_path):
     """RingOutput is the OrderedWriter of a ring: packets after the watermark are held, the watermark announced."""
-    from gwlb_fast.rings import MARK
+    from gwlb_fast.scale.rings import MARK
 
     rings = CaptureRings(2, 4096, 16)
     out = RingOutput(rings, 1)

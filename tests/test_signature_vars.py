@@ -14,7 +14,7 @@ from gwlb_fast.errors import ConfigError
 from gwlb_fast.inspect.inspector import inspect_flows
 from gwlb_fast.inspect.signatures import SignatureError, parse_rules, signature_vars
 from gwlb_fast.pipeline import Pipeline
-from gwlb_fast.policy import Policy
+from gwlb_fast.stages.policy import Policy
 from tests.shared_data import REPO, data_path
 from tests.test_appid import flow_key
 

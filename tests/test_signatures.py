@@ -8,11 +8,11 @@ import subprocess
 
 import numpy as np
 import pytest
-from gwlb_fast._kernels.match import Literals
 from hypothesis import given
 from hypothesis import strategies as st
 
 import gwlb_fast as gf
+from gwlb_fast._kernels.match import Literals
 from gwlb_fast.batch import PacketBatch
 from gwlb_fast.inspect.inspector import inspect_flows
 from gwlb_fast.inspect.payloads import http_request, tls_client_hello

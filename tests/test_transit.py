@@ -26,9 +26,9 @@ from gwlb_fast import synth
 from gwlb_fast.config import load_topology, topology_from_dict
 from gwlb_fast.errors import ConfigError
 from gwlb_fast.pipeline import STAGES, Pipeline
+from gwlb_fast.stages.vpc import TransitRouter, VpcRouter
 from gwlb_fast.status import PktStatus
 from gwlb_fast.synth import CATEGORIES, Direction
-from gwlb_fast.vpc import TransitRouter, VpcRouter
 from tests.test_pipeline import Replay, _l4
 
 CENTRAL_PATH = str(importlib.resources.files("gwlb_fast") / "examples" / "centralized.yaml")

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from gwlb_fast._kernels.lpm import lpm_lookup
 from gwlb_fast.config import example_topology_text, ip_to_int, load_topology
-from gwlb_fast.vpc import Lpm, NextHop, VpcRouter, routers
+from gwlb_fast.stages.vpc import Lpm, NextHop, VpcRouter, routers
 
 
 def oracle_lpm(entries, ip):

@@ -31,7 +31,7 @@ from .batch import PacketBatch
 from .errors import ConfigError, GwlbError, PcapError
 from .pcapio import PcapReader, PcapWriter, read_pcap, write_pcap
 from .pipeline import Pipeline
-from .policy import Action, Policy
+from .stages.policy import Action, Policy
 from .status import PktStatus
 
 __version__ = "0.1.0"

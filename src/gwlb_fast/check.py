@@ -31,7 +31,7 @@ and reports, as :class:`Finding` objects:
                 ``from`` and ``to`` zones share none), which never matches behind a GWLB: every session is
                 intrazone there.
 
-The command also compiles the ``security_policy`` (``gwlb_fast.policy.Policy``): a bad rule is a configuration
+The command also compiles the ``security_policy`` (``gwlb_fast.stages.policy.Policy``): a bad rule is a configuration
 error.
 
 Exit codes of the command: 0 no findings, 1 findings, 2 invalid topology (as every other command: 2 for
@@ -472,7 +472,7 @@ def run_check(args) -> int:
     topo = load_topology(args.topology)      # ConfigError -> exit 2 in cli.main
     unsupported = []
     if isinstance(topo.security_policy, dict):
-        from .policy import Policy
+        from .stages.policy import Policy
 
         pol = Policy.from_yaml(topo.security_policy, name=topo.source, home_net=topo.vpc_cidrs())
         pol.compile()

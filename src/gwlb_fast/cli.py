@@ -103,25 +103,25 @@ def _replay(topology, capture, output, taps, flow_log, events, chunk, seed, as_j
             report=None, pickup=None, threat_log=None) -> int:
     from pathlib import Path
 
+    from .outputs.report import UnmatchedHint
     from .pipeline import Pipeline
-    from .report import UnmatchedHint
 
     if not Path(capture).exists():
         raise FileNotFoundError(2, "no such file", str(capture))
     pipe = Pipeline.from_yaml(topology, taps=taps is not None, seed=seed, pickup=pickup)
     collect_from_here()
     if drops is not None or report is not None:
-        from .outfiles import refuse_overlap
+        from .outputs.outfiles import refuse_overlap
 
         refuse_overlap([capture, topology, events], [output, flow_log, drops, report, threat_log])
     hint = UnmatchedHint(capture)
     observers = [hint]
     if drops is not None:
-        from .drops import DropsWriter
+        from .outputs.drops import DropsWriter
 
         observers.append(DropsWriter(drops, inputs=[capture, topology]))
     if report is not None:
-        from .htmlreport import ReportCollector
+        from .outputs.htmlreport import ReportCollector
 
         observers.append(ReportCollector(report, inputs=[capture, topology], title=Path(capture).name))
     summary = pipe.run(capture, output, taps=taps, flow_log=flow_log, events=events, chunk=chunk, quiet=quiet,
@@ -152,7 +152,7 @@ def _cmd_run(args) -> int:
     if n is None:
         big = Path(args.input).is_file() and Path(args.input).stat().st_size >= AUTO_WORKERS_MIN_BYTES
         if big and not others:
-            from .parallel import default_workers
+            from .scale.parallel import default_workers
 
             n = default_workers()
         else:
@@ -165,7 +165,7 @@ def _cmd_run(args) -> int:
                        args.seed, args.json, args.quiet, drops=args.drops, report=args.report,
                        pickup=args.pickup, threat_log=args.threat_log)
     from .config import load_topology
-    from .parallel import run_parallel
+    from .scale.parallel import run_parallel
 
     if not Path(args.input).exists():
         raise FileNotFoundError(2, "no such file", str(args.input))
@@ -180,7 +180,7 @@ def _cmd_run(args) -> int:
 
 def _print_merged(args, summary) -> int:
     """Print the summary of a run merged from shards; the exit code."""
-    from .report import UnmatchedHint
+    from .outputs.report import UnmatchedHint
 
     hint = UnmatchedHint(args.input)
     hint.from_summary(summary, args.topology, args.input)
@@ -203,7 +203,7 @@ def _print_summary(summary, as_json: bool, hint) -> int:
 def _cmd_run_ray(args) -> int:
     from pathlib import Path
 
-    from . import distributed
+    from .scale import distributed
 
     address = args.ray or None
     distributed.require_ray(local=address is None)  # before anything else: say how to install it
@@ -275,7 +275,7 @@ def _cmd_demo(args) -> int:
     from pathlib import Path
 
     from . import synth
-    from .outfiles import OutputFile
+    from .outputs.outfiles import OutputFile
     from .pcapio import write_pcap
 
     out = Path(args.out)

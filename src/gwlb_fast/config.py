@@ -7,7 +7,7 @@ file, the key path (``vpcs.business.route_tables.app[0].via``) and the problem, 
     topology.yaml: vpcs.business.route_tables.app[0].via: unknown endpoint 'gwlbe-x' (known: gwlbe-a)
 
 Unknown keys are errors too (a typo must not silently turn a setting off). The ``security_policy`` mapping is kept
-as written (``Topology.security_policy``, key path ``Topology.security_policy_path``) for ``gwlb_fast.policy`` to
+as written (``Topology.security_policy``, key path ``Topology.security_policy_path``) for ``gwlb_fast.stages.policy`` to
 compile.
 """
 from __future__ import annotations

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from .batch import PacketBatch
-from .drops import reason_text
 from .errors import ConfigError
-from .gwlb import HEALTH_STATES
+from .outputs.drops import reason_text
+from .outputs.report import ip_str
 from .pipeline import D_HOST, D_INTERNET, STAGES, Pipeline
-from .report import ip_str
+from .stages.gwlb import HEALTH_STATES
 
 PROTOS = {"tcp": 6, "udp": 17, "icmp": 1}
 _PROTO_NAME = {v: k for k, v in PROTOS.items()}
@@ -438,7 +438,7 @@ def _explain_inspect(pipe, ex, d, info, j, before, frames, rule_names, decap) ->
         earlier = [rule_names[i] for i in range(min(first, r)) if i < n_rules]
         later = [rule_names[int(i)] for i in matches if int(i) > r]
         action = pol.actions[r] if r < n_rules else int(pol.default_action)
-        from .policy import Action
+        from .stages.policy import Action
 
         act = Action(int(action)).name.lower().replace("_", "-")
         text = (f"rule {rule_names[r]} ({act}) matches {direction}" if r < n_rules

@@ -540,7 +540,7 @@ def _cli_encap(args) -> int:
     }
     if kw["direction"] is not None and not prof.direction_bits:
         raise ConfigError(f"--direction: profile {prof.name} has no direction bits")
-    from .outfiles import refuse_overlap
+    from .outputs.outfiles import refuse_overlap
 
     refuse_overlap([args.input], [args.output])
     counts = np.zeros(N_STATUS, np.int64)
@@ -566,7 +566,7 @@ def _cli_decap(args) -> int:
         raise ConfigError(f"--chunk: must be >= 1, got {args.chunk}")
     cls = _num("--option-class", args.option_class, hi=0xFFFF)
     linktype = {"raw": LINKTYPE_IPV4, "ethernet": LINKTYPE_ETHERNET, "auto": None}[args.linktype]
-    from .outfiles import refuse_overlap
+    from .outputs.outfiles import refuse_overlap
 
     refuse_overlap([args.input], [args.output])
     counts = np.zeros(N_STATUS, np.int64)

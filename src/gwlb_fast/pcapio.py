@@ -64,7 +64,7 @@ from ._kernels.parse import parse_packets as _parse_packets
 from .batch import ALL_COLUMNS as _ALL_COLUMNS
 from .batch import LINKTYPE_ETHERNET, SUPPORTED_LINKTYPES, PacketBatch
 from .errors import PcapError
-from .outfiles import OutputFile
+from .outputs.outfiles import OutputFile
 
 #: a path's writer writes a batch of at least this size while the caller goes on (PcapWriter._write_pieces)
 _WRITE_BEHIND_MIN = 1 << 20

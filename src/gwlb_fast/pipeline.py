@@ -30,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 
-from . import fragments as fr
 from ._kernels.heap import replay_memory
 from ._kernels.join import first_row_join
 from ._kernels.parse import fill_ip_checksums
@@ -38,8 +37,13 @@ from ._kernels.special import mark_special
 from .batch import PacketBatch
 from .config import Topology, load_events, load_topology
 from .errors import ConfigError, PcapError
-from .fragments import K_LATER, FragmentTracker
-from .gwlbe import (
+from .outputs.outfiles import refuse_overlap
+from .outputs.report import DropLog, FlowLogWriter, Progress, StageCounters, Summary, ThreatLogWriter, ip_strs
+from .pcapio import OrderedWriter, PcapWriter, output_format, read_pcap
+from .replay import FlowSides, flow_keys
+from .stages import fragments as fr
+from .stages.fragments import K_LATER, FragmentTracker
+from .stages.gwlbe import (
     COUNTED_FW_FIRST,
     COUNTED_FW_SLOT,
     COUNTED_FW_START,
@@ -50,14 +54,10 @@ from .gwlbe import (
     Gwlbe,
     Inspection,
 )
-from .natgw import NatGateway
-from .outfiles import refuse_overlap
-from .pcapio import OrderedWriter, PcapWriter, output_format, read_pcap
-from .policy import Policy
-from .replay import FlowSides, flow_keys
-from .report import DropLog, FlowLogWriter, Progress, StageCounters, Summary, ThreatLogWriter, ip_strs
+from .stages.natgw import NatGateway
+from .stages.policy import Policy
+from .stages.vpc import Lpm, TransitRouter, VpcRouter
 from .status import PktStatus, describe_counts
-from .vpc import Lpm, TransitRouter, VpcRouter
 
 STAGES = ("input", "route", "nat", "gwlb", "firewall")
 S_INPUT, S_ROUTE, S_NAT, S_GWLB, S_FIREWALL = range(len(STAGES))
@@ -416,7 +416,7 @@ class Pipeline:
                    later: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
         """The rows of packets of flows no firewall session records, for the drop log: dropped without a session, or
         delivered without inspection (inside their subnet, or by a route that bypasses the GWLBe); see
-        :class:`~gwlb_fast.report.DropLog`. Rows where ``later`` is set (later fragments) are left out: they
+        :class:`~gwlb_fast.outputs.report.DropLog`. Rows where ``later`` is set (later fragments) are left out: they
         count in their first fragment's record. Returns the rows and, with pickup, whether each one's sender is
         the server (else None)."""
         st = work.status
@@ -545,8 +545,8 @@ class Pipeline:
     # ------------------------------------------------------------------ flow log records
     def flow_records(self, gwlb: str, fw: int, sessions: np.ndarray) -> dict[str, list]:
         """Flow-log columns (report.FLOW_LOG_FIELDS) for sessions ended on one firewall."""
-        from .firewall import END_REASONS
-        from .policy import Action
+        from .stages.firewall import END_REASONS
+        from .stages.policy import Action
 
         insp = self.gwlbs[gwlb]
         k = sessions.shape[0]
@@ -648,7 +648,7 @@ class Pipeline:
             Where the delivered packets go: pcapng when the name ends in ``.pcapng`` (one interface per link
             type, nanosecond resolution), else classic pcap (Ethernet, nanosecond timestamps). An
             :class:`~gwlb_fast.pcapio.OrderedWriter` already open is written and closed as it is (``run
-            --workers`` gives each worker one into memory shared with the parent, :mod:`gwlb_fast.rings`).
+            --workers`` gives each worker one into memory shared with the parent, :mod:`gwlb_fast.scale.rings`).
         taps : folder or dict, optional
             One capture per link (``TAP_LINKS``), in the output's format; the GWLB <-> firewall links as Geneve
             frames. A dict gives an OrderedWriter for every link instead.
@@ -679,7 +679,7 @@ class Pipeline:
             are written by observers.
         select : callable, optional
             ``select(batch) -> batch``: the packets of each chunk read that this pipeline replays (``run --workers``
-            gives each worker its flow shard this way, see :mod:`gwlb_fast.parallel`).
+            gives each worker its flow shard this way, see :mod:`gwlb_fast.scale.parallel`).
         """
         evs = self._events(events)
         # every check before any file is created: a usage error leaves nothing behind, no output is an input
@@ -707,7 +707,7 @@ class Pipeline:
         t_start = time.perf_counter()
         size = os.path.getsize(source) if isinstance(source, (str, os.PathLike)) and os.path.isfile(source) else None
         if hasattr(source, "skipped_records"):
-            reader = source  # already open: a PcapReader, or the pieces of a split capture (gwlb_fast.distributed)
+            reader = source  # already open: a PcapReader, or the pieces of a split capture (gwlb_fast.scale.distributed)
         else:
             reader = read_pcap(source, chunk=chunk, parse=False, strict=False)
             reader.release_pages = True  # every chunk is copied into the path's own arena (bounded resident memory)
@@ -893,7 +893,7 @@ class Pipeline:
         if self.first_ts is None and len(batch):
             self.first_ts = int(batch.ts_ns.min())
         if self._timeline is None and self.first_ts is not None:
-            from .health import HealthTimeline
+            from .stages.health import HealthTimeline
 
             self._timeline = HealthTimeline.build(self.topo.gwlbs, getattr(self, "_raw_events", []), self.first_ts)
             self._probe_lo = self.first_ts
@@ -1550,7 +1550,7 @@ def _to_public(batch: PacketBatch, public_ip: int, public_port: np.ndarray) -> N
     """Rewrite packets to a DNAT target back to the public address and port they reached the gateway on, in place
     (their arena and columns)."""
     from ._kernels.nat import NAT_DNAT, nat_rewrite
-    from .natgw import NatRecord
+    from .stages.natgw import NatRecord
 
     n = len(batch)
     for name in ("status", "dst_ip", "dport", "sport"):
@@ -1566,7 +1566,7 @@ def _public_form(batch: PacketBatch, public_ip: int, public_port: np.ndarray) ->
     """A copy of replies addressed to private hosts, rewritten to the public address and port they crossed the
     Internet with (for the internet-to-nat tap)."""
     from ._kernels.nat import NAT_SNAT_REPLY, nat_rewrite
-    from .natgw import NatRecord
+    from .stages.natgw import NatRecord
 
     c = batch.copy()
     n = len(c)

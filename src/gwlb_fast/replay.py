@@ -56,7 +56,7 @@ class FlowSides:
     """
 
     def __init__(self, private: Iterable[tuple[int, int]] = (), dnat_targets: Iterable[tuple[int, int, int]] = ()):
-        from .vpc import Lpm
+        from .stages.vpc import Lpm
 
         nets = sorted({(int(n), int(p)) for n, p in private})
         self._private = Lpm([[(n, p, 0) for n, p in nets]]) if nets else None

@@ -18,7 +18,7 @@ def _in(ranges, v):
 
 
 def first_match(rules, src, dst, sport, dport, proto, zone_from=ZONE_UNKNOWN, zone_to=ZONE_UNKNOWN):
-    """Index of the first rule (``gwlb_fast.policy.Rule``) matching one packet, -1 if none."""
+    """Index of the first rule (``gwlb_fast.stages.policy.Rule``) matching one packet, -1 if none."""
     for i, r in enumerate(rules):
         if (_in(r.src, src) and _in(r.dst, dst) and _in(r.sport, sport) and _in(r.dport, dport)
                 and _in(r.proto, proto) and _in(r.zone_from, zone_from) and _in(r.zone_to, zone_to)):

@@ -1,7 +1,7 @@
 """Plain-Python stateful firewall: the reference the batched Firewall is tested against.
 
 One dict entry per session (canonical 5-tuple + endpoint id), packets applied one at a time, linear first-match
-over the policy's rule ranges. It follows the semantics documented in ``gwlb_fast.firewall``:
+over the policy's rule ranges. It follows the semantics documented in ``gwlb_fast.stages.firewall``:
 
 - zone from = zone to = the zone of the packet's endpoint; unknown endpoint -> UNKNOWN_ENDPOINT;
 - a TCP session starts only with a SYN without ACK/RST (else TCP_NOT_SYN, no session);
@@ -87,7 +87,7 @@ class OracleFirewall:
 
     def _end(self, key, reason):
         s = self.table.pop(key)
-        # same field order as gwlb_fast.firewall.SESSION_DTYPE
+        # same field order as gwlb_fast.stages.firewall.SESSION_DTYPE
         self.log.append((s["client"][0], s["server"][0], s["client"][1], s["server"][1], s["proto"], s["zone"],
                          s["action"], s["reason"] or reason, s["rule"], s["endpoint"], s["pc"], s["ps"], s["bc"],
                          s["bs"], s["start"], s["last"]))

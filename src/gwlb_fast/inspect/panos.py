@@ -406,7 +406,7 @@ def _members(el, tag):
 
 def load_panos(path, zones=None, url_database=None, signature_files=(), tcp_reject_non_syn=True,
                device_group=None, vsys=None):
-    """A :class:`~gwlb_fast.policy.Policy` from a PAN-OS / Panorama XML export (see the module docstring).
+    """A :class:`~gwlb_fast.stages.policy.Policy` from a PAN-OS / Panorama XML export (see the module docstring).
 
     Parameters
     ----------
@@ -423,7 +423,7 @@ def load_panos(path, zones=None, url_database=None, signature_files=(), tcp_reje
     ConfigError
         A file that cannot be read or parsed, or an ambiguous device group / vsys.
     """
-    from ..policy import Policy, _Names, _parse_rule, _RuleError
+    from ..stages.policy import Policy, _Names, _parse_rule, _RuleError
     from .profiles import Profiles
     from .urlcat import UrlCategories
 

@@ -1,7 +1,7 @@
 """Content inspection inside the firewall's sessions (DESIGN.md section 12): App-ID re-lookup, URL filtering,
 threat prevention and the threat log.
 
-A :class:`SessionInspection` belongs to one :class:`~gwlb_fast.firewall.Firewall`; it exists only when the policy
+A :class:`SessionInspection` belongs to one :class:`~gwlb_fast.stages.firewall.Firewall`; it exists only when the policy
 asks for inspection (a rule with ``application``, ``service: application-default``, ``category`` or ``profile``, or
 signature files), so a policy without any of them costs nothing. After the session kernel has decided each packet,
 :meth:`apply` feeds the forwarded packets to an :class:`~gwlb_fast.inspect.inspector.Inspector` keyed by the
@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._kernels import session as _s
-from ..report import ip_strs
+from ..outputs.report import ip_strs
 from ..status import PktStatus
 from .appid import FIELDS
 from .applications import APP_PENDING, APPLICATIONS

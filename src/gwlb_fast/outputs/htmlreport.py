@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..status import N_STATUS, PktStatus
 from .report import ip_str
-from .status import N_STATUS, PktStatus
 
 _NS = 1_000_000_000
 MAX_BINS = 400
@@ -189,7 +189,7 @@ class ReportCollector:
         return bins.counts[:n].T.tolist()
 
     def _numbers(self, pipe, summary, end) -> dict:
-        from .pipeline import STAGES
+        from ..pipeline import STAGES
 
         n = max(b.used() for b in self._bins_all()) if self._t0 is not None else 0
         k = len(self.fw_names)

@@ -22,9 +22,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._kernels.classify import DOMAIN_HI, F_APP, F_APPDEF, F_CAT, NDIMS, ZONE_UNKNOWN, ClassifierTree
-from .errors import ConfigError
-from .inspect.applications import APP_ID, APP_PENDING, APPLICATIONS, DEFAULT_PORTS
+from .._kernels.classify import DOMAIN_HI, F_APP, F_APPDEF, F_CAT, NDIMS, ZONE_UNKNOWN, ClassifierTree
+from ..errors import ConfigError
+from ..inspect.applications import APP_ID, APP_PENDING, APPLICATIONS, DEFAULT_PORTS
 
 __all__ = ["ZONE_UNKNOWN", "Action", "Classifier", "Policy", "Rule", "generate_trace", "partition_boxes"]
 
@@ -409,7 +409,7 @@ def _parse_rule(i, raw, zone_index) -> Rule:
 def _signature_vars(raw, src_name, key, home_net) -> dict[str, str]:
     """``security_policy.vars`` checked (``inspect.signatures.signature_vars``); errors name the file, the line of
     the variable when the file can say it, and its key path."""
-    from .inspect.signatures import signature_vars
+    from ..inspect.signatures import signature_vars
 
     def where_of(name):
         line = _yaml_line(src_name, [key, "vars", name]) or _yaml_line(src_name, ["vars", name])
@@ -473,8 +473,8 @@ class Policy:
 
     def __init__(self, rules, default=Action.DENY, zones=None, source="<policy>", *, url_categories=None,
                  profiles=None, signature_files=(), tcp_reject_non_syn=True, unsupported=(), signature_vars=None):
-        from .inspect.profiles import Profiles
-        from .inspect.urlcat import UrlCategories
+        from ..inspect.profiles import Profiles
+        from ..inspect.urlcat import UrlCategories
 
         self.source = str(source)
         #: Custom URL categories and the optional category database (``categorize``); an empty set by default.
@@ -570,7 +570,7 @@ class Policy:
         else:
             import yaml
 
-            from .config import yaml_load
+            from ..config import yaml_load
 
             path = Path(os.fspath(source))
             src_name = name or str(path)
@@ -628,8 +628,8 @@ class Policy:
                                  tcp_reject_non_syn=extra["tcp_reject_non_syn"], **opts)
             pol.signature_vars = sig_vars
             return pol
-        from .inspect.profiles import Profiles
-        from .inspect.urlcat import UrlCategories
+        from ..inspect.profiles import Profiles
+        from ..inspect.urlcat import UrlCategories
 
         try:
             urlcats = UrlCategories.from_config(data.get("url_categories"), extra["url_database"])
@@ -690,7 +690,7 @@ class Policy:
             A file that cannot be read or parsed, an ambiguous device group / vsys, a zone mapping naming a zone the
             configuration lacks.
         """
-        from .inspect.panos import load_panos
+        from ..inspect.panos import load_panos
 
         if zones is not None and not isinstance(zones, Mapping):
             raise ConfigError(f"{path}: zones: expected a mapping zone -> [endpoint names]")

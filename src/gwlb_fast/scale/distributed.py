@@ -6,11 +6,11 @@ Two ways, both on Ray's own primitives (tasks, actors, the object store):
   holds each capture's summary and their total.
 - :func:`replay_split`: one capture cut into byte ranges at record boundaries (found with the reader's
   resynchronisation kernels, :meth:`~gwlb_fast.pcapio.PcapReader.record_boundary`). One Ray task per range reads
-  and parses its records, shards them by flow (:class:`~gwlb_fast.parallel.Sharder`) and puts one piece per flow
+  and parses its records, shards them by flow (:class:`~gwlb_fast.scale.parallel.Sharder`) and puts one piece per flow
   shard into the object store; one Ray actor per shard replays its pieces in range order, which is capture order,
-  with the flow-table capacities and SNAT port slice :func:`~gwlb_fast.parallel.shard_topology` gives it, as a
+  with the flow-table capacities and SNAT port slice :func:`~gwlb_fast.scale.parallel.shard_topology` gives it, as a
   ``run --workers`` worker does. The outputs are merged in time order and the summaries added with
-  :mod:`gwlb_fast.parallel`'s merges, so per-flow results equal a single-machine run's except the SNAT port.
+  :mod:`gwlb_fast.scale.parallel`'s merges, so per-flow results equal a single-machine run's except the SNAT port.
 
 A gzip-compressed capture cannot be cut by byte range: it is replayed whole, by one task. So is a capture whose
 ranges do not join up (a range read up to its end meets a record running past it, or a damaged record it cannot
@@ -37,10 +37,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .batch import PacketBatch
-from .config import Topology, load_topology
-from .errors import ConfigError, GwlbError, PcapError
-from .outfiles import refuse_overlap
+from ..batch import PacketBatch
+from ..config import Topology, load_topology
+from ..errors import ConfigError, GwlbError, PcapError
+from ..outputs.outfiles import refuse_overlap
+from ..outputs.report import Summary
+from ..pcapio import read_pcap
+from ..pipeline import TAP_LINKS
 from .parallel import (
     Sharder,
     check_destinations,
@@ -50,9 +53,6 @@ from .parallel import (
     shard_pipeline,
     shard_topology,
 )
-from .pcapio import read_pcap
-from .pipeline import TAP_LINKS
-from .report import Summary
 
 RAY_MISSING = "run --ray needs Ray: pip install 'gwlb-fast[ray]'"
 #: bytes before a range that its reader shards without keeping, so that the public side's later fragments find
@@ -189,7 +189,7 @@ def many_destinations(captures, out_dir=None, flow_log_dir=None, taps_dir=None) 
 
 def _replay_one(topo: Topology, capture, dest: dict, opts: dict) -> dict:
     """A Ray task: one capture through one Pipeline, its outputs written where ``dest`` says; its summary."""
-    from .pipeline import Pipeline
+    from ..pipeline import Pipeline
 
     pipe = Pipeline(topo, seed=opts["seed"], taps=dest.get("taps") is not None,
                     session_capacity=opts["session_capacity"], pickup=opts["pickup"])

@@ -44,9 +44,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .batch import LINKTYPE_ETHERNET, PacketBatch
-from .config import Gwlb as GwlbConfig
-from .config import HealthCheck
+from ..batch import LINKTYPE_ETHERNET, PacketBatch
+from ..config import Gwlb as GwlbConfig
+from ..config import HealthCheck
 
 __all__ = ["PROBE_RTT", "Action", "HealthTimeline", "healthy_window", "probe_packets", "unhealthy_window"]
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ._kernels.maglev import maglev_fill, maglev_lookup, maglev_populate
+from .._kernels.maglev import maglev_fill, maglev_lookup, maglev_populate
 
 DEFAULT_TABLE_SIZE = 65537
 

@@ -2,7 +2,7 @@
 
 A :class:`Gwlbe` is the consumer-side hop in the business VPC: it tags each packet with its 64-bit endpoint id and
 hands it to its GWLB; inspected packets come back to it and leave through its own subnet's route table.
-:class:`Inspection` is the service behind one GWLB: the :class:`~gwlb_fast.gwlb.Gwlb` stage picks a firewall per
+:class:`Inspection` is the service behind one GWLB: the :class:`~gwlb_fast.stages.gwlb.Gwlb` stage picks a firewall per
 flow, the packet travels to that firewall inside Geneve (``geneve.encap``), the firewall (:class:`Firewall`)
 inspects it and returns it (or TCP resets) inside the echoed Geneve header, and the GWLB checks the returning
 packet's flow cookie before handing the inner packet back to the endpoint. Everything is per batch.
@@ -13,16 +13,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import geneve
-from ._kernels.session import END_FW_FAILED, END_MOVED
-from .batch import PacketBatch
-from .config import Endpoint
-from .config import Gwlb as GwlbConfig
+from .. import geneve
+from .._kernels.session import END_FW_FAILED, END_MOVED
+from ..batch import PacketBatch
+from ..config import Endpoint
+from ..config import Gwlb as GwlbConfig
+from ..replay import FlowSides
+from ..status import PktStatus
 from .firewall import KIND_ECHO, SESSION_DTYPE, Firewall
 from .gwlb import Gwlb
 from .policy import Classifier, Policy
-from .replay import FlowSides
-from .status import PktStatus
 
 
 @dataclass

@@ -20,10 +20,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._kernels.lpm import lpm_lookup
-from .config import Route, Topology, Vpc
-from .config import TransitRouter as TransitRouterConfig
-from .status import PktStatus
+from .._kernels.lpm import lpm_lookup
+from ..config import Route, Topology, Vpc
+from ..config import TransitRouter as TransitRouterConfig
+from ..status import PktStatus
 
 __all__ = ["Lpm", "NextHop", "TransitRouter", "VpcRouter", "routers"]
 

@@ -30,17 +30,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import geneve
-from ._kernels import session as _s
-from ._kernels import tcpreset as _r
-from ._kernels.flowtable import END_EVICTED, FlowTable, canonical_5tuple
-from ._kernels.heap import zeroed
-from ._kernels.parse import icmp_errors
-from .batch import PacketBatch
-from .errors import ConfigError
+from .. import geneve
+from .._kernels import session as _s
+from .._kernels import tcpreset as _r
+from .._kernels.flowtable import END_EVICTED, FlowTable, canonical_5tuple
+from .._kernels.heap import zeroed
+from .._kernels.parse import icmp_errors
+from ..batch import PacketBatch
+from ..errors import ConfigError
+from ..replay import FlowSides, flow_keys
+from ..status import N_STATUS, PktStatus, count_status
 from .policy import ZONE_UNKNOWN, Action, Classifier, Policy
-from .replay import FlowSides, flow_keys
-from .status import N_STATUS, PktStatus, count_status
 
 __all__ = [
     "END_REASONS",
@@ -267,7 +267,7 @@ class Firewall:
         self._ended = np.zeros((0, _s.NF), np.int64)
         # content inspection only when the policy asks for it: a policy without App-ID, URL or threat parts costs
         # nothing here
-        from .inspect.session import SessionInspection, needs_inspection
+        from ..inspect.session import SessionInspection, needs_inspection
 
         self.inspection = SessionInspection(self) if needs_inspection(policy) else None
         #: (first inspect_ref, last + 1, EndedFields, their positions) of ended inspected sessions, until the flow
@@ -533,7 +533,7 @@ class Firewall:
 
     def stats(self) -> dict:
         """Counters: packets per drop reason, hits per rule name, session table statistics."""
-        from .status import describe_counts
+        from ..status import describe_counts
 
         return {
             "firewall": self.name,

@@ -13,7 +13,7 @@ from the same topology with its share of the capacities:
 - flow tables (GWLB flows, firewall sessions, NAT mappings) hold ``capacity // N`` entries each.
 
 The workers write their captures (delivered packets, taps) into rings of memory shared with the parent, which
-merges them into the destinations in time order while they replay (:mod:`gwlb_fast.rings`: stable, equal timestamps
+merges them into the destinations in time order while they replay (:mod:`gwlb_fast.scale.rings`: stable, equal timestamps
 keep the shard order, so a run is deterministic for a given ``N``). The flow logs go through temporary files, merged
 by the parent at the end, and the summaries are summed. Per-flow results (firewall, rule, verdict, NAT public IP)
 equal one worker's.
@@ -43,15 +43,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ._kernels.heap import replay_memory
-from .batch import PacketBatch
-from .config import Topology, load_topology
-from .drops import DropComments, DropsFile, DropsWriter, drop_firewall_names
-from .errors import ConfigError, GwlbError, PcapError, WorkerError
-from .outfiles import OutputFile, refuse_overlap
-from .pcapio import OrderedWriter, PcapWriter, output_format, read_pcap
-from .pipeline import TAP_LINKS, TOP_NAMES, topology_policy
-from .report import FlowLogWriter, Progress, Summary, ThreatLogWriter
+from .._kernels.heap import replay_memory
+from ..batch import PacketBatch
+from ..config import Topology, load_topology
+from ..errors import ConfigError, GwlbError, PcapError, WorkerError
+from ..outputs.drops import DropComments, DropsFile, DropsWriter, drop_firewall_names
+from ..outputs.outfiles import OutputFile, refuse_overlap
+from ..outputs.report import FlowLogWriter, Progress, Summary, ThreatLogWriter
+from ..pcapio import OrderedWriter, PcapWriter, output_format, read_pcap
+from ..pipeline import TAP_LINKS, TOP_NAMES, topology_policy
 from .rings import CaptureRings, DiscardWriter, RingMerger, RingOutput, RingWriter
 
 FRAG_TABLE = 1 << 16  # first fragments remembered on the public side (direct-mapped)
@@ -115,7 +115,7 @@ class Sharder:
         self.frag_misses = 0
 
     def shards(self, batch: PacketBatch) -> np.ndarray:
-        from ._kernels.shard import shard_packets
+        from .._kernels.shard import shard_packets
 
         if batch.status is None:
             batch.parse()
@@ -239,7 +239,7 @@ def _feed(reader, cols: SharedColumns, sharder: Sharder, conns, merge: _Merge) -
 def shard_pipeline(topo: Topology, k: int, n: int, opts: dict, taps: bool, policy=None):
     """The Pipeline of shard ``k`` of ``n`` (``opts``: seed, session_capacity, pickup; ``policy``: the topology's,
     built once for every shard, or None to build it)."""
-    from .pipeline import Pipeline
+    from ..pipeline import Pipeline
 
     return Pipeline(shard_topology(topo, k, n), policy, seed=opts["seed"], taps=taps,
                     session_capacity=max(1, opts["session_capacity"] // n), pickup=opts["pickup"])
@@ -442,7 +442,7 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
     check_destinations(topo, source, output, taps, flow_log, events, threat_log, drops)
     read_pcap(source, chunk=1, parse=False).close()  # an unreadable capture fails here, once
     if n == 1:
-        from .pipeline import Pipeline
+        from ..pipeline import Pipeline
 
         observers = [DropsWriter(drops)] if drops is not None else []
         summary = Pipeline(topo, seed=seed, taps=taps is not None, session_capacity=session_capacity,
@@ -671,7 +671,7 @@ def place_records(srcs, part: np.ndarray, off: np.ndarray, length: np.ndarray, d
     n = off.shape[0]
     if n == 0:
         return
-    from ._kernels.parse import gather_packets
+    from .._kernels.parse import gather_packets
 
     maps = {}
     try:

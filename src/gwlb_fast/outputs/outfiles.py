@@ -15,7 +15,7 @@ import os
 import tempfile
 from collections.abc import Iterable
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["OutputFile", "refuse_overlap", "same_file"]
 

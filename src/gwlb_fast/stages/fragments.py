@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._kernels import frag as _k
-from .batch import PacketBatch
-from .status import PktStatus
+from .._kernels import frag as _k
+from ..batch import PacketBatch
+from ..status import PktStatus
 
 DEFAULT_HOLD_SECONDS = 30.0   # Linux's ipfrag_time: how long a datagram's fragments wait for the rest
 DEFAULT_CAPACITY = 4096       # datagrams tracked at once

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..status import N_STATUS, describe_counts
 from .outfiles import OutputFile
-from .status import N_STATUS, describe_counts
 
 
 def ip_str(a: int) -> str:
@@ -210,8 +210,8 @@ class DropLog:
     """
 
     def __init__(self, direction_of, firewall_names=None, capacity: int = 1 << 16):
-        from ._kernels.flowtable import FlowTable
-        from ._kernels.heap import zeroed
+        from .._kernels.flowtable import FlowTable
+        from .._kernels.heap import zeroed
 
         self._direction_of = direction_of
         self._fw_names = firewall_names
@@ -228,8 +228,8 @@ class DropLog:
     def add(self, src_ip, dst_ip, sport, dport, proto, ts_ns, nbytes, status, fw, sender_is_server=None) -> None:
         """Account packets (columns of equal length, in time order; ``status`` their drop reason, ``OK`` for
         packets delivered without inspection) to their conversations."""
-        from ._kernels.flowtable import END_EVICTED
-        from .replay import flow_keys
+        from .._kernels.flowtable import END_EVICTED
+        from ..replay import flow_keys
 
         m = src_ip.shape[0]
         if m == 0:
@@ -287,7 +287,7 @@ class DropLog:
     def _emit(self, slots: np.ndarray, recs: np.ndarray, why) -> None:
         """Records of ended conversations; ``why`` (per slot or one value) says how a local one ended: 0 idle
         timeout, 1 evicted, 2 end of run."""
-        from .status import PktStatus
+        from ..status import PktStatus
 
         k = slots.shape[0]
         reason = self.reason[slots]
@@ -458,8 +458,8 @@ class UnmatchedHint:
         self._nets: dict[int, int] = {}
 
     def chunk(self, pipe, batch, res) -> None:
-        from .pipeline import S_ROUTE
-        from .status import PktStatus
+        from ..pipeline import S_ROUTE
+        from ..status import PktStatus
 
         rows = np.flatnonzero((res.stage == S_ROUTE) & (res.status == PktStatus.NO_ROUTE))
         if rows.size == 0:
@@ -478,9 +478,9 @@ class UnmatchedHint:
         """For a run whose packets this observer did not see (``run --workers N``): the unmatched count from the
         summary and, when it calls for the hint, the /24s of the capture's addresses that lie in no subnet, from one
         more streamed pass (parse and subnet lookups, batched)."""
-        from .config import load_topology
-        from .pcapio import read_pcap
-        from .vpc import VpcRouter
+        from ..config import load_topology
+        from ..pcapio import read_pcap
+        from ..stages.vpc import VpcRouter
 
         self.unmatched = int(summary.drops.get("route", {}).get("NO_ROUTE", 0))
         if self.line(summary.packets_in) is None:

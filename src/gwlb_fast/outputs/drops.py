@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ._kernels.parse import gather_packets
-from .batch import PacketBatch
-from .errors import ConfigError
-from .status import PktStatus
+from .._kernels.parse import gather_packets
+from ..batch import PacketBatch
+from ..errors import ConfigError
+from ..status import PktStatus
 
 _SHB_MAGIC = 0x1A2B3C4D
 _BT_SHB, _BT_IDB, _BT_EPB = 0x0A0D0D0A, 0x00000001, 0x00000006
@@ -168,7 +168,7 @@ class DropComments:
 
     def ids(self, keys: np.ndarray) -> np.ndarray:
         """The comment number of every key (new comments appended to :attr:`texts`)."""
-        from .pipeline import STAGES
+        from ..pipeline import STAGES
 
         uniq, inv = np.unique(keys, return_inverse=True)
         out = np.empty(uniq.size, np.int64)

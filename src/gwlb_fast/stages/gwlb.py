@@ -23,11 +23,11 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ._kernels.flowhash import geneve_udp_sport, hash_2tuple, hash_3tuple, hash_5tuple
-from ._kernels.flowtable import IS_EXISTING, FlowTable, canonical_5tuple
-from ._kernels.heap import zeroed
+from .._kernels.flowhash import geneve_udp_sport, hash_2tuple, hash_3tuple, hash_5tuple
+from .._kernels.flowtable import IS_EXISTING, FlowTable, canonical_5tuple
+from .._kernels.heap import zeroed
+from ..status import PktStatus
 from .maglev import DEFAULT_TABLE_SIZE, Maglev
-from .status import PktStatus
 
 STICKINESS = ("5-tuple", "3-tuple", "2-tuple")
 FAILOVER = ("keep", "rebalance")

@@ -22,10 +22,10 @@ import time
 
 import numpy as np
 
-from ._kernels import pcap as _pk
-from ._kernels.parse import gather_packets
-from .batch import PacketBatch
-from .pcapio import DEFAULT_SNAPLEN, OrderedWriter
+from .._kernels import pcap as _pk
+from .._kernels.parse import gather_packets
+from ..batch import PacketBatch
+from ..pcapio import DEFAULT_SNAPLEN, OrderedWriter
 
 RING_BYTES = 32 << 20  # packet bytes a worker may be ahead of the parent, per capture: about a chunk of output
 RING_PACKETS = 1 << 19  # index entries, likewise

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._kernels.flowtable import IS_NEW, FlowTable
-from ._kernels.nat import (
+from .._kernels.flowtable import IS_NEW, FlowTable
+from .._kernels.nat import (
     NAT_DNAT,
     NAT_DNAT_REPLY,
     NAT_NONE,
@@ -42,9 +42,9 @@ from ._kernels.nat import (
     nat_release,
     nat_rewrite,
 )
-from .batch import PacketBatch
-from .config import NatGateway as NatGatewayConfig
-from .status import N_STATUS, PktStatus, count_status
+from ..batch import PacketBatch
+from ..config import NatGateway as NatGatewayConfig
+from ..status import N_STATUS, PktStatus, count_status
 
 __all__ = ["NAT_DNAT", "NAT_DNAT_REPLY", "NAT_NONE", "NAT_SNAT", "NAT_SNAT_REPLY", "NatGateway", "NatRecord"]
 
@@ -388,7 +388,7 @@ class NatGateway:
                 "bytes": recs["bytes"].copy()}
 
     def summary(self) -> dict:
-        from .status import describe_counts
+        from ..status import describe_counts
 
         return {"name": self.name, "public_ip": self.cfg.public_ip, **self.stats, "mappings_live": len(self.table),
                 "ports_in_use": self.ports_in_use, "drops": describe_counts(self.counts)}
