@@ -4,6 +4,10 @@ One streamed pass over the capture (batched, chunk by chunk) learns:
 
 - the private hosts (RFC 1918 and 100.64.0.0/10; with none, the hosts that open the connections): one app subnet
   per /24 they use, one VPC per /16;
+- the flows between two inside hosts of one VPC (east-west): their hosts go into different app subnets (a /24 is
+  split into the largest equal blocks that part every such pair) and the app route table sends the VPC's CIDR to
+  the GWLBe, so that this traffic is inspected too (a route for the CIDR overrides the implicit local one; without
+  it the VPC would deliver the traffic itself and the firewalls would see none of it);
 - who opens each flow: a TCP SYN without ACK names its client; for other flows the first packet seen, unless it
   comes from a well-known port to a high one (a reply); flows whose first packet in the capture is mid-stream or a
   reply began before the capture (then ``replay: {pickup: true}``);
@@ -112,8 +116,8 @@ def _first_per_flow(rows: np.ndarray) -> np.ndarray:
 
 def scan_capture(path, chunk: int = 65536, quiet: bool = True) -> CaptureFacts:
     """Stream ``path`` once and collect :class:`CaptureFacts` (batched per chunk, memory bounded by the flows)."""
+    from .outputs.report import Progress
     from .pcapio import read_pcap
-    from .report import Progress
 
     facts = CaptureFacts()
     size = os.path.getsize(path)
@@ -152,7 +156,8 @@ def scan_capture(path, chunk: int = 65536, quiet: bool = True) -> CaptureFacts:
 class Plan:
     """What ``init`` decided (the topology's content, before it is written as YAML)."""
 
-    vpcs: dict[str, dict]          # name -> {cidr, app: [/24 cidrs], gwlbe: cidr, nat: cidr, public_ip, dnat}
+    #: name -> {cidr, app: [subnet cidrs], snat: [/24 cidrs], gwlbe: cidr, nat: cidr, public_ip, dnat, east_west}
+    vpcs: dict[str, dict]
     firewalls: int
     profile: str
     gwlb_address: str
@@ -163,6 +168,9 @@ class Plan:
     hosts: int
     inside_by: str                 # "private" or "openers"
     facts: CaptureFacts
+    #: flows between inside hosts of two different VPCs (/16s): no path joins the VPCs, so they leave through
+    #: the NAT gateway (a transit router would join them: DESIGN.md section 13)
+    cross_vpc_flows: int = 0
 
 
 def _net24(ip: int) -> str:
@@ -171,6 +179,23 @@ def _net24(ip: int) -> str:
 
 def _net16(ip: int) -> str:
     return f"{ipaddress.ip_address(ip & 0xFFFF0000)}/16"
+
+
+def split_for_east_west(hosts: list[int], pairs: list[tuple[int, int]]) -> list[str]:
+    """App subnets for the hosts of one /24: the /24 itself when none of ``pairs`` (hosts that talk to each other)
+    falls in it; otherwise the largest equal blocks (/25 ... /32) in which no pair shares a block and no host is a
+    block's network or broadcast address (a /32 always is such a block); only blocks that hold a host."""
+    plen = 24
+    if pairs:
+        for plen in range(25, 33):
+            shift = 32 - plen
+            low = (1 << shift) - 1
+            if (all((a >> shift) != (b >> shift) for a, b in pairs)
+                    and (plen == 32 or all(0 < (h & low) < low for h in hosts))):
+                break
+    shift = 32 - plen
+    blocks = sorted({(h >> shift) << shift for h in hosts})
+    return [f"{ipaddress.ip_address(b)}/{plen}" for b in blocks]
 
 
 def _proto_name(p: int) -> str:
@@ -213,8 +238,9 @@ def plan_topology(facts: CaptureFacts, firewalls: int = 2, profile: str = "aws")
         if len(free) < 2:
             raise ConfigError(f"{ipaddress.ip_address(net16)}/16: no free /24 left for the GWLBe and NAT subnets")
         name = "vpc-" + "-".join(str(ipaddress.ip_address(net16)).split(".")[:2])
-        vpcs[name] = {"cidr": _net16(net16), "app": [_net24(a) for a in apps], "gwlbe": _net24(free[1]),
-                      "nat": _net24(free[0]), "public_ip": str(ipaddress.ip_address(next(doc_ips))), "dnat": []}
+        vpcs[name] = {"cidr": _net16(net16), "app": [_net24(a) for a in apps], "snat": [_net24(a) for a in apps],
+                      "gwlbe": _net24(free[1]), "nat": _net24(free[0]),
+                      "public_ip": str(ipaddress.ip_address(next(doc_ips))), "dnat": [], "east_west": 0}
     # flows: services, DNAT for services that outside hosts open on inside hosts
     early = int(fl[:, 5].sum()) if fl.shape[0] else 0
     svc_count: dict[tuple[int, int], int] = {}
@@ -238,6 +264,33 @@ def plan_topology(facts: CaptureFacts, firewalls: int = 2, profile: str = "aws")
             vpcs[v]["dnat"].append({"proto": _proto_name(proto), "port": port,
                                     "to": f"{ipaddress.ip_address(s)}:{sp}"})
     services = sorted(((_proto_name(p), port, n) for (p, port), n in svc_count.items()), key=lambda t: (-t[2], t))
+    # east-west: flows between two inside hosts of one VPC cross its route tables (and the GWLBe) only between
+    # subnets: part every such pair into subnets of its own
+    cross_vpc = 0
+    if fl.shape[0] and host_set:
+        pairs16: dict[str, set[tuple[int, int]]] = {}
+        for c, s in np.unique(fl[:, :2], axis=0).tolist():
+            if c == s or c not in host_set or s not in host_set:
+                continue
+            if (c & 0xFFFF0000) != (s & 0xFFFF0000):
+                cross_vpc += 1
+                continue
+            pairs16.setdefault(vpc_of16[c & 0xFFFF0000], set()).add((c, s))
+        flows_ew = {v: 0 for v in vpcs}
+        for c, s in fl[:, :2].tolist():
+            if c != s and c in host_set and s in host_set and (c & 0xFFFF0000) == (s & 0xFFFF0000):
+                flows_ew[vpc_of16[c & 0xFFFF0000]] += 1
+        for v, pairs in pairs16.items():
+            vpcs[v]["east_west"] = flows_ew[v]
+            hosts24: dict[int, list[int]] = {}
+            for h in host_set:
+                if vpc_of16.get(h & 0xFFFF0000) == v:
+                    hosts24.setdefault(h & 0xFFFFFF00, []).append(h)
+            app = []
+            for n24 in sorted(hosts24):
+                inside = [(a, b) for a, b in pairs if (a & 0xFFFFFF00) == n24 and (b & 0xFFFFFF00) == n24]
+                app += split_for_east_west(hosts24[n24], inside)
+            vpcs[v]["app"] = app
     # infrastructure addresses the capture does not use
     def pick(base: int, k: int) -> list[str]:
         out, a = [], base
@@ -250,7 +303,8 @@ def plan_topology(facts: CaptureFacts, firewalls: int = 2, profile: str = "aws")
     base = int(ipaddress.ip_address("100.127.0.10"))
     gw = pick(base, 1)[0]
     fws = pick(int(ipaddress.ip_address("100.127.1.11")), firewalls)
-    return Plan(vpcs, firewalls, profile, gw, fws, services, early > 0, early, len(host_set), inside_by, facts)
+    return Plan(vpcs, firewalls, profile, gw, fws, services, early > 0, early, len(host_set), inside_by, facts,
+                cross_vpc)
 
 
 def _pickup_supported() -> bool:
@@ -272,6 +326,12 @@ def render(plan: Plan, capture: str) -> str:
     w.append("#           --(gwlbe: 0.0.0.0/0 -> NAT GW)--> NAT GW (SNAT) --> Internet")
     w.append("# inbound   Internet --> NAT GW (DNAT) --(nat: VPC CIDR -> GWLBe)--> GWLBe --> GWLB ==> fw-k ==> GWLB")
     w.append("#           --> GWLBe --(gwlbe: VPC CIDR -> local)--> app server")
+    if any(v["east_west"] for v in plan.vpcs.values()):
+        w.append("# east-west app --(app: VPC CIDR -> GWLBe)--> GWLBe --> GWLB ==> fw-k ==> GWLB --> GWLBe")
+        w.append("#           --(gwlbe: VPC CIDR -> local)--> the other app subnet's host")
+    if plan.cross_vpc_flows:
+        w.append(f"# {plan.cross_vpc_flows} flow(s) join inside hosts of two VPCs: no path joins the VPCs here, so "
+                 "they leave through the NAT gateway (a transit router joins VPCs: see the README)")
     w.append("# Edit freely: `gwlb-fast check` validates it, `gwlb-fast run` replays the capture through it.")
     w.append("vpcs:")
     for name, v in plan.vpcs.items():
@@ -279,13 +339,22 @@ def render(plan: Plan, capture: str) -> str:
         w.append(f"    cidr: {v['cidr']}")
         w.append("    subnets:")
         for cidr in v["app"]:
-            sn = "app-" + cidr.split("/")[0].rsplit(".", 1)[0].replace(".", "-")
-            w.append(f"      {sn}: {{cidr: {cidr}, route_table: app}}   # hosts seen in the capture")
+            addr, plen = cidr.split("/")
+            sn = "app-" + (addr.rsplit(".", 1)[0] if plen == "24" else f"{addr}-{plen}").replace(".", "-")
+            note = "hosts seen in the capture"
+            if plen != "24":
+                small = ", smaller than an AWS subnet, /28, can be" if int(plen) > 28 else ""
+                note += f" (split for east-west{small})"
+            w.append(f"      {sn}: {{cidr: {cidr}, route_table: app}}   # {note}")
         w.append(f"      gwlbe: {{cidr: {v['gwlbe']}, route_table: gwlbe}}   # a /24 the capture does not use")
         w.append(f"      nat: {{cidr: {v['nat']}, route_table: nat}}")
         w.append("    route_tables:")
         ep, nat = f"gwlbe-{name[4:]}", f"nat-{name[4:]}"
-        w.append(f"      app: [{{dst: 0.0.0.0/0, via: \"gwlbe:{ep}\"}}]")
+        if v["east_west"]:
+            w.append(f"      app: [{{dst: {v['cidr']}, via: \"gwlbe:{ep}\"}}, {{dst: 0.0.0.0/0, via: \"gwlbe:{ep}\"}}]"
+                     f"   # {v['east_west']} east-west flow(s) inspected")
+        else:
+            w.append(f"      app: [{{dst: 0.0.0.0/0, via: \"gwlbe:{ep}\"}}]")
         w.append(f"      gwlbe: [{{dst: 0.0.0.0/0, via: \"natgw:{nat}\"}}, {{dst: {v['cidr']}, via: local}}]")
         w.append(f"      nat: [{{dst: {v['cidr']}, via: \"gwlbe:{ep}\"}}, {{dst: 0.0.0.0/0, via: internet}}]")
     w.append("endpoints:")
@@ -308,7 +377,7 @@ def render(plan: Plan, capture: str) -> str:
         w.append(f"    vpc: {name}")
         w.append("    subnet: nat")
         w.append(f"    public_ip: {v['public_ip']}   # documentation range, not used by the capture")
-        w.append(f"    snat: {{sources: [{', '.join(v['app'])}]}}")
+        w.append(f"    snat: {{sources: [{', '.join(v['snat'])}]}}")
         if v["dnat"]:
             w.append("    dnat:                         # services that Internet hosts open in the capture")
             for d in v["dnat"]:
@@ -338,7 +407,7 @@ def render(plan: Plan, capture: str) -> str:
 def write_new(path: Path, text: str, force: bool, inputs: list[Path]) -> None:
     """Write ``text`` to ``path`` through a temporary name; never over an input, nor an existing file unless
     ``force``."""
-    from .outfiles import OutputFile, refuse_overlap
+    from .outputs.outfiles import OutputFile, refuse_overlap
 
     refuse_overlap(inputs, [path])
     if path.exists() and not force:
@@ -359,6 +428,12 @@ def describe(plan: Plan, out: Path, capture="CAPTURE") -> str:
         dn = f", DNAT {rules}" if rules else ""
         lines.append(f"  {name} {v['cidr']}: {len(v['app'])} app subnet(s) {', '.join(v['app'][:4])}"
                      f"{' ...' if len(v['app']) > 4 else ''}; NAT {v['public_ip']}{dn}")
+        if v["east_west"]:
+            lines.append(f"    {v['east_west']} east-west flow(s) between its hosts: in different app subnets, "
+                         f"inspected (app: {v['cidr']} -> GWLBe)")
+    if plan.cross_vpc_flows:
+        lines.append(f"  {plan.cross_vpc_flows} flow(s) between inside hosts of two VPCs leave through the NAT "
+                     f"gateway (no transit router)")
     lines.append(f"  gwlb-1 {plan.gwlb_address}: {plan.firewalls} firewall(s), profile {plan.profile}; "
                  f"policy allow-all ({len(plan.services)} services as example rules)")
     if plan.pickup:
@@ -375,7 +450,7 @@ def init(capture, output="topology.yaml", firewalls: int = 2, profile: str = "aw
     if not cap.exists():
         raise FileNotFoundError(2, "no such file", str(cap))
     out = Path(output)
-    from .outfiles import refuse_overlap
+    from .outputs.outfiles import refuse_overlap
 
     refuse_overlap([cap], [out])
     if out.exists() and not force:
@@ -388,9 +463,10 @@ def init(capture, output="topology.yaml", firewalls: int = 2, profile: str = "aw
 def add_cli(sub) -> None:
     p = sub.add_parser("init", help="write a topology that replays a capture as written",
                        description="Scan a capture and write a commented topology that replays it: its private "
-                                   "hosts in app subnets (one per /24, one VPC per /16), a GWLBe, a GWLB with N "
-                                   "firewalls, a NAT gateway, DNAT for services Internet hosts open, an allow-all "
-                                   "policy.")
+                                   "hosts in app subnets (one per /24, one VPC per /16; hosts that talk to each "
+                                   "other in different subnets, their traffic routed through the GWLBe), a GWLBe, a "
+                                   "GWLB with N firewalls, a NAT gateway, DNAT for services Internet hosts open, an "
+                                   "allow-all policy.")
     p.add_argument("capture", help="capture (pcap or pcapng)")
     p.add_argument("-o", "--output", default="topology.yaml", help="topology file to write (default topology.yaml)")
     p.add_argument("--firewalls", type=int, default=2, help="firewalls behind the GWLB (default 2)")
