@@ -24,6 +24,10 @@ class PcapError(ValueError, GwlbError):
         return type(self), (self.path, self.offset, self.problem)
 
 
+class ClusterError(ConnectionError, GwlbError):
+    """The Ray cluster that ``run --ray ADDRESS`` names does not answer: the message names the address and why."""
+
+
 class WorkerError(RuntimeError, GwlbError):
     """A worker process of ``run --workers`` failed: the message names the capture, the worker and the problem;
     ``details`` holds the worker's traceback, if it sent one."""

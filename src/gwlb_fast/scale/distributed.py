@@ -31,6 +31,7 @@ import itertools
 import logging
 import os
 import shutil
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +40,7 @@ import numpy as np
 
 from ..batch import PacketBatch
 from ..config import Topology, load_topology
-from ..errors import ConfigError, GwlbError, PcapError
+from ..errors import ClusterError, ConfigError, GwlbError, PcapError
 from ..outputs.outfiles import refuse_overlap
 from ..outputs.report import Summary
 from ..pcapio import read_pcap
@@ -84,21 +85,47 @@ def connected(address: str | None = None, num_cpus: int | None = None):
     A connection this process already has is used as it is (and kept). Otherwise ``address`` is joined as
     ``ray.init`` understands it (``"auto"``, ``"HOST:6379"``, ``"ray://HOST:10001"``), or, when None, a local
     instance is started with ``num_cpus`` (default: every core) on the loopback address only, with no dashboard and
-    no usage reports; either is left at the end.
+    no usage reports; either is left at the end. An address ``HOST:PORT`` (or ``ray://HOST:PORT``) where nothing
+    accepts a connection within ``CONNECT_SECONDS`` raises ClusterError at once.
     """
     ray = require_ray(local=address is None)
     if ray.is_initialized():
         yield ray
         return
     kw = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
+    if address is not None:
+        _answers(address)
     if address is None:
         ray.init(address="local", num_cpus=num_cpus, **kw)  # a new instance, even beside a running cluster
     else:
-        ray.init(address=address, **kw)
+        try:
+            ray.init(address=address, **kw)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            # Ray's own words (an unknown cluster, a missing authentication token, ...): their first line
+            first = next((x.strip() for x in str(e).splitlines() if x.strip()), type(e).__name__)
+            raise ClusterError(f"--ray {address}: {first}") from None
     try:
         yield ray
     finally:
         ray.shutdown()
+
+
+#: seconds to wait for a cluster's address to accept a connection
+CONNECT_SECONDS = 5.0
+
+
+def _answers(address: str) -> None:
+    """Raise ClusterError unless something accepts a TCP connection at ``address`` (``HOST:PORT`` or
+    ``ray://HOST:PORT``; ``auto`` and other forms are left to Ray). Ray itself would retry a dead address for
+    minutes before it gives up."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_SECONDS).close()
+    except OSError as e:
+        why = f"no answer within {CONNECT_SECONDS:g} s" if isinstance(e, TimeoutError) else (e.strerror or e)
+        raise ClusterError(f"--ray {address}: no Ray cluster answers there ({why})") from None
 
 
 def cluster_cpus(ray) -> int:
