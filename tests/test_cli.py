@@ -117,8 +117,8 @@ def test_demo_writes_its_outputs(tmp_path, capsys):
 def test_demo_says_how_many_workers_ran(tmp_path, capsys, monkeypatch):
     """demo takes run's default: one worker below AUTO_WORKERS_MIN_BYTES, every core from it (here 2), and says
     which; the report is written either way."""
-    import gwlb_fast.cli as cli
-    import gwlb_fast.scale.parallel as par
+    from gwlb_fast import cli
+    from gwlb_fast.scale import parallel as par
 
     argv = ["demo", "--flows", "30", "--packets", "2000", "--json"]
     assert main([*argv, "--out", str(tmp_path / "one")]) == 0
@@ -139,8 +139,8 @@ def test_demo_says_how_many_workers_ran(tmp_path, capsys, monkeypatch):
 
 def test_report_takes_the_automatic_workers(capture, tmp_path, capsys, monkeypatch):
     """--report merges across workers, so a big capture with --report runs on every core by default."""
-    import gwlb_fast.cli as cli
-    import gwlb_fast.scale.parallel as par
+    from gwlb_fast import cli
+    from gwlb_fast.scale import parallel as par
 
     path, _ = capture
     monkeypatch.setattr(cli, "AUTO_WORKERS_MIN_BYTES", 1)

@@ -384,3 +384,38 @@ def test_merged_events_add_each_shards_effect():
     c.origin, a.origin = 1, 2
     with pytest.raises(ValueError, match="different times"):
         ReportState.merge([a, c])
+
+
+def _without_metadata(svg: str) -> str:
+    return re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.DOTALL)
+
+
+def test_charts_drawn_by_several_processes_are_the_serial_ones(run, monkeypatch):
+    """draw_charts(d, N): every chart, the same SVG as one process draws; a forked process that fails leaves its
+    charts to the caller, which draws them."""
+    import os
+
+    import matplotlib
+
+    from gwlb_fast.outputs import htmlreport
+
+    monkeypatch.setitem(matplotlib.rcParams, "svg.hashsalt", "report-test")  # fixed ids, in the forks too
+    _, _, report = run
+    _, d = _report_data(report)
+    serial = htmlreport.draw_charts(d, 1)
+    assert list(serial) == list(htmlreport.CHARTS) and all(v.startswith("<svg") for v in serial.values())
+    for n in (2, 3, 6, 10):
+        got = htmlreport.draw_charts(d, n)
+        assert list(got) == list(htmlreport.CHARTS)
+        assert {k: _without_metadata(v) for k, v in got.items()} == {k: _without_metadata(v)
+                                                                    for k, v in serial.items()}, n
+    me, real = os.getpid(), htmlreport._charts
+
+    def fails_in_a_fork(d, keys=htmlreport.CHARTS):
+        if os.getpid() != me:
+            raise RuntimeError("boom")
+        return real(d, keys)
+
+    monkeypatch.setattr(htmlreport, "_charts", fails_in_a_fork)
+    got = htmlreport.draw_charts(d, 3)
+    assert {k: _without_metadata(v) for k, v in got.items()} == {k: _without_metadata(v) for k, v in serial.items()}

@@ -306,10 +306,11 @@ def check_report_path(path, inputs=()) -> Path:
     return path
 
 
-def write_report(path, title: str, state: ReportState, summary) -> dict:
-    """Write the page of ``state`` (and the run's ``summary``) to ``path``; its numbers."""
+def write_report(path, title: str, state: ReportState, summary, processes: int = 1) -> dict:
+    """Write the page of ``state`` (and the run's ``summary``) to ``path``, its charts drawn by ``processes``
+    processes at once (:func:`draw_charts`); its numbers."""
     data = state.numbers(summary, title)
-    page = render_page(title, data, _charts(data))
+    page = render_page(title, data, draw_charts(data, processes))
     from .outfiles import OutputFile
 
     with OutputFile(path, text=True) as f:
@@ -409,8 +410,55 @@ class ReportCollector:
             self.data = write_report(self.path, self.title, self.state, summary)
 
 
-def _charts(d: dict) -> dict[str, str]:
-    """The page's charts (inline SVG) from its numbers."""
+CHARTS = ("load", "drops", "events", "rules", "talkers", "nat")  # the page's sections, one chart each
+
+
+def draw_charts(d: dict, processes: int = 1) -> dict[str, str]:
+    """Every chart of the page (inline SVG) from its numbers ``d``; with ``processes > 1``, that many processes draw
+    their share at once (this one and forked ones). Drawing is most of the time a page takes (about 0.6 s for the
+    six charts, and 0.35 s to import matplotlib) and the charts are independent: ``run --workers N`` draws them
+    on its ``N`` cores once the replay is over. A forked process that fails leaves its charts to this one."""
+    processes = max(1, min(int(processes), len(CHARTS)))
+    if processes == 1:
+        return _charts(d)
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    shares = [CHARTS[i::processes] for i in range(processes)]
+    jobs = []
+    for keys in shares[1:]:
+        mine, theirs = ctx.Pipe(duplex=False)
+        p = ctx.Process(target=_draw_into, args=(d, keys, theirs), daemon=True)
+        p.start()
+        theirs.close()
+        jobs.append((p, mine, keys))
+    out = _charts(d, shares[0])
+    for p, conn, keys in jobs:
+        try:
+            got = conn.recv()
+        except (EOFError, OSError):
+            got = None
+        conn.close()
+        p.join()
+        out.update(_charts(d, keys) if got is None else got)
+    return {k: out[k] for k in CHARTS}
+
+
+def _draw_into(d: dict, keys, conn) -> None:
+    """A forked process's share of :func:`draw_charts`: the charts, or None if drawing failed (the parent then
+    draws them itself and meets the error there)."""
+    try:
+        got = _charts(d, keys)
+    except BaseException:  # noqa: BLE001 (the parent draws these charts again and raises what it meets)
+        got = None
+    try:
+        conn.send(got)
+    finally:
+        conn.close()
+
+
+def _charts(d: dict, keys=CHARTS) -> dict[str, str]:
+    """The charts ``keys`` of the page (inline SVG) from its numbers."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -418,7 +466,6 @@ def _charts(d: dict) -> dict[str, str]:
 
     n = d["bins"]
     t = d["bin_start"] + np.arange(n) * d["bin_seconds"]
-    out = {}
 
     def finish(fig) -> str:
         buf = io.StringIO()
@@ -433,81 +480,89 @@ def _charts(d: dict) -> dict[str, str]:
             ax.annotate(f"{e['firewall']} {e['state']}", (e["at"], 1), xycoords=("data", "axes fraction"),
                         fontsize=7, color="crimson", rotation=90, va="top", ha="right")
 
-    fig, axes = plt.subplots(3, 1, figsize=(9, 7), sharex=True)
-    for ax, key, label in zip(axes, ("flows", "packets", "bytes"), ("flows placed", "packets", "bytes")):
-        for name, ys in d["series"][key].items():
-            ax.step(t, ys, where="post", label=name)
-        ax.set_ylabel(f"{label} / {d['bin_seconds']:g} s")
+    def load() -> str:
+        fig, axes = plt.subplots(3, 1, figsize=(9, 7), sharex=True)
+        for ax, key, label in zip(axes, ("flows", "packets", "bytes"), ("flows placed", "packets", "bytes")):
+            for name, ys in d["series"][key].items():
+                ax.step(t, ys, where="post", label=name)
+            ax.set_ylabel(f"{label} / {d['bin_seconds']:g} s")
+            mark(ax)
+        axes[0].legend(fontsize=8, loc="upper right")
+        axes[-1].set_xlabel("capture time (s)")
+        fig.suptitle("Load per firewall over capture time")
+        return finish(fig)
+
+    def drops() -> str:
+        fig, ax = plt.subplots(figsize=(9, 3.5))
+        if d["series"]["drops"]:
+            ax.stackplot(t, *d["series"]["drops"].values(), labels=list(d["series"]["drops"]), step="post")
+            ax.legend(fontsize=8, loc="upper right")
+        else:
+            ax.text(0.5, 0.5, "no packet was dropped", ha="center", va="center", transform=ax.transAxes)
         mark(ax)
-    axes[0].legend(fontsize=8, loc="upper right")
-    axes[-1].set_xlabel("capture time (s)")
-    fig.suptitle("Load per firewall over capture time")
-    out["load"] = finish(fig)
+        ax.set_xlabel("capture time (s)")
+        ax.set_ylabel(f"packets / {d['bin_seconds']:g} s")
+        ax.set_title("Drops by stage and reason over time")
+        return finish(fig)
 
-    fig, ax = plt.subplots(figsize=(9, 3.5))
-    if d["series"]["drops"]:
-        ax.stackplot(t, *d["series"]["drops"].values(), labels=list(d["series"]["drops"]), step="post")
-        ax.legend(fontsize=8, loc="upper right")
-    else:
-        ax.text(0.5, 0.5, "no packet was dropped", ha="center", va="center", transform=ax.transAxes)
-    mark(ax)
-    ax.set_xlabel("capture time (s)")
-    ax.set_ylabel(f"packets / {d['bin_seconds']:g} s")
-    ax.set_title("Drops by stage and reason over time")
-    out["drops"] = finish(fig)
+    def events() -> str:
+        fig, ax = plt.subplots(figsize=(9, 3))
+        if d["events"]:
+            labels = [f"t={e['at']:g}s {e['firewall']} {e['state']}" for e in d["events"]]
+            x = np.arange(len(labels))
+            bars = (("flows lost", [e["flows_lost"] for e in d["events"]]),
+                    ("packets lost", [e["packets_lost"] for e in d["events"]]),
+                    ("flows moved", [e["flows_moved"] for e in d["events"]]),
+                    ("new flows placed (until the next event)",
+                     [sum(e["flows_placed"].values()) for e in d["events"]]))
+            for j, (label, ys) in enumerate(bars):
+                ax.bar_label(ax.bar(x + (j - 1.5) * 0.2, ys, 0.2, label=label), fontsize=7)
+            ax.set_yscale("symlog")  # a handful of lost flows beside thousands placed stay visible
+            ax.set_ylim(0, 10 * max(1, *(max(ys) for _, ys in bars)))
+            ax.set_xticks(x, labels, fontsize=8)
+            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        else:
+            ax.text(0.5, 0.5, "no health event in this run", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title("What each event did")
+        return finish(fig)
 
-    fig, ax = plt.subplots(figsize=(9, 3))
-    if d["events"]:
-        labels = [f"t={e['at']:g}s {e['firewall']} {e['state']}" for e in d["events"]]
-        x = np.arange(len(labels))
-        bars = (("flows lost", [e["flows_lost"] for e in d["events"]]),
-                ("packets lost", [e["packets_lost"] for e in d["events"]]),
-                ("flows moved", [e["flows_moved"] for e in d["events"]]),
-                ("new flows placed (until the next event)",
-                 [sum(e["flows_placed"].values()) for e in d["events"]]))
-        for j, (label, ys) in enumerate(bars):
-            ax.bar_label(ax.bar(x + (j - 1.5) * 0.2, ys, 0.2, label=label), fontsize=7)
-        ax.set_yscale("symlog")  # a handful of lost flows beside thousands placed stay visible
-        ax.set_ylim(0, 10 * max(1, *(max(ys) for _, ys in bars)))
-        ax.set_xticks(x, labels, fontsize=8)
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    else:
-        ax.text(0.5, 0.5, "no health event in this run", ha="center", va="center", transform=ax.transAxes)
-    ax.set_title("What each event did")
-    out["events"] = finish(fig)
+    def rules() -> str:
+        fig, ax = plt.subplots(figsize=(9, max(2.0, 0.35 * len(d["rules"]) + 1)))
+        names = list(d["rules"])
+        ax.barh(names[::-1], [d["rules"][r] for r in names][::-1])
+        ax.set_xlabel("sessions")
+        ax.set_title("Rule hits")
+        return finish(fig)
 
-    fig, ax = plt.subplots(figsize=(9, max(2.0, 0.35 * len(d["rules"]) + 1)))
-    names = list(d["rules"])
-    ax.barh(names[::-1], [d["rules"][r] for r in names][::-1])
-    ax.set_xlabel("sessions")
-    ax.set_title("Rule hits")
-    out["rules"] = finish(fig)
+    def talkers() -> str:
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+        tt = d["top_talkers"][::-1]
+        a1.barh([x["ip"] for x in tt], [x["bytes"] for x in tt])
+        a1.set_title("Top talkers (bytes in their sessions)")
+        sv = d["services"][::-1]
+        a2.barh([x["service"] for x in sv], [x["sessions"] for x in sv])
+        a2.set_title("Services (sessions)")
+        fig.tight_layout()
+        return finish(fig)
 
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    tt = d["top_talkers"][::-1]
-    a1.barh([x["ip"] for x in tt], [x["bytes"] for x in tt])
-    a1.set_title("Top talkers (bytes in their sessions)")
-    sv = d["services"][::-1]
-    a2.barh([x["service"] for x in sv], [x["sessions"] for x in sv])
-    a2.set_title("Services (sessions)")
-    fig.tight_layout()
-    out["talkers"] = finish(fig)
+    def nat() -> str:
+        fig, ax = plt.subplots(figsize=(9, 3))
+        samples = d["nat"]["samples"]
+        if samples:
+            ts = [s[0] for s in samples]
+            for g, name in enumerate(d["nat"]["gateways"]):
+                ax.step(ts, [s[1][g] for s in samples], where="post", label=name)
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no NAT gateway", ha="center", va="center", transform=ax.transAxes)
+        mark(ax)
+        ax.set_xlabel("capture time (s)")
+        ax.set_ylabel("SNAT ports in use")
+        ax.set_title("NAT port use")
+        return finish(fig)
 
-    fig, ax = plt.subplots(figsize=(9, 3))
-    samples = d["nat"]["samples"]
-    if samples:
-        ts = [s[0] for s in samples]
-        for g, name in enumerate(d["nat"]["gateways"]):
-            ax.step(ts, [s[1][g] for s in samples], where="post", label=name)
-        ax.legend(fontsize=8)
-    else:
-        ax.text(0.5, 0.5, "no NAT gateway", ha="center", va="center", transform=ax.transAxes)
-    mark(ax)
-    ax.set_xlabel("capture time (s)")
-    ax.set_ylabel("SNAT ports in use")
-    ax.set_title("NAT port use")
-    out["nat"] = finish(fig)
-    return out
+    draw = {"load": load, "drops": drops, "events": events, "rules": rules, "talkers": talkers, "nat": nat}
+    return {k: draw[k]() for k in keys}
 
 
 _CSS = """
@@ -568,4 +623,5 @@ def render_page(title: str, d: dict, charts: dict[str, str]) -> str:
     return "\n".join(parts)
 
 
-__all__ = ["ReportCollector", "ReportState", "TimeBins", "check_report_path", "render_page", "write_report"]
+__all__ = ["CHARTS", "ReportCollector", "ReportState", "TimeBins", "check_report_path", "draw_charts", "render_page",
+           "write_report"]

@@ -556,7 +556,9 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
     if cols is not None:
         summary.shard_fragment_misses = sharder.frag_misses
     if report is not None:
-        write_report(report, title, ReportState.merge(ReportState.from_dict(r[2]) for r in results), summary)
+        # the workers are done: their cores draw the charts
+        write_report(report, title, ReportState.merge(ReportState.from_dict(r[2]) for r in results), summary,
+                     processes=n)
     if summary.input_error is not None and strict:
         raise PcapError(source, None, summary.input_error.removeprefix(f"{source}: "))
     return summary
