@@ -247,7 +247,8 @@ def run2(run, tmp_path_factory):
 
 def _assert_same_report(one: dict, two: dict) -> None:
     """What the report of --workers N shares with one worker's: every total and every time series bin by bin;
-    the NAT samples (taken per shard) agree at the end, when both hold the ports in use after the last packet."""
+    the NAT samples (taken at the end of each chunk read, more chunks with one worker) agree at the end, when both
+    hold the ports in use after the last packet."""
     for k in ("packets_in", "packets_out", "dropped", "firewalls", "drops", "rules", "events", "top_talkers",
               "services", "bin_seconds", "bin_start", "bins", "k"):
         assert two[k] == one[k], k
@@ -305,6 +306,8 @@ def test_workers_report_of_a_real_capture_equals_one_workers(name, tmp_path):
     _, two = _report_data(pages[2])
     assert one["packets_in"] > 100 and sum(v["packets"] for v in one["firewalls"].values()) > 0
     _assert_same_report(one, two)
+    # the parent of 2 workers reads 2 x 32 packets at a time, as one worker reads 64: the same NAT samples
+    assert len(one["nat"]["samples"]) > 5 and two["nat"]["samples"] == one["nat"]["samples"]
 
 
 _SESSION = np.dtype([("client_ip", np.uint32), ("server_ip", np.uint32), ("proto", np.uint8),

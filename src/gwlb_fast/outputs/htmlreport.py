@@ -90,9 +90,12 @@ class ReportState:
     its own packets'), and a shard whose bins stayed narrower has them merged into the widest, which is what one
     pipeline would have counted; the totals; what each event did (a shard's counters between the event and the
     next; a shard with no packet after an event never applies it, and had nothing to count after it); the top
-    talkers and services (every host and service summed before the top ten are taken). What merges approximately:
-    the NAT ports in use, sampled by each shard at the end of each of its chunks; the merge adds the shards' step
-    functions (a shard's count holds until its next sample) at every time one of them sampled.
+    talkers and services (every host and service summed before the top ten are taken). What is sampled, not
+    counted: the NAT ports in use, taken at the end of each chunk on the capture's clock (a shard's chunk is its
+    rows of the ``N * chunk`` packets the parent read); the merge adds the shards' step functions (a shard's count
+    holds until its next sample, and it changes only with its packets) at every time one of them sampled, which
+    is one pipeline's count at the end of each of the parent's chunks, but with ``1/N`` as many samples as one
+    worker reading ``chunk`` packets at a time takes (and none between a chunk's events).
     """
 
     SERIES = ("pkts", "bytes", "flows", "drops")
@@ -369,7 +372,10 @@ class ReportCollector:
             if gr.size:
                 st.add("drops", g.batch.ts_ns[gr], g.stage[gr].astype(np.int64) * N_STATUS + g.status[gr])
         if len(batch) and pipe.nats:
-            st.add_nat(int(batch.ts_ns[-1]), [sum(gw.ports_in_use.values()) for gw in pipe.nats])
+            # on the capture's clock (a flow shard's is the whole capture's): every shard samples at the end of each
+            # chunk read, the same times
+            at = pipe.last_ts if pipe.last_ts is not None else int(batch.ts_ns[-1])
+            st.add_nat(at, [sum(gw.ports_in_use.values()) for gw in pipe.nats])
 
     def event(self, pipe, ev) -> None:
         self._drain(pipe)
@@ -612,9 +618,10 @@ def render_page(title: str, d: dict, charts: dict[str, str]) -> str:
         parts.append(f"<p class=\"notes\">Replayed on {workers} flow shards (<code>--workers {workers}</code>), "
                      "their numbers merged: the time series, totals, events, top talkers and services are those "
                      "of one worker (every shard bins from the capture's first packet; hosts and services are "
-                     "summed before the top ten are taken). The NAT ports in use are sampled by each shard at the "
-                     "end of its chunks and summed at every time one of them sampled (a shard's count holds until "
-                     "its next sample), so that curve is close to, not equal to, one worker's.</p>")
+                     "summed before the top ten are taken). The NAT ports in use are sampled, not counted: each "
+                     "shard takes them at the end of every chunk the run read (its packets of "
+                     f"{workers} times --chunk), and their sum is the count at those times, with 1/{workers} as "
+                     "many samples as one worker takes.</p>")
     for key, name, table in sec:
         parts.append(f"<section id=\"{key}\"><h2>{html.escape(name)}</h2><figure class=\"chart\">{charts[key]}"
                      f"</figure>{table}</section>")
