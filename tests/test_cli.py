@@ -114,6 +114,57 @@ def test_demo_writes_its_outputs(tmp_path, capsys):
     assert len((out / "flows.jsonl").read_text().splitlines()) == 30
 
 
+def test_demo_says_how_many_workers_ran(tmp_path, capsys, monkeypatch):
+    """demo takes run's default: one worker below AUTO_WORKERS_MIN_BYTES, every core from it (here 2), and says
+    which; the report is written either way."""
+    from gwlb_fast import cli
+    from gwlb_fast.scale import parallel as par
+
+    argv = ["demo", "--flows", "30", "--packets", "2000", "--json"]
+    assert main([*argv, "--out", str(tmp_path / "one")]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["workers"] == 1 and "replayed on 1 worker (" in out.err
+    monkeypatch.setattr(cli, "AUTO_WORKERS_MIN_BYTES", 1)
+    monkeypatch.setattr(par, "default_workers", lambda: 2)
+    assert main([*argv, "--out", str(tmp_path / "two")]) == 0
+    out = capsys.readouterr()
+    s = json.loads(out.out)
+    assert s["workers"] == 2 and "replayed on 2 workers;" in out.err
+    assert s["events"] == [{"at": 5.0, "firewall": "fw-2", "state": "unhealthy"}]
+    for name in ("output.pcap", "flows.jsonl", "drops.pcapng", "report.html"):
+        assert (tmp_path / "two" / name).stat().st_size > 0, name
+    assert _count(tmp_path / "two" / "output.pcap") == s["packets_out"]
+    assert '"workers": 2' in (tmp_path / "two" / "report.html").read_text()
+
+
+def test_report_takes_the_automatic_workers(capture, tmp_path, capsys, monkeypatch):
+    """--report merges across workers, so a big capture with --report runs on every core by default."""
+    from gwlb_fast import cli
+    from gwlb_fast.scale import parallel as par
+
+    path, _ = capture
+    monkeypatch.setattr(cli, "AUTO_WORKERS_MIN_BYTES", 1)
+    monkeypatch.setattr(par, "default_workers", lambda: 2)
+    assert main(["run", EXAMPLE, str(path), "--report", str(tmp_path / "r.html"), "--json", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["workers"] == 2
+    assert '"workers": 2' in (tmp_path / "r.html").read_text()
+
+
+@pytest.mark.parametrize("opts", [["--drops", "d.pcapng"], ["--threat-log", "t.jsonl"], ["--report", "r.html"],
+                                  ["--workers", "2"], ["--report", "r.html", "--drops", "d.pcapng"]])
+def test_ray_refuses_the_options_it_would_ignore(capture, tmp_path, capsys, opts):
+    """run --ray does not write the drops file, the threat log or the report (and has no --workers): asking for
+    them is refused with one line naming the capture and the options, whether Ray is installed or not, and no
+    file is written."""
+    path, _ = capture
+    argv = [a if a.startswith("-") or a.isdigit() else str(tmp_path / a) for a in opts]
+    assert main(["run", EXAMPLE, str(path), *argv, "--ray"]) == 2
+    err = _one_line(capsys.readouterr().err)
+    names = ", ".join(sorted(a for a in opts if a.startswith("--")))
+    assert err == f"gwlb-fast: {path}: {names} does not work with --ray\n"
+    assert not list(tmp_path.iterdir())
+
+
 # ---------------------------------------------------------------------------------------------------- bad input
 def _corrupt(kind, good: Path, d: Path) -> Path:
     raw = good.read_bytes()

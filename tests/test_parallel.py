@@ -184,10 +184,12 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["run", str(EXAMPLE_PATH), str(tmp_path / "missing.pcap"), "--workers", "2"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("gwlb-fast: ") and "no such file" in err[0]
-    assert main(["run", str(EXAMPLE_PATH), str(EXAMPLE_PATH), "--workers", "2", "--report",
-                 str(tmp_path / "r.html")]) == 2
+    cap = tmp_path / "in.pcap"
+    write_pcap(cap, synth.generate(5, 50, seed=1))
+    assert main(["run", str(EXAMPLE_PATH), str(cap), "--workers", "2", "--report", str(tmp_path / "r.txt")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].endswith("--report needs --workers 1")
+    assert err == [f"gwlb-fast: {tmp_path / 'r.txt'}: the report must end in .html"]
+    assert not (tmp_path / "r.txt").exists()
     bad = tmp_path / "bad.pcap"
     bad.write_bytes(b"\x00" * 40)
     assert main(["run", str(EXAMPLE_PATH), str(bad), "--workers", "2", "--quiet"]) == 1

@@ -2,8 +2,10 @@
 
 The drops file is judged by tshark (``frame.comment``) and by a plain reading of the pcapng blocks; the report by
 its own numbers against the run's summary, and by headless Chromium (no console error, a screenshot that is not
-blank, one chart per section).
+blank, one chart per section). The report of ``--workers 2`` is judged against one worker's, on synthetic traffic
+and on real captures, and the merge of report states against one state fed every shard's numbers.
 """
+import itertools
 import json
 import re
 import shutil
@@ -12,15 +14,18 @@ import subprocess
 
 import numpy as np
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gwlb_fast.batch import PacketBatch
 from gwlb_fast.cli import main
 from gwlb_fast.outputs.drops import CommentedPcapngWriter
-from gwlb_fast.outputs.htmlreport import TimeBins
+from gwlb_fast.outputs.htmlreport import ReportState, TimeBins
 from gwlb_fast.pcapio import read_pcap, write_pcap
 from gwlb_fast.synth import generate
+
+from .shared_data import data_path
 
 SECTIONS = ("load", "drops", "events", "rules", "talkers", "nat")
 
@@ -185,11 +190,10 @@ def test_time_bins_merge_and_keep_totals():
     assert np.array_equal(tb.counts[: b.max() + 1, 1], np.bincount(b[key == 1], minlength=b.max() + 1))
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed")
-def test_report_renders_in_headless_chromium(run, tmp_path):
+def _renders_in_chromium(report, tmp_path):
+    """The page in headless Chromium: no console error, every section, a screenshot that is not blank."""
     import matplotlib.image
 
-    _, _, report = run
     url = report.resolve().as_uri()
     dom = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
                           "--v=0", "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True)
@@ -201,6 +205,12 @@ def test_report_renders_in_headless_chromium(run, tmp_path):
                     "--window-size=1100,2400", url], capture_output=True, timeout=120, check=True)
     img = matplotlib.image.imread(shot)
     assert img.shape[0] >= 2000 and img[..., :3].std() > 0.05  # not blank
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed")
+def test_report_renders_in_headless_chromium(run, tmp_path):
+    _, _, report = run
+    _renders_in_chromium(report, tmp_path)
     # the checker itself: a page with a console error is caught
     bad = tmp_path / "bad.html"
     bad.write_text("<html><body><script>console.error('boom')</script></body></html>")
@@ -220,3 +230,195 @@ def test_outputs_never_overwrite_inputs(tmp_path, capsys):
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 3 and all(e.startswith("gwlb-fast: ") for e in err)
     assert cap.read_bytes() == before and not list(tmp_path.glob("*.part"))
+
+
+# ---------------------------------------------------------------------------------------------------- --workers N
+@pytest.fixture(scope="module")
+def run2(run, tmp_path_factory):
+    """The capture of ``run`` with --workers 2 and small chunks (many chunks per worker, events inside them)."""
+    cap, _, _ = run
+    d = tmp_path_factory.mktemp("report2")
+    report = d / "report.html"
+    rc = main(["run", _example(), str(cap), "-o", str(d / "out.pcap"), "--drops", str(d / "drops.pcapng"),
+               "--report", str(report), "--workers", "2", "--chunk", "997", "--json", "--quiet"])
+    assert rc == 0
+    return report
+
+
+def _assert_same_report(one: dict, two: dict) -> None:
+    """What the report of --workers N shares with one worker's: every total and every time series bin by bin;
+    the NAT samples (taken at the end of each chunk read, more chunks with one worker) agree at the end, when both
+    hold the ports in use after the last packet."""
+    for k in ("packets_in", "packets_out", "dropped", "firewalls", "drops", "rules", "events", "top_talkers",
+              "services", "bin_seconds", "bin_start", "bins", "k"):
+        assert two[k] == one[k], k
+    assert two["series"].keys() == one["series"].keys()
+    for key in one["series"]:
+        assert two["series"][key] == one["series"][key], key
+    assert two["nat"]["gateways"] == one["nat"]["gateways"] and two["nat"]["counters"] == one["nat"]["counters"]
+    a, b = one["nat"]["samples"], two["nat"]["samples"]
+    assert bool(a) == bool(b)
+    if b:
+        assert b[-1] == a[-1]
+        assert all(x[0] < y[0] for x, y in itertools.pairwise(b))
+
+
+def test_workers_report_equals_one_workers(run, run2, summary):
+    _, _, report = run
+    _, one = _report_data(report)
+    text, two = _report_data(run2)
+    assert one["workers"] == 1 and two["workers"] == 2
+    _assert_same_report(one, two)
+    # the test's capture exercises what the merge must get right: an event, drops, several firewalls, NAT
+    assert one["events"] and one["drops"]["gwlb"]["FW_FAILED"] > 0 and len(one["firewalls"]) == 3
+    assert sum(v["packets"] for v in two["firewalls"].values()) > 0 and one["nat"]["samples"]
+    assert two["firewalls"] == {n: {k: c[k] for k in ("flows", "packets", "bytes")}
+                                for n, c in summary["firewalls"].items()}
+    assert "Replayed on 2 flow shards" in text and "Replayed on" not in report.read_text()
+    for sec in SECTIONS:
+        body = re.search(rf'<section id="{sec}">(.*?)</section>', text, re.DOTALL).group(1)
+        assert body.count("<svg") == 1, sec
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed")
+def test_workers_report_renders_in_headless_chromium(run2, tmp_path):
+    _renders_in_chromium(run2, tmp_path)
+
+
+REAL = data_path("captures", "real")
+REAL_REPORTED = [n for n in ("http_espn.pcapng", "synscan.pcapng", "tcp_ports.pcapng") if (REAL / n).is_file()]
+
+
+@pytest.mark.skipif(not REAL_REPORTED, reason="shared captures absent")
+@pytest.mark.parametrize("name", REAL_REPORTED)
+def test_workers_report_of_a_real_capture_equals_one_workers(name, tmp_path):
+    from .test_real_captures import topology_for
+
+    cap = REAL / name
+    topo = tmp_path / "topology.yaml"
+    topo.write_text(yaml.safe_dump(topology_for(cap)))
+    pages = {}
+    for n, chunk in ((1, 64), (2, 32)):
+        pages[n] = tmp_path / f"r{n}.html"
+        assert main(["run", str(topo), str(cap), "--report", str(pages[n]), "--workers", str(n), "--chunk",
+                     str(chunk), "--quiet", "--json"]) == 0
+    _, one = _report_data(pages[1])
+    _, two = _report_data(pages[2])
+    assert one["packets_in"] > 100 and sum(v["packets"] for v in one["firewalls"].values()) > 0
+    _assert_same_report(one, two)
+    # the parent of 2 workers reads 2 x 32 packets at a time, as one worker reads 64: the same NAT samples
+    assert len(one["nat"]["samples"]) > 5 and two["nat"]["samples"] == one["nat"]["samples"]
+
+
+_SESSION = np.dtype([("client_ip", np.uint32), ("server_ip", np.uint32), ("proto", np.uint8),
+                     ("server_port", np.uint16), ("bytes_c2s", np.uint64), ("bytes_s2c", np.uint64)])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_merged_report_states_equal_one_state_fed_everything(data):
+    """Numbers dealt to 1-4 shards chunk by chunk (as --workers does: every shard sees every chunk, with only its
+    rows), each shard's state through as_dict/from_dict (the pipe), merged: the same bins, width, talkers and
+    services as one state fed every row; the NAT samples are the sum of the shards' step functions."""
+    n = data.draw(st.integers(1, 4), label="shards")
+    m = data.draw(st.integers(0, 200), label="rows")
+    span = data.draw(st.sampled_from([10**6, 10**9, 10**11]), label="span")  # within a bin ... many doublings
+    ts = np.array(data.draw(st.lists(st.integers(0, span), min_size=m, max_size=m)), np.int64) + 10**15
+    if data.draw(st.booleans(), label="in time order"):
+        ts.sort()
+    key = np.array(data.draw(st.lists(st.integers(0, 2), min_size=m, max_size=m)), np.int64)
+    shard = np.array(data.draw(st.lists(st.integers(0, n - 1), min_size=m, max_size=m)), np.int64)
+    cuts = sorted(data.draw(st.lists(st.integers(0, m), max_size=6), label="chunk ends"))
+    names = ["fw-1", "fw-2", "fw-3"]
+    whole = ReportState(names, ["nat-a"])
+    parts = [ReportState(names, ["nat-a"]) for _ in range(n)]
+    for st_ in (whole, *parts):  # the capture's clock: one origin everywhere
+        st_.origin = int(ts[0]) if m else None
+    sess = np.zeros(m, _SESSION)
+    sess["client_ip"] = key + 1
+    sess["server_ip"] = (ts % 5).astype(np.uint32) + 100
+    sess["proto"] = np.where(key == 2, 1, 6)
+    sess["server_port"] = ts % 3 + 80
+    sess["bytes_c2s"], sess["bytes_s2c"] = ts % 1000, key * 7
+    nat = {k: [] for k in range(n)}
+    for c, (a, b) in enumerate(itertools.pairwise([0, *cuts, m])):
+        for st_, sel in ((whole, np.ones(b - a, bool)), *((parts[k], shard[a:b] == k) for k in range(n))):
+            t, kk = ts[a:b][sel], key[a:b][sel]
+            st_.add("pkts", t, kk)
+            st_.add("bytes", t, kk, (t % 1500).astype(np.float64))
+            st_.add("drops", t, kk * 17 + 3)
+            st_.add_sessions(sess[a:b][sel])
+        for k in range(n):
+            if np.any(shard[a:b] == k):
+                nat[k].append((int(ts[a:b][shard[a:b] == k].max()), c + k))
+                parts[k].add_nat(*nat[k][-1][:1], [nat[k][-1][1]])
+    merged = ReportState.merge(ReportState.from_dict(p.as_dict()) for p in parts)
+    assert merged.origin == whole.origin
+    for s in ReportState.SERIES:
+        a, b = getattr(merged, s), getattr(whole, s)
+        assert a.width == b.width, s
+        assert np.array_equal(a.counts, b.counts), s
+    assert merged.talkers == whole.talkers and merged.services == whole.services
+    times = sorted({t for v in nat.values() for t, _ in v})
+    want = []
+    for t in times:
+        total = 0
+        for v in nat.values():
+            last = [x for tt, x in sorted(v, key=lambda p: p[0]) if tt <= t]
+            total += last[-1] if last else 0
+        want.append([total])
+    assert merged.nat_ts == times and merged.nat_ports == want
+
+
+def test_merged_events_add_each_shards_effect():
+    """Each event's effect is the sum of the shards'; an event a shard never applied (no packet after it) adds
+    nothing from it; a firewall's flows placed add per firewall."""
+    a, b = ReportState(["fw-1", "fw-2"]), ReportState(["fw-1", "fw-2"])
+    ev = lambda at, lost, placed: {"at": at, "firewall": "fw-2", "state": "unhealthy" if at < 9 else "healthy",
+                                   "flows_lost": lost, "flows_moved": 1, "packets_lost": 2 * lost,
+                                   "flows_placed": {"fw-1": placed, "fw-2": 0}}
+    a.effects = [ev(5.0, 3, 10), ev(9.0, 0, 4)]
+    b.effects = [ev(5.0, 1, 7)]
+    m = ReportState.merge([a, b])
+    assert [(e["at"], e["flows_lost"], e["flows_moved"], e["packets_lost"], e["flows_placed"]) for e in m.effects] == [
+        (5.0, 4, 2, 8, {"fw-1": 17, "fw-2": 0}), (9.0, 0, 1, 0, {"fw-1": 4, "fw-2": 0})]
+    assert a.effects[0]["flows_lost"] == 3  # the parts are left as they were
+    c = ReportState(["fw-1", "fw-2"])
+    c.origin, a.origin = 1, 2
+    with pytest.raises(ValueError, match="different times"):
+        ReportState.merge([a, c])
+
+
+def _without_metadata(svg: str) -> str:
+    return re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.DOTALL)
+
+
+def test_charts_drawn_by_several_processes_are_the_serial_ones(run, monkeypatch):
+    """draw_charts(d, N): every chart, the same SVG as one process draws; a forked process that fails leaves its
+    charts to the caller, which draws them."""
+    import os
+
+    import matplotlib
+
+    from gwlb_fast.outputs import htmlreport
+
+    monkeypatch.setitem(matplotlib.rcParams, "svg.hashsalt", "report-test")  # fixed ids, in the forks too
+    _, _, report = run
+    _, d = _report_data(report)
+    serial = htmlreport.draw_charts(d, 1)
+    assert list(serial) == list(htmlreport.CHARTS) and all(v.startswith("<svg") for v in serial.values())
+    for n in (2, 3, 6, 10):
+        got = htmlreport.draw_charts(d, n)
+        assert list(got) == list(htmlreport.CHARTS)
+        assert {k: _without_metadata(v) for k, v in got.items()} == {k: _without_metadata(v)
+                                                                    for k, v in serial.items()}, n
+    me, real = os.getpid(), htmlreport._charts
+
+    def fails_in_a_fork(d, keys=htmlreport.CHARTS):
+        if os.getpid() != me:
+            raise RuntimeError("boom")
+        return real(d, keys)
+
+    monkeypatch.setattr(htmlreport, "_charts", fails_in_a_fork)
+    got = htmlreport.draw_charts(d, 3)
+    assert {k: _without_metadata(v) for k, v in got.items()} == {k: _without_metadata(v) for k, v in serial.items()}

@@ -131,8 +131,25 @@ def _replay(topology, capture, output, taps, flow_log, events, chunk, seed, as_j
 
 # the options `run --workers` merges (any other option given needs one worker)
 _PARALLEL_OPTIONS = {"command", "func", "topology", "input", "output", "taps", "flow_log", "events", "chunk", "seed",
-                     "json", "quiet", "workers", "pickup", "threat_log", "drops"}
+                     "json", "quiet", "workers", "pickup", "threat_log", "drops", "report"}
+# the options `run --ray` honours (it has no progress line: --quiet holds); any other is refused, not ignored
+_RAY_OPTIONS = {"command", "func", "topology", "input", "output", "taps", "flow_log", "events", "chunk", "seed",
+                "json", "quiet", "pickup", "ray", "shards", "parts"}
 AUTO_WORKERS_MIN_BYTES = 64 << 20  # smaller captures take less time than starting workers saves
+
+
+def auto_workers(capture, others=()) -> int:
+    """The workers of a run that does not say (``--workers`` absent): every core for a capture of
+    ``AUTO_WORKERS_MIN_BYTES`` or more when every option given merges across workers (``others``: those that do
+    not), else one."""
+    from pathlib import Path
+
+    big = Path(capture).is_file() and Path(capture).stat().st_size >= AUTO_WORKERS_MIN_BYTES
+    if big and not others:
+        from .scale.parallel import default_workers
+
+        return default_workers()
+    return 1
 
 
 def _cmd_run(args) -> int:
@@ -147,16 +164,8 @@ def _cmd_run(args) -> int:
     if len(args.input) > 1:
         raise ConfigError(f"{args.input[1]}: several captures need --ray")
     args.input = args.input[0]
-    n = args.workers
     others = sorted(k for k, v in vars(args).items() if k not in _PARALLEL_OPTIONS and v not in (None, False))
-    if n is None:
-        big = Path(args.input).is_file() and Path(args.input).stat().st_size >= AUTO_WORKERS_MIN_BYTES
-        if big and not others:
-            from .scale.parallel import default_workers
-
-            n = default_workers()
-        else:
-            n = 1
+    n = args.workers if args.workers is not None else auto_workers(args.input, others)
     if n > 1 and others:
         opts = ", ".join("--" + k.replace("_", "-") for k in others)
         raise ConfigError(f"{args.input}: {opts} needs --workers 1")
@@ -174,17 +183,21 @@ def _cmd_run(args) -> int:
     summary = run_parallel(topo, args.input, args.output, workers=n, taps=args.taps,
                            flow_log=args.flow_log, events=args.events, chunk=args.chunk, seed=args.seed,
                            quiet=args.quiet, strict=False, pickup=args.pickup, threat_log=args.threat_log,
-                           drops=args.drops)
+                           drops=args.drops, report=args.report)
     return _print_merged(args, summary)
 
 
 def _print_merged(args, summary) -> int:
     """Print the summary of a run merged from shards; the exit code."""
+    return _print_shards(summary, args.topology, args.input, args.json)
+
+
+def _print_shards(summary, topology, capture, as_json: bool) -> int:
     from .outputs.report import UnmatchedHint
 
-    hint = UnmatchedHint(args.input)
-    hint.from_summary(summary, args.topology, args.input)
-    return _print_summary(summary, args.json, hint)
+    hint = UnmatchedHint(capture)
+    hint.from_summary(summary, topology, capture)
+    return _print_summary(summary, as_json, hint)
 
 
 def _print_summary(summary, as_json: bool, hint) -> int:
@@ -206,17 +219,15 @@ def _cmd_run_ray(args) -> int:
     from .scale import distributed
 
     address = args.ray or None
+    # an option the Ray path would not honour is refused, Ray installed or not (never silently ignored)
+    others = sorted(k for k, v in vars(args).items() if k not in _RAY_OPTIONS and v not in (None, False))
+    if others:
+        raise ConfigError(f"{args.input[0]}: {', '.join('--' + k.replace('_', '-') for k in others)} does not "
+                          f"work with --ray")
     distributed.require_ray(local=address is None)  # before anything else: say how to install it
     if address is not None and Path(address).is_file():
         raise ConfigError(f"--ray {address}: this is a file, not a cluster address (put --ray after the captures, "
                           f"or write --ray=ADDRESS)")
-    others = sorted(k for k, v in vars(args).items()
-                    if k not in _PARALLEL_OPTIONS | {"ray", "shards", "parts"} and v not in (None, False))
-    if args.workers is not None:
-        others.append("workers")
-    if others:
-        raise ConfigError(f"{args.input[0]}: {', '.join('--' + k.replace('_', '-') for k in others)} does not "
-                          f"work with --ray")
     captures = distributed.expand_captures(args.input)
     if len(captures) == 1 and len(args.input) == 1 and captures[0] == args.input[0]:
         if not Path(captures[0]).exists():
@@ -289,14 +300,25 @@ def _cmd_demo(args) -> int:
     write_pcap(capture, batch)
     if not args.quiet:
         print(f"synthesized {len(batch):,} packets in {args.flows:,} flows -> {capture}", file=sys.stderr)
+    n = auto_workers(capture)  # run's rule: every output the demo writes merges across workers
     with as_file(files("gwlb_fast") / "examples" / example) as topo:
         with OutputFile(out / "topology.yaml", text=True) as f:
             f.file.write(Path(topo).read_text())
-        rc = _replay(topo, capture, out / "output.pcap", out / "taps", out / "flows.jsonl", None, 65536,
-                     args.seed, args.json, args.quiet, drops=out / "drops.pcapng", report=out / "report.html")
+        if n == 1:
+            rc = _replay(topo, capture, out / "output.pcap", out / "taps", out / "flows.jsonl", None, 65536,
+                         args.seed, args.json, args.quiet, drops=out / "drops.pcapng", report=out / "report.html")
+        else:
+            from .config import load_topology
+            from .scale.parallel import run_parallel
+
+            summary = run_parallel(load_topology(topo), capture, out / "output.pcap", workers=n, taps=out / "taps",
+                                   flow_log=out / "flows.jsonl", chunk=65536, seed=args.seed, quiet=args.quiet,
+                                   strict=False, drops=out / "drops.pcapng", report=out / "report.html")
+            rc = _print_shards(summary, topo, capture, args.json)
     if not args.quiet:
-        print(f"outputs in {out}/: output.pcap, taps/*.pcap, flows.jsonl, drops.pcapng, report.html, "
-              f"topology.yaml", file=sys.stderr)
+        why = "" if n > 1 else f" (every core from {AUTO_WORKERS_MIN_BYTES >> 20} MiB of capture)"
+        print(f"replayed on {n} worker{'s' if n > 1 else ''}{why}; outputs in {out}/: output.pcap, taps/*.pcap, "
+              f"flows.jsonl, drops.pcapng, report.html, topology.yaml", file=sys.stderr)
     return rc
 
 

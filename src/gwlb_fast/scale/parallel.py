@@ -15,8 +15,9 @@ from the same topology with its share of the capacities:
 The workers write their captures (delivered packets, taps) into rings of memory shared with the parent, which
 merges them into the destinations in time order while they replay (:mod:`gwlb_fast.scale.rings`: stable, equal timestamps
 keep the shard order, so a run is deterministic for a given ``N``). The flow logs go through temporary files, merged
-by the parent at the end, and the summaries are summed. Per-flow results (firewall, rule, verdict, NAT public IP)
-equal one worker's.
+by the parent at the end, and the summaries are summed; with ``--report`` each worker sends the report's numbers
+with its summary (:class:`~gwlb_fast.outputs.htmlreport.ReportState`) and the parent merges them into one page.
+Per-flow results (firewall, rule, verdict, NAT public IP) equal one worker's.
 
 A gzip-compressed capture cannot be mapped: each worker then reads and parses it whole and keeps its shard.
 
@@ -48,6 +49,7 @@ from ..batch import PacketBatch
 from ..config import Topology, load_topology
 from ..errors import ConfigError, GwlbError, PcapError, WorkerError
 from ..outputs.drops import DropComments, DropsFile, DropsWriter, drop_firewall_names
+from ..outputs.htmlreport import ReportCollector, ReportState, check_report_path, write_report
 from ..outputs.outfiles import OutputFile, refuse_overlap
 from ..outputs.report import FlowLogWriter, Progress, Summary, ThreatLogWriter
 from ..pcapio import OrderedWriter, PcapWriter, output_format, read_pcap
@@ -264,7 +266,8 @@ def _worker(k: int, n: int, topo: Topology, policy, source, cols: SharedColumns 
             opts: dict, conn, parent_ends=(), parent: int | None = None) -> None:
     """Shard ``k``: replay its packets, its captures into its rings of ``rings`` (by name: ``output``,
     ``taps/LINK``), its flow log and threat log to ``paths["flow_log"]``, ``paths["threat_log"]``; then send back
-    its summary. ``parent_ends``: the parent's
+    its summary (and, with ``opts["report"]``, its report's numbers, :class:`ReportState`). ``parent_ends``: the
+    parent's
     ends of the pipes to the workers forked so far and to this one, which the fork copied: closed, so that a worker
     reads the end of its pipe when the parent is gone (a sibling holding it kept a worker waiting for ever)."""
     for c in parent_ends:
@@ -276,6 +279,9 @@ def _worker(k: int, n: int, topo: Topology, policy, source, cols: SharedColumns 
         outs = {name: RingOutput(r, k, opts["format"]) if r.n == n or k == 0 else OrderedWriter(DiscardWriter())
                 for name, r in rings.items() if name != "drops"}
         observers = [DropsWriter(None, sink=RingWriter(rings["drops"], k, "pcapng"))] if "drops" in rings else []
+        report = ReportCollector(None) if opts.get("report") else None  # its numbers go to the parent
+        if report is not None:
+            observers.append(report)
         taps = {name.removeprefix("taps/"): w for name, w in outs.items() if name.startswith("taps/")} or None
         select = None
         if cols is not None:
@@ -296,7 +302,7 @@ def _worker(k: int, n: int, topo: Topology, policy, source, cols: SharedColumns 
         if select is not None:  # every shard read the whole capture: each counted the same misses
             summary.shard_fragment_misses = sharder.frag_misses
         summary.inspection = pipe.inspection_summary(top=None)  # every name: the parent keeps the top ones
-        conn.send(("ok", summary.as_dict()))
+        conn.send(("ok", summary.as_dict(), None if report is None else report.state.as_dict()))
     except PcapError as e:  # its constructor takes three arguments: sent as them
         conn.send(("pcap", (e.path, e.offset, e.problem)))
     except (GwlbError, OSError) as e:
@@ -430,21 +436,26 @@ def _is_gzip(path) -> bool:
 def run_parallel(topology, source, output=None, *, workers: int | None = None, taps=None, flow_log=None,
                  events=None, chunk: int = 65536, seed: int = 0, quiet: bool = True, strict: bool = True,
                  session_capacity: int = 1 << 18, pickup: bool | None = None, threat_log=None,
-                 drops=None) -> Summary:
+                 drops=None, report=None, title: str | None = None) -> Summary:
     """Replay ``source`` through ``topology`` (a path or a loaded Topology) on ``workers`` processes (default: every
-    core), flow-sharded; the outputs and the summary are those of :meth:`Pipeline.run`, merged in time order."""
+    core), flow-sharded; the outputs and the summary are those of :meth:`Pipeline.run`, merged in time order.
+    ``report``: the HTML report (``run --report``, titled ``title``, default the capture's name), from the
+    shards' numbers merged (:meth:`ReportState.merge`)."""
     import multiprocessing as mp
 
     n = default_workers() if workers is None else int(workers)
     if n < 1:
         raise ValueError(f"run_parallel: workers must be >= 1, got {n}")
     topo = topology if isinstance(topology, Topology) else load_topology(topology)
-    check_destinations(topo, source, output, taps, flow_log, events, threat_log, drops)
+    check_destinations(topo, source, output, taps, flow_log, events, threat_log, drops, report)
     read_pcap(source, chunk=1, parse=False).close()  # an unreadable capture fails here, once
+    title = Path(source).name if title is None else title
     if n == 1:
         from ..pipeline import Pipeline
 
         observers = [DropsWriter(drops)] if drops is not None else []
+        if report is not None:
+            observers.append(ReportCollector(report, title=title))
         summary = Pipeline(topo, seed=seed, taps=taps is not None, session_capacity=session_capacity,
                            pickup=pickup).run(source, output, taps=taps, flow_log=flow_log, events=events,
                                               chunk=chunk, quiet=quiet, strict=strict, threat_log=threat_log,
@@ -476,7 +487,7 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
             # the parent reads n chunks at a time and each worker replays its shard of them: about ``chunk`` packets
             # per batch
             opts = {"seed": seed, "events": events, "chunk": chunk * n, "session_capacity": session_capacity,
-                    "pickup": pickup, "format": fmt}
+                    "pickup": pickup, "format": fmt, "report": report is not None}
             size = os.path.getsize(source)
             cols = SharedColumns(size // MIN_RECORD + 1, n) if size and not _is_gzip(source) else None
             ctx = mp.get_context("fork")
@@ -544,13 +555,17 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
     summary.workers = n
     if cols is not None:
         summary.shard_fragment_misses = sharder.frag_misses
+    if report is not None:
+        # the workers are done: their cores draw the charts
+        write_report(report, title, ReportState.merge(ReportState.from_dict(r[2]) for r in results), summary,
+                     processes=n)
     if summary.input_error is not None and strict:
         raise PcapError(source, None, summary.input_error.removeprefix(f"{source}: "))
     return summary
 
 
 def check_destinations(topo: Topology, source, output, taps, flow_log, events, threat_log=None,
-                       drops=None) -> None:
+                       drops=None, report=None) -> None:
     """The checks of :meth:`Pipeline.run`, on the real destinations (the shards write rings and temporary logs)."""
     fmt = output_format(output) if output is not None else "pcap"
     tap_paths = [Path(taps) / f"{k}.{fmt}" for k in TAP_LINKS] if taps is not None else []
@@ -563,7 +578,9 @@ def check_destinations(topo: Topology, source, output, taps, flow_log, events, t
     inputs = [source, events if isinstance(events, (str, os.PathLike)) else None]
     if topo.source and os.path.isfile(topo.source):
         inputs.append(topo.source)
-    refuse_overlap(inputs, [output, flow_log, threat_log, drops, *tap_paths])
+    if report is not None:
+        check_report_path(report, inputs)
+    refuse_overlap(inputs, [output, flow_log, threat_log, drops, report, *tap_paths])
     if taps is not None and Path(taps).exists() and not Path(taps).is_dir():
         raise ConfigError(f"{taps}: --taps needs a folder, and this is a file")
 
