@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gwlb_fast._kernels.lpm import lpm_lookup
+from gwlb_fast._kernels.lpm import lpm_lookup, next_hops
 from gwlb_fast.config import example_topology_text, ip_to_int, load_topology
 from gwlb_fast.stages.vpc import Lpm, NextHop, VpcRouter, routers
 
@@ -55,6 +55,96 @@ def test_lpm_matches_oracle(tables, data):
     got = lpm.lookup(ips, tab)
     want = [oracle_lpm(tables[t], int(ip)) if 0 <= t < len(tables) else -1 for ip, t in zip(ips.tolist(), tab)]
     assert got.tolist() == want
+
+
+def _addresses_near(tables, draw):
+    ips = draw(st.lists(st.integers(0, 0xFFFFFFFF), max_size=20))
+    for entries in tables:
+        for net, plen, _ in entries:
+            size = 1 << (32 - plen)
+            ips += [net, (net + size - 1) & 0xFFFFFFFF, (net + size) & 0xFFFFFFFF]
+    return ips
+
+
+@settings(max_examples=60)
+@given(st.lists(prefix_tables(), min_size=1, max_size=3), st.data())
+def test_stacked_lpm_gives_each_part_its_values_shifted(parts, data):
+    """Lpm.stack: part k's table t is table first[k] + t, its values raised by offsets[k]; the oracle per part."""
+    offsets = data.draw(st.lists(st.integers(0, 1000), min_size=len(parts), max_size=len(parts)))
+    both, first = Lpm.stack([Lpm(t) for t in parts], offsets)
+    assert both.ntables == sum(len(t) for t in parts) and first.tolist() == np.cumsum([0] + [len(t) for t in parts]).tolist()
+    for k, tables in enumerate(parts):
+        ips = np.array(_addresses_near(tables, data.draw), np.uint32)
+        for t, entries in enumerate(tables):
+            want = [(v + offsets[k]) if v >= 0 else -1 for v in (oracle_lpm(entries, int(ip)) for ip in ips.tolist())]
+            assert both.lookup(ips, int(first[k]) + t).tolist() == want
+
+
+@settings(max_examples=60)
+@given(st.lists(prefix_tables(), min_size=1, max_size=3), st.data())
+def test_next_hops_walks_the_rows_still_walking_like_the_oracle(parts, data):
+    """next_hops against plain Python: the rows with status 0, a table, not delivered and not held, in order, each
+    with the kind and target of its route in its VPC's table (no_route and -1 without one, or with a VPC out of
+    range), and those rows' tables set to -1; the other rows untouched."""
+    nroutes = [sum(len(e) for e in tables) for tables in parts]
+    # LPM values are route numbers within a VPC; route r of VPC v is route base[v] + r across the VPCs
+    numbered = []
+    for tables in parts:
+        at, out = 0, []
+        for entries in tables:
+            out.append([(net, plen, at + i) for i, (net, plen, _) in enumerate(entries)])
+            at += len(entries)
+        numbered.append(out)
+    base = np.cumsum([0] + nroutes)[:-1].tolist()
+    lpm, first = Lpm.stack([Lpm(t) for t in numbered], base)
+    total = sum(nroutes)
+    route_kind = np.array(data.draw(st.lists(st.integers(0, 6), min_size=total, max_size=total)), np.int8)
+    route_target = np.array(data.draw(st.lists(st.integers(-1, 9), min_size=total, max_size=total)), np.int32)
+    ips = []
+    for tables in numbered:
+        ips += _addresses_near(tables, data.draw)
+    n = len(ips)
+    ints = lambda lo, hi: data.draw(st.lists(st.integers(lo, hi), min_size=n, max_size=n))
+    status = np.array(ints(0, 2), np.uint8)
+    vpc = np.array(ints(-1, len(parts)), np.int16)
+    table = np.array([data.draw(st.integers(-1, len(parts[v]))) if 0 <= v < len(parts) else data.draw(
+        st.integers(-1, 2)) for v in vpc.tolist()], np.int32)
+    delivered = np.array(ints(0, 1), np.uint8)
+    held = np.array(ints(0, 1), np.uint8)
+    dst = np.array(ips, np.uint32)
+    want_rows, want_kind, want_target, want_table = [], [], [], table.copy()
+    for i in range(n):
+        if status[i] or table[i] < 0 or delivered[i] or held[i]:
+            continue
+        v, t = int(vpc[i]), int(table[i])
+        r = oracle_lpm(numbered[v][t], int(dst[i])) if 0 <= v < len(parts) and t < len(parts[v]) else -1
+        want_rows.append(i)
+        want_kind.append(int(route_kind[base[v] + r]) if r >= 0 else 5)
+        want_target.append(int(route_target[base[v] + r]) if r >= 0 else -1)
+        want_table[i] = -1
+    rows, kind, target = np.empty(n, np.int64), np.empty(n, np.int8), np.empty(n, np.int32)
+    m = next_hops(lpm.l1, lpm.l2, lpm.l3, first, route_kind, route_target, 5, status, table, delivered, held, vpc,
+                  dst, rows, kind, target)
+    assert rows[:m].tolist() == want_rows
+    assert kind[:m].tolist() == want_kind and target[:m].tolist() == want_target
+    assert table.tolist() == want_table.tolist()
+
+
+def test_next_hops_checks_lengths():
+    lpm = Lpm([[(0, 0, 0)]])
+    z = lambda d, k=3: np.zeros(k, d)
+    args = [lpm.l1, lpm.l2, lpm.l3, np.array([0, 1], np.int32), z(np.int8, 1), z(np.int32, 1), 0, z(np.uint8),
+            z(np.int32), z(np.uint8), z(np.uint8), z(np.int16), z(np.uint32), z(np.int64), z(np.int8), z(np.int32)]
+    assert next_hops(*args) == 3
+    for k in range(8, 16):
+        bad = list(args)
+        bad[k] = bad[k][:2]
+        with pytest.raises(ValueError, match="length"):
+            next_hops(*bad)
+    bad = list(args)
+    bad[5] = z(np.int32, 2)
+    with pytest.raises(ValueError, match="route_target"):
+        next_hops(*bad)
 
 
 def test_lpm_edges():

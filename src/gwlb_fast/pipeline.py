@@ -32,6 +32,7 @@ import numpy as np
 
 from ._kernels.heap import replay_memory
 from ._kernels.join import first_row_join
+from ._kernels.lpm import next_hops
 from ._kernels.parse import fill_ip_checksums
 from ._kernels.special import mark_special
 from .batch import PacketBatch
@@ -211,6 +212,14 @@ class Pipeline:
                                 for h in r.hops] + [-1], np.int32)
             self._hop_kind.append(kinds)  # index -1 (no route) reads the K_NONE sentinel at the end
             self._hop_target.append(targets)
+        # every VPC's route tables in one LPM whose values are routes numbered across the VPCs, each with its
+        # next hop's kind and target: one kernel call walks a hop of the whole batch (_Walk._walk_hops)
+        firsts = np.cumsum([0] + [len(r.routes) for r in self.routers])[:-1].tolist()
+        self._walk_lpm, self._walk_table_base = Lpm.stack([r._routes for r in self.routers], firsts)
+        self._route_kind = np.concatenate([k[r.route_hop] for k, r in zip(self._hop_kind, self.routers)]
+                                          + [np.zeros(0, np.int8)]).astype(np.int8)
+        self._route_target = np.concatenate([t[r.route_hop] for t, r in zip(self._hop_target, self.routers)]
+                                            + [np.zeros(0, np.int32)]).astype(np.int32)
         # counters
         self.counters = {s: StageCounters(s) for s in STAGES}
         self.stage_seconds = {s: 0.0 for s in ("parse", "route", "nat", "inspect", "output")}
@@ -1230,13 +1239,24 @@ class _Walk:
 
     def _walk_hops(self) -> None:
         b, p = self.batch, self.p
+        n = len(b)
+        if p.trace is None:
+            rows, kinds, targets = np.empty(n, np.int64), np.empty(n, np.int8), np.empty(n, np.int32)
+            lpm, held = p._walk_lpm, self.held.view(np.uint8)
         for _ in range(MAX_ROUTE_HOPS):
-            active = np.flatnonzero((b.status == PktStatus.OK) & (self.table >= 0) & (self.delivered == D_NONE)
-                                    & ~self.held)
-            if active.size == 0:
-                break
             t0 = time.perf_counter()
-            kind, target = self._lookup(active)
+            if p.trace is None:
+                # the rows still walking and their next hops in one pass (their tables reset to -1 there)
+                m = next_hops(lpm.l1, lpm.l2, lpm.l3, p._walk_table_base, p._route_kind, p._route_target, K_NONE,
+                              b.status, self.table, self.delivered, held, self.vpc, b.dst_ip, rows, kinds, targets)
+                active, kind, target = rows[:m], kinds[:m], targets[:m]
+            else:
+                active = np.flatnonzero((b.status == PktStatus.OK) & (self.table >= 0)
+                                        & (self.delivered == D_NONE) & ~self.held)
+                kind, target = self._lookup(active)
+            if active.size == 0:
+                p.stage_seconds["route"] += time.perf_counter() - t0
+                break
             if p.transit:
                 # transit routers only route: a packet sent to one goes on, in this same hop, through the tables of
                 # the VPC it enters, until it reaches a stage (or its end). So every packet meets the stages after
@@ -1256,7 +1276,8 @@ class _Walk:
                 stuck = kind == K_TR  # still between routers after MAX_ROUTE_HOPS of them: a loop
                 self._drop(active[stuck], PktStatus.ROUTE_LOOP, S_ROUTE)
                 kind[stuck] = K_DONE
-            self.table[active] = -1  # each packet moves on from the table it was at
+            if p.transit or p.trace is not None:
+                self.table[active] = -1  # each packet moves on from the table it was at
             self._drop(active[kind == K_NONE], PktStatus.NO_ROUTE, S_ROUTE)
             self._drop(active[kind == K_BLACKHOLE], PktStatus.BLACKHOLE, S_ROUTE)
             host = active[kind == K_LOCAL]

@@ -8,3 +8,22 @@ def lpm_lookup(
     dst: np.ndarray,    # uint32[n]
     out: np.ndarray,    # int32[n], written: value, -1 = no match
 ) -> int: ...
+
+def next_hops(
+    l1: np.ndarray,            # int32: every VPC's route tables (lpm_lookup's arrays)
+    l2: np.ndarray,
+    l3: np.ndarray,
+    table_base: np.ndarray,    # int32[nvpc + 1]: VPC v's table t is table table_base[v] + t < table_base[v + 1]
+    route_kind: np.ndarray,    # int8[nroutes]: next-hop kind of each route (the LPM's values)
+    route_target: np.ndarray,  # int32[nroutes]
+    no_route: int,             # kind of a row with no route (target -1)
+    status: np.ndarray,        # uint8[n]
+    table: np.ndarray,         # int32[n]: route table of each row; written: -1 on the rows walking
+    delivered: np.ndarray,     # uint8[n]
+    held: np.ndarray,          # uint8[n]
+    vpc: np.ndarray,           # int16[n]
+    dst: np.ndarray,           # uint32[n]
+    rows: np.ndarray,          # int64[n] out: the rows walking, in order (first m)
+    kind: np.ndarray,          # int8[n] out
+    target: np.ndarray,        # int32[n] out
+) -> int: ...  # m

@@ -6,11 +6,29 @@
 # to chunk (-v - 2) of the next level. A lookup is one to three dependent loads and no data-dependent search,
 # which is what keeps it fast on 1,000-route tables (a sorted-prefix binary search per length was 10x slower
 # there, on mispredicted branches); the price is 256 KB per table, built once in Python (vpc.Lpm).
-from libc.stdint cimport int32_t, uint32_t
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint32_t
 
 cdef enum:
     L1_SIZE = 65536
     CHUNK = 256
+
+
+cdef inline int32_t _lookup_one(const int32_t[::1] l1, const int32_t[::1] l2, const int32_t[::1] l3,
+                                Py_ssize_t ntables, Py_ssize_t n2, Py_ssize_t n3, int32_t t,
+                                uint32_t ip) noexcept nogil:
+    # the longest-prefix match of one address in table t (see lpm_lookup): the value, -1 for none
+    cdef int32_t e = -1
+    if 0 <= t < ntables:
+        e = l1[<Py_ssize_t>t * L1_SIZE + (ip >> 16)]
+        if e <= -2:
+            e = -e - 2
+            e = l2[<Py_ssize_t>e * CHUNK + ((ip >> 8) & 0xFF)] if e < n2 else -1
+            if e <= -2:
+                e = -e - 2
+                e = l3[<Py_ssize_t>e * CHUNK + (ip & 0xFF)] if e < n3 else -1
+                if e < -1:
+                    e = -1
+    return e
 
 
 def lpm_lookup(const int32_t[::1] l1, const int32_t[::1] l2, const int32_t[::1] l3, const int32_t[::1] table,
@@ -40,7 +58,6 @@ def lpm_lookup(const int32_t[::1] l1, const int32_t[::1] l2, const int32_t[::1] 
     cdef Py_ssize_t n2 = l2.shape[0] // CHUNK, n3 = l3.shape[0] // CHUNK
     cdef Py_ssize_t misses = 0
     cdef int32_t t, e
-    cdef uint32_t ip
     cdef bint broadcast
     if l1.shape[0] % L1_SIZE:
         raise ValueError(f"l1: length must be a multiple of {L1_SIZE}, got {l1.shape[0]}")
@@ -58,19 +75,76 @@ def lpm_lookup(const int32_t[::1] l1, const int32_t[::1] l2, const int32_t[::1] 
         for i in range(n):
             if not broadcast:
                 t = table[i]
-            e = -1
-            if 0 <= t < ntables:
-                ip = dst[i]
-                e = l1[<Py_ssize_t>t * L1_SIZE + (ip >> 16)]
-                if e <= -2:
-                    e = -e - 2
-                    e = l2[<Py_ssize_t>e * CHUNK + ((ip >> 8) & 0xFF)] if e < n2 else -1
-                    if e <= -2:
-                        e = -e - 2
-                        e = l3[<Py_ssize_t>e * CHUNK + (ip & 0xFF)] if e < n3 else -1
-                        if e < -1:
-                            e = -1
+            e = _lookup_one(l1, l2, l3, ntables, n2, n3, t, dst[i])
             out[i] = e
             if e < 0:
                 misses += 1
     return misses
+
+
+def next_hops(const int32_t[::1] l1, const int32_t[::1] l2, const int32_t[::1] l3, const int32_t[::1] table_base,
+              const int8_t[::1] route_kind, const int32_t[::1] route_target, int8_t no_route,
+              const uint8_t[::1] status, int32_t[::1] table, const uint8_t[::1] delivered, const uint8_t[::1] held,
+              const int16_t[::1] vpc, const uint32_t[::1] dst, int64_t[::1] rows, int8_t[::1] kind,
+              int32_t[::1] target):
+    """One hop of the route walk over a whole batch: the rows still walking (status 0, at a route table, not
+    delivered, not held), in order, each with the kind and target of the route it takes; their table is set to
+    -1 (each packet moves on from the table it was at).
+
+    Parameters
+    ----------
+    l1, l2, l3 : the arrays of ``lpm_lookup`` holding the route tables of every VPC, VPC ``v``'s table ``t`` at
+        table ``table_base[v] + t`` (``vpc.Lpm.stack``); a value is an index into ``route_kind`` and
+        ``route_target``.
+    table_base : int32[nvpc + 1]
+        VPC ``v`` has the tables ``table_base[v]`` to ``table_base[v + 1] - 1``; a row whose table lies beyond its
+        VPC's has no route.
+    route_kind : int8[nroutes], route_target : int32[nroutes]
+        Next-hop kind and target of every route.
+    no_route : kind of a row whose table has no route for its address (target -1); also of a row whose VPC is
+        out of range.
+    status, delivered, held : uint8[n]; table : int32[n] (written); vpc : int16[n]; dst : uint32[n]
+    rows : int64[n], kind : int8[n], target : int32[n]
+        Output, the first ``m`` entries.
+
+    Returns
+    -------
+    int
+        ``m``, the number of rows walking.
+    """
+    cdef Py_ssize_t n = status.shape[0], i, m = 0
+    cdef Py_ssize_t ntables = l1.shape[0] // L1_SIZE, nvpc = table_base.shape[0] - 1
+    cdef Py_ssize_t n2 = l2.shape[0] // CHUNK, n3 = l3.shape[0] // CHUNK, nroutes = route_kind.shape[0]
+    cdef int32_t e
+    cdef int16_t v
+    if l1.shape[0] % L1_SIZE:
+        raise ValueError(f"l1: length must be a multiple of {L1_SIZE}, got {l1.shape[0]}")
+    if l2.shape[0] % CHUNK or l3.shape[0] % CHUNK:
+        raise ValueError(f"l2, l3: lengths must be multiples of {CHUNK}")
+    if nvpc < 0:
+        raise ValueError("table_base: needs at least one entry (nvpc + 1)")
+    if route_target.shape[0] != nroutes:
+        raise ValueError(f"route_target: expected length {nroutes}, got {route_target.shape[0]}")
+    for name, k in (("table", table.shape[0]), ("delivered", delivered.shape[0]), ("held", held.shape[0]),
+                    ("vpc", vpc.shape[0]), ("dst", dst.shape[0]), ("rows", rows.shape[0]),
+                    ("kind", kind.shape[0]), ("target", target.shape[0])):
+        if k != n:
+            raise ValueError(f"next_hops: {name} has length {k}, expected {n}")
+    with nogil:
+        for i in range(n):
+            if status[i] != 0 or table[i] < 0 or delivered[i] != 0 or held[i] != 0:
+                continue
+            v = vpc[i]
+            e = -1
+            if 0 <= v < nvpc and table_base[v] + table[i] < table_base[v + 1]:
+                e = _lookup_one(l1, l2, l3, ntables, n2, n3, table_base[v] + table[i], dst[i])
+            rows[m] = i
+            if 0 <= e < nroutes:
+                kind[m] = route_kind[e]
+                target[m] = route_target[e]
+            else:
+                kind[m] = no_route
+                target[m] = -1
+            table[i] = -1
+            m += 1
+    return m

@@ -83,6 +83,29 @@ class Lpm:
         self.l2 = np.concatenate(l2) if l2 else np.zeros(0, np.int32)
         self.l3 = np.concatenate(l3) if l3 else np.zeros(0, np.int32)
 
+    @classmethod
+    def stack(cls, parts: Sequence[Lpm], offsets: Sequence[int]) -> tuple[Lpm, np.ndarray]:
+        """One Lpm holding the tables of ``parts`` one after another, the values of part ``k`` raised by
+        ``offsets[k]``; and the number of the first table of each part, then the number of tables (part ``k``'s
+        table ``t`` is table ``first[k] + t`` of the result, below ``first[k + 1]``). Lookups give what the parts
+        give, shifted: nothing is rebuilt."""
+        out = cls.__new__(cls)
+        l1s, l2s, l3s, first = [], [], [], []
+        n1 = n2 = n3 = 0
+        for part, off in zip(parts, offsets):
+            first.append(n1)
+            l1s.append(_shifted(part.l1, off, n2))
+            l2s.append(_shifted(part.l2, off, n3))
+            l3s.append(_shifted(part.l3, off, 0))
+            n1 += part.l1.shape[0] // 65536
+            n2 += part.l2.shape[0] // 256
+            n3 += part.l3.shape[0] // 256
+        out.ntables = n1
+        out.l1 = np.concatenate(l1s) if l1s else np.full(65536, -1, np.int32)
+        out.l2 = np.concatenate(l2s) if l2s else np.zeros(0, np.int32)
+        out.l3 = np.concatenate(l3s) if l3s else np.zeros(0, np.int32)
+        return out, np.array(first + [n1], np.int32)
+
     def lookup(self, dst, table=0, out: np.ndarray | None = None) -> np.ndarray:
         """Value of the longest prefix matching each ``dst`` (uint32[n]) in ``table`` (int or int32[n]); -1 if none."""
         dst = np.ascontiguousarray(dst, dtype=np.uint32)
@@ -94,6 +117,15 @@ class Lpm:
             return out
         lpm_lookup(self.l1, self.l2, self.l3, tab, dst, out)
         return out
+
+
+def _shifted(level: np.ndarray, value_offset: int, chunk_offset: int) -> np.ndarray:
+    """A level of an Lpm with its values raised by ``value_offset`` and its chunk pointers moved ``chunk_offset``
+    chunks on (-1, no route, stays)."""
+    out = level.copy()
+    out[level >= 0] += value_offset
+    out[level <= -2] -= chunk_offset  # chunk c is encoded -c - 2
+    return out
 
 
 def _child(level: np.ndarray, i: int, chunks: list[np.ndarray]) -> int:
