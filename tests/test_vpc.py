@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gwlb_fast._kernels.lpm import lpm_lookup, next_hops
+from gwlb_fast._kernels.lpm import enter_subnets, lpm_lookup, next_hops
 from gwlb_fast.config import example_topology_text, ip_to_int, load_topology
 from gwlb_fast.stages.vpc import Lpm, NextHop, VpcRouter, routers
 
@@ -130,6 +130,41 @@ def test_next_hops_walks_the_rows_still_walking_like_the_oracle(parts, data):
     assert table.tolist() == want_table.tolist()
 
 
+@settings(max_examples=60)
+@given(prefix_tables(), st.data())
+def test_enter_subnets_like_the_oracle(tables, data):
+    """enter_subnets against plain Python: rows with status 0 and no VPC whose source is in a subnet take the VPC and
+    the subnet's table; those whose destination is in the same subnet are delivered (table -1) and listed."""
+    subnets = tables[:1]
+    lpm = Lpm(subnets)
+    nsub = len(subnets[0])
+    subnet_table = np.array(data.draw(st.lists(st.integers(-1, 5), min_size=nsub, max_size=nsub)), np.int32)
+    ips = _addresses_near(subnets, data.draw)
+    n = len(ips)
+    src = np.array(ips, np.uint32)
+    dst = np.array(data.draw(st.permutations(ips)), np.uint32)
+    status = np.array(data.draw(st.lists(st.integers(0, 1), min_size=n, max_size=n)), np.uint8)
+    vpc = np.array(data.draw(st.lists(st.integers(-1, 1), min_size=n, max_size=n)), np.int16)
+    table = np.array(data.draw(st.lists(st.integers(-1, 3), min_size=n, max_size=n)), np.int32)
+    delivered = np.array(data.draw(st.lists(st.integers(0, 1), min_size=n, max_size=n)), np.uint8)
+    w_vpc, w_table, w_del, w_same = vpc.copy(), table.copy(), delivered.copy(), []
+    for i in range(n):
+        if status[i] or vpc[i] >= 0:
+            continue
+        s = oracle_lpm(subnets[0], int(src[i]))
+        if s < 0:
+            continue
+        w_vpc[i], w_table[i] = 7, subnet_table[s]
+        if oracle_lpm(subnets[0], int(dst[i])) == s:
+            w_table[i], w_del[i] = -1, 2
+            w_same.append(i)
+    same = np.empty(n, np.int64)
+    m = enter_subnets(lpm.l1, lpm.l2, lpm.l3, subnet_table, 7, 2, status, vpc, table, delivered, src, dst, same)
+    assert same[:m].tolist() == w_same
+    assert vpc.tolist() == w_vpc.tolist() and table.tolist() == w_table.tolist()
+    assert delivered.tolist() == w_del.tolist()
+
+
 def test_next_hops_checks_lengths():
     lpm = Lpm([[(0, 0, 0)]])
     z = lambda d, k=3: np.zeros(k, d)
@@ -246,3 +281,16 @@ def test_subnet_of_matches_ipaddress(ips):
     nets = [ipaddress.IPv4Network(s.cidr) for s in r.subnets]
     want = [next((i for i, n in enumerate(nets) if ipaddress.IPv4Address(ip) in n), -1) for ip in ips]
     assert got == want
+
+
+def test_enter_subnets_checks_lengths():
+    lpm = Lpm([[(0, 0, 0)]])
+    args = [lpm.l1, lpm.l2, lpm.l3, np.zeros(1, np.int32), 0, 2, np.zeros(3, np.uint8), np.full(3, -1, np.int16),
+            np.zeros(3, np.int32), np.zeros(3, np.uint8), np.zeros(3, np.uint32), np.zeros(3, np.uint32),
+            np.zeros(3, np.int64)]
+    assert enter_subnets(*args) == 3  # 0.0.0.0/0 holds every source and its destination
+    for k in range(7, 13):
+        bad = list(args)
+        bad[k] = bad[k][:2]
+        with pytest.raises(ValueError, match="length"):
+            enter_subnets(*bad)

@@ -32,7 +32,7 @@ import numpy as np
 
 from ._kernels.heap import replay_memory
 from ._kernels.join import first_row_join
-from ._kernels.lpm import next_hops
+from ._kernels.lpm import enter_subnets, next_hops
 from ._kernels.parse import fill_ip_checksums
 from ._kernels.special import mark_special
 from .batch import PacketBatch
@@ -1129,8 +1129,19 @@ class _Walk:
             if p.trace is not None:
                 for code in (PktStatus.BROADCAST, PktStatus.MULTICAST, PktStatus.MARTIAN, PktStatus.LINK_LOCAL):
                     self._trace("drop", np.flatnonzero(b.status == code), status=int(code), stage=S_ROUTE)
+        if p.trace is None:
+            same_rows = np.empty(len(b), np.int64)
         ok = b.status == PktStatus.OK
         for vi, r in enumerate(p.routers):
+            if p.trace is None:
+                # one pass: the VPC and route table of the rows whose source is in one of its subnets, and the
+                # delivery by the VPC itself of those whose destination is in the same subnet (below, traced)
+                sn = r._subnets
+                m = enter_subnets(sn.l1, sn.l2, sn.l3, r.subnet_table, vi, D_HOST, b.status, self.vpc, self.table,
+                                  self.delivered, b.src_ip, b.dst_ip, same_rows)
+                self._tap_rows("vpc-to-host", same_rows[:m])
+                p.local_packets += m
+                continue
             sub = r.subnet_of(b.src_ip)
             m = ok & (sub >= 0) & (self.vpc < 0)
             self.vpc[m] = vi

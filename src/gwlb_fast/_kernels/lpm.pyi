@@ -27,3 +27,19 @@ def next_hops(
     kind: np.ndarray,          # int8[n] out
     target: np.ndarray,        # int32[n] out
 ) -> int: ...  # m
+
+def enter_subnets(
+    l1: np.ndarray,            # int32: the VPC's subnets (one table, values subnet ids)
+    l2: np.ndarray,
+    l3: np.ndarray,
+    subnet_table: np.ndarray,  # int32[nsubnets]: route table of each subnet
+    vpc_id: int,
+    local: int,                # the delivered code of a packet delivered inside its subnet
+    status: np.ndarray,        # uint8[n]
+    vpc: np.ndarray,           # int16[n], written: vpc_id on the rows entering here
+    table: np.ndarray,         # int32[n], written
+    delivered: np.ndarray,     # uint8[n], written: local on the rows delivered inside their subnet
+    src: np.ndarray,           # uint32[n]
+    dst: np.ndarray,           # uint32[n]
+    same: np.ndarray,          # int64[n] out: the rows delivered inside their subnet, in order (first m)
+) -> int: ...  # m

@@ -148,3 +148,46 @@ def next_hops(const int32_t[::1] l1, const int32_t[::1] l2, const int32_t[::1] l
             table[i] = -1
             m += 1
     return m
+
+
+def enter_subnets(const int32_t[::1] l1, const int32_t[::1] l2, const int32_t[::1] l3,
+                  const int32_t[::1] subnet_table, int16_t vpc_id, uint8_t local, const uint8_t[::1] status,
+                  int16_t[::1] vpc, int32_t[::1] table, uint8_t[::1] delivered, const uint32_t[::1] src,
+                  const uint32_t[::1] dst, int64_t[::1] same):
+    """Where the packets of one VPC enter the route walk: every row with status 0 and no VPC yet whose source is in
+    one of the VPC's subnets (``l1``, ``l2``, ``l3``: the subnets' LPM, table 0, values subnet ids) takes VPC
+    ``vpc_id`` and its subnet's route table (``subnet_table``); one whose destination is in the same subnet is
+    delivered by the VPC itself (table -1, ``delivered`` = ``local``) and listed in ``same``, in order.
+
+    Returns
+    -------
+    int
+        The number of rows listed in ``same`` (its first entries).
+    """
+    cdef Py_ssize_t n = status.shape[0], i, m = 0
+    cdef Py_ssize_t ntables = l1.shape[0] // L1_SIZE, nsub = subnet_table.shape[0]
+    cdef Py_ssize_t n2 = l2.shape[0] // CHUNK, n3 = l3.shape[0] // CHUNK
+    cdef int32_t s
+    if l1.shape[0] % L1_SIZE:
+        raise ValueError(f"l1: length must be a multiple of {L1_SIZE}, got {l1.shape[0]}")
+    if l2.shape[0] % CHUNK or l3.shape[0] % CHUNK:
+        raise ValueError(f"l2, l3: lengths must be multiples of {CHUNK}")
+    for name, k in (("vpc", vpc.shape[0]), ("table", table.shape[0]), ("delivered", delivered.shape[0]),
+                    ("src", src.shape[0]), ("dst", dst.shape[0]), ("same", same.shape[0])):
+        if k != n:
+            raise ValueError(f"enter_subnets: {name} has length {k}, expected {n}")
+    with nogil:
+        for i in range(n):
+            if status[i] != 0 or vpc[i] >= 0:
+                continue
+            s = _lookup_one(l1, l2, l3, ntables, n2, n3, 0, src[i])
+            if s < 0 or s >= nsub:
+                continue
+            vpc[i] = vpc_id
+            table[i] = subnet_table[s]
+            if _lookup_one(l1, l2, l3, ntables, n2, n3, 0, dst[i]) == s:
+                table[i] = -1
+                delivered[i] = local
+                same[m] = i
+                m += 1
+    return m
