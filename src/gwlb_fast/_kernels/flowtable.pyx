@@ -25,36 +25,131 @@ import numpy as np
 
 from .heap import zeroed
 
+# The hash and the probe are C, forced inline: they run once per key in every batched loop, and gcc (its unit-growth
+# limit spent on Cython's own helpers) otherwise kept them as out-of-line calls in lookup_or_insert, a call and
+# register spills per key. The batched loops below stay Cython over typed memoryviews.
 cdef extern from *:
     """
     #if defined(__GNUC__) || defined(__clang__)
     #define GWLB_FT_PREFETCH(p) __builtin_prefetch((const void *)(p), 0, 3)
     #define GWLB_FT_PREFETCH_W(p) __builtin_prefetch((const void *)(p), 1, 3)
+    #define GWLB_FT_INLINE static inline __attribute__((always_inline))
     #else
     #define GWLB_FT_PREFETCH(p) ((void)0)
     #define GWLB_FT_PREFETCH_W(p) ((void)0)
+    #define GWLB_FT_INLINE static inline
     #endif
+
+    /* one 64-byte entry (one cache line) per slot: the key, then the statistics */
+    typedef struct {
+        uint32_t a_ip;
+        uint32_t b_ip;
+        uint16_t a_port;
+        uint16_t b_port;
+        uint8_t proto;
+        uint8_t state;
+        uint8_t live;
+        uint8_t _pad;
+        uint64_t tag;
+        int64_t first_seen;
+        int64_t last_seen;
+        uint64_t packets;
+        uint64_t bytes;
+        int64_t timeout;
+    } gwlb_ft_entry;
+
+    /* MurmurHash3 finalizer: every input bit affects every output bit */
+    GWLB_FT_INLINE uint64_t gwlb_ft_fmix64(uint64_t h) {
+        h ^= h >> 33;
+        h *= 0xff51afd7ed558ccdULL;
+        h ^= h >> 33;
+        h *= 0xc4ceb9fe1a85ec53ULL;
+        h ^= h >> 33;
+        return h;
+    }
+
+    GWLB_FT_INLINE uint64_t gwlb_ft_hash_key(uint64_t seed, uint32_t a_ip, uint32_t b_ip, uint16_t a_port,
+                                             uint16_t b_port, uint8_t proto, uint64_t tag) {
+        uint64_t k0 = ((uint64_t)a_ip << 32) | b_ip;
+        uint64_t k1 = ((uint64_t)a_port << 48) | ((uint64_t)b_port << 32) | ((uint64_t)proto << 24);
+        uint64_t h = gwlb_ft_fmix64(k0 ^ seed);
+        h = gwlb_ft_fmix64(h ^ k1 ^ 0x9e3779b97f4a7c15ULL);
+        return gwlb_ft_fmix64(h ^ tag);
+    }
+
+    /* Robin Hood search for the key with hash h. Returns its slot, or -1 with *pos = the bucket where it would be
+       inserted (an empty bucket, or the first resident closer to its home than the key would be). *probe = the
+       number of buckets read. A bucket is 0 (empty) or (slot + 1) << 32 | the low 32 bits of its key's hash, so
+       (i - b) & mask is the resident's distance from home. */
+    GWLB_FT_INLINE int64_t gwlb_ft_find(const uint64_t *buckets, const gwlb_ft_entry *entries, uint64_t mask,
+                                        uint64_t h, uint32_t a_ip, uint32_t b_ip, uint16_t a_port, uint16_t b_port,
+                                        uint8_t proto, uint64_t tag, uint64_t *pos, uint64_t *probe) {
+        uint64_t fp = h & 0xFFFFFFFFULL;
+        uint64_t i = h & mask;
+        uint64_t d = 0;
+        int64_t s = -1;
+        for (;;) {
+            uint64_t b = buckets[i];
+            if (b == 0 || ((i - b) & mask) < d) {
+                s = -1;
+                break;
+            }
+            if ((b & 0xFFFFFFFFULL) == fp) {
+                const gwlb_ft_entry *e;
+                s = (int64_t)(b >> 32) - 1;
+                e = &entries[s];
+                if (e->a_ip == a_ip && e->b_ip == b_ip && e->a_port == a_port && e->b_port == b_port
+                        && e->proto == proto && e->tag == tag)
+                    break;
+            }
+            i = (i + 1) & mask;
+            d++;
+        }
+        *pos = i;
+        *probe = d + 1;
+        return s;
+    }
+
+    /* Prefetch the entry of the key's home bucket if its fingerprint matches h (the bucket line was prefetched a
+       few packets earlier): most hits sit in their home bucket, and reading further buckets was measured slower. */
+    GWLB_FT_INLINE void gwlb_ft_prefetch_entry(const uint64_t *buckets, const gwlb_ft_entry *entries,
+                                               uint64_t mask, uint64_t h, int write) {
+        uint64_t b = buckets[h & mask];
+        if (b != 0 && (b & 0xFFFFFFFFULL) == (h & 0xFFFFFFFFULL)) {
+            if (write)
+                GWLB_FT_PREFETCH_W(&entries[(b >> 32) - 1]);
+            else
+                GWLB_FT_PREFETCH(&entries[(b >> 32) - 1]);
+        }
+    }
     """
     void GWLB_FT_PREFETCH(const void* p) noexcept nogil
     # for write: a hit updates its entry, so fetch the line exclusive at once
     void GWLB_FT_PREFETCH_W(const void* p) noexcept nogil
 
+    ctypedef struct Entry "gwlb_ft_entry":
+        uint32_t a_ip
+        uint32_t b_ip
+        uint16_t a_port
+        uint16_t b_port
+        uint8_t proto
+        uint8_t state
+        uint8_t live
+        uint8_t _pad
+        uint64_t tag
+        int64_t first_seen
+        int64_t last_seen
+        uint64_t packets
+        uint64_t bytes
+        int64_t timeout
 
-ctypedef struct Entry:
-    uint32_t a_ip
-    uint32_t b_ip
-    uint16_t a_port
-    uint16_t b_port
-    uint8_t proto
-    uint8_t state
-    uint8_t live
-    uint8_t _pad
-    uint64_t tag
-    int64_t first_seen
-    int64_t last_seen
-    uint64_t packets
-    uint64_t bytes
-    int64_t timeout
+    uint64_t _hash_key "gwlb_ft_hash_key"(uint64_t seed, uint32_t a_ip, uint32_t b_ip, uint16_t a_port,
+                                          uint16_t b_port, uint8_t proto, uint64_t tag) noexcept nogil
+    int64_t _find_key "gwlb_ft_find"(const uint64_t* buckets, const Entry* entries, uint64_t mask, uint64_t h,
+                                     uint32_t a_ip, uint32_t b_ip, uint16_t a_port, uint16_t b_port, uint8_t proto,
+                                     uint64_t tag, uint64_t* pos, uint64_t* probe) noexcept nogil
+    void _prefetch_entry "gwlb_ft_prefetch_entry"(const uint64_t* buckets, const Entry* entries, uint64_t mask,
+                                                  uint64_t h, bint write) noexcept nogil
 
 
 FLOW_DTYPE = np.dtype({
@@ -86,31 +181,10 @@ cdef enum:
     PF_RING = 32      # ring of precomputed hashes (power of two, > PF_BUCKET)
     PF_BUCKET = 16    # hash + prefetch the bucket this many packets ahead
     PF_ENTRY = 8      # read the (prefetched) bucket and prefetch the entry this many packets ahead
-    PF_SCAN = 1       # buckets scanned for the fingerprint when prefetching the entry (more measured slower)
     EMPTY = 0         # an empty bucket
     MAX_CAPACITY = 1 << 30
     MAX_BUCKETS = 1 << 31
     EVICT_WINDOW = 32  # buckets examined for an eviction victim when the probe sequence is shorter
-
-
-# ----------------------------------------------------------------------------------------------- hashing
-cdef inline uint64_t _fmix64(uint64_t h) noexcept nogil:
-    # MurmurHash3 finalizer: every input bit affects every output bit.
-    h ^= h >> 33
-    h *= <uint64_t>0xff51afd7ed558ccdULL
-    h ^= h >> 33
-    h *= <uint64_t>0xc4ceb9fe1a85ec53ULL
-    h ^= h >> 33
-    return h
-
-
-cdef inline uint64_t _hash_key(uint64_t seed, uint32_t a_ip, uint32_t b_ip, uint16_t a_port, uint16_t b_port,
-                               uint8_t proto, uint64_t tag) noexcept nogil:
-    cdef uint64_t k0 = (<uint64_t>a_ip << 32) | b_ip
-    cdef uint64_t k1 = (<uint64_t>a_port << 48) | (<uint64_t>b_port << 32) | (<uint64_t>proto << 24)
-    cdef uint64_t h = _fmix64(k0 ^ seed)
-    h = _fmix64(h ^ k1 ^ <uint64_t>0x9e3779b97f4a7c15ULL)
-    return _fmix64(h ^ tag)
 
 
 # ----------------------------------------------------------------------------------------------- argument checks
@@ -505,54 +579,14 @@ cdef class FlowTable:
     cdef inline int64_t _find(self, uint64_t h, uint32_t a_ip, uint32_t b_ip, uint16_t a_port, uint16_t b_port,
                               uint8_t proto, uint64_t tag, uint64_t* pos) noexcept nogil:
         """Slot of the key, or -1 with *pos = the bucket where the key would be inserted (an empty bucket, or the
-        first resident closer to its home than the key would be: Robin Hood order ends the search there)."""
-        cdef uint64_t mask = self._mask
-        cdef uint64_t fp = h & 0xFFFFFFFFULL
-        cdef uint64_t i = h & mask
-        cdef uint64_t b
-        cdef uint64_t d = 0
-        cdef int64_t s
-        cdef const Entry* e
-        while True:
-            b = self._buckets[i]
-            # bucket values keep the hash's low 32 bits, so (i - b) & mask is the resident's distance from home
-            if b == EMPTY or ((i - b) & mask) < d:
-                s = -1
-                break
-            if (b & 0xFFFFFFFFULL) == fp:
-                s = <int64_t>(b >> 32) - 1
-                e = &self._e[s]
-                if (e.a_ip == a_ip and e.b_ip == b_ip and e.a_port == a_port and e.b_port == b_port
-                        and e.proto == proto and e.tag == tag):
-                    break
-            i = (i + 1) & mask
-            d += 1
-        if <int64_t>d + 1 > self._max_probe:
-            self._max_probe = <int64_t>d + 1
-        pos[0] = i
+        first resident closer to its home than the key would be: Robin Hood order ends the search there). Counts the
+        probe length in max_probe. The batched loops call _find_key themselves and keep the maximum in a local."""
+        cdef uint64_t probe
+        cdef int64_t s = _find_key(self._buckets, self._e, self._mask, h, a_ip, b_ip, a_port, b_port, proto, tag,
+                                   pos, &probe)
+        if <int64_t>probe > self._max_probe:
+            self._max_probe = <int64_t>probe
         return s
-
-    cdef inline void _prefetch_entry(self, uint64_t h, bint write) noexcept nogil:
-        """Prefetch the entry of the first bucket whose fingerprint matches h (its bucket line was prefetched a
-        few packets earlier); stops where the search itself would stop, at the end of that line of 8 buckets, and
-        after PF_SCAN buckets."""
-        cdef uint64_t mask = self._mask
-        cdef uint64_t fp = h & 0xFFFFFFFFULL
-        cdef uint64_t i = h & mask
-        cdef uint64_t b, d
-        for d in range(PF_SCAN):
-            b = self._buckets[i]
-            if b == EMPTY or ((i - b) & mask) < d:
-                return
-            if (b & 0xFFFFFFFFULL) == fp:
-                if write:
-                    GWLB_FT_PREFETCH_W(&self._e[(b >> 32) - 1])
-                else:
-                    GWLB_FT_PREFETCH(&self._e[(b >> 32) - 1])
-                return
-            i = (i + 1) & mask
-            if (i & 7) == 0:  # the next cache line of buckets was not prefetched: do not wait for it
-                return
 
     cdef inline int64_t _victim(self, uint64_t h, uint64_t end, int64_t now, uint64_t* vpos) noexcept nogil:
         """Idle-expired slot with the oldest last_seen among the buckets from the key's home to ``end`` (its probe
@@ -653,37 +687,51 @@ cdef class FlowTable:
         ended_slots = &es_mv[0]
         ended_reason = &er_mv[0]
 
+        # the table's geometry and timeouts in locals: the loop's stores into entries and outputs could otherwise
+        # alias self's fields, and every packet would reload them
+        cdef const uint64_t* buckets = self._buckets
+        cdef Entry* entries = self._e
+        cdef uint64_t mask = self._mask, seed = self._seed
+        cdef int64_t tcp_to = self._tcp_to, oth_to = self._oth_to
+        cdef uint64_t zero_tag = 0
+        cdef size_t tmask = <size_t>-1  # tp[j & tmask]: the packet's tag, or tp = &zero_tag for every packet
+        if tp == NULL:
+            tp = &zero_tag
+            tmask = 0
         cdef uint64_t hring[PF_RING]
         cdef Py_ssize_t i, j
-        cdef uint64_t h, pos, vpos, mask = self._mask
-        cdef int64_t s, v, ts
+        cdef uint64_t h, pos, vpos, probe, max_probe = <uint64_t>self._max_probe
+        cdef int64_t s, v, ts, to
         cdef int64_t refused = 0
         cdef uint64_t t
         cdef Entry* e
         with nogil:
             for j in range(min(<Py_ssize_t>PF_BUCKET, n)):
-                t = tp[j] if tp != NULL else 0
-                h = _hash_key(self._seed, va[j], vb[j], vap[j], vbp[j], vpr[j], t)
+                h = _hash_key(seed, va[j], vb[j], vap[j], vbp[j], vpr[j], tp[<size_t>j & tmask])
                 hring[j & (PF_RING - 1)] = h
-                GWLB_FT_PREFETCH(&self._buckets[h & mask])
+                GWLB_FT_PREFETCH(&buckets[h & mask])
             for i in range(n):
                 j = i + PF_BUCKET
                 if j < n:
-                    t = tp[j] if tp != NULL else 0
-                    h = _hash_key(self._seed, va[j], vb[j], vap[j], vbp[j], vpr[j], t)
+                    h = _hash_key(seed, va[j], vb[j], vap[j], vbp[j], vpr[j], tp[<size_t>j & tmask])
                     hring[j & (PF_RING - 1)] = h
-                    GWLB_FT_PREFETCH(&self._buckets[h & mask])
+                    GWLB_FT_PREFETCH(&buckets[h & mask])
                 j = i + PF_ENTRY
                 if j < n:
-                    self._prefetch_entry(hring[j & (PF_RING - 1)], True)
+                    _prefetch_entry(buckets, entries, mask, hring[j & (PF_RING - 1)], True)
 
                 h = hring[i & (PF_RING - 1)]
-                t = tp[i] if tp != NULL else 0
+                t = tp[<size_t>i & tmask]
                 ts = vts[i]
-                s = self._find(h, va[i], vb[i], vap[i], vbp[i], vpr[i], t, &pos)
+                s = _find_key(buckets, entries, mask, h, va[i], vb[i], vap[i], vbp[i], vpr[i], t, &pos, &probe)
+                if probe > max_probe:
+                    max_probe = probe
                 if s >= 0:
-                    e = &self._e[s]
-                    if self._is_expired(e, ts):
+                    e = &entries[s]
+                    to = e.timeout  # _is_expired, with the timeouts in locals
+                    if to < 0:
+                        to = tcp_to if e.proto == 6 else oth_to
+                    if ts - e.last_seen >= to:
                         memcpy(&ended[self._n_ended], e, sizeof(Entry))
                         ended_slots[self._n_ended] = s
                         ended_reason[self._n_ended] = C_END_RESTARTED
@@ -749,6 +797,8 @@ cdef class FlowTable:
                 self._inserted += 1
                 os[i] = s
                 on[i] = C_IS_NEW
+        if <int64_t>max_probe > self._max_probe:
+            self._max_probe = <int64_t>max_probe
         self._refused += refused
         return refused
 
@@ -786,31 +836,40 @@ cdef class FlowTable:
             vt = _need(tag, "tag", np.uint64, n, False)
             if n > 0:
                 tp = &vt[0]
+        cdef const uint64_t* buckets = self._buckets
+        cdef const Entry* entries = self._e
+        cdef uint64_t mask = self._mask, seed = self._seed
+        cdef uint64_t zero_tag = 0
+        cdef size_t tmask = <size_t>-1  # as in lookup_or_insert
+        if tp == NULL:
+            tp = &zero_tag
+            tmask = 0
         cdef uint64_t hring[PF_RING]
         cdef Py_ssize_t i, j
-        cdef uint64_t h, pos, t, mask = self._mask
+        cdef uint64_t h, pos, probe, max_probe = <uint64_t>self._max_probe
         cdef int64_t s, found = 0
         with nogil:
             for j in range(min(<Py_ssize_t>PF_BUCKET, n)):
-                t = tp[j] if tp != NULL else 0
-                h = _hash_key(self._seed, va[j], vb[j], vap[j], vbp[j], vpr[j], t)
+                h = _hash_key(seed, va[j], vb[j], vap[j], vbp[j], vpr[j], tp[<size_t>j & tmask])
                 hring[j & (PF_RING - 1)] = h
-                GWLB_FT_PREFETCH(&self._buckets[h & mask])
+                GWLB_FT_PREFETCH(&buckets[h & mask])
             for i in range(n):
                 j = i + PF_BUCKET
                 if j < n:
-                    t = tp[j] if tp != NULL else 0
-                    h = _hash_key(self._seed, va[j], vb[j], vap[j], vbp[j], vpr[j], t)
+                    h = _hash_key(seed, va[j], vb[j], vap[j], vbp[j], vpr[j], tp[<size_t>j & tmask])
                     hring[j & (PF_RING - 1)] = h
-                    GWLB_FT_PREFETCH(&self._buckets[h & mask])
+                    GWLB_FT_PREFETCH(&buckets[h & mask])
                 j = i + PF_ENTRY
                 if j < n:
-                    self._prefetch_entry(hring[j & (PF_RING - 1)], False)
-                t = tp[i] if tp != NULL else 0
-                s = self._find(hring[i & (PF_RING - 1)], va[i], vb[i], vap[i], vbp[i], vpr[i], t, &pos)
+                    _prefetch_entry(buckets, entries, mask, hring[j & (PF_RING - 1)], False)
+                s = _find_key(buckets, entries, mask, hring[i & (PF_RING - 1)], va[i], vb[i], vap[i], vbp[i], vpr[i],
+                              tp[<size_t>i & tmask], &pos, &probe)
+                if probe > max_probe:
+                    max_probe = probe
                 os[i] = s
-                if s >= 0:
-                    found += 1
+                found += s >= 0
+        if <int64_t>max_probe > self._max_probe:
+            self._max_probe = <int64_t>max_probe
         return found
 
     cdef object _slots_arg(self, object slots, str name):
