@@ -231,9 +231,10 @@ class Inspection:
         if passed:
             # no return link to record: the echoed frames (the sent frames with outer addresses swapped) were not
             # built, and the GWLB checks each passed packet's flow and cookie on the values the echo carries (one
-            # check for every firewall's packets: the firewalls do not touch the GWLB's flow table)
+            # check for every firewall's packets: the firewalls do not touch the GWLB's flow table, so the slots
+            # the GWLB found on the way in still hold the flows, except where its own call restarted or evicted one)
             passed = np.concatenate(passed)
-            status[passed[~self.lb.check_return_rows(batch, passed)]] = PktStatus.STALE_COOKIE
+            status[passed[~self.lb.check_passed(batch, passed)]] = PktStatus.STALE_COOKIE
         if gen_parts:
             gen = PacketBatch.concat(gen_parts)
             gen.parse()
