@@ -223,22 +223,25 @@ class Gwlb:
         fw_col = batch.ensure("fw_index", -1)
         cookie_col = batch.ensure("flow_cookie", 0)
         status = batch.status
-        idx = np.flatnonzero(status == PktStatus.OK)
         self.last_cut = None
         self._last = None
         if counted is not None:
             counted[:] = -1
-        if idx.size == 0:
+        if status.any():
+            idx = np.flatnonzero(status == PktStatus.OK)
             fw_col[:] = -1
-            return batch
-        m = idx.shape[0]
-        self.failed_fw = np.zeros(0, np.int16)
-        if m == len(batch):
-            idx = slice(None)  # every packet OK: views of the columns instead of gathered copies
+            if idx.size == 0:
+                return batch
+            m = idx.shape[0]
         else:
-            fw_col[:] = -1
+            idx = slice(None)  # every packet OK: views of the columns instead of gathered copies
+            m = len(batch)
+            if m == 0:
+                return batch
+        self.failed_fw = np.zeros(0, np.int16)
         ts = np.ascontiguousarray(batch.ts_ns[idx])
         now = int(ts.min())  # reap only what is idle-expired for every packet of this batch
+        span = int(ts.max()) - now
         a_ip, b_ip, a_pt, b_pt, proto, tag = self._canonical(batch, idx)
         nbytes = np.ascontiguousarray(batch.wirelen[idx])
 
@@ -261,7 +264,7 @@ class Gwlb:
         # of the batch's packets, i.e. the batch spans at least the shortest idle timeout; only then each packet
         # must be matched to the flow current at its arrival (sort-based path); otherwise the slot's last
         # assignment is every packet's.
-        multi = new_pos.size > 0 and int(ts.max() - ts.min()) >= self._min_timeout_ns
+        multi = new_pos.size > 0 and span >= self._min_timeout_ns
         if new_pos.size:
             new_slots = slot[new_pos]
             choice = self.maglev.lookup(self._hash_rows(batch, idx, new_pos, m), acc)
@@ -487,10 +490,10 @@ class Gwlb:
             at[idx] = slot
             slot = at
         s, ck = take_columns(rows, [slot, batch.flow_cookie])
-        sure = s >= 0
-        if unsure.size:
-            sure &= ~np.isin(s, unsure)
-        if sure.all():
+        sure = None  # None: every row's slot is sure
+        if unsure.size or s.min() < 0:
+            sure = (s >= 0) & ~np.isin(s, unsure)
+        if sure is None or sure.all():
             slot_ck, slot_fw = take_columns(s, [self._slot_cookie, self._slot_fw])
             good = (slot_ck == ck) & (slot_fw >= 0)
         else:

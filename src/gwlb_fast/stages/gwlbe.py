@@ -185,18 +185,23 @@ class Inspection:
             status[go[bad]] = enc_status[bad]
             fw_index[go[bad]] = -1
             self.too_big += int(np.count_nonzero(enc_status == PktStatus.TOO_BIG))
-        sent = go[~bad]  # input row of each frame
-        wire_fw = fw_index[sent]
+            sub_rows = np.flatnonzero(~bad)  # row of sub of each frame
+            sent = go[sub_rows]  # input row of each frame
+            wire_fw = fw_index[sent]
+        else:
+            sub_rows = None  # frame j is row j of sub
+            sent = go
+            wire_fw = fw_index if go.size == n else fw_index[sent]
 
         gen_parts, gen_src, passed = [], [], []
         for k in np.flatnonzero(np.bincount(wire_fw, minlength=len(self.firewalls))).tolist():
             pick = np.flatnonzero(wire_fw == k)
-            rows = sent[pick]
+            rows = pick if sent.size == n else sent[pick]  # every row sent: sent is 0 .. n-1
             if self.keep_taps:
                 out = self.firewalls[k].process(frames[pick], echo=True)
             else:
-                out = self.firewalls[k].process_inner(frames[pick], self._frames_of(sub, np.flatnonzero(~bad)[pick],
-                                                                                    opts))
+                out = self.firewalls[k].process_inner(frames[pick], self._frames_of(
+                    sub, pick if sub_rows is None else sub_rows[pick], opts))
             status[rows] = out.status
             by_fw[rows] = out.status != PktStatus.OK
             res.rule[rows] = out.rule
@@ -234,7 +239,9 @@ class Inspection:
             # check for every firewall's packets: the firewalls do not touch the GWLB's flow table, so the slots
             # the GWLB found on the way in still hold the flows, except where its own call restarted or evicted one)
             passed = np.concatenate(passed)
-            status[passed[~self.lb.check_passed(batch, passed)]] = PktStatus.STALE_COOKIE
+            good = self.lb.check_passed(batch, passed)
+            if not good.all():
+                status[passed[~good]] = PktStatus.STALE_COOKIE
         if gen_parts:
             gen = PacketBatch.concat(gen_parts)
             gen.parse()
