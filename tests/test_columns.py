@@ -119,3 +119,38 @@ def test_tally_bad_arguments_name_them():
     ro.flags.writeable = False
     with pytest.raises(ValueError, match="writable"):
         tally(k16, nb, ro, out)
+
+
+# ---------------------------------------------------------------- group_rows (rows by key, stable)
+from gwlb_fast._kernels.columns import group_rows  # noqa: E402
+
+
+@given(st.integers(0, 30), st.sampled_from([np.int16, np.int32, np.int64]), st.data())
+def test_group_rows_equals_flatnonzero_per_key(k, dt, data):
+    n = data.draw(st.integers(0, 300)) if k else 0
+    keys = data.draw(hnp.arrays(dt, n, elements=st.integers(0, max(k - 1, 0))))
+    keys_in = keys.copy()
+    order, starts = group_rows(keys, k)
+    assert order.dtype == np.int64 and starts.dtype == np.int64 and starts.shape == (k + 1,)
+    assert np.array_equal(order, np.argsort(keys, kind="stable"))
+    for j in range(k):
+        assert np.array_equal(order[starts[j]:starts[j + 1]], np.flatnonzero(keys == j))
+    assert starts[0] == 0 and starts[-1] == n
+    assert np.array_equal(keys, keys_in)
+
+
+@given(st.integers(1, 10), st.integers(0, 40), st.sampled_from([-1, 0, 5]))
+def test_group_rows_key_outside_raises(k, row, extra):
+    keys = np.full(row + 1, k - 1, np.int32)  # valid keys before the bad one
+    keys[row] = -1 if extra == -1 else k + extra
+    with pytest.raises(ValueError, match=f"key {int(keys[row])} at row {row} is outside"):
+        group_rows(keys, k)
+
+
+def test_group_rows_bad_arguments_name_them():
+    for args, msg in [((np.zeros(3, np.uint16), 2), "keys must be int16"),
+                      ((np.zeros(6, np.int16)[::2], 2), "keys must be a 1-D contiguous"),
+                      (([0, 1], 2), "keys must be a 1-D contiguous"),
+                      ((np.zeros(3, np.int16), -1), "k must be >= 0")]:
+        with pytest.raises(ValueError, match=msg):
+            group_rows(*args)

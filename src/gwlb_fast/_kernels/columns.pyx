@@ -8,7 +8,9 @@ iterator); a typed loop per column spends two or three, and the bounds of the ro
 columns.
 
 ``tally`` counts rows and their bytes per key (the GWLB's packets and bytes per firewall) in one pass with integer
-sums, where ``np.bincount`` takes a masked copy of the keys and a float pass per weight.
+sums, where ``np.bincount`` takes a masked copy of the keys and a float pass per weight. ``group_rows`` sorts rows
+by a small key (a firewall's share of a batch) in two passes, where ``np.flatnonzero(keys == j)`` takes one pass per
+key.
 """
 import numpy as np
 
@@ -173,3 +175,64 @@ def tally(keys, nbytes, out_packets, out_bytes) -> int:
         out_bytes[:] = before_b
         raise ValueError(f"tally: key {int(keys[bad])} at row {bad} is outside [0, {hi})")
     return c
+
+
+cdef Py_ssize_t _group(const key_t[::1] keys, int64_t[::1] starts, int64_t[::1] order) noexcept nogil:
+    """Counting sort of the rows by key: ``starts`` (k + 1, zeroed) gets the bounds, ``order`` the rows; returns the
+    first row whose key is outside [0, k), or -1 (``order`` then unspecified)."""
+    cdef Py_ssize_t i, n = keys.shape[0], k = starts.shape[0] - 1
+    cdef int64_t key
+    for i in range(n):
+        key = keys[i]
+        if key < 0 or key >= k:
+            return i
+        starts[key + 1] += 1
+    for i in range(k):
+        starts[i + 1] += starts[i]
+    for i in range(n):  # starts[key] runs ahead as rows are placed; shifted back below
+        key = keys[i]
+        order[starts[key]] = i
+        starts[key] += 1
+    for i in range(k, 0, -1):
+        starts[i] = starts[i - 1]
+    starts[0] = 0
+    return -1
+
+
+def group_rows(keys, Py_ssize_t k):
+    """The rows of each key ``0 .. k-1``, key by key, ascending within a key (a stable counting sort):
+    ``(order, starts)``, int64 arrays of n and k + 1 items; the rows of key ``j`` are ``order[starts[j]:starts[j
+    + 1]]``, i.e. ``np.flatnonzero(keys == j)``.
+
+    ``keys`` is a 1-D contiguous int16, int32 or int64 array. ValueError naming the argument on a wrong dtype or
+    layout, a negative ``k``, or a key outside ``[0, k)``.
+    """
+    cdef const int16_t[::1] k16
+    cdef const int32_t[::1] k32
+    cdef const int64_t[::1] k64
+    if not isinstance(keys, np.ndarray) or keys.ndim != 1 or not keys.flags.c_contiguous:
+        raise ValueError("group_rows: keys must be a 1-D contiguous numpy array")
+    if keys.dtype not in (np.int16, np.int32, np.int64):
+        raise ValueError(f"group_rows: keys must be int16, int32 or int64, got {keys.dtype}")
+    if k < 0:
+        raise ValueError(f"group_rows: k must be >= 0, got {k}")
+    order = np.empty(keys.shape[0], np.int64)
+    starts = np.zeros(k + 1, np.int64)
+    cdef int64_t[::1] o = order
+    cdef int64_t[::1] s = starts
+    cdef Py_ssize_t bad
+    if keys.dtype == np.int16:
+        k16 = keys
+        with nogil:
+            bad = _group(k16, s, o)
+    elif keys.dtype == np.int32:
+        k32 = keys
+        with nogil:
+            bad = _group(k32, s, o)
+    else:
+        k64 = keys
+        with nogil:
+            bad = _group(k64, s, o)
+    if bad >= 0:
+        raise ValueError(f"group_rows: key {int(keys[bad])} at row {bad} is outside [0, {k})")
+    return order, starts

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import geneve
+from .._kernels.columns import group_rows
 from .._kernels.session import END_FW_FAILED, END_MOVED
 from ..batch import PacketBatch
 from ..config import Endpoint
@@ -153,7 +154,7 @@ class Inspection:
         res = InspectionResult(status, by_fw, fw_index, PacketBatch.empty(228), np.zeros(0, np.int64),
                                rule=np.full(n, -1, np.int32), failed_fw=failed, counted=where)
 
-        go = np.flatnonzero(status == PktStatus.OK)
+        go = np.flatnonzero(status == PktStatus.OK) if status.any() else np.arange(n)
         if go.size and not self.alive.all():
             # sent to a firewall that is down: lost there (the GWLB has not noticed, or keeps the flow on it)
             dead = ~self.alive[fw_index[go]]
@@ -194,8 +195,9 @@ class Inspection:
             wire_fw = fw_index if go.size == n else fw_index[sent]
 
         gen_parts, gen_src, passed = [], [], []
-        for k in np.flatnonzero(np.bincount(wire_fw, minlength=len(self.firewalls))).tolist():
-            pick = np.flatnonzero(wire_fw == k)
+        by_k, bounds = group_rows(wire_fw, len(self.firewalls))  # each firewall's frames: one counting sort
+        for k in np.flatnonzero(np.diff(bounds)).tolist():
+            pick = by_k[bounds[k]: bounds[k + 1]]  # np.flatnonzero(wire_fw == k)
             rows = pick if sent.size == n else sent[pick]  # every row sent: sent is 0 .. n-1
             if self.keep_taps:
                 out = self.firewalls[k].process(frames[pick], echo=True)
@@ -203,7 +205,7 @@ class Inspection:
                 out = self.firewalls[k].process_inner(frames[pick], self._frames_of(
                     sub, pick if sub_rows is None else sub_rows[pick], opts))
             status[rows] = out.status
-            by_fw[rows] = out.status != PktStatus.OK
+            by_fw[rows[out.status != PktStatus.OK]] = True
             res.rule[rows] = out.rule
             if counted:
                 (where[rows, COUNTED_FW_SLOT], where[rows, COUNTED_FW_START],
