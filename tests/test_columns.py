@@ -1,11 +1,12 @@
-"""take_columns (the gather behind PacketBatch[rows]) against numpy.take."""
+"""take_columns (the gather behind PacketBatch[rows]) against numpy.take; tally against np.bincount; group_rows
+against np.argsort(kind="stable") and np.flatnonzero."""
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from gwlb_fast._kernels.columns import take_columns
+from gwlb_fast._kernels.columns import group_rows, take_columns, tally
 
 DTYPES = [np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.uint64, np.int64, np.bool_, np.float64]
 
@@ -58,9 +59,6 @@ def test_non_contiguous_and_other_layouts_go_through_numpy():
 
 
 # ---------------------------------------------------------------- tally (per-key packets and bytes)
-from gwlb_fast._kernels.columns import tally  # noqa: E402
-
-
 @st.composite
 def tally_case(draw):
     k = draw(st.integers(1, 40))
@@ -122,9 +120,6 @@ def test_tally_bad_arguments_name_them():
 
 
 # ---------------------------------------------------------------- group_rows (rows by key, stable)
-from gwlb_fast._kernels.columns import group_rows  # noqa: E402
-
-
 @given(st.integers(0, 30), st.sampled_from([np.int16, np.int32, np.int64]), st.data())
 def test_group_rows_equals_flatnonzero_per_key(k, dt, data):
     n = data.draw(st.integers(0, 300)) if k else 0

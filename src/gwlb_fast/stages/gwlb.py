@@ -15,7 +15,9 @@ Per batch (all vectorized; no per-packet Python):
 
 Outputs: ``batch.fw_index`` (int16, -1 when not forwarded), ``batch.flow_cookie`` (uint32) and ``batch.status``
 (``NO_HEALTHY_FW``, ``FW_FAILED``, ``FLOW_TABLE_FULL``). :meth:`Gwlb.check_return` validates Geneve packets coming
-back from a firewall (known flow and matching cookie, else ``STALE_COOKIE``).
+back from a firewall (known flow and matching cookie, else ``STALE_COOKIE``); :meth:`Gwlb.check_passed` does the
+same for rows of the batch just processed, on the flow slots the forward pass found (a lookup only where a slot may
+have changed flow since).
 """
 from __future__ import annotations
 
@@ -23,9 +25,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from .._kernels.columns import take_columns, tally
 from .._kernels.flowhash import geneve_udp_sport, hash_2tuple, hash_3tuple, hash_5tuple
 from .._kernels.flowtable import IS_EXISTING, FlowTable, canonical_5tuple
-from .._kernels.columns import take_columns, tally
 from .._kernels.heap import zeroed
 from ..status import PktStatus
 from .maglev import DEFAULT_TABLE_SIZE, Maglev
@@ -255,7 +257,7 @@ class Gwlb:
         # eviction) may hold another flow than the one an earlier packet of this batch found there
         ended = self.flows.take_ended()[0]
         full = slot < 0 if refused else None
-        new_pos = np.flatnonzero(is_new)  # IS_NEW or IS_RESTARTED (a refused packet has IS_EXISTING)
+        new_pos = np.flatnonzero(is_new != IS_EXISTING)  # IS_NEW or IS_RESTARTED (refused: IS_EXISTING)
 
         acc = self.accepting()
         k = len(self.names)
