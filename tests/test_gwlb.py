@@ -435,6 +435,9 @@ def test_check_passed_falls_back_to_lookup():
     g.flows.delete(np.ascontiguousarray(g._last[2][:10]))  # the table changed since: the direct check is not used
     good = g.check_passed(b2, np.arange(50))
     assert not good[:10].any() and good[10:].all()
+    g.process(b2)  # the 10 deleted flows come back (new cookies, written into b2)
+    g.release()  # nothing kept: every row looked up
+    assert g._last is None and g.check_passed(b2, np.arange(50)).all()
 
 def _frame(src, dst, sport, dport, udp=False, payload=b"x" * 20):
     l4 = (dpkt.udp.UDP(sport=sport, dport=dport, data=payload) if udp

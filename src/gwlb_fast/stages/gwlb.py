@@ -508,6 +508,10 @@ class Gwlb:
         self.drops["STALE_COOKIE"] += int(rows.size - np.count_nonzero(good))
         return good
 
+    def release(self) -> None:
+        """Forget what :meth:`check_passed` keeps of the last :meth:`process` call (it holds that call's batch)."""
+        self._last = None
+
     def _table_marks(self) -> tuple:
         """Counters of the flow table that change whenever an entry is added or removed."""
         st = self.flows.stats()

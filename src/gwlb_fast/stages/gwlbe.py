@@ -164,6 +164,7 @@ class Inspection:
                 self.lost_down += np.bincount(fw_index[go[dead]], minlength=len(self.firewalls))
                 go = go[~dead]
         if go.size == 0:
+            self.lb.release()
             return res
         sub = batch if go.size == n else batch[go]  # nothing below writes to sub: no copy when every row goes
         enc_status = np.empty(go.size, np.uint8)
@@ -249,6 +250,7 @@ class Inspection:
             gen.parse()
             res.generated = gen
             res.generated_source = np.concatenate(gen_src)
+        self.lb.release()  # the GWLB holds the batch for check_passed until then
         return res
 
     def _frames_of(self, sub: PacketBatch, sub_rows: np.ndarray, opts: dict):
