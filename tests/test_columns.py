@@ -1,11 +1,12 @@
-"""take_columns (the gather behind PacketBatch[rows]) against numpy.take."""
+"""take_columns (the gather behind PacketBatch[rows]) against numpy.take; tally against np.bincount; group_rows
+against np.argsort(kind="stable") and np.flatnonzero."""
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from gwlb_fast._kernels.columns import take_columns
+from gwlb_fast._kernels.columns import group_rows, take_columns, tally
 
 DTYPES = [np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.uint64, np.int64, np.bool_, np.float64]
 
@@ -55,3 +56,96 @@ def test_non_contiguous_and_other_layouts_go_through_numpy():
     assert np.array_equal(a, strided.take(rows)) and np.array_equal(b, np.take(two_d, rows))
     assert take_columns(np.array([], np.int64), [base])[0].shape == (0,)
     assert np.array_equal(take_columns([2, 0], [base])[0], [2, 0])  # a list of rows
+
+
+# ---------------------------------------------------------------- tally (per-key packets and bytes)
+@st.composite
+def tally_case(draw):
+    k = draw(st.integers(1, 40))
+    n = draw(st.integers(0, 300))
+    dt = draw(st.sampled_from([np.int16, np.int32, np.int64]))
+    keys = draw(hnp.arrays(dt, n, elements=st.integers(-3, k - 1)))
+    nbytes = draw(hnp.arrays(np.uint32, n))
+    start_p = draw(hnp.arrays(np.int64, k, elements=st.integers(0, 2**40)))
+    start_b = draw(hnp.arrays(np.int64, k, elements=st.integers(0, 2**40)))
+    return keys, nbytes, start_p, start_b
+
+
+@given(tally_case())
+def test_tally_equals_bincount(case):
+    keys, nbytes, start_p, start_b = case
+    k = start_p.shape[0]
+    p, b = start_p.copy(), start_b.copy()
+    keys_in, nbytes_in = keys.copy(), nbytes.copy()
+    got = tally(keys, nbytes, p, b)
+    sel = keys >= 0
+    want_p = start_p + np.bincount(keys[sel], minlength=k)
+    # exact integer sums (np.bincount's weights are float64: exact while a sum stays below 2**53)
+    want_b = start_b.copy()
+    np.add.at(want_b, keys[sel].astype(np.intp), nbytes[sel].astype(np.int64))
+    assert got == int(sel.sum())
+    assert np.array_equal(p, want_p) and np.array_equal(b, want_b)
+    assert np.array_equal(b - start_b, np.bincount(keys[sel], weights=nbytes[sel], minlength=k).astype(np.int64))
+    assert np.array_equal(keys, keys_in) and np.array_equal(nbytes, nbytes_in)  # inputs untouched
+
+
+@given(st.integers(1, 10), st.integers(0, 20), st.integers(0, 30))
+def test_tally_key_out_of_range_leaves_counters(k, extra, row):
+    keys = np.zeros(row + 1, np.int64)
+    keys[row] = k + extra
+    p, b = np.arange(k, dtype=np.int64), np.arange(k, dtype=np.int64) * 7
+    with pytest.raises(ValueError, match=f"key {k + extra} at row {row}"):
+        tally(keys, np.ones(row + 1, np.uint32), p, b)
+    assert np.array_equal(p, np.arange(k)) and np.array_equal(b, np.arange(k) * 7)
+
+
+def test_tally_bad_arguments_name_them():
+    k16, nb, out = np.zeros(4, np.int16), np.zeros(4, np.uint32), np.zeros(2, np.int64)
+    cases = [
+        ((k16.astype(np.uint16), nb, out, out.copy()), "keys must be"),
+        ((k16, nb.astype(np.int32), out, out.copy()), "nbytes must be uint32"),
+        ((k16, nb, out.astype(np.int32), out.copy()), "out_packets and out_bytes must be int64"),
+        ((k16, nb[:3], out, out.copy()), "nbytes has 3 rows"),
+        ((k16, nb, out, np.zeros(3, np.int64)), "out_bytes has 3 counters"),
+        ((np.zeros(8, np.int16)[::2], nb, out, out.copy()), "keys must be a 1-D contiguous"),
+        ((k16, [0, 0, 0, 0], out, out.copy()), "nbytes must be a 1-D contiguous"),
+    ]
+    for args, msg in cases:
+        with pytest.raises(ValueError, match=msg):
+            tally(*args)
+    ro = np.zeros(2, np.int64)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="writable"):
+        tally(k16, nb, ro, out)
+
+
+# ---------------------------------------------------------------- group_rows (rows by key, stable)
+@given(st.integers(0, 30), st.sampled_from([np.int16, np.int32, np.int64]), st.data())
+def test_group_rows_equals_flatnonzero_per_key(k, dt, data):
+    n = data.draw(st.integers(0, 300)) if k else 0
+    keys = data.draw(hnp.arrays(dt, n, elements=st.integers(0, max(k - 1, 0))))
+    keys_in = keys.copy()
+    order, starts = group_rows(keys, k)
+    assert order.dtype == np.int64 and starts.dtype == np.int64 and starts.shape == (k + 1,)
+    assert np.array_equal(order, np.argsort(keys, kind="stable"))
+    for j in range(k):
+        assert np.array_equal(order[starts[j]:starts[j + 1]], np.flatnonzero(keys == j))
+    assert starts[0] == 0 and starts[-1] == n
+    assert np.array_equal(keys, keys_in)
+
+
+@given(st.integers(1, 10), st.integers(0, 40), st.sampled_from([-1, 0, 5]))
+def test_group_rows_key_outside_raises(k, row, extra):
+    keys = np.full(row + 1, k - 1, np.int32)  # valid keys before the bad one
+    keys[row] = -1 if extra == -1 else k + extra
+    with pytest.raises(ValueError, match=f"key {int(keys[row])} at row {row} is outside"):
+        group_rows(keys, k)
+
+
+def test_group_rows_bad_arguments_name_them():
+    for args, msg in [((np.zeros(3, np.uint16), 2), "keys must be int16"),
+                      ((np.zeros(6, np.int16)[::2], 2), "keys must be a 1-D contiguous"),
+                      (([0, 1], 2), "keys must be a 1-D contiguous"),
+                      ((np.zeros(3, np.int16), -1), "k must be >= 0")]:
+        with pytest.raises(ValueError, match=msg):
+            group_rows(*args)

@@ -350,6 +350,95 @@ def test_matches_model(steps, failover, stick):
     assert g.packets_per_fw.tolist() == model.packets_per_fw
 
 
+
+# more flows than slots: refusals, evictions of idle flows and restarts inside one batch, deletions (no healthy
+# firewall); check_passed must say what a lookup of each row's key says
+MANY = FLOWS + [(0x0A000003, 0x08080808, 40003, 443, 6), (0x0A000004, 0x09090909, 40004, 53, 17)]
+
+
+@st.composite
+def any_packet(draw):
+    s_, d_, sp_, dp_, p_ = draw(st.sampled_from(MANY))
+    if draw(st.booleans()):
+        s_, d_, sp_, dp_ = d_, s_, dp_, sp_
+    return (s_, d_, sp_, dp_, p_, draw(st.sampled_from([1, 2])), draw(st.sampled_from([0, 0, S, 3 * S, 6 * S])),
+            draw(st.sampled_from([0, 0, 0, 0, int(PktStatus.TRUNCATED)])))
+
+
+step_any = st.one_of(st.tuples(st.just("batch"), st.lists(any_packet(), min_size=1, max_size=16), st.randoms()),
+                     st.tuples(st.just("health"), health_event, st.none()))
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps=st.lists(step_any, min_size=1, max_size=10), failover=st.sampled_from(["keep", "rebalance"]),
+       capacity=st.integers(1, 5))
+def test_check_passed_agrees_with_lookup(steps, failover, capacity):
+    g = Gwlb(["fw-a", "fw-b", "fw-c"], failover=failover, idle_timeouts={"tcp": 4, "other": 2}, draining_timeout=3,
+             table_size=251, seed=5, flow_capacity=capacity)
+    now = 0
+    for kind, arg, rnd in steps:
+        if kind == "health":
+            g.set_health(arg[0], arg[1], now)
+            continue
+        pk = []
+        for s_, d_, sp_, dp_, p_, ep, dt, stt in arg:
+            now += dt
+            pk.append((s_, d_, sp_, dp_, p_, ep, now, stt))
+        cols = list(zip(*pk))
+        b = make_batch(np.array(cols[0], np.uint32), np.array(cols[1]), np.array(cols[2]), np.array(cols[3]),
+                       np.array(cols[4]), ts=np.array(cols[6]), endpoint=np.array(cols[5], np.uint64),
+                       status=np.array(cols[7]))
+        g.process(b)
+        n = len(b)
+        rows = np.array([rnd.randrange(n) for _ in range(rnd.randrange(2 * n + 1))], np.int64)
+        if rnd.random() < 0.5:
+            rows = np.flatnonzero(b.status == 0)  # what the firewalls pass back: the rows the GWLB placed
+        d0 = g.drops["STALE_COOKIE"]
+        got = g.check_passed(b, rows)
+        d1 = g.drops["STALE_COOKIE"]
+        want = g.check_return_rows(b, rows)
+        assert got.tolist() == want.tolist()
+        assert d1 - d0 == g.drops["STALE_COOKIE"] - d1 == int((~want).sum())
+
+
+
+class _SameCookie:
+    """A cookie generator that always draws 7 (the stage only avoids the slot's previous cookie)."""
+
+    def integers(self, lo, hi, n, dtype):
+        return np.full(n, 7, dtype)
+
+
+def test_check_passed_after_eviction_with_equal_cookies():
+    # flow A takes the only slot, then B evicts it in the same batch and happens to draw A's cookie: A's packet
+    # carries the cookie its slot holds, but a lookup of A's key finds nothing
+    g = Gwlb(FWS, flow_capacity=1, idle_timeouts={"tcp": 10, "other": 10})
+    g._rng = _SameCookie()
+    b = g.process(make_batch([0x0A000001, 0x0A000002], 0x01010101, 1111, 80, ts=np.array([1, 20]) * S))
+    assert b.status.tolist() == [0, 0] and b.flow_cookie.tolist() == [7, 7]
+    assert g.counters()["flow_table"]["evicted"] == 1
+    assert g.check_passed(b, np.array([0, 1])).tolist() == [False, True]
+    assert g.check_return_rows(b, np.array([0, 1])).tolist() == [False, True]
+
+def test_check_passed_falls_back_to_lookup():
+    g = Gwlb(FWS, seed=2)
+    src, dst, sp, dp = random_flows(200, seed=4)
+    b = g.process(make_batch(src, dst, sp, dp, ts=S, endpoint=5))
+    other = make_batch(src, dst, sp, dp, ts=S, endpoint=5, cookie=b.flow_cookie ^ np.uint32(1))
+    rows = np.arange(200)
+    assert not g.check_passed(other, rows).any()  # not the batch process() saw: every row looked up (stale)
+    assert g.check_passed(b, rows).all()  # consumed by the call above: looked up too, and all good
+    g.process(b)
+    g.process(make_batch(*random_flows(10, seed=9), ts=2 * S, endpoint=5))  # the last call is another batch's
+    assert g.check_passed(b, rows).all()
+    b2 = g.process(make_batch(src[:50], dst[:50], sp[:50], dp[:50], ts=3 * S, endpoint=5))
+    g.flows.delete(np.ascontiguousarray(g._last[2][:10]))  # the table changed since: the direct check is not used
+    good = g.check_passed(b2, np.arange(50))
+    assert not good[:10].any() and good[10:].all()
+    g.process(b2)  # the 10 deleted flows come back (new cookies, written into b2)
+    g.release()  # nothing kept: every row looked up
+    assert g._last is None and g.check_passed(b2, np.arange(50)).all()
+
 def _frame(src, dst, sport, dport, udp=False, payload=b"x" * 20):
     l4 = (dpkt.udp.UDP(sport=sport, dport=dport, data=payload) if udp
           else dpkt.tcp.TCP(sport=sport, dport=dport, flags=dpkt.tcp.TH_SYN, data=payload))

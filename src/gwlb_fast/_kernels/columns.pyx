@@ -6,10 +6,15 @@ column of the batch taken at the same rows: about 55 column values a packet on t
 spends about 13 instructions per value there (a per-element switch on the item size, through its generic
 iterator); a typed loop per column spends two or three, and the bounds of the rows are checked once for all the
 columns.
+
+``tally`` counts rows and their bytes per key (the GWLB's packets and bytes per firewall) in one pass with integer
+sums, where ``np.bincount`` takes a masked copy of the keys and a float pass per weight. ``group_rows`` sorts rows
+by a small key (a firewall's share of a batch) in two passes, where ``np.flatnonzero(keys == j)`` takes one pass per
+key.
 """
 import numpy as np
 
-from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 
 ctypedef fused item:
@@ -91,3 +96,143 @@ def take_columns(rows, list cols) -> list:
             _take_as(c, r, res, c.dtype.itemsize)
         out.append(res)
     return out
+
+
+ctypedef fused key_t:
+    int16_t
+    int32_t
+    int64_t
+
+
+cdef Py_ssize_t _tally(const key_t[::1] keys, const uint32_t[::1] nbytes, int64_t[::1] out_packets,
+                       int64_t[::1] out_bytes, Py_ssize_t* counted) noexcept nogil:
+    """Add each row with a key in [0, k) to its counters (their number to ``counted``); return the first row with
+    a key >= k, or -1."""
+    cdef Py_ssize_t i, k = out_packets.shape[0], bad = -1, c = 0
+    cdef int64_t key
+    for i in range(keys.shape[0]):
+        key = keys[i]
+        if key < 0:
+            continue
+        if key >= k:
+            if bad < 0:
+                bad = i
+            continue
+        out_packets[key] += 1
+        out_bytes[key] += nbytes[i]
+        c += 1
+    counted[0] = c
+    return bad
+
+
+def tally(keys, nbytes, out_packets, out_bytes) -> int:
+    """Per key, the rows and their bytes: ``out_packets[k] += count of rows with keys == k`` and ``out_bytes[k] +=
+    their nbytes`` (``np.bincount`` of the rows with a key >= 0, one pass, integer sums), in place.
+
+    ``keys`` int16, int32 or int64 (rows with a negative key are skipped), ``nbytes`` uint32 of the same length,
+    ``out_packets`` and ``out_bytes`` int64 of one length k; every array 1-D and contiguous. Returns the number of
+    rows counted. ValueError naming the argument on a wrong dtype, length or layout, or when a key is >= k (the
+    counters are then left as they were).
+    """
+    cdef const int16_t[::1] k16
+    cdef const int32_t[::1] k32
+    cdef const int64_t[::1] k64
+    for name, a in (("keys", keys), ("nbytes", nbytes), ("out_packets", out_packets), ("out_bytes", out_bytes)):
+        if not isinstance(a, np.ndarray) or a.ndim != 1 or not a.flags.c_contiguous:
+            raise ValueError(f"tally: {name} must be a 1-D contiguous numpy array")
+    if keys.dtype not in (np.int16, np.int32, np.int64):
+        raise ValueError(f"tally: keys must be int16, int32 or int64, got {keys.dtype}")
+    if nbytes.dtype != np.uint32:
+        raise ValueError(f"tally: nbytes must be uint32, got {nbytes.dtype}")
+    if out_packets.dtype != np.int64 or out_bytes.dtype != np.int64:
+        raise ValueError("tally: out_packets and out_bytes must be int64")
+    if nbytes.shape[0] != keys.shape[0]:
+        raise ValueError(f"tally: nbytes has {nbytes.shape[0]} rows, keys {keys.shape[0]}")
+    if out_bytes.shape[0] != out_packets.shape[0]:
+        raise ValueError(f"tally: out_bytes has {out_bytes.shape[0]} counters, out_packets {out_packets.shape[0]}")
+    if not out_packets.flags.writeable or not out_bytes.flags.writeable:
+        raise ValueError("tally: out_packets and out_bytes must be writable")
+    cdef const uint32_t[::1] nb = nbytes
+    cdef int64_t[::1] op = out_packets
+    cdef int64_t[::1] ob = out_bytes
+    cdef Py_ssize_t bad, c = 0
+    cdef int64_t hi = out_packets.shape[0]
+    before_p, before_b = out_packets.copy(), out_bytes.copy()
+    if keys.dtype == np.int16:
+        k16 = keys
+        with nogil:
+            bad = _tally(k16, nb, op, ob, &c)
+    elif keys.dtype == np.int32:
+        k32 = keys
+        with nogil:
+            bad = _tally(k32, nb, op, ob, &c)
+    else:
+        k64 = keys
+        with nogil:
+            bad = _tally(k64, nb, op, ob, &c)
+    if bad >= 0:
+        out_packets[:] = before_p
+        out_bytes[:] = before_b
+        raise ValueError(f"tally: key {int(keys[bad])} at row {bad} is outside [0, {hi})")
+    return c
+
+
+cdef Py_ssize_t _group(const key_t[::1] keys, int64_t[::1] starts, int64_t[::1] order) noexcept nogil:
+    """Counting sort of the rows by key: ``starts`` (k + 1, zeroed) gets the bounds, ``order`` the rows; returns the
+    first row whose key is outside [0, k), or -1 (``order`` then unspecified)."""
+    cdef Py_ssize_t i, n = keys.shape[0], k = starts.shape[0] - 1
+    cdef int64_t key
+    for i in range(n):
+        key = keys[i]
+        if key < 0 or key >= k:
+            return i
+        starts[key + 1] += 1
+    for i in range(k):
+        starts[i + 1] += starts[i]
+    for i in range(n):  # starts[key] runs ahead as rows are placed; shifted back below
+        key = keys[i]
+        order[starts[key]] = i
+        starts[key] += 1
+    for i in range(k, 0, -1):
+        starts[i] = starts[i - 1]
+    starts[0] = 0
+    return -1
+
+
+def group_rows(keys, Py_ssize_t k):
+    """The rows of each key ``0 .. k-1``, key by key, ascending within a key (a stable counting sort):
+    ``(order, starts)``, int64 arrays of n and k + 1 items; the rows of key ``j`` are ``order[starts[j]:starts[j
+    + 1]]``, i.e. ``np.flatnonzero(keys == j)``.
+
+    ``keys`` is a 1-D contiguous int16, int32 or int64 array. ValueError naming the argument on a wrong dtype or
+    layout, a negative ``k``, or a key outside ``[0, k)``.
+    """
+    cdef const int16_t[::1] k16
+    cdef const int32_t[::1] k32
+    cdef const int64_t[::1] k64
+    if not isinstance(keys, np.ndarray) or keys.ndim != 1 or not keys.flags.c_contiguous:
+        raise ValueError("group_rows: keys must be a 1-D contiguous numpy array")
+    if keys.dtype not in (np.int16, np.int32, np.int64):
+        raise ValueError(f"group_rows: keys must be int16, int32 or int64, got {keys.dtype}")
+    if k < 0:
+        raise ValueError(f"group_rows: k must be >= 0, got {k}")
+    order = np.empty(keys.shape[0], np.int64)
+    starts = np.zeros(k + 1, np.int64)
+    cdef int64_t[::1] o = order
+    cdef int64_t[::1] s = starts
+    cdef Py_ssize_t bad
+    if keys.dtype == np.int16:
+        k16 = keys
+        with nogil:
+            bad = _group(k16, s, o)
+    elif keys.dtype == np.int32:
+        k32 = keys
+        with nogil:
+            bad = _group(k32, s, o)
+    else:
+        k64 = keys
+        with nogil:
+            bad = _group(k64, s, o)
+    if bad >= 0:
+        raise ValueError(f"group_rows: key {int(keys[bad])} at row {bad} is outside [0, {k})")
+    return order, starts

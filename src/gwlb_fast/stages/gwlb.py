@@ -15,7 +15,9 @@ Per batch (all vectorized; no per-packet Python):
 
 Outputs: ``batch.fw_index`` (int16, -1 when not forwarded), ``batch.flow_cookie`` (uint32) and ``batch.status``
 (``NO_HEALTHY_FW``, ``FW_FAILED``, ``FLOW_TABLE_FULL``). :meth:`Gwlb.check_return` validates Geneve packets coming
-back from a firewall (known flow and matching cookie, else ``STALE_COOKIE``).
+back from a firewall (known flow and matching cookie, else ``STALE_COOKIE``); :meth:`Gwlb.check_passed` does the
+same for rows of the batch just processed, on the flow slots the forward pass found (a lookup only where a slot may
+have changed flow since).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from .._kernels.columns import take_columns, tally
 from .._kernels.flowhash import geneve_udp_sport, hash_2tuple, hash_3tuple, hash_5tuple
 from .._kernels.flowtable import IS_EXISTING, FlowTable, canonical_5tuple
 from .._kernels.heap import zeroed
@@ -201,6 +204,16 @@ class Gwlb:
         tag = None if b.endpoint_id is None else np.ascontiguousarray(b.endpoint_id[idx])
         return a_ip, b_ip, a_pt, b_pt, np.ascontiguousarray(b.proto[idx]), tag
 
+    def _hash_rows(self, batch, idx, pos, m):
+        """The flow hash of the OK packets at positions ``pos`` (of the ``m`` at batch rows ``idx``): only the
+        packets that need a Maglev choice are hashed."""
+        if pos.shape[0] == m:
+            rows = idx
+        else:
+            rows = pos if isinstance(idx, slice) else idx[pos]
+        return self.flow_hash(batch.src_ip[rows], batch.dst_ip[rows], batch.sport[rows], batch.dport[rows],
+                              np.ascontiguousarray(batch.proto[rows]))
+
     def process(self, batch, counted: np.ndarray | None = None):
         """Assign each ``OK`` packet of ``batch`` (parsed L3/L4 columns) a firewall and a flow cookie, in place.
 
@@ -212,128 +225,149 @@ class Gwlb:
         fw_col = batch.ensure("fw_index", -1)
         cookie_col = batch.ensure("flow_cookie", 0)
         status = batch.status
-        idx = np.flatnonzero(status == PktStatus.OK)
-        fw_col[:] = -1
         self.last_cut = None
+        self._last = None
         if counted is not None:
             counted[:] = -1
-        if idx.size == 0:
-            return batch
-        m = idx.shape[0]
-        self.failed_fw = np.zeros(0, np.int16)
-        if m == len(batch):
+        if status.any():
+            idx = np.flatnonzero(status == PktStatus.OK)
+            fw_col[:] = -1
+            if idx.size == 0:
+                return batch
+            m = idx.shape[0]
+        else:
             idx = slice(None)  # every packet OK: views of the columns instead of gathered copies
+            m = len(batch)
+            if m == 0:
+                return batch
+        self.failed_fw = np.zeros(0, np.int16)
         ts = np.ascontiguousarray(batch.ts_ns[idx])
         now = int(ts.min())  # reap only what is idle-expired for every packet of this batch
+        span = int(ts.max()) - now
         a_ip, b_ip, a_pt, b_pt, proto, tag = self._canonical(batch, idx)
-        h = self.flow_hash(batch.src_ip[idx], batch.dst_ip[idx], batch.sport[idx], batch.dport[idx], proto)
+        nbytes = np.ascontiguousarray(batch.wirelen[idx])
 
         # amortized idle expiry: a bounded scan per batch keeps reaping ahead of insertion (restarts of a key that
         # comes back after its timeout are exact per packet inside lookup_or_insert)
         self.flows.expire(now, max(2 * m, 4096))
         slot = np.empty(m, np.int64)
         is_new = np.empty(m, np.uint8)
-        self.flows.lookup_or_insert(a_ip, b_ip, a_pt, b_pt, proto, tag, ts,
-                                    np.ascontiguousarray(batch.wirelen[idx]), slot, is_new)
-        self.flows.take_ended()  # the GWLB keeps no session log; the list must not grow
-        full = slot < 0
-        new = (is_new != IS_EXISTING) & ~full
+        refused = self.flows.lookup_or_insert(a_ip, b_ip, a_pt, b_pt, proto, tag, ts, nbytes, slot, is_new)
+        # the GWLB keeps no session log (the list must not grow); the slots whose flow ended here (restart,
+        # eviction) may hold another flow than the one an earlier packet of this batch found there
+        ended = self.flows.take_ended()[0]
+        full = slot < 0 if refused else None
+        new_pos = np.flatnonzero(is_new != IS_EXISTING)  # IS_NEW or IS_RESTARTED (refused: IS_EXISTING)
 
         acc = self.accepting()
-        pick = np.empty(m, np.int16)
-        fw = np.full(m, -1, np.int16)
-        new_pos = np.flatnonzero(new)
+        k = len(self.names)
         choice = cookie = old_fw = old_cookie = None
         # A slot can hold two flows within one batch only if an entry idled out (restart or eviction) between two
         # of the batch's packets, i.e. the batch spans at least the shortest idle timeout; only then each packet
         # must be matched to the flow current at its arrival (sort-based path); otherwise the slot's last
         # assignment is every packet's.
-        multi = new_pos.size > 0 and int(ts.max() - ts.min()) >= self._min_timeout_ns
+        multi = new_pos.size > 0 and span >= self._min_timeout_ns
         if new_pos.size:
             new_slots = slot[new_pos]
-            self.maglev.lookup(np.ascontiguousarray(h[new_pos]), acc, pick[: new_pos.size])
-            choice = pick[: new_pos.size].copy()
+            choice = self.maglev.lookup(self._hash_rows(batch, idx, new_pos, m), acc)
             old_cookie = self._slot_cookie[new_slots]
             old_fw = self._slot_fw[new_slots]
             cookie = self._rng.integers(1, 2**32, new_pos.size, dtype=np.uint32)
-            cookie = np.where(cookie == old_cookie, cookie ^ np.uint32(1), cookie)
+            cookie[cookie == old_cookie] ^= np.uint32(1)
             self._slot_fw[new_slots] = choice
             self._slot_cookie[new_slots] = cookie
-            self.flows_per_fw += np.bincount(choice[choice >= 0], minlength=len(self.names))
+            self.flows_per_fw += np.bincount(choice[choice >= 0], minlength=k)
         if multi:
             fw, pkt_cookie = self._per_packet_incarnation(slot, new_pos, choice, cookie, old_fw, old_cookie)
+        elif full is None:
+            fw, pkt_cookie = take_columns(slot, [self._slot_fw, self._slot_cookie])
         else:
+            fw = np.full(m, -1, np.int16)
             live = ~full
             fw[live] = self._slot_fw[slot[live]]
             pkt_cookie = np.where(full, 0, self._slot_cookie[np.where(full, 0, slot)]).astype(np.uint32)
 
-        # established flows whose firewall can no longer serve them
-        st = np.zeros(m, np.uint8)
-        k = len(self.names)
-        has_fw = fw >= 0
-        f = np.where(has_fw, fw, 0)
-        ok_fw = (self.health[f] == HEALTHY) | ((self.health[f] == DRAINING) & (ts < self.drain_deadline[f]))
-        failed = has_fw & ~ok_fw
-        if failed.any():
-            fpos = np.flatnonzero(failed)
-            fslots = slot[fpos]
-            cut_fw = fw[fpos].copy()
-            if self.failover == "keep":
-                st[fpos] = PktStatus.FW_FAILED
-                failed_fw = np.full(len(batch), -1, np.int16)
-                failed_fw[np.arange(len(batch))[idx][fpos]] = fw[fpos]
-                self.failed_fw = failed_fw
-                fw[fpos] = -1
-                # the flow stays pinned to its firewall (and resumes if it comes back); count each lost flow once
-                # (failed packets belong to a flow older than this batch: new flows never pick a failed firewall)
-                ls = np.unique(fslots)
-                ls = ls[self._slot_lost[ls] == 0]
-                self.flows_lost += ls.size
-                self._slot_lost[ls] = 1
-            else:
-                repick = self.maglev.lookup(np.ascontiguousarray(h[fpos]), acc)
-                fw[fpos] = repick
-                # a slot whose flow restarted later in this batch keeps the new flow's pick
-                pinned = ~np.isin(fslots, slot[new_pos]) if new_pos.size else slice(None)
-                self._slot_fw[fslots[pinned]] = repick[pinned]
-                _, first = np.unique(fslots, return_index=True)
-                moved = repick[first] >= 0
-                self.flows_rebalanced += int(moved.sum())
-                self.flows_per_fw += np.bincount(repick[first][moved], minlength=k)
-                if self.activity is not None:
-                    self.activity.append((None, None, None, ts[fpos[first][moved]], repick[first][moved]))
-            rows = np.arange(len(batch))[idx][fpos]
-            self.last_cut = (rows, cut_fw, fw[fpos] >= 0)
+        # established flows whose firewall can no longer serve them (none while every firewall is healthy)
+        st = None  # per packet status; None while every packet is OK
+        if self.health.any():
+            st = np.zeros(m, np.uint8)
+            has_fw = fw >= 0
+            f = np.where(has_fw, fw, 0)
+            hf = self.health[f]
+            ok_fw = (hf == HEALTHY) | ((hf == DRAINING) & (ts < self.drain_deadline[f]))
+            failed = has_fw & ~ok_fw
+            if failed.any():
+                fpos = np.flatnonzero(failed)
+                fslots = slot[fpos]
+                cut_fw = fw[fpos].copy()
+                if self.failover == "keep":
+                    st[fpos] = PktStatus.FW_FAILED
+                    failed_fw = np.full(len(batch), -1, np.int16)
+                    failed_fw[np.arange(len(batch))[idx][fpos]] = fw[fpos]
+                    self.failed_fw = failed_fw
+                    fw[fpos] = -1
+                    # the flow stays pinned to its firewall (and resumes if it comes back); count each lost flow
+                    # once (failed packets belong to a flow older than this batch: new flows never pick a failed
+                    # firewall)
+                    ls = np.unique(fslots)
+                    ls = ls[self._slot_lost[ls] == 0]
+                    self.flows_lost += ls.size
+                    self._slot_lost[ls] = 1
+                else:
+                    repick = self.maglev.lookup(self._hash_rows(batch, idx, fpos, m), acc)
+                    fw[fpos] = repick
+                    # a slot whose flow restarted later in this batch keeps the new flow's pick
+                    pinned = ~np.isin(fslots, slot[new_pos]) if new_pos.size else slice(None)
+                    self._slot_fw[fslots[pinned]] = repick[pinned]
+                    _, first = np.unique(fslots, return_index=True)
+                    moved = repick[first] >= 0
+                    self.flows_rebalanced += int(moved.sum())
+                    self.flows_per_fw += np.bincount(repick[first][moved], minlength=k)
+                    if self.activity is not None:
+                        self.activity.append((None, None, None, ts[fpos[first][moved]], repick[first][moved]))
+                rows = np.arange(len(batch))[idx][fpos]
+                self.last_cut = (rows, cut_fw, fw[fpos] >= 0)
         if new_pos.size:
             self._slot_lost[slot[new_pos]] = 0  # after the accounting above, which saw the slots' earlier flows
         # packets left without a firewall (no firewall accepts new flows): drop, and forget their flows so that
         # they get a real pick once one is healthy again
-        nofw = ~full & (fw < 0) & (st == 0)
-        if nofw.any():
-            st[nofw] = PktStatus.NO_HEALTHY_FW
-            dead = np.unique(slot[nofw])
-            dead = dead[self._slot_fw[dead] < 0]
-            self.flows.delete(dead)
-        st[full] = PktStatus.FLOW_TABLE_FULL
-        fw[st != 0] = -1
-
-        status[idx] = st
+        dead = None
+        if st is not None or full is not None or fw.min() < 0:
+            if st is None:
+                st = np.zeros(m, np.uint8)
+            nofw = (fw < 0) & (st == 0)
+            if full is not None:
+                nofw &= ~full
+            if nofw.any():
+                st[nofw] = PktStatus.NO_HEALTHY_FW
+                dead = np.unique(slot[nofw])
+                dead = dead[self._slot_fw[dead] < 0]
+                self.flows.delete(dead)
+            if full is not None:
+                st[full] = PktStatus.FLOW_TABLE_FULL
+            fw[st != 0] = -1  # from here on, a packet is forwarded (st 0) exactly where fw >= 0
+            status[idx] = st
         fw_col[idx] = fw
         cookie_col[idx] = pkt_cookie
-        ok = st == 0
         if self.activity is not None:
+            ok = fw >= 0
             placed = choice >= 0 if choice is not None else None
             self.activity.append((ts[ok], fw[ok], batch.wirelen[idx][ok],
                                   ts[new_pos][placed] if placed is not None else ts[:0],
                                   choice[placed] if placed is not None else fw[:0]))
-        self.packets_per_fw += np.bincount(fw[ok], minlength=k)
-        self.bytes_per_fw += np.bincount(fw[ok], weights=batch.wirelen[idx][ok], minlength=k).astype(np.int64)
-        for name in ("NO_HEALTHY_FW", "FW_FAILED", "FLOW_TABLE_FULL"):
-            self.drops[name] += int(np.count_nonzero(st == PktStatus[name]))
+        tally(fw, nbytes, self.packets_per_fw, self.bytes_per_fw)
+        if st is not None:
+            per_status = np.bincount(st, minlength=256)
+            for name in ("NO_HEALTHY_FW", "FW_FAILED", "FLOW_TABLE_FULL"):
+                self.drops[name] += int(per_status[PktStatus[name]])
         if counted is not None:
+            ok = fw >= 0
             rows = np.arange(len(batch))[idx][ok]
             counted[rows, 0] = slot[ok]
             counted[rows, 1] = self.flows.first_seen[slot[ok]]
+        # for check_passed: each packet's slot, and the slots that may have changed flow after a packet found them
+        unsure = ended if dead is None else np.concatenate([ended, dead])
+        self._last = (batch, idx, slot, unsure, self._table_marks())
         return batch
 
     def count_followers(self, slot: np.ndarray, first_seen: np.ndarray, fw: np.ndarray, ts_ns: np.ndarray,
@@ -349,6 +383,10 @@ class Gwlb:
         self.bytes_per_fw += np.bincount(fw, weights=nbytes, minlength=k).astype(np.int64)
         if self.activity is not None:
             self.activity.append((ts_ns, fw, nbytes, ts_ns[:0], fw[:0]))
+
+    #: after :meth:`process`: what :meth:`check_passed` needs (the batch, its OK rows, their slots, the slots whose
+    #: flow may have changed within the call, the table's marks), None before
+    _last = None
 
     #: after :meth:`process`: None, or ``(rows, firewall, moved)`` for the packets of established flows whose
     #: firewall could no longer serve them: batch rows, the firewall the flow was on, and whether the flow moved to
@@ -432,6 +470,53 @@ class Gwlb:
         good, _ = self._returning(batch, rows)
         self.drops["STALE_COOKIE"] += int(np.count_nonzero(~good))
         return good
+
+    def check_passed(self, batch, rows) -> np.ndarray:
+        """:meth:`check_return_rows` of rows of the batch the last :meth:`process` call placed, on their way back
+        from the firewalls with the values they were sent with (nothing touched the flow table in between).
+
+        The forward pass found each packet's flow slot; a row whose slot still holds the flow it found there (the
+        slot did not end and restart or lose its flow to an eviction or a deletion later in that call) is checked
+        on the slot's cookie and firewall directly, which is what a lookup of its key would find; the other rows,
+        and every row when ``batch`` is not that call's batch or the table changed since, are looked up.
+        """
+        last, self._last = self._last, None
+        rows = np.asarray(rows, np.intp)
+        if last is None or last[0] is not batch or last[4] != self._table_marks():
+            return self.check_return_rows(batch, rows)
+        if rows.size == 0:
+            return np.zeros(0, bool)
+        _, idx, slot, unsure, _ = last
+        if not isinstance(idx, slice):
+            at = np.full(len(batch), -1, np.int64)
+            at[idx] = slot
+            slot = at
+        s, ck = take_columns(rows, [slot, batch.flow_cookie])
+        sure = None  # None: every row's slot is sure
+        if unsure.size or s.min() < 0:
+            sure = (s >= 0) & ~np.isin(s, unsure)
+        if sure is None or sure.all():
+            slot_ck, slot_fw = take_columns(s, [self._slot_cookie, self._slot_fw])
+            good = (slot_ck == ck) & (slot_fw >= 0)
+        else:
+            good = np.empty(rows.size, bool)
+            p = np.flatnonzero(sure)
+            slot_ck, slot_fw = take_columns(s[p], [self._slot_cookie, self._slot_fw])
+            good[p] = (slot_ck == ck[p]) & (slot_fw >= 0)
+            q = np.flatnonzero(~sure)
+            good[q] = self._returning(batch, rows[q])[0]
+        self.drops["STALE_COOKIE"] += int(rows.size - np.count_nonzero(good))
+        return good
+
+    def release(self) -> None:
+        """Forget what :meth:`check_passed` keeps of the last :meth:`process` call (it holds that call's batch)."""
+        self._last = None
+
+    def _table_marks(self) -> tuple:
+        """Counters of the flow table that change whenever an entry is added or removed."""
+        st = self.flows.stats()
+        return (len(self.flows), st["inserted"], st["expired"], st["restarted"], st["deleted"], st["evicted"],
+                st["drained"])
 
     def _returning(self, batch, idx):
         """(good, slot) for rows ``idx``: the flow is known, its cookie matches and it has a firewall."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import geneve
+from .._kernels.columns import group_rows
 from .._kernels.session import END_FW_FAILED, END_MOVED
 from ..batch import PacketBatch
 from ..config import Endpoint
@@ -153,7 +154,7 @@ class Inspection:
         res = InspectionResult(status, by_fw, fw_index, PacketBatch.empty(228), np.zeros(0, np.int64),
                                rule=np.full(n, -1, np.int32), failed_fw=failed, counted=where)
 
-        go = np.flatnonzero(status == PktStatus.OK)
+        go = np.flatnonzero(status == PktStatus.OK) if status.any() else np.arange(n)
         if go.size and not self.alive.all():
             # sent to a firewall that is down: lost there (the GWLB has not noticed, or keeps the flow on it)
             dead = ~self.alive[fw_index[go]]
@@ -163,6 +164,7 @@ class Inspection:
                 self.lost_down += np.bincount(fw_index[go[dead]], minlength=len(self.firewalls))
                 go = go[~dead]
         if go.size == 0:
+            self.lb.release()
             return res
         sub = batch if go.size == n else batch[go]  # nothing below writes to sub: no copy when every row goes
         enc_status = np.empty(go.size, np.uint8)
@@ -185,20 +187,26 @@ class Inspection:
             status[go[bad]] = enc_status[bad]
             fw_index[go[bad]] = -1
             self.too_big += int(np.count_nonzero(enc_status == PktStatus.TOO_BIG))
-        sent = go[~bad]  # input row of each frame
-        wire_fw = fw_index[sent]
+            sub_rows = np.flatnonzero(~bad)  # row of sub of each frame
+            sent = go[sub_rows]  # input row of each frame
+            wire_fw = fw_index[sent]
+        else:
+            sub_rows = None  # frame j is row j of sub
+            sent = go
+            wire_fw = fw_index if go.size == n else fw_index[sent]
 
         gen_parts, gen_src, passed = [], [], []
-        for k in np.flatnonzero(np.bincount(wire_fw, minlength=len(self.firewalls))).tolist():
-            pick = np.flatnonzero(wire_fw == k)
-            rows = sent[pick]
+        by_k, bounds = group_rows(wire_fw, len(self.firewalls))  # each firewall's frames: one counting sort
+        for k in np.flatnonzero(np.diff(bounds)).tolist():
+            pick = by_k[bounds[k]: bounds[k + 1]]  # np.flatnonzero(wire_fw == k)
+            rows = pick if sent.size == n else sent[pick]  # every row sent: sent is 0 .. n-1
             if self.keep_taps:
                 out = self.firewalls[k].process(frames[pick], echo=True)
             else:
-                out = self.firewalls[k].process_inner(frames[pick], self._frames_of(sub, np.flatnonzero(~bad)[pick],
-                                                                                    opts))
+                out = self.firewalls[k].process_inner(frames[pick], self._frames_of(
+                    sub, pick if sub_rows is None else sub_rows[pick], opts))
             status[rows] = out.status
-            by_fw[rows] = out.status != PktStatus.OK
+            by_fw[rows[out.status != PktStatus.OK]] = True
             res.rule[rows] = out.rule
             if counted:
                 (where[rows, COUNTED_FW_SLOT], where[rows, COUNTED_FW_START],
@@ -231,14 +239,18 @@ class Inspection:
         if passed:
             # no return link to record: the echoed frames (the sent frames with outer addresses swapped) were not
             # built, and the GWLB checks each passed packet's flow and cookie on the values the echo carries (one
-            # check for every firewall's packets: the firewalls do not touch the GWLB's flow table)
+            # check for every firewall's packets: the firewalls do not touch the GWLB's flow table, so the slots
+            # the GWLB found on the way in still hold the flows, except where its own call restarted or evicted one)
             passed = np.concatenate(passed)
-            status[passed[~self.lb.check_return_rows(batch, passed)]] = PktStatus.STALE_COOKIE
+            good = self.lb.check_passed(batch, passed)
+            if not good.all():
+                status[passed[~good]] = PktStatus.STALE_COOKIE
         if gen_parts:
             gen = PacketBatch.concat(gen_parts)
             gen.parse()
             res.generated = gen
             res.generated_source = np.concatenate(gen_src)
+        self.lb.release()  # the GWLB holds the batch for check_passed until then
         return res
 
     def _frames_of(self, sub: PacketBatch, sub_rows: np.ndarray, opts: dict):
