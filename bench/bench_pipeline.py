@@ -28,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -188,6 +189,51 @@ def test_dpkt_reference(benchmark, rate, workload):
         print(f"\ndpkt reference ({workload['name']}): {REF_PACKETS} packets, {median:.3f} s, {REF_PACKETS / median / 1e3:.1f} kpps; "
               f"scaled to {PACKETS} packets {per_packet * PACKETS:.1f} s; pipeline is {per_packet / cand:.1f}x "
               f"faster (wall), {cpu_pp / cand_cpu:.1f}x (CPU time)")
+
+
+def test_pass_through_floor(benchmark, rate, workload):
+    """What pcap in to pcap out costs with no stage: the run's own reading (the map, pages given back behind it),
+    its copy of each chunk into one arena, the parse and the write of every packet to a new file. The candidate's
+    time less this one is what the stages cost."""
+    from gwlb_fast.pcapio import PcapWriter, read_pcap
+    from gwlb_fast.pipeline import _own_copy
+
+    benchmark.group = _group(workload)
+    out = workload["dir"] / "out-floor.pcap"
+    counts, cpu = [], []
+
+    def setup():
+        out.unlink(missing_ok=True)
+        return (), {}
+
+    def run():
+        c = time.process_time()
+        reader = read_pcap(workload["cap"], chunk=65536, parse=False, strict=False)
+        reader.release_pages = True
+        arena, n = np.zeros(0, np.uint8), 0
+        with PcapWriter(out) as w:
+            for b in reader:
+                if arena.shape[0] < b.nbytes:
+                    arena = np.empty(b.nbytes + b.nbytes // 4, np.uint8)
+                work = _own_copy(b, arena)
+                work.parse_counts()
+                w.write(work)
+                n += len(work)
+        counts.append(n)
+        cpu.append(time.process_time() - c)
+
+    benchmark.pedantic(run, setup=setup, rounds=3 if FULL else 1, iterations=1)
+    assert counts[-1] == PACKETS
+    rate(PACKETS, workload["bytes"])
+    median = _median(benchmark, 0.0)
+    cpu_s = sorted(cpu)[len(cpu) // 2]
+    benchmark.extra_info["cpu_seconds"] = round(cpu_s, 3)
+    got = _RESULTS.get(workload["name"], {})
+    if got and median:
+        stages = got["s_per_packet"] * PACKETS - median
+        benchmark.extra_info["candidate_minus_floor_seconds"] = round(stages, 3)
+        print(f"\npass-through floor ({workload['name']}): {PACKETS} packets, median {median:.3f} s, "
+              f"{PACKETS / median / 1e6:.2f} Mpps; CPU {cpu_s:.3f} s; the pipeline's stages add {stages:.3f} s")
 
 
 def test_reference_matches_pipeline(workload):
