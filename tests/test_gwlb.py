@@ -318,6 +318,20 @@ _F = (*FLOWS[0], 1)
          failover="keep", stick="5-tuple")
 @example(steps=[("batch", [(*_F, 0, 0)]), ("health", (0, "draining")), ("batch", [(*_F, 6 * S, 0)])],
          failover="rebalance", stick="3-tuple")
+def _timed_batch(packets, now):
+    """A batch of drawn packets ``(src, dst, sport, dport, proto, endpoint, time step, status)``, each packet's time
+    ``now`` plus the steps so far: (batch, the packets with their times, the time of the last)."""
+    pk = []
+    for s_, d_, sp_, dp_, p_, ep, dt, stt in packets:
+        now += dt
+        pk.append((s_, d_, sp_, dp_, p_, ep, now, stt))
+    cols = list(zip(*pk))
+    b = make_batch(np.array(cols[0], np.uint32), np.array(cols[1]), np.array(cols[2]), np.array(cols[3]),
+                   np.array(cols[4]), ts=np.array(cols[6]), endpoint=np.array(cols[5], np.uint64),
+                   status=np.array(cols[7]))
+    return b, pk, now
+
+
 @given(steps=st.lists(step, max_size=14), failover=st.sampled_from(["keep", "rebalance"]),
        stick=st.sampled_from(["5-tuple", "3-tuple", "2-tuple"]))
 def test_matches_model(steps, failover, stick):
@@ -332,14 +346,7 @@ def test_matches_model(steps, failover, stick):
         elif kind == "health":
             g.set_health(arg[0], arg[1], now)
         else:
-            pk = []
-            for s_, d_, sp_, dp_, p_, ep, dt, stt in arg:
-                now += dt
-                pk.append((s_, d_, sp_, dp_, p_, ep, now, stt))
-            cols = list(zip(*pk))
-            b = make_batch(np.array(cols[0], np.uint32), np.array(cols[1]), np.array(cols[2]), np.array(cols[3]),
-                           np.array(cols[4]), ts=np.array(cols[6]), endpoint=np.array(cols[5], np.uint64),
-                           status=np.array(cols[7]))
+            b, pk, now = _timed_batch(arg, now)
             g.process(b)
             want = model.batch(pk, b.flow_cookie)
             assert b.status.tolist() == [w[0] for w in want]
@@ -380,14 +387,7 @@ def test_check_passed_agrees_with_lookup(steps, failover, capacity):
         if kind == "health":
             g.set_health(arg[0], arg[1], now)
             continue
-        pk = []
-        for s_, d_, sp_, dp_, p_, ep, dt, stt in arg:
-            now += dt
-            pk.append((s_, d_, sp_, dp_, p_, ep, now, stt))
-        cols = list(zip(*pk))
-        b = make_batch(np.array(cols[0], np.uint32), np.array(cols[1]), np.array(cols[2]), np.array(cols[3]),
-                       np.array(cols[4]), ts=np.array(cols[6]), endpoint=np.array(cols[5], np.uint64),
-                       status=np.array(cols[7]))
+        b, _, now = _timed_batch(arg, now)
         g.process(b)
         n = len(b)
         rows = np.array([rnd.randrange(n) for _ in range(rnd.randrange(2 * n + 1))], np.int64)

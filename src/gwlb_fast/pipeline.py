@@ -217,9 +217,9 @@ class Pipeline:
         firsts = np.cumsum([0] + [len(r.routes) for r in self.routers])[:-1].tolist()
         self._walk_lpm, self._walk_table_base = Lpm.stack([r._routes for r in self.routers], firsts)
         self._route_kind = np.concatenate([k[r.route_hop] for k, r in zip(self._hop_kind, self.routers)]
-                                          + [np.zeros(0, np.int8)]).astype(np.int8)
+                                          + [np.zeros(0, np.int8)])
         self._route_target = np.concatenate([t[r.route_hop] for t, r in zip(self._hop_target, self.routers)]
-                                            + [np.zeros(0, np.int32)]).astype(np.int32)
+                                            + [np.zeros(0, np.int32)])
         # counters
         self.counters = {s: StageCounters(s) for s in STAGES}
         self.stage_seconds = {s: 0.0 for s in ("parse", "route", "nat", "inspect", "output")}

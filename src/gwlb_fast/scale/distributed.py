@@ -93,11 +93,10 @@ def connected(address: str | None = None, num_cpus: int | None = None):
         yield ray
         return
     kw = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
-    if address is not None:
-        _answers(address)
     if address is None:
         ray.init(address="local", num_cpus=num_cpus, **kw)  # a new instance, even beside a running cluster
     else:
+        _answers(address)
         try:
             ray.init(address=address, **kw)
         except (ConnectionError, RuntimeError, ValueError) as e:
