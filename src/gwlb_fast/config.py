@@ -301,6 +301,21 @@ class Topology:
     def gwlb_of_firewall(self, fw: str) -> list[str]:
         return [g.name for g in self.gwlbs.values() if fw in g.firewalls]
 
+    def firewall_names(self) -> list[str]:
+        """The path's firewall index -> name: every GWLB's firewalls in order (``ChunkResult.fw``, the drop
+        records and the drops file count this way). With several GWLBs each name says its GWLB: ``gwlb/firewall``,
+        as the summary does."""
+        several = len(self.gwlbs) > 1
+        return [f"{g.name}/{fw}" if several else fw for g in self.gwlbs.values() for fw in g.firewalls]
+
+    def firewall_offsets(self) -> dict[str, int]:
+        """GWLB name -> the path's index of its first firewall (see :meth:`firewall_names`)."""
+        out, k = {}, 0
+        for g in self.gwlbs.values():
+            out[g.name] = k
+            k += len(g.firewalls)
+        return out
+
     def vpc_cidrs(self) -> list[str]:
         """The VPCs' CIDRs (the signatures' default ``$HOME_NET``)."""
         return [v.cidr for v in self.vpcs.values()]

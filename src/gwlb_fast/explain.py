@@ -318,7 +318,7 @@ def _explain(pipe: Pipeline, probe: PacketBatch, res, trace, before, number) -> 
                    f"{_fmt_tuple(o.src_ip[0], o.sport[0], o.dst_ip[0], o.dport[0], o.proto[0])}")
     fw = int(res.fw[0])
     if fw >= 0 and ex.firewall is None:
-        ex.firewall = _fw_name(pipe, fw)
+        ex.firewall = pipe.firewall_names[fw]
     r = int(res.rule[0]) if res.rule is not None else -1
     ex.rule = rule_names[r] if 0 <= r < len(rule_names) else None
     if res.resets is not None:
@@ -339,11 +339,6 @@ def _status_name(code: int) -> str:
         return PktStatus(int(code)).name
     except ValueError:
         return str(int(code))
-
-
-def _fw_name(pipe: Pipeline, k: int, gwlb: str | None = None) -> str:
-    insp = pipe.gwlbs[gwlb] if gwlb is not None else next(iter(pipe.gwlbs.values()))
-    return insp.cfg.firewall_names[k]
 
 
 def _explain_inspect(pipe, ex, d, info, j, before, frames, rule_names, decap) -> None:

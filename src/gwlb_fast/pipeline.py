@@ -97,7 +97,7 @@ class ChunkResult:
 
     ``output`` holds the delivered packets in input order (resets after the packet that caused them, a fragment
     that came before its first fragment right after that one); ``status``, ``stage`` and ``delivered`` are per
-    input packet; ``fw`` the firewall that inspected it (-1 none), ``rule``
+    input packet; ``fw`` the firewall that inspected it (-1 none; an index of ``Pipeline.firewall_names``), ``rule``
     the index of the rule of its firewall session (-1 none, ``len(policy.rules)`` the default action), ``failed_fw``
     the firewall of the flow of a packet dropped because that firewall failed (-1 elsewhere).
     ``resets`` holds the firewall resets (TCP RSTs) with their own ``status``, ``stage``, ``delivered`` and
@@ -175,6 +175,9 @@ class Pipeline:
                                        pickup=self.sides if self.pickup else None)
                       for name, cfg in topo.gwlbs.items()}
         self._gwlb_index = {name: i for i, name in enumerate(self.gwlbs)}
+        #: the path's firewall index (``ChunkResult.fw``, drop records) -> name, and each GWLB's first index
+        self.firewall_names = topo.firewall_names()
+        self._fw_offset = topo.firewall_offsets()
         # the broadcast address of every subnet (a /31 or /32 has none), for the special-address check
         bcast = {s.net | (~((0xFFFFFFFF << (32 - s.plen)) & 0xFFFFFFFF) & 0xFFFFFFFF)
                  for v in topo.vpcs.values() for s in v.subnets.values() if s.plen < 31}
@@ -438,7 +441,8 @@ class Pipeline:
         if rows.size == 0:
             return rows, None
         # a packet dropped or delivered before any firewall whose flow has a session there (a reply of a denied
-        # flow, the uninspected direction of an asymmetric path) is in that session's record
+        # flow, the uninspected direction of an asymmetric path) gets no record of its own: its flow's record is
+        # that session's, which counts what the firewall saw (the packet itself is in the drops file)
         early = fw[rows] < 0
         if early.any():
             keep = np.ones(rows.size, bool)
@@ -729,7 +733,7 @@ class Pipeline:
                     out_w = OrderedWriter(PcapWriter(output, linktype=1 if fmt == "pcap" else None))
                 if flow_log is not None:
                     log_w = FlowLogWriter(flow_log)
-                    self.drop_log = DropLog(self._direction_of, self._drop_firewall_names())
+                    self.drop_log = DropLog(self._direction_of, self.firewall_names)
                 if threat_log is not None:
                     threat_w = ThreatLogWriter(threat_log)
                 if tap_dir is not None:
@@ -861,12 +865,6 @@ class Pipeline:
             out |= r.subnet_of(client_ip) >= 0
         return out
 
-    def _drop_firewall_names(self) -> list[str] | None:
-        """Firewall index -> name for drop records (one GWLB: its fleet; several: indices are ambiguous)."""
-        if len(self.gwlbs) == 1:
-            return list(next(iter(self.gwlbs.values())).cfg.firewall_names)
-        return None
-
     def _events(self, events) -> list[dict]:
         if events is None:
             evs = self.topo.events
@@ -943,10 +941,11 @@ class Pipeline:
         hits = np.zeros(len(self.policy.rules) + 1, np.int64)
         for gname, insp in self.gwlbs.items():
             c = insp.lb.counters()
-            for fw in insp.firewalls:
+            base = self._fw_offset[gname]
+            for k, fw in enumerate(insp.firewalls):
                 hits += fw.hits
                 fc = c["firewalls"][fw.name]
-                s.firewalls[fw.name if len(self.gwlbs) == 1 else f"{gname}/{fw.name}"] = {
+                s.firewalls[self.firewall_names[base + k]] = {
                     "flows": fc["flows"], "packets": fc["packets"], "bytes": fc["bytes"], "state": fc["health"]}
         names = list(self.policy.rule_names) + ["default"]
         s.rules = {names[i]: int(h) for i, h in enumerate(hits) if h or i < len(names) - 1}
@@ -1404,9 +1403,14 @@ class _Walk:
                         cookie=sub.flow_cookie.copy(), tuple=(sub.src_ip.copy(), sub.dst_ip.copy(), sub.sport.copy(),
                                                               sub.dport.copy(), sub.proto.copy()))
         self.inspected[rows, e] = True
-        self.fw[rows] = res.fw_index
+        base = p._fw_offset[ep.gwlb]  # the GWLB's firewall k is the path's firewall base + k
+        if base:
+            self.fw[rows] = np.where(res.fw_index >= 0, res.fw_index + base, -1)
+            self.failed_fw[rows] = np.where(res.failed_fw >= 0, res.failed_fw + base, -1)
+        else:
+            self.fw[rows] = res.fw_index
+            self.failed_fw[rows] = res.failed_fw
         self.rule[rows] = res.rule
-        self.failed_fw[rows] = res.failed_fw
         bad = res.status != PktStatus.OK
         b.status[rows] = res.status
         self.stage[rows[bad]] = np.where(res.by_firewall[bad], S_FIREWALL, S_GWLB)

@@ -240,7 +240,7 @@ class DropsWriter:
 
     def start(self, pipe) -> None:
         if self._sink is None:
-            self._sink = DropsFile(self.path, DropComments(pipe.policy.rule_names, drop_firewall_names(pipe.topo)))
+            self._sink = DropsFile(self.path, DropComments(pipe.policy.rule_names, pipe.firewall_names))
 
     def chunk(self, pipe, batch: PacketBatch, res) -> None:
         rows = np.flatnonzero(res.stage != 255)
@@ -269,16 +269,5 @@ class DropsWriter:
         self._sink.close()
 
 
-def drop_firewall_names(topo) -> list[str]:
-    """Firewall index -> name in the drops file's comments (every GWLB of the examples numbers its firewalls alike;
-    with several GWLBs the index names the firewall of the first one that has it)."""
-    names: list[str] = []
-    for cfg in topo.gwlbs.values():
-        for i, n in enumerate(cfg.firewall_names):
-            if i >= len(names):
-                names.append(n)
-    return names
-
-
-__all__ = ["CommentedPcapngWriter", "DropComments", "DropsFile", "DropsWriter", "drop_firewall_names", "drop_keys",
+__all__ = ["CommentedPcapngWriter", "DropComments", "DropsFile", "DropsWriter", "drop_keys",
            "reason_text"]

@@ -48,7 +48,7 @@ from .._kernels.heap import replay_memory
 from ..batch import PacketBatch
 from ..config import Topology, load_topology
 from ..errors import ConfigError, GwlbError, PcapError, WorkerError
-from ..outputs.drops import DropComments, DropsFile, DropsWriter, drop_firewall_names
+from ..outputs.drops import DropComments, DropsFile, DropsWriter
 from ..outputs.htmlreport import ReportCollector, ReportState, check_report_path, write_report
 from ..outputs.outfiles import OutputFile, refuse_overlap
 from ..outputs.report import FlowLogWriter, Progress, Summary, ThreatLogWriter
@@ -506,7 +506,7 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
                 writer = PcapWriter(final, linktype=1 if fmt == "pcap" else None, format=fmt)
                 mergers.append(RingMerger(rings[name], range(rings[name].n), writer))
             if drops is not None:
-                comments = DropComments(policy.rule_names, drop_firewall_names(topo))
+                comments = DropComments(policy.rule_names, topo.firewall_names())
                 mergers.append(RingMerger(rings["drops"], range(n), DropsFile(drops, comments), tags=True))
             progress = Progress(size, quiet=quiet)
             merge = _Merge(mergers, procs, conns, results, source, cols, progress)
