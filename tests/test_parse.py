@@ -293,8 +293,36 @@ def test_icmp_error_carries_the_quoted_flow(icmp_type, kind, quoted_l4, a, b):
     assert (row["sport"], row["dport"]) == ((b, a) if kind != "echo" else (a, a))
     b_ = PacketBatch.from_packets([frame, _tcp_frame()]).parse()
     out = np.empty(2, np.uint8)
-    assert icmp_errors(b_.data, b_.off, b_.caplen, b_.l3_off, b_.l4_off, b_.status, out) == 1
+    assert icmp_errors(b_.data, b_.off, b_.caplen, b_.l3_off, b_.l4_off, b_.proto, b_.tcp_flags, b_.status, out) == 1
     assert list(out) == [1, 0]
+
+
+@st.composite
+def _error_or_not(draw):
+    """A frame that is an ICMP error (of any type, quoting TCP with or without flags, UDP or ICMP), or any other."""
+    if draw(st.booleans()):
+        return draw(mutated(ethernet_frame()))
+    proto = draw(st.sampled_from([1, 6, 17]))
+    icmp_type = draw(st.sampled_from([0, 3, 4, 5, 8, 11, 12, 13]))
+    l4 = bytes(dpkt.tcp.TCP(sport=1, dport=2, flags=draw(st.integers(0, 255)))) if proto == 6 else bytes(8)
+    quoted = dpkt.ip.IP(src=socket.inet_aton("10.1.1.5"), dst=socket.inet_aton("198.51.100.7"), p=proto, data=l4)
+    return _icmp_error(icmp_type, bytes(quoted)[:draw(st.integers(0, 40))])
+
+
+@given(st.lists(_error_or_not(), min_size=1, max_size=24))
+def test_icmp_errors_marks_what_the_oracle_calls_an_error(frames):
+    """An OK packet whose outer IPv4 protocol is ICMP with an error type (3, 4, 5, 11, 12), by the oracle's
+    offsets; the kernel's shortcut on the parse columns (TCP with flags is no error) changes nothing."""
+    b = PacketBatch.from_packets(frames).parse()
+    out = np.empty(len(b), np.uint8)
+    k = icmp_errors(b.data, b.off, b.caplen, b.l3_off, b.l4_off, b.proto, b.tcp_flags, b.status, out)
+    want = []
+    for f in frames:
+        o = oracle(f, 1)
+        l3, l4 = int(o["l3_off"]), int(o["l4_off"])
+        want.append(int(o["status"] == 0 and 0 <= l3 and l4 >= l3 + 20 and l4 < len(f) and f[l3 + 9] == 1
+                        and f[l4] in (3, 4, 5, 11, 12)))
+    assert out.tolist() == want and k == sum(want)
 
 
 def test_icmp_error_quoting_too_little_is_plain_icmp():

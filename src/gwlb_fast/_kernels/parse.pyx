@@ -210,24 +210,37 @@ def parse_packets(const uint8_t[::1] data, const int64_t[::1] off, const uint32_
     return n_zero_csum, n_fragments
 
 
+cdef inline bint _maybe_icmp_error(uint8_t proto, uint8_t tcp_flags) noexcept nogil:
+    """False for a packet whose parse columns rule out an ICMP error: an error holds the quoted protocol and, for
+    quoted TCP, flags 0 (see ``parse_packets``), so a TCP row with flags set is TCP itself."""
+    return not (proto == IPPROTO_TCP and tcp_flags != 0)
+
+
 def icmp_errors(const uint8_t[::1] data, const int64_t[::1] off, const uint32_t[::1] caplen,
-                const int32_t[::1] l3_off, const int32_t[::1] l4_off, const uint8_t[::1] status, uint8_t[::1] out):
+                const int32_t[::1] l3_off, const int32_t[::1] l4_off, const uint8_t[::1] proto,
+                const uint8_t[::1] tcp_flags, const uint8_t[::1] status, uint8_t[::1] out):
     """Mark the OK packets that are ICMP errors (types 3, 4, 5, 11, 12): ``out[i]`` = 1, else 0.
 
-    Their parse columns hold the flow they quote (see ``parse_packets``). Returns the number marked.
+    Their parse columns hold the flow they quote (see ``parse_packets``); ``proto`` and ``tcp_flags`` are those
+    columns, which spare reading the bytes of TCP packets with flags. Returns the number marked.
     """
-    cdef Py_ssize_t n = off.shape[0], i, l3, l4, datalen = data.shape[0], k = 0
+    cdef Py_ssize_t n = off.shape[0], i, j, l3, l4, datalen = data.shape[0], k = 0
     for name, m in (("caplen", caplen.shape[0]), ("l3_off", l3_off.shape[0]), ("l4_off", l4_off.shape[0]),
-                    ("status", status.shape[0]), ("out", out.shape[0])):
+                    ("proto", proto.shape[0]), ("tcp_flags", tcp_flags.shape[0]), ("status", status.shape[0]),
+                    ("out", out.shape[0])):
         if m != n:
             raise ValueError(f"icmp_errors: {name} has length {m}, expected {n}")
     with nogil:
         for i in range(n):
             # a firewall's rows lie far apart in the path's arena, out of cache: the IP header of a packet a few
-            # rows ahead is fetched while this one is checked
-            if i + _AHEAD < n and datalen > 0:
-                GWLB_PARSE_PREFETCH(&data[0] + off[i + _AHEAD] + l3_off[i + _AHEAD])
+            # rows ahead is fetched while this one is checked (when its columns leave it in doubt)
+            j = i + _AHEAD
+            if j < n and datalen > 0 and _maybe_icmp_error(proto[j], tcp_flags[j]) and off[j] >= 0 \
+                    and l3_off[j] >= 0:
+                GWLB_PARSE_PREFETCH(&data[0] + off[j] + l3_off[j])
             out[i] = 0
+            if not _maybe_icmp_error(proto[i], tcp_flags[i]):
+                continue
             l3 = l3_off[i]
             l4 = l4_off[i]
             if status[i] != ST_OK or l3 < 0 or l4 < l3 + 20 or off[i] < 0 or l4 + 1 > <Py_ssize_t>caplen[i] \

@@ -473,7 +473,8 @@ class Firewall:
         the session machinery until the caller restores it) and their session slots, or (None, None)."""
         n = len(inner)
         err = np.empty(n, np.uint8)
-        if n == 0 or icmp_errors(inner.data, inner.off, inner.caplen, inner.l3_off, inner.l4_off, status, err) == 0:
+        if n == 0 or icmp_errors(inner.data, inner.off, inner.caplen, inner.l3_off, inner.l4_off, inner.proto,
+                                   inner.tcp_flags, status, err) == 0:
             return None, None
         e = np.flatnonzero(err)
         slot = np.empty(e.size, np.int64)
