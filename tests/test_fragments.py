@@ -372,7 +372,8 @@ def test_real_fragments_through_snat(tmp_path):
 def test_real_fragments_count_in_their_session(tmp_path):
     """ip_frag_source.pcapng (an ICMP echo and its reply, 3,568-byte datagrams in three fragments each): the flow
     log's record counts all six fragments, the IPv4 bytes each way as dpkt sums them; the SNAT mapping counts the
-    request's three frames, the GWLB all six frames (tshark's IPv4 conversation totals, else dpkt's)."""
+    request's three frames and the reply's (replayed in private form, counted as a public-form reply is), the GWLB
+    all six frames (tshark's IPv4 conversation totals, else dpkt's)."""
     import json
 
     src = REAL / "ip_frag_source.pcapng"
@@ -398,7 +399,7 @@ def test_real_fragments_count_in_their_session(tmp_path):
     assert (r["packets"], r["bytes"], r["packets_reply"], r["bytes_reply"]) == (req[0], req[1], rep[0], rep[1])
     assert (req[0], req[1]) == (3, 3568)
     m = pipe.nats[0].mappings()
-    assert (m["packets"].tolist(), m["bytes"].tolist()) == ([req[0]], [req[2]])
+    assert (m["packets"].tolist(), m["bytes"].tolist()) == ([req[0] + rep[0]], [req[2] + rep[2]])
     frames, nbytes = req[0] + rep[0], req[2] + rep[2]
     if shutil.which("tshark"):
         out = subprocess.run(["tshark", "-r", str(src), "-q", "-z", "conv,ip"], capture_output=True, text=True,
