@@ -667,6 +667,7 @@ def test_trailing_fragments_keep_a_session_the_idle_timeout_would_end(tmp_path):
     frames = one + [two]
     events = [(f, t * 10**9, False, k in (0, 3)) for k, (f, t) in enumerate(zip(frames, (1, 16, 29, 50)))]
     pipe, summary, records = _timed_run(events, tmp_path)
+    assert summary.packets_out == 4 and summary.dropped == 0
     assert len(records) == 1
     r = records[0]
     assert (r["first_seen"], r["last_seen"], r["packets"]) == (1.0, 50.0, 4)
