@@ -809,3 +809,36 @@ def test_session_add_matches_python(data):
     assert sess.tolist() == want
     with pytest.raises(ValueError, match="rev"):
         _s.session_add(slot, start, np.zeros(n + 1, np.uint8), nbytes, sess)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_timed_session_add_matches_python(data):
+    """``session.session_add`` with the packets' times against plain Python: in row order, a counted row (the slot
+    still holds a session that started at the given time) also moves the session's last packet time (F_LAST) to
+    the row's time if later, never back; rows not counted change nothing."""
+    rows = data.draw(st.integers(1, 20))
+    sess = np.zeros((rows, _s.NF), np.int64)
+    for c in (_s.F_STATE, _s.F_CLIENT_REV, _s.F_START):
+        sess[:, c] = data.draw(st.lists(st.integers(0, 1 if c == _s.F_CLIENT_REV else 3), min_size=rows,
+                                        max_size=rows))
+    sess[:, _s.F_LAST] = data.draw(st.lists(st.integers(0, 100), min_size=rows, max_size=rows))
+    n = data.draw(st.integers(0, 40))
+    slot = np.array(data.draw(st.lists(st.integers(-1, rows + 2), min_size=n, max_size=n)), np.int64)
+    start = np.array(data.draw(st.lists(st.integers(0, 3), min_size=n, max_size=n)), np.int64)
+    rev = np.array(data.draw(st.lists(st.integers(0, 1), min_size=n, max_size=n)), np.uint8)
+    nbytes = np.array(data.draw(st.lists(st.integers(0, 2**32 - 1), min_size=n, max_size=n)), np.uint32)
+    when = np.array(data.draw(st.lists(st.integers(0, 100), min_size=n, max_size=n)), np.int64)
+    want = sess.tolist()
+    done = 0
+    for s, t, r, b, w in zip(slot.tolist(), start.tolist(), rev.tolist(), nbytes.tolist(), when.tolist()):
+        if 0 <= s < rows and want[s][_s.F_STATE] != _s.S_EMPTY and want[s][_s.F_START] == t:
+            c2s = r == want[s][_s.F_CLIENT_REV]
+            want[s][_s.F_PKTS_C2S if c2s else _s.F_PKTS_S2C] += 1
+            want[s][_s.F_BYTES_C2S if c2s else _s.F_BYTES_S2C] += b
+            want[s][_s.F_LAST] = max(want[s][_s.F_LAST], w)
+            done += 1
+    assert _s.session_add(slot, start, rev, nbytes, sess, when) == done
+    assert sess.tolist() == want
+    with pytest.raises(ValueError, match="ts_ns"):
+        _s.session_add(slot, start, rev, nbytes, sess, np.zeros(n + 1, np.int64))

@@ -521,3 +521,66 @@ def test_add_counts_matches_python(data):
         assert np.array_equal(t.entries[f][live], before[f][live])
     with pytest.raises(ValueError, match="slots"):
         t.add_counts(np.array([16], np.int64), np.zeros(1, np.int64), np.zeros(1, np.uint32))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_timed_add_counts_matches_python(data):
+    """``add_counts`` with the packets' times against plain Python: in row order, a row counts (1 packet, its
+    bytes) only in a live slot holding the entry first seen at the given time and not idle-expired at the row's
+    time (the entry's own timeout, else its protocol's), and then moves last_seen to that time if later, never
+    back; ``out_counted`` marks the rows counted; nothing else changes."""
+    tcp_to, oth_to = data.draw(st.integers(1, 40)), data.draw(st.integers(1, 40))
+    keys = data.draw(st.lists(st.tuples(st.integers(1, 5), st.integers(1, 5), st.sampled_from([6, 17])),
+                              min_size=1, max_size=20))
+    ts = [10 + 2 * k for k in range(len(keys))]
+    gone = np.array(data.draw(st.lists(st.integers(0, 15), max_size=4)), np.int64)
+    short = np.array(data.draw(st.lists(st.integers(0, 15), max_size=4)), np.int64)
+    short_to = data.draw(st.integers(0, 30))
+
+    def table():
+        t = FlowTable(16, tcp_timeout_ns=tcp_to, other_timeout_ns=oth_to)
+        loi(t, [key(a, b, proto=p) for a, b, p in keys], ts, [100] * len(keys))
+        t.delete(gone)
+        t.set_timeout(short, short_to)
+        return t
+
+    t = table()
+    before = t.entries.copy()
+    n = data.draw(st.integers(0, 30))
+    slot = np.array(data.draw(st.lists(st.integers(-1, 15), min_size=n, max_size=n)), np.int64)
+    first = np.array(data.draw(st.lists(st.sampled_from([-1] + ts[:6]), min_size=n, max_size=n)), np.int64)
+    nbytes = np.array(data.draw(st.lists(st.integers(0, 2**32 - 1), min_size=n, max_size=n)), np.uint32)
+    when = np.array(data.draw(st.lists(st.integers(0, 120), min_size=n, max_size=n)), np.int64)
+    pk = before["packets"].astype(object).tolist()
+    by = before["bytes"].astype(object).tolist()
+    last = before["last_seen"].tolist()
+    want_mark = []
+    for s, f, b, w in zip(slot.tolist(), first.tolist(), nbytes.tolist(), when.tolist()):
+        ok = s >= 0 and bool(before["live"][s]) and before["first_seen"][s] == f
+        if ok:
+            to = int(before["timeout"][s])
+            if to < 0:
+                to = tcp_to if before["proto"][s] == 6 else oth_to
+            ok = w - last[s] < to
+        if ok:
+            pk[s] += 1
+            by[s] += b
+            last[s] = max(last[s], w)
+        want_mark.append(int(ok))
+    mark = np.full(n, 7, np.uint8)
+    assert t.add_counts(slot, first, nbytes, when, mark) == sum(want_mark)
+    assert mark.tolist() == want_mark
+    live = np.flatnonzero(before["live"])
+    assert [pk[s] for s in live] == t.packets[live].tolist() and [by[s] for s in live] == t.bytes[live].tolist()
+    assert [last[s] for s in live] == t.last_seen[live].tolist()
+    for f in ("first_seen", "timeout", "state", "a_ip", "b_ip", "proto", "live"):
+        assert np.array_equal(t.entries[f], before[f])
+    # without out_counted, the same counts; a row's time array of the wrong length is refused
+    t2 = table()
+    assert t2.add_counts(slot, first, nbytes, when) == sum(want_mark)
+    assert np.array_equal(t2.entries, t.entries)
+    with pytest.raises(ValueError, match="ts_ns"):
+        t.add_counts(slot, first, nbytes, np.zeros(n + 1, np.int64))
+    with pytest.raises(ValueError, match="out_counted"):
+        t.add_counts(slot, first, nbytes, when, np.zeros(n + 1, np.uint8))

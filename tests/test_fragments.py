@@ -1,5 +1,6 @@
 """IPv4 fragments: the tracker kernel against its oracle (and raw bytes), and fragments along the whole path."""
 import collections
+import copy
 import re
 import shutil
 import socket
@@ -372,7 +373,8 @@ def test_real_fragments_through_snat(tmp_path):
 def test_real_fragments_count_in_their_session(tmp_path):
     """ip_frag_source.pcapng (an ICMP echo and its reply, 3,568-byte datagrams in three fragments each): the flow
     log's record counts all six fragments, the IPv4 bytes each way as dpkt sums them; the SNAT mapping counts the
-    request's three frames, the GWLB all six frames (tshark's IPv4 conversation totals, else dpkt's)."""
+    request's three frames and the reply's (replayed in private form, counted as a public-form reply is), the GWLB
+    all six frames (tshark's IPv4 conversation totals, else dpkt's)."""
     import json
 
     src = REAL / "ip_frag_source.pcapng"
@@ -398,7 +400,7 @@ def test_real_fragments_count_in_their_session(tmp_path):
     assert (r["packets"], r["bytes"], r["packets_reply"], r["bytes_reply"]) == (req[0], req[1], rep[0], rep[1])
     assert (req[0], req[1]) == (3, 3568)
     m = pipe.nats[0].mappings()
-    assert (m["packets"].tolist(), m["bytes"].tolist()) == ([req[0]], [req[2]])
+    assert (m["packets"].tolist(), m["bytes"].tolist()) == ([req[0] + rep[0]], [req[2] + rep[2]])
     frames, nbytes = req[0] + rep[0], req[2] + rep[2]
     if shutil.which("tshark"):
         out = subprocess.run(["tshark", "-r", str(src), "-q", "-z", "conv,ip"], capture_output=True, text=True,
@@ -533,3 +535,169 @@ def test_later_fragments_count_in_their_flow(case, chunk):
             want[("firewall", "TCP_NOT_SYN")] += 1
     assert collections.Counter({(sg, r): c for sg, d in summary.drops.items() for r, c in d.items()}) == want
     assert summary.packets_out == len(frames) - sum(want.values())
+
+
+# ------------------------------------------------------------------------------ later fragments and idle timers
+_T_LB, _T_FW, _T_NAT = 20, 30, 25  # idle timeouts (s) of UDP flows below: GWLB, firewall (its default), NAT gateway
+_CLIENT, _SERVER = ("10.1.1.5", 4000), ("198.51.100.9", 53)
+
+
+def _flow_frame(back, payload, ip_id):
+    """A UDP datagram of the flow below: client to server, or back."""
+    (a, pa), (b, pb) = (_SERVER, _CLIENT) if back else (_CLIENT, _SERVER)
+    return udp_frame(a, b, pa, pb, payload, ip_id=ip_id)
+
+
+def _timed_topology(pickup=False):
+    d = copy.deepcopy(EXAMPLE)
+    d["events"] = []
+    d["gwlb"]["gwlb-1"]["idle_timeout"] = {"tcp": 350, "other": _T_LB}
+    d["nat_gateways"]["nat-a"]["idle_timeout"] = {"tcp": 350, "other": _T_NAT}
+    if pickup:
+        d["replay"] = {"pickup": True}
+    return topology_from_dict(d, "timed.yaml")
+
+
+@st.composite
+def sparse_first_fragments(draw):
+    """One UDP flow (10.1.1.5:4000 -> 198.51.100.9:53, allowed and SNAT'ed) of datagrams in fragments: the first
+    fragments far apart (gaps of up to 45 s, longer than the idle timeouts), each datagram's later fragments
+    trailing it by up to 28 s (within the fragment table's hold time); some requests answered 0.5 s later by a
+    reply (in private form, as the client sees it) in fragments too. Returns (frame, time ns, is reply, is first
+    fragment) in time order."""
+    events = []
+    t = 1.0
+    for d in range(draw(st.integers(1, 6))):
+        t += draw(st.sampled_from([0.0, 5.0, 12.0, 19.0, 24.0, 29.0, 35.0, 45.0])) if d else 0.0
+        for back in (False, True) if draw(st.booleans()) else (False,):
+            start = t + (0.5 if back else 0.0)
+            frame = _flow_frame(back, bytes(draw(st.integers(60, 300))), 2 * d + back)
+            pieces = fragment(frame, [8 * draw(st.integers(2, 10)) for _ in range(draw(st.integers(1, 4)))])
+            offs = sorted(draw(st.lists(st.integers(1, 28_000), min_size=len(pieces) - 1,
+                                        max_size=len(pieces) - 1, unique=True)))
+            events.append((pieces[0], start, back, True))
+            events += [(p, start + o / 1000, back, False) for p, o in zip(pieces[1:], offs)]
+    events.sort(key=lambda e: e[1])
+    # distinct times (ns), in order
+    return [(f, round(s * 1e9) + k, back, first) for k, (f, s, back, first) in enumerate(events)]
+
+
+def _timer_model(events, timeout, nbytes):
+    """Plain-Python idle timer of one table for the flow: a first fragment (a packet with its L4 header) finds its
+    flow alive if it was last seen less than ``timeout`` seconds before, else ends it and starts a new one; a later
+    fragment counts in the flow and keeps it alive only if it is alive at its time. Returns every incarnation as
+    [first_seen, last_seen, packets each way, bytes each way] (ns)."""
+    out, to = [], timeout * 10**9
+    for frame, ts, back, first in events:
+        cur = out[-1] if out else None
+        alive = cur is not None and ts - cur[1] < to
+        if not alive:
+            if not first:
+                continue
+            cur = [ts, ts, 0, 0, 0, 0]
+            out.append(cur)
+        cur[1] = max(cur[1], ts)
+        cur[2 + back] += 1
+        cur[4 + back] += nbytes(frame)
+    return out
+
+
+def _ip_len(frame):
+    return dpkt.ethernet.Ethernet(frame).data.len
+
+
+def _timed_run(events, tmp_path, pickup=False):
+    import json
+
+    src = tmp_path / "in.pcap"
+    write_pcap(src, gf.PacketBatch.from_packets([e[0] for e in events], ts_ns=np.array([e[1] for e in events])))
+    pipe = Pipeline(_timed_topology(pickup))
+    summary = pipe.run(str(src), str(tmp_path / "out.pcap"), flow_log=str(tmp_path / "flows.jsonl"), chunk=1)
+    records = [json.loads(line) for line in (tmp_path / "flows.jsonl").read_text().splitlines()]
+    return pipe, summary, records
+
+
+@given(sparse_first_fragments())
+@settings(max_examples=60, deadline=None)
+def test_later_fragments_keep_their_flow_alive(events):
+    """Later fragments move their flow's last_seen, so a flow whose only traffic for a while is later fragments
+    does not age out under them: the firewall's sessions (the flow log: how many, their first and last packet
+    times, packets and bytes each way), the GWLB's flows and the NAT gateway's mapping (how many incarnations,
+    the live one's times and counts) equal a plain-Python model of each table's idle timer, packet by packet."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pipe, summary, records = _timed_run(events, Path(tmp))
+    assert summary.packets_out == len(events) and summary.dropped == 0
+    # firewall sessions, from the flow log (bytes: the IPv4 packet the firewall gets out of Geneve)
+    want = _timer_model(events, _T_FW, _ip_len)
+    got = sorted([round(r["first_seen"] * 1e9), round(r["last_seen"] * 1e9), r["packets"], r["packets_reply"],
+                  r["bytes"], r["bytes_reply"]] for r in records)
+    assert [(r["src_ip"], r["src_port"], r["dst_ip"], r["dst_port"]) for r in records] == [_CLIENT + _SERVER] * len(
+        records)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert abs(g[0] - w[0]) < 1000 and abs(g[1] - w[1]) < 1000 and g[2:] == w[2:]
+    # the GWLB's flow (frame bytes): one entry in its table per incarnation, the live one as modelled
+    want = _timer_model(events, _T_LB, len)
+    lb = pipe.gwlbs["gwlb-1"].lb.flows
+    assert lb.stats()["inserted"] == len(want)
+    (s,) = lb.live_slots().tolist()
+    w = want[-1]
+    assert (int(lb.first_seen[s]), int(lb.last_seen[s]), int(lb.packets[s]), int(lb.bytes[s])) == (
+        w[0], w[1], w[2] + w[3], w[4] + w[5])
+    # the NAT gateway's mapping (frame bytes; replies counted in it as it translates them)
+    want = _timer_model(events, _T_NAT, len)
+    gw = pipe.nats[0]
+    assert gw.stats["mappings_created"] + gw.table.stats()["restarted"] == len(want)
+    m = gw.mappings()
+    w = want[-1]
+    assert (m["first_seen"].tolist(), m["last_seen"].tolist(), m["packets"].tolist(), m["bytes"].tolist()) == (
+        [w[0]], [w[1]], [w[2] + w[3]], [w[4] + w[5]])
+
+
+def test_trailing_fragments_keep_a_session_the_idle_timeout_would_end(tmp_path):
+    """A datagram's first fragment at 1 s, its later fragments at 16 s and 29 s, the next datagram at 50 s (49 s
+    after the last first fragment, more than every idle timeout; 21 s after the last fragment, less than the
+    firewall's 30 s and the NAT gateway's 25 s, more than the GWLB's 20 s): one firewall session and one mapping
+    for both datagrams, two GWLB flows."""
+    one = fragment(_flow_frame(False, bytes(200), 1), [64, 64])
+    two = _flow_frame(False, b"x" * 20, 2)
+    frames = one + [two]
+    events = [(f, t * 10**9, False, k in (0, 3)) for k, (f, t) in enumerate(zip(frames, (1, 16, 29, 50)))]
+    pipe, summary, records = _timed_run(events, tmp_path)
+    assert summary.packets_out == 4 and summary.dropped == 0
+    assert len(records) == 1
+    r = records[0]
+    assert (r["first_seen"], r["last_seen"], r["packets"]) == (1.0, 50.0, 4)
+    assert r["bytes"] == sum(_ip_len(f) for f in frames)
+    assert pipe.gwlbs["gwlb-1"].lb.flows.stats()["inserted"] == 2
+    m = pipe.nats[0].mappings()
+    assert (m["first_seen"].tolist(), m["last_seen"].tolist(), m["packets"].tolist()) == ([10**9], [50 * 10**9], [4])
+    assert pipe.nats[0].stats["mappings_created"] == 1 and pipe.nats[0].table.stats()["restarted"] == 0
+
+
+def test_picked_up_reply_fragments_count_in_the_mapping(tmp_path):
+    """With pickup, a capture that opens with a reply in private form (the mapping was made before the capture),
+    in fragments: the mapping picked up from it counts every fragment (packets, frame bytes, last_seen), and so
+    does it for a second reply datagram (the mapping then exists) and for a request the client sends after."""
+    rep1 = fragment(_flow_frame(True, bytes(300), 1), [64, 64, 64])
+    rep2 = fragment(_flow_frame(True, bytes(200), 2), [96])
+    req = fragment(_flow_frame(False, bytes(150), 3), [72])
+    frames = rep1 + rep2 + req
+    ts = [10**9 + k * 10**8 for k in range(len(frames))]
+    for chunk in (1, 4096):
+        src = tmp_path / f"in{chunk}.pcap"
+        write_pcap(src, gf.PacketBatch.from_packets(frames, ts_ns=np.array(ts, np.int64)))
+        pipe = Pipeline(_timed_topology(pickup=True))
+        summary = pipe.run(str(src), str(tmp_path / f"out{chunk}.pcap"), chunk=chunk)
+        assert summary.packets_out == len(frames) and summary.dropped == 0
+        gw = pipe.nats[0]
+        assert gw.stats["mappings_picked_up"] == 1
+        m = gw.mappings()
+        assert m["priv_ip"].tolist() == [_ip(_CLIENT[0])] and m["priv_port"].tolist() == [_CLIENT[1]]
+        assert (m["packets"].tolist(), m["bytes"].tolist()) == ([len(frames)], [sum(len(f) for f in frames)])
+        assert (m["first_seen"].tolist(), m["last_seen"].tolist()) == ([ts[0]], [ts[-1]])
+        # without the later fragments' counts the mapping would hold the three first fragments only
+        assert len(frames) > 3

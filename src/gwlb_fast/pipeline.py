@@ -480,7 +480,8 @@ class Pipeline:
 
     def _count_followers(self, work: PacketBatch, rows: np.ndarray, refs: np.ndarray) -> None:
         """Count the later fragments ``rows`` where their first fragments were counted (``refs``, see
-        fragments.py): GWLB flow and per-firewall counters, firewall session, NAT mapping."""
+        fragments.py): GWLB flow and per-firewall counters, firewall session, NAT mapping; each keeps the flow,
+        session or mapping alive as a packet of it does (its last_seen moves to the fragment's time)."""
         if rows.size == 0:
             return
         r = refs[rows]
@@ -501,10 +502,11 @@ class Pipeline:
                 m = has & (q[:, fr.REF_FW] == k)
                 insp.firewalls[k].count_followers(col(q[m, fr.REF_FW_SLOT]), col(q[m, fr.REF_FW_START]),
                                                   col(q[m, fr.REF_FW_FIRST]), q[m, fr.REF_REV].astype(np.uint8),
-                                                  inner[sel][m])
+                                                  inner[sel][m], ts[sel][m])
         for g in _present(r[:, fr.REF_NAT][r[:, fr.REF_NAT] >= 0], len(self.nats)):
             sel = r[:, fr.REF_NAT] == g
-            self.nats[g].count_followers(col(r[sel, fr.REF_NAT_SLOT]), col(r[sel, fr.REF_NAT_FIRST]), wl[sel])
+            self.nats[g].count_followers(col(r[sel, fr.REF_NAT_SLOT]), col(r[sel, fr.REF_NAT_FIRST]), wl[sel],
+                                         ts[sel])
 
     def _has_session(self, work: PacketBatch, rows: np.ndarray) -> np.ndarray:
         """bool per row: some firewall holds a session of the row's flow (as the row's columns address it)."""
@@ -1118,6 +1120,17 @@ class _Walk:
         self.refs[r, fr.REF_NAT_SLOT] = counted[hit, 0]
         self.refs[r, fr.REF_NAT_FIRST] = counted[hit, 1]
 
+    def _count_replies(self, rows: np.ndarray, g: int) -> None:
+        """Count the private-form replies ``rows`` in their live SNAT mapping on gateway ``g`` (as a reply in public
+        form is counted there: packets, bytes, last_seen) and keep where, for their later fragments."""
+        if rows.size == 0:
+            return
+        b = self.batch
+        counted = None if self.refs is None else np.empty((rows.size, 2), np.int64)
+        self.p.nats[g].count_replies(b.dst_ip[rows], b.dport[rows], b.proto[rows], b.ts_ns[rows], b.wirelen[rows],
+                                     counted)
+        self._nat_refs(rows, g, counted)
+
     # ---------------------------------------------------------------- entry
     def enter(self) -> None:
         """Where each packet enters: its subnet's route table, or the NAT gateway it came to from the Internet."""
@@ -1218,14 +1231,17 @@ class _Walk:
                 # rest of its flow) until those packets have been walked, see _hold
                 senders = ok & (self.vpc >= 0) & ~self.from_internet
                 soon = ~known & _sent_earlier(b, senders, rows)
+                self._count_replies(rows[known], g)
                 if p.pickup and not (known | soon).all():
                     # a flow that began before the capture: its mapping was made by packets we never saw (a flow
                     # a firewall knows did not: e.g. one it denied)
                     miss = np.flatnonzero(~known & ~soon)
                     miss = miss[~p._has_session(b, rows[miss])]
                     mr = rows[miss]
+                    counted = None if self.refs is None else np.empty((mr.size, 2), np.int64)
                     pport[miss] = gw.pickup(b.dst_ip[mr], b.dport[mr], b.proto[mr], b.ts_ns[mr], b.wirelen[mr],
-                                            b.tcp_flags[mr])
+                                            b.tcp_flags[mr], counted=counted)
+                    self._nat_refs(mr, g, counted)
                     known = pport >= 0
                 self.pending_nat[rows[soon]] = g
                 self._drop(rows[~known & ~soon], PktStatus.NAT_NO_MAPPING, S_NAT)
@@ -1469,6 +1485,7 @@ class _Walk:
             senders = held & ok & (self.vpc >= 0) & ~self.from_internet & (self.pending_nat < 0)
             soon = ~known & _sent_earlier(b, senders, rows) if may_wait else np.zeros(rows.size, bool)
             self._drop(rows[~known & ~soon], PktStatus.NAT_NO_MAPPING, S_NAT)
+            self._count_replies(rows[known], g)
             self.pending_nat[rows[known]] = -1
             gw.stats["snat_reply_packets"] += int(known.sum())
             if self.taps and known.any():

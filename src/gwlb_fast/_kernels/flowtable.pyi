@@ -203,9 +203,12 @@ class FlowTable:
         closed TCP session. slots const int64[::1]; -1 / dead slots ignored. Returns the number set."""
     def set_state(self, slots: np.ndarray, state: np.ndarray | int) -> int:
         """Set the per-slot ``state`` byte (uint8 array or scalar); -1 / dead slots ignored. Returns number set."""
-    def add_counts(self, slots: np.ndarray, first_seen: np.ndarray, nbytes: np.ndarray) -> int:
+    def add_counts(self, slots: np.ndarray, first_seen: np.ndarray, nbytes: np.ndarray,
+                   ts_ns: np.ndarray | None = None, out_counted: np.ndarray | None = None) -> int:
         """Add 1 packet and nbytes[i] bytes to live slot slots[i] still holding the entry first seen at
-        first_seen[i] (int64, int64, uint32 arrays); -1, dead or reused slots ignored. Returns the rows counted."""
+        first_seen[i] (int64, int64, uint32 arrays); -1, dead or reused slots ignored. With ts_ns (int64): only
+        where the entry is not idle-expired at ts_ns[i], whose last_seen then moves to ts_ns[i] if later.
+        out_counted (uint8, optional): 1 per row counted. Returns the rows counted."""
     def clear(self) -> None:
         """Remove every entry without counting (statistics are kept; the expire cursor returns to 0)."""
     def stats(self) -> dict[str, int]:

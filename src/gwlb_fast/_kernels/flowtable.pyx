@@ -1049,25 +1049,51 @@ cdef class FlowTable:
                 done += 1
         return done
 
-    def add_counts(self, slots, first_seen, nbytes):
+    def add_counts(self, slots, first_seen, nbytes, ts_ns=None, out_counted=None):
         """Count packets that follow another packet's entry without being looked up (the later fragments of a
         datagram, which have no ports): row ``i`` adds 1 packet and ``nbytes[i]`` bytes to slot ``slots[i]`` if it
         is live and still holds the entry first seen at ``first_seen[i]``; -1, dead slots and slots reused since
-        are ignored. Nothing else changes (last_seen, timeouts). Returns the number of rows counted.
+        are ignored. With ``ts_ns`` (the packets' times) a row also keeps its entry alive as a packet found by
+        lookup_or_insert does: it is counted only if the entry is not idle-expired at ``ts_ns[i]`` (a packet of
+        the flow would end it there), and then moves last_seen to ``ts_ns[i]`` if later (never back); rows are
+        applied in order, so each sees the last_seen of the rows before it. Without ``ts_ns`` nothing else
+        changes. ``out_counted`` (uint8[n], optional) receives 1 for each row counted, 0 for the others. Returns
+        the number of rows counted.
 
-        slots: const int64[::1] (-1 or in [0, capacity)); first_seen: const int64[::1]; nbytes: const uint32[::1].
+        slots: const int64[::1] (-1 or in [0, capacity)); first_seen: const int64[::1]; nbytes: const uint32[::1];
+        ts_ns: const int64[::1] or None; out_counted: uint8[::1] or None.
         """
         cdef const int64_t[::1] vs = self._slots_arg(slots, "slots")
         cdef Py_ssize_t i, n = vs.shape[0]
         cdef const int64_t[::1] vf = _need(first_seen, "first_seen", np.int64, n, False)
         cdef const uint32_t[::1] vb = _need(nbytes, "nbytes", np.uint32, n, False)
-        cdef int64_t s, done = 0
+        cdef bint timed = ts_ns is not None, marks = out_counted is not None
+        cdef const int64_t[::1] vt = _need(ts_ns, "ts_ns", np.int64, n, False) if timed else np.zeros(1, np.int64)
+        cdef uint8_t[::1] vo = (_need(out_counted, "out_counted", np.uint8, n, True) if marks
+                                else np.zeros(1, np.uint8))
+        cdef int64_t s, to, ts, done = 0
+        cdef int64_t tcp_to = self._tcp_to, oth_to = self._oth_to
+        cdef Entry* e
         with nogil:
             for i in range(n):
+                if marks:
+                    vo[i] = 0
                 s = vs[i]
                 if s < 0 or not self._e[s].live or self._e[s].first_seen != vf[i]:
                     continue
-                self._e[s].packets += 1
-                self._e[s].bytes += vb[i]
+                e = &self._e[s]
+                if timed:
+                    ts = vt[i]
+                    to = e.timeout  # _is_expired, with the timeouts in locals
+                    if to < 0:
+                        to = tcp_to if e.proto == 6 else oth_to
+                    if ts - e.last_seen >= to:
+                        continue
+                    if ts > e.last_seen:
+                        e.last_seen = ts
+                e.packets += 1
+                e.bytes += vb[i]
+                if marks:
+                    vo[i] = 1
                 done += 1
         return done

@@ -100,7 +100,8 @@ def session_add(
     rev: np.ndarray,  # const uint8[n]
     nbytes: np.ndarray,  # const uint32[n]
     sess: np.ndarray,  # int64[capacity, NF], in/out
+    ts_ns: np.ndarray | None = None,  # const int64[n]: F_LAST moves to ts_ns[i] where later
 ) -> int:
     """Add 1 packet and nbytes[i] bytes to session slot[i] (direction rev[i]) where the slot still holds the session
-    started at start_ns[i]; returns the rows counted."""
+    started at start_ns[i] (and with ts_ns, move its F_LAST to ts_ns[i] if later); returns the rows counted."""
 def not_open(slot: np.ndarray, sess: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...

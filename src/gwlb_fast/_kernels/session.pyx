@@ -378,17 +378,23 @@ def session_update(const int64_t[::1] slot, const uint8_t[::1] is_new, const uin
 
 
 def session_add(const int64_t[::1] slot, const int64_t[::1] start_ns, const uint8_t[::1] rev,
-                const uint32_t[::1] nbytes, int64_t[:, ::1] sess):
+                const uint32_t[::1] nbytes, int64_t[:, ::1] sess, ts_ns=None):
     """Count packets that follow another packet's session without walking the session machine (the later
     fragments of a datagram, which have no ports): row ``i`` adds 1 packet and ``nbytes[i]`` bytes to session
     ``slot[i]`` in the direction ``rev[i]`` (the canonical direction of the packet it follows: client to server
     when equal to the session's ``F_CLIENT_REV``), if that slot still holds the session that started at
     ``start_ns[i]`` (a slot reused by another session since, an empty one, or ``slot[i] < 0``: not counted).
-    Nothing else changes (state, times). Returns the number of rows counted."""
+    With ``ts_ns`` (const int64[n], the packets' times) a counted row also moves the session's ``F_LAST`` to
+    ``ts_ns[i]`` if later (never back), as a packet applied by ``session_update`` does; whether the session is
+    still alive at that time is the caller's to decide (the firewall asks its flow table: ``add_counts``).
+    Nothing else changes (state, start). Returns the number of rows counted."""
     cdef Py_ssize_t n = slot.shape[0], cap = sess.shape[0], i
     cdef int64_t s, done = 0
     cdef int64_t* row
-    for name, ln in (("start_ns", start_ns.shape[0]), ("rev", rev.shape[0]), ("nbytes", nbytes.shape[0])):
+    cdef bint timed = ts_ns is not None
+    cdef const int64_t[::1] vt = ts_ns if timed else np.zeros(1, np.int64)
+    for name, ln in (("start_ns", start_ns.shape[0]), ("rev", rev.shape[0]), ("nbytes", nbytes.shape[0]),
+                     ("ts_ns", vt.shape[0] if timed else n)):
         if ln != n:
             raise ValueError(f"session_add: {name} has length {ln}, expected {n}")
     if sess.shape[1] != _NF:
@@ -407,6 +413,8 @@ def session_add(const int64_t[::1] slot, const int64_t[::1] start_ns, const uint
             else:
                 row[_F_PKTS_S2C] += 1
                 row[_F_BYTES_S2C] += nbytes[i]
+            if timed and vt[i] > row[_F_LAST]:
+                row[_F_LAST] = vt[i]
             done += 1
     return done
 

@@ -448,14 +448,22 @@ class Firewall:
         return FirewallOutput(out, source, kind, status, out_rule, counts, sessions, slot, rev)
 
     def count_followers(self, slot: np.ndarray, start_ns: np.ndarray, first_seen: np.ndarray, rev: np.ndarray,
-                        nbytes: np.ndarray) -> int:
+                        nbytes: np.ndarray, ts_ns: np.ndarray | None = None) -> int:
         """Count packets that follow another packet's session without being inspected (the later fragments of a
         datagram, which have no ports: see fragments.py): packets and bytes in the session at ``slot`` (and its
         flow-table entry), in direction ``rev``, where the slot still holds the session that started at
-        ``start_ns`` (entry first seen at ``first_seen``). Returns the packets counted in sessions."""
+        ``start_ns`` (entry first seen at ``first_seen``). With ``ts_ns`` (the packets' times) a packet counts only
+        where the entry is not idle-expired at its time (its timeout: the protocol's, or the close / deny timeout
+        of a closed or denied session) and keeps the session alive as a packet of it does: the entry's last_seen
+        and the session's last packet time move to its time. Returns the packets counted in sessions."""
         nbytes = np.ascontiguousarray(nbytes, np.uint32)
-        self.table.add_counts(slot, first_seen, nbytes)
-        return _s.session_add(slot, start_ns, rev, nbytes, self.sessions)
+        if ts_ns is None:
+            self.table.add_counts(slot, first_seen, nbytes)
+            return _s.session_add(slot, start_ns, rev, nbytes, self.sessions)
+        ts_ns = np.ascontiguousarray(ts_ns, np.int64)
+        alive = np.empty(slot.shape[0], np.uint8)
+        self.table.add_counts(slot, first_seen, nbytes, ts_ns, alive)
+        return _s.session_add(np.where(alive != 0, slot, -1), start_ns, rev, nbytes, self.sessions, ts_ns)
 
     def refs_of(self, slot: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For :meth:`count_followers`, after a call that returned ``slot``: (slot, session start, entry first

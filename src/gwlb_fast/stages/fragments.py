@@ -19,7 +19,12 @@ Every later fragment that takes its first fragment's fate also counts where the 
 the same direction, with its own length on the wire: its firewall session (packets and bytes, so the flow log's
 record), the GWLB's flow and per-firewall counters, the NAT gateway's mapping, or the flow log's record of a flow
 dropped or forwarded without a session. The walk leaves, per first fragment, where it was counted (the ``REF_*``
-columns); the tracker keeps that beside the datagram's entry for the later fragments that come after it.
+columns); the tracker keeps that beside the datagram's entry for the later fragments that come after it. A later
+fragment also keeps what it counts in alive, as a packet of the flow does: the session's, flow's and mapping's
+last_seen move to its time (never back), unless the entry has already idled out at that time (its table's
+timeout for it: the protocol's, or a closed or denied session's shorter one), in which case it counts nowhere.
+The later fragments of a batch are counted after the batch's walk, so inside one batch the packets with ports
+meet the tables before them.
 
 One :class:`FragmentTracker` serves a whole pipeline: :meth:`scan` enters the fragments of a batch before the
 path is walked (later fragments keep status ``FRAGMENT``, so the walk leaves them alone), :meth:`settle` gives

@@ -374,10 +374,11 @@ class Gwlb:
                         nbytes: np.ndarray) -> None:
         """Count packets that follow another packet's flow without being balanced (the later fragments of a
         datagram, which have no ports: see fragments.py), as :meth:`process` counts the packets it sends to
-        firewall ``fw``: in the flow at ``slot`` (if it still holds the flow first seen at ``first_seen``), in the
-        per-firewall packets and bytes and in ``activity``."""
+        firewall ``fw``: in the flow at ``slot`` (if it still holds the flow first seen at ``first_seen`` and the
+        flow is not idle-expired at the packet's time ``ts_ns``, which then keeps it alive: its last_seen moves to
+        that time), in the per-firewall packets and bytes and in ``activity``."""
         nbytes = np.ascontiguousarray(nbytes, np.uint32)
-        self.flows.add_counts(slot, first_seen, nbytes)
+        self.flows.add_counts(slot, first_seen, nbytes, np.ascontiguousarray(ts_ns, np.int64))
         k = len(self.names)
         self.packets_per_fw += np.bincount(fw, minlength=k)
         self.bytes_per_fw += np.bincount(fw, weights=nbytes, minlength=k).astype(np.int64)

@@ -310,11 +310,17 @@ class NatGateway:
         self._count(st, was_ok)
         return batch
 
-    def count_followers(self, slot: np.ndarray, first_seen: np.ndarray, nbytes: np.ndarray) -> int:
+    def count_followers(self, slot: np.ndarray, first_seen: np.ndarray, nbytes: np.ndarray,
+                        ts_ns: np.ndarray | None = None) -> int:
         """Count packets that follow another packet's mapping without being translated by port (the later fragments
         of a datagram: see fragments.py) in the mapping at ``slot``, if it still holds the mapping first seen at
-        ``first_seen``. Returns the packets counted."""
-        return self.table.add_counts(slot, first_seen, np.ascontiguousarray(nbytes, np.uint32))
+        ``first_seen``. With ``ts_ns`` (the packets' times) a packet counts only where the mapping is not
+        idle-expired at its time, and keeps it alive as a translated packet does (last_seen moves to its time).
+        Returns the packets counted."""
+        nbytes = np.ascontiguousarray(nbytes, np.uint32)
+        if ts_ns is None:
+            return self.table.add_counts(slot, first_seen, nbytes)
+        return self.table.add_counts(slot, first_seen, nbytes, np.ascontiguousarray(ts_ns, np.int64))
 
     # ------------------------------------------------------------------ captures taken elsewhere
     def dnat_rule_of_target(self, ip: np.ndarray, port: np.ndarray, proto: np.ndarray) -> np.ndarray:
@@ -326,16 +332,45 @@ class NatGateway:
             out[hit] = i
         return out
 
+    def count_replies(self, priv_ip: np.ndarray, priv_port: np.ndarray, proto: np.ndarray, ts_ns: np.ndarray,
+                      nbytes: np.ndarray, counted: np.ndarray | None = None) -> None:
+        """Replies to SNAT'ed flows as the private host receives them (a capture taken on the business side: the
+        pipeline replays them in private form, their mapping found by its private ``(ip, port, proto)``), counted in
+        their mapping as :meth:`inbound` counts a reply in public form: packets, bytes and last_seen, which keeps
+        the mapping alive. Every key must have a live mapping (the caller found it). ``counted``: as for
+        :meth:`outbound`."""
+        m = np.asarray(priv_ip).shape[0]
+        if counted is not None:
+            counted[:] = -1
+        if m == 0:
+            return
+        got = np.empty(m, np.int64)
+        is_new = np.empty(m, np.uint8)
+        self.table.lookup_or_insert(np.ascontiguousarray(priv_ip, np.uint32), np.zeros(m, np.uint32),
+                                    np.ascontiguousarray(priv_port, np.uint16), np.zeros(m, np.uint16),
+                                    np.ascontiguousarray(proto, np.uint8), None,
+                                    np.ascontiguousarray(ts_ns, np.int64), np.ascontiguousarray(nbytes, np.uint32),
+                                    got, is_new)
+        self.table.take_ended()
+        if counted is not None:
+            hit = got >= 0
+            counted[hit, 0] = got[hit]
+            counted[hit, 1] = self.table.first_seen[got[hit]]
+
     def pickup(self, priv_ip: np.ndarray, priv_port: np.ndarray, proto: np.ndarray, ts_ns: np.ndarray,
-               nbytes: np.ndarray, icmp_type: np.ndarray | None = None) -> np.ndarray:
+               nbytes: np.ndarray, icmp_type: np.ndarray | None = None,
+               counted: np.ndarray | None = None) -> np.ndarray:
         """SNAT mappings for flows that began before the capture, made from their replies as the private host
         receives them (``replay: {pickup: true}``): each private ``(ip, port, proto)`` that an SNAT source owns gets
         its mapping (an existing one, or a new one with the next free port, as its first outbound packet would
         have). ICMP: only query replies (``icmp_type``, the parsed ``tcp_flags`` column, 0, 14, 16 or 18; an error
         message quotes its flow and makes no mapping). Returns int32[n]: the public port, -1 where none (not an
-        SNAT source, not TCP/UDP/ICMP query reply, no port or table space left)."""
+        SNAT source, not TCP/UDP/ICMP query reply, no port or table space left). ``counted``: as for
+        :meth:`outbound` (each reply is counted in the mapping it got)."""
         m = np.asarray(priv_ip).shape[0]
         out = np.full(m, -1, np.int32)
+        if counted is not None:
+            counted[:] = -1
         if m == 0:
             return out
         priv_ip = np.ascontiguousarray(priv_ip, np.uint32)
@@ -371,6 +406,10 @@ class NatGateway:
             self.table.delete(gone)
             self.slot_port[gone] = -1
         out[sel] = port
+        if counted is not None:
+            ok = port >= 0
+            counted[sel[ok], 0] = slot[ok]
+            counted[sel[ok], 1] = self.table.first_seen[slot[ok]]
         return out
 
     # ------------------------------------------------------------------ reporting
