@@ -11,6 +11,7 @@ import re
 import shutil
 import struct
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 from gwlb_fast.batch import PacketBatch
 from gwlb_fast.cli import main
 from gwlb_fast.outputs.drops import CommentedPcapngWriter
-from gwlb_fast.outputs.htmlreport import ReportState, TimeBins
+from gwlb_fast.outputs.htmlreport import RULES_CHARTED, ReportState, TimeBins, charted_rules
 from gwlb_fast.pcapio import read_pcap, write_pcap
 from gwlb_fast.synth import generate
 
@@ -422,3 +423,40 @@ def test_charts_drawn_by_several_processes_are_the_serial_ones(run, monkeypatch)
     monkeypatch.setattr(htmlreport, "_charts", fails_in_a_fork)
     got = htmlreport.draw_charts(d, 3)
     assert {k: _without_metadata(v) for k, v in got.items()} == {k: _without_metadata(v) for k, v in serial.items()}
+
+
+@given(st.dictionaries(st.text(alphabet="abcdefgh-", min_size=1, max_size=6), st.integers(0, 50), max_size=80))
+def test_rule_chart_keeps_the_most_hit_rules_in_policy_order(rules):
+    """The chart's bars: every rule that took a session, or the RULES_CHARTED most hit (ties: the earlier rule),
+    in policy order; the count of the rest."""
+    names, hits, rest = charted_rules(rules)
+    order = list(rules)
+    hit = [r for r in order if rules[r]]
+    want = sorted(hit, key=lambda r: (-rules[r], order.index(r)))[:RULES_CHARTED]
+    assert names == [r for r in order if r in want]
+    assert hits == [rules[r] for r in names]
+    assert rest == len(hit) - len(names)
+
+
+def test_report_of_a_thousand_rule_policy_stays_small(tmp_path):
+    """A policy of 1,000 rules (most of which take no session): the rules chart draws the rules that took sessions,
+    the table lists them and says how many took none; the numbers (JSON) keep every rule."""
+    topo = yaml.safe_load(Path(_example()).read_text())
+    topo.pop("events", None)
+    extra = [{"name": f"gen-{i}", "source": ["192.0.2.0/24"], "destination": ["198.18.0.0/15"], "protocol": "udp",
+              "port": [40000 + i], "action": "allow"} for i in range(996)]
+    topo["security_policy"]["rules"] = extra + topo["security_policy"]["rules"]
+    (tmp_path / "topo.yaml").write_text(yaml.safe_dump(topo))
+    write_pcap(tmp_path / "in.pcap", generate(flows=200, packets=4000, seed=3))
+    report = tmp_path / "report.html"
+    assert main(["run", str(tmp_path / "topo.yaml"), str(tmp_path / "in.pcap"), "-o", str(tmp_path / "out.pcap"),
+                 "--report", str(report), "--quiet", "--workers", "1"]) == 0
+    text, d = _report_data(report)
+    assert len(d["rules"]) >= 1000
+    sec = re.search(r'<section id="rules">(.*?)</section>', text, re.DOTALL).group(1)
+    rows = re.findall(r"<tr><td>([^<]*)</td><td>([^<]*)</td></tr>", sec)
+    took = {r: n for r, n in d["rules"].items() if n}
+    assert [(r, f"{n:,}") for r, n in took.items()] == rows
+    idle = len(d["rules"]) - len(took)
+    assert f"{idle:,} more rules took no session." in sec
+    assert len(sec) < 200_000  # the chart of 1,000 bars was over 1 MB of SVG

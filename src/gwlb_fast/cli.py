@@ -100,7 +100,7 @@ def collect_from_here() -> None:
 
 
 def _replay(topology, capture, output, taps, flow_log, events, chunk, seed, as_json, quiet, drops=None,
-            report=None, pickup=None, threat_log=None) -> int:
+            report=None, pickup=None, threat_log=None, chart_processes: int = 1) -> int:
     from pathlib import Path
 
     from .outputs.report import UnmatchedHint
@@ -123,7 +123,8 @@ def _replay(topology, capture, output, taps, flow_log, events, chunk, seed, as_j
     if report is not None:
         from .outputs.htmlreport import ReportCollector
 
-        observers.append(ReportCollector(report, inputs=[capture, topology], title=Path(capture).name))
+        observers.append(ReportCollector(report, inputs=[capture, topology], title=Path(capture).name,
+                                         processes=chart_processes))
     summary = pipe.run(capture, output, taps=taps, flow_log=flow_log, events=events, chunk=chunk, quiet=quiet,
                        strict=False, observers=observers, threat_log=threat_log)
     return _print_summary(summary, as_json, hint)
@@ -138,6 +139,12 @@ _RAY_OPTIONS = {"command", "func", "topology", "input", "output", "taps", "flow_
 AUTO_WORKERS_MIN_BYTES = 64 << 20  # smaller captures take less time than starting workers saves
 
 
+def _cores() -> int:
+    from .scale.parallel import default_workers
+
+    return default_workers()
+
+
 def auto_workers(capture, others=()) -> int:
     """The workers of a run that does not say (``--workers`` absent): every core for a capture of
     ``AUTO_WORKERS_MIN_BYTES`` or more when every option given merges across workers (``others``: those that do
@@ -145,11 +152,7 @@ def auto_workers(capture, others=()) -> int:
     from pathlib import Path
 
     big = Path(capture).is_file() and Path(capture).stat().st_size >= AUTO_WORKERS_MIN_BYTES
-    if big and not others:
-        from .scale.parallel import default_workers
-
-        return default_workers()
-    return 1
+    return _cores() if big and not others else 1
 
 
 def _cmd_run(args) -> int:
@@ -170,9 +173,11 @@ def _cmd_run(args) -> int:
         opts = ", ".join("--" + k.replace("_", "-") for k in others)
         raise ConfigError(f"{args.input}: {opts} needs --workers 1")
     if n == 1:
+        # the report's charts are drawn once the replay is over: on every core, unless --workers said how many
         return _replay(args.topology, args.input, args.output, args.taps, args.flow_log, args.events, args.chunk,
                        args.seed, args.json, args.quiet, drops=args.drops, report=args.report,
-                       pickup=args.pickup, threat_log=args.threat_log)
+                       pickup=args.pickup, threat_log=args.threat_log,
+                       chart_processes=1 if args.workers is not None else _cores())
     from .config import load_topology
     from .scale.parallel import run_parallel
 
@@ -306,7 +311,8 @@ def _cmd_demo(args) -> int:
             f.file.write(Path(topo).read_text())
         if n == 1:
             rc = _replay(topo, capture, out / "output.pcap", out / "taps", out / "flows.jsonl", None, 65536,
-                         args.seed, args.json, args.quiet, drops=out / "drops.pcapng", report=out / "report.html")
+                         args.seed, args.json, args.quiet, drops=out / "drops.pcapng", report=out / "report.html",
+                         chart_processes=_cores())
         else:
             from .config import load_topology
             from .scale.parallel import run_parallel

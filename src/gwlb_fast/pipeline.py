@@ -177,7 +177,7 @@ class Pipeline:
         self._gwlb_index = {name: i for i, name in enumerate(self.gwlbs)}
         #: the path's firewall index (``ChunkResult.fw``, drop records) -> name, and each GWLB's first index
         self.firewall_names = topo.firewall_names()
-        self._fw_offset = topo.firewall_offsets()
+        self.firewall_offsets = topo.firewall_offsets()
         # the broadcast address of every subnet (a /31 or /32 has none), for the special-address check
         bcast = {s.net | (~((0xFFFFFFFF << (32 - s.plen)) & 0xFFFFFFFF) & 0xFFFFFFFF)
                  for v in topo.vpcs.values() for s in v.subnets.values() if s.plen < 31}
@@ -943,7 +943,7 @@ class Pipeline:
         hits = np.zeros(len(self.policy.rules) + 1, np.int64)
         for gname, insp in self.gwlbs.items():
             c = insp.lb.counters()
-            base = self._fw_offset[gname]
+            base = self.firewall_offsets[gname]
             for k, fw in enumerate(insp.firewalls):
                 hits += fw.hits
                 fc = c["firewalls"][fw.name]
@@ -1419,7 +1419,7 @@ class _Walk:
                         cookie=sub.flow_cookie.copy(), tuple=(sub.src_ip.copy(), sub.dst_ip.copy(), sub.sport.copy(),
                                                               sub.dport.copy(), sub.proto.copy()))
         self.inspected[rows, e] = True
-        base = p._fw_offset[ep.gwlb]  # the GWLB's firewall k is the path's firewall base + k
+        base = p.firewall_offsets[ep.gwlb]  # the GWLB's firewall k is the path's firewall base + k
         if base:
             self.fw[rows] = np.where(res.fw_index >= 0, res.fw_index + base, -1)
             self.failed_fw[rows] = np.where(res.failed_fw >= 0, res.failed_fw + base, -1)

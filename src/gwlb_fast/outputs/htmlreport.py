@@ -325,21 +325,19 @@ class ReportCollector:
     """Pipeline observer that fills a :class:`ReportState` and writes the HTML report when the run ends (with
     ``path`` None it only collects: a flow shard's, which its parent merges)."""
 
-    def __init__(self, path, inputs=(), title: str = "gwlb-fast run"):
+    def __init__(self, path, inputs=(), title: str = "gwlb-fast run", processes: int = 1):
         self.path = None if path is None else check_report_path(path, inputs)
         self.title = title
+        self.processes = processes  # that draw the charts once the replay is over (draw_charts)
         self.data: dict = {}
         self.state = ReportState()
 
     # ------------------------------------------------------------------ collecting
     def start(self, pipe) -> None:
-        names = []
-        self.fw_base = {}
-        for g, insp in pipe.gwlbs.items():
-            self.fw_base[g] = len(names)
-            names += [n if len(pipe.gwlbs) == 1 else f"{g}/{n}" for n in insp.cfg.firewall_names]
+        self.fw_base = pipe.firewall_offsets
+        for insp in pipe.gwlbs.values():
             insp.lb.activity = []
-        self.state = ReportState(names, pipe.nat_names)
+        self.state = ReportState(list(pipe.firewall_names), pipe.nat_names)
         self.snapshots: list[dict] = []
 
     def _origin(self, pipe) -> None:
@@ -413,10 +411,23 @@ class ReportCollector:
         self.state.effects = effects
         self.state.first_ts = pipe.first_ts
         if self.path is not None:
-            self.data = write_report(self.path, self.title, self.state, summary)
+            self.data = write_report(self.path, self.title, self.state, summary, self.processes)
 
 
 CHARTS = ("load", "drops", "events", "rules", "talkers", "nat")  # the page's sections, one chart each
+RULES_CHARTED = 25  # bars of the rule chart: a policy of thousands of rules draws its most hit, then the rest as one
+
+
+def charted_rules(rules: dict[str, int]) -> tuple[list[str], list[int], int]:
+    """The rule chart's bars: the rules that took sessions, in policy order, the ``RULES_CHARTED`` most hit of them
+    when there are more; and how many rules that took sessions are left out of the bars."""
+    hit = [(r, n) for r, n in rules.items() if n]
+    if len(hit) > RULES_CHARTED:
+        top = set(sorted(range(len(hit)), key=lambda i: -hit[i][1])[:RULES_CHARTED])
+        kept = [x for i, x in enumerate(hit) if i in top]
+    else:
+        kept = hit
+    return [r for r, _ in kept], [n for _, n in kept], len(hit) - len(kept)
 
 
 def draw_charts(d: dict, processes: int = 1) -> dict[str, str]:
@@ -533,11 +544,16 @@ def _charts(d: dict, keys=CHARTS) -> dict[str, str]:
         return finish(fig)
 
     def rules() -> str:
-        fig, ax = plt.subplots(figsize=(9, max(2.0, 0.35 * len(d["rules"]) + 1)))
-        names = list(d["rules"])
-        ax.barh(names[::-1], [d["rules"][r] for r in names][::-1])
+        names, hits, rest = charted_rules(d["rules"])
+        if rest:
+            names, hits = [*names, f"({rest:,} more rules)"], [*hits, sum(d["rules"].values()) - sum(hits)]
+        fig, ax = plt.subplots(figsize=(9, max(2.0, 0.35 * len(names) + 1)))
+        if names:
+            ax.barh(names[::-1], hits[::-1])
+        else:
+            ax.text(0.5, 0.5, "no rule took a session", ha="center", va="center", transform=ax.transAxes)
         ax.set_xlabel("sessions")
-        ax.set_title("Rule hits")
+        ax.set_title("Rule hits" + (f" (the {RULES_CHARTED} most hit)" if rest else ""))
         return finish(fig)
 
     def talkers() -> str:
@@ -601,7 +617,12 @@ def render_page(title: str, d: dict, charts: dict[str, str]) -> str:
                        [[f"{e['at']:g}", e["firewall"], e["state"], e["flows_lost"], e["packets_lost"],
                          e["flows_moved"], ", ".join(f"{k} {v:,}" for k, v in e["flows_placed"].items())]
                         for e in d["events"]])))
-    sec.append(("rules", "Rule hits", _table(["rule", "sessions"], [[r, n] for r, n in d["rules"].items()])))
+    # every rule that took a session, in policy order; the others in one line (the JSON below lists them all)
+    idle = sum(1 for n in d["rules"].values() if not n)
+    sec.append(("rules", "Rule hits",
+                _table(["rule", "sessions"], [[r, n] for r, n in d["rules"].items() if n])
+                + (f"<p class=\"notes\">{idle:,} more rule{'s' if idle != 1 else ''} took no session.</p>"
+                   if idle else "")))
     sec.append(("talkers", "Top talkers and services",
                 (_table(["host", "bytes"], [[x["ip"], x["bytes"]] for x in d["top_talkers"]])
                  + _table(["service", "sessions", "bytes"],
@@ -630,5 +651,5 @@ def render_page(title: str, d: dict, charts: dict[str, str]) -> str:
     return "\n".join(parts)
 
 
-__all__ = ["CHARTS", "ReportCollector", "ReportState", "TimeBins", "check_report_path", "draw_charts", "render_page",
-           "write_report"]
+__all__ = ["CHARTS", "RULES_CHARTED", "ReportCollector", "ReportState", "TimeBins", "charted_rules",
+           "check_report_path", "draw_charts", "render_page", "write_report"]
