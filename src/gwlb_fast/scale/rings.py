@@ -4,7 +4,9 @@ Each worker writes the packets of one capture (the delivered packets, or one tap
 with the parent: the packet bytes into a data area, and for each packet its timestamp, place and lengths into an
 index. With each batch it announces a *watermark*: no packet it writes later has an earlier timestamp. The parent
 merges the rings into the destination with a :class:`~gwlb_fast.pcapio.PcapWriter` while the workers go on,
-freeing the ring space it has written. The destination is written once, by one process, and the rings' pages are
+freeing the ring space it has written. For a classic pcap the workers write each packet as its record in the file
+(``CaptureRings(records=True)``) and the parent hands the file the records in merged order straight from the rings
+(``writev``), copying none of them itself. The destination is written once, by one process, and the rings' pages are
 reused lap after lap: no worker file is written and read back.
 
 The merged order is that of a stable sort of all the workers' packets by timestamp, ties in worker order, then in
