@@ -1339,3 +1339,71 @@ def test_released_pages_of_done_chunks_are_given_back(tmp_path):
     assert len(batches) == 3 and advised
     first = batches[0]
     assert bytes(first.data[first.off[7]:first.off[7] + 1400]) == bytes([7]) * 1400
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(0, 90), st.sampled_from([1, 101, 113, 228, 276, 0, 9])), max_size=30),
+       st.integers(14, 80))
+def test_record_sizes_are_the_records_write_pcap_records_makes(pkts, snaplen):
+    """pcap_record_sizes: each record's size, header included, as the records write_pcap_records writes say (read
+    back in plain Python from their headers); the sum is pcap_write_size."""
+    data = bytes((7 * i + 3) % 256 for i in range(sum(n for n, _ in pkts) + 1))
+    caplen = np.array([n for n, _ in pkts], np.uint32)
+    off = np.zeros(len(pkts), np.int64)
+    if len(pkts):
+        np.cumsum(caplen[:-1], dtype=np.int64, out=off[1:])
+    lt = np.array([t for _, t in pkts], np.uint16)
+    buf = np.frombuffer(data, np.uint8)
+    sizes = np.zeros(len(pkts), np.uint32)
+    total = k.pcap_record_sizes(buf, off, caplen, lt, 1, snaplen, sizes)
+    assert total == k.pcap_write_size(buf, off, caplen, lt, 1, snaplen)
+    out = np.zeros(total, np.uint8)
+    k.write_pcap_records(buf, off, caplen, caplen, np.arange(len(pkts), dtype=np.int64), lt, 1, True, snaplen, out)
+    raw, pos, want = out.tobytes(), 0, []
+    while pos < len(raw):
+        incl = struct.unpack_from("<I", raw, pos + 8)[0]
+        want.append(16 + incl)
+        pos += 16 + incl
+    assert sizes.tolist() == want
+
+
+def test_record_sizes_name_the_packet_that_cannot_be_converted():
+    buf = np.zeros(64, np.uint8)
+    sizes = np.zeros(3, np.uint32)
+    got = k.pcap_record_sizes(buf, np.array([0, 10, 20], np.int64), np.full(3, 10, np.uint32),
+                              np.array([1, 147, 1], np.uint16), 1, 65535, sizes)
+    assert got == -2 and sizes[0] == 26
+    with pytest.raises(ValueError):
+        k.pcap_record_sizes(buf, np.zeros(2, np.int64), np.full(2, 10, np.uint32), np.ones(2, np.uint16), 1,
+                            65535, np.zeros(1, np.uint32))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(min_size=1, max_size=3000), st.data())
+def test_write_pieces_writes_the_slices_in_order(tmp_path, blob, data):
+    """write_pieces: the file holds the pieces in their order, as a plain join of the slices (adjacent ones
+    merged, empty ones, repeats and more pieces than one writev takes included)."""
+    m = data.draw(st.integers(0, 2500))
+    starts = data.draw(st.lists(st.integers(0, len(blob) - 1), min_size=m, max_size=m))
+    lens = [data.draw(st.integers(0, min(40, len(blob) - s))) for s in starts]
+    if m and data.draw(st.booleans()):  # runs of adjacent pieces
+        starts = [min(sum(lens[:i]) % len(blob), len(blob) - lens[i]) for i in range(m)]
+    path = tmp_path / "pieces.bin"
+    with open(path, "wb", buffering=0) as fh:
+        got = k.write_pieces(fh.fileno(), np.frombuffer(blob, np.uint8), np.array(starts, np.int64),
+                             np.array(lens, np.uint32))
+    want = b"".join(blob[s:s + n] for s, n in zip(starts, lens))
+    assert got == len(want) and path.read_bytes() == want
+
+
+def test_write_pieces_checks_every_piece_first_and_raises_the_write_error(tmp_path):
+    path = tmp_path / "p.bin"
+    buf = np.arange(10, dtype=np.uint8)
+    with open(path, "wb", buffering=0) as fh:
+        with pytest.raises(ValueError, match="piece 1"):
+            k.write_pieces(fh.fileno(), buf, np.array([0, 8], np.int64), np.array([2, 3], np.uint32))
+        with pytest.raises(ValueError):
+            k.write_pieces(fh.fileno(), buf, np.array([0], np.int64), np.array([2, 3], np.uint32))
+    assert path.read_bytes() == b""
+    with open(path, "rb") as fh, pytest.raises(OSError):
+        k.write_pieces(fh.fileno(), buf, np.array([0], np.int64), np.array([4], np.uint32))

@@ -49,8 +49,8 @@ def _expected(streams):
     return sorted(rows, key=lambda r: (r[0], r[1], r[2]))
 
 
-def _run(streams, tmp_path, ring_bytes, ring_packets, fmt="pcap"):
-    rings = CaptureRings(len(streams), ring_bytes, ring_packets)
+def _run(streams, tmp_path, ring_bytes, ring_packets, fmt="pcap", records=False):
+    rings = CaptureRings(len(streams), ring_bytes, ring_packets, records=records)
     dest = tmp_path / f"m.{fmt}"
     merger = RingMerger(rings, range(len(streams)), PcapWriter(dest, linktype=1 if fmt == "pcap" else None,
                                                                 format=fmt))
@@ -88,10 +88,14 @@ def _records(path):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(streams(), st.sampled_from([(600, 4), (2000, 64), (1 << 16, 1 << 10)]))
-def test_merge_is_the_stable_sort_of_every_packet(tmp_path, streams, ring):
-    """Small rings wrap, fill and make the writers wait; the result is the same whatever the scheduling."""
-    assert _records(_run(streams, tmp_path, *ring)) == _expected(streams)
+@given(streams(), st.sampled_from([(600, 4), (2000, 64), (1 << 16, 1 << 10)]), st.booleans())
+def test_merge_is_the_stable_sort_of_every_packet(tmp_path, streams, ring, records):
+    """Small rings wrap, fill and make the writers wait; the result is the same whatever the scheduling, with the
+    rings holding packets or the pcap records the writers made of them (16 bytes more each: the ring is as much
+    larger, so that it still holds two of the largest)."""
+    ring_bytes, ring_packets = ring
+    got = _run(streams, tmp_path, ring_bytes + 32 * records, ring_packets, records=records)
+    assert _records(got) == _expected(streams)
 
 
 def test_a_packet_never_wraps_and_the_file_is_what_one_writer_writes(tmp_path):
@@ -100,11 +104,67 @@ def test_a_packet_never_wraps_and_the_file_is_what_one_writer_writes(tmp_path):
     sizes = [300, 250, 290, 100, 299, 60] * 5
     ts = np.arange(len(sizes), dtype=np.int64) * 1000
     streams = [[(ts, sizes, 0, None)]]
-    for fmt in ("pcap", "pcapng"):
-        got = _run(streams, tmp_path, 700, 8, fmt).read_bytes()
+    for fmt, records in (("pcap", False), ("pcap", True), ("pcapng", False)):
+        got = _run(streams, tmp_path, 700, 8, fmt, records).read_bytes()
         with PcapWriter(tmp_path / f"ref.{fmt}", linktype=1 if fmt == "pcap" else None) as w:
             w.write(_batch(ts, sizes, 0, 0))
         assert got == (tmp_path / f"ref.{fmt}").read_bytes()
+
+
+def _mixed(ts):
+    """Packets of every link type an Ethernet capture converts (raw IP v4/v6, Linux cooked v1/v2, null, PPP), some
+    shorter than their link header, and two large ones."""
+    ip = bytes([0x45, 0, 0, 58]) + bytes(12) + bytes([10, 0, 0, 2]) + b"x" * 38
+    ip6 = bytes([0x60]) + bytes(47)
+    sll = bytes([0, 0, 0, 1, 0, 6]) + bytes(range(1, 7)) + bytes(2) + bytes([8, 0]) + ip
+    sll2 = bytes([8, 0, 0, 0, 0, 0, 0, 1, 0, 1, 6]) + bytes(range(1, 7)) + bytes(3) + ip
+    pkts = [(ip, 101), (ip6, 101), (ip, 228), (sll, 113), (sll[:9], 113), (sll2, 276), (sll2[:5], 276),
+            (bytes([2, 0, 0, 0]) + ip, 0), (bytes([0, 0x21]) + ip, 9), (bytes(64), 1), (bytes(70000), 1),
+            (bytes(70000), 101)]
+    b = PacketBatch.from_packets([p for p, _ in pkts], linktype=LINKTYPE_ETHERNET)
+    b.linktype[:] = [lt for _, lt in pkts]
+    b.ts_ns[:] = ts + np.arange(len(pkts), dtype=np.int64) * 7
+    b.wirelen[-1] += 5
+    return b
+
+
+def test_records_of_converted_packets_are_what_a_pcap_writer_writes(tmp_path):
+    """A ring of records holds the classic pcap records of packets of any link type, converted to Ethernet as a
+    PcapWriter does: the merge of two writers is byte for byte a PcapWriter's file of
+    the same packets in the same order, and each writer counts the bytes its records hold."""
+    a, b = _mixed(1_000_000_000), _mixed(1_000_000_003)
+    rings = CaptureRings(2, 1 << 18, 64, records=True)
+    merger = RingMerger(rings, [0, 1], PcapWriter(tmp_path / "m.pcap", linktype=1))
+    writers = [RingWriter(rings, 0), RingWriter(rings, 1)]
+    for w, x in zip(writers, (a, b)):
+        w.write(x)
+        w.close()
+    while not merger.done:
+        merger.step()
+    merger.close()
+    both = PacketBatch.concat([a, b])
+    both = both[np.argsort(both.ts_ns, kind="stable")]
+    with PcapWriter(tmp_path / "ref.pcap", linktype=1) as ref:
+        ref.write(both)
+    assert (tmp_path / "m.pcap").read_bytes() == (tmp_path / "ref.pcap").read_bytes()
+    assert writers[0].bytes + writers[1].bytes == ref.bytes and merger.writer.packets == len(both)
+
+
+def test_a_ring_of_records_takes_only_what_its_file_holds(tmp_path):
+    """Records are made for a nanosecond Ethernet pcap of the default snap length: a writer or a file of another
+    kind is refused, and a packet that no Ethernet capture can hold is refused before anything is written."""
+    rings = CaptureRings(1, 4096, 16, records=True)
+    with pytest.raises(ValueError, match="default snap length"):
+        RingWriter(rings, 0, snaplen=100).write(_batch(np.array([1], np.int64), [40], 0, 0))
+    bad = _batch(np.array([1, 2], np.int64), [40, 40], 0, 0)
+    bad.linktype[1] = 147  # a user link type: no conversion to Ethernet
+    w = RingWriter(rings, 0)
+    with pytest.raises(ValueError, match="link type 147"):
+        w.write(bad)
+    assert int(rings.counters[0, 0]) == 0 and w.packets == 0
+    for kw in ({"format": "pcapng"}, {"nanosecond": False}, {"snaplen": 100}, {"linktype": 101}):
+        with PcapWriter(tmp_path / "x.pcap", **kw) as pw, pytest.raises(ValueError, match="write_records"):
+            pw.write_records(rings.data, np.zeros(1, np.int64), np.full(1, 16, np.uint32))
 
 
 def test_writer_counts_what_a_classic_pcap_holds_and_refuses_a_packet_larger_than_the_ring(tmp_path):

@@ -1219,6 +1219,38 @@ class PcapWriter:
         self.bytes += size - _PCAP_REC_HDR * n
         return n
 
+    def write_records(self, data: np.ndarray, off: np.ndarray, length: np.ndarray) -> int:
+        """Append records already encoded as this file's: record ``i`` is ``data[off[i]:off[i] + length[i]]``, its
+        16-byte header included (as ``write_pcap_records`` makes them for a classic Ethernet nanosecond file of
+        ``DEFAULT_SNAPLEN``, the only kind that takes them). A path's file gets them straight from ``data`` with
+        ``writev``, in this thread; a file object, gathered into a buffer. Returns the records written."""
+        if self._f is None:
+            raise ValueError("PcapWriter: write to a closed writer")
+        if (self.format != "pcap" or not self.nanosecond or self.snaplen != DEFAULT_SNAPLEN
+                or self.linktype not in (None, LINKTYPE_ETHERNET)):
+            raise ValueError("PcapWriter.write_records: records are written to a nanosecond Ethernet pcap of the "
+                             "default snap length only")
+        n = int(off.shape[0])
+        if n == 0:
+            return 0
+        self.linktype = LINKTYPE_ETHERNET
+        self._header()
+        self._wait()  # the file's earlier writes go first
+        size = int(length.sum(dtype=np.int64))
+        if self._atomic is not None:
+            _k.write_pieces(self._f.fileno(), data, off, length)
+        else:
+            from ._kernels.parse import gather_packets
+
+            buf = np.empty(size, np.uint8)
+            dst = np.zeros(n, np.int64)
+            np.cumsum(length[:-1], dtype=np.int64, out=dst[1:])
+            gather_packets(data, off, length, buf, dst)
+            self._write_all_now(buf)
+        self.packets += n
+        self.bytes += size - _PCAP_REC_HDR * n
+        return n
+
     def close(self) -> None:
         """Write the header if nothing was written (an empty capture is still a valid file), close, and (for a
         path) rename the finished file into place."""

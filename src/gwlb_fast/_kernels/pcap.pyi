@@ -97,3 +97,18 @@ def write_pcapng_records(
     snaplen: int,
     out: np.ndarray,  # uint8[pcapng_write_size(...)] out
 ) -> int: ...
+def pcap_record_sizes(
+    data: np.ndarray,  # const uint8[::1]
+    off: np.ndarray,  # const int64[n]
+    caplen: np.ndarray,  # const uint32[n]
+    linktype: np.ndarray,  # const uint16[n]
+    out_linktype: int,
+    snaplen: int,
+    out: np.ndarray,  # uint32[n] out
+) -> int: ...  # the sum, or -(i + 1)
+def write_pieces(
+    fd: int,
+    data: np.ndarray,  # const uint8[::1]
+    off: np.ndarray,  # const int64[n]
+    length: np.ndarray,  # const uint32[n]
+) -> int: ...

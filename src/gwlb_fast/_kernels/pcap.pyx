@@ -4,11 +4,15 @@
 # nogil pass. They never trust a length: every record must lie inside the buffer, caplen is checked against a
 # bound before anything depends on it, and the first problem stops the scan with a code (the caller turns it
 # into a PcapError naming the file offset, after delivering the packets scanned before it).
+from libc.errno cimport EINTR, EIO, errno
 from libc.stdint cimport UINT32_MAX, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
+from posix.uio cimport iovec, writev
 
 from gwlb_fast._kernels._bytes cimport load_be16, load_be32, load_le16, load_le32, store_be16, store_le32
 from gwlb_fast._kernels._link cimport short_link_header
+
+import os
 
 cdef enum:
     _S_OK = 0             # stopped at max_n packets or exactly at the end of the buffer
@@ -568,6 +572,124 @@ def pcap_write_size(const uint8_t[::1] data, const int64_t[::1] off, const uint3
             if cl > snaplen:
                 cl = snaplen
             total += PCAP_REC_HDR + cl
+    return total
+
+
+def pcap_record_sizes(const uint8_t[::1] data, const int64_t[::1] off, const uint32_t[::1] caplen,
+                      const uint16_t[::1] linktype, uint16_t out_linktype, uint32_t snaplen, uint32_t[::1] out):
+    """The size of each record ``write_pcap_records`` will produce (its 16-byte header included) into ``out``.
+
+    Parameters as :func:`pcap_write_size`; ``out`` : uint32[n] out.
+
+    Returns
+    -------
+    int
+        Their sum, or ``-(i + 1)`` when packet ``i`` cannot be converted to ``out_linktype`` (or lies outside the
+        arena); ``out`` then holds the sizes of the packets before it.
+    """
+    cdef Py_ssize_t n = caplen.shape[0], i, dlen = data.shape[0]
+    if linktype.shape[0] != n or off.shape[0] != n or out.shape[0] != n:
+        raise ValueError(f"pcap_record_sizes: off/linktype/out have lengths {off.shape[0]}/{linktype.shape[0]}/"
+                         f"{out.shape[0]}, expected {n}")
+    if snaplen < ETH_HLEN:
+        raise ValueError(f"pcap_record_sizes: snaplen must be >= {ETH_HLEN}, got {snaplen}")
+    cdef int64_t total = 0, cl
+    cdef int skip
+    cdef uint16_t et
+    with nogil:
+        for i in range(n):
+            if linktype[i] == out_linktype:
+                cl = caplen[i]
+            else:
+                if off[i] < 0 or off[i] + <int64_t>caplen[i] > dlen:
+                    total = -(i + 1)
+                    break
+                skip = _in_skip(&data[0] + off[i] if dlen > 0 else NULL, linktype[i], out_linktype, caplen[i], &et)
+                if skip < 0:
+                    total = -(i + 1)
+                    break
+                cl = <int64_t>caplen[i] - skip + ETH_HLEN
+            if cl > snaplen:
+                cl = snaplen
+            out[i] = <uint32_t>(PCAP_REC_HDR + cl)
+            total += PCAP_REC_HDR + cl
+    return total
+
+
+cdef enum:
+    _IOV_BATCH = 1024  # IOV_MAX on Linux
+
+
+def write_pieces(int fd, const uint8_t[::1] data, const int64_t[::1] off, const uint32_t[::1] length):
+    """Write ``data[off[i]:off[i] + length[i]]`` for each ``i`` in order to the file descriptor ``fd`` with
+    ``writev`` (pieces that follow each other in ``data`` go as one; short writes and EINTR are resumed).
+
+    Returns
+    -------
+    int
+        Bytes written (the sum of ``length``).
+
+    Raises
+    ------
+    ValueError
+        ``off`` and ``length`` differ in length, or a piece lies outside ``data`` (checked before anything is
+        written).
+    OSError
+        ``writev`` failed (the bytes before the failing call are in the file).
+    """
+    cdef Py_ssize_t n = off.shape[0], i, dlen = data.shape[0], k, j
+    if length.shape[0] != n:
+        raise ValueError(f"write_pieces: length has {length.shape[0]} entries, off has {n}")
+    cdef Py_ssize_t bad = -1
+    cdef int64_t total = 0, o
+    cdef iovec[_IOV_BATCH] iov
+    cdef uint8_t* base = <uint8_t*>&data[0] if dlen > 0 else NULL
+    cdef Py_ssize_t got
+    cdef size_t left
+    cdef int err = 0
+    with nogil:
+        for i in range(n):
+            if off[i] < 0 or off[i] + <int64_t>length[i] > dlen:
+                bad = i
+                break
+            total += length[i]
+        if bad < 0:
+            i = 0
+            while i < n and err == 0:
+                k = 0
+                # up to _IOV_BATCH pieces, each run of adjacent pieces as one
+                while i < n and k < _IOV_BATCH:
+                    if length[i] == 0:
+                        i += 1
+                        continue
+                    o = off[i]
+                    if k and <uint8_t*>iov[k - 1].iov_base + iov[k - 1].iov_len == base + o:
+                        iov[k - 1].iov_len += length[i]
+                    else:
+                        iov[k].iov_base = base + o
+                        iov[k].iov_len = length[i]
+                        k += 1
+                    i += 1
+                j = 0
+                while j < k:
+                    got = writev(fd, &iov[j], <int>(k - j))
+                    if got <= 0:
+                        if got < 0 and errno == EINTR:
+                            continue
+                        err = errno if got < 0 else EIO  # nothing written: it would never end
+                        break
+                    # skip the pieces written whole, shorten the one written in part
+                    left = <size_t>got
+                    while j < k and left >= iov[j].iov_len:
+                        left -= iov[j].iov_len
+                        j += 1
+                    if j < k:
+                        iov[j].iov_base = <uint8_t*>iov[j].iov_base + left
+                        iov[j].iov_len -= left
+    if bad >= 0:
+        raise ValueError(f"write_pieces: piece {bad} lies outside the buffer")
+    if err:
+        raise OSError(err, os.strerror(err))
     return total
 
 

@@ -92,7 +92,7 @@ def shard_packets(const uint8_t[::1] data, const int64_t[::1] off, const uint32_
     cdef uint32_t a, b
     cdef uint16_t pa, pb, mf_off, ipid
     cdef uint8_t pr
-    cdef bint has_ports
+    cdef bint has_ports, public
     cdef uint64_t key
     if nshards < 1:
         raise ValueError("shard_packets: nshards must be >= 1")
@@ -120,14 +120,17 @@ def shard_packets(const uint8_t[::1] data, const int64_t[::1] off, const uint32_
             start = off[i]
             l3 = l3_off[i]
             l4 = l4_off[i]
+            # the IP id and fragment field only for a packet to or from a public address (the only ones the
+            # fragment table knows): read from the packet, whose header has left the cache since the parse
+            public = _is_public(a, pub_ip) or _is_public(b, pub_ip)
             mf_off = 0
             ipid = 0
-            if start >= 0 and l3 >= 0 and start + l3 + 20 <= datalen and l3 + 20 <= <int64_t>caplen[i]:
+            if public and start >= 0 and l3 >= 0 and start + l3 + 20 <= datalen and l3 + 20 <= <int64_t>caplen[i]:
                 ipid = load_be16(&data[start + l3 + 4])
                 mf_off = load_be16(&data[start + l3 + 6]) & 0x3FFF
             if status[i] == ST_FRAGMENT:
                 has_ports = False
-                if _is_public(a, pub_ip) or _is_public(b, pub_ip):
+                if public:
                     key = ((<uint64_t>a << 32) | b) ^ fmix64((<uint64_t>pr << 16) | ipid)
                     slot = <Py_ssize_t>(fmix64(key) & <uint64_t>mask)
                     if frag_key[slot] == key and frag_shard[slot] >= 0:
@@ -165,7 +168,7 @@ def shard_packets(const uint8_t[::1] data, const int64_t[::1] off, const uint32_
                 s = _hash_shard(a, b, nshards)
             out[i] = <int16_t>s
             # a first fragment (MF set, offset 0) on the public side: its later fragments follow it
-            if (mf_off & 0x2000) != 0 and (_is_public(src_ip[i], pub_ip) or _is_public(dst_ip[i], pub_ip)):
+            if public and (mf_off & 0x2000) != 0:
                 key = ((<uint64_t>src_ip[i] << 32) | dst_ip[i]) ^ fmix64((<uint64_t>proto[i] << 16) | ipid)
                 slot = <Py_ssize_t>(fmix64(key) & <uint64_t>mask)
                 frag_key[slot] = key

@@ -470,7 +470,9 @@ def run_parallel(topology, source, output=None, *, workers: int | None = None, t
     # every capture: a ring per worker in memory shared with this process, which merges them as they fill
     finals = {"output": output} if output is not None else {}
     finals.update({f"taps/{link}": Path(taps) / f"{link}.{fmt}" for link in TAP_LINKS} if taps is not None else {})
-    rings = {name: CaptureRings(1 if name.removeprefix("taps/") in SHARED_TAPS else n) for name in finals}
+    # a classic pcap's records are made by the workers, and written from the rings as they are
+    rings = {name: CaptureRings(1 if name.removeprefix("taps/") in SHARED_TAPS else n, records=fmt == "pcap")
+             for name in finals}
     if drops is not None:  # the dropped packets, each with its drop's key (its comment, DropComments)
         rings["drops"] = CaptureRings(n)
     tmp, parts = None, [{} for _ in range(n)]

@@ -4,7 +4,9 @@ Each worker writes the packets of one capture (the delivered packets, or one tap
 with the parent: the packet bytes into a data area, and for each packet its timestamp, place and lengths into an
 index. With each batch it announces a *watermark*: no packet it writes later has an earlier timestamp. The parent
 merges the rings into the destination with a :class:`~gwlb_fast.pcapio.PcapWriter` while the workers go on,
-freeing the ring space it has written. The destination is written once, by one process, and the rings' pages are
+freeing the ring space it has written. For a classic pcap the workers write each packet as its record in the file
+(``CaptureRings(records=True)``) and the parent hands the file the records in merged order straight from the rings
+(``writev``), copying none of them itself. The destination is written once, by one process, and the rings' pages are
 reused lap after lap: no worker file is written and read back.
 
 The merged order is that of a stable sort of all the workers' packets by timestamp, ties in worker order, then in
@@ -43,10 +45,17 @@ _NCOUNTERS = 8
 
 class CaptureRings:
     """The shared memory of one capture written by ``n`` workers: ring ``k`` is worker ``k``'s. Made before the
-    workers fork (the map is inherited); only the pages the rings use are ever allocated."""
+    workers fork (the map is inherited); only the pages the rings use are ever allocated.
 
-    def __init__(self, n: int, ring_bytes: int | None = None, ring_packets: int | None = None):
+    With ``records`` the workers write each packet as the classic pcap record the merged file holds (an Ethernet,
+    nanosecond capture of snap length ``DEFAULT_SNAPLEN``, as :class:`~gwlb_fast.pcapio.PcapWriter` writes it), and
+    an index entry's ``caplen`` is the record's size: the parent's merge writes the records straight from the rings
+    (:meth:`~gwlb_fast.pcapio.PcapWriter.write_records`), without copying them first."""
+
+    def __init__(self, n: int, ring_bytes: int | None = None, ring_packets: int | None = None,
+                 records: bool = False):
         self.n = int(n)
+        self.records = bool(records)
         self.size = int(RING_BYTES if ring_bytes is None else ring_bytes)
         self.cap = int(RING_PACKETS if ring_packets is None else ring_packets)
         per = self.cap * (8 + 8 + 8 + 4 + 4 + 2)
@@ -82,16 +91,24 @@ class RingWriter:
         n = len(batch)
         if n == 0:
             return 0
-        if self.format == "pcap":
+        r, c = self.rings, self.c
+        sizes = batch.caplen  # what each packet takes in the ring (with records: its record)
+        if r.records:
+            if self.format != "pcap" or self.snaplen != DEFAULT_SNAPLEN:
+                raise ValueError("RingWriter: a ring of records holds an Ethernet pcap of the default snap length")
+            sizes = np.empty(n, np.uint32)
+            size = _pk.pcap_record_sizes(batch.data, batch.off, batch.caplen, batch.linktype, 1, self.snaplen, sizes)
+        elif self.format == "pcap":
             size = _pk.pcap_write_size(batch.data, batch.off, batch.caplen, batch.linktype, 1, self.snaplen)
+        else:
+            size = None
+            self.bytes += int(np.minimum(batch.caplen, self.snaplen).sum(dtype=np.int64))
+        if size is not None:
             if size < 0:
                 raise ValueError(f"run --workers: packet of link type {int(batch.linktype[-size - 1])} cannot be "
                                  f"written to an Ethernet capture")
             self.bytes += size - _PCAP_REC_HDR * n
-        else:
-            self.bytes += int(np.minimum(batch.caplen, self.snaplen).sum(dtype=np.int64))
-        r, c = self.rings, self.c
-        caplen = batch.caplen.astype(np.int64)
+        caplen = sizes.astype(np.int64)
         if int(caplen.max()) > r.size:
             raise ValueError(f"run --workers: a packet of {int(caplen.max())} bytes is larger than the ring")
         ends = np.cumsum(caplen)
@@ -112,13 +129,19 @@ class RingWriter:
                 self._wait()
                 continue
             dst = at + (ends[i:j] - caplen[i:j] - base)
-            gather_packets(batch.data, batch.off[i:j], batch.caplen[i:j], self.data, dst)
+            if r.records:  # the records of packets i..j, back to back from ``at``
+                _pk.write_pcap_records(batch.data, batch.off[i:j], batch.caplen[i:j], batch.wirelen[i:j],
+                                       batch.ts_ns[i:j], batch.linktype[i:j], 1, True, self.snaplen,
+                                       self.data[at:at + int(ends[j - 1]) - base])
+            else:
+                gather_packets(batch.data, batch.off[i:j], batch.caplen[i:j], self.data, dst)
             slot = (count + np.arange(j - i)) % r.cap
             r.ts_ns[self.k, slot] = batch.ts_ns[i:j]
             r.pos[self.k, slot] = wbytes + dst - at
-            r.caplen[self.k, slot] = batch.caplen[i:j]
-            r.wirelen[self.k, slot] = batch.wirelen[i:j]
-            r.linktype[self.k, slot] = batch.linktype[i:j]
+            r.caplen[self.k, slot] = sizes[i:j]
+            if not r.records:
+                r.wirelen[self.k, slot] = batch.wirelen[i:j]
+                r.linktype[self.k, slot] = batch.linktype[i:j]
             if tags is not None:
                 r.tag[self.k, slot] = tags[i:j]
             # published in this order: the parent reads the watermark first, then the count
@@ -222,19 +245,23 @@ class RingMerger:
                 self.done = True
             return 0
         cols = {}
-        for name in ("ts_ns", "pos", "caplen", "wirelen", "linktype", *(("tag",) if self.tags else ())):
+        names = ("ts_ns", "pos", "caplen") if r.records else ("ts_ns", "pos", "caplen", "wirelen", "linktype")
+        for name in (*names, *(("tag",) if self.tags else ())):
             col = getattr(r, name)
             cols[name] = np.concatenate([_entries(col[k], self.taken[k], m) for k, m in picks])
         src = np.repeat(np.array([k for k, _ in picks], np.int64), [m for _, m in picks])
         pos = cols["pos"]
         order = np.argsort(cols["ts_ns"], kind="stable")  # ties keep the sources' order, then each source's
         off = (pos % r.size + src * r.size)[order]
-        batch = PacketBatch(r.data, off, cols["caplen"][order], cols["wirelen"][order], cols["ts_ns"][order],
-                            cols["linktype"][order])
-        if self.tags:
-            self.writer.write(batch, cols["tag"][order])
+        if r.records:  # the records as they go in the file: written from the rings
+            self.writer.write_records(r.data, off, cols["caplen"][order])
         else:
-            self.writer.write(batch)
+            batch = PacketBatch(r.data, off, cols["caplen"][order], cols["wirelen"][order], cols["ts_ns"][order],
+                                cols["linktype"][order])
+            if self.tags:
+                self.writer.write(batch, cols["tag"][order])
+            else:
+                self.writer.write(batch)
         end = 0
         for k, m in picks:  # the writer copied the packets: their space is free again
             end += m
