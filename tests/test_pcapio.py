@@ -1407,3 +1407,64 @@ def test_write_pieces_checks_every_piece_first_and_raises_the_write_error(tmp_pa
     assert path.read_bytes() == b""
     with open(path, "rb") as fh, pytest.raises(OSError):
         k.write_pieces(fh.fileno(), buf, np.array([0], np.int64), np.array([4], np.uint32))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 120), st.integers(16, 40), st.integers(-2, 60), st.sampled_from([1, 1, 1, 101])),
+                min_size=1, max_size=40),
+       st.integers(60, 200), st.booleans(), st.integers(-3 * 10**9, 4 * 10**9))
+def test_framed_records_are_the_gathered_records(pkts, snaplen, nanosecond, t0):
+    """frame_pcap_records + the stretches of the arena: byte for byte the records write_pcap_records gathers, for
+    packets that qualify (Ethernet, within the snap length, room before each); a packet that does not qualify
+    (another link type, cut by the snap length, too little room) is named and nothing is written."""
+    gaps = [g for _, g, _, _ in pkts]
+    caplen = np.array([n for n, _, _, _ in pkts], np.uint32)
+    off = np.zeros(len(pkts), np.int64)
+    pos = 0
+    for i, (n, g, _, _) in enumerate(pkts):
+        pos += g
+        off[i] = pos
+        pos += n
+    arena = np.frombuffer(bytes((5 * i + 1) % 256 for i in range(pos + 8)), np.uint8).copy()
+    before = arena.copy()
+    wirelen = np.maximum(caplen.astype(np.int64) + np.array([w for _, _, w, _ in pkts]), 0).astype(np.uint32)
+    ts = t0 + np.arange(len(pkts), dtype=np.int64) * 123_456_789
+    lt = np.array([t for _, _, _, t in pkts], np.uint16)
+    ok = all(g >= 16 for g in gaps) and bool((lt == 1).all()) and bool((caplen <= snaplen).all())
+    got = k.frame_pcap_records(arena, off, caplen, wirelen, ts, lt, 1, nanosecond, snaplen)
+    if not ok:
+        first = next(i for i in range(len(pkts)) if gaps[i] < 16 or lt[i] != 1 or caplen[i] > snaplen)
+        assert got == -(first + 1) and np.array_equal(arena, before)
+        return
+    assert got == len(pkts)
+    framed = b"".join(arena[o - 16:o + n].tobytes() for o, n in zip(off, caplen))
+    want = np.zeros(k.pcap_write_size(before, off, caplen, lt, 1, snaplen), np.uint8)
+    k.write_pcap_records(before, off, caplen, wirelen, ts, lt, 1, nanosecond, snaplen, want)
+    assert framed == want.tobytes()
+
+
+def test_framed_write_is_the_gathered_write(tmp_path):
+    """PcapWriter.write_framed from an arena copied with its record headers (as Pipeline.run copies a chunk of a
+    classic pcap) writes the file write() writes; where it does not apply (pcapng, a batch without room before its
+    packets, an output that is not a path) it writes nothing and says so."""
+    frames = [bytes((i + j) % 256 for j in range(60 + i)) for i in range(300)]
+    src = PacketBatch.from_packets(frames, ts_ns=np.arange(300, dtype=np.int64) * 10**7)
+    write_pcap(tmp_path / "in.pcap", src)
+    (batch,) = list(read_pcap(tmp_path / "in.pcap", parse=False, chunk=1000))
+    lo = int(batch.off[0]) - 16
+    arena = batch.data[lo:].copy()
+    framed = PacketBatch(arena, batch.off - lo, batch.caplen, batch.wirelen, batch.ts_ns, batch.linktype)[::2]
+    w = PcapWriter(tmp_path / "framed.pcap", linktype=1)
+    t = w.write_framed(framed)
+    assert t is not None
+    w.close()
+    g = PcapWriter(tmp_path / "gathered.pcap", linktype=1)
+    g.write(framed)
+    g.close()
+    assert (tmp_path / "framed.pcap").read_bytes() == (tmp_path / "gathered.pcap").read_bytes()
+    tight = PacketBatch(arena, batch.off - lo, batch.caplen, batch.wirelen, batch.ts_ns, batch.linktype)
+    tight = tight.compact()
+    for writer in (PcapWriter(tmp_path / "x.pcapng"), PcapWriter(tmp_path / "y.pcap", linktype=1),
+                   PcapWriter(io.BytesIO(), linktype=1)):
+        assert writer.write_framed(framed if writer.format == "pcapng" or writer._atomic is None else tight) is None
+        writer.close()

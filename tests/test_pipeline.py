@@ -739,7 +739,7 @@ def test_own_copy_keeps_every_packet(tmp_path_factory, seed, shuffle, fmt, headr
     """The path's own copy of a chunk: the capture's stretch copied whole when the packets lie in order in it and it
     fits, gathered otherwise (rows out of order, an arena that is too small); either way every packet's bytes and
     core columns, and packets that no longer share memory with the capture."""
-    from gwlb_fast.pipeline import _own_copy
+    from gwlb_fast.pipeline import FRAME_ROOM, _own_copy
 
     d = tmp_path_factory.mktemp("own")
     b = synth.generate(flows=5, packets=60, seed=seed)
@@ -754,14 +754,45 @@ def test_own_copy_keeps_every_packet(tmp_path_factory, seed, shuffle, fmt, headr
         assert own.packets() == chunk.packets()
         for c in ("caplen", "wirelen", "ts_ns", "linktype"):
             assert np.array_equal(getattr(own, c), getattr(chunk, c))
-        span = int(chunk.off[-1]) + int(chunk.caplen[-1]) - int(chunk.off[0])
-        whole = not shuffle and span <= chunk.nbytes * 1.125 and (arena is None or span <= arena.shape[0])
-        # in order: the stretch with the record headers between the packets (16 bytes each in a classic capture);
-        # else back to back
+        room = FRAME_ROOM if int(chunk.off[0]) >= FRAME_ROOM else 0  # the bytes before the first packet, kept
+        span = int(chunk.off[-1]) + int(chunk.caplen[-1]) - int(chunk.off[0]) + room
+        whole = (not shuffle and span <= chunk.nbytes * 1.125 + room
+                 and (arena is None or span <= arena.shape[0]))
+        # in order: the stretch with the record headers between the packets (16 bytes each in a classic capture)
+        # and before the first; else back to back
         assert own.data.shape[0] == (span if whole else chunk.nbytes)
         if whole and fmt == "pcap":
-            assert span == chunk.nbytes + 16 * (len(chunk) - 1)
+            assert span == chunk.nbytes + 16 * len(chunk) and int(own.off[0]) == 16
         if arena is not None:
             assert own.data.base is arena or own.data.base is arena.base
         own.data[:] = 0  # the copy is the path's own: the capture's packets are untouched
         assert chunk.packets() != own.packets()
+
+
+@pytest.mark.parametrize("chunk", [700, 65536])
+def test_output_written_from_the_arena_equals_the_gathered_output(tmp_path, monkeypatch, chunk):
+    """Pipeline.run writes a classic pcap's delivered packets from its own copy of each chunk (their record
+    headers written in place, PcapWriter.write_framed), alternating two arenas while the file is written: the file
+    equals the one written by gathering every record (write_framed turned off), with resets, drops and a failure
+    event in the capture, over many chunks."""
+    batch = synth.generate(flows=300, packets=6000, seed=11)
+    write_pcap(tmp_path / "in.pcap", batch)
+    topo = tmp_path / "t.yaml"
+    d = copy.deepcopy(EXAMPLE)
+    d["events"] = [{"at": 0.5, "firewall": "fw-2", "state": "unhealthy"}]
+    topo.write_text(yaml.safe_dump(d))
+    used = []
+    real = gf.pcapio.OrderedWriter.write_framed
+
+    def counted(self, b, watermark=None):
+        t = real(self, b, watermark)
+        used.append(t is not None)
+        return t
+
+    monkeypatch.setattr(gf.pcapio.OrderedWriter, "write_framed", counted)
+    framed = Pipeline.from_yaml(topo).run(tmp_path / "in.pcap", tmp_path / "framed.pcap", chunk=chunk)
+    assert sum(used) >= len(used) // 2 > 0  # most chunks went from their arena (not those with resets)
+    monkeypatch.setattr(gf.pcapio.OrderedWriter, "write_framed", lambda self, b, watermark=None: None)
+    gathered = Pipeline.from_yaml(topo).run(tmp_path / "in.pcap", tmp_path / "gathered.pcap", chunk=chunk)
+    assert framed.packets_out == gathered.packets_out > 0 and framed.generated == gathered.generated
+    assert (tmp_path / "framed.pcap").read_bytes() == (tmp_path / "gathered.pcap").read_bytes()

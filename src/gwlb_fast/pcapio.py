@@ -1219,6 +1219,47 @@ class PcapWriter:
         self.bytes += size - _PCAP_REC_HDR * n
         return n
 
+    def write_framed(self, batch: PacketBatch) -> threading.Thread | None:
+        """Write a batch whose arena has 16 bytes free before each packet (a copy of a classic pcap's stretch, its
+        record headers between the packets): each record header is written there and the records go from the
+        arena to the file with ``writev``, by a thread (after the writes before it), without being gathered.
+        Only for a path's classic pcap file and packets that need no conversion or cut
+        (``frame_pcap_records``); returns None, having written nothing, when it does not apply (then
+        :meth:`write`). Otherwise returns the thread: the arena must stay as it is until it is done."""
+        n = len(batch)
+        if (n == 0 or self._f is None or self._atomic is None or self.format != "pcap"
+                or not batch.data.flags.writeable):
+            return None
+        lt = self.linktype
+        if lt is None:
+            first = int(batch.linktype[0])
+            lt = first if bool((batch.linktype == first).all()) else LINKTYPE_ETHERNET
+        if self._behind_error is not None:
+            self._wait()  # raises it
+        if _k.frame_pcap_records(batch.data, batch.off, batch.caplen, batch.wirelen, batch.ts_ns, batch.linktype,
+                                 lt, self.nanosecond, self.snaplen) < 0:
+            return None
+        self.linktype = lt
+        self._header()
+        off = batch.off - _PCAP_REC_HDR
+        length = batch.caplen + np.uint32(_PCAP_REC_HDR)
+        t = threading.Thread(target=self._write_framed, args=(self._behind, batch.data, off, length),
+                             name="gwlb-fast-write", daemon=True)
+        self._behind = t
+        t.start()
+        self.packets += n
+        self.bytes += int(batch.caplen.sum(dtype=np.int64))
+        return t
+
+    def _write_framed(self, prev: threading.Thread | None, data, off, length) -> None:
+        if prev is not None:
+            prev.join()
+        try:
+            if self._behind_error is None:
+                _k.write_pieces(self._f.fileno(), data, off, length)
+        except BaseException as e:  # noqa: BLE001 (handed to the caller's thread by _wait)
+            self._behind_error = e
+
     def write_records(self, data: np.ndarray, off: np.ndarray, length: np.ndarray) -> int:
         """Append records already encoded as this file's: record ``i`` is ``data[off[i]:off[i] + length[i]]``, its
         16-byte header included (as ``write_pcap_records`` makes them for a classic Ethernet nanosecond file of
@@ -1366,6 +1407,21 @@ class OrderedWriter:
     @property
     def bytes(self) -> int:
         return self.writer.bytes
+
+    def write_framed(self, batch: PacketBatch, watermark: int | None = None):
+        """:meth:`write` of one batch by :meth:`PcapWriter.write_framed` when nothing is held back, the batch is in
+        time order, after everything written and up to ``watermark``: returns its thread, or None, having
+        written nothing (then :meth:`write`)."""
+        if self._held is not None or len(batch) == 0 or not hasattr(self.writer, "write_framed"):
+            return None
+        ts = batch.ts_ns
+        if ((self._last is not None and int(ts[0]) < self._last) or (watermark is not None and int(ts[-1]) > watermark)
+                or (ts.shape[0] > 1 and not bool((ts[1:] >= ts[:-1]).all()))):
+            return None
+        t = self.writer.write_framed(batch)
+        if t is not None:
+            self._last = int(ts[-1])
+        return t
 
     def write(self, parts, watermark: int | None = None) -> None:
         """Write the pieces (a PacketBatch or a list of them) up to ``watermark`` (None: everything) in time order."""

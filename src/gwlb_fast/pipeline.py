@@ -776,7 +776,11 @@ class Pipeline:
                 threat_w=None) -> None:
         """The loop of :meth:`run`: chunks through the path, delivered packets and taps to their writers in time
         order, ended sessions to the flow log, alerts and URL events to the threat log."""
-        arena = np.zeros(0, np.uint8)
+        # two arenas taken in turn: a chunk's delivered packets may be written from its arena by the output's
+        # thread (PcapWriter.write_framed) while the next chunk goes through the path in the other one
+        arenas = [np.zeros(0, np.uint8), np.zeros(0, np.uint8)]
+        writing: list = [None, None]  # the thread still writing from each arena
+        turn = 0
         in_order = True  # the capture's timestamps never went back so far
         last_in = max_in = None
         try:
@@ -790,12 +794,15 @@ class Pipeline:
                         continue
                     if len(part):  # the health probes the GWLB sent up to this part's last packet
                         self._probes_to(writers, int(part.ts_ns.max()))
-                    # the delivered packets are written before the next chunk: its copy reuses this one's arena
-                    if arena.shape[0] < part.nbytes:
+                    turn ^= 1
+                    if writing[turn] is not None:
+                        writing[turn].join()  # the arena's packets are in the file
+                        writing[turn] = None
+                    if arenas[turn].shape[0] < part.nbytes:
                         # with headroom: chunks of varying sizes would otherwise grow it a little time after time,
                         # each time a new buffer of a chunk's size, which fragments the allocator's heap
-                        arena = np.empty(part.nbytes + part.nbytes // 4, np.uint8)
-                    res = self._process(part, arena)
+                        arenas[turn] = np.empty(part.nbytes + part.nbytes // 4, np.uint8)
+                    res = self._process(part, arenas[turn])
                     t0 = time.perf_counter()
                     ts = part.ts_ns
                     if len(part):
@@ -809,7 +816,9 @@ class Pipeline:
                     # in time order, nothing later can be earlier than its last packet; otherwise hold a window
                     mark = last_in if in_order else (None if max_in is None else max_in - REORDER_WINDOW_NS)
                     if out_w is not None:
-                        out_w.write(res.output, mark)
+                        writing[turn] = out_w.write_framed(res.output, mark)
+                        if writing[turn] is None:
+                            out_w.write(res.output, mark)  # gathered: the arena is free when it returns
                     for link, parts in res.taps.items():
                         writers[link].write(parts, mark)
                     _notify(observers, "chunk", self, part, res)
@@ -1532,6 +1541,10 @@ def _beside(parts: list[PacketBatch], work: PacketBatch, arena: np.ndarray | Non
     return out
 
 
+#: bytes of the capture before a chunk's first packet that the path's copy keeps (a classic pcap record header)
+FRAME_ROOM = 16
+
+
 def _own_copy(batch: PacketBatch, arena: np.ndarray | None) -> PacketBatch:
     """The packets of ``batch`` in ``arena`` (a fresh one if None), with copies of the core columns and none of the
     others.
@@ -1539,7 +1552,9 @@ def _own_copy(batch: PacketBatch, arena: np.ndarray | None) -> PacketBatch:
     A chunk as the reader gives it lies in order in one stretch of the capture, its packets separated by their
     record headers: that stretch is copied whole (one copy, at memory speed, instead of one per packet: about twice
     as fast on the bench capture), when it is not much larger than the packets and fits the arena. Otherwise the
-    packets are gathered back to back."""
+    packets are gathered back to back. The stretch starts with the 16 bytes before the first packet when the
+    capture has them (its record header, in a classic pcap), so that every packet has room before it for the
+    header of its record in the output (``PcapWriter.write_framed``)."""
     from ._kernels.parse import gather_packets
 
     n = len(batch)
@@ -1547,8 +1562,10 @@ def _own_copy(batch: PacketBatch, arena: np.ndarray | None) -> PacketBatch:
     if n:
         src, caplen = batch.off, batch.caplen
         lo = int(src[0])
+        if lo >= FRAME_ROOM:
+            lo -= FRAME_ROOM
         span = int(src[-1]) + int(caplen[-1]) - lo
-        if (0 <= lo and lo + span <= batch.data.shape[0] and span <= total + total // 8
+        if (0 <= lo and lo + span <= batch.data.shape[0] and span <= total + total // 8 + FRAME_ROOM
                 and (arena is None or span <= arena.shape[0])
                 and bool(np.all(src[1:] >= src[:-1] + caplen[:-1]))):
             data = np.empty(span, np.uint8) if arena is None else arena[:span]

@@ -70,6 +70,17 @@ def pcap_write_size(
     out_linktype: int,
     snaplen: int,
 ) -> int: ...  # bytes, or -(i + 1) when packet i cannot be converted
+def frame_pcap_records(
+    data: np.ndarray,  # uint8[::1], written: the 16 bytes before each packet
+    off: np.ndarray,  # const int64[n]
+    caplen: np.ndarray,  # const uint32[n]
+    wirelen: np.ndarray,  # const uint32[n]
+    ts_ns: np.ndarray,  # const int64[n]
+    linktype: np.ndarray,  # const uint16[n]
+    out_linktype: int,
+    nanosecond: bool,
+    snaplen: int,
+) -> int: ...  # n, or -(i + 1) for the first packet that does not qualify (nothing written then)
 def write_pcap_records(
     data: np.ndarray,  # const uint8[::1]
     off: np.ndarray,  # const int64[n]

@@ -693,6 +693,59 @@ def write_pieces(int fd, const uint8_t[::1] data, const int64_t[::1] off, const 
     return total
 
 
+cdef inline void _store_record_header(uint8_t* q, int64_t t, bint nanosecond, uint32_t cl,
+                                      uint32_t wl) noexcept nogil:
+    """A classic pcap record header (little-endian) at ``q``: floor seconds of ``t`` (ns) and the non-negative
+    remainder in ns or us (truncated), then the captured and wire lengths."""
+    cdef int64_t sec = t // <int64_t>NS_PER_S
+    cdef int64_t frac = t - sec * <int64_t>NS_PER_S
+    if frac < 0:
+        sec -= 1
+        frac += <int64_t>NS_PER_S
+    if not nanosecond:
+        frac = frac // 1000
+    store_le32(q, <uint32_t>sec)
+    store_le32(q + 4, <uint32_t>frac)
+    store_le32(q + 8, cl)
+    store_le32(q + 12, wl)
+
+
+def frame_pcap_records(uint8_t[::1] data, const int64_t[::1] off, const uint32_t[::1] caplen,
+                       const uint32_t[::1] wirelen, const int64_t[::1] ts_ns, const uint16_t[::1] linktype,
+                       uint16_t out_linktype, bint nanosecond, uint32_t snaplen):
+    """Write each packet's record header into the 16 bytes of ``data`` just before it, so that record ``i`` is
+    ``data[off[i] - 16 : off[i] + caplen[i]]``, byte for byte what ``write_pcap_records`` makes of it (and the
+    records of packets that follow each other in ``data`` with 16 bytes between them are one stretch).
+
+    Only for packets that need no conversion and no cut: every link type equal to ``out_linktype``, every
+    ``caplen`` at most ``snaplen``, and room for a header before each packet that no other packet uses (in order:
+    ``off[i] >= 16`` and ``off[i] >= off[i - 1] + caplen[i - 1] + 16``, every packet inside ``data``). Checked
+    first: when a packet does not qualify nothing is written.
+
+    Returns
+    -------
+    int
+        ``n``, or ``-(i + 1)`` for the first packet ``i`` that does not qualify.
+    """
+    cdef Py_ssize_t n = off.shape[0], i, bad = -1
+    cdef int64_t dlen = data.shape[0], end = 0
+    for name, col in (("caplen", caplen), ("wirelen", wirelen), ("ts_ns", ts_ns), ("linktype", linktype)):
+        if col.shape[0] != n:
+            raise ValueError(f"frame_pcap_records: {name} has length {col.shape[0]}, expected {n}")
+    with nogil:
+        for i in range(n):
+            if (linktype[i] != out_linktype or caplen[i] > snaplen or off[i] < end + PCAP_REC_HDR
+                    or off[i] + <int64_t>caplen[i] > dlen):
+                bad = i
+                break
+            end = off[i] + <int64_t>caplen[i]
+        if bad < 0:
+            for i in range(n):
+                _store_record_header(&data[off[i] - PCAP_REC_HDR], ts_ns[i], nanosecond, caplen[i],
+                                     wirelen[i] if wirelen[i] >= caplen[i] else caplen[i])
+    return n if bad < 0 else -(bad + 1)
+
+
 def write_pcap_records(const uint8_t[::1] data, const int64_t[::1] off, const uint32_t[::1] caplen,
                        const uint32_t[::1] wirelen, const int64_t[::1] ts_ns, const uint16_t[::1] linktype,
                        uint16_t out_linktype, bint nanosecond, uint32_t snaplen, uint8_t[::1] out):
@@ -732,7 +785,7 @@ def write_pcap_records(const uint8_t[::1] data, const int64_t[::1] off, const ui
             raise ValueError(f"write_pcap_records: {name} has length {col.shape[0]}, expected {n}")
     if snaplen < ETH_HLEN:
         raise ValueError(f"write_pcap_records: snaplen must be >= {ETH_HLEN}, got {snaplen}")
-    cdef int64_t need = 0, cl, wl, t, sec, frac
+    cdef int64_t need = 0, cl, wl
     cdef int skip
     cdef Py_ssize_t bad = -1, pos = 0, o
     cdef int problem = 0
@@ -762,14 +815,6 @@ def write_pcap_records(const uint8_t[::1] data, const int64_t[::1] off, const ui
                 src = &data[0] + o if dlen > 0 else NULL
                 skip = _in_skip(src, lt, out_linktype, caplen[i], &et)
                 q = &out[pos]
-                t = ts_ns[i]
-                sec = t // <int64_t>NS_PER_S
-                frac = t - sec * <int64_t>NS_PER_S
-                if frac < 0:
-                    sec -= 1
-                    frac += <int64_t>NS_PER_S
-                if not nanosecond:
-                    frac = frac // 1000
                 cl = <int64_t>caplen[i] - skip
                 wl = <int64_t>wirelen[i] - skip
                 if wl < cl:
@@ -800,10 +845,7 @@ def write_pcap_records(const uint8_t[::1] data, const int64_t[::1] off, const ui
                         memcpy(&out[pos], src, <size_t>cl)
                 if wl > <int64_t>UINT32_MAX:
                     wl = UINT32_MAX
-                store_le32(q, <uint32_t>sec)
-                store_le32(q + 4, <uint32_t>frac)
-                store_le32(q + 8, <uint32_t>cl)
-                store_le32(q + 12, <uint32_t>wl)
+                _store_record_header(q, ts_ns[i], nanosecond, <uint32_t>cl, <uint32_t>wl)
                 pos += cl
     if problem == 1:
         raise ValueError(f"write_pcap_records: packet {bad} has link type {linktype[bad]}, which cannot be "
