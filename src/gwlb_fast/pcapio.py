@@ -1198,9 +1198,7 @@ class PcapWriter:
             self.packets += n
             self.bytes += int(np.minimum(batch.caplen, self.snaplen).sum(dtype=np.int64))
             return n
-        if self.linktype is None:
-            first = int(batch.linktype[0])
-            self.linktype = first if bool((batch.linktype == first).all()) else LINKTYPE_ETHERNET
+        self.linktype = self._file_linktype(batch)
         self._header()
         size = _k.pcap_write_size(batch.data, batch.off, batch.caplen, batch.linktype, self.linktype, self.snaplen)
         if size < 0:
@@ -1219,6 +1217,13 @@ class PcapWriter:
         self.bytes += size - _PCAP_REC_HDR * n
         return n
 
+    def _file_linktype(self, batch: PacketBatch) -> int:
+        """A classic pcap's link type: the one set, or its first batch's when every packet has it, else Ethernet."""
+        if self.linktype is not None:
+            return self.linktype
+        first = int(batch.linktype[0])
+        return first if bool((batch.linktype == first).all()) else LINKTYPE_ETHERNET
+
     def write_framed(self, batch: PacketBatch) -> threading.Thread | None:
         """Write a batch whose arena has 16 bytes free before each packet (a copy of a classic pcap's stretch, its
         record headers between the packets): each record header is written there and the records go from the
@@ -1230,10 +1235,7 @@ class PcapWriter:
         if (n == 0 or self._f is None or self._atomic is None or self.format != "pcap"
                 or not batch.data.flags.writeable):
             return None
-        lt = self.linktype
-        if lt is None:
-            first = int(batch.linktype[0])
-            lt = first if bool((batch.linktype == first).all()) else LINKTYPE_ETHERNET
+        lt = self._file_linktype(batch)
         if self._behind_error is not None:
             self._wait()  # raises it
         if _k.frame_pcap_records(batch.data, batch.off, batch.caplen, batch.wirelen, batch.ts_ns, batch.linktype,

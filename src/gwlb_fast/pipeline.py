@@ -1115,9 +1115,9 @@ class _Walk:
         b.status[rows] = sub.status
         return changed
 
-    def _nat_counted(self, sub: PacketBatch) -> np.ndarray | None:
-        """The ``counted`` argument of a NAT gateway's call on ``sub`` when the walk keeps refs."""
-        return None if self.refs is None else np.empty((len(sub), 2), np.int64)
+    def _nat_counted(self, n: int) -> np.ndarray | None:
+        """The ``counted`` argument of a NAT gateway's call on ``n`` packets when the walk keeps refs."""
+        return None if self.refs is None else np.empty((n, 2), np.int64)
 
     def _nat_refs(self, rows: np.ndarray, g: int, counted: np.ndarray | None) -> None:
         """Keep where NAT gateway ``g`` counted the rows ``rows`` (its ``counted`` output)."""
@@ -1135,7 +1135,7 @@ class _Walk:
         if rows.size == 0:
             return
         b = self.batch
-        counted = None if self.refs is None else np.empty((rows.size, 2), np.int64)
+        counted = self._nat_counted(rows.size)
         self.p.nats[g].count_replies(b.dst_ip[rows], b.dport[rows], b.proto[rows], b.ts_ns[rows], b.wirelen[rows],
                                      counted)
         self._nat_refs(rows, g, counted)
@@ -1194,7 +1194,7 @@ class _Walk:
                 sub = b[rows]
                 self._tap("internet-to-nat", sub)
                 before = _addresses(sub) if p.trace is not None else None
-                counted = self._nat_counted(sub)
+                counted = self._nat_counted(len(sub))
                 gw.inbound(sub, counted=counted)
                 self._nat_refs(rows, g, counted)
                 if p.trace is not None:
@@ -1220,7 +1220,7 @@ class _Walk:
                     sub = b[rows]
                     _to_public(sub, gw.public_ip, gw._dnat_port[rule[srv]])
                     self._tap("internet-to-nat", sub)
-                    counted = self._nat_counted(sub)
+                    counted = self._nat_counted(len(sub))
                     gw.inbound(sub, counted=counted)
                     self._nat_refs(rows, g, counted)
                     bad = self._sync(rows, sub)
@@ -1247,7 +1247,7 @@ class _Walk:
                     miss = np.flatnonzero(~known & ~soon)
                     miss = miss[~p._has_session(b, rows[miss])]
                     mr = rows[miss]
-                    counted = None if self.refs is None else np.empty((mr.size, 2), np.int64)
+                    counted = self._nat_counted(mr.size)
                     pport[miss] = gw.pickup(b.dst_ip[mr], b.dport[mr], b.proto[mr], b.ts_ns[mr], b.wirelen[mr],
                                             b.tcp_flags[mr], counted=counted)
                     self._nat_refs(mr, g, counted)
@@ -1376,7 +1376,7 @@ class _Walk:
             self._tap("vpc-to-nat", sub)
             tracing = self.p.trace is not None
             before = _addresses(sub) if tracing else None
-            counted = self._nat_counted(sub)
+            counted = self._nat_counted(len(sub))
             gw.outbound(sub, counted=counted)
             self._nat_refs(rows, g, counted)
             if tracing:
@@ -1429,12 +1429,8 @@ class _Walk:
                                                               sub.dport.copy(), sub.proto.copy()))
         self.inspected[rows, e] = True
         base = p.firewall_offsets[ep.gwlb]  # the GWLB's firewall k is the path's firewall base + k
-        if base:
-            self.fw[rows] = np.where(res.fw_index >= 0, res.fw_index + base, -1)
-            self.failed_fw[rows] = np.where(res.failed_fw >= 0, res.failed_fw + base, -1)
-        else:
-            self.fw[rows] = res.fw_index
-            self.failed_fw[rows] = res.failed_fw
+        self.fw[rows] = np.where(res.fw_index >= 0, res.fw_index + base, -1)
+        self.failed_fw[rows] = np.where(res.failed_fw >= 0, res.failed_fw + base, -1)
         self.rule[rows] = res.rule
         bad = res.status != PktStatus.OK
         b.status[rows] = res.status

@@ -525,6 +525,25 @@ cdef inline int _in_skip(const uint8_t* src, uint16_t lt, uint16_t out_lt, uint3
     return -1
 
 
+cdef inline int64_t _record_size(const uint8_t[::1] data, Py_ssize_t dlen, int64_t off, uint32_t caplen,
+                                 uint16_t lt, uint16_t out_lt, uint32_t snaplen) noexcept nogil:
+    """The size of the record ``write_pcap_records`` makes of one packet (its 16-byte header included), or -1 when
+    it cannot be converted to ``out_lt`` (or, needing conversion, lies outside the arena)."""
+    cdef int64_t cl = caplen
+    cdef int skip
+    cdef uint16_t et
+    if lt != out_lt:
+        if off < 0 or off + <int64_t>caplen > dlen:
+            return -1
+        skip = _in_skip(&data[0] + off if dlen > 0 else NULL, lt, out_lt, caplen, &et)
+        if skip < 0:
+            return -1
+        cl = <int64_t>caplen - skip + ETH_HLEN
+    if cl > snaplen:
+        cl = snaplen
+    return PCAP_REC_HDR + cl
+
+
 def pcap_write_size(const uint8_t[::1] data, const int64_t[::1] off, const uint32_t[::1] caplen,
                     const uint16_t[::1] linktype, uint16_t out_linktype, uint32_t snaplen):
     """Bytes that ``write_pcap_records`` will produce (record headers included).
@@ -553,25 +572,14 @@ def pcap_write_size(const uint8_t[::1] data, const int64_t[::1] off, const uint3
                          f"expected {n}")
     if snaplen < ETH_HLEN:
         raise ValueError(f"pcap_write_size: snaplen must be >= {ETH_HLEN}, got {snaplen}")
-    cdef int64_t total = 0, cl
-    cdef int skip
-    cdef uint16_t et
+    cdef int64_t total = 0, size
     with nogil:
         for i in range(n):
-            if linktype[i] == out_linktype:
-                cl = caplen[i]
-            else:
-                if off[i] < 0 or off[i] + <int64_t>caplen[i] > dlen:
-                    total = -(i + 1)
-                    break
-                skip = _in_skip(&data[0] + off[i] if dlen > 0 else NULL, linktype[i], out_linktype, caplen[i], &et)
-                if skip < 0:
-                    total = -(i + 1)
-                    break
-                cl = <int64_t>caplen[i] - skip + ETH_HLEN
-            if cl > snaplen:
-                cl = snaplen
-            total += PCAP_REC_HDR + cl
+            size = _record_size(data, dlen, off[i], caplen[i], linktype[i], out_linktype, snaplen)
+            if size < 0:
+                total = -(i + 1)
+                break
+            total += size
     return total
 
 
@@ -593,26 +601,15 @@ def pcap_record_sizes(const uint8_t[::1] data, const int64_t[::1] off, const uin
                          f"{out.shape[0]}, expected {n}")
     if snaplen < ETH_HLEN:
         raise ValueError(f"pcap_record_sizes: snaplen must be >= {ETH_HLEN}, got {snaplen}")
-    cdef int64_t total = 0, cl
-    cdef int skip
-    cdef uint16_t et
+    cdef int64_t total = 0, size
     with nogil:
         for i in range(n):
-            if linktype[i] == out_linktype:
-                cl = caplen[i]
-            else:
-                if off[i] < 0 or off[i] + <int64_t>caplen[i] > dlen:
-                    total = -(i + 1)
-                    break
-                skip = _in_skip(&data[0] + off[i] if dlen > 0 else NULL, linktype[i], out_linktype, caplen[i], &et)
-                if skip < 0:
-                    total = -(i + 1)
-                    break
-                cl = <int64_t>caplen[i] - skip + ETH_HLEN
-            if cl > snaplen:
-                cl = snaplen
-            out[i] = <uint32_t>(PCAP_REC_HDR + cl)
-            total += PCAP_REC_HDR + cl
+            size = _record_size(data, dlen, off[i], caplen[i], linktype[i], out_linktype, snaplen)
+            if size < 0:
+                total = -(i + 1)
+                break
+            out[i] = <uint32_t>size
+            total += size
     return total
 
 

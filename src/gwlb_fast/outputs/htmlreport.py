@@ -334,7 +334,6 @@ class ReportCollector:
 
     # ------------------------------------------------------------------ collecting
     def start(self, pipe) -> None:
-        self.fw_base = pipe.firewall_offsets
         for insp in pipe.gwlbs.values():
             insp.lb.activity = []
         self.state = ReportState(list(pipe.firewall_names), pipe.nat_names)
@@ -349,7 +348,7 @@ class ReportCollector:
         self._origin(pipe)
         st = self.state
         for g, insp in pipe.gwlbs.items():
-            base = self.fw_base[g]
+            base = pipe.firewall_offsets[g]
             act, insp.lb.activity = insp.lb.activity, []
             for ts, fw, wl, nts, nfw in act:
                 if ts is not None and ts.size:

@@ -241,8 +241,7 @@ class NatGateway:
                 self.slot_port[np.unique(slot[exhausted])] = -1
             ok = port >= 0
             if counted is not None:
-                counted[idx[ok], 0] = slot[ok]
-                counted[idx[ok], 1] = self.table.first_seen[slot[ok]]
+                self._mark_counted(counted, idx[ok], slot[ok])
             if ok.all():
                 new_ip[sn] = self.public_ip
                 new_port[sn] = port
@@ -290,8 +289,7 @@ class NatGateway:
             self.table.take_ended()
             if counted is not None:
                 hit = got >= 0
-                counted[rp[hit], 0] = got[hit]
-                counted[rp[hit], 1] = self.table.first_seen[got[hit]]
+                self._mark_counted(counted, rp[hit], got[hit])
             new_ip[rp] = priv_ip
             new_port[rp] = priv_port
 
@@ -310,6 +308,11 @@ class NatGateway:
         self._count(st, was_ok)
         return batch
 
+    def _mark_counted(self, counted: np.ndarray, rows, slots: np.ndarray) -> None:
+        """``counted`` (see :meth:`outbound`) of the packets ``rows``: counted in the mappings at ``slots``."""
+        counted[rows, 0] = slots
+        counted[rows, 1] = self.table.first_seen[slots]
+
     def count_followers(self, slot: np.ndarray, first_seen: np.ndarray, nbytes: np.ndarray,
                         ts_ns: np.ndarray | None = None) -> int:
         """Count packets that follow another packet's mapping without being translated by port (the later fragments
@@ -317,10 +320,8 @@ class NatGateway:
         ``first_seen``. With ``ts_ns`` (the packets' times) a packet counts only where the mapping is not
         idle-expired at its time, and keeps it alive as a translated packet does (last_seen moves to its time).
         Returns the packets counted."""
-        nbytes = np.ascontiguousarray(nbytes, np.uint32)
-        if ts_ns is None:
-            return self.table.add_counts(slot, first_seen, nbytes)
-        return self.table.add_counts(slot, first_seen, nbytes, np.ascontiguousarray(ts_ns, np.int64))
+        return self.table.add_counts(slot, first_seen, np.ascontiguousarray(nbytes, np.uint32),
+                                     None if ts_ns is None else np.ascontiguousarray(ts_ns, np.int64))
 
     # ------------------------------------------------------------------ captures taken elsewhere
     def dnat_rule_of_target(self, ip: np.ndarray, port: np.ndarray, proto: np.ndarray) -> np.ndarray:
@@ -354,8 +355,7 @@ class NatGateway:
         self.table.take_ended()
         if counted is not None:
             hit = got >= 0
-            counted[hit, 0] = got[hit]
-            counted[hit, 1] = self.table.first_seen[got[hit]]
+            self._mark_counted(counted, hit, got[hit])
 
     def pickup(self, priv_ip: np.ndarray, priv_port: np.ndarray, proto: np.ndarray, ts_ns: np.ndarray,
                nbytes: np.ndarray, icmp_type: np.ndarray | None = None,
@@ -408,8 +408,7 @@ class NatGateway:
         out[sel] = port
         if counted is not None:
             ok = port >= 0
-            counted[sel[ok], 0] = slot[ok]
-            counted[sel[ok], 1] = self.table.first_seen[slot[ok]]
+            self._mark_counted(counted, sel[ok], slot[ok])
         return out
 
     # ------------------------------------------------------------------ reporting
