@@ -22,10 +22,10 @@ def cols(keys, ts=None, nbytes=None):
     return out
 
 
-def loi(table, keys, ts, nbytes):
+def loi(table, keys, ts, nbytes, insert=True):
     n = len(keys)
     slot, new = np.full(n, -7, np.int64), np.full(n, 9, np.uint8)
-    refused = table.lookup_or_insert(*cols(keys, ts, nbytes), slot, new)
+    refused = table.lookup_or_insert(*cols(keys, ts, nbytes), slot, new, insert=insert)
     return refused, slot.tolist(), new.tolist()
 
 
@@ -325,22 +325,40 @@ class FlowTableMachine(RuleBasedStateMachine):
         known = st.sampled_from(self.keys) if self.keys else key_st
         return data.draw(st.lists(st.one_of(key_st, known), min_size=1, max_size=max_size))
 
-    @rule(data=st.data(), steps=st.lists(st.integers(-3, 12), min_size=20, max_size=20),
-          nb=st.integers(0, 2**32 - 1))
-    def lookup_or_insert(self, data, steps, nb):
-        keys = self._pick_keys(data, 20)
+    def _packets(self, data, steps, nb, max_size):
+        """Keys with their times (mostly increasing, sometimes out of order) and byte counts."""
+        keys = self._pick_keys(data, max_size)
         ts = []
         for s in steps[:len(keys)]:
             self.now += s
-            ts.append(self.now)  # mostly increasing, sometimes out of order
-        nbytes = [(nb >> (i % 8)) for i in range(len(keys))]
+            ts.append(self.now)
+        return keys, ts, [(nb >> (i % 8)) for i in range(len(keys))]
+
+    def _same_ended(self):
+        es, recs, reasons = self.table.take_ended()
+        assert list(zip(es.tolist(), rec_dicts(recs), reasons.tolist())) == self.oracle.take_ended()
+
+    @rule(data=st.data(), steps=st.lists(st.integers(-3, 12), min_size=20, max_size=20),
+          nb=st.integers(0, 2**32 - 1))
+    def lookup_or_insert(self, data, steps, nb):
+        keys, ts, nbytes = self._packets(data, steps, nb, 20)
         refused, slots, new = loi(self.table, keys, ts, nbytes)
         o_slots, o_new = self.oracle.lookup_or_insert(keys, ts, nbytes, table_slots=slots, evict=self.evict)
         assert slots == o_slots and new == o_new and refused == o_slots.count(-1)
-        es, recs, reasons = self.table.take_ended()
-        got = list(zip(es.tolist(), rec_dicts(recs), reasons.tolist()))
-        assert got == self.oracle.take_ended()
+        self._same_ended()
         self.keys.extend(keys)
+
+    @rule(data=st.data(), steps=st.lists(st.integers(-3, 12), min_size=12, max_size=12),
+          nb=st.integers(0, 2**32 - 1))
+    def account_found(self, data, steps, nb):
+        """insert=False: the keys found are accounted (restarts included), the others left out."""
+        keys, ts, nbytes = self._packets(data, steps, nb, 12)
+        live = len(self.table)
+        refused, slots, new = loi(self.table, keys, ts, nbytes, insert=False)
+        o_slots, o_new = self.oracle.lookup_or_insert(keys, ts, nbytes, insert=False)
+        assert slots == o_slots and new == o_new and refused == 0
+        assert len(self.table) == live  # nothing inserted
+        self._same_ended()
 
     @rule(seed=st.integers(0, 2**32 - 1), extra=st.integers(0, 3), advance=st.integers(0, 30))
     def fill(self, seed, extra, advance):

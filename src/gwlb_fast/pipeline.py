@@ -1129,16 +1129,16 @@ class _Walk:
         self.refs[r, fr.REF_NAT_SLOT] = counted[hit, 0]
         self.refs[r, fr.REF_NAT_FIRST] = counted[hit, 1]
 
-    def _count_replies(self, rows: np.ndarray, g: int) -> None:
+    def _count_replies(self, rows: np.ndarray, g: int) -> np.ndarray:
         """Count the private-form replies ``rows`` in their live SNAT mapping on gateway ``g`` (as a reply in public
-        form is counted there: packets, bytes, last_seen) and keep where, for their later fragments."""
-        if rows.size == 0:
-            return
+        form is counted there: packets, bytes, last_seen) and keep where, for their later fragments. Returns each
+        row's public port, -1 where it has no mapping (nothing counted)."""
         b = self.batch
         counted = self._nat_counted(rows.size)
-        self.p.nats[g].count_replies(b.dst_ip[rows], b.dport[rows], b.proto[rows], b.ts_ns[rows], b.wirelen[rows],
-                                     counted)
+        pport = self.p.nats[g].count_replies(b.dst_ip[rows], b.dport[rows], b.proto[rows], b.ts_ns[rows],
+                                             b.wirelen[rows], counted)
         self._nat_refs(rows, g, counted)
+        return pport
 
     # ---------------------------------------------------------------- entry
     def enter(self) -> None:
@@ -1233,14 +1233,13 @@ class _Walk:
             if priv.any():
                 rows = outside[priv]
                 claimed |= priv
-                pport = _public_port(gw, b.dst_ip[rows], b.dport[rows], b.proto[rows])
+                pport = self._count_replies(rows, g)
                 known = pport >= 0
                 self._trace("enter-nat", rows, nat=g, form="private", public_port=pport)
                 # no mapping yet: one may be made by an earlier packet of this chunk; the reply waits (with the
                 # rest of its flow) until those packets have been walked, see _hold
                 senders = ok & (self.vpc >= 0) & ~self.from_internet
-                soon = ~known & _sent_earlier(b, senders, rows)
-                self._count_replies(rows[known], g)
+                soon = _sent_earlier(b, senders, rows, ~known)
                 if p.pickup and not (known | soon).all():
                     # a flow that began before the capture: its mapping was made by packets we never saw (a flow
                     # a firewall knows did not: e.g. one it denied)
@@ -1485,12 +1484,11 @@ class _Walk:
             rows = np.flatnonzero(held & (self.pending_nat == g) & ok)
             if rows.size == 0:
                 continue
-            pport = _public_port(gw, b.dst_ip[rows], b.dport[rows], b.proto[rows])
+            pport = self._count_replies(rows, g)
             known = pport >= 0
             senders = held & ok & (self.vpc >= 0) & ~self.from_internet & (self.pending_nat < 0)
-            soon = ~known & _sent_earlier(b, senders, rows) if may_wait else np.zeros(rows.size, bool)
+            soon = _sent_earlier(b, senders, rows, ~known) if may_wait else np.zeros(rows.size, bool)
             self._drop(rows[~known & ~soon], PktStatus.NAT_NO_MAPPING, S_NAT)
-            self._count_replies(rows[known], g)
             self.pending_nat[rows[known]] = -1
             gw.stats["snat_reply_packets"] += int(known.sum())
             if self.taps and known.any():
@@ -1602,14 +1600,18 @@ def _addresses(sub: PacketBatch) -> tuple[np.ndarray, ...]:
     return sub.src_ip.copy(), sub.sport.copy(), sub.dst_ip.copy(), sub.dport.copy()
 
 
-def _sent_earlier(b: PacketBatch, senders: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """For each reply row: did an earlier packet of the chunk leave from its destination (ip, port, proto)?"""
-    src = np.flatnonzero(senders)
+def _sent_earlier(b: PacketBatch, senders: np.ndarray, rows: np.ndarray, asked: np.ndarray) -> np.ndarray:
+    """For each reply row where ``asked`` (bool, per row): did an earlier packet of the chunk leave from its
+    destination (ip, port, proto)? False where not asked."""
+    out = np.zeros(rows.size, bool)
+    ask = np.flatnonzero(asked)
+    src = np.flatnonzero(senders) if ask.size else ask
     if src.size == 0:
-        return np.zeros(rows.size, bool)
-    rows = rows.astype(np.int64, copy=False)
-    first = first_row_join(b.src_ip, b.sport, b.proto, src, b.dst_ip, b.dport, rows, np.empty(rows.size, np.int64))
-    return (first >= 0) & (first < rows)
+        return out
+    q = rows[ask].astype(np.int64, copy=False)
+    first = first_row_join(b.src_ip, b.sport, b.proto, src, b.dst_ip, b.dport, q, np.empty(q.size, np.int64))
+    out[ask] = (first >= 0) & (first < q)
+    return out
 
 
 def _to_public(batch: PacketBatch, public_ip: int, public_port: np.ndarray) -> None:

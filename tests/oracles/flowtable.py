@@ -74,8 +74,10 @@ class FlowTableOracle:
 
     # -- operations
     def lookup_or_insert(self, keys: list[Key], ts: list[int], nbytes: list[int],
-                         table_slots: list[int] | None = None, evict: bool = False) -> tuple[list[int], list[int]]:
-        """Returns (slots, is_new). ``table_slots``: the table's answer, used only to learn eviction victims."""
+                         table_slots: list[int] | None = None, evict: bool = False,
+                         insert: bool = True) -> tuple[list[int], list[int]]:
+        """Returns (slots, is_new). ``table_slots``: the table's answer, used only to learn eviction victims.
+        ``insert=False``: keys not in the table are left out (slot -1, IS_EXISTING, not refused)."""
         slots, is_new = [], []
         for i, (key, t, nb) in enumerate(zip(keys, ts, nbytes)):
             s = self.slot_of.get(key)
@@ -94,6 +96,10 @@ class FlowTableOracle:
                     rec.bytes += nb
                     is_new.append(IS_EXISTING)
                 slots.append(s)
+                continue
+            if not insert:
+                slots.append(-1)
+                is_new.append(IS_EXISTING)
                 continue
             if not self.free:
                 victim = table_slots[i] if (evict and table_slots is not None) else -1

@@ -146,6 +146,7 @@ class FlowTable:
         nbytes: np.ndarray,  # const uint32[::1], shape (n,) (e.g. batch.wirelen)
         out_slot: np.ndarray,  # int64[::1], shape (n,)
         out_is_new: np.ndarray,  # uint8[::1], shape (n,)
+        insert: bool = True,  # False: keys not in the table are left out (slot -1, not refused)
     ) -> int:
         """Find or insert each key in batch order, and account the packet to it.
 

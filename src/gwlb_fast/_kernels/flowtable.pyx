@@ -630,7 +630,8 @@ cdef class FlowTable:
         return <Entry*>&raw[0]
 
     # ------------------------------------------------------------------------------------------- batched ops
-    def lookup_or_insert(self, a_ip, b_ip, a_port, b_port, proto, tag, ts_ns, nbytes, out_slot, out_is_new):
+    def lookup_or_insert(self, a_ip, b_ip, a_port, b_port, proto, tag, ts_ns, nbytes, out_slot, out_is_new,
+                         bint insert=True):
         """Find or insert each key in batch order and account the packet to it.
 
         Parameters
@@ -645,6 +646,10 @@ cdef class FlowTable:
             Slot of the packet's entry, -1 when the insert was refused (table full).
         out_is_new : uint8[::1], shape (n,)
             IS_EXISTING (0), IS_NEW (1) or IS_RESTARTED (2); 0 for refused packets.
+        insert : bool
+            False: a key that is not in the table is left out (slot -1, IS_EXISTING, not counted as refused);
+            the keys found are accounted as with True (a lookup that counts, e.g. replies that may only join an
+            existing entry).
 
         Returns
         -------
@@ -753,6 +758,10 @@ cdef class FlowTable:
                         e.bytes += vnb[i]
                         on[i] = C_IS_EXISTING
                     os[i] = s
+                    continue
+                if not insert:
+                    os[i] = -1
+                    on[i] = C_IS_EXISTING
                     continue
                 if self._nfree == 0 and self._fresh == self._cap:
                     v = -1

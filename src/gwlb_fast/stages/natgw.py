@@ -334,28 +334,31 @@ class NatGateway:
         return out
 
     def count_replies(self, priv_ip: np.ndarray, priv_port: np.ndarray, proto: np.ndarray, ts_ns: np.ndarray,
-                      nbytes: np.ndarray, counted: np.ndarray | None = None) -> None:
+                      nbytes: np.ndarray, counted: np.ndarray | None = None) -> np.ndarray:
         """Replies to SNAT'ed flows as the private host receives them (a capture taken on the business side: the
         pipeline replays them in private form, their mapping found by its private ``(ip, port, proto)``), counted in
-        their mapping as :meth:`inbound` counts a reply in public form: packets, bytes and last_seen, which keeps
-        the mapping alive. Every key must have a live mapping (the caller found it). ``counted``: as for
-        :meth:`outbound`."""
+        their live mapping as :meth:`inbound` counts a reply in public form: packets, bytes and last_seen, which
+        keeps the mapping alive. A key without a mapping is left alone. Returns int32[n]: the mapping's public
+        port, -1 where none. ``counted``: as for :meth:`outbound`."""
         m = np.asarray(priv_ip).shape[0]
         if counted is not None:
             counted[:] = -1
+        out = np.full(m, -1, np.int32)
         if m == 0:
-            return
+            return out
         got = np.empty(m, np.int64)
         is_new = np.empty(m, np.uint8)
         self.table.lookup_or_insert(np.ascontiguousarray(priv_ip, np.uint32), np.zeros(m, np.uint32),
                                     np.ascontiguousarray(priv_port, np.uint16), np.zeros(m, np.uint16),
                                     np.ascontiguousarray(proto, np.uint8), None,
                                     np.ascontiguousarray(ts_ns, np.int64), np.ascontiguousarray(nbytes, np.uint32),
-                                    got, is_new)
+                                    got, is_new, insert=False)
         self.table.take_ended()
+        hit = got >= 0
+        out[hit] = self.slot_port[got[hit]]
         if counted is not None:
-            hit = got >= 0
             self._mark_counted(counted, hit, got[hit])
+        return out
 
     def pickup(self, priv_ip: np.ndarray, priv_port: np.ndarray, proto: np.ndarray, ts_ns: np.ndarray,
                nbytes: np.ndarray, icmp_type: np.ndarray | None = None,
