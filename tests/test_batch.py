@@ -31,6 +31,22 @@ def test_slice_is_a_view_and_mask_shares_arena(pkts, data):
     assert list(f.ts_ns) == list(np.flatnonzero(mask))
 
 
+@given(packets, st.data())
+def test_core_rows_takes_the_core_columns_only(pkts, data):
+    """core_rows(rows): the packets at rows (repeats and any order), the core columns as self[rows] has them,
+    every other column None, the arena shared."""
+    b = PacketBatch.from_packets(pkts, ts_ns=np.arange(len(pkts)) * 7)
+    b.parse()
+    rows = np.array(data.draw(st.lists(st.integers(0, max(len(pkts) - 1, 0)), max_size=len(pkts) and 30)),
+                    np.int64)
+    c, full = b.core_rows(rows), b[rows]
+    assert c.data is b.data and c.packets() == [pkts[i] for i in rows.tolist()]
+    for name in ("off", "caplen", "wirelen", "ts_ns", "linktype"):
+        got = getattr(c, name)
+        assert got.dtype == getattr(b, name).dtype and got.tolist() == getattr(full, name).tolist()
+    assert c.status is None and c.src_ip is None and c.flow_cookie is None
+
+
 @given(st.lists(packets, max_size=4))
 def test_concat_and_compact(lists):
     batches = [PacketBatch.from_packets(p) for p in lists]

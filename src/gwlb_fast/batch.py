@@ -193,6 +193,17 @@ class PacketBatch:
             index = np.flatnonzero(index)
         return self._with_columns(index.astype(np.intp, copy=False))
 
+    def core_rows(self, rows: np.ndarray) -> PacketBatch:
+        """The packets at ``rows`` (an integer array) with copies of the core columns only: what a writer reads,
+        without the gather of the parse and Geneve columns that ``self[rows]`` makes."""
+        out = PacketBatch.__new__(PacketBatch)
+        out.data = self.data
+        for name in OPTIONAL_COLUMNS:
+            setattr(out, name, None)
+        for name, col in zip(CORE_COLUMNS, take_columns(rows, [getattr(self, name) for name in CORE_COLUMNS])):
+            setattr(out, name, col)
+        return out
+
     def filter(self, mask) -> PacketBatch:
         """Packets where ``mask`` is true; the arena is shared, not copied."""
         return self[np.asarray(mask, dtype=bool)]

@@ -284,9 +284,10 @@ class Pipeline:
         """
         return self._process(batch, None)
 
-    def _process(self, batch: PacketBatch, arena: np.ndarray | None) -> ChunkResult:
+    def _process(self, batch: PacketBatch, arena: np.ndarray | None, core_output: bool = False) -> ChunkResult:
         """:meth:`process`, copying the packets into ``arena`` when it is large enough (the caller is done with the
-        result before it passes the same buffer again), else into a fresh arena."""
+        result before it passes the same buffer again), else into a fresh arena. ``core_output``: the result's
+        output batch has the core columns only (for a writer; :meth:`run`)."""
         n = len(batch)
         if arena is not None and arena.shape[0] < batch.nbytes:
             arena = None
@@ -307,7 +308,8 @@ class Pipeline:
                     total = int(base[-1])
                     room = 0 if arena is None else arena.shape[0] - total
                     at = [int(base[c]) + (room * int(base[c]) // total if total else 0) for c in cuts]
-                    parts = [self._process_slice(batch[a:b], None if arena is None else arena[at[k]:at[k + 1]])
+                    parts = [self._process_slice(batch[a:b], None if arena is None else arena[at[k]:at[k + 1]],
+                                                 core_output)
                              for k, (a, b) in enumerate(itertools.pairwise(cuts))]
                     taps = {k: [x for r in parts for x in r.taps.get(k, [])] for k in parts[0].taps}
                     # the slices' outputs point into parts of one arena: joined without a copy
@@ -318,9 +320,10 @@ class Pipeline:
                                        rule=np.concatenate([r.rule for r in parts]),
                                        failed_fw=np.concatenate([r.failed_fw for r in parts]),
                                        resets=Resets.concat([r.resets for r in parts], cuts[:-1]))
-        return self._process_slice(batch, arena)
+        return self._process_slice(batch, arena, core_output)
 
-    def _process_slice(self, batch: PacketBatch, arena: np.ndarray | None = None) -> ChunkResult:
+    def _process_slice(self, batch: PacketBatch, arena: np.ndarray | None = None,
+                       core_output: bool = False) -> ChunkResult:
         t0 = time.perf_counter()
         work = _own_copy(batch, arena)  # our own arena: NAT rewrites headers in place
         self.bytes_in += work.nbytes
@@ -389,7 +392,7 @@ class Pipeline:
         if logged is not None:
             self._log_drops(work, before, logged, flip, followed, walk.refs, walk.fw)
         dl = np.flatnonzero(walk.delivered != D_NONE)
-        out_main = work[dl]
+        out_main = work.core_rows(dl) if core_output else work[dl]
         # output order: input order, a firewall reset right after its packet, a fragment released by its first
         # fragment right after that one (keys 2 * row, 2 * row + 1)
         parts, order = [out_main], [2 * dl]
@@ -802,7 +805,7 @@ class Pipeline:
                         # with headroom: chunks of varying sizes would otherwise grow it a little time after time,
                         # each time a new buffer of a chunk's size, which fragments the allocator's heap
                         arenas[turn] = np.empty(part.nbytes + part.nbytes // 4, np.uint8)
-                    res = self._process(part, arenas[turn])
+                    res = self._process(part, arenas[turn], core_output=True)  # only written: no parse columns
                     t0 = time.perf_counter()
                     ts = part.ts_ns
                     if len(part):
