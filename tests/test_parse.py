@@ -195,6 +195,35 @@ def test_bad_ip_header_checksum_is_flagged_with_its_columns():
                                                                       "dport": 443}
 
 
+def _ones_sum16(data: bytes) -> int:
+    """RFC 1071 one's-complement sum of big-endian 16-bit words, folded (plain Python)."""
+    acc = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while acc >> 16:
+        acc = (acc & 0xFFFF) + (acc >> 16)
+    return acc
+
+
+@given(st.integers(5, 15), st.binary(min_size=60, max_size=60), st.sampled_from(["right", "random", "zero-body"]))
+def test_ip_header_checksum_check_agrees_with_rfc1071(ihl, body, csum_kind):
+    """Any header length, any header bytes: BAD_IP_CSUM exactly where the header's words do not add up to 0xFFFF
+    (a checksum field of 0 is offload, never bad)."""
+    hlen = 4 * ihl
+    hdr = bytearray(body[:hlen])
+    if csum_kind == "zero-body":
+        hdr[:] = bytes(hlen)
+    hdr[0] = 0x40 | ihl
+    hdr[2:4] = struct.pack("!H", hlen)  # total length: the header alone
+    hdr[6:8] = b"\0\0"  # not a fragment
+    if csum_kind == "right":
+        hdr[10:12] = b"\0\0"
+        hdr[10:12] = struct.pack("!H", ~_ones_sum16(bytes(hdr)) & 0xFFFF)
+    row = parsed_rows([bytes(hdr)], linktype=228)[0]
+    if hdr[10:12] == b"\0\0":
+        assert row["status"] != PktStatus.BAD_IP_CSUM
+    else:
+        assert (row["status"] == PktStatus.BAD_IP_CSUM) == (_ones_sum16(bytes(hdr)) != 0xFFFF), bytes(hdr).hex()
+
+
 def test_zero_ip_checksum_is_offload_and_filled():
     good = _tcp_frame(payload=b"x" * 10)
     zero = _with_ip_csum(good, 0)

@@ -58,6 +58,22 @@ cdef inline uint32_t csum_add(uint32_t acc, const uint8_t* p, Py_ssize_t n) noex
     return acc
 
 
+cdef inline bint csum_words_ok(const uint8_t* p, Py_ssize_t nwords) noexcept nogil:
+    """Whether ``nwords`` 32-bit words at ``p`` (a header with its checksum field, e.g. IPv4's) add up to 0xFFFF in
+    one's complement: its checksum is right. The words are added as they lie in memory (little-endian), four bytes
+    at a time: a one's-complement sum taken in the other byte order is the byte-swapped sum (RFC 1071, section 2),
+    and 0xFFFF is its own swap."""
+    cdef uint64_t acc = 0, low32 = <uint64_t>0xFFFFFFFFUL
+    cdef Py_ssize_t i
+    for i in range(nwords):
+        acc += load_le32(p + 4 * i)
+    acc = (acc & low32) + (acc >> 32)
+    acc = (acc & low32) + (acc >> 32)
+    acc = (acc & 0xFFFF) + (acc >> 16)
+    acc = (acc & 0xFFFF) + (acc >> 16)
+    return acc == 0xFFFF
+
+
 cdef inline uint16_t csum_fold(uint32_t acc) noexcept nogil:
     """Fold a one's-complement accumulator and complement it (RFC 1071)."""
     while acc >> 16:

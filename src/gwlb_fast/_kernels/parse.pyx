@@ -2,7 +2,7 @@
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t
 from libc.string cimport memcpy
 
-from gwlb_fast._kernels._bytes cimport csum_add, csum_fold, load_be16, load_be32
+from gwlb_fast._kernels._bytes cimport csum_add, csum_fold, csum_words_ok, load_be16, load_be32
 from gwlb_fast._kernels._link cimport find_l3
 from gwlb_fast._kernels._status cimport (
     ST_BAD_IHL, ST_BAD_IP_CSUM, ST_BAD_IP_LEN, ST_BAD_IP_VERSION, ST_BAD_TCP_OFF, ST_FRAGMENT, ST_L4_TRUNCATED,
@@ -140,7 +140,7 @@ def parse_packets(const uint8_t[::1] data, const int64_t[::1] off, const uint32_
                             # (header checksum offload; fill_ip_checksums then does what the NIC would)
                             if load_be16(ip + 10) == 0:
                                 n_zero_csum += 1
-                            elif csum_fold(csum_add(0, ip, ihl)) != 0:
+                            elif not csum_words_ok(ip, ihl >> 2):
                                 st = ST_BAD_IP_CSUM
                             if load_be16(ip + 6) & 0x3FFF:  # MF or an offset: a fragment, first or later
                                 n_fragments += 1
