@@ -193,6 +193,19 @@ class PacketBatch:
             index = np.flatnonzero(index)
         return self._with_columns(index.astype(np.intp, copy=False))
 
+    def take(self, rows, columns) -> PacketBatch:
+        """The packets at ``rows`` (an integer array) with only the named ``columns`` of this batch's (the other
+        optional columns None; every named column must be set here), in one kernel call; the arena is shared.
+        For a reader that uses only some columns: the others are not gathered."""
+        out = PacketBatch.__new__(PacketBatch)
+        out.data = self.data
+        for name in ALL_COLUMNS:
+            setattr(out, name, None)
+        names = list(columns)
+        for name, col in zip(names, take_columns(np.asarray(rows, np.intp), [getattr(self, name) for name in names])):
+            setattr(out, name, col)
+        return out
+
     def filter(self, mask) -> PacketBatch:
         """Packets where ``mask`` is true; the arena is shared, not copied."""
         return self[np.asarray(mask, dtype=bool)]

@@ -203,8 +203,11 @@ class Inspection:
             if self.keep_taps:
                 out = self.firewalls[k].process(frames[pick], echo=True)
             else:
-                out = self.firewalls[k].process_inner(frames[pick], self._frames_of(
-                    sub, pick if sub_rows is None else sub_rows[pick], opts))
+                # the firewall's share of the frames' columns: only those it reads, when it says which
+                cols = self.firewalls[k].inner_columns if frames.l4_off is not None else None
+                out = self.firewalls[k].process_inner(frames[pick] if cols is None else frames.take(pick, cols),
+                                                      self._frames_of(sub, pick if sub_rows is None
+                                                                      else sub_rows[pick], opts))
             status[rows] = out.status
             by_fw[rows[out.status != PktStatus.OK]] = True
             res.rule[rows] = out.rule
