@@ -861,10 +861,9 @@ def test_admit_kernel_matches_python(data):
 @settings(max_examples=300, deadline=None)
 @given(st.data())
 def test_settle_kernel_matches_python(data):
-    """``session.settle`` against plain Python: per row with a slot, by its session's state, the flow-table timeout
-    it gets (closed: close timeout, denied / resetting: deny timeout, open: -1 only when a session reopened) or its
-    slot to free (no session), in row order; the rows per status (codes beyond the counters not counted) and the
-    rows answered with a reset."""
+    """``session.settle`` against plain Python: the rows' slots by their session's state (closed, denied or
+    resetting, open only when a session reopened, no session), in row order; the rows per status (codes beyond the
+    counters not counted) and the rows answered with a reset."""
     rows = data.draw(st.integers(1, 30))
     sess = np.zeros((rows, _s.NF), np.int64)
     sess[:, _s.F_STATE] = data.draw(st.lists(st.integers(0, 6), min_size=rows, max_size=rows))
@@ -878,8 +877,8 @@ def test_settle_kernel_matches_python(data):
     reopened = data.draw(st.booleans())
     nc = data.draw(st.sampled_from([1, 50, 64]))
     counts = np.array(data.draw(st.lists(st.integers(0, 5), min_size=nc, max_size=nc)), np.int64)
-    want_counts = counts.tolist()
-    want_set, want_empty, want_reset = [], [], 0
+    want_counts, want_reset = counts.tolist(), 0
+    want = {"closed": [], "denied": [], "opened": [], "empty": []}
     for i in range(n):
         if status[i] < nc:
             want_counts[status[i]] += 1
@@ -889,21 +888,21 @@ def test_settle_kernel_matches_python(data):
             continue
         state = int(sess[s, _s.F_STATE])
         if state in (_s.S_FIN_CLOSED, _s.S_RST_CLOSED):
-            want_set.append((s, 15))
+            want["closed"].append(s)
         elif state in (_s.S_DENIED, _s.S_RESETTING):
-            want_set.append((s, 60))
+            want["denied"].append(s)
         elif state == _s.S_OPEN and reopened:
-            want_set.append((s, -1))
+            want["opened"].append(s)
         elif state == _s.S_EMPTY:
-            want_empty.append(s)
-    got_slot, got_to, got_empty, got_reset = _s.settle(slot, sess, status, out_n, k1, k2, 15, 60, reopened, counts)
-    assert list(zip(got_slot.tolist(), got_to.tolist())) == want_set
-    assert got_empty.tolist() == want_empty and got_reset == want_reset and counts.tolist() == want_counts
+            want["empty"].append(s)
+    *got, got_reset = _s.settle(slot, sess, status, out_n, k1, k2, reopened, counts)
+    assert [g.tolist() for g in got] == [want[k] for k in ("closed", "denied", "opened", "empty")]
+    assert got_reset == want_reset and counts.tolist() == want_counts
     with pytest.raises(ValueError, match="outside"):
         _s.settle(np.array([0, rows], np.int64), sess, np.zeros(2, np.uint8), np.zeros(2, np.uint8),
-                  np.zeros(2, np.uint8), np.zeros(2, np.uint8), 15, 60, False, counts)
+                  np.zeros(2, np.uint8), np.zeros(2, np.uint8), False, counts)
     with pytest.raises(ValueError, match="out_n"):
-        _s.settle(slot, sess, status, np.zeros(n + 1, np.uint8), k1, k2, 15, 60, reopened, counts)
+        _s.settle(slot, sess, status, np.zeros(n + 1, np.uint8), k1, k2, reopened, counts)
 
 
 @settings(max_examples=200, deadline=None)

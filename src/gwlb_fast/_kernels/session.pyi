@@ -124,8 +124,7 @@ def settle(
     sess: np.ndarray,  # const int64[capacity, NF]
     status: np.ndarray,  # const uint8[n]
     out_n: np.ndarray, out_kind1: np.ndarray, out_kind2: np.ndarray,  # const uint8[n]
-    close_timeout_ns: int, deny_timeout_ns: int,
     reopened: bool,
     counts: np.ndarray,  # int64[k], in/out: rows per status
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """(slots, timeouts, empty slots, rows with a reset) after session_update; see the kernel's docstring."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """(closed, denied, opened, empty slots, rows with a reset) after session_update; see the kernel's docstring."""

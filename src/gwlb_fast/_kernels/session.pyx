@@ -522,21 +522,21 @@ def admit(const uint64_t[::1] endpoint, const uint64_t[::1] ep_ids, const uint8_
 
 def settle(const int64_t[::1] slot, const int64_t[:, ::1] sess, const uint8_t[::1] status,
            const uint8_t[::1] out_n, const uint8_t[::1] out_kind1, const uint8_t[::1] out_kind2,
-           int64_t close_timeout_ns, int64_t deny_timeout_ns, bint reopened, int64_t[::1] counts):
+           bint reopened, int64_t[::1] counts):
     """The firewall's last pass over a batch, after :func:`session_update` (and content inspection), in one loop.
 
-    For the rows with ``slot >= 0``, by the state of their session (``sess[slot, F_STATE]``): closed (FIN or RST)
-    sessions get ``close_timeout_ns`` and denied or resetting ones ``deny_timeout_ns`` as their flow table timeout;
-    with ``reopened`` (a session ended in the batch, so a slot may hold a new one), open sessions get -1 (the
-    protocol default) back; slots without a session are to be freed. Also adds each row's status to ``counts``
-    (int64[k]; a status >= k is not counted) and counts the rows whose returns include a TCP reset (``out_n`` >= 1
-    with ``out_kind1`` not ``OUT_ECHO``, or >= 2 with ``out_kind2`` not ``OUT_ECHO``).
+    Sorts the rows with ``slot >= 0`` by the state of their session (``sess[slot, F_STATE]``): closed (FIN or
+    RST) sessions, to get the close timeout in the flow table; denied or resetting ones, to get the deny timeout;
+    with ``reopened`` (a session ended in the batch, so a slot may hold a new one) open ones, to get the protocol
+    default back; and slots without a session, to be freed. Also adds each row's status to ``counts`` (int64[k];
+    a status >= k is not counted) and counts the rows whose returns include a TCP reset (``out_n`` >= 1 with
+    ``out_kind1`` not ``OUT_ECHO``, or >= 2 with ``out_kind2`` not ``OUT_ECHO``).
 
-    Returns ``(slots, timeouts, empty, n_reset)``: int64 arrays in row order, a slot once per row that has it
-    (``FlowTable.set_timeout(slots, timeouts)`` applies the first two), and the number of rows with a reset."""
-    cdef Py_ssize_t n = slot.shape[0], rows = sess.shape[0], nc = counts.shape[0], i, k = 0, ke = 0
-    cdef Py_ssize_t n_reset = 0
-    cdef int64_t s, st, to
+    Returns ``(closed, denied, opened, empty, n_reset)``: four int64 arrays of slots in row order (a slot once per
+    row that has it; ``opened`` empty without ``reopened``) and the number of rows with a reset."""
+    cdef Py_ssize_t n = slot.shape[0], rows = sess.shape[0], nc = counts.shape[0], i
+    cdef Py_ssize_t kc = 0, kd = 0, ko = 0, ke = 0, n_reset = 0
+    cdef int64_t s, st
     cdef bint bad = False
     cdef uint8_t c
     for name, ln in (("status", status.shape[0]), ("out_n", out_n.shape[0]), ("out_kind1", out_kind1.shape[0]),
@@ -552,10 +552,11 @@ def settle(const int64_t[::1] slot, const int64_t[:, ::1] sess, const uint8_t[::
                 break
     if bad:
         raise ValueError(f"settle: slot {slot[i]} of row {i} is outside the {rows} session rows")
-    out_slot = np.empty(n, np.int64)
-    out_to = np.empty(n, np.int64)
-    out_empty = np.empty(n, np.int64)
-    cdef int64_t[::1] os_ = out_slot, ot = out_to, oe = out_empty
+    closed = np.empty(n, np.int64)
+    denied = np.empty(n, np.int64)
+    opened = np.empty(n if reopened else 0, np.int64)
+    empty = np.empty(n, np.int64)
+    cdef int64_t[::1] oc = closed, od = denied, oo = opened, oe = empty
     with nogil:
         for i in range(n):
             c = status[i]
@@ -568,20 +569,16 @@ def settle(const int64_t[::1] slot, const int64_t[:, ::1] sess, const uint8_t[::
                 continue
             st = sess[s, _F_STATE]
             if st == _S_OPEN:
-                if not reopened:
-                    continue
-                to = -1
+                if reopened:
+                    oo[ko] = s
+                    ko += 1
             elif st == _S_FIN_CLOSED or st == _S_RST_CLOSED:
-                to = close_timeout_ns
+                oc[kc] = s
+                kc += 1
             elif st == _S_DENIED or st == _S_RESETTING:
-                to = deny_timeout_ns
+                od[kd] = s
+                kd += 1
             elif st == _S_EMPTY:
                 oe[ke] = s
                 ke += 1
-                continue
-            else:
-                continue
-            os_[k] = s
-            ot[k] = to
-            k += 1
-    return out_slot[:k], out_to[:k], out_empty[:ke], n_reset
+    return closed[:kc], denied[:kd], opened[:ko], empty[:ke], n_reset

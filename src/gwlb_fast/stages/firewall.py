@@ -425,10 +425,13 @@ class Firewall:
         # get the protocol default back; slots that never became a session are freed (one pass, which also counts
         # the statuses and the packets answered with a reset)
         counts = np.zeros(N_STATUS, np.int64)
-        to_slot, to_ns, empty, n_reset = _s.settle(slot, self.sessions, status, out_n, k1, k2, self.close_timeout_ns,
-                                                   self.deny_timeout_ns, ne > 0, counts)
-        if to_slot.shape[0]:
-            self.table.set_timeout(to_slot, to_ns)
+        closed, denied, opened, empty, n_reset = _s.settle(slot, self.sessions, status, out_n, k1, k2, ne > 0, counts)
+        if closed.shape[0]:
+            self.table.set_timeout(closed, self.close_timeout_ns)
+        if denied.shape[0]:
+            self.table.set_timeout(denied, self.deny_timeout_ns)
+        if opened.shape[0]:
+            self.table.set_timeout(opened, -1)
         if empty.shape[0]:
             self.table.delete(np.unique(empty))
         # evicted sessions whose slot was not reused in this batch (reused ones were logged by the kernel)
@@ -441,7 +444,8 @@ class Firewall:
             self.now_ns = max(self.now_ns, int(inner.ts_ns.max()))
             scan = self.expire_scan if self.expire_scan is not None else max(4096, 2 * n)
             exp_slots, _ = self.table.expire(self.now_ns, scan)
-            logs.append(self._log_freed(exp_slots, _s.END_AGED_OUT, notes))
+            if exp_slots.shape[0] or self.inspection is not None:
+                logs.append(self._log_freed(exp_slots, _s.END_AGED_OUT, notes))
 
         # frames back to the GWLB
         out, source, kind = self._returns(wire, inner, out_n, k1, k2, echo, n_reset)
@@ -669,6 +673,8 @@ class Firewall:
     @staticmethod
     def _records(rows: np.ndarray) -> np.ndarray:
         out = np.empty(rows.shape[0], SESSION_DTYPE)
+        if rows.shape[0] == 0:  # the usual batch: no session ended
+            return out
         out["application"] = -1
         out["inspect_ref"] = -1
         for field, col in (("client_ip", _s.F_CLIENT_IP), ("server_ip", _s.F_SERVER_IP),

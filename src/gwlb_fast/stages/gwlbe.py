@@ -209,7 +209,9 @@ class Inspection:
                                                       self._frames_of(sub, pick if sub_rows is None
                                                                       else sub_rows[pick], opts))
             status[rows] = out.status
-            by_fw[rows[out.status != PktStatus.OK]] = True
+            every_ok = out.counts[PktStatus.OK] == rows.shape[0]  # the usual case: no mask to take
+            if not every_ok:
+                by_fw[rows[out.status != PktStatus.OK]] = True
             res.rule[rows] = out.rule
             if counted:
                 (where[rows, COUNTED_FW_SLOT], where[rows, COUNTED_FW_START],
@@ -218,7 +220,7 @@ class Inspection:
             if out.sessions.shape[0]:
                 res.sessions.append((k, out.sessions))
             if not self.keep_taps:
-                passed.append(rows[out.status == PktStatus.OK])
+                passed.append(rows if every_ok else rows[out.status == PktStatus.OK])
             if len(out.wire) == 0:
                 continue
             if self.keep_taps:
