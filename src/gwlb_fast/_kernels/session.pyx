@@ -477,16 +477,25 @@ def admit(const uint64_t[::1] endpoint, const uint64_t[::1] ep_ids, const uint8_
         raise ValueError(f"admit: ep_zone: expected length {m} (one per endpoint id), got {ep_zone.shape[0]}")
     if m:
         one = ep_ids[0]
+    cdef uint8_t zone_one = ep_zone[0] if m else unknown_zone
+    cdef uint8_t c
+    cdef bint sw
     with nogil:
-        for i in range(n):
-            e = endpoint[i]
-            z = unknown_zone
-            if m == 1:  # the common deployment: a compare instead of a search
-                if e == one:
-                    z = ep_zone[0]
-                elif status[i] == ST_OK:
-                    status[i] = ST_UNKNOWN_ENDPOINT
-            else:
+        if m == 1:  # the common deployment: a compare instead of a search
+            for i in range(n):
+                c = status[i]
+                if endpoint[i] == one:
+                    zone[i] = zone_one
+                else:
+                    zone[i] = unknown_zone
+                    if c == ST_OK:
+                        c = ST_UNKNOWN_ENDPOINT
+                        status[i] = c
+                n_ok += c == ST_OK
+        else:
+            for i in range(n):
+                e = endpoint[i]
+                z = unknown_zone
                 lo = 0
                 hi = m
                 while lo < hi:  # first id >= e
@@ -495,28 +504,25 @@ def admit(const uint64_t[::1] endpoint, const uint64_t[::1] ep_ids, const uint8_
                         lo = mid + 1
                     else:
                         hi = mid
+                c = status[i]
                 if lo < m and ep_ids[lo] == e:
                     z = ep_zone[lo]
-                elif status[i] == ST_OK:
-                    status[i] = ST_UNKNOWN_ENDPOINT
-            zone[i] = z
-            n_ok += status[i] == ST_OK
+                elif c == ST_OK:
+                    c = ST_UNKNOWN_ENDPOINT
+                    status[i] = c
+                zone[i] = z
+                n_ok += c == ST_OK
+        for i in range(n):  # the canonical key, branch-free
             si = src_ip[i]
             di = dst_ip[i]
             spi = sport[i]
             dpi = dport[i]
-            if si < di or (si == di and spi <= dpi):
-                a_ip[i] = si
-                b_ip[i] = di
-                a_port[i] = spi
-                b_port[i] = dpi
-                rev[i] = 0
-            else:
-                a_ip[i] = di
-                b_ip[i] = si
-                a_port[i] = dpi
-                b_port[i] = spi
-                rev[i] = 1
+            sw = si > di or (si == di and spi > dpi)
+            a_ip[i] = di if sw else si
+            b_ip[i] = si if sw else di
+            a_port[i] = dpi if sw else spi
+            b_port[i] = spi if sw else dpi
+            rev[i] = sw
     return n_ok
 
 

@@ -348,13 +348,16 @@ class Firewall:
         related, related_slot = self._related_icmp_errors(inner, status, a_ip, b_ip, a_port, b_port, ep)
         if related is not None:  # ICMP errors took some rows out
             n_ok = int(np.count_nonzero(status == PktStatus.OK))
-        slot = np.full(n, -1, np.int64)
-        is_new = np.zeros(n, np.uint8)
         refused = 0
-        if n_ok == n:
+        if n_ok == n:  # every row gets its slot and is_new
+            slot = np.empty(n, np.int64)
+            is_new = np.empty(n, np.uint8)
             refused = self.table.lookup_or_insert(a_ip, b_ip, a_port, b_port, inner.proto, ep, inner.ts_ns,
                                                   inner.wirelen, slot, is_new)
-        elif n_ok:
+        else:
+            slot = np.full(n, -1, np.int64)
+            is_new = np.zeros(n, np.uint8)
+        if 0 < n_ok < n:
             ok = np.flatnonzero(status == PktStatus.OK)
             sub_slot = np.empty(ok.shape[0], np.int64)
             sub_new = np.empty(ok.shape[0], np.uint8)
