@@ -313,7 +313,7 @@ class Firewall:
         rows ``rows`` of ``inner`` (a PacketBatch, in the order of ``rows``), called only for the packets answered
         with a TCP reset, whose frames copy the offending frame's outer headers. The output is the same as
         ``process(frames(all rows), echo=False)``'s. An ``inner`` that ``carried`` parsed (``l4_off`` set) is not
-        parsed again."""
+        parsed again, and needs only the columns :attr:`inner_columns` names."""
         if inner.l4_off is None:
             inner.status = None
             inner.parse()

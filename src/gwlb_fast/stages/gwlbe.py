@@ -203,11 +203,15 @@ class Inspection:
             if self.keep_taps:
                 out = self.firewalls[k].process(frames[pick], echo=True)
             else:
-                # the firewall's share of the frames' columns: only those it reads, when it says which
+                # the firewall's share of the frames' columns: only those it reads, when it says which (and none
+                # gathered when it gets every frame: it only reads them then)
                 cols = self.firewalls[k].inner_columns if frames.l4_off is not None else None
-                out = self.firewalls[k].process_inner(frames[pick] if cols is None else frames.take(pick, cols),
-                                                      self._frames_of(sub, pick if sub_rows is None
-                                                                      else sub_rows[pick], opts))
+                if cols is None:
+                    part = frames[pick]
+                else:
+                    part = frames if pick.shape[0] == len(frames) else frames.take(pick, cols)
+                out = self.firewalls[k].process_inner(part, self._frames_of(sub, pick if sub_rows is None
+                                                                            else sub_rows[pick], opts))
             status[rows] = out.status
             every_ok = out.counts[PktStatus.OK] == rows.shape[0]  # the usual case: no mask to take
             if not every_ok:
