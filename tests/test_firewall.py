@@ -798,24 +798,6 @@ def test_session_update_checks_the_pickup_arguments():
     assert fw.sessions[0, _s.F_CLIENT_IP] == SERVER  # flipped: the destination is the client
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.data())
-def test_not_open_kernel_matches_numpy(data):
-    """``session.not_open`` against the NumPy expression it replaces: the rows' slots whose session is not open,
-    with their states, in row order."""
-    rows = data.draw(st.integers(1, 40))
-    sess = np.zeros((rows, _s.NF), np.int64)
-    sess[:, _s.F_STATE] = data.draw(st.lists(st.integers(0, 5), min_size=rows, max_size=rows))
-    slot = np.array(data.draw(st.lists(st.integers(-1, rows - 1), max_size=60)), np.int64)
-    got_slot, got_state = _s.not_open(slot, sess)
-    touched = slot[slot >= 0]
-    state = sess[touched, _s.F_STATE]
-    want = state != _s.S_OPEN
-    assert got_slot.tolist() == touched[want].tolist() and got_state.tolist() == state[want].tolist()
-    with pytest.raises(ValueError, match="outside"):
-        _s.not_open(np.array([0, rows], np.int64), sess)
-
-
 @settings(max_examples=300, deadline=None)
 @given(st.data())
 def test_admit_kernel_matches_python(data):

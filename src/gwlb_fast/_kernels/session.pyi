@@ -104,7 +104,6 @@ def session_add(
 ) -> int:
     """Add 1 packet and nbytes[i] bytes to session slot[i] (direction rev[i]) where the slot still holds the session
     started at start_ns[i] (and with ts_ns, move its F_LAST to ts_ns[i] if later); returns the rows counted."""
-def not_open(slot: np.ndarray, sess: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 def admit(
     endpoint: np.ndarray,  # const uint64[n]
     ep_ids: np.ndarray,  # const uint64[m], ascending, no repeats

@@ -418,37 +418,6 @@ def session_add(const int64_t[::1] slot, const int64_t[::1] start_ns, const uint
             done += 1
     return done
 
-def not_open(const int64_t[::1] slot, const int64_t[:, ::1] sess):
-    """The rows of a batch whose session is not open, after :func:`session_update`: ``(slots, states)``, int64, in
-    row order (a slot once per row that has it), for the rows with ``slot >= 0`` and ``sess[slot, F_STATE] !=
-    S_OPEN``. One pass instead of four NumPy ones (select, gather, compare, select twice)."""
-    cdef Py_ssize_t n = slot.shape[0], i, k = 0, rows = sess.shape[0]
-    cdef int64_t s, st
-    cdef bint bad = False
-    out_slot = np.empty(n, np.int64)
-    out_state = np.empty(n, np.int64)
-    cdef int64_t[::1] os_ = out_slot, ost = out_state
-    if n and sess.shape[1] <= _F_STATE:
-        raise ValueError("not_open: sess has no state column")
-    with nogil:
-        for i in range(n):  # bounds first: the loop below reads without checks
-            if slot[i] >= rows:
-                bad = True
-                break
-    if bad:
-        raise ValueError(f"not_open: slot {slot[i]} of row {i} is outside the {rows} session rows")
-    with nogil:
-        for i in range(n):
-            s = slot[i]
-            if s < 0:
-                continue
-            st = sess[s, _F_STATE]
-            if st != _S_OPEN:
-                os_[k] = s
-                ost[k] = st
-                k += 1
-    return out_slot[:k], out_state[:k]
-
 
 def admit(const uint64_t[::1] endpoint, const uint64_t[::1] ep_ids, const uint8_t[::1] ep_zone,
           uint8_t unknown_zone, const uint32_t[::1] src_ip, const uint32_t[::1] dst_ip,
