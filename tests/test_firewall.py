@@ -807,7 +807,7 @@ def test_admit_kernel_matches_python(data):
     ids = sorted(set(data.draw(st.lists(st.sampled_from([0, 1, 7, 2**63, 2**64 - 1, EP_A, EP_B]), max_size=5))))
     zones = data.draw(st.lists(st.integers(0, 254), min_size=len(ids), max_size=len(ids)))
     n = data.draw(st.integers(0, 40))
-    lst = lambda elt: data.draw(st.lists(elt, min_size=n, max_size=n))  # noqa: E731
+    lst = lambda elt: data.draw(st.lists(elt, min_size=n, max_size=n))
     ep = np.array(lst(st.sampled_from([0, 1, 3, 7, 2**63, 2**64 - 1, EP_A, EP_B])), np.uint64)
     src = np.array(lst(st.sampled_from([0, 1, 5, CLIENT, SERVER, 2**32 - 1])), np.uint32)
     dst = np.array(lst(st.sampled_from([0, 1, 5, CLIENT, SERVER, 2**32 - 1])), np.uint32)
@@ -850,7 +850,7 @@ def test_settle_kernel_matches_python(data):
     sess = np.zeros((rows, _s.NF), np.int64)
     sess[:, _s.F_STATE] = data.draw(st.lists(st.integers(0, 6), min_size=rows, max_size=rows))
     n = data.draw(st.integers(0, 50))
-    lst = lambda elt: data.draw(st.lists(elt, min_size=n, max_size=n))  # noqa: E731
+    lst = lambda elt: data.draw(st.lists(elt, min_size=n, max_size=n))
     slot = np.array(lst(st.integers(-1, rows - 1)), np.int64)
     status = np.array(lst(st.integers(0, 60)), np.uint8)
     out_n = np.array(lst(st.integers(0, 2)), np.uint8)

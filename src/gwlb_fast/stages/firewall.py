@@ -57,6 +57,8 @@ NS = 1_000_000_000
 _RELATED = 255  # placeholder status of related ICMP errors while the session kernel runs (never a PktStatus)
 
 KIND_ECHO = _r.KIND_ECHO
+KIND_RST_TO_SENDER = _r.KIND_RST_TO_SENDER
+KIND_RST_TO_RECEIVER = _r.KIND_RST_TO_RECEIVER
 
 #: the Geneve columns of the frames a firewall returns
 _GENEVE_COLUMNS = ("vni", "geneve_flags", "opt_len", "endpoint_id", "attachment_id", "flow_cookie", "inner_off")
@@ -69,8 +71,6 @@ _NONE_RETURNED = {"data": np.zeros(0, np.uint8), "off": np.zeros(0, np.int64), "
                   "linktype": np.zeros(0, np.uint16), "status": np.zeros(0, np.uint8),
                   "fw_index": np.zeros(0, np.int16),
                   **{c: np.zeros(0, OPTIONAL_COLUMNS[c]) for c in _GENEVE_COLUMNS}}
-KIND_RST_TO_SENDER = _r.KIND_RST_TO_SENDER
-KIND_RST_TO_RECEIVER = _r.KIND_RST_TO_RECEIVER
 
 #: one ended session: client = the side that sent the session's first packet
 SESSION_DTYPE = np.dtype([
