@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gwlb_fast import PacketBatch
+from gwlb_fast.batch import CORE_COLUMNS
 
 packets = st.lists(st.binary(max_size=40), max_size=20)
 
@@ -32,14 +33,14 @@ def test_slice_is_a_view_and_mask_shares_arena(pkts, data):
 
 
 @given(packets, st.data())
-def test_core_rows_takes_the_core_columns_only(pkts, data):
-    """core_rows(rows): the packets at rows (repeats and any order), the core columns as self[rows] has them,
-    every other column None, the arena shared."""
+def test_take_of_the_core_columns(pkts, data):
+    """take(rows, CORE_COLUMNS): the packets at rows (repeats and any order), the core columns as self[rows] has
+    them, every other column None, the arena shared."""
     b = PacketBatch.from_packets(pkts, ts_ns=np.arange(len(pkts)) * 7)
     b.parse()
     rows = np.array(data.draw(st.lists(st.integers(0, max(len(pkts) - 1, 0)), max_size=len(pkts) and 30)),
                     np.int64)
-    c, full = b.core_rows(rows), b[rows]
+    c, full = b.take(rows, CORE_COLUMNS), b[rows]
     assert c.data is b.data and c.packets() == [pkts[i] for i in rows.tolist()]
     for name in ("off", "caplen", "wirelen", "ts_ns", "linktype"):
         got = getattr(c, name)

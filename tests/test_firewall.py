@@ -563,6 +563,42 @@ def test_inner_packets_without_frames_decide_and_reset_alike(batches):
     assert on_frames.hits.tolist() == on_inner.hits.tolist()
 
 
+@settings(max_examples=40, deadline=None)
+@given(session_mix())
+def test_inner_packets_with_only_the_columns_read_decide_alike(batches):
+    """``process_inner`` on a carried view with only ``inner_columns`` (as the GWLB endpoint's inspection passes
+    it) gives the same output as on the full view, its reset frames' Geneve columns taken from the frames built."""
+    full, part = make_fw(), make_fw()
+    assert part.inner_columns is not None
+    for pkts in batches:
+        if not pkts:
+            continue
+        wire = make_wire(pkts)
+        inner_pk = PacketBatch.from_packets([inner_bytes(p) for p in pkts], ts_ns=[p.ts for p in pkts],
+                                            linktype=LINKTYPE_IPV4).parse()
+        view = geneve.carried(inner_pk, endpoint_id=wire.endpoint_id, attachment_id=wire.attachment_id,
+                              cookie=wire.flow_cookie, parsed=True)
+        if view.l4_off is None:  # not every packet parsed OK: the caller passes every column then
+            continue
+        rows = np.arange(len(view))
+        less = view.take(rows, part.inner_columns)
+        assert less.vni is None and less.inner_off is None and less.linktype is None
+
+        def frames(r, wire=wire):
+            return wire[r]
+
+        a, b = full.process_inner(view[rows], frames), part.process_inner(less, frames)
+        assert a.status.tolist() == b.status.tolist() and a.rule.tolist() == b.rule.tolist()
+        assert b.source.tolist() == a.source.tolist() and b.kind.tolist() == a.kind.tolist()
+        assert b.wire.packets() == a.wire.packets()
+        for name in ("vni", "geneve_flags", "opt_len", "endpoint_id", "attachment_id", "flow_cookie", "inner_off",
+                     "wirelen", "ts_ns", "linktype", "fw_index", "status"):
+            assert getattr(b.wire, name).tolist() == getattr(a.wire, name).tolist(), name
+        assert b.sessions.tobytes() == a.sessions.tobytes() and b.counts.tolist() == a.counts.tolist()
+    assert full.hits.tolist() == part.hits.tolist()
+    assert full.table.stats() == part.table.stats()
+
+
 # ---------------------------------------------------------------------------------------------------- robustness
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.binary(max_size=120), min_size=1, max_size=8), st.binary(min_size=0, max_size=40))
@@ -762,22 +798,93 @@ def test_session_update_checks_the_pickup_arguments():
     assert fw.sessions[0, _s.F_CLIENT_IP] == SERVER  # flipped: the destination is the client
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(st.data())
-def test_not_open_kernel_matches_numpy(data):
-    """``session.not_open`` against the NumPy expression it replaces: the rows' slots whose session is not open,
-    with their states, in row order."""
-    rows = data.draw(st.integers(1, 40))
+def test_admit_kernel_matches_python(data):
+    """``session.admit`` against plain Python: the zone of each packet's endpoint (unknown ones: the unknown zone,
+    and UNKNOWN_ENDPOINT where the packet was still OK), the canonical key as ``canonical_5tuple`` orders it, and
+    the number of rows OK afterwards; for no, one and several endpoint ids."""
+    ids = sorted(set(data.draw(st.lists(st.sampled_from([0, 1, 7, 2**63, 2**64 - 1, EP_A, EP_B]), max_size=5))))
+    zones = data.draw(st.lists(st.integers(0, 254), min_size=len(ids), max_size=len(ids)))
+    n = data.draw(st.integers(0, 40))
+    lst = lambda elt: data.draw(st.lists(elt, min_size=n, max_size=n))
+    ep = np.array(lst(st.sampled_from([0, 1, 3, 7, 2**63, 2**64 - 1, EP_A, EP_B])), np.uint64)
+    src = np.array(lst(st.sampled_from([0, 1, 5, CLIENT, SERVER, 2**32 - 1])), np.uint32)
+    dst = np.array(lst(st.sampled_from([0, 1, 5, CLIENT, SERVER, 2**32 - 1])), np.uint32)
+    sp = np.array(lst(st.sampled_from([0, 1, 80, 40000, 65535])), np.uint16)
+    dp = np.array(lst(st.sampled_from([0, 1, 80, 40000, 65535])), np.uint16)
+    status = np.array(lst(st.sampled_from([PktStatus.OK, PktStatus.OK, PktStatus.TRUNCATED,
+                                           PktStatus.GENEVE_TRUNCATED])), np.uint8)
+    want_status, want = status.tolist(), []
+    for i in range(n):
+        e = int(ep[i])
+        z = zones[ids.index(e)] if e in ids else 255
+        if e not in ids and want_status[i] == PktStatus.OK:
+            want_status[i] = PktStatus.UNKNOWN_ENDPOINT
+        s_, d_ = (int(src[i]), int(sp[i])), (int(dst[i]), int(dp[i]))
+        a, b, r = (s_, d_, 0) if s_ <= d_ else (d_, s_, 1)
+        want.append((z, a[0], b[0], a[1], b[1], r))
+    zone, rev = np.full(n, 99, np.uint8), np.full(n, 9, np.uint8)
+    a_ip, b_ip = np.zeros(n, np.uint32), np.zeros(n, np.uint32)
+    a_port, b_port = np.zeros(n, np.uint16), np.zeros(n, np.uint16)
+    n_ok = _s.admit(ep, np.array(ids, np.uint64), np.array(zones, np.uint8), 255, src, dst, sp, dp, status, zone,
+                    a_ip, b_ip, a_port, b_port, rev)
+    assert status.tolist() == want_status
+    assert n_ok == sum(x == PktStatus.OK for x in want_status)
+    assert list(zip(*(c.tolist() for c in (zone, a_ip, b_ip, a_port, b_port, rev)))) == want
+    with pytest.raises(ValueError, match="ep_zone"):
+        _s.admit(ep, np.array(ids, np.uint64), np.zeros(len(ids) + 1, np.uint8), 255, src, dst, sp, dp, status,
+                 zone, a_ip, b_ip, a_port, b_port, rev)
+    with pytest.raises(ValueError, match="rev"):
+        _s.admit(ep, np.array(ids, np.uint64), np.array(zones, np.uint8), 255, src, dst, sp, dp, status, zone,
+                 a_ip, b_ip, a_port, b_port, np.zeros(n + 1, np.uint8))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_settle_kernel_matches_python(data):
+    """``session.settle`` against plain Python: the rows' slots by their session's state (closed, denied or
+    resetting, open only when a session reopened, no session), in row order; the rows per status (codes beyond the
+    counters not counted) and the rows answered with a reset."""
+    rows = data.draw(st.integers(1, 30))
     sess = np.zeros((rows, _s.NF), np.int64)
-    sess[:, _s.F_STATE] = data.draw(st.lists(st.integers(0, 5), min_size=rows, max_size=rows))
-    slot = np.array(data.draw(st.lists(st.integers(-1, rows - 1), max_size=60)), np.int64)
-    got_slot, got_state = _s.not_open(slot, sess)
-    touched = slot[slot >= 0]
-    state = sess[touched, _s.F_STATE]
-    want = state != _s.S_OPEN
-    assert got_slot.tolist() == touched[want].tolist() and got_state.tolist() == state[want].tolist()
+    sess[:, _s.F_STATE] = data.draw(st.lists(st.integers(0, 6), min_size=rows, max_size=rows))
+    n = data.draw(st.integers(0, 50))
+    lst = lambda elt: data.draw(st.lists(elt, min_size=n, max_size=n))
+    slot = np.array(lst(st.integers(-1, rows - 1)), np.int64)
+    status = np.array(lst(st.integers(0, 60)), np.uint8)
+    out_n = np.array(lst(st.integers(0, 2)), np.uint8)
+    k1 = np.array(lst(st.integers(0, 2)), np.uint8)
+    k2 = np.array(lst(st.integers(0, 2)), np.uint8)
+    reopened = data.draw(st.booleans())
+    nc = data.draw(st.sampled_from([1, 50, 64]))
+    counts = np.array(data.draw(st.lists(st.integers(0, 5), min_size=nc, max_size=nc)), np.int64)
+    want_counts, want_reset = counts.tolist(), 0
+    want = {"closed": [], "denied": [], "opened": [], "empty": []}
+    for i in range(n):
+        if status[i] < nc:
+            want_counts[status[i]] += 1
+        want_reset += bool((out_n[i] >= 1 and k1[i] != KIND_ECHO) or (out_n[i] >= 2 and k2[i] != KIND_ECHO))
+        s = int(slot[i])
+        if s < 0:
+            continue
+        state = int(sess[s, _s.F_STATE])
+        if state in (_s.S_FIN_CLOSED, _s.S_RST_CLOSED):
+            want["closed"].append(s)
+        elif state in (_s.S_DENIED, _s.S_RESETTING):
+            want["denied"].append(s)
+        elif state == _s.S_OPEN and reopened:
+            want["opened"].append(s)
+        elif state == _s.S_EMPTY:
+            want["empty"].append(s)
+    *got, got_reset = _s.settle(slot, sess, status, out_n, k1, k2, reopened, counts)
+    assert [g.tolist() for g in got] == [want[k] for k in ("closed", "denied", "opened", "empty")]
+    assert got_reset == want_reset and counts.tolist() == want_counts
     with pytest.raises(ValueError, match="outside"):
-        _s.not_open(np.array([0, rows], np.int64), sess)
+        _s.settle(np.array([0, rows], np.int64), sess, np.zeros(2, np.uint8), np.zeros(2, np.uint8),
+                  np.zeros(2, np.uint8), np.zeros(2, np.uint8), False, counts)
+    with pytest.raises(ValueError, match="out_n"):
+        _s.settle(slot, sess, status, np.zeros(n + 1, np.uint8), k1, k2, reopened, counts)
 
 
 @settings(max_examples=200, deadline=None)

@@ -193,14 +193,16 @@ class PacketBatch:
             index = np.flatnonzero(index)
         return self._with_columns(index.astype(np.intp, copy=False))
 
-    def core_rows(self, rows: np.ndarray) -> PacketBatch:
-        """The packets at ``rows`` (an integer array) with copies of the core columns only: what a writer reads,
-        without the gather of the parse and Geneve columns that ``self[rows]`` makes."""
+    def take(self, rows, columns) -> PacketBatch:
+        """The packets at ``rows`` (an integer array) with only the named ``columns`` of this batch's (the other
+        optional columns None; every named column must be set here), in one kernel call; the arena is shared.
+        For a reader that uses only some columns: the others are not gathered."""
         out = PacketBatch.__new__(PacketBatch)
         out.data = self.data
-        for name in OPTIONAL_COLUMNS:
+        for name in ALL_COLUMNS:
             setattr(out, name, None)
-        for name, col in zip(CORE_COLUMNS, take_columns(rows, [getattr(self, name) for name in CORE_COLUMNS])):
+        names = list(columns)
+        for name, col in zip(names, take_columns(np.asarray(rows, np.intp), [getattr(self, name) for name in names])):
             setattr(out, name, col)
         return out
 

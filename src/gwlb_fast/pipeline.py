@@ -35,7 +35,7 @@ from ._kernels.join import first_row_join
 from ._kernels.lpm import enter_subnets, next_hops
 from ._kernels.parse import fill_ip_checksums
 from ._kernels.special import mark_special
-from .batch import PacketBatch
+from .batch import CORE_COLUMNS, PacketBatch
 from .config import Topology, load_events, load_topology
 from .errors import ConfigError, PcapError
 from .outputs.outfiles import refuse_overlap
@@ -392,7 +392,7 @@ class Pipeline:
         if logged is not None:
             self._log_drops(work, before, logged, flip, followed, walk.refs, walk.fw)
         dl = np.flatnonzero(walk.delivered != D_NONE)
-        out_main = work.core_rows(dl) if core_output else work[dl]
+        out_main = work.take(dl, CORE_COLUMNS) if core_output else work[dl]
         # output order: input order, a firewall reset right after its packet, a fragment released by its first
         # fragment right after that one (keys 2 * row, 2 * row + 1)
         parts, order = [out_main], [2 * dl]

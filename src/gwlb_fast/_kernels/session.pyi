@@ -104,4 +104,26 @@ def session_add(
 ) -> int:
     """Add 1 packet and nbytes[i] bytes to session slot[i] (direction rev[i]) where the slot still holds the session
     started at start_ns[i] (and with ts_ns, move its F_LAST to ts_ns[i] if later); returns the rows counted."""
-def not_open(slot: np.ndarray, sess: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+def admit(
+    endpoint: np.ndarray,  # const uint64[n]
+    ep_ids: np.ndarray,  # const uint64[m], ascending, no repeats
+    ep_zone: np.ndarray,  # const uint8[m]
+    unknown_zone: int,
+    src_ip: np.ndarray, dst_ip: np.ndarray,  # const uint32[n]
+    sport: np.ndarray, dport: np.ndarray,  # const uint16[n]
+    status: np.ndarray,  # uint8[n], in/out: OK rows of an unknown endpoint -> UNKNOWN_ENDPOINT
+    zone: np.ndarray,  # uint8[n], out
+    a_ip: np.ndarray, b_ip: np.ndarray,  # uint32[n], out
+    a_port: np.ndarray, b_port: np.ndarray,  # uint16[n], out
+    rev: np.ndarray,  # uint8[n], out
+) -> int:
+    """Zone, UNKNOWN_ENDPOINT status and canonical 5-tuple of every row in one pass; returns the rows OK on exit."""
+def settle(
+    slot: np.ndarray,  # const int64[n]
+    sess: np.ndarray,  # const int64[capacity, NF]
+    status: np.ndarray,  # const uint8[n]
+    out_n: np.ndarray, out_kind1: np.ndarray, out_kind2: np.ndarray,  # const uint8[n]
+    reopened: bool,
+    counts: np.ndarray,  # int64[k], in/out: rows per status
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """(closed, denied, opened, empty slots, rows with a reset) after session_update; see the kernel's docstring."""

@@ -11,7 +11,7 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 import numpy as np
 
 from gwlb_fast._kernels._status cimport (
-    ST_OK, ST_POLICY_DENY, ST_POLICY_RESET, ST_SESSION_CLOSED, ST_TCP_NOT_SYN,
+    ST_OK, ST_POLICY_DENY, ST_POLICY_RESET, ST_SESSION_CLOSED, ST_TCP_NOT_SYN, ST_UNKNOWN_ENDPOINT,
 )
 
 # per-slot columns of the session matrix
@@ -418,33 +418,142 @@ def session_add(const int64_t[::1] slot, const int64_t[::1] start_ns, const uint
             done += 1
     return done
 
-def not_open(const int64_t[::1] slot, const int64_t[:, ::1] sess):
-    """The rows of a batch whose session is not open, after :func:`session_update`: ``(slots, states)``, int64, in
-    row order (a slot once per row that has it), for the rows with ``slot >= 0`` and ``sess[slot, F_STATE] !=
-    S_OPEN``. One pass instead of four NumPy ones (select, gather, compare, select twice)."""
-    cdef Py_ssize_t n = slot.shape[0], i, k = 0, rows = sess.shape[0]
+
+def admit(const uint64_t[::1] endpoint, const uint64_t[::1] ep_ids, const uint8_t[::1] ep_zone,
+          uint8_t unknown_zone, const uint32_t[::1] src_ip, const uint32_t[::1] dst_ip,
+          const uint16_t[::1] sport, const uint16_t[::1] dport, uint8_t[::1] status, uint8_t[::1] zone,
+          uint32_t[::1] a_ip, uint32_t[::1] b_ip, uint16_t[::1] a_port, uint16_t[::1] b_port, uint8_t[::1] rev):
+    """The firewall's first pass over a batch, before the session lookup, in one loop: each packet's zone (that of
+    its GWLB endpoint id in ``ep_ids``, sorted ascending and without repeats, with the zones ``ep_zone``; else
+    ``unknown_zone``), status ``ST_UNKNOWN_ENDPOINT`` for the packets still ``ST_OK`` whose endpoint is not in
+    ``ep_ids``, and the canonical 5-tuple key (``flowtable.canonical_5tuple``: endpoint a is the smaller of (src_ip,
+    sport) and (dst_ip, dport), ``rev`` 1 when the packet's source is endpoint b), written for every row.
+    ``status`` is in/out, ``zone``, ``a_ip``, ``b_ip``, ``a_port``, ``b_port`` and ``rev`` are outputs, all of the
+    batch's length. Returns the number of rows ``ST_OK`` on exit."""
+    cdef Py_ssize_t n = endpoint.shape[0], m = ep_ids.shape[0], i, lo, hi, mid
+    cdef Py_ssize_t n_ok = 0
+    cdef uint64_t e, one = 0
+    cdef uint32_t si, di
+    cdef uint16_t spi, dpi
+    cdef uint8_t z
+    for name, ln in (("src_ip", src_ip.shape[0]), ("dst_ip", dst_ip.shape[0]), ("sport", sport.shape[0]),
+                     ("dport", dport.shape[0]), ("status", status.shape[0]), ("zone", zone.shape[0]),
+                     ("a_ip", a_ip.shape[0]), ("b_ip", b_ip.shape[0]), ("a_port", a_port.shape[0]),
+                     ("b_port", b_port.shape[0]), ("rev", rev.shape[0])):
+        if ln != n:
+            raise ValueError(f"admit: {name}: expected length {n}, got {ln}")
+    if ep_zone.shape[0] != m:
+        raise ValueError(f"admit: ep_zone: expected length {m} (one per endpoint id), got {ep_zone.shape[0]}")
+    if m:
+        one = ep_ids[0]
+    cdef uint8_t zone_one = ep_zone[0] if m else unknown_zone
+    cdef uint8_t c
+    cdef bint sw
+    with nogil:
+        if m == 1:  # the common deployment: a compare instead of a search
+            for i in range(n):
+                c = status[i]
+                if endpoint[i] == one:
+                    zone[i] = zone_one
+                else:
+                    zone[i] = unknown_zone
+                    if c == ST_OK:
+                        c = ST_UNKNOWN_ENDPOINT
+                        status[i] = c
+                n_ok += c == ST_OK
+        else:
+            for i in range(n):
+                e = endpoint[i]
+                z = unknown_zone
+                lo = 0
+                hi = m
+                while lo < hi:  # first id >= e
+                    mid = (lo + hi) >> 1
+                    if ep_ids[mid] < e:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                c = status[i]
+                if lo < m and ep_ids[lo] == e:
+                    z = ep_zone[lo]
+                elif c == ST_OK:
+                    c = ST_UNKNOWN_ENDPOINT
+                    status[i] = c
+                zone[i] = z
+                n_ok += c == ST_OK
+        for i in range(n):  # the canonical key, branch-free
+            si = src_ip[i]
+            di = dst_ip[i]
+            spi = sport[i]
+            dpi = dport[i]
+            sw = si > di or (si == di and spi > dpi)
+            a_ip[i] = di if sw else si
+            b_ip[i] = si if sw else di
+            a_port[i] = dpi if sw else spi
+            b_port[i] = spi if sw else dpi
+            rev[i] = sw
+    return n_ok
+
+
+def settle(const int64_t[::1] slot, const int64_t[:, ::1] sess, const uint8_t[::1] status,
+           const uint8_t[::1] out_n, const uint8_t[::1] out_kind1, const uint8_t[::1] out_kind2,
+           bint reopened, int64_t[::1] counts):
+    """The firewall's last pass over a batch, after :func:`session_update` (and content inspection), in one loop.
+
+    Sorts the rows with ``slot >= 0`` by the state of their session (``sess[slot, F_STATE]``): closed (FIN or
+    RST) sessions, to get the close timeout in the flow table; denied or resetting ones, to get the deny timeout;
+    with ``reopened`` (a session ended in the batch, so a slot may hold a new one) open ones, to get the protocol
+    default back; and slots without a session, to be freed. Also adds each row's status to ``counts`` (int64[k];
+    a status >= k is not counted) and counts the rows whose returns include a TCP reset (``out_n`` >= 1 with
+    ``out_kind1`` not ``OUT_ECHO``, or >= 2 with ``out_kind2`` not ``OUT_ECHO``).
+
+    Returns ``(closed, denied, opened, empty, n_reset)``: four int64 arrays of slots in row order (a slot once per
+    row that has it; ``opened`` empty without ``reopened``) and the number of rows with a reset."""
+    cdef Py_ssize_t n = slot.shape[0], rows = sess.shape[0], nc = counts.shape[0], i
+    cdef Py_ssize_t kc = 0, kd = 0, ko = 0, ke = 0, n_reset = 0
     cdef int64_t s, st
     cdef bint bad = False
-    out_slot = np.empty(n, np.int64)
-    out_state = np.empty(n, np.int64)
-    cdef int64_t[::1] os_ = out_slot, ost = out_state
+    cdef uint8_t c
+    for name, ln in (("status", status.shape[0]), ("out_n", out_n.shape[0]), ("out_kind1", out_kind1.shape[0]),
+                     ("out_kind2", out_kind2.shape[0])):
+        if ln != n:
+            raise ValueError(f"settle: {name}: expected length {n}, got {ln}")
     if n and sess.shape[1] <= _F_STATE:
-        raise ValueError("not_open: sess has no state column")
+        raise ValueError("settle: sess has no state column")
     with nogil:
         for i in range(n):  # bounds first: the loop below reads without checks
             if slot[i] >= rows:
                 bad = True
                 break
     if bad:
-        raise ValueError(f"not_open: slot {slot[i]} of row {i} is outside the {rows} session rows")
+        raise ValueError(f"settle: slot {slot[i]} of row {i} is outside the {rows} session rows")
+    closed = np.empty(n, np.int64)
+    denied = np.empty(n, np.int64)
+    opened = np.empty(n if reopened else 0, np.int64)
+    empty = np.empty(n, np.int64)
+    cdef int64_t[::1] oc = closed, od = denied, oo = opened, oe = empty
     with nogil:
         for i in range(n):
+            c = status[i]
+            if c < nc:
+                counts[c] += 1
+            if out_n[i] >= 1 and (out_kind1[i] != 0 or (out_n[i] >= 2 and out_kind2[i] != 0)):
+                n_reset += 1
             s = slot[i]
             if s < 0:
                 continue
             st = sess[s, _F_STATE]
-            if st != _S_OPEN:
-                os_[k] = s
-                ost[k] = st
-                k += 1
-    return out_slot[:k], out_state[:k]
+            if st == _S_OPEN:
+                if reopened:
+                    oo[ko] = s
+                    ko += 1
+            elif st == _S_FIN_CLOSED or st == _S_RST_CLOSED:
+                oc[kc] = s
+                kc += 1
+            elif st == _S_DENIED or st == _S_RESETTING:
+                od[kd] = s
+                kd += 1
+            elif st == _S_EMPTY:
+                oe[ke] = s
+                ke += 1
+    return closed[:kc], denied[:kd], opened[:ko], empty[:ke], n_reset

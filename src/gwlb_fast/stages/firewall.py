@@ -33,13 +33,13 @@ import numpy as np
 from .. import geneve
 from .._kernels import session as _s
 from .._kernels import tcpreset as _r
-from .._kernels.flowtable import END_EVICTED, FlowTable, canonical_5tuple
+from .._kernels.flowtable import END_EVICTED, FlowTable
 from .._kernels.heap import zeroed
 from .._kernels.parse import icmp_errors
-from ..batch import PacketBatch
+from ..batch import OPTIONAL_COLUMNS, PacketBatch
 from ..errors import ConfigError
 from ..replay import FlowSides, flow_keys
-from ..status import N_STATUS, PktStatus, count_status
+from ..status import N_STATUS, PktStatus
 from .policy import ZONE_UNKNOWN, Action, Classifier, Policy
 
 __all__ = [
@@ -59,6 +59,18 @@ _RELATED = 255  # placeholder status of related ICMP errors while the session ke
 KIND_ECHO = _r.KIND_ECHO
 KIND_RST_TO_SENDER = _r.KIND_RST_TO_SENDER
 KIND_RST_TO_RECEIVER = _r.KIND_RST_TO_RECEIVER
+
+#: the Geneve columns of the frames a firewall returns
+_GENEVE_COLUMNS = ("vni", "geneve_flags", "opt_len", "endpoint_id", "attachment_id", "flow_cookie", "inner_off")
+#: the columns of a parsed batch that Firewall.process_inner reads (without content inspection)
+_INNER_COLUMNS = ("off", "caplen", "wirelen", "ts_ns", "status", "src_ip", "dst_ip", "sport", "dport", "proto",
+                  "tcp_flags", "l3_off", "l4_off", "endpoint_id")
+#: the columns of a batch of no returned frames (zero-length arrays, shared: they hold nothing to write to)
+_NONE_RETURNED = {"data": np.zeros(0, np.uint8), "off": np.zeros(0, np.int64), "caplen": np.zeros(0, np.uint32),
+                  "wirelen": np.zeros(0, np.uint32), "ts_ns": np.zeros(0, np.int64),
+                  "linktype": np.zeros(0, np.uint16), "status": np.zeros(0, np.uint8),
+                  "fw_index": np.zeros(0, np.int16),
+                  **{c: np.zeros(0, OPTIONAL_COLUMNS[c]) for c in _GENEVE_COLUMNS}}
 
 #: one ended session: client = the side that sent the session's first packet
 SESSION_DTYPE = np.dtype([
@@ -301,11 +313,18 @@ class Firewall:
         rows ``rows`` of ``inner`` (a PacketBatch, in the order of ``rows``), called only for the packets answered
         with a TCP reset, whose frames copy the offending frame's outer headers. The output is the same as
         ``process(frames(all rows), echo=False)``'s. An ``inner`` that ``carried`` parsed (``l4_off`` set) is not
-        parsed again."""
+        parsed again, and needs only the columns :attr:`inner_columns` names."""
         if inner.l4_off is None:
             inner.status = None
             inner.parse()
         return self._process(inner, inner.status.copy(), frames, False)
+
+    @property
+    def inner_columns(self) -> tuple[str, ...] | None:
+        """The columns of its ``inner`` batch that :meth:`process_inner` reads when that batch is parsed (a caller
+        may leave the others None), or None for all of them (content inspection reads the packets' bytes on its
+        own terms). The Geneve columns of the frames it returns are then those of the frames ``frames`` builds."""
+        return None if self.inspection is not None else _INNER_COLUMNS
 
     def _process(self, inner: PacketBatch, status: np.ndarray, wire, echo: bool) -> FirewallOutput:
         """The steps after the decapsulation; ``wire`` is the received frames, or the callable of
@@ -314,54 +333,50 @@ class Firewall:
         if self.inspected or self._inspected_prev:
             self._inspected_prev, self.inspected = self.inspected, []
 
-        # endpoint -> zone
+        # endpoint -> zone (unknown endpoint -> UNKNOWN_ENDPOINT) and the canonical key, in one pass
         ep = inner.endpoint_id
-        if self._ep_ids.shape[0] == 1:  # the common deployment: one endpoint, a compare instead of a search
-            known = ep == self._ep_ids[0]
-            zone = np.where(known, self._ep_zone[0], np.uint8(ZONE_UNKNOWN)).astype(np.uint8)
-        elif self._ep_ids.shape[0]:
-            pos = np.searchsorted(self._ep_ids, ep)
-            np.minimum(pos, self._ep_ids.shape[0] - 1, out=pos)
-            known = self._ep_ids[pos] == ep
-            zone = np.where(known, self._ep_zone[pos], np.uint8(ZONE_UNKNOWN)).astype(np.uint8)
-        else:
-            known = np.zeros(n, bool)
-            zone = np.full(n, ZONE_UNKNOWN, np.uint8)
-        status[(status == PktStatus.OK) & ~known] = PktStatus.UNKNOWN_ENDPOINT
-
-        # session lookup on the packets still OK
+        zone = np.empty(n, np.uint8)
         a_ip = np.empty(n, np.uint32)
         b_ip = np.empty(n, np.uint32)
         a_port = np.empty(n, np.uint16)
         b_port = np.empty(n, np.uint16)
         rev = np.empty(n, np.uint8)
-        canonical_5tuple(inner.src_ip, inner.dst_ip, inner.sport, inner.dport, a_ip, b_ip, a_port, b_port, rev)
+        n_ok = _s.admit(ep, self._ep_ids, self._ep_zone, ZONE_UNKNOWN, inner.src_ip, inner.dst_ip, inner.sport,
+                        inner.dport, status, zone, a_ip, b_ip, a_port, b_port, rev)
+
+        # session lookup on the packets still OK
         related, related_slot = self._related_icmp_errors(inner, status, a_ip, b_ip, a_port, b_port, ep)
-        ok = np.flatnonzero(status == PktStatus.OK)
-        slot = np.full(n, -1, np.int64)
-        is_new = np.zeros(n, np.uint8)
-        if ok.shape[0] == n:
-            self.table.lookup_or_insert(a_ip, b_ip, a_port, b_port, inner.proto, ep, inner.ts_ns, inner.wirelen,
-                                        slot, is_new)
-        elif ok.shape[0]:
+        if related is not None:  # ICMP errors took some rows out
+            n_ok = int(np.count_nonzero(status == PktStatus.OK))
+        refused = 0
+        if n_ok == n:  # every row gets its slot and is_new
+            slot = np.empty(n, np.int64)
+            is_new = np.empty(n, np.uint8)
+            refused = self.table.lookup_or_insert(a_ip, b_ip, a_port, b_port, inner.proto, ep, inner.ts_ns,
+                                                  inner.wirelen, slot, is_new)
+        else:
+            slot = np.full(n, -1, np.int64)
+            is_new = np.zeros(n, np.uint8)
+        if 0 < n_ok < n:
+            ok = np.flatnonzero(status == PktStatus.OK)
             sub_slot = np.empty(ok.shape[0], np.int64)
             sub_new = np.empty(ok.shape[0], np.uint8)
-            self.table.lookup_or_insert(a_ip[ok], b_ip[ok], a_port[ok], b_port[ok], inner.proto[ok], ep[ok],
-                                        inner.ts_ns[ok], inner.wirelen[ok], sub_slot, sub_new)
+            refused = self.table.lookup_or_insert(a_ip[ok], b_ip[ok], a_port[ok], b_port[ok], inner.proto[ok],
+                                                  ep[ok], inner.ts_ns[ok], inner.wirelen[ok], sub_slot, sub_new)
             slot[ok] = sub_slot
             is_new[ok] = sub_new
         ended_slots, _, ended_why = self.table.take_ended()
         evicted = ended_slots[ended_why == END_EVICTED]
-        full = (status == PktStatus.OK) & (slot < 0)
-        status[full] = PktStatus.FLOW_TABLE_FULL
+        if refused:  # the refused packets are the OK ones without a slot
+            status[(status == PktStatus.OK) & (slot < 0)] = PktStatus.FLOW_TABLE_FULL
 
         # classify the packets that may start a session: the first packet of each new (or restarted) entry, and,
         # where that one is a TCP packet without a pure SYN (no session yet), every packet of that entry
         rule = np.full(n, -1, np.int32)
         action = np.zeros(n, np.uint8)
         flip = np.zeros(n, np.uint8) if self.pickup is not None else None
-        first = is_new != 0
-        if np.any(first):
+        if is_new.any():
+            first = is_new != 0
             cls = first
             nosyn = first & (inner.proto == 6) & ((inner.tcp_flags & np.uint8(0x16)) != np.uint8(0x02))
             if not self.accept_non_syn and np.any(nosyn):
@@ -410,20 +425,18 @@ class Firewall:
             out_rule[related] = self.sessions[related_slot, _s.F_RULE]
 
         # closed / denied sessions get their short timeout in the flow table, sessions reopened inside the batch
-        # get the protocol default back; slots that never became a session are freed
-        s2, st2 = _s.not_open(slot, self.sessions)
-        if s2.shape[0]:
-            closed = (st2 == _s.S_FIN_CLOSED) | (st2 == _s.S_RST_CLOSED)
-            self.table.set_timeout(s2[closed], self.close_timeout_ns)
-            denied = (st2 == _s.S_DENIED) | (st2 == _s.S_RESETTING)
-            self.table.set_timeout(s2[denied], self.deny_timeout_ns)
-            empty = s2[st2 == _s.S_EMPTY]
-            if empty.shape[0]:
-                self.table.delete(np.unique(empty))
-        if ne:
-            touched = slot[slot >= 0]
-            reopened = touched[self.sessions[touched, _s.F_STATE] == _s.S_OPEN]
-            self.table.set_timeout(reopened[self.table.timeout[reopened] >= 0], -1)
+        # get the protocol default back; slots that never became a session are freed (one pass, which also counts
+        # the statuses and the packets answered with a reset)
+        counts = np.zeros(N_STATUS, np.int64)
+        closed, denied, opened, empty, n_reset = _s.settle(slot, self.sessions, status, out_n, k1, k2, ne > 0, counts)
+        if closed.shape[0]:
+            self.table.set_timeout(closed, self.close_timeout_ns)
+        if denied.shape[0]:
+            self.table.set_timeout(denied, self.deny_timeout_ns)
+        if opened.shape[0]:
+            self.table.set_timeout(opened, -1)
+        if empty.shape[0]:
+            self.table.delete(np.unique(empty))
         # evicted sessions whose slot was not reused in this batch (reused ones were logged by the kernel)
         if evicted.shape[0]:
             evicted = np.unique(evicted)
@@ -434,11 +447,11 @@ class Firewall:
             self.now_ns = max(self.now_ns, int(inner.ts_ns.max()))
             scan = self.expire_scan if self.expire_scan is not None else max(4096, 2 * n)
             exp_slots, _ = self.table.expire(self.now_ns, scan)
-            logs.append(self._log_freed(exp_slots, _s.END_AGED_OUT, notes))
+            if exp_slots.shape[0] or self.inspection is not None:
+                logs.append(self._log_freed(exp_slots, _s.END_AGED_OUT, notes))
 
         # frames back to the GWLB
-        out, source, kind = self._returns(wire, inner, out_n, k1, k2, echo)
-        counts = count_status(status)
+        out, source, kind = self._returns(wire, inner, out_n, k1, k2, echo, n_reset)
         self.counts += counts
         sessions = self._records(np.concatenate(logs) if len(logs) > 1 else logs[0])
         if notes:
@@ -663,6 +676,8 @@ class Firewall:
     @staticmethod
     def _records(rows: np.ndarray) -> np.ndarray:
         out = np.empty(rows.shape[0], SESSION_DTYPE)
+        if rows.shape[0] == 0:  # the usual batch: no session ended
+            return out
         out["application"] = -1
         out["inspect_ref"] = -1
         for field, col in (("client_ip", _s.F_CLIENT_IP), ("server_ip", _s.F_SERVER_IP),
@@ -676,26 +691,30 @@ class Firewall:
                 else rows[:, col].view(np.uint64)
         return out
 
-    def _no_returns(self, inner: PacketBatch) -> PacketBatch:
-        """The frames of :meth:`_returns` when there are none: an empty batch with the same columns."""
-        none = np.zeros(0, np.int64)
-        cols = {c: getattr(inner, c)[none] for c in ("vni", "geneve_flags", "opt_len", "endpoint_id", "attachment_id",
-                                                     "flow_cookie", "inner_off")}
-        return PacketBatch(np.zeros(0, np.uint8), none, np.zeros(0, np.uint32), np.zeros(0, np.uint32), none.copy(),
-                           np.zeros(0, np.uint16), status=np.zeros(0, np.uint8), fw_index=np.zeros(0, np.int16),
-                           **cols)
+    def _no_returns(self) -> PacketBatch:
+        """The frames of :meth:`_returns` when there are none: an empty batch with the Geneve columns."""
+        none = _NONE_RETURNED
+        out = PacketBatch.__new__(PacketBatch)
+        for name in PacketBatch.__slots__:
+            setattr(out, name, none.get(name))
+        return out
 
-    def _returns(self, wire, inner: PacketBatch, out_n, k1, k2, echo: bool = True):
+    def _returns(self, wire, inner: PacketBatch, out_n, k1, k2, echo: bool = True, n_reset: int | None = None):
         """Build the frames returned to the GWLB: (batch, source rows, kinds); only the resets without echo.
-        ``wire`` is the received frames, or a callable that builds the frames of given rows (no echo then)."""
+        ``wire`` is the received frames, or a callable that builds the frames of given rows (no echo then).
+        ``n_reset``: the number of rows answered with a reset, when known. With the callable, the Geneve columns
+        of the returned frames are taken from ``inner`` where it has them, else from the frames built (the same
+        values: those of the frames the rows came in)."""
         n = len(inner)
         if echo:
             rows = np.arange(n, dtype=np.int64)
         else:
             # only the rows with a reset among their returns (usually none): the echoes are left out anyway
+            if n_reset == 0:  # no reset: nothing to build (the batch's usual case)
+                return self._no_returns(), np.zeros(0, np.int64), np.zeros(0, np.uint8)
             rows = np.flatnonzero(((out_n >= 1) & (k1 != KIND_ECHO)) | ((out_n >= 2) & (k2 != KIND_ECHO)))
-            if rows.shape[0] == 0:  # no reset: nothing to build (the batch's usual case)
-                return self._no_returns(inner), np.zeros(0, np.int64), np.zeros(0, np.uint8)
+            if rows.shape[0] == 0:
+                return self._no_returns(), np.zeros(0, np.int64), np.zeros(0, np.uint8)
         counts = out_n[rows].astype(np.int64)
         m = int(counts.sum())
         j = np.repeat(np.arange(rows.shape[0], dtype=np.int64), counts)  # position in rows of each return
@@ -710,13 +729,16 @@ class Firewall:
             source, kind = source[keep], kind[keep]
             m = source.shape[0]
         # offset of the inner IPv4 header in each frame (inner Ethernet for protocol type 0x6558 is skipped)
-        ip_off = np.where(inner.inner_off >= 0, inner.inner_off + np.maximum(inner.l3_off, 0), 0).astype(np.int32)
         at = source  # the row of each return's received frame in `wire`
         if callable(wire):
             # only the frames the resets copy their outer headers from are built
             need = np.unique(source)
-            wire = wire(need) if m else PacketBatch.empty()
-            ip_off, at = ip_off[need], np.searchsorted(need, source)
+            wire = wire(need) if m else self._no_returns()
+            at = np.searchsorted(need, source)
+            got = inner.inner_off[need] if inner.inner_off is not None else wire.inner_off
+            ip_off = np.where(got >= 0, got + np.maximum(inner.l3_off[need], 0), 0).astype(np.int32)
+        else:
+            ip_off = np.where(inner.inner_off >= 0, inner.inner_off + np.maximum(inner.l3_off, 0), 0).astype(np.int32)
         size = np.where(kind == KIND_ECHO, wire.caplen[at].astype(np.int64),
                         ip_off[at].astype(np.int64) + _r.RST_INNER_LEN)
         out_off = np.zeros(m, np.int64)
@@ -726,8 +748,8 @@ class Firewall:
         st = np.empty(m, np.uint8)
         bad = _r.build_returns(wire.data, wire.off, wire.caplen, wire.linktype, ip_off, at, kind, data, out_off, st)
         wirelen = np.where(kind == KIND_ECHO, wire.wirelen[at].astype(np.int64), size).astype(np.uint32)
-        cols = {c: getattr(inner, c)[source] for c in ("vni", "geneve_flags", "opt_len", "endpoint_id",
-                                                        "attachment_id", "flow_cookie", "inner_off")}
+        cols = {c: getattr(inner, c)[source] if getattr(inner, c) is not None else getattr(wire, c)[at]
+                for c in _GENEVE_COLUMNS}
         out = PacketBatch(data, out_off, size.astype(np.uint32), wirelen, wire.ts_ns[at], wire.linktype[at],
                           status=np.zeros(m, np.uint8), fw_index=np.full(m, self.index, np.int16), **cols)
         if bad:

@@ -203,10 +203,19 @@ class Inspection:
             if self.keep_taps:
                 out = self.firewalls[k].process(frames[pick], echo=True)
             else:
-                out = self.firewalls[k].process_inner(frames[pick], self._frames_of(
-                    sub, pick if sub_rows is None else sub_rows[pick], opts))
+                # the firewall's share of the frames' columns: only those it reads, when it says which (and none
+                # gathered when it gets every frame: it only reads them then)
+                cols = self.firewalls[k].inner_columns if frames.l4_off is not None else None
+                if cols is None:
+                    part = frames[pick]
+                else:
+                    part = frames if pick.shape[0] == len(frames) else frames.take(pick, cols)
+                out = self.firewalls[k].process_inner(part, self._frames_of(sub, pick if sub_rows is None
+                                                                            else sub_rows[pick], opts))
             status[rows] = out.status
-            by_fw[rows[out.status != PktStatus.OK]] = True
+            every_ok = out.counts[PktStatus.OK] == rows.shape[0]  # the usual case: no mask to take
+            if not every_ok:
+                by_fw[rows[out.status != PktStatus.OK]] = True
             res.rule[rows] = out.rule
             if counted:
                 (where[rows, COUNTED_FW_SLOT], where[rows, COUNTED_FW_START],
@@ -215,7 +224,7 @@ class Inspection:
             if out.sessions.shape[0]:
                 res.sessions.append((k, out.sessions))
             if not self.keep_taps:
-                passed.append(rows[out.status == PktStatus.OK])
+                passed.append(rows if every_ok else rows[out.status == PktStatus.OK])
             if len(out.wire) == 0:
                 continue
             if self.keep_taps:
