@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from gwlb_fast._kernels.columns import group_rows, take_columns, tally
+from gwlb_fast._kernels.columns import group_rows, put_columns, take_columns, tally
 
 DTYPES = [np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.uint64, np.int64, np.bool_, np.float64]
 
@@ -56,6 +56,62 @@ def test_non_contiguous_and_other_layouts_go_through_numpy():
     assert np.array_equal(a, strided.take(rows)) and np.array_equal(b, np.take(two_d, rows))
     assert take_columns(np.array([], np.int64), [base])[0].shape == (0,)
     assert np.array_equal(take_columns([2, 0], [base])[0], [2, 0])  # a list of rows
+
+
+# ---------------------------------------------------------------- put_columns (the scatter back)
+def _numpy_put(dsts, rows, srcs):
+    """The reference: NumPy's assignment, one column at a time, into copies."""
+    out = [d.copy() for d in dsts]
+    for d, c in zip(out, srcs):
+        d[rows] = c
+    return out
+
+
+@given(columns_and_rows(), st.data())
+def test_put_equals_numpy_assignment(case, data):
+    """Repeated rows, rows in any order, sources of the same or another dtype (NumPy's conversion), or a value
+    per row: the columns end as NumPy's assignment leaves them."""
+    cols, rows = case
+    srcs = []
+    for c in cols:
+        dt = data.draw(st.sampled_from([c.dtype, c.dtype, np.dtype(np.uint8)]))
+        srcs.append(data.draw(hnp.arrays(dt, rows.shape[0])))
+    want = _numpy_put(cols, rows, srcs)
+    put_columns(rows, cols, srcs)
+    for g, w in zip(cols, want):
+        assert np.array_equal(g, w, equal_nan=g.dtype.kind == "f")
+
+
+@given(st.integers(1, 30), st.integers(-40, 70))
+def test_put_rows_out_of_range_behave_as_numpy(n, bad):
+    rows = np.array([0, bad], np.int64)
+    src = np.array([7, 9], np.uint32)
+    try:
+        (want,) = _numpy_put([np.zeros(n, np.uint32)], rows, [src])
+    except IndexError:
+        with pytest.raises(IndexError):
+            put_columns(rows, [np.zeros(n, np.uint32)], [src])
+        return
+    got = np.zeros(n, np.uint32)
+    put_columns(rows, [got], [src])
+    assert np.array_equal(got, want)
+
+
+def test_put_other_layouts_and_arguments():
+    base = np.zeros(40, np.uint16)
+    strided = base[::2]
+    rows = np.array([3, 1, 1, 0], np.int64)
+    put_columns(rows, [strided], [np.array([5, 6, 7, 8], np.uint16)])
+    assert strided[[0, 1, 3]].tolist() == [8, 7, 5] and base[1] == 0
+    col = np.zeros(5, np.int32)
+    put_columns(rows, [col], [np.int32(4)])  # a scalar broadcasts, as in NumPy
+    assert col.tolist() == [4, 4, 0, 4, 0]
+    frozen = np.zeros(5, np.int32)
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError):
+        put_columns(rows, [frozen], [np.ones(4, np.int32)])
+    with pytest.raises(ValueError, match="2 destinations, 1 sources"):
+        put_columns(rows, [col, col], [col])
 
 
 # ---------------------------------------------------------------- tally (per-key packets and bytes)

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._kernels.columns import put_columns
 from ._kernels.heap import replay_memory
 from ._kernels.join import first_row_join
 from ._kernels.lpm import enter_subnets, next_hops
@@ -1112,10 +1113,9 @@ class _Walk:
     def _sync(self, rows: np.ndarray, sub: PacketBatch) -> None:
         """Copy the columns a stage rewrote on ``sub`` (rows of our batch) back."""
         b = self.batch
-        for name in ("src_ip", "dst_ip", "sport", "dport"):
-            getattr(b, name)[rows] = getattr(sub, name)
         changed = (b.status[rows] == PktStatus.OK) & (sub.status != PktStatus.OK)
-        b.status[rows] = sub.status
+        put_columns(rows, [b.src_ip, b.dst_ip, b.sport, b.dport, b.status],
+                    [sub.src_ip, sub.dst_ip, sub.sport, sub.dport, sub.status])
         return changed
 
     def _nat_counted(self, n: int) -> np.ndarray | None:
@@ -1431,11 +1431,14 @@ class _Walk:
                                                               sub.dport.copy(), sub.proto.copy()))
         self.inspected[rows, e] = True
         base = p.firewall_offsets[ep.gwlb]  # the GWLB's firewall k is the path's firewall base + k
-        self.fw[rows] = np.where(res.fw_index >= 0, res.fw_index + base, -1)
-        self.failed_fw[rows] = np.where(res.failed_fw >= 0, res.failed_fw + base, -1)
-        self.rule[rows] = res.rule
+        fw = res.fw_index.astype(np.int16)
+        failed = res.failed_fw.astype(np.int16)
+        if base:
+            fw[fw >= 0] += base
+            failed[failed >= 0] += base
+        put_columns(rows, [self.fw, self.failed_fw, self.rule, b.status],
+                    [fw, failed, res.rule.astype(np.int32, copy=False), res.status])
         bad = res.status != PktStatus.OK
-        b.status[rows] = res.status
         self.stage[rows[bad]] = np.where(res.by_firewall[bad], S_FIREWALL, S_GWLB)
         good = rows[~bad]
         # back at the endpoint: the route table of its subnet

@@ -3,6 +3,10 @@ import numpy as np
 
 def take_columns(rows: np.ndarray, cols: list[np.ndarray]) -> list[np.ndarray]: ...
 
+def put_columns(rows: np.ndarray, dsts: list[np.ndarray], srcs: list[np.ndarray]) -> None:
+    """for d, s in zip(dsts, srcs): d[rows] = s, in place (typed loops; NumPy's assignment for what they can't
+    take)."""
+
 def tally(
     keys: np.ndarray,  # const int16/int32/int64[::1], shape (n,); rows with a negative key are skipped
     nbytes: np.ndarray,  # const uint32[::1], shape (n,)

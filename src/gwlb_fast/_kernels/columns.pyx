@@ -5,7 +5,8 @@ A stage's share of a batch (a firewall's packets, the packets routed to an endpo
 column of the batch taken at the same rows: about 55 column values a packet on the bench path. NumPy's ``take``
 spends about 13 instructions per value there (a per-element switch on the item size, through its generic
 iterator); a typed loop per column spends two or three, and the bounds of the rows are checked once for all the
-columns.
+columns. ``put_columns`` is the way back: a stage's rewritten columns scattered to the batch's rows, in the same
+typed loops.
 
 ``tally`` counts rows and their bytes per key (the GWLB's packets and bytes per firewall) in one pass with integer
 sums, where ``np.bincount`` takes a masked copy of the keys and a float pass per weight. ``group_rows`` sorts rows
@@ -30,8 +31,9 @@ cdef inline void _take(const item[::1] src, const int64_t[::1] rows, item[::1] o
         out[i] = src[rows[i]]
 
 
-cdef void _take_as(object c, const int64_t[::1] r, object res, Py_ssize_t size):
-    """One column's gather, its items seen as unsigned integers of ``size`` bytes, without the GIL."""
+cdef void _rows_as(object c, const int64_t[::1] r, object other, Py_ssize_t size, bint put):
+    """One column's gather (``other[i] = c[r[i]]``) or, with ``put``, scatter (``other[r[i]] = c[i]``), its items
+    seen as unsigned integers of ``size`` bytes, without the GIL."""
     cdef const uint8_t[::1] s8
     cdef uint8_t[::1] o8
     cdef const uint16_t[::1] s16
@@ -41,21 +43,39 @@ cdef void _take_as(object c, const int64_t[::1] r, object res, Py_ssize_t size):
     cdef const uint64_t[::1] s64
     cdef uint64_t[::1] o64
     if size == 1:
-        s8, o8 = c.view(np.uint8), res.view(np.uint8)
+        s8, o8 = c.view(np.uint8), other.view(np.uint8)
         with nogil:
-            _take(s8, r, o8)
+            _put(s8, r, o8) if put else _take(s8, r, o8)
     elif size == 2:
-        s16, o16 = c.view(np.uint16), res.view(np.uint16)
+        s16, o16 = c.view(np.uint16), other.view(np.uint16)
         with nogil:
-            _take(s16, r, o16)
+            _put(s16, r, o16) if put else _take(s16, r, o16)
     elif size == 4:
-        s32, o32 = c.view(np.uint32), res.view(np.uint32)
+        s32, o32 = c.view(np.uint32), other.view(np.uint32)
         with nogil:
-            _take(s32, r, o32)
+            _put(s32, r, o32) if put else _take(s32, r, o32)
     else:
-        s64, o64 = c.view(np.uint64), res.view(np.uint64)
+        s64, o64 = c.view(np.uint64), other.view(np.uint64)
         with nogil:
-            _take(s64, r, o64)
+            _put(s64, r, o64) if put else _take(s64, r, o64)
+
+
+cdef tuple _rows_in_bounds(rows):
+    """A 1-D integer array of rows as contiguous int64, with its smallest and largest row (0 and -1 when empty)."""
+    r64 = np.ascontiguousarray(rows, dtype=np.int64)
+    cdef const int64_t[::1] r = r64
+    cdef Py_ssize_t i
+    cdef int64_t lo = 0, hi = -1
+    with nogil:
+        if r.shape[0]:
+            lo = r[0]
+            hi = r[0]
+            for i in range(1, r.shape[0]):
+                if r[i] < lo:
+                    lo = r[i]
+                elif r[i] > hi:
+                    hi = r[i]
+    return r64, lo, hi
 
 
 _SIZES = (1, 2, 4, 8)
@@ -68,23 +88,12 @@ def take_columns(rows, list cols) -> list:
     every column when a row lies outside ``[0, len(column))`` (negative rows count from the end; out of range ones
     raise IndexError), goes through ``numpy.take`` itself, with its results and errors.
     """
-    cdef const int64_t[::1] r
     rows = np.asarray(rows)
     if rows.ndim != 1 or rows.dtype.kind not in "iu":
         return [np.take(c, rows) for c in cols]
-    r64 = np.ascontiguousarray(rows, dtype=np.int64)
-    r = r64
-    cdef Py_ssize_t m = r.shape[0], i
-    cdef int64_t lo = 0, hi = -1
-    with nogil:
-        if m:
-            lo = r[0]
-            hi = r[0]
-            for i in range(1, m):
-                if r[i] < lo:
-                    lo = r[i]
-                elif r[i] > hi:
-                    hi = r[i]
+    r64, lo, hi = _rows_in_bounds(rows)
+    cdef const int64_t[::1] r = r64
+    cdef Py_ssize_t m = r.shape[0]
     out = []
     for c in cols:
         if (not isinstance(c, np.ndarray) or c.ndim != 1 or not c.flags.c_contiguous or c.dtype.itemsize not in _SIZES
@@ -93,9 +102,45 @@ def take_columns(rows, list cols) -> list:
             continue
         res = np.empty(m, c.dtype)
         if m:
-            _take_as(c, r, res, c.dtype.itemsize)
+            _rows_as(c, r, res, c.dtype.itemsize, False)
         out.append(res)
     return out
+
+
+cdef inline void _put(const item[::1] src, const int64_t[::1] rows, item[::1] out) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(rows.shape[0]):
+        out[rows[i]] = src[i]
+
+
+def put_columns(rows, list dsts, list srcs) -> None:
+    """``for d, s in zip(dsts, srcs): d[rows] = s``, in place: the scatter back of a stage's share of a batch.
+
+    ``rows`` is a 1-D integer array, each ``srcs[j]`` holds one value per row (in row order; a repeated row takes
+    its last value). A pair that is not two 1-D contiguous arrays of one 1-, 2-, 4- or 8-byte integer or bool
+    dtype, a source whose length is not the rows', a read-only destination, and every pair when a row lies
+    outside ``[0, len(destination))`` (negative rows count from the end; out of range ones raise IndexError) go
+    through NumPy's assignment itself, with its conversions and errors.
+    """
+    if len(dsts) != len(srcs):
+        raise ValueError(f"put_columns: {len(dsts)} destinations, {len(srcs)} sources")
+    rows = np.asarray(rows)
+    if rows.ndim != 1 or rows.dtype.kind not in "iu":
+        for d, c in zip(dsts, srcs):
+            d[rows] = c
+        return
+    r64, lo, hi = _rows_in_bounds(rows)
+    cdef const int64_t[::1] r = r64
+    cdef Py_ssize_t m = r.shape[0]
+    for d, c in zip(dsts, srcs):
+        if (not isinstance(d, np.ndarray) or not isinstance(c, np.ndarray) or d.ndim != 1 or c.ndim != 1
+                or not d.flags.c_contiguous or not c.flags.c_contiguous or not d.flags.writeable
+                or d.dtype != c.dtype or d.dtype.itemsize not in _SIZES or d.dtype.kind not in "iub"
+                or c.shape[0] != m or lo < 0 or hi >= d.shape[0]):
+            d[rows] = c
+            continue
+        if m:
+            _rows_as(c, r, d, d.dtype.itemsize, True)
 
 
 ctypedef fused key_t:
