@@ -45,19 +45,31 @@ cdef void _rows_as(object c, const int64_t[::1] r, object other, Py_ssize_t size
     if size == 1:
         s8, o8 = c.view(np.uint8), other.view(np.uint8)
         with nogil:
-            _put(s8, r, o8) if put else _take(s8, r, o8)
+            if put:
+                _put(s8, r, o8)
+            else:
+                _take(s8, r, o8)
     elif size == 2:
         s16, o16 = c.view(np.uint16), other.view(np.uint16)
         with nogil:
-            _put(s16, r, o16) if put else _take(s16, r, o16)
+            if put:
+                _put(s16, r, o16)
+            else:
+                _take(s16, r, o16)
     elif size == 4:
         s32, o32 = c.view(np.uint32), other.view(np.uint32)
         with nogil:
-            _put(s32, r, o32) if put else _take(s32, r, o32)
+            if put:
+                _put(s32, r, o32)
+            else:
+                _take(s32, r, o32)
     else:
         s64, o64 = c.view(np.uint64), other.view(np.uint64)
         with nogil:
-            _put(s64, r, o64) if put else _take(s64, r, o64)
+            if put:
+                _put(s64, r, o64)
+            else:
+                _take(s64, r, o64)
 
 
 cdef tuple _rows_in_bounds(rows):
