@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._kernels.columns import put_columns
+from ._kernels.columns import group_rows, put_columns, take_columns
 from ._kernels.heap import replay_memory
 from ._kernels.join import first_row_join
 from ._kernels.lpm import enter_subnets, next_hops
@@ -1138,8 +1138,8 @@ class _Walk:
         row's public port, -1 where it has no mapping (nothing counted)."""
         b = self.batch
         counted = self._nat_counted(rows.size)
-        pport = self.p.nats[g].count_replies(b.dst_ip[rows], b.dport[rows], b.proto[rows], b.ts_ns[rows],
-                                             b.wirelen[rows], counted)
+        pport = self.p.nats[g].count_replies(*take_columns(rows, [b.dst_ip, b.dport, b.proto, b.ts_ns, b.wirelen]),
+                                             counted)
         self._nat_refs(rows, g, counted)
         return pport
 
@@ -1315,9 +1315,17 @@ class _Walk:
                 kind[stuck] = K_DONE
             if p.transit or p.trace is not None:
                 self.table[active] = -1  # each packet moves on from the table it was at
-            self._drop(active[kind == K_NONE], PktStatus.NO_ROUTE, S_ROUTE)
-            self._drop(active[kind == K_BLACKHOLE], PktStatus.BLACKHOLE, S_ROUTE)
-            host = active[kind == K_LOCAL]
+            # the rows of each kind of next hop, in order: one counting sort instead of a mask per kind
+            key = kind.astype(np.int16)
+            key -= K_DONE
+            order, starts = group_rows(key, K_TR + 1 - K_DONE)
+
+            def of_kind(k: int) -> np.ndarray:
+                return order[starts[k - K_DONE]: starts[k - K_DONE + 1]]
+
+            self._drop(active[of_kind(K_NONE)], PktStatus.NO_ROUTE, S_ROUTE)
+            self._drop(active[of_kind(K_BLACKHOLE)], PktStatus.BLACKHOLE, S_ROUTE)
+            host = active[of_kind(K_LOCAL)]
             if host.size:
                 inside = np.zeros(host.size, bool)
                 for vi, r in enumerate(p.routers):
@@ -1327,14 +1335,14 @@ class _Walk:
                 self.delivered[host[inside]] = D_HOST
                 self._trace("deliver", host[inside], to="host")
                 self._tap_rows("vpc-to-host", host[inside])
-            out = active[kind == K_INTERNET]
+            out = active[of_kind(K_INTERNET)]
             self.delivered[out] = D_INTERNET
             self._trace("deliver", out, to="internet")
             p.stage_seconds["route"] += time.perf_counter() - t0
-            for g in _present(target[kind == K_NATGW], len(p.nats)):
-                self._nat_out(active[(kind == K_NATGW) & (target == g)], g)
-            for e in _present(target[kind == K_GWLBE], len(p.endpoints)):
-                self._inspect(active[(kind == K_GWLBE) & (target == e)], e)
+            for g, sel in _by_target(active, of_kind(K_NATGW), target, len(p.nats)):
+                self._nat_out(sel, g)
+            for e, sel in _by_target(active, of_kind(K_GWLBE), target, len(p.endpoints)):
+                self._inspect(sel, e)
         left = np.flatnonzero((b.status == PktStatus.OK) & (self.delivered == D_NONE) & ~self.held)
         self._drop(left, PktStatus.ROUTE_LOOP, S_ROUTE)
 
@@ -1583,6 +1591,16 @@ def _own_copy(batch: PacketBatch, arena: np.ndarray | None) -> PacketBatch:
 
 #: firewall drops that leave no session behind (the drop log records their flows)
 _NO_SESSION = np.array([PktStatus.TCP_NOT_SYN, PktStatus.UNKNOWN_ENDPOINT, PktStatus.FLOW_TABLE_FULL], np.uint8)
+
+
+def _by_target(active: np.ndarray, pos: np.ndarray, target: np.ndarray, k: int):
+    """The rows ``active[pos]`` grouped by their next hop's target (in ``[0, k)``): ``(target, rows)`` for each
+    target present, ascending, the rows in order."""
+    if pos.size == 0:
+        return
+    order, starts = group_rows(np.ascontiguousarray(target[pos]), k)
+    for t in np.flatnonzero(starts[1:] != starts[:-1]).tolist():
+        yield t, active[pos[order[starts[t]: starts[t + 1]]]]
 
 
 def _present(index: np.ndarray, k: int) -> list[int]:
