@@ -32,7 +32,7 @@ import numpy as np
 
 from ._kernels.columns import group_rows, put_columns, take_columns
 from ._kernels.heap import replay_memory
-from ._kernels.join import first_row_join
+from ._kernels.join import hold_replies
 from ._kernels.lpm import enter_subnets, next_hops
 from ._kernels.parse import fill_ip_checksums
 from ._kernels.special import mark_special
@@ -1242,7 +1242,7 @@ class _Walk:
                 # no mapping yet: one may be made by an earlier packet of this chunk; the reply waits (with the
                 # rest of its flow) until those packets have been walked, see _hold
                 senders = ok & (self.vpc >= 0) & ~self.from_internet
-                soon = _sent_earlier(b, senders, rows, ~known)
+                soon = self._hold(rows, ~known, senders, g)
                 if p.pickup and not (known | soon).all():
                     # a flow that began before the capture: its mapping was made by packets we never saw (a flow
                     # a firewall knows did not: e.g. one it denied)
@@ -1254,11 +1254,9 @@ class _Walk:
                                             b.tcp_flags[mr], counted=counted)
                     self._nat_refs(mr, g, counted)
                     known = pport >= 0
-                self.pending_nat[rows[soon]] = g
                 self._drop(rows[~known & ~soon], PktStatus.NAT_NO_MAPPING, S_NAT)
                 go = rows[known | soon]
                 self.vpc[go], self.table[go] = vi, table
-                self._hold(rows[soon], senders, g)
                 if self.taps and known.any():
                     self._tap("internet-to-nat", _public_form(b[rows[known]], gw.public_ip, pport[known]))
                     self._tap("nat-to-vpc", b[rows[known]])
@@ -1465,23 +1463,20 @@ class _Walk:
                                    if res.generated_source.size else res.generated_source, e))
         p.stage_seconds["inspect"] += time.perf_counter() - t0
 
-    def _hold(self, soon: np.ndarray, senders: np.ndarray, g: int) -> None:
-        """Replies (rows ``soon``) whose SNAT mapping on gateway ``g`` may be made by an earlier packet of this
-        chunk wait for the next phase of the walk, and so does every later packet of the same private (ip, port,
-        proto) in either direction, so that each flow keeps its order through the firewall. Only after the earlier
-        packets went through the firewall and the NAT gateway does the gateway know whether the mapping exists; a
-        reply without one is dropped there (``NAT_NO_MAPPING``) and never reaches the firewall, as replies to
-        denied flows do, whatever the chunk boundaries."""
-        if soon.size == 0:
-            return
+    def _hold(self, rows: np.ndarray, asked: np.ndarray, senders: np.ndarray, g: int) -> np.ndarray:
+        """The replies ``rows`` (where ``asked``: those without a mapping yet) whose SNAT mapping on gateway ``g``
+        may be made by an earlier packet of this chunk (one of ``senders`` left from the reply's destination): they
+        wait for the next phase of the walk (pending on ``g``), and so does every later packet of the same private
+        (ip, port, proto) in either direction, so that each flow keeps its order through the firewall. Only after
+        the earlier packets went through the firewall and the NAT gateway does the gateway know whether the mapping
+        exists; a reply without one is dropped there (``NAT_NO_MAPPING``) and never reaches the firewall, as
+        replies to denied flows do, whatever the chunk boundaries. Returns which of ``rows`` wait (bool)."""
         b = self.batch
-        # the first held reply of each private (ip, port, proto); a packet of that key at or after it waits too
-        snd = np.flatnonzero(senders)
-        first = first_row_join(b.dst_ip, b.dport, b.proto, soon, b.src_ip, b.sport, snd, np.empty(snd.size, np.int64))
-        self.held[snd[(first >= 0) & (snd >= first)]] = True
-        rep = np.flatnonzero(self.pending_nat == g)
-        first = first_row_join(b.dst_ip, b.dport, b.proto, soon, b.dst_ip, b.dport, rep, np.empty(rep.size, np.int64))
-        self.held[rep[(first >= 0) & (rep >= first)]] = True
+        soon = np.zeros(rows.size, np.uint8)
+        hold_replies(b.src_ip, b.sport, b.dst_ip, b.dport, b.proto, senders.view(np.uint8),
+                     rows.astype(np.int64, copy=False), asked.view(np.uint8), self.pending_nat, g, soon,
+                     self.held.view(np.uint8))
+        return soon.view(bool)
 
     def _release(self) -> None:
         """Start the next phase: held replies are admitted if their mapping now exists, dropped if none can come,
@@ -1501,14 +1496,13 @@ class _Walk:
             pport = self._count_replies(rows, g)
             known = pport >= 0
             senders = held & ok & (self.vpc >= 0) & ~self.from_internet & (self.pending_nat < 0)
-            soon = _sent_earlier(b, senders, rows, ~known) if may_wait else np.zeros(rows.size, bool)
-            self._drop(rows[~known & ~soon], PktStatus.NAT_NO_MAPPING, S_NAT)
             self.pending_nat[rows[known]] = -1
+            soon = self._hold(rows, ~known, senders, g) if may_wait else np.zeros(rows.size, bool)
+            self._drop(rows[~known & ~soon], PktStatus.NAT_NO_MAPPING, S_NAT)
             gw.stats["snat_reply_packets"] += int(known.sum())
             if self.taps and known.any():
                 self._tap("internet-to-nat", _public_form(b[rows[known]], gw.public_ip, pport[known]))
                 self._tap_rows("nat-to-vpc", rows[known])
-            self._hold(rows[soon], senders, g)
 
     def generated_walk(self) -> _Walk | None:
         """Walk the firewall resets from the endpoint that received them (they are never inspected again)."""
@@ -1622,20 +1616,6 @@ def _inner_wirelen(b: PacketBatch, rows: np.ndarray) -> np.ndarray:
 def _addresses(sub: PacketBatch) -> tuple[np.ndarray, ...]:
     """Copies of the columns NAT rewrites, (src_ip, sport, dst_ip, dport), for the trace."""
     return sub.src_ip.copy(), sub.sport.copy(), sub.dst_ip.copy(), sub.dport.copy()
-
-
-def _sent_earlier(b: PacketBatch, senders: np.ndarray, rows: np.ndarray, asked: np.ndarray) -> np.ndarray:
-    """For each reply row where ``asked`` (bool, per row): did an earlier packet of the chunk leave from its
-    destination (ip, port, proto)? False where not asked."""
-    out = np.zeros(rows.size, bool)
-    ask = np.flatnonzero(asked)
-    src = np.flatnonzero(senders) if ask.size else ask
-    if src.size == 0:
-        return out
-    q = rows[ask].astype(np.int64, copy=False)
-    first = first_row_join(b.src_ip, b.sport, b.proto, src, b.dst_ip, b.dport, q, np.empty(q.size, np.int64))
-    out[ask] = (first >= 0) & (first < q)
-    return out
 
 
 def _to_public(batch: PacketBatch, public_ip: int, public_port: np.ndarray) -> None:

@@ -1,15 +1,15 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Hash join of packet rows on a private endpoint key (ip, port, proto): for each probe row, the first build row
-with the same key.
+"""Hash joins of packet rows on a private endpoint key (ip, port, proto): the replies of a slice that wait for a
+later phase of the route walk, and the packets that wait with them.
 
 The pipeline's NAT bookkeeping asks, per slice, "did an earlier packet leave from this reply's destination?" and
 "which packets belong to a flow whose reply waits?". A sort of every sender's key plus a binary search per reply
-did that at O(n log n) with scattered memory access; one open-addressing table built over the build rows and
-probed once per probe row does it in O(n).
+did that at O(n log n) with scattered memory access; an open-addressing table of each key's first row, built once
+and probed once per row, does it in O(n), and both questions are answered in one call.
 """
 import numpy as np
 
-from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int16_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 from gwlb_fast._kernels._hash cimport fmix64
 
@@ -28,90 +28,139 @@ cdef inline uint64_t _key(uint32_t ip, uint16_t port, uint8_t proto) noexcept no
     return (<uint64_t>ip << 24) | (<uint64_t>port << 8) | proto
 
 
-def first_row_join(build_ip, build_port, proto, build_rows, probe_ip, probe_port, probe_rows, out):
-    """For each probe row, the smallest build row whose (ip, port, proto) key equals the probe row's.
+cdef class _FirstRows:
+    """An open-addressing table of key -> smallest row, for the joins of ``hold_replies``."""
+    cdef object _keys_a, _rows_a
+    cdef uint64_t[::1] keys
+    cdef int64_t[::1] rows
+    cdef uint64_t mask
 
-    The key of build row ``r`` is ``(build_ip[r], build_port[r], proto[r])``, that of probe row ``q`` is
-    ``(probe_ip[q], probe_port[q], proto[q])``: the columns are whole batch columns and the rows index them, so
-    a caller joins e.g. senders' sources against replies' destinations without gathering any column.
+    def __cinit__(self, Py_ssize_t n):
+        cdef Py_ssize_t cap = 16
+        while cap < 2 * n:
+            cap <<= 1
+        self._keys_a = np.empty(cap, np.uint64)
+        self._rows_a = np.full(cap, -1, np.int64)
+        self.keys = self._keys_a
+        self.rows = self._rows_a
+        self.mask = <uint64_t>(cap - 1)
+
+    cdef inline void add(self, uint64_t k, int64_t r) noexcept nogil:
+        cdef uint64_t h = fmix64(k) & self.mask
+        while self.rows[h] >= 0 and self.keys[h] != k:
+            h = (h + 1) & self.mask
+        if self.rows[h] < 0:
+            self.keys[h] = k
+            self.rows[h] = r
+        elif r < self.rows[h]:
+            self.rows[h] = r
+
+    cdef inline int64_t first(self, uint64_t k) noexcept nogil:
+        cdef uint64_t h = fmix64(k) & self.mask
+        while self.rows[h] >= 0 and self.keys[h] != k:
+            h = (h + 1) & self.mask
+        return self.rows[h]
+
+
+def hold_replies(src_ip, sport, dst_ip, dport, proto, senders, replies, asked, pending, int g, soon, held):
+    """Private-form replies that wait for a later phase of the route walk, and the packets that wait with them.
+
+    A reply row ``replies[j]`` with ``asked[j]`` is *soon* when a sender row (``senders[s]`` != 0) earlier in the
+    batch left from the reply's destination: ``(src_ip, sport, proto)[s] == (dst_ip, dport, proto)[replies[j]]``
+    and ``s < replies[j]``; its ``pending`` becomes ``g`` (the NAT gateway that will know whether its mapping
+    exists). Then, with ``first`` the smallest soon reply row of a key, every sender row ``s >= first`` of its
+    source's key and every row ``r >= first`` whose ``pending`` is ``g`` (soon ones included) of its destination's
+    key is marked in ``held``: a flow keeps its order through the firewall.
 
     Parameters
     ----------
-    build_ip, probe_ip : const uint32[::1], shape (n,)
-    build_port, probe_port : const uint16[::1], shape (n,)
-    proto : const uint8[::1], shape (n,)
-    build_rows : const int64[::1], shape (b,)
-        Rows (in ``[0, n)``) that make the table; any order, repeats allowed.
-    probe_rows : const int64[::1], shape (p,)
-        Rows (in ``[0, n)``) to look up.
-    out : int64[::1], shape (p,)
-        Filled with the smallest build row of each probe row's key, -1 where no build row has it.
+    src_ip, dst_ip : const uint32[::1], shape (n,); sport, dport : const uint16[::1]; proto : const uint8[::1]
+    senders : const uint8[::1], shape (n,)
+    replies : const int64[::1], shape (m,), each in ``[0, n)``
+    asked : const uint8[::1], shape (m,)
+    pending : int16[::1], shape (n,): in/out
+    g : int, the gateway's index (>= 0)
+    soon : uint8[::1], shape (m,): out
+    held : uint8[::1], shape (n,): in/out (only set, never cleared)
 
     Returns
     -------
-    ndarray
-        ``out``.
+    int
+        The number of soon replies.
 
     Notes
     -----
-    Raises ValueError on a wrong dtype or length, or a row outside ``[0, n)``; no packet status is involved.
+    Raises ValueError on a wrong dtype or length, a reply row outside ``[0, n)`` or a negative ``g``.
     """
-    _check(build_ip, "build_ip", np.uint32)
-    cdef Py_ssize_t n = build_ip.shape[0]
-    _check(build_port, "build_port", np.uint16, n)
+    _check(src_ip, "src_ip", np.uint32)
+    cdef Py_ssize_t n = src_ip.shape[0]
+    _check(sport, "sport", np.uint16, n)
+    _check(dst_ip, "dst_ip", np.uint32, n)
+    _check(dport, "dport", np.uint16, n)
     _check(proto, "proto", np.uint8, n)
-    _check(probe_ip, "probe_ip", np.uint32, n)
-    _check(probe_port, "probe_port", np.uint16, n)
-    _check(build_rows, "build_rows", np.int64)
-    _check(probe_rows, "probe_rows", np.int64)
-    cdef Py_ssize_t nb = build_rows.shape[0]
-    cdef Py_ssize_t npr = probe_rows.shape[0]
-    _check(out, "out", np.int64, npr, True)
-    cdef const uint32_t[::1] bip = build_ip
-    cdef const uint16_t[::1] bpt = build_port
+    _check(senders, "senders", np.uint8, n)
+    _check(replies, "replies", np.int64)
+    cdef Py_ssize_t m = replies.shape[0]
+    _check(asked, "asked", np.uint8, m)
+    _check(pending, "pending", np.int16, n, True)
+    _check(soon, "soon", np.uint8, m, True)
+    _check(held, "held", np.uint8, n, True)
+    if g < 0 or g > 32767:
+        raise ValueError(f"g must be in [0, 32767], got {g}")
+    cdef const uint32_t[::1] sip = src_ip
+    cdef const uint16_t[::1] spt = sport
+    cdef const uint32_t[::1] dip = dst_ip
+    cdef const uint16_t[::1] dpt = dport
     cdef const uint8_t[::1] pr = proto
-    cdef const uint32_t[::1] qip = probe_ip
-    cdef const uint16_t[::1] qpt = probe_port
-    cdef const int64_t[::1] brows = build_rows
-    cdef const int64_t[::1] qrows = probe_rows
-    cdef int64_t[::1] o = out
-    cdef Py_ssize_t i
-    cdef int64_t r, bad = 0
+    cdef const uint8_t[::1] snd = senders
+    cdef const int64_t[::1] rep = replies
+    cdef const uint8_t[::1] ask = asked
+    cdef int16_t[::1] pend = pending
+    cdef uint8_t[::1] so = soon
+    cdef uint8_t[::1] hd = held
+    cdef Py_ssize_t i, j, nsend = 0, nsoon = 0
+    cdef int64_t r, f
+    cdef bint bad = False
     with nogil:
-        for i in range(nb):
-            if brows[i] < 0 or brows[i] >= n:
-                bad = 1
-        for i in range(npr):
-            if qrows[i] < 0 or qrows[i] >= n:
-                bad = 1
+        for j in range(m):
+            so[j] = 0
+            if rep[j] < 0 or rep[j] >= n:
+                bad = True
+        for i in range(n):
+            if snd[i]:
+                nsend += 1
     if bad:
-        raise ValueError(f"build_rows and probe_rows must lie in [0, {n})")
-    cdef Py_ssize_t cap = 16
-    while cap < 2 * nb:
-        cap <<= 1
-    tkeys_a = np.empty(cap, np.uint64)
-    trows_a = np.full(cap, -1, np.int64)  # -1: empty slot
-    cdef uint64_t[::1] tk = tkeys_a
-    cdef int64_t[::1] tr = trows_a
-    cdef uint64_t mask = <uint64_t>(cap - 1)
-    cdef uint64_t k, h
+        raise ValueError(f"replies must lie in [0, {n})")
+    if m == 0 or nsend == 0:
+        return 0
+    first_sent = _FirstRows(nsend)
     with nogil:
-        for i in range(nb):
-            r = brows[i]
-            k = _key(bip[r], bpt[r], pr[r])
-            h = fmix64(k) & mask
-            while tr[h] >= 0 and tk[h] != k:
-                h = (h + 1) & mask
-            if tr[h] < 0:
-                tk[h] = k
-                tr[h] = r
-            elif r < tr[h]:
-                tr[h] = r
-        for i in range(npr):
-            r = qrows[i]
-            k = _key(qip[r], qpt[r], pr[r])
-            h = fmix64(k) & mask
-            while tr[h] >= 0 and tk[h] != k:
-                h = (h + 1) & mask
-            o[i] = tr[h]  # -1 when the probe ended on an empty slot
-    return out
+        for i in range(n):
+            if snd[i]:
+                first_sent.add(_key(sip[i], spt[i], pr[i]), i)
+        for j in range(m):
+            if ask[j]:
+                r = rep[j]
+                f = first_sent.first(_key(dip[r], dpt[r], pr[r]))
+                if 0 <= f < r:
+                    so[j] = 1
+                    pend[r] = <int16_t>g
+                    nsoon += 1
+    if nsoon == 0:
+        return 0
+    first_soon = _FirstRows(nsoon)
+    with nogil:
+        for j in range(m):
+            if so[j]:
+                r = rep[j]
+                first_soon.add(_key(dip[r], dpt[r], pr[r]), r)
+        for i in range(n):
+            if snd[i]:
+                f = first_soon.first(_key(sip[i], spt[i], pr[i]))
+                if 0 <= f <= i:
+                    hd[i] = 1
+            if pend[i] == g:
+                f = first_soon.first(_key(dip[i], dpt[i], pr[i]))
+                if 0 <= f <= i:
+                    hd[i] = 1
+    return nsoon
