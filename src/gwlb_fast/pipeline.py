@@ -423,8 +423,7 @@ class Pipeline:
                                                                  gen.delivered, gen.source - h))
         self._account(res, gen)
         if h:  # held fragments of earlier batches dropped now (their packets were counted in then)
-            for s_, name in enumerate(STAGES):
-                self.counters[name].add_drops(st[:h][stage[:h] == s_])
+            self._count_drops(stage[:h], st[:h])
         self.stage_seconds["output"] += time.perf_counter() - t0
         return res
 
@@ -515,9 +514,9 @@ class Pipeline:
     def _has_session(self, work: PacketBatch, rows: np.ndarray) -> np.ndarray:
         """bool per row: some firewall holds a session of the row's flow (as the row's columns address it)."""
         k = rows.size
-        a_ip, b_ip, a_pt, b_pt, _ = flow_keys(work.src_ip[rows], work.dst_ip[rows], work.sport[rows],
-                                              work.dport[rows])
-        proto = work.proto[rows]
+        src, dst, sport, dport, proto = take_columns(rows, [work.src_ip, work.dst_ip, work.sport, work.dport,
+                                                            work.proto])
+        a_ip, b_ip, a_pt, b_pt, _ = flow_keys(src, dst, sport, dport)
         found = np.zeros(k, bool)
         slot = np.empty(k, np.int64)
         for e in self.endpoints:
@@ -531,17 +530,22 @@ class Pipeline:
     def _account(self, res: ChunkResult, gen) -> None:
         n = res.status.shape[0]
         self.packets_in += n
-        dropped = res.stage != 255
-        for s, name in enumerate(STAGES):
-            rows = dropped & (res.stage == s)
-            self.counters[name].add_drops(res.status[rows])
+        self._count_drops(res.stage, res.status)
         if gen is not None:
-            gdrop = gen.stage != 255
-            for s, name in enumerate(STAGES):
-                self.counters[name].add_drops(gen.batch.status[gdrop & (gen.stage == s)])
+            self._count_drops(gen.stage, gen.batch.status)
         self.packets_out += len(res.output)
         self.bytes_out += res.output.nbytes
         self.generated += res.generated
+
+    def _count_drops(self, stage: np.ndarray, status: np.ndarray) -> None:
+        """Count the dropped packets (``stage`` not 255) in their stage's counters, by status."""
+        d = np.flatnonzero(stage != 255)
+        if d.size == 0:
+            return
+        order, starts = group_rows(stage[d].astype(np.int16), len(STAGES))
+        st = status[d]
+        for s in np.flatnonzero(starts[1:] != starts[:-1]).tolist():
+            self.counters[STAGES[s]].add_drops(st[order[starts[s]: starts[s + 1]]])
 
     # ------------------------------------------------------------------ end of run
     def finish(self) -> list[tuple[str, int, np.ndarray]]:
@@ -1326,13 +1330,14 @@ class _Walk:
             host = active[of_kind(K_LOCAL)]
             if host.size:
                 inside = np.zeros(host.size, bool)
-                for vi, r in enumerate(p.routers):
-                    sel = self.vpc[host] == vi
-                    inside[sel] = r.subnet_of(b.dst_ip[host[sel]]) >= 0
+                for vi, pos in _by_target(np.arange(host.size), np.arange(host.size), self.vpc[host],
+                                          len(p.routers)):
+                    inside[pos] = p.routers[vi].subnet_of(b.dst_ip[host[pos]]) >= 0
                 self._drop(host[~inside], PktStatus.NO_ROUTE, S_ROUTE)
-                self.delivered[host[inside]] = D_HOST
-                self._trace("deliver", host[inside], to="host")
-                self._tap_rows("vpc-to-host", host[inside])
+                there = host[inside]
+                self.delivered[there] = D_HOST
+                self._trace("deliver", there, to="host")
+                self._tap_rows("vpc-to-host", there)
             out = active[of_kind(K_INTERNET)]
             self.delivered[out] = D_INTERNET
             self._trace("deliver", out, to="internet")
@@ -1592,7 +1597,13 @@ def _by_target(active: np.ndarray, pos: np.ndarray, target: np.ndarray, k: int):
     target present, ascending, the rows in order."""
     if pos.size == 0:
         return
-    order, starts = group_rows(np.ascontiguousarray(target[pos]), k)
+    tp = np.ascontiguousarray(target[pos])
+    if bool((tp == tp[0]).all()):  # one target (the usual case): no sort
+        if not 0 <= int(tp[0]) < k:
+            raise ValueError(f"next-hop target {int(tp[0])} outside [0, {k})")
+        yield int(tp[0]), active[pos]
+        return
+    order, starts = group_rows(tp, k)
     for t in np.flatnonzero(starts[1:] != starts[:-1]).tolist():
         yield t, active[pos[order[starts[t]: starts[t + 1]]]]
 
