@@ -354,6 +354,11 @@ class NatGateway:
                                     np.ascontiguousarray(ts_ns, np.int64), np.ascontiguousarray(nbytes, np.uint32),
                                     got, is_new, insert=False)
         self.table.take_ended()
+        if got.min() >= 0:  # every reply has its mapping (the usual case): no masks
+            out = self.slot_port[got]
+            if counted is not None:
+                self._mark_counted(counted, slice(None), got)
+            return out
         hit = got >= 0
         out[hit] = self.slot_port[got[hit]]
         if counted is not None:
