@@ -7,7 +7,8 @@
 #   destination in 224.0.0.0/4                                      -> MULTICAST
 #   either address in 0.0.0.0/8 or 127.0.0.0/8, or a source in 224.0.0.0/4 or 255.255.255.255  -> MARTIAN
 #   either address in 169.254.0.0/16                                -> LINK_LOCAL
-from libc.stdint cimport uint8_t, uint32_t
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.string cimport memset
 
 from gwlb_fast._kernels._status cimport ST_BROADCAST, ST_LINK_LOCAL, ST_MARTIAN, ST_MULTICAST, ST_OK
 
@@ -54,6 +55,13 @@ def mark_special(uint8_t[::1] status, const uint32_t[::1] src_ip, const uint32_t
     """
     cdef Py_ssize_t n = status.shape[0], k = subnet_broadcast.shape[0], i, marked = 0
     cdef uint32_t s, d, ones = <uint32_t>0xFFFFFFFFUL
+    # the low 16 bits of every subnet broadcast address, as a bitmap: most destinations are ruled out by one bit
+    # test before the binary search
+    cdef uint64_t low16[1024]
+    memset(low16, 0, sizeof(low16))
+    for i in range(k):
+        d = subnet_broadcast[i] & 0xFFFF
+        low16[d >> 6] |= (<uint64_t>1) << (d & 63)
     if src_ip.shape[0] != n or dst_ip.shape[0] != n:
         raise ValueError(f"src_ip, dst_ip: expected length {n}, got {src_ip.shape[0]} and {dst_ip.shape[0]}")
     for i in range(1, k):
@@ -65,7 +73,7 @@ def mark_special(uint8_t[::1] status, const uint32_t[::1] src_ip, const uint32_t
                 continue
             s = src_ip[i]
             d = dst_ip[i]
-            if d == ones or (k > 0 and _in_sorted(subnet_broadcast, k, d)):
+            if d == ones or ((low16[(d & 0xFFFF) >> 6] >> (d & 63)) & 1 and _in_sorted(subnet_broadcast, k, d)):
                 status[i] = ST_BROADCAST
             elif (d >> 28) == 0xE:
                 status[i] = ST_MULTICAST
