@@ -109,9 +109,9 @@ def test_bad_arguments():
     rows, one = np.arange(3, dtype=np.int64), np.ones(3, np.uint8)
 
     def call(**kw):
-        args = dict(src_ip=ip, sport=port, dst_ip=ip, dport=port, proto=proto, senders=one, replies=rows,
-                    asked=one, pending=np.full(3, -1, np.int16), g=0, soon=np.zeros(3, np.uint8),
-                    held=np.zeros(3, np.uint8))
+        args = {"src_ip": ip, "sport": port, "dst_ip": ip, "dport": port, "proto": proto, "senders": one,
+                "replies": rows, "asked": one, "pending": np.full(3, -1, np.int16), "g": 0,
+                "soon": np.zeros(3, np.uint8), "held": np.zeros(3, np.uint8)}
         args.update(kw)
         return hold_replies(*args.values())
 

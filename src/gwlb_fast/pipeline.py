@@ -1321,13 +1321,11 @@ class _Walk:
             key = kind.astype(np.int16)
             key -= K_DONE
             order, starts = group_rows(key, K_TR + 1 - K_DONE)
+            of_kind = [order[starts[i]: starts[i + 1]] for i in range(K_TR + 1 - K_DONE)]  # by kind - K_DONE
 
-            def of_kind(k: int) -> np.ndarray:
-                return order[starts[k - K_DONE]: starts[k - K_DONE + 1]]
-
-            self._drop(active[of_kind(K_NONE)], PktStatus.NO_ROUTE, S_ROUTE)
-            self._drop(active[of_kind(K_BLACKHOLE)], PktStatus.BLACKHOLE, S_ROUTE)
-            host = active[of_kind(K_LOCAL)]
+            self._drop(active[of_kind[K_NONE - K_DONE]], PktStatus.NO_ROUTE, S_ROUTE)
+            self._drop(active[of_kind[K_BLACKHOLE - K_DONE]], PktStatus.BLACKHOLE, S_ROUTE)
+            host = active[of_kind[K_LOCAL - K_DONE]]
             if host.size:
                 inside = np.zeros(host.size, bool)
                 for vi, pos in _by_target(np.arange(host.size), np.arange(host.size), self.vpc[host],
@@ -1338,13 +1336,13 @@ class _Walk:
                 self.delivered[there] = D_HOST
                 self._trace("deliver", there, to="host")
                 self._tap_rows("vpc-to-host", there)
-            out = active[of_kind(K_INTERNET)]
+            out = active[of_kind[K_INTERNET - K_DONE]]
             self.delivered[out] = D_INTERNET
             self._trace("deliver", out, to="internet")
             p.stage_seconds["route"] += time.perf_counter() - t0
-            for g, sel in _by_target(active, of_kind(K_NATGW), target, len(p.nats)):
+            for g, sel in _by_target(active, of_kind[K_NATGW - K_DONE], target, len(p.nats)):
                 self._nat_out(sel, g)
-            for e, sel in _by_target(active, of_kind(K_GWLBE), target, len(p.endpoints)):
+            for e, sel in _by_target(active, of_kind[K_GWLBE - K_DONE], target, len(p.endpoints)):
                 self._inspect(sel, e)
         left = np.flatnonzero((b.status == PktStatus.OK) & (self.delivered == D_NONE) & ~self.held)
         self._drop(left, PktStatus.ROUTE_LOOP, S_ROUTE)
