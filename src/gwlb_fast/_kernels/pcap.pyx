@@ -53,8 +53,7 @@ cdef enum:
     ETH_HLEN = 14
     SLL_HLEN = 16
     SLL2_HLEN = 20
-
-cdef uint64_t NS_PER_S = 1000000000
+    NS_PER_S = 1000000000  # a constant, not a variable: divisions by it compile to multiplies
 
 cdef extern from *:
     """
