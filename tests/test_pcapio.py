@@ -310,9 +310,16 @@ def test_pcapng_huge_unknown_block_is_skipped_without_buffering(tmp_path):
     r = read_pcap(p, chunk=1, parse=False, use_mmap=False)
     list(r)
     assert r.error is None
-    # the same through a non-seekable stream
+    # the same through a non-seekable stream, and a gzip-compressed one (no read(), only readinto())
     r = read_pcap(io.BufferedReader(io.BytesIO(raw)), chunk=1, parse=False)
     assert [b.packet(0) for b in r] == [b"a", b"b"]
+    import gzip
+
+    r = read_pcap(write_file(tmp_path, gzip.compress(raw), "f.pcapng.gz"), chunk=1, parse=False)
+    assert [b.packet(0) for b in r] == [b"a", b"b"] and r.error is None
+    r = read_pcap(write_file(tmp_path, gzip.compress(raw[:-200]), "cut.pcapng.gz"), chunk=1, parse=False,
+                  strict=False)
+    assert [b.packet(0) for b in r] == [b"a"] and "truncated block" in r.error.problem
 
 
 # ---------------------------------------------------------------------------------------------------- chunking

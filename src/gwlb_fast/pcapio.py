@@ -602,12 +602,16 @@ class PcapReader(Iterator[PacketBatch]):
                 return False
             self._f.seek(rest, io.SEEK_CUR)
             return True
+        scratch = memoryview(bytearray(max(0, min(rest, 1 << 20)))) if hasattr(self._f, "readinto") else None
         while rest > 0:
-            piece = self._f.read(min(rest, 1 << 20))
-            if not piece:
+            if scratch is not None:  # a file or the gzip stream (which has no read)
+                got = self._f.readinto(scratch[: min(rest, len(scratch))]) or 0
+            else:
+                got = len(self._f.read(min(rest, 1 << 20)))
+            if not got:
                 self._fail(start, f"truncated block: length {blen}, but the file ends after {blen - rest} bytes")
                 return False
-            rest -= len(piece)
+            rest -= got
         return True
 
     # ------------------------------------------------------------------ scanning
