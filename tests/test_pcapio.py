@@ -310,9 +310,16 @@ def test_pcapng_huge_unknown_block_is_skipped_without_buffering(tmp_path):
     r = read_pcap(p, chunk=1, parse=False, use_mmap=False)
     list(r)
     assert r.error is None
-    # the same through a non-seekable stream
+    # the same through a non-seekable stream, and a gzip-compressed one (no read(), only readinto())
     r = read_pcap(io.BufferedReader(io.BytesIO(raw)), chunk=1, parse=False)
     assert [b.packet(0) for b in r] == [b"a", b"b"]
+    import gzip
+
+    r = read_pcap(write_file(tmp_path, gzip.compress(raw), "f.pcapng.gz"), chunk=1, parse=False)
+    assert [b.packet(0) for b in r] == [b"a", b"b"] and r.error is None
+    r = read_pcap(write_file(tmp_path, gzip.compress(raw[:-200]), "cut.pcapng.gz"), chunk=1, parse=False,
+                  strict=False)
+    assert [b.packet(0) for b in r] == [b"a"] and "truncated block" in r.error.problem
 
 
 # ---------------------------------------------------------------------------------------------------- chunking
@@ -1468,3 +1475,119 @@ def test_framed_write_is_the_gathered_write(tmp_path):
                    PcapWriter(io.BytesIO(), linktype=1)):
         assert writer.write_framed(framed if writer.format == "pcapng" or writer._atomic is None else tight) is None
         writer.close()
+
+
+# ---------------------------------------------------------------------------------------------------- arena_for
+def _open(path, how, chunk):
+    """A reader of ``path`` in one of the ways the reader gets its bytes."""
+    import gzip
+
+    if how == "gzip":
+        return read_pcap(io.BytesIO(gzip.compress(Path(path).read_bytes())), chunk=chunk, parse=False, strict=False)
+    if how == "stream":
+        return read_pcap(io.BufferedReader(io.BytesIO(Path(path).read_bytes())), chunk=chunk, parse=False,
+                         strict=False)
+    return read_pcap(path, chunk=chunk, parse=False, strict=False, **MODES[how])
+
+
+ARENA_WAYS = ["mmap", "read", "read-tiny", "gzip", "stream"]
+
+
+class _Arenas:
+    """Two arenas taken in turn, as Pipeline.run takes them, each ``room(nbytes)`` long when it grows."""
+
+    def __init__(self, room):
+        self.room = room
+        self.arenas = [np.zeros(0, np.uint8), np.zeros(0, np.uint8)]
+        self.asked = []
+
+    def __call__(self, nbytes):
+        turn = len(self.asked) % 2
+        self.asked.append(nbytes)
+        if self.arenas[turn].shape[0] < self.room(nbytes):
+            self.arenas[turn] = np.full(self.room(nbytes), 0xA5, np.uint8)
+        return self.arenas[turn]
+
+
+def _check_arena_for(path, chunk, room):
+    """Reading with ``arena_for`` gives every batch of a plain read, byte for byte (its whole ``data``, record headers
+    included, and its columns), in the arena's start when it fits, and the same end (error, offset, skipped bytes
+    and records)."""
+    for how in ARENA_WAYS:
+        plain = _open(path, how, chunk)
+        want = list(plain)
+        r = _open(path, how, chunk)
+        r.arena_for = take = _Arenas(room)
+        got = 0
+        for b in r:
+            w = want[got]
+            got += 1
+            assert len(take.asked) == got  # once per batch, before it is delivered
+            arena = take.arenas[(got - 1) % 2]
+            assert b.data.tobytes() == w.data.tobytes()
+            for c in ("off", "caplen", "wirelen", "ts_ns", "linktype"):
+                assert np.array_equal(getattr(b, c), getattr(w, c)), c
+            fits = arena.shape[0] >= w.data.shape[0]
+            assert (b.data.ctypes.data == arena.ctypes.data) == fits
+            if not fits:
+                assert not np.shares_memory(b.data, arena)
+        assert got == len(want)
+        assert (r.error is None) == (plain.error is None)
+        if r.error is not None:
+            assert (r.error.offset, r.error.problem) == (plain.error.offset, plain.error.problem)
+        assert (r.skipped_bytes, r.skipped_records, r.packets, r.bytes) == (
+            plain.skipped_bytes, plain.skipped_records, plain.packets, plain.bytes)
+
+
+ROOMS = {"ample": lambda n: n + 64, "exact": lambda n: n, "half": lambda n: n // 2, "none": lambda n: 0}
+
+
+@fast
+@given(st.data())
+def test_arena_for_gives_the_plain_batches(files, data):
+    what = data.draw(st.sampled_from(["classic", "pcapng", "mutated"]))
+    if what == "classic":
+        ns = data.draw(st.booleans())
+        raw = O.classic_pcap(data.draw(classic_records(ns)), nanosecond=ns, big=data.draw(st.booleans()))
+    elif what == "pcapng":
+        raw, _ = O.pcapng(data.draw(pcapng_sections()))
+    else:
+        raw = data.draw(mutated_file())
+    path = files(raw)
+    try:
+        read_pcap(path).close()
+    except PcapError:
+        return  # refused by read_pcap itself, with or without an arena
+    _check_arena_for(path, data.draw(st.integers(1, 7)), ROOMS[data.draw(st.sampled_from(list(ROOMS)))])
+
+
+@pytest.mark.parametrize("room", list(ROOMS))
+def test_arena_for_on_resync_truncation_and_skipped_blocks(tmp_path, room):
+    recs = _records(300)
+    raw = bytearray(O.classic_pcap(recs))
+    raw[24 + 100 * 56 + 8: 24 + 100 * 56 + 12] = struct.pack("<I", MAX_CAPLEN + 1)  # a corrupt record mid-file
+    p = write_file(tmp_path, bytes(raw[:-5]), "resync.pcap")  # and a truncated last one
+    for chunk in (1, 64, 1000):
+        _check_arena_for(p, chunk, ROOMS[room])
+    big = O.block(0x00000BAD, bytes(3 << 20))  # too big to buffer: skipped in place
+    raw = O.shb() + O.idb(1) + O.epb(0, 1, b"a", 1) + big + O.epb(0, 2, b"b", 1) + O.shb() + O.idb(228) + \
+        O.epb(0, 3, b"c" * 20, 20)
+    for chunk in (1, 3):
+        _check_arena_for(write_file(tmp_path, raw, "skip.pcapng"), chunk, ROOMS[room])
+
+
+def test_arena_for_reads_a_growing_file(tmp_path):
+    """A file read from a stream while it is being written: the batches in the arenas are the file's records."""
+    recs = _records(50)
+    raw = O.classic_pcap(recs)
+    p = tmp_path / "grow.pcap"
+    p.write_bytes(raw[:24 + 20 * 56 + 7])
+    with open(p, "rb") as f:
+        r = read_pcap(f, chunk=8, parse=False, strict=False)
+        arena = np.zeros(1 << 16, np.uint8)
+        r.arena_for = lambda n: arena
+        got = [next(r).packets(), next(r).packets()]  # 16 records; the 20 written are read ahead
+        with open(p, "ab") as g:
+            g.write(raw[24 + 20 * 56 + 7:])
+        got += [b.packets() for b in r]
+    assert [x for b in got for x in b] == [d for d, *_ in recs] and r.error is None

@@ -796,3 +796,84 @@ def test_output_written_from_the_arena_equals_the_gathered_output(tmp_path, monk
     gathered = Pipeline.from_yaml(topo).run(tmp_path / "in.pcap", tmp_path / "gathered.pcap", chunk=chunk)
     assert framed.packets_out == gathered.packets_out > 0 and framed.generated == gathered.generated
     assert (tmp_path / "framed.pcap").read_bytes() == (tmp_path / "gathered.pcap").read_bytes()
+
+
+def _summary_of(s):
+    d = json.loads(s.to_json())
+    for k in ("seconds", "stage_seconds", "mpps", "elapsed"):
+        d.pop(k, None)
+    return d
+
+
+@pytest.mark.parametrize("case", ["slices", "small-chunks", "event", "resets", "corrupt", "pcapng"])
+def test_run_on_chunks_the_reader_copied_into_the_arena_writes_what_it_did_before(traffic, busy, tmp_path,
+                                                                                  monkeypatch, case):
+    """``run`` on a capture by path has its reader copy each chunk into the path's arena as it scans it
+    (PcapReader.arena_for) and walks it there; the outputs (capture, taps, flow log, summary) are those of a run
+    on a reader opened apart (which copies each chunk from the capture, as before), byte for byte: chunks in two
+    slices (each chunk copied out of the arena first), many small chunks in two arenas taken in turn, a chunk cut
+    by an event, firewall failures (resets), a corrupt record, pcapng."""
+    import gwlb_fast.pipeline as pipeline_mod
+
+    batch = (busy if case == "event" else traffic)[0]
+    topo = EXAMPLE_PATH
+    if case == "resets":  # a firewall fails, then another one: the chunk cut by the second has resets before it
+        batch = synth.generate(flows=300, packets=6000, seed=11, duration=4.0)
+        d = copy.deepcopy(EXAMPLE)
+        d["events"] = [{"at": 0.5, "firewall": "fw-2", "state": "unhealthy"},
+                       {"at": 1.6, "firewall": "fw-1", "state": "unhealthy"}]
+        topo = tmp_path / "t.yaml"
+        topo.write_text(yaml.safe_dump(d))
+    name = "in.pcapng" if case == "pcapng" else "in.pcap"
+    write_pcap(tmp_path / name, batch)
+    if case == "corrupt":
+        raw = bytearray((tmp_path / name).read_bytes())
+        at = 24 + int(batch.caplen[:5000].sum()) + 16 * 5000
+        raw[at + 8: at + 12] = (1 << 30).to_bytes(4, "little")
+        (tmp_path / name).write_bytes(bytes(raw))
+    chunk, events = {"slices": (7000, []), "small-chunks": (257, []), "event": (3000, [EVENT]),
+                     "resets": (700, None), "corrupt": (4000, []), "pcapng": (3000, [])}[case]
+    in_place = []
+    own_copy = pipeline_mod._own_copy
+
+    def watched(b, arena):
+        out = own_copy(b, arena)
+        in_place.append(len(b) > 0 and out.data.ctypes.data == b.data.ctypes.data)
+        return out
+
+    monkeypatch.setattr(pipeline_mod, "_own_copy", watched)
+    split = Pipeline._split_at_events
+    cut = []
+
+    def split_watched(self, b, evs, arena=None):
+        parts = list(split(self, b, evs, arena))
+        pieces = [x for x in parts if not isinstance(x, dict)]
+        if arena is not None and len(pieces) > 1:
+            # a chunk cut in pieces is walked out of the arena (a piece's resets go after it, over the next piece)
+            cut.append(not any(np.shares_memory(x.data, arena) for x in pieces))
+        return iter(parts)
+
+    monkeypatch.setattr(Pipeline, "_split_at_events", split_watched)
+    runs = {}
+    for how in ("filled", "apart"):
+        d = tmp_path / how
+        d.mkdir()
+        src = tmp_path / name if how == "filled" else read_pcap(tmp_path / name, chunk=chunk, parse=False,
+                                                                strict=False)
+        in_place.clear()
+        s = Pipeline.from_yaml(topo).run(src, d / "out.pcap", taps=d / "taps", flow_log=d / "flows.jsonl",
+                                         events=events, chunk=chunk, strict=False)
+        runs[how] = (_summary_of(s), (d / "out.pcap").read_bytes(), (d / "flows.jsonl").read_bytes(),
+                     {p.name: p.read_bytes() for p in sorted((d / "taps").iterdir())}, list(in_place))
+    filled, apart = runs["filled"], runs["apart"]
+    assert filled[:4] == apart[:4]
+    assert filled[0]["packets_out"] > 0
+    assert not any(apart[4])  # a reader opened apart: every chunk copied
+    if case == "slices":
+        assert not any(filled[4])  # walked in slices: each chunk first copied out of the arena the slices share
+    else:
+        assert sum(filled[4]) >= (2 if case in ("event", "resets") else len(filled[4]) // 2)  # most chunks walked where read
+    if case == "corrupt":
+        assert filled[0]["input_skipped_records"] == 1
+    if case in ("event", "resets"):
+        assert cut and all(cut)

@@ -602,12 +602,16 @@ class PcapReader(Iterator[PacketBatch]):
                 return False
             self._f.seek(rest, io.SEEK_CUR)
             return True
+        scratch = memoryview(bytearray(max(0, min(rest, 1 << 20)))) if hasattr(self._f, "readinto") else None
         while rest > 0:
-            piece = self._f.read(min(rest, 1 << 20))
-            if not piece:
+            if scratch is not None:  # a file or the gzip stream (which has no read)
+                got = self._f.readinto(scratch[: min(rest, len(scratch))]) or 0
+            else:
+                got = len(self._f.read(min(rest, 1 << 20)))
+            if not got:
                 self._fail(start, f"truncated block: length {blen}, but the file ends after {blen - rest} bytes")
                 return False
-            rest -= len(piece)
+            rest -= got
         return True
 
     # ------------------------------------------------------------------ scanning
@@ -622,6 +626,16 @@ class PcapReader(Iterator[PacketBatch]):
     release_pages = False
     _mm = None
     _released = 0
+
+    #: None, or ``arena_for(nbytes) -> uint8 array``: each batch's stretch of the capture (record headers included,
+    #: exactly the bytes its ``data`` would view) is copied into the start of the array it returns, block by block
+    #: right after the block is scanned, while its bytes are in cache; the batch's ``data`` is then that array's
+    #: start, its ``off`` as without it. Called once per batch delivered, when its first block is scanned, with an
+    #: estimate of the batch's bytes; a batch that outgrows the array moves to a buffer of its own (its ``data`` is then not
+    #: the array). For a caller that copies every chunk anyway (:meth:`Pipeline.run`): one pass over the bytes
+    #: instead of a scan and a copy. The caller owns the array and must not pass it again while a batch in it is
+    #: in use.
+    arena_for = None
 
     def _release_consumed(self) -> None:
         upto = self._pos // mmap.PAGESIZE * mmap.PAGESIZE
@@ -648,6 +662,7 @@ class PcapReader(Iterator[PacketBatch]):
             linktype.fill(self.linktype)
         self._origin = self._pos
         n = parsed = 0
+        fill = None if self.arena_for is None else [None, 0]  # [the arena, bytes copied into it]
         while n < chunk:
             buf = self._buf[: self._end]
             # scan a cache-sized block, then parse it while its headers are still in cache
@@ -663,6 +678,8 @@ class PcapReader(Iterator[PacketBatch]):
                                                      linktype[n:])
             n += got
             self._pos = pos
+            if fill is not None:
+                self._fill(fill, n)
             if self.parse and got:
                 self._parse_block(cols, parsed, n)
                 parsed = n
@@ -693,7 +710,11 @@ class PcapReader(Iterator[PacketBatch]):
             break
         if n == 0:
             return None
-        data = self._buf[self._origin: self._pos]
+        if fill is None:
+            data = self._buf[self._origin: self._pos]
+        else:
+            self._fill(fill, n)  # a control block handled after the last scan
+            data = fill[0][: self._pos - self._origin]
         if n < chunk:
             cols = {name: col[:n] for name, col in cols.items()}
         self._est = max(16.0, (self._pos - self._origin) / n)
@@ -705,6 +726,28 @@ class PcapReader(Iterator[PacketBatch]):
         self.bytes += int(cols["caplen"].sum(dtype=np.int64))
         self._last_sec = int(cols["ts_ns"][n - 1]) // 1_000_000_000
         return batch
+
+    def _fill(self, fill: list, n: int) -> None:
+        """Copy the batch's bytes scanned since the last call (``_buf[_origin + fill[1]: _pos]``) into its arena
+        (``fill[0]``, asked of ``arena_for`` the first time, or a larger buffer of the reader's own)."""
+        upto = self._pos - self._origin
+        done = fill[1]
+        if upto <= done or n == 0:
+            return  # nothing yet, or only control blocks: the arena is asked for with the batch's first packet
+        arena = fill[0]
+        if arena is None:
+            # the chunk's bytes at the rate of the packets so far, a little over (never past the end of the data)
+            est = upto + (upto // n + 1) * (self.chunk - n) + (upto >> 4)
+            if self._eof:
+                est = min(est, self._end - self._origin)
+            arena = fill[0] = self.arena_for(max(est, upto))
+        if arena.shape[0] < upto:
+            grown = np.empty(max(upto + (upto >> 2), 2 * arena.shape[0]), np.uint8)
+            grown[:done] = arena[:done]
+            arena = fill[0] = grown
+        start = self._origin + done
+        arena[done:upto] = self._buf[start: start + upto - done]
+        fill[1] = upto
 
     def _resync(self) -> bool:
         """Find the next plausible record after the corrupt one at _pos; count the bytes passed over."""

@@ -292,6 +292,8 @@ class Pipeline:
         n = len(batch)
         if arena is not None and arena.shape[0] < batch.nbytes:
             arena = None
+        if arena is not None and _in_arena(batch, arena) and not _stretch_in_place(batch, arena):
+            batch = _detached(batch)  # a batch in the arena that cannot stay where it is: out of the way of the copy
         if n > 1:
             ts = batch.ts_ns
             span = MAX_SLICE_SECONDS * 1_000_000_000
@@ -301,6 +303,8 @@ class Pipeline:
                     cuts.append(max(cuts[-1] + 1, int(np.searchsorted(ts, int(ts[cuts[-1]]) + span, "right"))))
                 cuts[-1] = n
                 if len(cuts) > 2:
+                    if arena is not None and _in_arena(batch, arena):
+                        batch = _detached(batch)  # the slices are copied into parts of the arena: out of their way
                     # each slice copies its packets into its own part of the arena (the results live together),
                     # with its share of the arena's headroom (the capture's stretch of a slice is a little larger
                     # than its packets, and the firewalls' resets join the delivered packets there)
@@ -729,7 +733,8 @@ class Pipeline:
             self.record_taps(True)
         t_start = time.perf_counter()
         size = os.path.getsize(source) if isinstance(source, (str, os.PathLike)) and os.path.isfile(source) else None
-        if hasattr(source, "skipped_records"):
+        own_reader = not hasattr(source, "skipped_records")
+        if not own_reader:
             reader = source  # already open: a PcapReader, or the pieces of a split capture (gwlb_fast.scale.distributed)
         else:
             reader = read_pcap(source, chunk=chunk, parse=False, strict=False)
@@ -752,7 +757,7 @@ class Pipeline:
                         writers[k] = OrderedWriter(PcapWriter(path, linktype=1 if fmt == "pcap" else None))
                 _notify(observers, "start", self)
                 self._replay(reader, evs, out_w, writers, log_w, Progress(size, quiet=quiet), observers, select,
-                             threat_w)
+                             threat_w, fill=own_reader)
                 if out_w is not None:
                     out_w.close()
                     self.bytes_out = out_w.bytes  # the records as written (Linux cooked input becomes Ethernet)
@@ -781,31 +786,56 @@ class Pipeline:
         return summary
 
     def _replay(self, reader, evs, out_w, writers, log_w, progress, observers=(), select=None,
-                threat_w=None) -> None:
+                threat_w=None, fill=False) -> None:
         """The loop of :meth:`run`: chunks through the path, delivered packets and taps to their writers in time
-        order, ended sessions to the flow log, alerts and URL events to the threat log."""
+        order, ended sessions to the flow log, alerts and URL events to the threat log. ``fill``: ``reader`` is a
+        :class:`~gwlb_fast.pcapio.PcapReader` of the run's own, which may copy each chunk into the path's arena as
+        it scans it (``arena_for``)."""
         # two arenas taken in turn: a chunk's delivered packets may be written from its arena by the output's
         # thread (PcapWriter.write_framed) while the next chunk goes through the path in the other one
         arenas = [np.zeros(0, np.uint8), np.zeros(0, np.uint8)]
         writing: list = [None, None]  # the thread still writing from each arena
         turn = 0
+        filled = [False]  # the reader copied the chunk being read into arenas[turn]
+
+        def take_arena(nbytes: int) -> np.ndarray:
+            nonlocal turn
+            turn ^= 1
+            if writing[turn] is not None:
+                writing[turn].join()  # the arena's packets are in the file
+                writing[turn] = None
+            if arenas[turn].shape[0] < nbytes:
+                arenas[turn] = np.empty(nbytes + nbytes // 4, np.uint8)
+            filled[0] = True
+            return arenas[turn]
+
+        # the reader's scan copies each chunk into the arena the path works in (one pass over the capture's bytes):
+        # when the path's copy of a chunk is its whole stretch, which selecting a flow shard spoils, and the input
+        # packets as captured are not needed beside the path's copy, which the observers see
+        if fill and select is None and not observers and hasattr(reader, "arena_for"):
+            reader.arena_for = take_arena
         in_order = True  # the capture's timestamps never went back so far
         last_in = max_in = None
         try:
             for batch in reader:
                 if select is not None:
                     batch = select(batch)
-                for part in self._split_at_events(batch, evs):
+                in_arena = filled[0] and _in_arena(batch, arenas[turn])
+                filled[0] = False
+                for part in self._split_at_events(batch, evs, arenas[turn] if in_arena else None):
                     if isinstance(part, dict):
                         self._apply(part)
                         _notify(observers, "event", self, part)
                         continue
                     if len(part):  # the health probes the GWLB sent up to this part's last packet
                         self._probes_to(writers, int(part.ts_ns.max()))
-                    turn ^= 1
-                    if writing[turn] is not None:
-                        writing[turn].join()  # the arena's packets are in the file
-                        writing[turn] = None
+                    if in_arena:
+                        in_arena = False  # the chunk's first part is copied in place: arenas[turn] as it was read
+                    else:
+                        turn ^= 1
+                        if writing[turn] is not None:
+                            writing[turn].join()  # the arena's packets are in the file
+                            writing[turn] = None
                     if arenas[turn].shape[0] < part.nbytes:
                         # with headroom: chunks of varying sizes would otherwise grow it a little time after time,
                         # each time a new buffer of a chunk's size, which fragments the allocator's heap
@@ -914,8 +944,11 @@ class Pipeline:
             rec["cause"] = part["cause"]
         self.events_done.append(rec)
 
-    def _split_at_events(self, batch: PacketBatch, evs: list[dict]):
-        """Yield the batch in pieces, with the health actions that fall inside it in between."""
+    def _split_at_events(self, batch: PacketBatch, evs: list[dict], arena: np.ndarray | None = None):
+        """Yield the batch in pieces, with the health actions that fall inside it in between. ``arena``: the
+        batch's bytes are at its start (the reader copied the chunk there), where the path works on the batch's
+        first piece in place: a batch cut in several pieces is first copied out of it (its later pieces must not
+        be overwritten while the first one goes through)."""
         if self.first_ts is None and len(batch):
             self.first_ts = int(batch.ts_ns.min())
         if self._timeline is None and self.first_ts is not None:
@@ -930,6 +963,10 @@ class Pipeline:
         if not pending or not len(batch):
             yield batch
             return
+        if arena is not None:
+            cuts = np.searchsorted(batch.ts_ns, np.array([e["ts_ns"] for e in pending], np.int64), side="left")
+            if bool(((cuts > 0) & (cuts < len(batch))).any()):
+                batch = _detached(batch)
         start = 0
         for e in pending:
             t = e["ts_ns"]
@@ -1564,6 +1601,13 @@ def _own_copy(batch: PacketBatch, arena: np.ndarray | None) -> PacketBatch:
 
     n = len(batch)
     total = batch.nbytes
+    if arena is not None and _in_arena(batch, arena):
+        if _stretch_in_place(batch, arena):
+            # the reader copied the chunk here (PcapReader.arena_for): already where it would be copied to
+            end = int(batch.off[-1]) + int(batch.caplen[-1])
+            return PacketBatch(batch.data[:end], batch.off.copy(), batch.caplen.copy(), batch.wirelen.copy(),
+                               batch.ts_ns.copy(), batch.linktype.copy())
+        arena = None  # never copied over itself
     if n:
         src, caplen = batch.off, batch.caplen
         lo = int(src[0])
@@ -1584,6 +1628,36 @@ def _own_copy(batch: PacketBatch, arena: np.ndarray | None) -> PacketBatch:
     gather_packets(batch.data, batch.off, batch.caplen, data, off)
     return PacketBatch(data, off, batch.caplen.copy(), batch.wirelen.copy(), batch.ts_ns.copy(),
                        batch.linktype.copy())
+
+
+def _in_arena(batch: PacketBatch, arena: np.ndarray) -> bool:
+    """Whether the batch's bytes lie in ``arena`` (the reader copied its chunk there)."""
+    a, d = arena.ctypes.data, batch.data.ctypes.data
+    return a <= d < a + arena.shape[0] or (batch.data.shape[0] == 0 and d == a)
+
+
+def _detached(batch: PacketBatch) -> PacketBatch:
+    """``batch`` with a copy of its arena up to its last packet's end (the packets where they were, with the record
+    headers between them: the path's copy of it is still one stretch) and its columns as they are."""
+    out = batch[:]
+    end = int((batch.off + batch.caplen).max()) if len(batch) else 0
+    out.data = batch.data[:end].copy()
+    return out
+
+
+def _stretch_in_place(batch: PacketBatch, arena: np.ndarray) -> bool:
+    """Whether ``_own_copy`` of a batch whose bytes lie in ``arena`` leaves them where they are: the batch is a
+    chunk as the reader copied it to the arena's start, its packets in order in one stretch (the copy's
+    conditions), the ``FRAME_ROOM`` bytes before the first one, and nothing of the arena after it in use."""
+    n = len(batch)
+    if n == 0 or batch.data.ctypes.data != arena.ctypes.data:
+        return False
+    src, caplen = batch.off, batch.caplen
+    lo = int(src[0]) - FRAME_ROOM
+    end = int(src[-1]) + int(caplen[-1])
+    total = batch.nbytes
+    return (lo >= 0 and end <= batch.data.shape[0] and end - lo <= total + total // 8 + FRAME_ROOM
+            and bool(np.all(src[1:] >= src[:-1] + caplen[:-1])))
 
 
 #: firewall drops that leave no session behind (the drop log records their flows)
