@@ -391,7 +391,6 @@ def plan_carried(const uint8_t[::1] data, const int64_t[::1] off, const uint32_t
     cdef const uint8_t* p
     cdef int st
     cdef bint has_parse = parsed_status.shape[0] != 0
-    cdef bint quick
     cdef int64_t snapped
     _check_len("caplen", caplen.shape[0], n)
     _check_len("wirelen", wirelen.shape[0], n)
@@ -405,51 +404,52 @@ def plan_carried(const uint8_t[::1] data, const int64_t[::1] off, const uint32_t
         _check_len("l3_off", l3_off.shape[0], n)
         _check_len("l4_off", l4_off.shape[0], n)
         _check_len("inner_l4_off", inner_l4_off.shape[0], n)
+    # the size limit: a snapped packet is limited by the length on the wire (the IPv4 total length), which the
+    # outer lengths must also hold (as in plan_encap)
+    cdef Py_ssize_t lim = max_inner if max_inner < 65535 - (_HDR - 14) else 65535 - (_HDR - 14)
     with nogil:
         for i in range(n):
             if i + _AHEAD < n and size > 0:
-                # where the header is read: the IPv4 header of a parsed packet, else the frame's start
-                if has_parse and l3_off[i + _AHEAD] > 0:
-                    GWLB_PREFETCH(&data[0] + off[i + _AHEAD] + l3_off[i + _AHEAD])
-                else:
-                    GWLB_PREFETCH(&data[0] + off[i + _AHEAD])
-            inner_start[i] = 0
-            inner_len[i] = 0
-            inner_wirelen[i] = 0
-            if has_parse:
-                inner_l4_off[i] = <int32_t>(<uint32_t>l4_off[i] - <uint32_t>l3_off[i])
+                # where the header is read: a parsed packet's IPv4 header (a prefetch outside never faults)
+                GWLB_PREFETCH(&data[0] + off[i + _AHEAD] + (l3_off[i + _AHEAD] if has_parse else 0))
             o = off[i]
             cl = caplen[i]
             if o < 0 or o > size or cl > size - o:
-                status[i] = ST_TRUNCATED
-                continue
-            p = &data[0] + o if size > 0 else NULL
-            quick = False
-            if has_parse and parsed_status[i] == ST_OK:
-                l3 = l3_off[i]
-                if l3 >= 0 and l3 + 20 <= cl and (p[l3] >> 4) == 4:
-                    ihl = (p[l3] & 0x0F) * 4
-                    tot = load_be16(p + l3 + 2)
-                    if ihl >= 20 and l3 + ihl <= cl and tot >= ihl:
-                        end = l3 + tot if l3 + tot < cl else cl
-                        st = ST_OK
-                        quick = True
-            if not quick:
-                st = find_l3(p, cl, linktype[i], &l3)
-                if st == ST_OK:
-                    st = _ipv4(p, cl, l3, &l4, &end)
-            # as in plan_encap: the size limit applies to the length on the wire of a snapped packet
-            if st == ST_OK and (load_be16(p + l3 + 2) > max_inner or load_be16(p + l3 + 2) > 65535 - (_HDR - 14)):
-                st = ST_TOO_BIG
-            status[i] = st
-            if st == ST_OK:
-                inner_start[i] = o + l3
-                inner_len[i] = <uint32_t>(end - l3)
-                snapped = <int64_t>wirelen[i] - <int64_t>caplen[i]
-                inner_wirelen[i] = <uint32_t>(<uint64_t>(end - l3) + <uint64_t>(snapped if snapped > 0 else 0))
-                n_ok += 1
+                st = ST_TRUNCATED
+            else:
+                p = &data[0] + o if size > 0 else NULL
+                st = -1
                 if has_parse and parsed_status[i] == ST_OK:
-                    n_pok += 1
+                    l3 = l3_off[i]
+                    if l3 >= 0 and l3 + 20 <= cl:
+                        ihl = (p[l3] & 0x0F) * 4
+                        tot = load_be16(p + l3 + 2)
+                        if (p[l3] >> 4) == 4 and ihl >= 20 and l3 + ihl <= cl and tot >= ihl:
+                            end = l3 + tot if l3 + tot < cl else cl
+                            st = ST_OK
+                if st != ST_OK:  # not parsed OK, or the columns do not check: the walk plan_encap makes
+                    st = find_l3(p, cl, linktype[i], &l3)
+                    if st == ST_OK:
+                        st = _ipv4(p, cl, l3, &l4, &end)
+                    if st == ST_OK:
+                        tot = load_be16(p + l3 + 2)
+                if st == ST_OK and tot > lim:
+                    st = ST_TOO_BIG
+            status[i] = st
+            if has_parse:
+                inner_l4_off[i] = <int32_t>(<uint32_t>l4_off[i] - <uint32_t>l3_off[i])
+            if st != ST_OK:
+                inner_start[i] = 0
+                inner_len[i] = 0
+                inner_wirelen[i] = 0
+                continue
+            inner_start[i] = o + l3
+            inner_len[i] = <uint32_t>(end - l3)
+            snapped = <int64_t>wirelen[i] - <int64_t>cl
+            inner_wirelen[i] = <uint32_t>(<uint64_t>(end - l3) + <uint64_t>(snapped if snapped > 0 else 0))
+            n_ok += 1
+            if has_parse and parsed_status[i] == ST_OK:
+                n_pok += 1
     return n_ok, n_pok
 
 
