@@ -348,23 +348,6 @@ class FlowTableMachine(RuleBasedStateMachine):
         self._same_ended()
         self.keys.extend(keys)
 
-    @rule(data=st.data(), steps=st.lists(st.integers(-3, 12), min_size=20, max_size=20),
-          nb=st.integers(0, 2**32 - 1))
-    def lookup_or_insert_canonical(self, data, steps, nb):
-        """canonical=True: packets given as source and destination, either way round, are keyed as their
-        canonical_5tuple order would be (the oracle gets the canonical keys)."""
-        keys, ts, nbytes = self._packets(data, steps, nb, 20)
-        flips = data.draw(st.lists(st.booleans(), min_size=len(keys), max_size=len(keys)))
-        pkts = [(b, a, bp, ap, pr, t) if f else (a, b, ap, bp, pr, t) for (a, b, ap, bp, pr, t), f in zip(keys, flips)]
-        n = len(pkts)
-        slot, new = np.full(n, -7, np.int64), np.full(n, 9, np.uint8)
-        refused = self.table.lookup_or_insert(*cols(pkts, ts, nbytes), slot, new, canonical=True)
-        ckeys = [canonical(a, b, ap, bp)[:4] + (pr, t) for a, b, ap, bp, pr, t in pkts]
-        o_slots, o_new = self.oracle.lookup_or_insert(ckeys, ts, nbytes, table_slots=slot.tolist(), evict=self.evict)
-        assert slot.tolist() == o_slots and new.tolist() == o_new and refused == o_slots.count(-1)
-        self._same_ended()
-        self.keys.extend(ckeys)
-
     @rule(data=st.data(), steps=st.lists(st.integers(-3, 12), min_size=12, max_size=12),
           nb=st.integers(0, 2**32 - 1))
     def account_found(self, data, steps, nb):

@@ -147,7 +147,6 @@ class FlowTable:
         out_slot: np.ndarray,  # int64[::1], shape (n,)
         out_is_new: np.ndarray,  # uint8[::1], shape (n,)
         insert: bool = True,  # False: keys not in the table are left out (slot -1, not refused)
-        canonical: bool = False,  # True: the key arrays are src_ip, dst_ip, sport, dport, put in canonical order
     ) -> int:
         """Find or insert each key in batch order, and account the packet to it.
 

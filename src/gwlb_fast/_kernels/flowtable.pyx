@@ -212,21 +212,6 @@ cdef Py_ssize_t _length(object arr, str name) except -1:
     return arr.shape[0]
 
 
-cdef inline void _key(bint canonical, uint32_t si, uint32_t di, uint16_t spi, uint16_t dpi, uint32_t* a,
-                      uint32_t* b, uint16_t* ap, uint16_t* bp) noexcept nogil:
-    """A packet's key endpoints: as given, or with ``canonical`` in ``canonical_5tuple``'s order."""
-    if not canonical or si < di or (si == di and spi <= dpi):
-        a[0] = si
-        b[0] = di
-        ap[0] = spi
-        bp[0] = dpi
-    else:
-        a[0] = di
-        b[0] = si
-        ap[0] = dpi
-        bp[0] = spi
-
-
 def canonical_5tuple(src_ip, dst_ip, sport, dport, out_a_ip, out_b_ip, out_a_port, out_b_port, out_reversed):
     """Order the two endpoints of each packet so that a flow and its reply give the same key.
 
@@ -646,7 +631,7 @@ cdef class FlowTable:
 
     # ------------------------------------------------------------------------------------------- batched ops
     def lookup_or_insert(self, a_ip, b_ip, a_port, b_port, proto, tag, ts_ns, nbytes, out_slot, out_is_new,
-                         bint insert=True, bint canonical=False):
+                         bint insert=True):
         """Find or insert each key in batch order and account the packet to it.
 
         Parameters
@@ -665,9 +650,6 @@ cdef class FlowTable:
             False: a key that is not in the table is left out (slot -1, IS_EXISTING, not counted as refused);
             the keys found are accounted as with True (a lookup that counts, e.g. replies that may only join an
             existing entry).
-        canonical : bool
-            True: ``a_ip, b_ip, a_port, b_port`` are each packet's source and destination (address, port), and its
-            key is their ``canonical_5tuple`` order (the key a caller would pass after that pass, without it).
 
         Returns
         -------
@@ -728,19 +710,15 @@ cdef class FlowTable:
         cdef int64_t refused = 0
         cdef uint64_t t
         cdef Entry* e
-        cdef uint32_t ka = 0, kb = 0
-        cdef uint16_t kap = 0, kbp = 0
         with nogil:
             for j in range(min(<Py_ssize_t>PF_BUCKET, n)):
-                _key(canonical, va[j], vb[j], vap[j], vbp[j], &ka, &kb, &kap, &kbp)
-                h = _hash_key(seed, ka, kb, kap, kbp, vpr[j], tp[<size_t>j & tmask])
+                h = _hash_key(seed, va[j], vb[j], vap[j], vbp[j], vpr[j], tp[<size_t>j & tmask])
                 hring[j & (PF_RING - 1)] = h
                 GWLB_FT_PREFETCH(&buckets[h & mask])
             for i in range(n):
                 j = i + PF_BUCKET
                 if j < n:
-                    _key(canonical, va[j], vb[j], vap[j], vbp[j], &ka, &kb, &kap, &kbp)
-                    h = _hash_key(seed, ka, kb, kap, kbp, vpr[j], tp[<size_t>j & tmask])
+                    h = _hash_key(seed, va[j], vb[j], vap[j], vbp[j], vpr[j], tp[<size_t>j & tmask])
                     hring[j & (PF_RING - 1)] = h
                     GWLB_FT_PREFETCH(&buckets[h & mask])
                 j = i + PF_ENTRY
@@ -750,8 +728,7 @@ cdef class FlowTable:
                 h = hring[i & (PF_RING - 1)]
                 t = tp[<size_t>i & tmask]
                 ts = vts[i]
-                _key(canonical, va[i], vb[i], vap[i], vbp[i], &ka, &kb, &kap, &kbp)
-                s = _find_key(buckets, entries, mask, h, ka, kb, kap, kbp, vpr[i], t, &pos, &probe)
+                s = _find_key(buckets, entries, mask, h, va[i], vb[i], vap[i], vbp[i], vpr[i], t, &pos, &probe)
                 if probe > max_probe:
                     max_probe = probe
                 if s >= 0:
@@ -802,7 +779,7 @@ cdef class FlowTable:
                     self._evicted += 1
                     self._free_slot(v, vpos)
                     # the shift moved entries: find the key's insert position again
-                    self._find(h, ka, kb, kap, kbp, vpr[i], t, &pos)
+                    self._find(h, va[i], vb[i], vap[i], vbp[i], vpr[i], t, &pos)
                 if self._nfree:
                     self._nfree -= 1
                     s = self._free[self._nfree]
@@ -810,10 +787,10 @@ cdef class FlowTable:
                     s = self._fresh
                     self._fresh += 1
                 e = &self._e[s]
-                e.a_ip = ka
-                e.b_ip = kb
-                e.a_port = kap
-                e.b_port = kbp
+                e.a_ip = va[i]
+                e.b_ip = vb[i]
+                e.a_port = vap[i]
+                e.b_port = vbp[i]
                 e.proto = vpr[i]
                 e.state = 0
                 e.live = 1

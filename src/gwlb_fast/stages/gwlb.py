@@ -204,15 +204,6 @@ class Gwlb:
         tag = None if b.endpoint_id is None else np.ascontiguousarray(b.endpoint_id[idx])
         return a_ip, b_ip, a_pt, b_pt, np.ascontiguousarray(b.proto[idx]), tag
 
-    @staticmethod
-    def _endpoints(b, idx):
-        """Rows ``idx`` of the key columns as ``lookup_or_insert(..., canonical=True)`` takes them: source and
-        destination address and port, protocol, endpoint id tag (views when ``idx`` is a slice)."""
-        tag = None if b.endpoint_id is None else np.ascontiguousarray(b.endpoint_id[idx])
-        return (np.ascontiguousarray(b.src_ip[idx]), np.ascontiguousarray(b.dst_ip[idx]),
-                np.ascontiguousarray(b.sport[idx]), np.ascontiguousarray(b.dport[idx]),
-                np.ascontiguousarray(b.proto[idx]), tag)
-
     def _hash_rows(self, batch, idx, pos, m):
         """The flow hash of the OK packets at positions ``pos`` (of the ``m`` at batch rows ``idx``): only the
         packets that need a Maglev choice are hashed."""
@@ -253,6 +244,7 @@ class Gwlb:
         ts = np.ascontiguousarray(batch.ts_ns[idx])
         now = int(ts.min())  # reap only what is idle-expired for every packet of this batch
         span = int(ts.max()) - now
+        a_ip, b_ip, a_pt, b_pt, proto, tag = self._canonical(batch, idx)
         nbytes = np.ascontiguousarray(batch.wirelen[idx])
 
         # amortized idle expiry: a bounded scan per batch keeps reaping ahead of insertion (restarts of a key that
@@ -260,8 +252,7 @@ class Gwlb:
         self.flows.expire(now, max(2 * m, 4096))
         slot = np.empty(m, np.int64)
         is_new = np.empty(m, np.uint8)
-        # the key in canonical order (canonical_5tuple), put so by the lookup itself: no pass and no key arrays
-        refused = self.flows.lookup_or_insert(*self._endpoints(batch, idx), ts, nbytes, slot, is_new, canonical=True)
+        refused = self.flows.lookup_or_insert(a_ip, b_ip, a_pt, b_pt, proto, tag, ts, nbytes, slot, is_new)
         # the GWLB keeps no session log (the list must not grow); the slots whose flow ended here (restart,
         # eviction) may hold another flow than the one an earlier packet of this batch found there
         ended = self.flows.take_ended()[0]
