@@ -741,3 +741,107 @@ def test_carried_parsed_takes_the_columns_of_a_parsed_batch():
     assert gv.carried(frames, endpoint_id=1).l4_off is None
     frames.status[3] = S.BAD_IP_CSUM
     assert gv.carried(frames, endpoint_id=1, parsed=True).l4_off is None
+
+
+# ------------------------------------------------------------------------------------------------ carried's plan
+def _framed(ip: bytes, link: str, pad: int) -> tuple[bytes, int]:
+    """``ip`` in a frame of link type ``link`` with ``pad`` trailing bytes (Ethernet padding), and the link type."""
+    if link == "raw":
+        return ip + bytes(pad), LINKTYPE_IPV4
+    if link == "vlan":
+        return b"\x02" * 12 + b"\x81\x00\x00\x07\x08\x00" + ip + bytes(pad), LINKTYPE_ETHERNET
+    if link == "sll":
+        return b"\x00\x00\x00\x01\x00\x06" + b"\x02" * 8 + b"\x08\x00" + ip + bytes(pad), 113
+    return b"\x02" * 12 + b"\x08\x00" + ip + bytes(pad), LINKTYPE_ETHERNET
+
+
+def _plan_carried(b: PacketBatch, max_inner: int, parsed: bool):
+    n = len(b)
+    outs = (np.empty(n, np.uint8), np.empty(n, np.int64), np.empty(n, np.uint32), np.empty(n, np.uint32),
+            np.empty(n if parsed else 0, np.int32))
+    cols = (b.status, b.l3_off, b.l4_off) if parsed else (np.zeros(0, np.uint8), np.zeros(0, np.int32),
+                                                          np.zeros(0, np.int32))
+    counts = kg.plan_carried(b.data, b.off, b.caplen, b.wirelen, b.linktype, *cols, max_inner, *outs)
+    return counts, outs
+
+
+def _assert_plan_matches_oracle(b: PacketBatch, max_inner: int, parsed: bool):
+    (n_ok, n_pok), (st_, start, ilen, wlen, l4) = _plan_carried(b, max_inner, parsed)
+    pk = b.packets()
+    for i, p in enumerate(pk):
+        want = oracle.plan(p, int(b.linktype[i]), int(b.wirelen[i]), max_inner)
+        got = (int(st_[i]), int(start[i] - b.off[i]) if st_[i] == S.OK else 0, int(ilen[i]), int(wlen[i]))
+        assert got == want, (i, got, want)
+        if parsed and st_[i] == S.OK and b.status[i] == S.OK:
+            assert l4[i] == b.l4_off[i] - b.l3_off[i]
+    assert n_ok == int((st_ == S.OK).sum())
+    assert n_pok == (int(((st_ == S.OK) & (b.status == S.OK)).sum()) if parsed else 0)
+    # plan_encap plans the same
+    st2, start2, ilen2 = np.empty(len(b), np.uint8), np.empty(len(b), np.int64), np.empty(len(b), np.uint32)
+    kg.plan_encap(b.data, b.off, b.caplen, b.linktype, max_inner, st2, start2, ilen2)
+    assert st2.tolist() == st_.tolist() and start2.tolist() == start.tolist() and ilen2.tolist() == ilen.tolist()
+
+
+@given(st.lists(st.tuples(inner_packets, st.sampled_from(["eth", "vlan", "raw", "sll"]), st.integers(0, 8),
+                          st.integers(0, 80), st.integers(-4, 3)), min_size=1, max_size=8),
+       st.sampled_from([0, 40, 60, 1500, 8500, 2**32 - 1]))
+@settings(max_examples=120)
+def test_plan_carried_matches_oracle(packets, max_inner):
+    """The plan ``carried`` makes (status, inner start, length captured and on the wire) with and without the parse
+    columns: that of a plain-Python walk, and of ``plan_encap``; padded, snapped and too big packets included."""
+    pk, lts, wire = [], [], []
+    for ip, link, pad, cut, extra in packets:
+        frame, lt = _framed(ip, link, pad)
+        cap = frame[: max(0, len(frame) - cut)]
+        pk.append(cap)
+        lts.append(lt)
+        wire.append(max(0, len(frame) + extra))  # below the bytes captured too: bad input is planned alike
+    b = PacketBatch.from_packets(pk, linktype=np.array(lts, np.uint16))
+    b.wirelen = np.array(wire, np.uint32)
+    b.parse()
+    _assert_plan_matches_oracle(b, max_inner, parsed=True)
+    _assert_plan_matches_oracle(b, max_inner, parsed=False)
+
+
+@given(st.lists(st.binary(max_size=100), min_size=1, max_size=8), st.sampled_from([1, 101, 113, 228, 276, 9]),
+       st.lists(st.tuples(st.integers(0, 255), st.integers(-5, 130), st.integers(-5, 130)), min_size=8,
+                max_size=8), st.booleans())
+@settings(max_examples=200)
+def test_fuzz_plan_carried_raw_bytes_and_wrong_columns(packets, linktype, cols, parse_first):
+    """Raw bytes, with their true parse columns or with any status and offsets: never a read or a result outside
+    a packet; with true columns, the oracle's plan."""
+    b = batch_of(packets, linktype)
+    if parse_first:
+        b.parse()
+        _assert_plan_matches_oracle(b, 1500, parsed=True)
+    n = len(b)
+    b.status = np.array([c[0] for c in cols[:n]], np.uint8)
+    b.l3_off = np.array([c[1] for c in cols[:n]], np.int32)
+    b.l4_off = np.array([c[2] for c in cols[:n]], np.int32)
+    (n_ok, _), (st_, start, ilen, wlen, _) = _plan_carried(b, 1500, parsed=True)
+    ok = st_ == S.OK
+    assert n_ok == int(ok.sum())
+    assert set(st_.tolist()) <= {int(s) for s in S}
+    assert (start[ok] >= b.off[ok]).all()
+    assert (start[ok] + ilen[ok] <= b.off[ok] + b.caplen[ok]).all()
+    assert (ilen[~ok] == 0).all() and (wlen[~ok] == 0).all()
+
+
+def test_plan_carried_reads_the_header_at_l3_off_and_walks_when_it_does_not_check():
+    """With the parse columns, a parsed-OK packet's header is taken at ``l3_off`` (no link-layer walk); when the
+    bytes there are not an IPv4 header the packet is walked from the start instead."""
+    ip = ip_packet(payload=bytes(30))
+    frame, _ = _framed(ip, "eth", 4)
+    b = batch_of([frame, frame])
+    b.parse()
+    b.data[b.off[1] + 12] = 0x86  # second frame's ethertype now IPv6: the walk says NOT_IPV4
+    b.data[b.off[1] + 13] = 0xDD
+    (n_ok, n_pok), (st_, start, ilen, _, _) = _plan_carried(b, 1500, parsed=True)
+    assert st_.tolist() == [S.OK, S.OK] and n_ok == n_pok == 2  # the columns say OK at l3_off 14: trusted
+    assert ilen.tolist() == [len(ip), len(ip)]
+    b.l3_off[1] = 2  # no IPv4 header there: walked, NOT_IPV4
+    (n_ok, n_pok), (st_, _, _, _, _) = _plan_carried(b, 1500, parsed=True)
+    assert st_.tolist() == [S.OK, S.NOT_IPV4] and n_ok == n_pok == 1
+    b.status[0] = S.BAD_IP_CSUM  # not parsed OK: walked, and still carried
+    (n_ok, n_pok), (st_, _, _, _, _) = _plan_carried(b, 1500, parsed=True)
+    assert st_.tolist() == [S.OK, S.NOT_IPV4] and (n_ok, n_pok) == (1, 0)

@@ -259,8 +259,9 @@ def encap(batch: PacketBatch, src="10.0.0.10", dst="10.0.1.11", *, endpoint_id=0
 
 
 def _prepare(batch, src, dst, endpoint_id, attachment_id, cookie, vni, option_class, profile, sport, direction,
-             src_mac, dst_mac, ttl, max_inner, hash_seed, status_out) -> dict:
-    """Check encap's arguments and run the sizing pass."""
+             src_mac, dst_mac, ttl, max_inner, hash_seed, status_out, plan: bool = True) -> dict:
+    """Check encap's arguments and run the sizing pass (unless ``plan`` is False: the caller runs its own; the
+    status array and the size limit are in the result)."""
     prof = get_profile(profile)
     cls = _u16("option_class", prof.option_class if option_class is None else option_class)
     limit = prof.max_inner if max_inner is None else int(max_inner)
@@ -287,11 +288,14 @@ def _prepare(batch, src, dst, endpoint_id, attachment_id, cookie, vni, option_cl
     ttl = int(ttl)
     if not 0 <= ttl <= 255:
         raise ValueError(f"ttl must be 0-255, got {ttl}")
-    start = np.empty(n, np.int64)
-    ilen = np.empty(n, np.uint32)
-    total = _k.plan_encap(batch.data, batch.off, batch.caplen, batch.linktype, min(limit, 0xFFFFFFFF), st, start,
-                          ilen)
-    return {"status": st, "start": start, "ilen": ilen, "total": total, "src": src_a, "dst": dst_a, "vni": vni_a, "ep": ep_a, "att": att_a,
+    limit = min(limit, 0xFFFFFFFF)
+    if plan:
+        start = np.empty(n, np.int64)
+        ilen = np.empty(n, np.uint32)
+        total = _k.plan_encap(batch.data, batch.off, batch.caplen, batch.linktype, limit, st, start, ilen)
+    else:
+        start = ilen = total = None
+    return {"status": st, "limit": limit, "start": start, "ilen": ilen, "total": total, "src": src_a, "dst": dst_a, "vni": vni_a, "ep": ep_a, "att": att_a,
                 "ck": ck_a, "sport": sp_a, "macs": macs, "cls": cls, "ttl": ttl, "seed": _k.mix_seed(int(hash_seed) & 0xFFFFFFFFFFFFFFFF)}
 
 
@@ -316,43 +320,59 @@ def carried(batch: PacketBatch, *, endpoint_id=0, attachment_id=0, cookie=0, vni
     columns taken from ``batch`` are ``batch``'s own arrays, not copies.
     """
     a = _prepare(batch, 0, 0, endpoint_id, attachment_id, cookie, vni, option_class, profile, None, None,
-                 DEFAULT_SRC_MAC, DEFAULT_DST_MAC, 64, max_inner, 0, status_out)
-    rows = np.flatnonzero(a["status"] == PktStatus.OK).astype(np.int64)
-    m = rows.shape[0]
-    every = m == len(batch)
+                 DEFAULT_SRC_MAC, DEFAULT_DST_MAC, 64, max_inner, 0, status_out, plan=False)
+    n = len(batch)
+    use_parse = parsed and batch.status is not None and batch.l4_off is not None
+    st = a["status"]
+    start = np.empty(n, np.int64)
+    ilen = np.empty(n, np.uint32)
+    wirelen = np.empty(n, np.uint32)
+    if use_parse:
+        parse_cols = (batch.status, batch.l3_off, batch.l4_off)
+        l4_off = np.empty(n, np.int32)
+    else:
+        parse_cols = (np.zeros(0, np.uint8), np.zeros(0, np.int32), np.zeros(0, np.int32))
+        l4_off = parse_cols[2]
+    # one pass: the status, where each inner packet starts, its length captured and on the wire (what decap's
+    # view says: what it captured plus what the snaplen cut off) and where its L4 starts
+    m, m_parsed = _k.plan_carried(batch.data, batch.off, batch.caplen, batch.wirelen, batch.linktype, *parse_cols,
+                                  a["limit"], st, start, ilen, wirelen, l4_off)
+    every = m == n
+    rows = None if every else np.flatnonzero(st == PktStatus.OK)
 
     def take(col: np.ndarray) -> np.ndarray:
         return col if every else col[rows]
 
-    ilen = take(a["ilen"])
-    # decap's wire length of the inner packet: what it captured plus what the snaplen cut off
-    snapped = batch.wirelen.astype(np.int64) - batch.caplen
-    snapped = take(snapped)
+    def per_packet(col: np.ndarray) -> np.ndarray:  # a Geneve column: its own array, never the argument's
+        if col.shape[0] == 1:
+            return np.full(m, col[0], col.dtype)
+        return col.copy() if every else col[rows]
+
     out = PacketBatch.__new__(PacketBatch)
     out.data = batch.data
     for name in PacketBatch.__slots__[1:]:
         setattr(out, name, None)
-    out.off = take(a["start"])
-    out.caplen = ilen
-    out.wirelen = (ilen + np.maximum(snapped, 0)).astype(np.uint32)
+    out.off = take(start)
+    out.caplen = take(ilen)
+    out.wirelen = take(wirelen)
     out.ts_ns = take(batch.ts_ns)
     out.linktype = np.full(m, LINKTYPE_IPV4, np.uint16)
     out.status = np.zeros(m, np.uint8)
-    out.vni = _gather(a["vni"], rows)
+    out.vni = per_packet(a["vni"])
     out.geneve_flags = np.zeros(m, np.uint8)
     out.opt_len = np.full(m, OPTIONS_LEN, np.uint16)
-    out.endpoint_id = _gather(a["ep"], rows)
-    out.attachment_id = _gather(a["att"], rows)
-    out.flow_cookie = _gather(a["ck"], rows)
+    out.endpoint_id = per_packet(a["ep"])
+    out.attachment_id = per_packet(a["att"])
+    out.flow_cookie = per_packet(a["ck"])
     out.inner_off = np.full(m, ENCAP_HDR_LEN, np.int32)
-    if parsed and batch.status is not None and batch.l4_off is not None:
-        st = take(batch.status)
-        if not st.any():
-            out.status = st
-            for name in ("src_ip", "dst_ip", "sport", "dport", "proto", "tcp_flags"):
-                setattr(out, name, take(getattr(batch, name)))
-            out.l3_off = np.zeros(m, np.int32)
-            out.l4_off = take(batch.l4_off) - take(batch.l3_off)
+    if use_parse and m_parsed == m:
+        # every carried packet parsed OK
+        if every:
+            out.status = batch.status
+        for name in ("src_ip", "dst_ip", "sport", "dport", "proto", "tcp_flags"):
+            setattr(out, name, take(getattr(batch, name)))
+        out.l3_off = np.zeros(m, np.int32)
+        out.l4_off = take(l4_off)
     return out
 
 

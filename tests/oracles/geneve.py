@@ -141,3 +141,18 @@ def echo(frame: bytes) -> bytes:
     b[l3 + 10 : l3 + 12] = b"\0\0"
     b[l3 + 10 : l3 + 12] = struct.pack("!H", ip_checksum(bytes(b[l3 : l3 + ihl])))
     return bytes(b)
+
+
+def plan(pkt: bytes, linktype: int, wirelen: int, max_inner: int):
+    """What ``encap`` plans for one captured packet: (status, offset of the IPv4 packet in it, bytes carried,
+    the carried packet's length on the wire); the last three are 0 unless the status is OK."""
+    st, l3 = find_l3(pkt, linktype)
+    if st == S.OK:
+        st, _, end = ipv4(pkt, l3)
+    if st != S.OK:
+        return st, 0, 0, 0
+    tot = struct.unpack_from("!H", pkt, l3 + 2)[0]
+    if tot > max_inner or tot > 65535 - 68:
+        return S.TOO_BIG, 0, 0, 0
+    carried = end - l3
+    return S.OK, l3, carried, (carried + max(wirelen - len(pkt), 0)) % 2**32

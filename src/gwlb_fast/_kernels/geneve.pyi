@@ -35,6 +35,22 @@ def plan_encap(
     inner_start: np.ndarray,  # int64[n] out
     inner_len: np.ndarray,  # uint32[n] out
 ) -> int: ...
+def plan_carried(
+    data: np.ndarray,  # const uint8[::1]
+    off: np.ndarray,  # const int64[n]
+    caplen: np.ndarray,  # const uint32[n]
+    wirelen: np.ndarray,  # const uint32[n]
+    linktype: np.ndarray,  # const uint16[n]
+    parsed_status: np.ndarray,  # const uint8[n] or [0]
+    l3_off: np.ndarray,  # const int32[n] or [0]
+    l4_off: np.ndarray,  # const int32[n] or [0]
+    max_inner: int,
+    status: np.ndarray,  # uint8[n] out
+    inner_start: np.ndarray,  # int64[n] out
+    inner_len: np.ndarray,  # uint32[n] out
+    inner_wirelen: np.ndarray,  # uint32[n] out
+    inner_l4_off: np.ndarray,  # int32[n] or [0] out
+) -> tuple[int, int]: ...
 def fill_encap(
     data: np.ndarray,  # const uint8[::1]
     inner_start: np.ndarray,  # const int64[n]

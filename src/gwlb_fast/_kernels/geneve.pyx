@@ -350,6 +350,109 @@ def plan_encap(const uint8_t[::1] data, const int64_t[::1] off, const uint32_t[:
     return total
 
 
+def plan_carried(const uint8_t[::1] data, const int64_t[::1] off, const uint32_t[::1] caplen,
+                 const uint32_t[::1] wirelen, const uint16_t[::1] linktype, const uint8_t[::1] parsed_status,
+                 const int32_t[::1] l3_off, const int32_t[::1] l4_off, uint32_t max_inner, uint8_t[::1] status,
+                 int64_t[::1] inner_start, uint32_t[::1] inner_len, uint32_t[::1] inner_wirelen,
+                 int32_t[::1] inner_l4_off):
+    """``plan_encap`` for a receiver of the inner packets (``geneve.carried``), using the parse columns.
+
+    Parameters
+    ----------
+    data, off, caplen, linktype, max_inner, status, inner_start, inner_len
+        As for ``plan_encap``, with the same results.
+    wirelen : uint32[n]
+    parsed_status : uint8[n] or uint8[0]
+        The batch's parse status; empty when it is not parsed (every packet is then walked as by ``plan_encap``).
+    l3_off, l4_off : int32[n] (int32[0] with an empty ``parsed_status``)
+        The parse's offsets of the IPv4 header and of L4.
+    inner_wirelen : uint32[n]
+        Output. The inner packet's length on the wire, ``inner_len`` plus the bytes the snaplen cut off
+        (``wirelen - caplen`` when positive), modulo 2**32; 0 where the status is not OK.
+    inner_l4_off : int32[n] or int32[0]
+        Output (with the parse columns). ``l4_off - l3_off``: where L4 starts in the inner packet.
+
+    Returns
+    -------
+    (int, int)
+        Packets that are OK, and those of them whose parse status is OK.
+
+    Notes
+    -----
+    A packet whose parse status is OK has its IPv4 header at ``l3_off``: only its first bytes there are read
+    (version, header length, total length, checked as ``plan_encap`` checks them), not the link layer again. The
+    others, and any packet whose columns do not pass these checks, are walked from the start as by
+    ``plan_encap``. Offsets out of the packet are never followed.
+    """
+    cdef Py_ssize_t n = off.shape[0]
+    cdef Py_ssize_t size = data.shape[0]
+    cdef Py_ssize_t i, o, cl, l3 = 0, l4 = 0, end = 0, ihl, tot
+    cdef Py_ssize_t n_ok = 0, n_pok = 0
+    cdef const uint8_t* p
+    cdef int st
+    cdef bint has_parse = parsed_status.shape[0] != 0
+    cdef int64_t snapped
+    _check_len("caplen", caplen.shape[0], n)
+    _check_len("wirelen", wirelen.shape[0], n)
+    _check_len("linktype", linktype.shape[0], n)
+    _check_len("status", status.shape[0], n)
+    _check_len("inner_start", inner_start.shape[0], n)
+    _check_len("inner_len", inner_len.shape[0], n)
+    _check_len("inner_wirelen", inner_wirelen.shape[0], n)
+    if has_parse:
+        _check_len("parsed_status", parsed_status.shape[0], n)
+        _check_len("l3_off", l3_off.shape[0], n)
+        _check_len("l4_off", l4_off.shape[0], n)
+        _check_len("inner_l4_off", inner_l4_off.shape[0], n)
+    # the size limit: a snapped packet is limited by the length on the wire (the IPv4 total length), which the
+    # outer lengths must also hold (as in plan_encap)
+    cdef Py_ssize_t lim = max_inner if max_inner < 65535 - (_HDR - 14) else 65535 - (_HDR - 14)
+    with nogil:
+        for i in range(n):
+            if i + _AHEAD < n and size > 0:
+                # where the header is read: a parsed packet's IPv4 header (a prefetch outside never faults)
+                GWLB_PREFETCH(&data[0] + off[i + _AHEAD] + (l3_off[i + _AHEAD] if has_parse else 0))
+            o = off[i]
+            cl = caplen[i]
+            if o < 0 or o > size or cl > size - o:
+                st = ST_TRUNCATED
+            else:
+                p = &data[0] + o if size > 0 else NULL
+                st = -1
+                if has_parse and parsed_status[i] == ST_OK:
+                    l3 = l3_off[i]
+                    if l3 >= 0 and l3 + 20 <= cl:
+                        ihl = (p[l3] & 0x0F) * 4
+                        tot = load_be16(p + l3 + 2)
+                        if (p[l3] >> 4) == 4 and ihl >= 20 and l3 + ihl <= cl and tot >= ihl:
+                            end = l3 + tot if l3 + tot < cl else cl
+                            st = ST_OK
+                if st != ST_OK:  # not parsed OK, or the columns do not check: the walk plan_encap makes
+                    st = find_l3(p, cl, linktype[i], &l3)
+                    if st == ST_OK:
+                        st = _ipv4(p, cl, l3, &l4, &end)
+                    if st == ST_OK:
+                        tot = load_be16(p + l3 + 2)
+                if st == ST_OK and tot > lim:
+                    st = ST_TOO_BIG
+            status[i] = st
+            if has_parse:
+                inner_l4_off[i] = <int32_t>(<uint32_t>l4_off[i] - <uint32_t>l3_off[i])
+            if st != ST_OK:
+                inner_start[i] = 0
+                inner_len[i] = 0
+                inner_wirelen[i] = 0
+                continue
+            inner_start[i] = o + l3
+            inner_len[i] = <uint32_t>(end - l3)
+            snapped = <int64_t>wirelen[i] - <int64_t>cl
+            inner_wirelen[i] = <uint32_t>(<uint64_t>(end - l3) + <uint64_t>(snapped if snapped > 0 else 0))
+            n_ok += 1
+            if has_parse and parsed_status[i] == ST_OK:
+                n_pok += 1
+    return n_ok, n_pok
+
+
 def fill_encap(const uint8_t[::1] data, const int64_t[::1] inner_start, const uint32_t[::1] inner_len,
                const int64_t[::1] rows, uint8_t[::1] out, const int64_t[::1] out_off, const uint8_t[::1] macs,
                const uint32_t[::1] src, const uint32_t[::1] dst, const uint16_t[::1] sport,
