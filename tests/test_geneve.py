@@ -836,7 +836,7 @@ def test_plan_carried_reads_the_header_at_l3_off_and_walks_when_it_does_not_chec
     b.parse()
     b.data[b.off[1] + 12] = 0x86  # second frame's ethertype now IPv6: the walk says NOT_IPV4
     b.data[b.off[1] + 13] = 0xDD
-    (n_ok, n_pok), (st_, start, ilen, _, _) = _plan_carried(b, 1500, parsed=True)
+    (n_ok, n_pok), (st_, _, ilen, _, _) = _plan_carried(b, 1500, parsed=True)
     assert st_.tolist() == [S.OK, S.OK] and n_ok == n_pok == 2  # the columns say OK at l3_off 14: trusted
     assert ilen.tolist() == [len(ip), len(ip)]
     b.l3_off[1] = 2  # no IPv4 header there: walked, NOT_IPV4
