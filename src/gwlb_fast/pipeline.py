@@ -799,21 +799,27 @@ class Pipeline:
         filled = [False]  # the reader copied the chunk being read into arenas[turn]
 
         def take_arena(nbytes: int) -> np.ndarray:
+            """The other arena, once its packets are in the file, with room for ``nbytes``."""
             nonlocal turn
             turn ^= 1
             if writing[turn] is not None:
-                writing[turn].join()  # the arena's packets are in the file
+                writing[turn].join()
                 writing[turn] = None
             if arenas[turn].shape[0] < nbytes:
+                # with headroom: chunks of varying sizes would otherwise grow it a little time after time, each
+                # time a new buffer of a chunk's size, which fragments the allocator's heap
                 arenas[turn] = np.empty(nbytes + nbytes // 4, np.uint8)
-            filled[0] = True
             return arenas[turn]
+
+        def fill_arena(nbytes: int) -> np.ndarray:  # the reader's arena_for
+            filled[0] = True
+            return take_arena(nbytes)
 
         # the reader's scan copies each chunk into the arena the path works in (one pass over the capture's bytes):
         # when the path's copy of a chunk is its whole stretch, which selecting a flow shard spoils, and the input
         # packets as captured are not needed beside the path's copy, which the observers see
         if fill and select is None and not observers and hasattr(reader, "arena_for"):
-            reader.arena_for = take_arena
+            reader.arena_for = fill_arena
         in_order = True  # the capture's timestamps never went back so far
         last_in = max_in = None
         try:
@@ -832,14 +838,7 @@ class Pipeline:
                     if in_arena:
                         in_arena = False  # the chunk's first part is copied in place: arenas[turn] as it was read
                     else:
-                        turn ^= 1
-                        if writing[turn] is not None:
-                            writing[turn].join()  # the arena's packets are in the file
-                            writing[turn] = None
-                    if arenas[turn].shape[0] < part.nbytes:
-                        # with headroom: chunks of varying sizes would otherwise grow it a little time after time,
-                        # each time a new buffer of a chunk's size, which fragments the allocator's heap
-                        arenas[turn] = np.empty(part.nbytes + part.nbytes // 4, np.uint8)
+                        take_arena(part.nbytes)
                     res = self._process(part, arenas[turn], core_output=True)  # only written: no parse columns
                     t0 = time.perf_counter()
                     ts = part.ts_ns
@@ -1365,9 +1364,8 @@ class _Walk:
             host = active[of_kind[K_LOCAL - K_DONE]]
             if host.size:
                 inside = np.zeros(host.size, bool)
-                for vi, pos in _by_target(np.arange(host.size), np.arange(host.size), self.vpc[host],
-                                          len(p.routers)):
-                    inside[pos] = p.routers[vi].subnet_of(b.dst_ip[host[pos]]) >= 0
+                for vi, at in _groups(self.vpc[host], len(p.routers)):
+                    inside[at] = p.routers[vi].subnet_of(b.dst_ip[host[at]]) >= 0
                 self._drop(host[~inside], PktStatus.NO_ROUTE, S_ROUTE)
                 there = host[inside]
                 self.delivered[there] = D_HOST
@@ -1377,10 +1375,11 @@ class _Walk:
             self.delivered[out] = D_INTERNET
             self._trace("deliver", out, to="internet")
             p.stage_seconds["route"] += time.perf_counter() - t0
-            for g, sel in _by_target(active, of_kind[K_NATGW - K_DONE], target, len(p.nats)):
-                self._nat_out(sel, g)
-            for e, sel in _by_target(active, of_kind[K_GWLBE - K_DONE], target, len(p.endpoints)):
-                self._inspect(sel, e)
+            to_nat, to_gwlbe = of_kind[K_NATGW - K_DONE], of_kind[K_GWLBE - K_DONE]
+            for g, at in _groups(target[to_nat], len(p.nats)):
+                self._nat_out(active[to_nat[at]], g)
+            for e, at in _groups(target[to_gwlbe], len(p.endpoints)):
+                self._inspect(active[to_gwlbe[at]], e)
         left = np.flatnonzero((b.status == PktStatus.OK) & (self.delivered == D_NONE) & ~self.held)
         self._drop(left, PktStatus.ROUTE_LOOP, S_ROUTE)
 
@@ -1664,20 +1663,20 @@ def _stretch_in_place(batch: PacketBatch, arena: np.ndarray) -> bool:
 _NO_SESSION = np.array([PktStatus.TCP_NOT_SYN, PktStatus.UNKNOWN_ENDPOINT, PktStatus.FLOW_TABLE_FULL], np.uint8)
 
 
-def _by_target(active: np.ndarray, pos: np.ndarray, target: np.ndarray, k: int):
-    """The rows ``active[pos]`` grouped by their next hop's target (in ``[0, k)``): ``(target, rows)`` for each
-    target present, ascending, the rows in order."""
-    if pos.size == 0:
+def _groups(keys: np.ndarray, k: int):
+    """The positions of each key (in ``[0, k)``) present in ``keys``: ``(key, positions)`` for each, ascending, the
+    positions in order (a slice of every position when there is one key, the usual case: no sort)."""
+    if keys.size == 0:
         return
-    tp = np.ascontiguousarray(target[pos])
-    if bool((tp == tp[0]).all()):  # one target (the usual case): no sort
-        if not 0 <= int(tp[0]) < k:
-            raise ValueError(f"next-hop target {int(tp[0])} outside [0, {k})")
-        yield int(tp[0]), active[pos]
+    keys = np.ascontiguousarray(keys)
+    if bool((keys == keys[0]).all()):
+        if not 0 <= int(keys[0]) < k:
+            raise ValueError(f"key {int(keys[0])} outside [0, {k})")
+        yield int(keys[0]), slice(None)
         return
-    order, starts = group_rows(tp, k)
+    order, starts = group_rows(keys, k)
     for t in np.flatnonzero(starts[1:] != starts[:-1]).tolist():
-        yield t, active[pos[order[starts[t]: starts[t + 1]]]]
+        yield t, order[starts[t]: starts[t + 1]]
 
 
 def _present(index: np.ndarray, k: int) -> list[int]:

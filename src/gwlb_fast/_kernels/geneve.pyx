@@ -80,6 +80,20 @@ cdef inline int _ipv4(const uint8_t* p, Py_ssize_t caplen, Py_ssize_t l3, Py_ssi
     return ST_OK
 
 
+cdef inline int _carried_ipv4(const uint8_t* p, Py_ssize_t caplen, uint16_t linktype, Py_ssize_t lim,
+                              Py_ssize_t* l3, Py_ssize_t* end) noexcept nogil:
+    """The encoder's walk of one packet: its IPv4 packet behind the link layer, checked, no longer than ``lim`` by
+    its total length (a snapped packet is carried as captured, but the outer lengths say its length on the
+    wire). Returns the status; ``l3`` and ``end`` (where the IP packet ends in the capture) when OK."""
+    cdef Py_ssize_t l4 = 0
+    cdef int st = find_l3(p, caplen, linktype, l3)
+    if st == ST_OK:
+        st = _ipv4(p, caplen, l3[0], &l4, end)
+    if st == ST_OK and load_be16(p + l3[0] + 2) > lim:
+        st = ST_TOO_BIG
+    return st
+
+
 cdef inline uint16_t _flow_port(const uint8_t* ip, Py_ssize_t n, uint64_t s) noexcept nogil:
     """UDP source port from a symmetric hash of the inner 5-tuple, in 49152-65535 (RFC 8926 section 3.3).
 
@@ -314,7 +328,7 @@ def plan_encap(const uint8_t[::1] data, const int64_t[::1] off, const uint32_t[:
     """
     cdef Py_ssize_t n = off.shape[0]
     cdef Py_ssize_t size = data.shape[0]
-    cdef Py_ssize_t i, o, cl, l3 = 0, l4 = 0, end = 0
+    cdef Py_ssize_t i, o, cl, l3 = 0, end = 0
     cdef int64_t total = 0
     cdef const uint8_t* p
     cdef int st
@@ -323,6 +337,7 @@ def plan_encap(const uint8_t[::1] data, const int64_t[::1] off, const uint32_t[:
     _check_len("status", status.shape[0], n)
     _check_len("inner_start", inner_start.shape[0], n)
     _check_len("inner_len", inner_len.shape[0], n)
+    cdef Py_ssize_t lim = max_inner if max_inner < 65535 - (_HDR - 14) else 65535 - (_HDR - 14)
     with nogil:
         for i in range(n):
             if i + _AHEAD < n and size > 0:
@@ -335,13 +350,7 @@ def plan_encap(const uint8_t[::1] data, const int64_t[::1] off, const uint32_t[:
                 status[i] = ST_TRUNCATED
                 continue
             p = &data[0] + o if size > 0 else NULL
-            st = find_l3(p, cl, linktype[i], &l3)
-            if st == ST_OK:
-                st = _ipv4(p, cl, l3, &l4, &end)
-            # a snapped packet (total length beyond the capture) is carried as captured; the outer lengths say
-            # its length on the wire (fill_encap), so the size limit applies to that
-            if st == ST_OK and (load_be16(p + l3 + 2) > max_inner or load_be16(p + l3 + 2) > 65535 - (_HDR - 14)):
-                st = ST_TOO_BIG
+            st = _carried_ipv4(p, cl, linktype[i], lim, &l3, &end)
             status[i] = st
             if st == ST_OK:
                 inner_start[i] = o + l3
@@ -386,7 +395,7 @@ def plan_carried(const uint8_t[::1] data, const int64_t[::1] off, const uint32_t
     """
     cdef Py_ssize_t n = off.shape[0]
     cdef Py_ssize_t size = data.shape[0]
-    cdef Py_ssize_t i, o, cl, l3 = 0, l4 = 0, end = 0, ihl, tot
+    cdef Py_ssize_t i, o, cl, l3 = 0, l4 = 0, end = 0
     cdef Py_ssize_t n_ok = 0, n_pok = 0
     cdef const uint8_t* p
     cdef int st
@@ -419,22 +428,13 @@ def plan_carried(const uint8_t[::1] data, const int64_t[::1] off, const uint32_t
             else:
                 p = &data[0] + o if size > 0 else NULL
                 st = -1
-                if has_parse and parsed_status[i] == ST_OK:
+                if has_parse and parsed_status[i] == ST_OK and l3_off[i] >= 0:
                     l3 = l3_off[i]
-                    if l3 >= 0 and l3 + 20 <= cl:
-                        ihl = (p[l3] & 0x0F) * 4
-                        tot = load_be16(p + l3 + 2)
-                        if (p[l3] >> 4) == 4 and ihl >= 20 and l3 + ihl <= cl and tot >= ihl:
-                            end = l3 + tot if l3 + tot < cl else cl
-                            st = ST_OK
-                if st != ST_OK:  # not parsed OK, or the columns do not check: the walk plan_encap makes
-                    st = find_l3(p, cl, linktype[i], &l3)
-                    if st == ST_OK:
-                        st = _ipv4(p, cl, l3, &l4, &end)
-                    if st == ST_OK:
-                        tot = load_be16(p + l3 + 2)
-                if st == ST_OK and tot > lim:
-                    st = ST_TOO_BIG
+                    st = _ipv4(p, cl, l3, &l4, &end)  # the header where the parse found it
+                    if st == ST_OK and load_be16(p + l3 + 2) > lim:
+                        st = ST_TOO_BIG
+                if st != ST_OK and st != ST_TOO_BIG:  # not parsed OK, or the columns do not check: the walk
+                    st = _carried_ipv4(p, cl, linktype[i], lim, &l3, &end)
             status[i] = st
             if has_parse:
                 inner_l4_off[i] = <int32_t>(<uint32_t>l4_off[i] - <uint32_t>l3_off[i])
